@@ -1,0 +1,44 @@
+"""pyiova's exceptions.
+
+Every error pyiova raises is an ``IovaError``. Where a builtin exception is
+the natural one, the class also derives from it, so ``except ValueError`` and
+``except KeyError`` work as a Python programmer expects.
+"""
+
+
+class IovaError(Exception):
+    """Base class of every pyiova error."""
+
+
+class IovaExhausted(IovaError):
+    """No free range satisfies the request (the kernel would return no iova / 0)."""
+
+
+class IovaValueError(IovaError, ValueError):
+    """An argument is out of range: size 0, a limit below start_pfn, a pfn the
+    granule cannot address in 64 bits, a granule that is not a power of two..."""
+
+
+class IovaTypeError(IovaError, TypeError):
+    """An argument is not an integer (or not a buffer of integers)."""
+
+
+class IovaNotFound(IovaError, KeyError):
+    """No allocated range contains (or starts at) the pfn given."""
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class IovaInvalidFree(IovaError, ValueError):
+    """A free the kernel would corrupt itself on: the range already sits in an
+    rcache magazine (a double free), the size names another size class, or the
+    pfn is the anchor. The domain is left unchanged."""
+
+
+class IovaCpuError(IovaValueError):
+    """A CPU slot outside 0..ncpus-1."""
+
+
+class IovaClosed(IovaError, RuntimeError):
+    """The domain was closed (put_iova_domain); it cannot be used any more."""
