@@ -31,7 +31,7 @@ def _cdef_text(header):
     define = re.compile(r"#define\s+([A-Z][A-Z0-9_]*)\s+\(?(-?(?:0x[0-9a-fA-F]+|\d+))[uUlL]*\)?\s*$")
     with open(os.path.join(CSRC, header)) as f:
         for line in f:
-            stripped = line.strip()
+            stripped = re.sub(r"/\*.*?\*/|//.*", "", line).strip()
             if stripped.startswith("#"):
                 m = define.match(stripped)
                 if m:

@@ -42,3 +42,7 @@ class IovaCpuError(IovaValueError):
 
 class IovaClosed(IovaError, RuntimeError):
     """The domain was closed (put_iova_domain); it cannot be used any more."""
+
+
+class IovaCorrupted(IovaError, AssertionError):
+    """check() found an invariant that does not hold (a bug in pyiova)."""

@@ -1,0 +1,158 @@
+/*
+ * iova.h - public interface of the IOVA domain: the kernel's range allocator
+ * (drivers/iommu/iova.c behaviour, mainline 6.12 rules or Linux 4.10 rules)
+ * and its per-CPU range caches.
+ *
+ * Conventions, kept across the whole C core:
+ *   - pfns are unsigned 64-bit page frame numbers in units of the granule;
+ *     limits are inclusive, as in the kernel's API;
+ *   - calls that hand out a pfn return it as a non-negative int64_t, or a
+ *     negative IOVA_E_* code; other calls return 0 or a negative code;
+ *   - nothing here aborts, prints or touches Python; every entry point takes
+ *     the locks it needs, so any call may come from any thread.
+ *
+ * This file is read by cffi's cdef as well as by the C compiler: keep it to
+ * prototypes, plain structs of integers and integer #defines.
+ */
+#ifndef PYIOVA_IOVA_H
+#define PYIOVA_IOVA_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+/* Error codes. Each names what was wrong, so the binding can name the value. */
+#define IOVA_E_NOMEM      -1   /* malloc failed; nothing changed */
+#define IOVA_E_CLOSED     -2   /* the domain was closed */
+#define IOVA_E_SIZE       -3   /* size is 0 or larger than the pfn space */
+#define IOVA_E_LIMIT      -4   /* limit_pfn below start_pfn or beyond the pfn space */
+#define IOVA_E_PFN        -5   /* a pfn the granule cannot address in 64 bits */
+#define IOVA_E_NOTFOUND   -6   /* no range contains the pfn */
+#define IOVA_E_NOTSTART   -7   /* free_fast: pfn is inside a range, not its start */
+#define IOVA_E_CACHED     -8   /* the range already sits in an rcache magazine */
+#define IOVA_E_SIZECLASS  -9   /* free_fast: size names another size class */
+#define IOVA_E_RANGE      -10  /* reserve: lo > hi */
+#define IOVA_E_CPU        -11  /* cpu slot out of range */
+#define IOVA_E_ANCHOR     -12  /* the anchor node cannot be freed */
+#define IOVA_E_NOSPC      -13  /* no room: the allocation failed */
+#define IOVA_E_GRANULE    -14  /* granule not a power of two in [2, 65536] */
+#define IOVA_E_START      -15  /* start_pfn beyond the pfn space */
+#define IOVA_E_NCPUS      -16  /* ncpus not in [1, IOVA_MAX_CPUS] */
+#define IOVA_E_KERNEL     -17  /* unknown kernel rules */
+#define IOVA_E_DMA32      -18  /* 4.10 dma_32bit_pfn out of range, or given for 6.12 */
+#define IOVA_E_MODE       -19  /* unknown search mode */
+#define IOVA_E_TOOMANY    -20  /* more ranges than the node index can address */
+#define IOVA_E_CORRUPT    -21  /* check(): an invariant does not hold */
+#define IOVA_E_STATE      -22  /* restore(): the saved state is inconsistent */
+
+/* Kernel rules a domain follows. */
+#define IOVA_KERNEL_6_12  612
+#define IOVA_KERNEL_4_10  410
+
+/* How alloc finds its gap; both return the same pfns. */
+#define IOVA_SEARCH_AUGMENTED 0   /* O(log n): subtree gap maxima */
+#define IOVA_SEARCH_LINEAR    1   /* the kernel's walk, node by node */
+
+/* rcache geometry. */
+#define IOVA_RANGE_CACHE_MAX_SIZE 6   /* size classes: 1, 2, 4, 8, 16, 32 pages */
+#define IOVA_MAX_CPUS 1024
+#define IOVA_DEPOT_DELAY_MS 100       /* depot trim work fires this long after arming */
+
+struct iova_domain;
+
+struct iova_state {
+    uint64_t cached_lo;        /* 6.12: pfn_lo of cached_node (anchor: 2^64-1) */
+    uint64_t cached32_lo;      /* pfn_lo of cached32_node */
+    int has_cached32;          /* 4.10: 0 when cached32_node is empty */
+    uint64_t max32_alloc_size; /* 6.12 only */
+    uint64_t dma_32bit_pfn;    /* 6.12: exclusive; 4.10: inclusive */
+    uint64_t start_pfn;
+    uint64_t granule;
+    unsigned shift;
+    int kernel;
+    unsigned ncpus;
+    int search_mode;
+    uint64_t nodes;            /* ranges in the tree, anchor excluded */
+    uint64_t used_pfns;        /* pages covered by them */
+    uint64_t cached_pfns;      /* ranges that sit in magazines or the depot */
+    uint64_t clock_ms;         /* the simulated clock of the depot trim work */
+    uint64_t node_bytes;       /* bytes the tree's node pool holds */
+    uint64_t nodes_visited;    /* tree nodes the searches have looked at */
+};
+
+/* --- lifetime ------------------------------------------------------------ */
+
+/* init_iova_domain (+ iova_domain_init_rcaches). dma_32bit_pfn is used by the
+ * 4.10 rules only (inclusive boundary); pass 0 for 6.12. */
+struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
+                                    unsigned ncpus, int kernel,
+                                    uint64_t dma_32bit_pfn, int *err);
+/* put_iova_domain: releases every range and cache; later calls fail with
+ * IOVA_E_CLOSED. The domain object itself stays until iova_domain_destroy. */
+int iova_domain_close(struct iova_domain *d);
+void iova_domain_destroy(struct iova_domain *d);
+int iova_set_search_mode(struct iova_domain *d, int mode);
+
+/* --- the tree (alloc_iova, free_iova, find_iova, reserve_iova) ----------- */
+
+int64_t iova_alloc(struct iova_domain *d, uint64_t size, uint64_t limit_pfn,
+                   int size_aligned);
+/* Frees the range containing pfn; IOVA_E_NOTFOUND if there is none. */
+int iova_free(struct iova_domain *d, uint64_t pfn);
+/* 1 and lo_hi[0..1] filled when a range contains pfn, 0 when none. */
+int iova_find(struct iova_domain *d, uint64_t pfn, uint64_t *lo_hi);
+/* The range reserve_iova returns, in lo_hi[0..1]. */
+int iova_reserve(struct iova_domain *d, uint64_t lo, uint64_t hi,
+                 uint64_t *lo_hi);
+int iova_get_state(struct iova_domain *d, struct iova_state *st);
+/* Copies up to cap ranges (lo, hi pairs, address order, anchor excluded) to
+ * out; returns how many ranges exist (may be more than cap). */
+int64_t iova_ranges(struct iova_domain *d, uint64_t *out, uint64_t cap);
+/* Validator: recomputes every invariant from scratch. 0, or IOVA_E_CORRUPT
+ * with a description in msg. */
+int iova_check(struct iova_domain *d, char *msg, size_t msg_len);
+
+/* Batch calls: one C call for many operations. alloc_many writes a pfn per
+ * size (0 where the allocation failed) and returns how many succeeded, or a
+ * negative code with *bad_index set when a size is invalid (nothing was done).
+ * free_many stops at the first pfn it cannot free: it returns the number
+ * freed, and on a short count *err says why. */
+int64_t iova_alloc_many(struct iova_domain *d, const uint64_t *sizes,
+                        uint64_t *out, uint64_t n, uint64_t limit_pfn,
+                        int size_aligned, uint64_t *bad_index);
+int64_t iova_free_many(struct iova_domain *d, const uint64_t *pfns,
+                       uint64_t n, int *err);
+
+/* --- the rcache (alloc_iova_fast, free_iova_fast and friends) ------------ */
+
+/* cpu < 0: the calling thread's own slot (stable for the thread's life). */
+int iova_current_cpu(struct iova_domain *d);
+/* Returns the pfn, 0 where the kernel returns 0, or a negative code. */
+int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
+                        uint64_t limit_pfn, int flush_rcache, int cpu);
+int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size,
+                   int cpu);
+int iova_flush_cpu(struct iova_domain *d, int cpu);
+int iova_flush_depot(struct iova_domain *d);
+int iova_flush_rcaches(struct iova_domain *d);
+/* Runs once every pending depot trim item; returns how many ran. */
+int64_t iova_run_pending_work(struct iova_domain *d);
+/* Moves the simulated clock forward, running trim work as it falls due. */
+int64_t iova_advance(struct iova_domain *d, uint64_t ms);
+/* Per size class k (0..5): loaded[k*ncpus+cpu], prev[k*ncpus+cpu], depot[k],
+ * pending[k] (1 when trim work is armed). Arrays sized by the caller. */
+int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,
+                      uint64_t *depot, uint32_t *pending);
+/* Every pfn held by the caches, in a fixed order (per class: per cpu loaded
+ * then prev, then the depot from oldest to newest). Returns the total count,
+ * copying at most cap. */
+int64_t iova_rcache_pfns(struct iova_domain *d, uint64_t *out, uint64_t cap);
+
+int64_t iova_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
+                             uint64_t *out, uint64_t n, uint64_t limit_pfn,
+                             int flush_rcache, int cpu, uint64_t *bad_index);
+/* Frees pfns[i] with sizes[i]; stops at the first failure like free_many. */
+int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
+                            const uint64_t *sizes, uint64_t n, int cpu,
+                            int *err);
+
+#endif

@@ -1,0 +1,200 @@
+/*
+ * iova_internal.h - the structures behind struct iova_domain, shared by
+ * iova.c (the allocator), iova_tree.c (the ordered set of ranges),
+ * iova_rcache.c (magazines and depot) and iova_check.c (the validator).
+ *
+ * Locking (the kernel's, plus what a userspace model needs):
+ *   tree_lock      - the tree, the cache pointers, max32_alloc_size, and each
+ *                    node's CACHED flag (iova_rbtree_lock in the kernel);
+ *   cpu_rc[].lock  - one per size class per CPU (the kernel's cpu_rcache lock);
+ *   depot[].lock   - one per size class (the kernel's rcache lock);
+ *   work_lock      - the simulated clock and the trim work.
+ * Order, outermost first: work_lock, cpu locks (ascending index), depot locks
+ * (ascending class), tree_lock. No path takes them in another order.
+ */
+#ifndef PYIOVA_IOVA_INTERNAL_H
+#define PYIOVA_IOVA_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "iova.h"
+
+/* Node indices are 26 bits: the top bits of the two link words carry the
+ * AVL height and the node flags, keeping a node at 48 bytes. */
+#define IOVA_IDX_BITS   26
+#define IOVA_NIL        ((1u << IOVA_IDX_BITS) - 1)
+#define IOVA_IDX_MASK   IOVA_NIL
+#define IOVA_MAX_NODES  (IOVA_NIL - 1)
+
+#define IOVA_NODE_CACHED 1u   /* the range sits in a magazine or the depot */
+#define IOVA_NODE_FREE   2u   /* the slot is on the pool's free list */
+
+#define IOVA_U64_MAX UINT64_MAX
+
+/*
+ * One range [lo, hi] of allocated (or reserved, or cached) pfns, plus what
+ * the O(log n) search needs: each node owns the free gap [gap_lo, lo) just
+ * below it, and keeps the largest gap length and the largest size-aligned
+ * block that fits in any gap of its subtree.
+ */
+struct iova_node {
+    uint32_t left_h;    /* left child index | AVL height << IOVA_IDX_BITS */
+    uint32_t right_f;   /* right child index | flags << IOVA_IDX_BITS */
+    uint64_t lo;
+    uint64_t hi;
+    uint64_t gap_lo;    /* predecessor's hi + 1, or 0 for the lowest node */
+    uint64_t sub_len;   /* max over the subtree of (lo - gap_lo) */
+    uint64_t sub_fit;   /* max over the subtree of gap_fit(gap_lo, lo) */
+};
+
+struct iova_tree {
+    struct iova_node *nodes;  /* the pool; indices stay valid across growth */
+    uint32_t cap;             /* slots allocated */
+    uint32_t top;             /* slots ever used (the rest are untouched) */
+    uint32_t free_head;       /* free slots, linked through left_h */
+    uint32_t root;
+    uint64_t count;           /* live nodes, anchor included */
+    uint64_t pfns;            /* pages they cover, anchor excluded */
+    uint64_t visited;         /* nodes looked at by searches (statistics) */
+};
+
+struct iova_magazine {
+    uint32_t count;
+    uint64_t pfns[];          /* mag_size slots, index 0 the oldest */
+};
+
+struct iova_cpu_rcache {
+    pthread_mutex_t lock;
+    struct iova_magazine *loaded;
+    struct iova_magazine *prev;
+};
+
+struct iova_depot {
+    pthread_mutex_t lock;
+    struct iova_magazine **mags;  /* full magazines, mags[len-1] the newest */
+    uint64_t len;
+    uint64_t cap;
+    bool work_pending;            /* trim work armed (6.12) */
+    uint64_t work_due_ms;
+};
+
+struct iova_domain {
+    pthread_mutex_t tree_lock;
+    struct iova_tree tree;
+    int kernel;                   /* IOVA_KERNEL_6_12 or IOVA_KERNEL_4_10 */
+    int search_mode;
+    bool closed;
+
+    uint64_t granule;
+    unsigned shift;
+    uint64_t start_pfn;
+    uint64_t max_pfn;             /* highest pfn addressable in 64 bits */
+    uint64_t dma_32bit_pfn;       /* 6.12: exclusive; 4.10: inclusive */
+    uint64_t max32_alloc_size;    /* 6.12 "known to fail" size */
+    uint32_t cached_node;         /* 6.12: node index, never NIL */
+    uint32_t cached32_node;       /* 6.12: never NIL; 4.10: may be NIL */
+    uint32_t anchor;              /* 6.12: the [~0, ~0] node; 4.10: NIL */
+    uint64_t cached_ranges;       /* nodes flagged CACHED */
+
+    unsigned ncpus;
+    unsigned mag_size;            /* 127 (6.12) or 128 (4.10) */
+    uint64_t depot_max;           /* 4.10: 32 magazines; 6.12: unbounded */
+    struct iova_cpu_rcache *cpu_rc;   /* [class * ncpus + cpu] */
+    struct iova_depot depot[IOVA_RANGE_CACHE_MAX_SIZE];
+
+    pthread_mutex_t work_lock;
+    uint64_t clock_ms;
+};
+
+/* ---- node accessors ---- */
+static inline struct iova_node *iova_n(const struct iova_tree *t, uint32_t i)
+{
+    return &t->nodes[i];
+}
+static inline uint32_t iova_left(const struct iova_tree *t, uint32_t i)
+{
+    return t->nodes[i].left_h & IOVA_IDX_MASK;
+}
+static inline uint32_t iova_right(const struct iova_tree *t, uint32_t i)
+{
+    return t->nodes[i].right_f & IOVA_IDX_MASK;
+}
+static inline unsigned iova_flags(const struct iova_tree *t, uint32_t i)
+{
+    return t->nodes[i].right_f >> IOVA_IDX_BITS;
+}
+static inline void iova_set_flag(struct iova_tree *t, uint32_t i, unsigned f)
+{
+    t->nodes[i].right_f |= f << IOVA_IDX_BITS;
+}
+static inline void iova_clear_flag(struct iova_tree *t, uint32_t i, unsigned f)
+{
+    t->nodes[i].right_f &= ~(f << IOVA_IDX_BITS);
+}
+
+/* ---- iova_tree.c: the ordered set ---- */
+int iova_tree_init(struct iova_tree *t);
+void iova_tree_release(struct iova_tree *t);
+/* Allocates a node slot; IOVA_NIL when out of memory or indices. */
+uint32_t iova_tree_node_new(struct iova_tree *t, uint64_t lo, uint64_t hi);
+void iova_tree_node_free(struct iova_tree *t, uint32_t i);
+/* Links node i into the tree (its lo must not be a key already). */
+void iova_tree_insert(struct iova_tree *t, uint32_t i);
+/* Unlinks node i; does not free the slot. */
+void iova_tree_erase(struct iova_tree *t, uint32_t i);
+/* Node i's lo was lowered in place (reserve): refresh the derived fields. */
+void iova_tree_lo_changed(struct iova_tree *t, uint32_t i);
+uint32_t iova_tree_find(struct iova_tree *t, uint64_t pfn);      /* containing pfn */
+uint32_t iova_tree_first(const struct iova_tree *t);
+uint32_t iova_tree_last(const struct iova_tree *t);
+uint32_t iova_tree_next(const struct iova_tree *t, uint32_t i);
+uint32_t iova_tree_prev(const struct iova_tree *t, uint32_t i);
+uint32_t iova_tree_lowest_lo_ge(const struct iova_tree *t, uint64_t key);  /* lo >= key */
+uint32_t iova_tree_lowest_hi_ge(const struct iova_tree *t, uint64_t key);  /* hi >= key */
+uint64_t iova_gap_fit(uint64_t gap_lo, uint64_t end);
+
+/*
+ * The search every kernel version reduces to: the highest gap, among those
+ * owned by the node `start` and the nodes below it, that a block of `size`
+ * pages (aligned by `mask`) fits, with the gap's top clipped to `top`
+ * (exclusive) and its bottom to `floor`. `floor_all` applies the floor to
+ * every gap (6.12); otherwise only to the gap below the lowest node (4.10).
+ * start == IOVA_NIL means "from the very top", including the space above the
+ * highest node (4.10 has no anchor to own it). Returns true and *pfn, or
+ * false. The two implementations return the same answer.
+ */
+struct iova_search {
+    uint32_t start;
+    uint64_t top;
+    uint64_t floor;
+    bool floor_all;
+    uint64_t size;
+    uint64_t mask;
+};
+bool iova_tree_search_linear(struct iova_tree *t, const struct iova_search *s,
+                             uint64_t *pfn);
+bool iova_tree_search_augmented(struct iova_tree *t,
+                                const struct iova_search *s, uint64_t *pfn);
+/* Recomputes heights and gap fields; 0 or IOVA_E_CORRUPT with msg. */
+int iova_tree_check(const struct iova_tree *t, char *msg, size_t msg_len);
+
+/* ---- iova.c: used by the rcache ---- */
+/* Removes node i with the kernel's cache-pointer maintenance; tree_lock held. */
+void iova_remove_node_locked(struct iova_domain *d, uint32_t i);
+/* Frees the range starting at / containing pfn, as a magazine flush does:
+ * the node must be CACHED; anything else is silently skipped. */
+void iova_release_cached_pfn_locked(struct iova_domain *d, uint64_t pfn);
+int64_t iova_alloc_locked(struct iova_domain *d, uint64_t size,
+                          uint64_t limit_pfn, bool size_aligned);
+int iova_validate_size(const struct iova_domain *d, uint64_t size);
+int iova_validate_limit(const struct iova_domain *d, uint64_t limit_pfn);
+
+/* ---- iova_rcache.c ---- */
+int iova_rcache_init(struct iova_domain *d);
+void iova_rcache_release(struct iova_domain *d);   /* drops every magazine */
+int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len);
+unsigned iova_size_class(uint64_t size);            /* order_base_2 */
+
+#endif

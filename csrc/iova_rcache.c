@@ -1,0 +1,778 @@
+/*
+ * iova_rcache.c - the per-CPU IOVA range caches ("rcache"): magazines, the
+ * depot, and the delayed work that trims it (alloc_iova_fast /
+ * free_iova_fast behaviour, mainline 6.12 or Linux 4.10).
+ *
+ * Shape: six size classes (1, 2, 4, 8, 16, 32 pages); per class and CPU a
+ * `loaded` and a `prev` magazine; per class a depot of full magazines.
+ *   6.12: magazines of 127, an unbounded LIFO depot; every depot push arms a
+ *         trim item that, when it runs, frees the newest magazine back to
+ *         the tree if the depot holds more magazines than there are CPUs,
+ *         and re-arms itself. Time is simulated: the work only runs from
+ *         iova_run_pending_work / iova_advance, so runs are reproducible.
+ *   4.10: magazines of 128, a depot of at most 32; when it is full the
+ *         evicted magazine's pfns go straight back to the tree.
+ *
+ * Invariants (iova_rcache_check):
+ *   R1  a cached pfn is the lo of a tree node flagged CACHED, of the class it
+ *       is cached under, and no pfn is cached twice;
+ *   R2  the number of CACHED nodes equals the number of cached pfns;
+ *   R3  magazines hold at most mag_size pfns, depot magazines exactly that,
+ *       and a 4.10 depot at most 32 magazines.
+ * So every allocated pfn is in exactly one place: live, cached, or free.
+ *
+ * Unlike the kernel, which trusts its callers, free_fast looks the range up
+ * in the tree (briefly taking tree_lock) so that a double free or a wrong
+ * size can be refused instead of corrupting the domain.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "iova_internal.h"
+
+#define CACHED_CLASSES IOVA_RANGE_CACHE_MAX_SIZE
+
+unsigned iova_size_class(uint64_t size)
+{
+    return size <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(size - 1);
+}
+
+static uint64_t roundup_pow_of_two(uint64_t x)
+{
+    return x <= 1 ? 1 : 1ull << (64 - __builtin_clzll(x - 1));
+}
+
+static struct iova_magazine *mag_alloc(const struct iova_domain *d)
+{
+    struct iova_magazine *m =
+        malloc(sizeof(*m) + d->mag_size * sizeof(m->pfns[0]));
+    if (m)
+        m->count = 0;
+    return m;
+}
+
+static inline struct iova_cpu_rcache *cpu_rc(struct iova_domain *d,
+                                             unsigned k, unsigned cpu)
+{
+    return &d->cpu_rc[k * d->ncpus + cpu];
+}
+
+static inline uint64_t clock_now(struct iova_domain *d)
+{
+    return __atomic_load_n(&d->clock_ms, __ATOMIC_RELAXED);
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+int iova_rcache_init(struct iova_domain *d)
+{
+    bool mainline = d->kernel == IOVA_KERNEL_6_12;
+    d->mag_size = mainline ? 127 : 128;
+    d->depot_max = mainline ? UINT64_MAX : 32;
+    d->cpu_rc = calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
+    if (!d->cpu_rc)
+        return IOVA_E_NOMEM;
+    for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
+        pthread_mutex_init(&d->cpu_rc[i].lock, NULL);
+    for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++) {
+        d->cpu_rc[i].loaded = mag_alloc(d);
+        d->cpu_rc[i].prev = mag_alloc(d);
+        if (!d->cpu_rc[i].loaded || !d->cpu_rc[i].prev)
+            return IOVA_E_NOMEM;
+    }
+    return 0;
+}
+
+void iova_rcache_release(struct iova_domain *d)
+{
+    if (d->cpu_rc) {
+        for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++) {
+            free(d->cpu_rc[i].loaded);
+            free(d->cpu_rc[i].prev);
+            d->cpu_rc[i].loaded = d->cpu_rc[i].prev = NULL;
+        }
+    }
+    for (int k = 0; k < CACHED_CLASSES; k++) {
+        struct iova_depot *dp = &d->depot[k];
+        for (uint64_t j = 0; j < dp->len; j++)
+            free(dp->mags[j]);
+        free(dp->mags);
+        dp->mags = NULL;
+        dp->len = dp->cap = 0;
+        dp->work_pending = false;
+    }
+}
+
+/* ---- magazines ---------------------------------------------------------- */
+
+/* Returns every pfn of m to the tree, oldest first; tree_lock held. */
+static void mag_free_pfns(struct iova_domain *d, struct iova_magazine *m)
+{
+    for (uint32_t i = 0; i < m->count; i++)
+        iova_release_cached_pfn_locked(d, m->pfns[i]);
+    m->count = 0;
+}
+
+/* 6.12: the newest pfn that is <= lim; the newest takes its slot. */
+static uint64_t mag_pop_612(struct iova_magazine *m, uint64_t lim)
+{
+    if (m->count == 0)
+        return 0;
+    uint32_t i = m->count - 1;
+    while (m->pfns[i] > lim) {
+        if (i == 0)
+            return 0;
+        i--;
+    }
+    uint64_t pfn = m->pfns[i];
+    m->pfns[i] = m->pfns[--m->count];
+    return pfn;
+}
+
+/* 4.10: only the newest pfn is considered, against the inclusive limit. */
+static uint64_t mag_pop_410(struct iova_magazine *m, uint64_t limit_pfn)
+{
+    if (m->count == 0 || m->pfns[m->count - 1] >= limit_pfn)
+        return 0;
+    return m->pfns[--m->count];
+}
+
+/* ---- depot -------------------------------------------------------------- */
+
+static int depot_push(struct iova_depot *dp, struct iova_magazine *m)
+{
+    if (dp->len == dp->cap) {
+        uint64_t ncap = dp->cap ? dp->cap * 2 : 8;
+        struct iova_magazine **n = realloc(dp->mags, ncap * sizeof(*n));
+        if (!n)
+            return IOVA_E_NOMEM;
+        dp->mags = n;
+        dp->cap = ncap;
+    }
+    dp->mags[dp->len++] = m;
+    return 0;
+}
+
+static void arm_trim(struct iova_domain *d, struct iova_depot *dp)
+{
+    if (!dp->work_pending) {       /* schedule_delayed_work keeps an earlier arming */
+        dp->work_pending = true;
+        dp->work_due_ms = clock_now(d) + IOVA_DEPOT_DELAY_MS;
+    }
+}
+
+/* ---- get / insert ------------------------------------------------------- */
+
+/* Takes a pfn from this CPU's caches (with the depot as backing); 0 if none
+ * fits. The pfn's node stops being CACHED. */
+static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
+                           uint64_t limit_pfn, unsigned cpu)
+{
+    unsigned k = iova_size_class(size);
+    if (k >= CACHED_CLASSES)
+        return 0;
+    struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
+    struct iova_depot *dp = &d->depot[k];
+    uint64_t pfn = 0;
+    bool has = true;
+
+    pthread_mutex_lock(&c->lock);
+    if (d->closed) {
+        pthread_mutex_unlock(&c->lock);
+        return 0;
+    }
+    if (c->loaded->count) {
+        /* use it */
+    } else if (c->prev->count) {
+        struct iova_magazine *tmp = c->loaded;
+        c->loaded = c->prev;
+        c->prev = tmp;
+    } else {
+        pthread_mutex_lock(&dp->lock);
+        has = dp->len > 0;
+        if (has) {
+            free(c->loaded);
+            c->loaded = dp->mags[--dp->len];
+        }
+        pthread_mutex_unlock(&dp->lock);
+    }
+    if (has) {
+        if (d->kernel == IOVA_KERNEL_6_12)
+            pfn = mag_pop_612(c->loaded, limit_pfn + 1 - size);   /* may wrap, as in the kernel */
+        else
+            pfn = mag_pop_410(c->loaded, limit_pfn);
+    }
+    if (pfn) {
+        pthread_mutex_lock(&d->tree_lock);
+        uint32_t i = iova_tree_find(&d->tree, pfn);
+        if (i != IOVA_NIL) {
+            iova_clear_flag(&d->tree, i, IOVA_NODE_CACHED);
+            d->cached_ranges--;
+        }
+        pthread_mutex_unlock(&d->tree_lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return pfn;
+}
+
+/* Puts pfn (whose node is already flagged CACHED) into this CPU's loaded
+ * magazine, making room as the kernel does. c->lock held. Returns a
+ * magazine whose pfns must go back to the tree (4.10 overflow), or NULL. */
+static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
+                                           struct iova_cpu_rcache *c,
+                                           uint64_t pfn, bool *inserted)
+{
+    struct iova_depot *dp = &d->depot[k];
+    struct iova_magazine *evicted = NULL;
+    *inserted = true;
+    if (c->loaded->count < d->mag_size) {
+        /* room */
+    } else if (c->prev->count < d->mag_size) {
+        struct iova_magazine *tmp = c->loaded;
+        c->loaded = c->prev;
+        c->prev = tmp;
+    } else {
+        struct iova_magazine *fresh = mag_alloc(d);
+        if (!fresh) {
+            *inserted = false;
+            return NULL;
+        }
+        pthread_mutex_lock(&dp->lock);
+        if (dp->len >= d->depot_max) {
+            evicted = c->loaded;               /* 4.10: depot full */
+        } else if (depot_push(dp, c->loaded) != 0) {
+            pthread_mutex_unlock(&dp->lock);
+            free(fresh);
+            *inserted = false;
+            return NULL;
+        } else if (d->kernel == IOVA_KERNEL_6_12) {
+            arm_trim(d, dp);
+        }
+        pthread_mutex_unlock(&dp->lock);
+        c->loaded = fresh;
+    }
+    c->loaded->pfns[c->loaded->count++] = pfn;
+    return evicted;
+}
+
+/* ---- public: fast paths ------------------------------------------------- */
+
+static _Thread_local unsigned thread_slot_plus_one;
+static unsigned next_thread_slot;
+
+int iova_current_cpu(struct iova_domain *d)
+{
+    if (!thread_slot_plus_one)
+        thread_slot_plus_one =
+            __atomic_fetch_add(&next_thread_slot, 1, __ATOMIC_RELAXED) % 0x7fffffff + 1;
+    return d ? (int)((thread_slot_plus_one - 1) % d->ncpus) : 0;
+}
+
+static int resolve_cpu(struct iova_domain *d, int cpu, unsigned *out)
+{
+    if (cpu < 0) {
+        *out = (unsigned)iova_current_cpu(d);
+        return 0;
+    }
+    if ((unsigned)cpu >= d->ncpus)
+        return IOVA_E_CPU;
+    *out = (unsigned)cpu;
+    return 0;
+}
+
+static void flush_cpu_locked_caches(struct iova_domain *d, unsigned cpu)
+{
+    for (unsigned k = 0; k < CACHED_CLASSES; k++) {
+        struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
+        pthread_mutex_lock(&c->lock);
+        if (!d->closed) {
+            pthread_mutex_lock(&d->tree_lock);
+            mag_free_pfns(d, c->loaded);
+            mag_free_pfns(d, c->prev);
+            pthread_mutex_unlock(&d->tree_lock);
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+}
+
+static void flush_depot_all(struct iova_domain *d)
+{
+    for (unsigned k = 0; k < CACHED_CLASSES; k++) {
+        struct iova_depot *dp = &d->depot[k];
+        pthread_mutex_lock(&dp->lock);
+        if (!d->closed) {
+            pthread_mutex_lock(&d->tree_lock);
+            while (dp->len) {
+                struct iova_magazine *m = dp->mags[--dp->len];
+                mag_free_pfns(d, m);
+                free(m);
+            }
+            pthread_mutex_unlock(&d->tree_lock);
+        }
+        pthread_mutex_unlock(&dp->lock);
+    }
+}
+
+static int64_t alloc_fast_one(struct iova_domain *d, uint64_t size,
+                              uint64_t limit_pfn, bool flush, unsigned cpu)
+{
+    bool mainline = d->kernel == IOVA_KERNEL_6_12;
+    /* 6.12 rounds small sizes up to their class so a cached range of the
+     * class always fits; 4.10 does not round (its dma-iommu did). */
+    if (mainline && size < (1u << (CACHED_CLASSES - 1)))
+        size = roundup_pow_of_two(size);
+    uint64_t pfn = rcache_get(d, size, limit_pfn, cpu);
+    if (pfn)
+        return (int64_t)pfn;
+    if (!mainline)
+        flush = true;                      /* 4.10 always retries once */
+    for (;;) {
+        pthread_mutex_lock(&d->tree_lock);
+        int64_t r = d->closed ? IOVA_E_CLOSED
+                              : iova_alloc_locked(d, size, limit_pfn, true);
+        pthread_mutex_unlock(&d->tree_lock);
+        if (r != IOVA_E_NOSPC)
+            return r;
+        if (!flush)
+            return 0;
+        flush = false;
+        for (unsigned c = 0; c < d->ncpus; c++)
+            flush_cpu_locked_caches(d, c);
+        if (mainline)
+            flush_depot_all(d);            /* 4.10 had no global flush */
+    }
+}
+
+int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
+                        uint64_t limit_pfn, int flush_rcache, int cpu)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    unsigned c;
+    int err = iova_validate_size(d, size);
+    if (!err)
+        err = iova_validate_limit(d, limit_pfn);
+    if (!err)
+        err = resolve_cpu(d, cpu, &c);
+    if (err)
+        return err;
+    return alloc_fast_one(d, size, limit_pfn, flush_rcache != 0, c);
+}
+
+/* Checks that pfn starts a live, uncached range of size's class; tree_lock
+ * held. Returns the node or a negative code. */
+static int64_t validate_fast_free(struct iova_domain *d, uint64_t pfn,
+                                  uint64_t size)
+{
+    struct iova_tree *t = &d->tree;
+    uint32_t i = iova_tree_find(t, pfn);
+    if (i == IOVA_NIL)
+        return IOVA_E_NOTFOUND;
+    if (i == d->anchor)
+        return IOVA_E_ANCHOR;
+    if (t->nodes[i].lo != pfn)
+        return IOVA_E_NOTSTART;
+    if (iova_flags(t, i) & IOVA_NODE_CACHED)
+        return IOVA_E_CACHED;
+    unsigned want = iova_size_class(t->nodes[i].hi - t->nodes[i].lo + 1);
+    unsigned got = iova_size_class(size);
+    if (want > CACHED_CLASSES)
+        want = CACHED_CLASSES;
+    if (got > CACHED_CLASSES)
+        got = CACHED_CLASSES;
+    if (want != got)
+        return IOVA_E_SIZECLASS;
+    return i;
+}
+
+static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
+                         unsigned cpu)
+{
+    unsigned k = iova_size_class(size);
+    int64_t i;
+    /* pfn 0 is the fast path's "nothing" value, so it is never cached. */
+    if (k >= CACHED_CLASSES || pfn == 0) {
+        pthread_mutex_lock(&d->tree_lock);
+        i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size);
+        if (i >= 0)
+            iova_remove_node_locked(d, (uint32_t)i);
+        pthread_mutex_unlock(&d->tree_lock);
+        return i < 0 ? (int)i : 0;
+    }
+    struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
+    pthread_mutex_lock(&c->lock);
+    pthread_mutex_lock(&d->tree_lock);
+    i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size);
+    if (i >= 0) {
+        iova_set_flag(&d->tree, (uint32_t)i, IOVA_NODE_CACHED);
+        d->cached_ranges++;
+    }
+    pthread_mutex_unlock(&d->tree_lock);
+    if (i < 0) {
+        pthread_mutex_unlock(&c->lock);
+        return (int)i;
+    }
+    bool inserted;
+    struct iova_magazine *evicted = rcache_insert(d, k, c, pfn, &inserted);
+    if (evicted || !inserted) {
+        pthread_mutex_lock(&d->tree_lock);
+        if (evicted)
+            mag_free_pfns(d, evicted);
+        if (!inserted)                     /* no magazine to be had: the tree takes it */
+            iova_release_cached_pfn_locked(d, pfn);
+        pthread_mutex_unlock(&d->tree_lock);
+        free(evicted);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size, int cpu)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    unsigned c;
+    int err = iova_validate_size(d, size);
+    if (!err && pfn > d->max_pfn)
+        err = IOVA_E_PFN;
+    if (!err)
+        err = resolve_cpu(d, cpu, &c);
+    if (err)
+        return err;
+    return free_fast_one(d, pfn, size, c);
+}
+
+int64_t iova_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
+                             uint64_t *out, uint64_t n, uint64_t limit_pfn,
+                             int flush_rcache, int cpu, uint64_t *bad_index)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    unsigned c;
+    int err = iova_validate_limit(d, limit_pfn);
+    if (!err)
+        err = resolve_cpu(d, cpu, &c);
+    if (err)
+        return err;
+    for (uint64_t i = 0; i < n; i++) {
+        if ((err = iova_validate_size(d, sizes[i])) != 0) {
+            *bad_index = i;
+            return err;
+        }
+    }
+    int64_t ok = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t r = alloc_fast_one(d, sizes[i], limit_pfn, flush_rcache != 0, c);
+        if (r < 0) {
+            memset(out + i, 0, (n - i) * sizeof(*out));
+            *bad_index = i;
+            return r;
+        }
+        out[i] = (uint64_t)r;
+        ok += r != 0;
+    }
+    return ok;
+}
+
+int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
+                            const uint64_t *sizes, uint64_t n, int cpu,
+                            int *err)
+{
+    *err = 0;
+    if (!d) {
+        *err = IOVA_E_CLOSED;
+        return 0;
+    }
+    unsigned c;
+    if ((*err = resolve_cpu(d, cpu, &c)) != 0)
+        return 0;
+    for (uint64_t i = 0; i < n; i++) {
+        int r = iova_validate_size(d, sizes[i]);
+        if (!r && pfns[i] > d->max_pfn)
+            r = IOVA_E_PFN;
+        if (!r)
+            r = free_fast_one(d, pfns[i], sizes[i], c);
+        if (r) {
+            *err = r;
+            return (int64_t)i;
+        }
+    }
+    return (int64_t)n;
+}
+
+/* ---- public: flushes and trim work -------------------------------------- */
+
+int iova_flush_cpu(struct iova_domain *d, int cpu)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    if (cpu < 0 || (unsigned)cpu >= d->ncpus)
+        return IOVA_E_CPU;
+    flush_cpu_locked_caches(d, (unsigned)cpu);
+    return d->closed ? IOVA_E_CLOSED : 0;
+}
+
+int iova_flush_depot(struct iova_domain *d)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    flush_depot_all(d);
+    return d->closed ? IOVA_E_CLOSED : 0;
+}
+
+int iova_flush_rcaches(struct iova_domain *d)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    for (unsigned c = 0; c < d->ncpus; c++)
+        flush_cpu_locked_caches(d, c);
+    flush_depot_all(d);
+    return d->closed ? IOVA_E_CLOSED : 0;
+}
+
+/* One run of class k's trim item; work_lock held. */
+static void run_trim(struct iova_domain *d, unsigned k)
+{
+    struct iova_depot *dp = &d->depot[k];
+    pthread_mutex_lock(&dp->lock);
+    dp->work_pending = false;
+    if (!d->closed && dp->len > d->ncpus) {
+        struct iova_magazine *m = dp->mags[--dp->len];
+        pthread_mutex_lock(&d->tree_lock);
+        mag_free_pfns(d, m);
+        pthread_mutex_unlock(&d->tree_lock);
+        free(m);
+        arm_trim(d, dp);
+    }
+    pthread_mutex_unlock(&dp->lock);
+}
+
+int64_t iova_run_pending_work(struct iova_domain *d)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    pthread_mutex_lock(&d->work_lock);
+    int64_t ran = d->closed ? IOVA_E_CLOSED : 0;
+    bool pending[CACHED_CLASSES];
+    for (unsigned k = 0; ran >= 0 && k < CACHED_CLASSES; k++) {
+        pthread_mutex_lock(&d->depot[k].lock);
+        pending[k] = d->depot[k].work_pending;
+        pthread_mutex_unlock(&d->depot[k].lock);
+    }
+    /* Only what was pending when called runs; re-armed items wait. */
+    for (unsigned k = 0; ran >= 0 && k < CACHED_CLASSES; k++) {
+        if (pending[k]) {
+            run_trim(d, k);
+            ran++;
+        }
+    }
+    pthread_mutex_unlock(&d->work_lock);
+    return ran;
+}
+
+int64_t iova_advance(struct iova_domain *d, uint64_t ms)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    pthread_mutex_lock(&d->work_lock);
+    if (d->closed) {
+        pthread_mutex_unlock(&d->work_lock);
+        return IOVA_E_CLOSED;
+    }
+    uint64_t now = clock_now(d);
+    uint64_t target = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
+    int64_t ran = 0;
+    for (;;) {
+        int next = -1;
+        uint64_t due = 0;
+        for (unsigned k = 0; k < CACHED_CLASSES; k++) {
+            struct iova_depot *dp = &d->depot[k];
+            pthread_mutex_lock(&dp->lock);
+            if (dp->work_pending && dp->work_due_ms <= target &&
+                (next < 0 || dp->work_due_ms < due)) {
+                next = (int)k;
+                due = dp->work_due_ms;
+            }
+            pthread_mutex_unlock(&dp->lock);
+        }
+        if (next < 0)
+            break;
+        if (due > clock_now(d))
+            __atomic_store_n(&d->clock_ms, due, __ATOMIC_RELAXED);
+        run_trim(d, (unsigned)next);
+        ran++;
+    }
+    __atomic_store_n(&d->clock_ms, target, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&d->work_lock);
+    return ran;
+}
+
+/* ---- introspection and the validator ------------------------------------ */
+
+int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,
+                      uint64_t *depot, uint32_t *pending)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    int r = 0;
+    for (unsigned k = 0; k < CACHED_CLASSES; k++) {
+        for (unsigned cpu = 0; cpu < d->ncpus; cpu++) {
+            struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
+            pthread_mutex_lock(&c->lock);
+            if (d->closed) {
+                r = IOVA_E_CLOSED;
+            } else {
+                loaded[k * d->ncpus + cpu] = c->loaded->count;
+                prev[k * d->ncpus + cpu] = c->prev->count;
+            }
+            pthread_mutex_unlock(&c->lock);
+        }
+        pthread_mutex_lock(&d->depot[k].lock);
+        depot[k] = d->depot[k].len;
+        pending[k] = d->depot[k].work_pending;
+        pthread_mutex_unlock(&d->depot[k].lock);
+    }
+    return r;
+}
+
+/* Visits every cached pfn with its class; caller holds every lock. */
+typedef void (*pfn_visitor)(void *ctx, unsigned k, uint64_t pfn);
+
+static void for_each_cached(struct iova_domain *d, pfn_visitor fn, void *ctx)
+{
+    for (unsigned k = 0; k < CACHED_CLASSES; k++) {
+        for (unsigned cpu = 0; cpu < d->ncpus; cpu++) {
+            struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
+            for (uint32_t i = 0; i < c->loaded->count; i++)
+                fn(ctx, k, c->loaded->pfns[i]);
+            for (uint32_t i = 0; i < c->prev->count; i++)
+                fn(ctx, k, c->prev->pfns[i]);
+        }
+        struct iova_depot *dp = &d->depot[k];
+        for (uint64_t j = 0; j < dp->len; j++)
+            for (uint32_t i = 0; i < dp->mags[j]->count; i++)
+                fn(ctx, k, dp->mags[j]->pfns[i]);
+    }
+}
+
+struct collect_ctx {
+    uint64_t *out;
+    uint64_t cap;
+    uint64_t n;
+};
+
+static void collect(void *p, unsigned k, uint64_t pfn)
+{
+    struct collect_ctx *c = p;
+    if (c->n < c->cap)
+        c->out[c->n] = pfn;
+    c->n++;
+}
+
+static void lock_caches(struct iova_domain *d)
+{
+    for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
+        pthread_mutex_lock(&d->cpu_rc[i].lock);
+    for (unsigned k = 0; k < CACHED_CLASSES; k++)
+        pthread_mutex_lock(&d->depot[k].lock);
+}
+
+static void unlock_caches(struct iova_domain *d)
+{
+    for (unsigned k = CACHED_CLASSES; k-- > 0;)
+        pthread_mutex_unlock(&d->depot[k].lock);
+    for (unsigned i = CACHED_CLASSES * d->ncpus; i-- > 0;)
+        pthread_mutex_unlock(&d->cpu_rc[i].lock);
+}
+
+int64_t iova_rcache_pfns(struct iova_domain *d, uint64_t *out, uint64_t cap)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    lock_caches(d);
+    struct collect_ctx c = { out, cap, 0 };
+    if (!d->closed)
+        for_each_cached(d, collect, &c);
+    unlock_caches(d);
+    return d->closed ? IOVA_E_CLOSED : (int64_t)c.n;
+}
+
+struct verify_ctx {
+    struct iova_domain *d;
+    uint64_t *seen;
+    uint64_t n;
+    const char *why;
+    uint64_t bad;
+};
+
+static void verify(void *p, unsigned k, uint64_t pfn)
+{
+    struct verify_ctx *v = p;
+    const struct iova_tree *t = &v->d->tree;
+    if (v->why)
+        return;
+    uint32_t i = iova_tree_find((struct iova_tree *)t, pfn);
+    if (i == IOVA_NIL)
+        v->why = "a cached pfn lies in no range (R1)";
+    else if (!(iova_flags(t, i) & IOVA_NODE_CACHED))
+        v->why = "a cached pfn's range is not flagged CACHED (R1)";
+    if (v->why)
+        v->bad = pfn;
+    else
+        v->seen[v->n++] = i;       /* node index: two pfns may not share a node */
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Caller holds every lock (iova_check does). */
+int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len)
+{
+    const char *why = NULL;
+    uint64_t bad = 0;
+    for (unsigned i = 0; !why && i < CACHED_CLASSES * d->ncpus; i++)
+        if (d->cpu_rc[i].loaded->count > d->mag_size ||
+            d->cpu_rc[i].prev->count > d->mag_size)
+            why = "a magazine holds more than its size (R3)";
+    for (unsigned k = 0; !why && k < CACHED_CLASSES; k++) {
+        const struct iova_depot *dp = &d->depot[k];
+        if (dp->len > d->depot_max)
+            why = "the depot holds more magazines than allowed (R3)";
+        for (uint64_t j = 0; !why && j < dp->len; j++)
+            if (dp->mags[j]->count != d->mag_size)
+                why = "a depot magazine is not full (R3)";
+    }
+    if (!why) {
+        struct verify_ctx v = { .d = d };
+        struct collect_ctx count = { NULL, 0, 0 };
+        for_each_cached(d, collect, &count);
+        v.seen = malloc((count.n ? count.n : 1) * sizeof(uint64_t));
+        if (!v.seen)
+            return IOVA_E_NOMEM;
+        for_each_cached(d, verify, &v);
+        why = v.why;
+        bad = v.bad;
+        if (!why) {
+            qsort(v.seen, v.n, sizeof(uint64_t), cmp_u64);
+            for (uint64_t i = 1; !why && i < v.n; i++)
+                if (v.seen[i] == v.seen[i - 1]) {
+                    why = "a range is cached twice (R1)";
+                    bad = d->tree.nodes[v.seen[i]].lo;
+                }
+        }
+        if (!why && v.n != d->cached_ranges)
+            why = "CACHED ranges and cached pfns differ in number (R2)";
+        free(v.seen);
+    }
+    if (why) {
+        if (msg && msg_len)
+            snprintf(msg, msg_len, "rcache: %s (pfn %llu)", why,
+                     (unsigned long long)bad);
+        return IOVA_E_CORRUPT;
+    }
+    return 0;
+}

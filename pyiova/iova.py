@@ -1,0 +1,522 @@
+"""IovaDomain: the kernel's IOVA allocator (drivers/iommu/iova.c) over the C core.
+
+This layer only checks types, converts buffers and turns the C core's error
+codes into exceptions that name the offending value. Every allocation
+decision is made in C, with the GIL released, under the domain's own locks.
+"""
+import array
+import os
+
+from . import errors
+from ._pyiova import ffi, lib
+
+__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES"]
+
+KERNELS = {"6.12": lib.IOVA_KERNEL_6_12, "4.10": lib.IOVA_KERNEL_4_10}
+_KERNEL_NAMES = {v: k for k, v in KERNELS.items()}
+SEARCH_MODES = {"augmented": lib.IOVA_SEARCH_AUGMENTED, "linear": lib.IOVA_SEARCH_LINEAR}
+_SEARCH_NAMES = {v: k for k, v in SEARCH_MODES.items()}
+CACHED_CLASSES = lib.IOVA_RANGE_CACHE_MAX_SIZE
+_U64_MAX = (1 << 64) - 1
+
+# Bound once: attribute lookups on `lib` cost more than the calls themselves.
+_alloc = lib.iova_alloc
+_free = lib.iova_free
+_alloc_fast = lib.iova_alloc_fast
+_free_fast = lib.iova_free_fast
+_find = lib.iova_find
+_new_u64x2 = ffi.new
+
+
+def _describe(name, value):
+    return "%s=%r" % (name, value)
+
+
+def _index(name, value):
+    """value as a Python int in 0..2**64-1, or the exception that says why not."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return errors.IovaTypeError("%s must be an integer, not %s (%r)"
+                                    % (name, type(value).__name__, value))
+    v = value.__index__()
+    if v < 0 or v > _U64_MAX:
+        return errors.IovaValueError("%s %d is out of range (0..2**64-1)" % (name, v))
+    return None
+
+
+def _bad_argument(**named):
+    """Called when cffi refused an argument: find which one and say why."""
+    for name, value in named.items():
+        exc = _index(name, value)
+        if exc is not None:
+            return exc
+    return errors.IovaTypeError("bad argument in %s" % ", ".join(
+        _describe(k, v) for k, v in named.items()))
+
+
+def _as_u64_buffer(name, values):
+    """A cffi uint64_t[] view of values (any buffer of 8-byte integers, raw
+    bytes, or an iterable of ints), plus the object that owns the memory."""
+    try:
+        view = memoryview(values)
+    except TypeError:
+        view = None
+    if view is not None:
+        fmt = view.format.lstrip("@=<>!")
+        if fmt in ("Q", "q", "L", "l", "N", "n") and view.itemsize == 8 or \
+                fmt in ("B", "b", "c") and view.nbytes % 8 == 0:
+            if not view.c_contiguous:
+                values = view = memoryview(view.tobytes())
+            return ffi.from_buffer("uint64_t[]", values), values, view.nbytes // 8
+        raise errors.IovaTypeError(
+            "%s must hold 8-byte integers; got a buffer of format %r" % (name, view.format))
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise errors.IovaTypeError("%s must be a buffer or an iterable of integers, not %s"
+                                   % (name, type(values).__name__))
+    items = list(values)
+    for i, v in enumerate(items):
+        exc = _index("%s[%d]" % (name, i), v)
+        if exc is not None:
+            raise exc
+    arr = array.array("Q", items)
+    return ffi.from_buffer("uint64_t[]", arr), arr, len(arr)
+
+
+class IovaDomain:
+    """An IOVA domain: init_iova_domain + the rcaches, with the kernel's calls.
+
+    granule    the smallest page the IOMMU maps (a power of two, 2..65536)
+    start_pfn  the lowest pfn that may be allocated
+    ncpus      CPU slots of the per-CPU caches (default: this machine's CPUs)
+    kernel     "6.12" (mainline rules, the default) or "4.10" (the seed's)
+    dma_32bit_pfn  4.10 only: its inclusive 32-bit boundary
+               (default 0xFFFFFFFF >> shift, what intel-iommu passed)
+    search     "augmented" (O(log n), the default) or "linear" (the
+               kernel's walk); both return the same pfns
+    """
+
+    __slots__ = ("_d", "granule", "shift", "start_pfn", "ncpus", "kernel",
+                 "dma_32bit_pfn", "max_pfn", "__weakref__")
+
+    def __init__(self, granule=4096, start_pfn=1, *, ncpus=None, kernel="6.12",
+                 dma_32bit_pfn=None, search="augmented"):
+        for name, value in (("granule", granule), ("start_pfn", start_pfn)):
+            exc = _index(name, value)
+            if exc is not None:
+                raise exc
+        if kernel not in KERNELS:
+            raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, sorted(KERNELS)))
+        if search not in SEARCH_MODES:
+            raise errors.IovaValueError("search %r is not one of %s" % (search, sorted(SEARCH_MODES)))
+        if ncpus is None:
+            ncpus = min(os.cpu_count() or 1, lib.IOVA_MAX_CPUS)
+        exc = _index("ncpus", ncpus)
+        if exc is not None:
+            raise exc
+        if kernel == "6.12":
+            if dma_32bit_pfn is not None:
+                raise errors.IovaValueError(
+                    "dma_32bit_pfn=%r: 6.12 derives it from the granule (1 << (32 - shift))"
+                    % (dma_32bit_pfn,))
+            dma32_arg = 0
+        elif dma_32bit_pfn is None:
+            dma32_arg = 0
+        else:
+            exc = _index("dma_32bit_pfn", dma_32bit_pfn)
+            if exc is not None:
+                raise exc
+            if dma_32bit_pfn == 0:
+                raise errors.IovaValueError("dma_32bit_pfn must be at least 1, not 0")
+            dma32_arg = dma_32bit_pfn
+        err = ffi.new("int *")
+        d = lib.iova_domain_new(granule, start_pfn, ncpus, KERNELS[kernel], dma32_arg, err)
+        if d == ffi.NULL:
+            code = err[0]
+            if code == lib.IOVA_E_NOMEM:
+                raise MemoryError("cannot allocate an IOVA domain")
+            what = {
+                lib.IOVA_E_GRANULE: "granule %r is not a power of two in 2..65536" % (granule,),
+                lib.IOVA_E_START: "start_pfn %#x is beyond what a %d-byte granule can address"
+                                  % (start_pfn, granule),
+                lib.IOVA_E_NCPUS: "ncpus %r is not in 1..%d" % (ncpus, lib.IOVA_MAX_CPUS),
+                lib.IOVA_E_DMA32: "dma_32bit_pfn %#x is beyond what a %d-byte granule can address"
+                                  % (dma32_arg, granule),
+            }.get(code, "bad domain parameters (code %d)" % code)
+            raise errors.IovaValueError(what)
+        self._d = ffi.gc(d, lib.iova_domain_destroy)
+        if search != "augmented":
+            lib.iova_set_search_mode(self._d, SEARCH_MODES[search])
+        st = self._state()
+        self.granule = granule
+        self.shift = st.shift
+        self.start_pfn = start_pfn
+        self.ncpus = ncpus
+        self.kernel = kernel
+        self.dma_32bit_pfn = st.dma_32bit_pfn
+        self.max_pfn = _U64_MAX >> st.shift
+
+    # ---- errors ---------------------------------------------------------
+
+    def _error(self, code, **named):
+        """The exception for a negative return code, naming the values."""
+        size = named.get("size")
+        limit = named.get("limit_pfn")
+        pfn = named.get("pfn")
+        E = lib
+        if code == E.IOVA_E_NOSPC:
+            return errors.IovaExhausted(
+                "no free range of %d pages at or below limit_pfn %#x" % (size, limit))
+        if code == E.IOVA_E_SIZE:
+            return errors.IovaValueError("size %r is not in 1..%#x" % (size, self.max_pfn))
+        if code == E.IOVA_E_LIMIT:
+            return errors.IovaValueError(
+                "limit_pfn %#x is below start_pfn %#x or above the highest pfn %#x"
+                % (limit, self.start_pfn, self.max_pfn))
+        if code == E.IOVA_E_PFN:
+            what = named.get("what", "pfn")
+            value = named.get(what, pfn)
+            return errors.IovaValueError(
+                "%s %#x is beyond what a %d-byte granule can address in 64 bits (max %#x)"
+                % (what, value, self.granule, self.max_pfn))
+        if code == E.IOVA_E_NOTFOUND:
+            return errors.IovaNotFound("no allocated range contains pfn %#x" % pfn)
+        if code == E.IOVA_E_NOTSTART:
+            return errors.IovaInvalidFree(
+                "pfn %#x is inside a range but is not its first pfn" % pfn)
+        if code == E.IOVA_E_CACHED:
+            return errors.IovaInvalidFree(
+                "the range at pfn %#x is already freed: it sits in an rcache magazine" % pfn)
+        if code == E.IOVA_E_SIZECLASS:
+            return errors.IovaInvalidFree(
+                "size %d names another size class than the range at pfn %#x" % (size, pfn))
+        if code == E.IOVA_E_ANCHOR:
+            return errors.IovaInvalidFree("pfn %#x is the anchor node, which is never freed" % pfn)
+        if code == E.IOVA_E_RANGE:
+            return errors.IovaValueError(
+                "reserve: lo %#x is above hi %#x" % (named["lo"], named["hi"]))
+        if code == E.IOVA_E_CPU:
+            return errors.IovaCpuError(
+                "cpu %r is not in 0..%d" % (named.get("cpu"), self.ncpus - 1))
+        if code == E.IOVA_E_CLOSED:
+            return errors.IovaClosed("the domain is closed")
+        if code == E.IOVA_E_NOMEM:
+            return MemoryError("out of memory in the IOVA domain")
+        if code == E.IOVA_E_TOOMANY:
+            return MemoryError("the domain holds as many ranges as a node index can address")
+        return errors.IovaError("unexpected error code %d" % code)
+
+    # ---- the tree -------------------------------------------------------
+
+    def alloc(self, size, limit_pfn, size_aligned=False):
+        """alloc_iova: the new range's pfn_lo. Raises IovaExhausted."""
+        try:
+            r = _alloc(self._d, size, limit_pfn, size_aligned)
+        except (TypeError, OverflowError):
+            raise _bad_argument(size=size, limit_pfn=limit_pfn,
+                                size_aligned=int(bool(size_aligned))) from None
+        if r < 0:
+            raise self._error(r, size=size, limit_pfn=limit_pfn)
+        return r
+
+    def free(self, pfn):
+        """free_iova: frees the range containing pfn. Raises IovaNotFound."""
+        try:
+            r = _free(self._d, pfn)
+        except (TypeError, OverflowError):
+            raise _bad_argument(pfn=pfn) from None
+        if r:
+            raise self._error(r, pfn=pfn)
+
+    def find(self, pfn):
+        """find_iova: (lo, hi) of the range containing pfn, or None."""
+        out = _new_u64x2("uint64_t[2]")
+        try:
+            r = _find(self._d, pfn, out)
+        except (TypeError, OverflowError):
+            raise _bad_argument(pfn=pfn) from None
+        if r < 0:
+            raise self._error(r, pfn=pfn)
+        return (out[0], out[1]) if r else None
+
+    def reserve(self, lo, hi):
+        """reserve_iova: the (lo, hi) of the range that now covers the top of
+        [lo, hi] (a new node, or an existing one that was widened/covered)."""
+        out = _new_u64x2("uint64_t[2]")
+        try:
+            r = lib.iova_reserve(self._d, lo, hi, out)
+        except (TypeError, OverflowError):
+            raise _bad_argument(lo=lo, hi=hi) from None
+        if r:
+            what = "lo" if lo > self.max_pfn else "hi"
+            raise self._error(r, lo=lo, hi=hi, what=what)
+        return (out[0], out[1])
+
+    def ranges(self):
+        """Every range in address order, as (lo, hi); the 6.12 anchor excluded."""
+        while True:
+            n = lib.iova_ranges(self._d, ffi.NULL, 0)
+            if n < 0:
+                raise self._error(n)
+            buf = ffi.new("uint64_t[]", 2 * n + 2)
+            m = lib.iova_ranges(self._d, buf, n + 1)
+            if m < 0:
+                raise self._error(m)
+            if m <= n + 1:
+                flat = ffi.unpack(buf, 2 * m)
+                return list(zip(flat[0::2], flat[1::2]))
+
+    def _state(self):
+        st = ffi.new("struct iova_state *")
+        r = lib.iova_get_state(self._d, st)
+        if r:
+            raise self._error(r)
+        return st
+
+    def state(self):
+        """The allocator's cached state, as the kernel holds it.
+
+        6.12: {"cached", "cached32"} are the pfn_lo of the two cached nodes
+        (the anchor reads 2**64-1), "max32" is max32_alloc_size and "dma32"
+        the exclusive 32-bit boundary. 4.10: {"cached32": lo or None,
+        "dma32": the inclusive boundary}.
+        """
+        st = self._state()
+        if self.kernel == "4.10":
+            return {"cached32": st.cached32_lo if st.has_cached32 else None,
+                    "dma32": st.dma_32bit_pfn}
+        return {"cached": st.cached_lo, "cached32": st.cached32_lo,
+                "max32": st.max32_alloc_size, "dma32": st.dma_32bit_pfn}
+
+    def stats(self):
+        """Counters: ranges, pages, cached ranges, node memory, search work."""
+        st = self._state()
+        return {"ranges": st.nodes, "used_pfns": st.used_pfns,
+                "cached_ranges": st.cached_pfns, "node_bytes": st.node_bytes,
+                "nodes_visited": st.nodes_visited, "clock_ms": st.clock_ms,
+                "search": _SEARCH_NAMES[st.search_mode]}
+
+    def __len__(self):
+        return self._state().nodes
+
+    @property
+    def used_pfns(self):
+        """Pages covered by ranges (allocated, reserved or cached)."""
+        return self._state().used_pfns
+
+    @property
+    def search(self):
+        return _SEARCH_NAMES[self._state().search_mode]
+
+    @search.setter
+    def search(self, mode):
+        if mode not in SEARCH_MODES:
+            raise errors.IovaValueError("search %r is not one of %s" % (mode, sorted(SEARCH_MODES)))
+        r = lib.iova_set_search_mode(self._d, SEARCH_MODES[mode])
+        if r:
+            raise self._error(r)
+
+    def check(self):
+        """Runs the C validator over every invariant; raises IovaCorrupted."""
+        msg = ffi.new("char[]", 256)
+        r = lib.iova_check(self._d, msg, 256)
+        if r == lib.IOVA_E_CORRUPT:
+            raise errors.IovaCorrupted(ffi.string(msg).decode())
+        if r:
+            raise self._error(r)
+
+    # ---- batches --------------------------------------------------------
+
+    def alloc_many(self, sizes, limit_pfn, size_aligned=False):
+        """One alloc per size in one C call; an array('Q') of pfns, 0 where
+        the allocation failed. Bad sizes are refused before anything is done."""
+        buf, keep, n = _as_u64_buffer("sizes", sizes)
+        out = array.array("Q", bytes(8 * n))
+        bad = ffi.new("uint64_t *")
+        try:
+            r = lib.iova_alloc_many(self._d, buf, ffi.from_buffer("uint64_t[]", out), n,
+                                    limit_pfn, size_aligned, bad)
+        except (TypeError, OverflowError):
+            raise _bad_argument(limit_pfn=limit_pfn) from None
+        if r < 0:
+            i = bad[0]
+            exc = self._error(r, size=buf[i] if i < n else None, limit_pfn=limit_pfn)
+            if r == lib.IOVA_E_SIZE:
+                exc = errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
+                                            % (i, buf[i], self.max_pfn))
+            raise exc
+        return out
+
+    def free_many(self, pfns):
+        """free for each pfn in one C call. Stops at the first pfn it cannot
+        free, raising what free would; `done` on the exception says how many
+        were freed before it."""
+        buf, keep, n = _as_u64_buffer("pfns", pfns)
+        err = ffi.new("int *")
+        done = lib.iova_free_many(self._d, buf, n, err)
+        if err[0]:
+            exc = self._error(err[0], pfn=buf[done])
+            exc.index = exc.done = done
+            raise exc
+
+    # ---- the rcache -----------------------------------------------------
+
+    def alloc_fast(self, size, limit_pfn, flush_rcache=True, cpu=None):
+        """alloc_iova_fast on `cpu` (None: this thread's slot). Raises
+        IovaExhausted where the kernel returns 0."""
+        try:
+            r = _alloc_fast(self._d, size, limit_pfn, flush_rcache,
+                            -1 if cpu is None else cpu)
+        except (TypeError, OverflowError):
+            raise _bad_argument(size=size, limit_pfn=limit_pfn, cpu=cpu) from None
+        if r <= 0:
+            if r == 0:
+                r = lib.IOVA_E_NOSPC
+            raise self._error(r, size=size, limit_pfn=limit_pfn, cpu=cpu)
+        return r
+
+    def free_fast(self, pfn, size, cpu=None):
+        """free_iova_fast: into `cpu`'s magazines, or the tree for big sizes."""
+        try:
+            r = _free_fast(self._d, pfn, size, -1 if cpu is None else cpu)
+        except (TypeError, OverflowError):
+            raise _bad_argument(pfn=pfn, size=size, cpu=cpu) from None
+        if r:
+            raise self._error(r, pfn=pfn, size=size, cpu=cpu)
+
+    def alloc_fast_many(self, sizes, limit_pfn, flush_rcache=True, cpu=None):
+        """alloc_fast per size in one C call; array('Q'), 0 where it failed."""
+        buf, keep, n = _as_u64_buffer("sizes", sizes)
+        out = array.array("Q", bytes(8 * n))
+        bad = ffi.new("uint64_t *")
+        try:
+            r = lib.iova_alloc_fast_many(self._d, buf, ffi.from_buffer("uint64_t[]", out), n,
+                                         limit_pfn, flush_rcache, -1 if cpu is None else cpu,
+                                         bad)
+        except (TypeError, OverflowError):
+            raise _bad_argument(limit_pfn=limit_pfn, cpu=cpu) from None
+        if r < 0:
+            i = bad[0]
+            if r == lib.IOVA_E_SIZE:
+                raise errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
+                                            % (i, buf[i], self.max_pfn))
+            raise self._error(r, limit_pfn=limit_pfn, cpu=cpu,
+                              size=buf[i] if i < n else None)
+        return out
+
+    def free_fast_many(self, pfns, sizes, cpu=None):
+        """free_fast(pfns[i], sizes[i]) in one C call; stops at the first
+        failure like free_many."""
+        pbuf, pkeep, n = _as_u64_buffer("pfns", pfns)
+        sbuf, skeep, m = _as_u64_buffer("sizes", sizes)
+        if m != n:
+            raise errors.IovaValueError("pfns has %d items but sizes has %d" % (n, m))
+        err = ffi.new("int *")
+        try:
+            done = lib.iova_free_fast_many(self._d, pbuf, sbuf, n, -1 if cpu is None else cpu,
+                                           err)
+        except (TypeError, OverflowError):
+            raise _bad_argument(cpu=cpu) from None
+        if err[0]:
+            i = done
+            exc = self._error(err[0], pfn=pbuf[i] if i < n else None,
+                              size=sbuf[i] if i < n else None, cpu=cpu)
+            exc.index = exc.done = done
+            raise exc
+
+    def current_cpu(self):
+        """The CPU slot this thread uses when cpu=None."""
+        return lib.iova_current_cpu(self._d)
+
+    def _cpu_call(self, fn, cpu):
+        try:
+            r = fn(self._d, cpu)
+        except (TypeError, OverflowError):
+            raise _bad_argument(cpu=cpu) from None
+        if r:
+            raise self._error(r, cpu=cpu)
+
+    def flush_cpu(self, cpu):
+        """free_cpu_cached_iovas: every pfn in cpu's magazines back to the tree."""
+        self._cpu_call(lib.iova_flush_cpu, cpu)
+
+    def flush_depot(self):
+        """free_global_cached_iovas: every depot magazine back to the tree."""
+        r = lib.iova_flush_depot(self._d)
+        if r:
+            raise self._error(r)
+
+    def flush_rcaches(self):
+        """Every CPU's caches, then the depot (what alloc_fast does before its retry)."""
+        r = lib.iova_flush_rcaches(self._d)
+        if r:
+            raise self._error(r)
+
+    def run_pending_work(self):
+        """Runs once each depot trim item pending now; returns how many ran."""
+        r = lib.iova_run_pending_work(self._d)
+        if r < 0:
+            raise self._error(r)
+        return r
+
+    def advance(self, ms):
+        """Moves the simulated clock by ms, running trim work as it falls due;
+        returns how many items ran."""
+        exc = _index("ms", ms)
+        if exc is not None:
+            raise exc
+        r = lib.iova_advance(self._d, ms)
+        if r < 0:
+            raise self._error(r)
+        return r
+
+    def rcache_stats(self):
+        """Per size class: each CPU's loaded/prev fill, the depot length and
+        whether its trim work is armed."""
+        k, n = CACHED_CLASSES, self.ncpus
+        loaded = ffi.new("uint32_t[]", k * n)
+        prev = ffi.new("uint32_t[]", k * n)
+        depot = ffi.new("uint64_t[]", k)
+        pending = ffi.new("uint32_t[]", k)
+        r = lib.iova_rcache_stats(self._d, loaded, prev, depot, pending)
+        if r:
+            raise self._error(r)
+        return [{"bin": b, "size": 1 << b,
+                 "loaded": ffi.unpack(loaded + b * n, n),
+                 "prev": ffi.unpack(prev + b * n, n),
+                 "depot": depot[b], "work_pending": bool(pending[b])}
+                for b in range(k)]
+
+    def cached_pfns(self):
+        """The set of pfns sitting in magazines or the depot."""
+        while True:
+            n = lib.iova_rcache_pfns(self._d, ffi.NULL, 0)
+            if n < 0:
+                raise self._error(n)
+            buf = ffi.new("uint64_t[]", n + 64)
+            m = lib.iova_rcache_pfns(self._d, buf, n + 64)
+            if m < 0:
+                raise self._error(m)
+            if m <= n + 64:
+                return set(ffi.unpack(buf, m))
+
+    # ---- lifetime -------------------------------------------------------
+
+    def close(self):
+        """put_iova_domain. Idempotent; later calls raise IovaClosed."""
+        lib.iova_domain_close(self._d)
+
+    @property
+    def closed(self):
+        return lib.iova_get_state(self._d, ffi.new("struct iova_state *")) == lib.IOVA_E_CLOSED
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        if self.closed:
+            return "<IovaDomain kernel=%s granule=%d closed>" % (self.kernel, self.granule)
+        st = self._state()
+        return "<IovaDomain kernel=%s granule=%d start_pfn=%#x ranges=%d pfns=%d>" % (
+            self.kernel, self.granule, self.start_pfn, st.nodes, st.used_pfns)
