@@ -124,7 +124,7 @@ int64_t iova_free_many(struct iova_domain *d, const uint64_t *pfns,
 
 /* --- the rcache (alloc_iova_fast, free_iova_fast and friends) ------------ */
 
-/* cpu < 0: the calling thread's own slot (stable for the thread's life). */
+/* cpu == -1: the calling thread's own slot (stable for the thread's life). */
 int iova_current_cpu(struct iova_domain *d);
 /* Returns the pfn, 0 where the kernel returns 0, or a negative code. */
 int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,

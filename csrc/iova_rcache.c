@@ -271,11 +271,11 @@ int iova_current_cpu(struct iova_domain *d)
 
 static int resolve_cpu(struct iova_domain *d, int cpu, unsigned *out)
 {
-    if (cpu < 0) {
+    if (cpu == -1) {
         *out = (unsigned)iova_current_cpu(d);
         return 0;
     }
-    if ((unsigned)cpu >= d->ncpus)
+    if (cpu < 0 || (unsigned)cpu >= d->ncpus)
         return IOVA_E_CPU;
     *out = (unsigned)cpu;
     return 0;

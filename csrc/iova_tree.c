@@ -435,27 +435,33 @@ static enum gap_verdict try_gap(const struct iova_search *s, uint64_t gap_lo,
 
 /*
  * The kernel's way: gap by gap, downward from the start node. A small stack
- * of the ancestors still to visit makes each step amortised O(1).
+ * of the ancestors still to visit makes each step amortised O(1). Gives up
+ * after `budget` gaps (WALK_UNDECIDED), which lets the augmented search try
+ * the few gaps nearest the start first: in steady churn the answer is
+ * almost always there, and a short walk beats any descent.
  */
-bool iova_tree_search_linear(struct iova_tree *t, const struct iova_search *s,
-                             uint64_t *pfn)
+enum walk_result { WALK_FOUND, WALK_FAILED, WALK_UNDECIDED };
+
+static enum walk_result walk_gaps(struct iova_tree *t, const struct iova_search *s,
+                                  uint64_t *pfn, uint64_t budget)
 {
     uint32_t stack[MAX_DEPTH];
     int sp = 0;
     uint32_t cur;
+    enum gap_verdict v;
 
     if (s->start == IOVA_NIL) {
         uint32_t last = iova_tree_last(t);
         uint64_t gl = last == IOVA_NIL ? 0 : t->nodes[last].hi + 1;
-        enum gap_verdict v = try_gap(s, gl, IOVA_U64_MAX, last == IOVA_NIL, pfn);
+        v = try_gap(s, gl, IOVA_U64_MAX, last == IOVA_NIL, pfn);
         if (v != GAP_NEXT)
-            return v == GAP_FITS;
+            return v == GAP_FITS ? WALK_FOUND : WALK_FAILED;
         cur = last;
     } else {
         cur = s->start;
     }
     if (cur == IOVA_NIL)
-        return false;
+        return WALK_FAILED;
     /* Position the iterator at cur: remember the ancestors below it. */
     uint64_t key = t->nodes[cur].lo;
     for (uint32_t x = t->root; x != IOVA_NIL && x != cur;) {
@@ -466,7 +472,9 @@ bool iova_tree_search_linear(struct iova_tree *t, const struct iova_search *s,
             x = iova_left(t, x);
         }
     }
-    while (cur != IOVA_NIL) {
+    for (; cur != IOVA_NIL; budget--) {
+        if (budget == 0)
+            return WALK_UNDECIDED;
         t->visited++;
         /* step to the predecessor before judging, to know if cur is lowest */
         uint32_t below;
@@ -481,12 +489,18 @@ bool iova_tree_search_linear(struct iova_tree *t, const struct iova_search *s,
             below = sp > 0 ? stack[--sp] : IOVA_NIL;
         }
         const struct iova_node *n = iova_n(t, cur);
-        enum gap_verdict v = try_gap(s, n->gap_lo, n->lo, below == IOVA_NIL, pfn);
+        v = try_gap(s, n->gap_lo, n->lo, below == IOVA_NIL, pfn);
         if (v != GAP_NEXT)
-            return v == GAP_FITS;
+            return v == GAP_FITS ? WALK_FOUND : WALK_FAILED;
         cur = below;
     }
-    return false;
+    return WALK_FAILED;
+}
+
+bool iova_tree_search_linear(struct iova_tree *t, const struct iova_search *s,
+                             uint64_t *pfn)
+{
+    return walk_gaps(t, s, pfn, UINT64_MAX) == WALK_FOUND;
 }
 
 static inline uint64_t own_value(const struct iova_node *n, bool use_fit)
@@ -531,9 +545,15 @@ static uint32_t rightmost_fit(struct iova_tree *t, uint32_t x, uint64_t key,
  * between is whole, so "the highest gap that fits" among them is a query
  * on the subtree maxima.
  */
+#define SHORT_WALK 8   /* gaps tried one by one before descending */
+
 bool iova_tree_search_augmented(struct iova_tree *t,
                                 const struct iova_search *s, uint64_t *pfn)
 {
+    enum walk_result w = walk_gaps(t, s, pfn, SHORT_WALK);
+    if (w != WALK_UNDECIDED)
+        return w == WALK_FOUND;
+
     bool use_fit = s->mask != IOVA_U64_MAX;
     uint32_t upper = IOVA_NIL;   /* node owning the top-clipped gap */
     uint32_t bound;              /* highest node whose gap is not clipped at top */

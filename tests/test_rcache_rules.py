@@ -1,0 +1,215 @@
+"""The rcache rules (kernel-iova-semantics.md §5), one example each."""
+import threading
+
+import pytest
+
+from pyiova import IovaCpuError, IovaDomain, IovaExhausted
+
+TOP32 = 0xFFFFF
+
+
+def stats(dom, k=0, cpu=0):
+    s = dom.rcache_stats()[k]
+    return s["loaded"][cpu], s["prev"][cpu], s["depot"]
+
+
+def fill(dom, n, size=1, limit=TOP32):
+    return [dom.alloc(size, limit) for _ in range(n)]
+
+
+# ---- 6.12 ------------------------------------------------------------------
+
+def test_magazine_fills_then_moves_to_prev_then_to_the_depot():
+    dom = IovaDomain(4096, 1, ncpus=1)
+    pfns = fill(dom, 638)
+    for p in pfns:
+        dom.free_fast(p, 1, cpu=0)
+    assert stats(dom) == (3, 127, 4)
+    assert dom.cached_pfns() == set(pfns)
+    assert len(dom) == 638                        # cached ranges stay in the tree
+    assert dom.rcache_stats()[0]["work_pending"]  # a depot push armed the trim
+    dom.check()
+
+
+def test_a_cached_range_is_handed_out_again_without_touching_the_tree():
+    dom = IovaDomain(4096, 1, ncpus=2)
+    p = dom.alloc_fast(1, TOP32, cpu=0)
+    dom.free_fast(p, 1, cpu=0)
+    before = dom.state()
+    assert dom.alloc_fast(1, TOP32, cpu=0) == p   # LIFO: the newest comes back
+    assert dom.state() == before
+    dom.free_fast(p, 1, cpu=0)
+    assert dom.alloc_fast(1, TOP32, cpu=1) != p   # another CPU's cache is its own
+    dom.check()
+
+
+def test_pop_scans_newest_to_oldest_for_a_pfn_under_the_limit_and_swap_removes():
+    dom = IovaDomain(4096, 1, ncpus=1)
+    high = fill(dom, 2)                          # 0xFFFFF, 0xFFFFE
+    low = dom.alloc(1, 0xFFF)                    # 0xFFF
+    for p in (high[0], low, high[1]):
+        dom.free_fast(p, 1, cpu=0)
+    assert dom.alloc_fast(1, 0x1000, cpu=0) == low   # the newest (high[1]) is above
+    # the newest pfn filled the hole: the magazine is now [high0, high1]
+    assert dom.alloc_fast(1, TOP32, cpu=0) == high[1]
+    assert dom.alloc_fast(1, TOP32, cpu=0) == high[0]
+    dom.check()
+
+
+def test_only_the_loaded_magazine_is_searched():
+    dom = IovaDomain(4096, 1, ncpus=1)
+    low = dom.alloc(1, 0xFFF)
+    highs = fill(dom, 127)
+    dom.free_fast(low, 1, cpu=0)
+    for p in highs:
+        dom.free_fast(p, 1, cpu=0)               # the 127th swaps: low now sits in prev
+    assert stats(dom) == (1, 127, 0)
+    got = dom.alloc_fast(1, 0x1000, cpu=0)
+    assert got != low and low in dom.cached_pfns()   # taken from the tree instead
+    dom.check()
+
+
+def test_small_sizes_are_rounded_to_their_class_and_big_ones_bypass_the_cache():
+    dom = IovaDomain(4096, 1, ncpus=1)
+    p = dom.alloc_fast(5, TOP32, cpu=0)
+    assert dom.find(p) == (p, p + 7)             # 5 -> an 8-page range
+    p32 = dom.alloc_fast(32, TOP32, cpu=0)
+    dom.free_fast(p32, 32, cpu=0)
+    assert p32 in dom.cached_pfns()              # 32 pages: the largest cached class
+    p40 = dom.alloc_fast(40, TOP32, cpu=0)
+    assert dom.find(p40) == (p40, p40 + 39) and p40 % 64 == 0   # not rounded, but 64-aligned
+    dom.free_fast(p40, 40, cpu=0)
+    assert dom.find(p40) is None                 # straight back to the tree
+    dom.check()
+
+
+def test_flush_returns_every_cached_pfn_to_the_tree():
+    dom = IovaDomain(4096, 1, ncpus=2)
+    keep = dom.alloc(3, TOP32)
+    pfns = [dom.alloc_fast(s, TOP32, cpu=0) for s in (1, 2, 4, 8, 16, 32) * 60]
+    for i, p in enumerate(pfns):
+        dom.free_fast(p, (1, 2, 4, 8, 16, 32)[i % 6], cpu=i % 2)
+    assert dom.cached_pfns() == set(pfns)
+    dom.flush_cpu(0)
+    assert all(s["loaded"][0] == s["prev"][0] == 0 for s in dom.rcache_stats())
+    dom.flush_rcaches()
+    assert dom.cached_pfns() == set()
+    assert dom.ranges() == [(keep, keep + 2)]
+    dom.check()
+
+
+def test_an_exhausted_tree_succeeds_after_the_flush_and_retry():
+    dom = IovaDomain(4096, 1, ncpus=2)
+    pfns = [dom.alloc_fast(1, 16, cpu=0) for _ in range(16)]
+    assert sorted(pfns) == list(range(1, 17))
+    dom.free_fast(pfns[3], 1, cpu=1)             # cached on CPU 1 only
+    with pytest.raises(IovaExhausted):
+        dom.alloc_fast(1, 16, flush_rcache=False, cpu=0)
+    assert dom.alloc_fast(1, 16, flush_rcache=True, cpu=0) == pfns[3]
+    assert dom.cached_pfns() == set()
+    dom.check()
+
+
+def test_depot_trim_work_frees_one_magazine_per_run_down_to_one_per_cpu():
+    dom = IovaDomain(4096, 1, ncpus=1)
+    pfns = fill(dom, 127 * 4 + 1)                # loaded 1, prev 127, depot 3
+    for p in pfns:
+        dom.free_fast(p, 1, cpu=0)
+    assert stats(dom) == (1, 127, 3)
+    assert dom.advance(99) == 0                  # not due yet
+    assert dom.advance(1) == 1                   # 100 ms after the first push
+    assert stats(dom)[2] == 2
+    assert len(dom) == len(pfns) - 127           # that magazine went back to the tree
+    assert dom.run_pending_work() == 1           # re-armed: runs now on request
+    assert stats(dom)[2] == 1
+    assert dom.run_pending_work() == 1           # runs, finds depot == ncpus: no re-arm
+    assert stats(dom)[2] == 1
+    assert dom.run_pending_work() == 0
+    assert dom.advance(10_000) == 0
+    dom.check()
+
+
+def test_advance_runs_rearmed_work_as_it_falls_due():
+    dom = IovaDomain(4096, 1, ncpus=1)
+    for p in fill(dom, 127 * 5 + 1):
+        dom.free_fast(p, 1, cpu=0)
+    assert stats(dom)[2] == 4
+    assert dom.advance(350) == 3                 # at 100, 200, 300 ms
+    assert stats(dom)[2] == 1
+    assert dom.stats()["clock_ms"] == 350
+
+
+def test_cpu_none_is_the_threads_own_stable_slot_and_bad_cpus_are_refused():
+    dom = IovaDomain(4096, 1, ncpus=4)
+    me = dom.current_cpu()
+    assert 0 <= me < 4 and dom.current_cpu() == me
+    p = dom.alloc_fast(1, TOP32)
+    dom.free_fast(p, 1)
+    assert dom.rcache_stats()[0]["loaded"][me] == 1
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(dom.current_cpu()))
+    t.start()
+    t.join()
+    assert seen[0] != me or 4 == 1
+    for bad in (4, -2, 1000):
+        with pytest.raises(IovaCpuError, match=str(bad)):
+            dom.alloc_fast(1, TOP32, cpu=bad)
+        with pytest.raises(IovaCpuError):
+            dom.flush_cpu(bad)
+    dom.check()
+
+
+# ---- 4.10 ------------------------------------------------------------------
+
+def old(ncpus=1):
+    return IovaDomain(4096, 1, ncpus=ncpus, kernel="4.10", dma_32bit_pfn=TOP32)
+
+
+def test_410_magazines_of_128_and_a_depot_of_32_that_overflows_into_the_tree():
+    dom = old()
+    pfns = [dom.alloc(1, TOP32 - 1) for _ in range(128 * 35 + 1)]
+    for p in pfns[: 128 * 34]:
+        dom.free_fast(p, 1, cpu=0)
+    assert stats(dom) == (128, 128, 32)
+    dom.free_fast(pfns[128 * 34], 1, cpu=0)      # depot full: the loaded magazine is freed
+    assert stats(dom) == (1, 128, 32)
+    assert len(dom.cached_pfns()) == 128 * 33 + 1
+    assert len(dom) == len(pfns) - 128
+    assert dom.run_pending_work() == 0           # 4.10 had no trim work
+    dom.check()
+
+
+def test_410_pop_looks_at_the_newest_pfn_only():
+    dom = old()
+    high = dom.alloc(1, TOP32 - 1)
+    low = dom.alloc(1, 0xFFF)
+    dom.free_fast(high, 1, cpu=0)
+    dom.free_fast(low, 1, cpu=0)
+    assert dom.alloc_fast(1, 0x1000, cpu=0) == low   # newest, and below the limit
+    dom.free_fast(low, 1, cpu=0)
+    dom.free_fast(high, 1, cpu=0) if high not in dom.cached_pfns() else None
+    dom.free_fast(dom.alloc(1, TOP32 - 1), 1, cpu=0)  # a high pfn is now the newest
+    got = dom.alloc_fast(1, 0x1000, cpu=0)
+    assert got == 0x1000                              # so the tree answers,
+    assert low in dom.cached_pfns()                   # though low would have fitted
+    dom.check()
+
+
+def test_410_sizes_are_not_rounded():
+    dom = old()
+    p = dom.alloc_fast(5, TOP32, cpu=0)
+    assert dom.find(p) == (p, p + 4) and p % 8 == 0
+
+
+def test_410_retry_flushes_cpu_caches_but_not_the_depot():
+    dom = old()
+    pfns = [dom.alloc(1, 300) for _ in range(299)]   # 300 down to 2: 4.10 keeps pfn 1 free
+    assert pfns == list(range(300, 1, -1))
+    for p in pfns[:257]:
+        dom.free_fast(p, 1, cpu=0)                   # prev: 300..173, depot: 172..45, loaded: 44
+    assert stats(dom) == (1, 128, 1)
+    # class 1 has nothing cached and the tree is full: flush the CPU caches, retry
+    assert dom.alloc_fast(2, 300, cpu=0) == 298
+    assert stats(dom) == (0, 0, 1)                   # the depot was not flushed
+    assert dom.cached_pfns() == set(range(45, 173))
+    dom.check()
