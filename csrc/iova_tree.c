@@ -171,8 +171,12 @@ static void update(struct iova_tree *t, uint32_t i)
     uint64_t rl = r == IOVA_NIL ? 0 : t->nodes[r].sub_len;
     uint64_t lf = l == IOVA_NIL ? 0 : t->nodes[l].sub_fit;
     uint64_t rf = r == IOVA_NIL ? 0 : t->nodes[r].sub_fit;
-    n->sub_len = max3(own_len(n), ll, rl);
-    n->sub_fit = max3(own_fit(n), lf, rf);
+    uint64_t len = own_len(n);
+    n->sub_len = max3(len, ll, rl);
+    /* gap_fit never exceeds the gap's length: when a child already beats
+     * the length, the (costlier) fit of our own gap cannot matter. */
+    uint64_t cf = lf > rf ? lf : rf;
+    n->sub_fit = len <= cf ? cf : max3(own_fit(n), lf, rf);
 }
 
 static uint32_t rotate_right(struct iova_tree *t, uint32_t i)
@@ -214,88 +218,142 @@ static uint32_t rebalance(struct iova_tree *t, uint32_t i)
     return i;
 }
 
-static uint32_t insert_at(struct iova_tree *t, uint32_t x, uint32_t i)
+/*
+ * Insert and erase walk down once, remembering the path, then repair the
+ * path bottom-up: relink the child (which a rotation below may have
+ * replaced), rebalance, refresh the maxima. A level whose subtree root,
+ * height and maxima all come out unchanged leaves everything above it as it
+ * was, so the repair stops there - except that a node whose own gap moved
+ * (the `must` level: the successor of the inserted or erased node) must
+ * still be reached, and the levels in between are skipped.
+ */
+static void fix_path(struct iova_tree *t, const uint32_t *path,
+                     const uint8_t *dirs, int depth, uint32_t sub, int must)
 {
-    if (x == IOVA_NIL)
-        return i;
-    if (t->nodes[i].lo < t->nodes[x].lo)
-        set_left(t, x, insert_at(t, iova_left(t, x), i));
-    else
-        set_right(t, x, insert_at(t, iova_right(t, x), i));
-    return rebalance(t, x);
+    int i = depth - 1;
+    while (i >= 0) {
+        uint32_t x = path[i];
+        if (dirs[i])
+            set_right(t, x, sub);
+        else
+            set_left(t, x, sub);
+        const struct iova_node *n = iova_n(t, x);
+        unsigned h0 = height(t, x);
+        uint64_t len0 = n->sub_len, fit0 = n->sub_fit;
+        sub = rebalance(t, x);
+        if (sub == x && height(t, x) == h0 && n->sub_len == len0 && n->sub_fit == fit0) {
+            if (i <= must)
+                return;                    /* nothing above can change */
+            if (must >= 0) {               /* jump to the node whose gap moved */
+                i = must;
+                sub = path[must + 1];
+                continue;
+            }
+        }
+        i--;
+    }
+    t->root = sub;
 }
 
 void iova_tree_insert(struct iova_tree *t, uint32_t i)
 {
+    uint32_t path[MAX_DEPTH];
+    uint8_t dirs[MAX_DEPTH];
+    int depth = 0, must = MAX_DEPTH;
     struct iova_node *n = iova_n(t, i);
-    uint32_t pred = IOVA_NIL, succ = IOVA_NIL, x = t->root;
-    while (x != IOVA_NIL) {
+    uint32_t pred = IOVA_NIL, succ = IOVA_NIL;
+    for (uint32_t x = t->root; x != IOVA_NIL; depth++) {
+        path[depth] = x;
         if (t->nodes[x].lo < n->lo) {
             pred = x;
+            dirs[depth] = 1;
             x = iova_right(t, x);
         } else {
             succ = x;
+            must = depth;
+            dirs[depth] = 0;
             x = iova_left(t, x);
         }
     }
-    /* T3 for the new node and its successor. Both neighbours are ancestors
-     * of the new leaf, so the rebalancing walk back up refreshes their T4. */
+    /* T3 for the new node and for its successor, whose gap it splits. */
     n->gap_lo = pred == IOVA_NIL ? 0 : t->nodes[pred].hi + 1;
     if (succ != IOVA_NIL)
         t->nodes[succ].gap_lo = n->hi + 1;
     n->left_h = IOVA_NIL | (1u << HEIGHT_SHIFT);
     set_right(t, i, IOVA_NIL);
     update(t, i);
-    t->root = insert_at(t, t->root, i);
+    fix_path(t, path, dirs, depth, i, must);
     t->count++;
     if (n->lo != IOVA_U64_MAX)
         t->pfns += n->hi - n->lo + 1;
 }
 
-/* Detaches the lowest node of subtree x into *min; returns the new subtree. */
-static uint32_t remove_min(struct iova_tree *t, uint32_t x, uint32_t *min)
-{
-    if (iova_left(t, x) == IOVA_NIL) {
-        *min = x;
-        return iova_right(t, x);
-    }
-    set_left(t, x, remove_min(t, iova_left(t, x), min));
-    return rebalance(t, x);
-}
-
-static uint32_t erase_at(struct iova_tree *t, uint32_t x, uint64_t key)
-{
-    if (x == IOVA_NIL)
-        return IOVA_NIL;
-    uint64_t lo = t->nodes[x].lo;
-    if (key < lo) {
-        set_left(t, x, erase_at(t, iova_left(t, x), key));
-    } else if (key > lo) {
-        set_right(t, x, erase_at(t, iova_right(t, x), key));
-    } else {
-        uint32_t l = iova_left(t, x), r = iova_right(t, x), m;
-        if (r == IOVA_NIL)
-            return l;
-        /* Relink the successor into x's place rather than copying its
-         * fields: cache pointers name node slots, which must not move. */
-        r = remove_min(t, r, &m);
-        set_left(t, m, l);
-        set_right(t, m, r);
-        return rebalance(t, m);
-    }
-    return rebalance(t, x);
-}
-
 void iova_tree_erase(struct iova_tree *t, uint32_t i)
 {
+    uint32_t path[MAX_DEPTH];
+    uint8_t dirs[MAX_DEPTH];
+    int depth = 0, must = MAX_DEPTH;
     struct iova_node *n = iova_n(t, i);
-    uint32_t succ = iova_tree_next(t, i);
-    /* The successor inherits the erased node's gap (T3). It is either an
-     * ancestor of i or the node relinked into i's place, so erase_at
-     * refreshes its T4 on the way up. */
+    uint64_t key = n->lo;
+    uint32_t succ = IOVA_NIL;
+    for (uint32_t x = t->root; x != i; depth++) {
+        path[depth] = x;
+        if (key < t->nodes[x].lo) {
+            succ = x;
+            must = depth;
+            dirs[depth] = 0;
+            x = iova_left(t, x);
+        } else {
+            dirs[depth] = 1;
+            x = iova_right(t, x);
+        }
+    }
+    uint32_t r = iova_right(t, i);
+    if (r != IOVA_NIL) {
+        /*
+         * Two children (or a right one): swap i with its successor m, the
+         * lowest node on its right, so that i has no left child. Links are
+         * swapped, not fields - cache pointers name node slots, which must
+         * keep their ranges. m inherits i's height and maxima, so the path
+         * repair compares against what i's parent used to see.
+         */
+        int base = depth;
+        path[depth] = IOVA_NIL;            /* m, once found */
+        dirs[depth++] = 1;
+        uint32_t m = r;
+        while (iova_left(t, m) != IOVA_NIL) {
+            path[depth] = m;
+            dirs[depth++] = 0;
+            m = iova_left(t, m);
+        }
+        uint32_t mr = iova_right(t, m);
+        struct iova_node *mn = iova_n(t, m);
+        mn->left_h = (n->left_h & ~IOVA_IDX_MASK) | iova_left(t, i);
+        set_right(t, m, r == m ? i : r);
+        mn->sub_len = n->sub_len;
+        mn->sub_fit = n->sub_fit;
+        if (base == 0)
+            t->root = m;
+        else if (dirs[base - 1])
+            set_right(t, path[base - 1], m);
+        else
+            set_left(t, path[base - 1], m);
+        if (r != m)
+            set_left(t, path[depth - 1], i);
+        path[base] = m;
+        set_left(t, i, IOVA_NIL);
+        set_right(t, i, mr);
+        succ = m;
+        must = base;
+    }
+    /* The successor inherits the erased node's gap (T3). */
     if (succ != IOVA_NIL)
         t->nodes[succ].gap_lo = n->gap_lo;
-    t->root = erase_at(t, t->root, n->lo);
+    uint32_t repl = iova_right(t, i) != IOVA_NIL ? iova_right(t, i) : iova_left(t, i);
+    if (depth == 0)
+        t->root = repl;
+    else
+        fix_path(t, path, dirs, depth, repl, must);
     t->count--;
     if (n->lo != IOVA_U64_MAX)
         t->pfns -= n->hi - n->lo + 1;
@@ -304,17 +362,16 @@ void iova_tree_erase(struct iova_tree *t, uint32_t i)
 void iova_tree_lo_changed(struct iova_tree *t, uint32_t i)
 {
     uint32_t path[MAX_DEPTH];
+    uint8_t dirs[MAX_DEPTH];
     int depth = 0;
     uint64_t key = t->nodes[i].lo;
-    uint32_t x = t->root;
-    while (x != IOVA_NIL) {
-        path[depth++] = x;
-        if (x == i)
-            break;
-        x = key < t->nodes[x].lo ? iova_left(t, x) : iova_right(t, x);
+    for (uint32_t x = t->root; x != i; depth++) {
+        path[depth] = x;
+        dirs[depth] = key > t->nodes[x].lo;
+        x = dirs[depth] ? iova_right(t, x) : iova_left(t, x);
     }
-    while (depth > 0)
-        update(t, path[--depth]);
+    update(t, i);
+    fix_path(t, path, dirs, depth, i, MAX_DEPTH);
 }
 
 /* ---- lookups ------------------------------------------------------------ */
@@ -540,12 +597,17 @@ static uint32_t rightmost_fit(struct iova_tree *t, uint32_t x, uint64_t key,
 
 /*
  * Same answer as the linear walk. Only two gaps can be clipped: the one
- * straddling `top` (owned by the lowest node at or above it) and the one
- * straddling the floor (owned by the lowest node above it). Every gap in
- * between is whole, so "the highest gap that fits" among them is a query
- * on the subtree maxima.
+ * straddling `top` (owned by the lowest node at or above it), tried first,
+ * and the one straddling the floor. Every gap between them is whole, so
+ * "the highest gap that fits" among them is a query on the subtree maxima;
+ * if the gap it finds reaches below the floor, that gap is judged clipped,
+ * and nothing lower can fit anyway.
  */
-#define SHORT_WALK 8   /* gaps tried one by one before descending */
+/* Gaps tried one by one before descending: in churn the first gap below
+ * the cached node often fits, and then a short walk beats any descent. */
+#ifndef SHORT_WALK
+#define SHORT_WALK 2
+#endif
 
 bool iova_tree_search_augmented(struct iova_tree *t,
                                 const struct iova_search *s, uint64_t *pfn)
@@ -586,23 +648,20 @@ bool iova_tree_search_augmented(struct iova_tree *t,
     if (bound == IOVA_NIL)
         return false;
 
-    uint32_t lowest;             /* node owning the floor-clipped gap */
-    if (s->floor_all)
-        lowest = s->floor == IOVA_U64_MAX ? IOVA_NIL
-                                          : iova_tree_lowest_lo_ge(t, s->floor + 1);
-    else
-        lowest = iova_tree_first(t);
-    if (lowest == IOVA_NIL || t->nodes[lowest].lo > t->nodes[bound].lo)
-        return false;            /* every gap left lies below the floor */
-
+    /* The highest node at or below `bound` whose whole gap fits. Gaps above
+     * it cannot fit even clipped, and nodes below it come later in the
+     * walk; only its own gap may still be clipped by the floor. */
     uint32_t r = rightmost_fit(t, t->root, t->nodes[bound].lo, s->size, use_fit);
-    if (r != IOVA_NIL && t->nodes[r].lo > t->nodes[lowest].lo) {
-        *pfn = (t->nodes[r].lo - s->size) & s->mask;
+    if (r == IOVA_NIL)
+        return false;
+    const struct iova_node *n = iova_n(t, r);
+    bool bottom = n->gap_lo == 0;        /* a predecessor would end below 2^64-1 */
+    bool clipped = s->floor_all ? n->gap_lo < s->floor : bottom && s->floor > 0;
+    if (!clipped) {
+        *pfn = (n->lo - s->size) & s->mask;
         return true;
     }
-    const struct iova_node *n = iova_n(t, lowest);
-    v = try_gap(s, n->gap_lo, n->lo, lowest == iova_tree_first(t), pfn);
-    return v == GAP_FITS;
+    return try_gap(s, n->gap_lo, n->lo, bottom, pfn) == GAP_FITS;
 }
 
 /* ---- validator ---------------------------------------------------------- */
