@@ -16,47 +16,11 @@ reproduced rather than silently "fixed" by Python's unbounded integers.
 
 import bisect
 import operator
-import os
-import sys
 
-try:
-    from pyiova.errors import (
-        IovaCpuError,
-        IovaExhausted,
-        IovaInvalidFree,
-        IovaNotFound,
-        IovaTypeError,
-        IovaValueError,
-    )
-except Exception:  # not only ImportError: a stale build fails in odd ways
-    # pyiova/__init__.py imports the compiled core, which need not be built
-    # (or may be out of date) when only the reference is being exercised.
-    # errors.py is pure Python, so use it on its own.  If the failed package
-    # import got as far as loading it, reuse that module; otherwise load the
-    # file and register it under its real name.  Either way a later
-    # successful ``import pyiova`` sees the very same exception classes
-    # (tests compare exception types across both models).
-    _errors = sys.modules.get("pyiova.errors")
-    if _errors is None:
-        import importlib.util
+from pyiova.errors import (IovaCorrupted, IovaCpuError, IovaError, IovaExhausted,
+                          IovaInvalidFree, IovaNotFound, IovaTypeError, IovaValueError)
 
-        _path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                             os.pardir, "pyiova", "errors.py")
-        _spec = importlib.util.spec_from_file_location("pyiova.errors", _path)
-        _errors = importlib.util.module_from_spec(_spec)
-        _spec.loader.exec_module(_errors)
-        sys.modules["pyiova.errors"] = _errors
-    IovaCpuError = _errors.IovaCpuError
-    IovaExhausted = _errors.IovaExhausted
-    IovaInvalidFree = _errors.IovaInvalidFree
-    IovaNotFound = _errors.IovaNotFound
-    IovaTypeError = _errors.IovaTypeError
-    IovaValueError = _errors.IovaValueError
-
-# check() failures: IovaCorrupted where errors.py has it (it derives from
-# AssertionError), plain AssertionError otherwise.
-_Corrupted = getattr(sys.modules.get("pyiova.errors"), "IovaCorrupted",
-                     AssertionError)
+_Corrupted = IovaCorrupted
 
 __all__ = ["ReferenceDomain"]
 
@@ -479,6 +443,33 @@ class ReferenceDomain:
         node = _Node(lo, hi)
         self._insert(node)
         return (node.lo, node.hi)
+
+    # ---- batches: plain loops over the single calls ----
+
+    def alloc_many(self, sizes, limit_pfn, size_aligned=False):
+        """One alloc per size; 0 where it failed. Bad sizes are refused
+        before anything is done, as the C core does."""
+        sizes = list(sizes)
+        self._limit(limit_pfn)
+        for s in sizes:
+            self._size(s)
+        out = []
+        for s in sizes:
+            try:
+                out.append(self.alloc(s, limit_pfn, size_aligned))
+            except IovaExhausted:
+                out.append(0)
+        return out
+
+    def free_many(self, pfns):
+        """free per pfn; stops at the first failure, which is raised with
+        `done` set to the number freed before it."""
+        for done, pfn in enumerate(list(pfns)):
+            try:
+                self.free(pfn)
+            except IovaError as exc:
+                exc.done = exc.index = done
+                raise
 
     def ranges(self):
         """Every range in address order, the 6.12 anchor excluded."""

@@ -1,7 +1,7 @@
 """Reader and replayer for the kernel test vectors.
 
-The vectors (``/work/shared/vectors/kernel-*.txt.gz``, described in the
-README there) are answers recorded from the kernel's own iova.c on random
+The vectors (``tests/data/kernel-*.txt.gz``, described in the README
+there) are answers recorded from the kernel's own iova.c on random
 call sequences.  Each line is ``COMMAND => ANSWER``; ``# sequence N`` starts
 an independent sequence whose first command is ``init``.
 
@@ -18,7 +18,8 @@ from collections import namedtuple
 from reference import (IovaExhausted, IovaInvalidFree, IovaNotFound,
                        IovaValueError)
 
-VECTOR_DIR = os.environ.get("PYIOVA_VECTOR_DIR", "/work/shared/vectors")
+VECTOR_DIR = os.environ.get("PYIOVA_VECTOR_DIR",
+                            os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
 VECTOR_FILES = ("kernel-6.12.txt.gz", "kernel-4.10.txt.gz")
 
 # One recorded call: the command word, its integer arguments, the recorded
