@@ -115,7 +115,7 @@ nomem:
     return NULL;
 }
 
-static void lock_all(struct iova_domain *d)
+void iova_lock_all(struct iova_domain *d)
 {
     pthread_mutex_lock(&d->work_lock);
     if (d->cpu_rc)
@@ -126,7 +126,7 @@ static void lock_all(struct iova_domain *d)
     pthread_mutex_lock(&d->tree_lock);
 }
 
-static void unlock_all(struct iova_domain *d)
+void iova_unlock_all(struct iova_domain *d)
 {
     pthread_mutex_unlock(&d->tree_lock);
     for (int k = IOVA_RANGE_CACHE_MAX_SIZE - 1; k >= 0; k--)
@@ -141,7 +141,7 @@ int iova_domain_close(struct iova_domain *d)
 {
     if (!d)
         return IOVA_E_CLOSED;
-    lock_all(d);
+    iova_lock_all(d);
     int ret = d->closed ? IOVA_E_CLOSED : 0;
     if (!d->closed) {
         /* put_iova_domain: cached pfns are dropped with their magazines,
@@ -152,7 +152,7 @@ int iova_domain_close(struct iova_domain *d)
         d->cached_ranges = 0;
         d->closed = true;
     }
-    unlock_all(d);
+    iova_unlock_all(d);
     return ret;
 }
 
@@ -590,7 +590,7 @@ int iova_check(struct iova_domain *d, char *msg, size_t msg_len)
         return IOVA_E_CLOSED;
     if (msg && msg_len)
         msg[0] = 0;
-    lock_all(d);
+    iova_lock_all(d);
     int r = 0;
     const char *why = NULL;
     if (d->closed) {
@@ -625,6 +625,6 @@ int iova_check(struct iova_domain *d, char *msg, size_t msg_len)
     }
     r = iova_rcache_check(d, msg, msg_len);
 out:
-    unlock_all(d);
+    iova_unlock_all(d);
     return r;
 }

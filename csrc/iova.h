@@ -155,4 +155,15 @@ int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
                             const uint64_t *sizes, uint64_t n, int cpu,
                             int *err);
 
+/* --- saving and restoring a domain (pickle, deepcopy, checkpoints) ------ */
+
+/* Writes the whole domain - ranges, cache pointers, max32_alloc_size, every
+ * magazine in order, the depot, the trim work and the clock - as uint64_t
+ * words. Returns the number of words needed; copies only if cap suffices. */
+int64_t iova_save(struct iova_domain *d, uint64_t *out, uint64_t cap);
+/* A new domain from iova_save's words: it then makes the same allocations
+ * as the original. NULL with *err = IOVA_E_STATE if the words are not a
+ * consistent domain, IOVA_E_NOMEM if memory ran out. */
+struct iova_domain *iova_restore(const uint64_t *in, uint64_t n, int *err);
+
 #endif

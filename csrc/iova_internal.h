@@ -180,7 +180,10 @@ bool iova_tree_search_augmented(struct iova_tree *t,
 /* Recomputes heights and gap fields; 0 or IOVA_E_CORRUPT with msg. */
 int iova_tree_check(const struct iova_tree *t, char *msg, size_t msg_len);
 
-/* ---- iova.c: used by the rcache ---- */
+/* ---- iova.c: used by the rcache and the saver ---- */
+/* Every lock of the domain, in the documented order. */
+void iova_lock_all(struct iova_domain *d);
+void iova_unlock_all(struct iova_domain *d);
 /* Removes node i with the kernel's cache-pointer maintenance; tree_lock held. */
 void iova_remove_node_locked(struct iova_domain *d, uint32_t i);
 /* Frees the range starting at / containing pfn, as a magazine flush does:
@@ -196,5 +199,7 @@ int iova_rcache_init(struct iova_domain *d);
 void iova_rcache_release(struct iova_domain *d);   /* drops every magazine */
 int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len);
 unsigned iova_size_class(uint64_t size);            /* order_base_2 */
+struct iova_magazine *iova_mag_alloc(const struct iova_domain *d);
+int iova_depot_push(struct iova_depot *dp, struct iova_magazine *m);
 
 #endif

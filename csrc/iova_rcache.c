@@ -43,7 +43,7 @@ static uint64_t roundup_pow_of_two(uint64_t x)
     return x <= 1 ? 1 : 1ull << (64 - __builtin_clzll(x - 1));
 }
 
-static struct iova_magazine *mag_alloc(const struct iova_domain *d)
+struct iova_magazine *iova_mag_alloc(const struct iova_domain *d)
 {
     struct iova_magazine *m =
         malloc(sizeof(*m) + d->mag_size * sizeof(m->pfns[0]));
@@ -76,8 +76,8 @@ int iova_rcache_init(struct iova_domain *d)
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
         pthread_mutex_init(&d->cpu_rc[i].lock, NULL);
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++) {
-        d->cpu_rc[i].loaded = mag_alloc(d);
-        d->cpu_rc[i].prev = mag_alloc(d);
+        d->cpu_rc[i].loaded = iova_mag_alloc(d);
+        d->cpu_rc[i].prev = iova_mag_alloc(d);
         if (!d->cpu_rc[i].loaded || !d->cpu_rc[i].prev)
             return IOVA_E_NOMEM;
     }
@@ -140,7 +140,7 @@ static uint64_t mag_pop_410(struct iova_magazine *m, uint64_t limit_pfn)
 
 /* ---- depot -------------------------------------------------------------- */
 
-static int depot_push(struct iova_depot *dp, struct iova_magazine *m)
+int iova_depot_push(struct iova_depot *dp, struct iova_magazine *m)
 {
     if (dp->len == dp->cap) {
         uint64_t ncap = dp->cap ? dp->cap * 2 : 8;
@@ -233,7 +233,7 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
         c->loaded = c->prev;
         c->prev = tmp;
     } else {
-        struct iova_magazine *fresh = mag_alloc(d);
+        struct iova_magazine *fresh = iova_mag_alloc(d);
         if (!fresh) {
             *inserted = false;
             return NULL;
@@ -241,7 +241,7 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
         pthread_mutex_lock(&dp->lock);
         if (dp->len >= d->depot_max) {
             evicted = c->loaded;               /* 4.10: depot full */
-        } else if (depot_push(dp, c->loaded) != 0) {
+        } else if (iova_depot_push(dp, c->loaded) != 0) {
             pthread_mutex_unlock(&dp->lock);
             free(fresh);
             *inserted = false;

@@ -142,15 +142,19 @@ class IovaDomain:
                                   % (dma32_arg, granule),
             }.get(code, "bad domain parameters (code %d)" % code)
             raise errors.IovaValueError(what)
-        self._d = ffi.gc(d, lib.iova_domain_destroy)
+        self._adopt(d)
         if search != "augmented":
             lib.iova_set_search_mode(self._d, SEARCH_MODES[search])
+
+    def _adopt(self, d):
+        """Takes ownership of a C domain and mirrors its constants."""
+        self._d = ffi.gc(d, lib.iova_domain_destroy)
         st = self._state()
-        self.granule = granule
+        self.granule = st.granule
         self.shift = st.shift
-        self.start_pfn = start_pfn
-        self.ncpus = ncpus
-        self.kernel = kernel
+        self.start_pfn = st.start_pfn
+        self.ncpus = st.ncpus
+        self.kernel = _KERNEL_NAMES[st.kernel]
         self.dma_32bit_pfn = st.dma_32bit_pfn
         self.max_pfn = _U64_MAX >> st.shift
 
@@ -498,6 +502,55 @@ class IovaDomain:
             if m <= n + 64:
                 return set(ffi.unpack(buf, m))
 
+    # ---- saving, pickling, copying ---------------------------------------
+
+    def save(self):
+        """The whole domain as bytes: ranges, cache pointers, max32, every
+        magazine in order, the depot, trim work and clock. `restore` turns
+        them back into a domain that makes the same allocations."""
+        while True:
+            n = lib.iova_save(self._d, ffi.NULL, 0)
+            if n < 0:
+                raise self._error(n)
+            buf = ffi.new("uint64_t[]", n)
+            m = lib.iova_save(self._d, buf, n)
+            if m < 0:
+                raise self._error(m)
+            if m == n:
+                return bytes(ffi.buffer(buf))
+
+    @classmethod
+    def restore(cls, data):
+        """A new domain from `save()`'s bytes; IovaValueError if they are not
+        a consistent domain."""
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:
+            raise errors.IovaTypeError("restore() needs bytes, not %s"
+                                       % type(data).__name__) from None
+        if view.nbytes % 8:
+            raise errors.IovaValueError("saved domain of %d bytes is not whole words"
+                                        % view.nbytes)
+        words = ffi.from_buffer("uint64_t[]", view)
+        err = ffi.new("int *")
+        d = lib.iova_restore(words, view.nbytes // 8, err)
+        if d == ffi.NULL:
+            if err[0] == lib.IOVA_E_NOMEM:
+                raise MemoryError("out of memory restoring an IOVA domain")
+            raise errors.IovaValueError("the saved domain is corrupt or inconsistent")
+        self = cls.__new__(cls)
+        self._adopt(d)
+        return self
+
+    def __reduce__(self):
+        return (_restore, (self.save(),))
+
+    def __copy__(self):
+        return IovaDomain.restore(self.save())
+
+    def __deepcopy__(self, memo):
+        return IovaDomain.restore(self.save())
+
     # ---- lifetime -------------------------------------------------------
 
     def close(self):
@@ -520,3 +573,8 @@ class IovaDomain:
         st = self._state()
         return "<IovaDomain kernel=%s granule=%d start_pfn=%#x ranges=%d pfns=%d>" % (
             self.kernel, self.granule, self.start_pfn, st.nodes, st.used_pfns)
+
+
+def _restore(data):
+    """Unpickling entry point (kept at module level so pickle can name it)."""
+    return IovaDomain.restore(data)

@@ -1,0 +1,243 @@
+/*
+ * iova_save.c - a domain as a flat array of uint64_t words, and back.
+ *
+ * Everything that decides future answers is saved: the ranges (with their
+ * CACHED flags), which nodes the cache pointers name, max32_alloc_size,
+ * every magazine's pfns in order, the depot stack, the trim work and the
+ * simulated clock. A restored domain therefore makes the same allocations
+ * as the original. The tree's shape is not saved: results never depend on
+ * it.
+ *
+ * Layout (version 1):
+ *   magic, version, kernel, granule, start_pfn, ncpus, dma_32bit_pfn,
+ *   search_mode, max32_alloc_size, clock_ms,
+ *   cached_lo, has_cached32, cached32_lo,
+ *   nranges, then per range (anchor excluded): lo, hi, flags
+ *   per size class: per cpu: loaded count + pfns, prev count + pfns;
+ *                   depot length, per magazine: count + pfns;
+ *                   work_pending, work_due_ms
+ * Restoring checks every word it reads and then runs the full validator,
+ * so corrupt input yields IOVA_E_STATE, never a broken domain.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "iova_internal.h"
+
+#define SAVE_MAGIC   0x7079696f76610001ull   /* "pyiova" + format family */
+#define SAVE_VERSION 1
+
+struct writer {
+    uint64_t *out;
+    uint64_t cap;
+    uint64_t n;
+};
+
+static void put(struct writer *w, uint64_t v)
+{
+    if (w->n < w->cap)
+        w->out[w->n] = v;
+    w->n++;
+}
+
+static void put_mag(struct writer *w, const struct iova_magazine *m)
+{
+    put(w, m->count);
+    for (uint32_t i = 0; i < m->count; i++)
+        put(w, m->pfns[i]);
+}
+
+int64_t iova_save(struct iova_domain *d, uint64_t *out, uint64_t cap)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    struct writer w = { out, out ? cap : 0, 0 };
+    iova_lock_all(d);
+    if (d->closed) {
+        iova_unlock_all(d);
+        return IOVA_E_CLOSED;
+    }
+    const struct iova_tree *t = &d->tree;
+    put(&w, SAVE_MAGIC);
+    put(&w, SAVE_VERSION);
+    put(&w, (uint64_t)d->kernel);
+    put(&w, d->granule);
+    put(&w, d->start_pfn);
+    put(&w, d->ncpus);
+    put(&w, d->dma_32bit_pfn);
+    put(&w, (uint64_t)d->search_mode);
+    put(&w, d->max32_alloc_size);
+    put(&w, d->clock_ms);
+    put(&w, d->cached_node == IOVA_NIL ? 0 : t->nodes[d->cached_node].lo);
+    put(&w, d->cached32_node != IOVA_NIL);
+    put(&w, d->cached32_node == IOVA_NIL ? 0 : t->nodes[d->cached32_node].lo);
+    put(&w, t->count - (d->anchor != IOVA_NIL));
+    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x)) {
+        if (x == d->anchor)
+            continue;
+        put(&w, t->nodes[x].lo);
+        put(&w, t->nodes[x].hi);
+        put(&w, iova_flags(t, x) & IOVA_NODE_CACHED);
+    }
+    for (unsigned k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++) {
+        for (unsigned cpu = 0; cpu < d->ncpus; cpu++) {
+            const struct iova_cpu_rcache *c = &d->cpu_rc[k * d->ncpus + cpu];
+            put_mag(&w, c->loaded);
+            put_mag(&w, c->prev);
+        }
+        const struct iova_depot *dp = &d->depot[k];
+        put(&w, dp->len);
+        for (uint64_t j = 0; j < dp->len; j++)
+            put_mag(&w, dp->mags[j]);
+        put(&w, dp->work_pending);
+        put(&w, dp->work_due_ms);
+    }
+    iova_unlock_all(d);
+    return (int64_t)w.n;
+}
+
+struct reader {
+    const uint64_t *in;
+    uint64_t n;
+    uint64_t pos;
+    bool bad;
+};
+
+static uint64_t get(struct reader *r)
+{
+    if (r->pos >= r->n) {
+        r->bad = true;
+        return 0;
+    }
+    return r->in[r->pos++];
+}
+
+static bool get_mag(struct reader *r, const struct iova_domain *d,
+                    struct iova_magazine *m)
+{
+    uint64_t count = get(r);
+    if (r->bad || count > d->mag_size)
+        return false;
+    m->count = (uint32_t)count;
+    for (uint32_t i = 0; i < m->count; i++)
+        m->pfns[i] = get(r);
+    return !r->bad;
+}
+
+static int restore_into(struct iova_domain *d, struct reader *r,
+                        uint64_t cached_lo, bool has32, uint64_t cached32_lo)
+{
+    struct iova_tree *t = &d->tree;
+    uint64_t nranges = get(r);
+    if (r->bad || nranges > IOVA_MAX_NODES)
+        return IOVA_E_STATE;
+    bool have_prev = false;
+    uint64_t prev_hi = 0;
+    for (uint64_t i = 0; i < nranges; i++) {
+        uint64_t lo = get(r), hi = get(r), flags = get(r);
+        if (r->bad || lo > hi || hi > d->max_pfn || (have_prev && lo <= prev_hi) ||
+            (flags & ~(uint64_t)IOVA_NODE_CACHED))
+            return IOVA_E_STATE;
+        uint32_t x = iova_tree_node_new(t, lo, hi);
+        if (x == IOVA_NIL)
+            return IOVA_E_NOMEM;
+        iova_tree_insert(t, x);
+        if (flags) {
+            iova_set_flag(t, x, IOVA_NODE_CACHED);
+            d->cached_ranges++;
+        }
+        have_prev = true;
+        prev_hi = hi;
+    }
+    /* The cache pointers name nodes; ranges start at distinct pfns. */
+    if (d->kernel == IOVA_KERNEL_6_12) {
+        uint32_t c = iova_tree_find(t, cached_lo), c32 = iova_tree_find(t, cached32_lo);
+        if (c == IOVA_NIL || c32 == IOVA_NIL || t->nodes[c].lo != cached_lo ||
+            t->nodes[c32].lo != cached32_lo || !has32)
+            return IOVA_E_STATE;
+        d->cached_node = c;
+        d->cached32_node = c32;
+    } else if (has32) {
+        uint32_t c32 = iova_tree_find(t, cached32_lo);
+        if (c32 == IOVA_NIL || t->nodes[c32].lo != cached32_lo)
+            return IOVA_E_STATE;
+        d->cached32_node = c32;
+    }
+    for (unsigned k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++) {
+        for (unsigned cpu = 0; cpu < d->ncpus; cpu++) {
+            struct iova_cpu_rcache *c = &d->cpu_rc[k * d->ncpus + cpu];
+            if (!get_mag(r, d, c->loaded) || !get_mag(r, d, c->prev))
+                return IOVA_E_STATE;
+        }
+        struct iova_depot *dp = &d->depot[k];
+        uint64_t len = get(r);
+        if (r->bad || len > d->depot_max || len > (r->n - r->pos))
+            return IOVA_E_STATE;
+        for (uint64_t j = 0; j < len; j++) {
+            struct iova_magazine *m = iova_mag_alloc(d);
+            if (!m)
+                return IOVA_E_NOMEM;
+            if (!get_mag(r, d, m) || m->count != d->mag_size) {
+                free(m);
+                return IOVA_E_STATE;
+            }
+            if (iova_depot_push(dp, m) != 0) {
+                free(m);
+                return IOVA_E_NOMEM;
+            }
+        }
+        dp->work_pending = get(r) != 0;
+        dp->work_due_ms = get(r);
+    }
+    if (r->bad || r->pos != r->n)
+        return IOVA_E_STATE;
+    return 0;
+}
+
+struct iova_domain *iova_restore(const uint64_t *in, uint64_t n, int *err)
+{
+    int dummy;
+    if (!err)
+        err = &dummy;
+    struct reader r = { in, in ? n : 0, 0, false };
+    uint64_t magic = get(&r), version = get(&r), kernel = get(&r), granule = get(&r);
+    uint64_t start = get(&r), ncpus = get(&r), dma32 = get(&r), mode = get(&r);
+    uint64_t max32 = get(&r), clock = get(&r);
+    uint64_t cached_lo = get(&r), has32 = get(&r), cached32_lo = get(&r);
+    if (r.bad || magic != SAVE_MAGIC || version != SAVE_VERSION || ncpus > IOVA_MAX_CPUS ||
+        (kernel != IOVA_KERNEL_6_12 && kernel != IOVA_KERNEL_4_10) ||
+        (mode != IOVA_SEARCH_AUGMENTED && mode != IOVA_SEARCH_LINEAR)) {
+        *err = IOVA_E_STATE;
+        return NULL;
+    }
+    struct iova_domain *d = iova_domain_new(granule, start, (unsigned)ncpus, (int)kernel,
+                                            kernel == IOVA_KERNEL_4_10 ? dma32 : 0, err);
+    if (!d) {
+        if (*err != IOVA_E_NOMEM)
+            *err = IOVA_E_STATE;
+        return NULL;
+    }
+    if (d->dma_32bit_pfn != dma32 || (kernel == IOVA_KERNEL_6_12 && max32 == 0)) {
+        iova_domain_destroy(d);
+        *err = IOVA_E_STATE;
+        return NULL;
+    }
+    d->search_mode = (int)mode;
+    d->max32_alloc_size = max32;
+    d->clock_ms = clock;
+    int rc = restore_into(d, &r, cached_lo, has32 != 0, cached32_lo);
+    if (!rc) {
+        /* Last line of defence: whatever the words said, the result must
+         * satisfy every invariant the validator knows. */
+        rc = iova_check(d, NULL, 0);
+        if (rc)
+            rc = IOVA_E_STATE;
+    }
+    if (rc) {
+        iova_domain_destroy(d);
+        *err = rc;
+        return NULL;
+    }
+    *err = 0;
+    return d;
+}
