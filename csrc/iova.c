@@ -174,6 +174,40 @@ void iova_domain_destroy(struct iova_domain *d)
     free(d);
 }
 
+int iova_domain_reset(struct iova_domain *d)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    iova_lock_all(d);
+    int ret = d->closed ? IOVA_E_CLOSED : 0;
+    if (!ret) {
+        /* Empty every magazine and the depot, then rebuild the tree as init
+         * does; no memory is needed, so the reset cannot fail halfway. */
+        for (unsigned i = 0; i < IOVA_RANGE_CACHE_MAX_SIZE * d->ncpus; i++)
+            d->cpu_rc[i].loaded->count = d->cpu_rc[i].prev->count = 0;
+        for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++) {
+            struct iova_depot *dp = &d->depot[k];
+            while (dp->len)
+                free(dp->mags[--dp->len]);
+            dp->work_pending = false;
+        }
+        struct iova_tree *t = &d->tree;
+        for (uint32_t x = iova_tree_first(t); x != IOVA_NIL;) {
+            uint32_t next = iova_tree_next(t, x);
+            if (x != d->anchor) {
+                iova_tree_erase(t, x);
+                iova_tree_node_free(t, x);
+            }
+            x = next;
+        }
+        d->cached_ranges = 0;
+        d->cached_node = d->cached32_node = d->anchor;   /* NIL under 4.10 */
+        d->max32_alloc_size = d->dma_32bit_pfn;
+    }
+    iova_unlock_all(d);
+    return ret;
+}
+
 int iova_set_search_mode(struct iova_domain *d, int mode)
 {
     if (!d)

@@ -30,6 +30,8 @@
 
 #define IOVA_NODE_CACHED 1u   /* the range sits in a magazine or the depot */
 #define IOVA_NODE_FREE   2u   /* the slot is on the pool's free list */
+#define IOVA_NODE_RETIRED 4u  /* freed, but kept out of reuse (reset-when-empty,
+                               * or wraparound space awaiting a flush) */
 
 #define IOVA_U64_MAX UINT64_MAX
 
@@ -177,6 +179,20 @@ bool iova_tree_search_linear(struct iova_tree *t, const struct iova_search *s,
                              uint64_t *pfn);
 bool iova_tree_search_augmented(struct iova_tree *t,
                                 const struct iova_search *s, uint64_t *pfn);
+/*
+ * The lowest block of `size` pages (aligned by `mask`) that starts at or
+ * above `from` and ends at or below `top` (exclusive), in a gap owned by a
+ * node: the caller keeps a node at or above `top` so every gap has an
+ * owner. O(log n) by the same subtree maxima.
+ */
+struct iova_search_up {
+    uint64_t from;
+    uint64_t top;
+    uint64_t size;
+    uint64_t mask;
+};
+bool iova_tree_search_up(struct iova_tree *t, const struct iova_search_up *s,
+                         uint64_t *pfn);
 /* Recomputes heights and gap fields; 0 or IOVA_E_CORRUPT with msg. */
 int iova_tree_check(const struct iova_tree *t, char *msg, size_t msg_len);
 

@@ -664,6 +664,59 @@ bool iova_tree_search_augmented(struct iova_tree *t,
     return try_gap(s, n->gap_lo, n->lo, bottom, pfn) == GAP_FITS;
 }
 
+/* The lowest node with lo > key whose own, unclipped gap fits size: the
+ * mirror image of rightmost_fit, for allocators that search upward. */
+static uint32_t leftmost_fit(struct iova_tree *t, uint32_t x, uint64_t key,
+                             uint64_t size, bool use_fit)
+{
+    while (x != IOVA_NIL) {
+        t->visited++;
+        if (sub_value(t, x, use_fit) < size)
+            return IOVA_NIL;
+        if (t->nodes[x].lo <= key) {
+            x = iova_right(t, x);
+            continue;
+        }
+        uint32_t l = leftmost_fit(t, iova_left(t, x), key, size, use_fit);
+        if (l != IOVA_NIL)
+            return l;
+        if (own_value(iova_n(t, x), use_fit) >= size)
+            return x;
+        x = iova_right(t, x);
+    }
+    return IOVA_NIL;
+}
+
+/* Lowest aligned start in [max(gap_lo, from), min(gap_top, top)) that fits. */
+static bool fits_low(const struct iova_search_up *s, uint64_t gap_lo,
+                     uint64_t gap_top, uint64_t *pfn)
+{
+    uint64_t b = gap_lo > s->from ? gap_lo : s->from;
+    uint64_t e = gap_top < s->top ? gap_top : s->top;
+    uint64_t p = (b + ~s->mask) & s->mask;      /* align up; pfns stay below 2^63 */
+    if (p < b || p >= e || e - p < s->size)
+        return false;
+    *pfn = p;
+    return true;
+}
+
+bool iova_tree_search_up(struct iova_tree *t, const struct iova_search_up *s,
+                         uint64_t *pfn)
+{
+    uint32_t first = s->from == IOVA_U64_MAX ? IOVA_NIL
+                                             : iova_tree_lowest_lo_ge(t, s->from + 1);
+    if (first == IOVA_NIL)
+        return false;
+    const struct iova_node *n = iova_n(t, first);
+    if (fits_low(s, n->gap_lo, n->lo, pfn))
+        return true;
+    uint32_t r = leftmost_fit(t, t->root, n->lo, s->size, s->mask != IOVA_U64_MAX);
+    if (r == IOVA_NIL)
+        return false;
+    n = iova_n(t, r);
+    return fits_low(s, n->gap_lo, n->lo, pfn);
+}
+
 /* ---- validator ---------------------------------------------------------- */
 
 struct check_ctx {

@@ -46,6 +46,8 @@ def _index(name, value):
 def _bad_argument(**named):
     """Called when cffi refused an argument: find which one and say why."""
     for name, value in named.items():
+        if value is None:
+            continue
         exc = _index(name, value)
         if exc is not None:
             return exc

@@ -1,0 +1,105 @@
+/*
+ * iova_cookie.h - the dma-iommu cookie's allocators behind one PFN-based
+ * alloc/free interface, and its flush queue.
+ *
+ * Allocator types, chosen per cookie:
+ *   IOVA              the kernel's tree + rcache (an iova_domain the caller
+ *                     owns and lends to the cookie);
+ *   MSI               the MSI cookie's bump allocator (no limit, no reuse;
+ *                     a free undoes the latest allocation);
+ *   WRAPAROUND        one-way: the lowest fitting range at or above a cursor
+ *                     that only moves up; at the limit, one full IOTLB flush
+ *                     and back to the start. No range freed since the last
+ *                     flush is ever handed out again;
+ *   RESET_WHEN_EMPTY  the rejected 2017 patch: never reuse, count mapped
+ *                     pfns, reset the whole space when the count hits zero.
+ *
+ * Some allocator decisions need the IOMMU driver (a flush, a reset). The C
+ * core cannot call it, so such calls report an event bit and the caller
+ * acts on it before using the result.
+ */
+#ifndef PYIOVA_IOVA_COOKIE_H
+#define PYIOVA_IOVA_COOKIE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define IOVA_COOKIE_IOVA             0
+#define IOVA_COOKIE_MSI              1
+#define IOVA_COOKIE_WRAPAROUND       2
+#define IOVA_COOKIE_RESET_WHEN_EMPTY 3
+
+/* Events reported through *events (bits). */
+#define IOVA_EV_FLUSH     1   /* flush the whole IOTLB now (a wrap, or the flush queue) */
+#define IOVA_EV_RESET     2   /* the space was reset: call the driver's domain_reset */
+#define IOVA_EV_NO_32BIT  4   /* a 32-bit-first attempt failed (6.12: stop trying) */
+#define IOVA_EV_QUEUED    8   /* the free went into the flush queue */
+
+/* Flags of iova_cookie_alloc. */
+#define IOVA_COOKIE_TRY_32BIT 1   /* try below 4 GiB first, without flushing caches */
+
+#define IOVA_E_FQ_FULL    -40    /* flush queue full: flush, then call again */
+#define IOVA_E_NOT_LIVE   -41    /* free of a range that is not handed out */
+#define IOVA_E_COOKIE     -42    /* unknown type, or the call does not apply to it */
+
+struct iova_domain;
+struct iova_cookie;
+
+struct iova_cookie_stats {
+    int type;
+    uint64_t start_pfn;
+    uint64_t end_pfn;          /* highest pfn the allocator may use */
+    uint64_t allocs;
+    uint64_t frees;
+    uint64_t failures;
+    uint64_t live_ranges;      /* handed out and not yet freed */
+    uint64_t live_pfns;
+    uint64_t held_pfns;        /* pfns not available: live, awaiting a flush, never reused */
+    uint64_t cursor;           /* WRAPAROUND / MSI: next pfn considered */
+    uint64_t wraps;            /* WRAPAROUND: flushes at the wrap */
+    uint64_t resets;           /* RESET_WHEN_EMPTY */
+    uint64_t fq_queued;        /* entries waiting in flush queues */
+    uint64_t fq_flushes;       /* flushes the flush queue asked for */
+    uint64_t fq_started;       /* the kernel's two flush counters */
+    uint64_t fq_finished;
+};
+
+/* type IOVA and RESET_WHEN_EMPTY use `iovad` (not owned; it must outlive the
+ * cookie); WRAPAROUND and MSI use [start_pfn, end_pfn] and `granule`. */
+struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
+                                    uint64_t granule, uint64_t start_pfn,
+                                    uint64_t end_pfn, int *err);
+void iova_cookie_destroy(struct iova_cookie *c);
+
+/* The dma-iommu allocation of `pages` pfns at or below limit_pfn; returns
+ * the pfn (>= 0), or a negative code (IOVA_E_NOSPC when there is no room). */
+int64_t iova_cookie_alloc(struct iova_cookie *c, uint64_t pages,
+                          uint64_t limit_pfn, int flags, int cpu,
+                          uint32_t *events);
+/* Frees what iova_cookie_alloc returned (strict: at once). */
+int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
+                     int cpu, uint32_t *events);
+
+/* Flush queue (IOVA type only): per-CPU rings of ring_size entries, a
+ * timer of timeout_ms on the caller's clock. */
+int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
+                        unsigned ring_size, uint64_t timeout_ms);
+/* Queues a free. IOVA_E_FQ_FULL: the caller flushes the IOTLB, calls
+ * iova_cookie_fq_flushed, and queues again. */
+int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
+                          int cpu, uint64_t now_ms, uint32_t *events);
+/* The caller has flushed the IOTLB: count it, and (all_rings) retire every
+ * queued entry on `cpu`'s rcache, as the timer does. */
+int iova_cookie_fq_flushed(struct iova_cookie *c, int all_rings, int cpu);
+/* When the timer fires, or UINT64_MAX when it is not armed. */
+uint64_t iova_cookie_fq_due(struct iova_cookie *c);
+
+int iova_cookie_get_stats(struct iova_cookie *c, struct iova_cookie_stats *st);
+/* Validator; 0 or IOVA_E_CORRUPT with a description. */
+int iova_cookie_check(struct iova_cookie *c, char *msg, size_t msg_len);
+/* WRAPAROUND: copies up to cap (lo, hi, dirty) triples of the ranges it
+ * holds; returns how many there are. */
+int64_t iova_cookie_wrap_ranges(struct iova_cookie *c, uint64_t *out,
+                                uint64_t cap);
+
+#endif

@@ -1,0 +1,194 @@
+"""The cookie's IOVA allocators in pfn units: one alloc/free interface over
+the C core's allocator types (the review's "PFN-based alloc and free
+helpers"). dma-iommu's byte-level rules live in cookie.py on top of this.
+
+Events the C core reports (it cannot call the IOMMU driver itself):
+EV_FLUSH - flush the whole IOTLB before using the result (a wraparound
+allocator wrapped, or a flush queue is full); EV_RESET - the space was reset
+(call the driver's domain_reset); EV_NO_32BIT - a 32-bit-first attempt
+failed; EV_QUEUED - a free went into the flush queue.
+"""
+import enum
+
+from . import errors
+from ._pyiova import ffi, lib
+from .iova import IovaDomain, _bad_argument
+
+__all__ = ["AllocatorType", "PfnAllocator", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
+           "EV_QUEUED"]
+
+EV_FLUSH = lib.IOVA_EV_FLUSH
+EV_RESET = lib.IOVA_EV_RESET
+EV_NO_32BIT = lib.IOVA_EV_NO_32BIT
+EV_QUEUED = lib.IOVA_EV_QUEUED
+
+
+class AllocatorType(str, enum.Enum):
+    """Allocator types a cookie can use (values as on the command line)."""
+    IOVA = "iova"                          # the kernel's tree + rcache
+    MSI = "msi"                            # the MSI cookie's bump pointer
+    WRAPAROUND = "wraparound"              # one-way, flush at the wrap
+    RESET_WHEN_EMPTY = "reset-when-empty"  # the rejected 2017 patch
+
+    def __str__(self):
+        return self.value
+
+
+_C_TYPES = {AllocatorType.IOVA: lib.IOVA_COOKIE_IOVA, AllocatorType.MSI: lib.IOVA_COOKIE_MSI,
+            AllocatorType.WRAPAROUND: lib.IOVA_COOKIE_WRAPAROUND,
+            AllocatorType.RESET_WHEN_EMPTY: lib.IOVA_COOKIE_RESET_WHEN_EMPTY}
+
+_cookie_alloc = lib.iova_cookie_alloc
+_cookie_free = lib.iova_cookie_free
+_cookie_free_lazy = lib.iova_cookie_free_lazy
+_new_events = ffi.new
+
+
+class PfnAllocator:
+    """One allocator of a given type.
+
+    IOVA and RESET_WHEN_EMPTY run on an IovaDomain (made here unless one is
+    given: `iovad`, then reachable as .iovad); WRAPAROUND and MSI manage
+    [start_pfn, end_pfn] themselves.
+    """
+
+    __slots__ = ("type", "iovad", "_c", "__weakref__")
+
+    def __init__(self, type, *, iovad=None, granule=4096, start_pfn=1, end_pfn=None,
+                 ncpus=1, kernel="6.12"):
+        try:
+            self.type = AllocatorType(type)
+        except ValueError:
+            raise errors.IovaValueError("allocator %r is not one of %s"
+                                        % (type, [t.value for t in AllocatorType])) from None
+        if self.type in (AllocatorType.IOVA, AllocatorType.RESET_WHEN_EMPTY):
+            if iovad is None:
+                iovad = IovaDomain(granule, start_pfn, ncpus=ncpus, kernel=kernel)
+            elif not isinstance(iovad, IovaDomain):
+                raise errors.IovaTypeError("iovad must be an IovaDomain")
+        elif iovad is not None:
+            raise errors.IovaValueError("a %s allocator manages its own space; iovad is for "
+                                        "iova and reset-when-empty" % self.type)
+        self.iovad = iovad
+        if end_pfn is None and isinstance(granule, int) and granule > 1:
+            end_pfn = (1 << (33 - granule.bit_length())) - 1      # the last pfn below 4 GiB
+        err = ffi.new("int *")
+        c = lib.iova_cookie_new(_C_TYPES[self.type], iovad._d if iovad is not None else ffi.NULL,
+                                granule, start_pfn, end_pfn, err)
+        if c == ffi.NULL:
+            if err[0] == lib.IOVA_E_NOMEM:
+                raise MemoryError("cannot allocate an IOVA allocator")
+            raise errors.IovaValueError("bad allocator space: granule %r, pfns %r..%r"
+                                        % (granule, start_pfn, end_pfn))
+        self._c = ffi.gc(c, lib.iova_cookie_destroy)
+
+    def _error(self, code, **named):
+        if code == lib.IOVA_E_NOT_LIVE:
+            return errors.IovaInvalidFree("the range at pfn %#x is not handed out"
+                                          % named.get("pfn", 0))
+        if code == lib.IOVA_E_COOKIE:
+            return errors.IovaValueError("a %s allocator cannot do that" % self.type)
+        if code == lib.IOVA_E_SIZE and "pfn" in named:
+            return errors.IovaInvalidFree("%d pages is not the size of the range at pfn %#x"
+                                          % (named["pages"], named["pfn"]))
+        if self.iovad is not None:
+            return self.iovad._error(code, size=named.get("pages"), pfn=named.get("pfn"),
+                                     limit_pfn=named.get("limit_pfn"), cpu=named.get("cpu"))
+        if code == lib.IOVA_E_NOSPC:
+            return errors.IovaExhausted("no free range of %d pages at or below pfn %#x"
+                                        % (named["pages"], named["limit_pfn"]))
+        if code == lib.IOVA_E_NOTFOUND or code == lib.IOVA_E_NOTSTART:
+            return errors.IovaNotFound("no range handed out starts at pfn %#x"
+                                       % named.get("pfn", 0))
+        if code == lib.IOVA_E_SIZE:
+            return errors.IovaValueError("size %r pages is not allowed" % named.get("pages"))
+        if code == lib.IOVA_E_LIMIT:
+            return errors.IovaValueError("limit_pfn %#x is below the allocator's space"
+                                         % named["limit_pfn"])
+        return errors.IovaError("unexpected error code %d" % code)
+
+    def alloc(self, pages, limit_pfn, *, try_32bit=False, cpu=None):
+        """(pfn, events): `pages` pfns at or below limit_pfn. Raises
+        IovaExhausted (events are still on .last_events)."""
+        ev = _new_events("uint32_t *")
+        try:
+            r = _cookie_alloc(self._c, pages, limit_pfn, 1 if try_32bit else 0,
+                              -1 if cpu is None else cpu, ev)
+        except (TypeError, OverflowError):
+            raise _bad_argument(pages=pages, limit_pfn=limit_pfn, cpu=cpu) from None
+        if r < 0:
+            exc = self._error(r, pages=pages, limit_pfn=limit_pfn, cpu=cpu)
+            exc.events = ev[0]
+            raise exc
+        return r, ev[0]
+
+    def free(self, pfn, pages, *, cpu=None):
+        """Frees what alloc returned, at once; returns the events."""
+        ev = _new_events("uint32_t *")
+        try:
+            r = _cookie_free(self._c, pfn, pages, -1 if cpu is None else cpu, ev)
+        except (TypeError, OverflowError):
+            raise _bad_argument(pfn=pfn, pages=pages, cpu=cpu) from None
+        if r:
+            raise self._error(r, pfn=pfn, pages=pages, cpu=cpu)
+        return ev[0]
+
+    # -- flush queue (IOVA type, 6.12) --------------------------------------
+    def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10):
+        r = lib.iova_cookie_fq_init(self._c, ncpus, size, timeout_ms)
+        if r:
+            raise self._error(r)
+
+    def free_lazy(self, pfn, pages, now_ms, *, cpu=None):
+        """Queues a free. Returns the events; EV_FLUSH without EV_QUEUED means
+        the ring was full: flush the IOTLB, call fq_flushed(), and retry."""
+        ev = _new_events("uint32_t *")
+        r = _cookie_free_lazy(self._c, pfn, pages, -1 if cpu is None else cpu, now_ms, ev)
+        if r and r != lib.IOVA_E_FQ_FULL:
+            raise self._error(r, pfn=pfn, pages=pages, cpu=cpu)
+        return ev[0]
+
+    def fq_flushed(self, all_rings=False, cpu=0):
+        """Counts a full IOTLB flush; with all_rings (the timer) retires every
+        queued entry into `cpu`'s rcache."""
+        r = lib.iova_cookie_fq_flushed(self._c, 1 if all_rings else 0, cpu)
+        if r:
+            raise self._error(r, cpu=cpu)
+
+    @property
+    def fq_due(self):
+        """When the flush queue's timer fires (None when not armed)."""
+        due = lib.iova_cookie_fq_due(self._c)
+        return None if due == (1 << 64) - 1 else due
+
+    # -- introspection --------------------------------------------------------
+    def stats(self):
+        st = ffi.new("struct iova_cookie_stats *")
+        lib.iova_cookie_get_stats(self._c, st)
+        return {k: getattr(st, k) for k in (
+            "start_pfn", "end_pfn", "allocs", "frees", "failures", "live_ranges", "live_pfns",
+            "held_pfns", "cursor", "wraps", "resets", "fq_queued", "fq_flushes",
+            "fq_started", "fq_finished")}
+
+    def ranges(self):
+        """WRAPAROUND: every (lo, hi, awaiting_flush) it holds."""
+        n = lib.iova_cookie_wrap_ranges(self._c, ffi.NULL, 0)
+        if n < 0:
+            raise self._error(n)
+        buf = ffi.new("uint64_t[]", 3 * n + 3)
+        n = lib.iova_cookie_wrap_ranges(self._c, buf, n + 1)
+        flat = ffi.unpack(buf, 3 * n)
+        return [(flat[i], flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3)]
+
+    def check(self):
+        msg = ffi.new("char[]", 256)
+        r = lib.iova_cookie_check(self._c, msg, 256)
+        if r == lib.IOVA_E_CORRUPT:
+            raise errors.IovaCorrupted(ffi.string(msg).decode())
+        if r:
+            raise self._error(r)
+
+    def __repr__(self):
+        st = self.stats()
+        return "<PfnAllocator %s live=%d ranges/%d pfns>" % (self.type, st["live_ranges"],
+                                                             st["live_pfns"])
