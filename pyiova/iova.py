@@ -46,7 +46,7 @@ def _index(name, value):
 def _bad_argument(**named):
     """Called when cffi refused an argument: find which one and say why."""
     for name, value in named.items():
-        if value is None:
+        if value is None and name == "cpu":   # None is a valid cpu: this thread's
             continue
         exc = _index(name, value)
         if exc is not None:
