@@ -14,5 +14,6 @@
 #include <stddef.h>
 
 #include "iova.h"
+#include "iova_cookie.h"
 
 #endif
