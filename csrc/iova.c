@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iova_mem_internal.h"
 #include "iova_internal.h"
 
 static uint64_t roundup_pow_of_two(uint64_t x)
@@ -74,7 +75,7 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
         return NULL;
     }
 
-    struct iova_domain *d = calloc(1, sizeof(*d));
+    struct iova_domain *d = iova_calloc(1, sizeof(*d));
     if (!d) {
         *err = IOVA_E_NOMEM;
         return NULL;

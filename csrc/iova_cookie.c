@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iova_mem_internal.h"
 #include "iova_cookie_internal.h"
 
 #define U32_PFN(d) (0xFFFFFFFFull >> (d)->shift)
@@ -44,7 +45,7 @@ struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
         *err = IOVA_E_RANGE;
         return NULL;
     }
-    struct iova_cookie *c = calloc(1, sizeof(*c));
+    struct iova_cookie *c = iova_calloc(1, sizeof(*c));
     if (!c) {
         *err = IOVA_E_NOMEM;
         return NULL;
@@ -275,19 +276,19 @@ int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
         return IOVA_E_COOKIE;
     if (ncpus < 1 || ncpus > IOVA_MAX_CPUS || ring_size < 1 || ring_size > (1u << 20))
         return IOVA_E_RANGE;
-    struct iova_fq *fq = calloc(1, sizeof(*fq));
+    struct iova_fq *fq = iova_calloc(1, sizeof(*fq));
     if (!fq)
         return IOVA_E_NOMEM;
     fq->ncpus = ncpus;
     fq->size = ring_size;
     fq->timeout_ms = timeout_ms;
-    fq->rings = calloc(ncpus, sizeof(*fq->rings));
+    fq->rings = iova_calloc(ncpus, sizeof(*fq->rings));
     if (!fq->rings) {
         fq_release(fq);
         return IOVA_E_NOMEM;
     }
     for (unsigned i = 0; i < ncpus; i++) {
-        fq->rings[i].entries = calloc(ring_size, sizeof(struct fq_entry));
+        fq->rings[i].entries = iova_calloc(ring_size, sizeof(struct fq_entry));
         if (!fq->rings[i].entries) {
             fq_release(fq);
             return IOVA_E_NOMEM;

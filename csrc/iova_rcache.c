@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iova_mem_internal.h"
 #include "iova_internal.h"
 
 #define CACHED_CLASSES IOVA_RANGE_CACHE_MAX_SIZE
@@ -46,7 +47,7 @@ static uint64_t roundup_pow_of_two(uint64_t x)
 struct iova_magazine *iova_mag_alloc(const struct iova_domain *d)
 {
     struct iova_magazine *m =
-        malloc(sizeof(*m) + d->mag_size * sizeof(m->pfns[0]));
+        iova_malloc(sizeof(*m) + d->mag_size * sizeof(m->pfns[0]));
     if (m)
         m->count = 0;
     return m;
@@ -70,7 +71,7 @@ int iova_rcache_init(struct iova_domain *d)
     bool mainline = d->kernel == IOVA_KERNEL_6_12;
     d->mag_size = mainline ? 127 : 128;
     d->depot_max = mainline ? UINT64_MAX : 32;
-    d->cpu_rc = calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
+    d->cpu_rc = iova_calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
     if (!d->cpu_rc)
         return IOVA_E_NOMEM;
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
@@ -144,7 +145,7 @@ int iova_depot_push(struct iova_depot *dp, struct iova_magazine *m)
 {
     if (dp->len == dp->cap) {
         uint64_t ncap = dp->cap ? dp->cap * 2 : 8;
-        struct iova_magazine **n = realloc(dp->mags, ncap * sizeof(*n));
+        struct iova_magazine **n = iova_realloc(dp->mags, ncap * sizeof(*n));
         if (!n)
             return IOVA_E_NOMEM;
         dp->mags = n;
@@ -750,7 +751,7 @@ int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len)
         struct verify_ctx v = { .d = d };
         struct collect_ctx count = { NULL, 0, 0 };
         for_each_cached(d, collect, &count);
-        v.seen = malloc((count.n ? count.n : 1) * sizeof(uint64_t));
+        v.seen = iova_malloc((count.n ? count.n : 1) * sizeof(uint64_t));
         if (!v.seen)
             return IOVA_E_NOMEM;
         for_each_cached(d, verify, &v);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iova_mem_internal.h"
 #include "iova_internal.h"
 
 #define SAVE_MAGIC   0x7079696f76610001ull   /* "pyiova" + format family */
@@ -230,7 +231,7 @@ struct iova_domain *iova_restore(const uint64_t *in, uint64_t n, int *err)
         /* Last line of defence: whatever the words said, the result must
          * satisfy every invariant the validator knows. */
         rc = iova_check(d, NULL, 0);
-        if (rc)
+        if (rc && rc != IOVA_E_NOMEM)
             rc = IOVA_E_STATE;
     }
     if (rc) {

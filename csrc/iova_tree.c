@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iova_mem_internal.h"
 #include "iova_internal.h"
 
 #define HEIGHT_SHIFT IOVA_IDX_BITS
@@ -57,7 +58,7 @@ static int pool_grow(struct iova_tree *t)
         ncap = IOVA_MAX_NODES;
     if (ncap <= t->cap)
         return IOVA_E_TOOMANY;
-    struct iova_node *n = realloc(t->nodes, ncap * sizeof(*n));
+    struct iova_node *n = iova_realloc(t->nodes, ncap * sizeof(*n));
     if (!n)
         return IOVA_E_NOMEM;
     t->nodes = n;

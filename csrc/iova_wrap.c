@@ -19,6 +19,7 @@
  */
 #include <stdio.h>
 
+#include "iova_mem_internal.h"
 #include "iova_cookie_internal.h"
 
 static uint64_t roundup_pow_of_two(uint64_t x)

@@ -15,5 +15,6 @@
 
 #include "iova.h"
 #include "iova_cookie.h"
+#include "iova_mem.h"
 
 #endif

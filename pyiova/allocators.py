@@ -83,6 +83,8 @@ class PfnAllocator:
         self._c = ffi.gc(c, lib.iova_cookie_destroy)
 
     def _error(self, code, **named):
+        if code == lib.IOVA_E_NOMEM:
+            return MemoryError("out of memory in the %s allocator" % self.type)
         if code == lib.IOVA_E_NOT_LIVE:
             return errors.IovaInvalidFree("the range at pfn %#x is not handed out"
                                           % named.get("pfn", 0))

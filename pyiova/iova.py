@@ -348,6 +348,9 @@ class IovaDomain:
             if r == lib.IOVA_E_SIZE:
                 exc = errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
                                             % (i, buf[i], self.max_pfn))
+            # what was allocated before the failure stays allocated: say what
+            exc.index = exc.done = i
+            exc.pfns = out
             raise exc
         return out
 
@@ -404,8 +407,10 @@ class IovaDomain:
             if r == lib.IOVA_E_SIZE:
                 raise errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
                                             % (i, buf[i], self.max_pfn))
-            raise self._error(r, limit_pfn=limit_pfn, cpu=cpu,
-                              size=buf[i] if i < n else None)
+            exc = self._error(r, limit_pfn=limit_pfn, cpu=cpu, size=buf[i] if i < n else None)
+            exc.index = exc.done = i
+            exc.pfns = out
+            raise exc
         return out
 
     def free_fast_many(self, pfns, sizes, cpu=None):

@@ -1,0 +1,28 @@
+"""Fault injection for tests: make the C core's allocations fail.
+
+    with fail_allocations_after(3):
+        ...   # the 4th malloc in the C core (and every later one) fails
+
+Every C allocation goes through one wrapper, so this reaches them all; the
+C core must report each failure (MemoryError here) and stay consistent.
+"""
+import contextlib
+
+from ._pyiova import lib
+
+__all__ = ["fail_allocations_after", "injected_failures"]
+
+
+@contextlib.contextmanager
+def fail_allocations_after(n):
+    """Within the block, allocations after the first n succeed fail."""
+    previous = lib.iova_mem_fail_after(n)
+    try:
+        yield
+    finally:
+        lib.iova_mem_fail_after(previous)
+
+
+def injected_failures():
+    """How many allocations the injector has refused so far."""
+    return lib.iova_mem_failures()
