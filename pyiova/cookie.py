@@ -1,0 +1,273 @@
+"""The dma-iommu cookie: which IOVA allocator a domain uses, and the
+kernel's rules for turning a DMA request into an allocation
+(kernel-iova-semantics.md §7).
+
+    cookie = get_dma_cookie(domain)                 # iommu_get_dma_cookie
+    cookie = get_msi_cookie(domain, base)           # iommu_get_msi_cookie (unmanaged domains)
+    put_dma_cookie(domain)                          # iommu_put_dma_cookie
+
+    iova = cookie.alloc_iova(dev, size, dma_limit)  # iommu_dma_alloc_iova; 0 = failure
+    cookie.free_iova(iova, size)                    # iommu_dma_free_iova
+
+The allocation itself happens in C (pyiova.allocators); this layer holds
+the byte <-> pfn arithmetic, the limit rules, the PCI 32-bit-first flag,
+and hands the IOMMU driver the flushes and resets the allocators ask for.
+A DmaCookie also works without an IommuDomain (trace replay): give
+init_domain the granule and aperture directly.
+"""
+import weakref
+
+from . import errors
+from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
+from .iova import IovaDomain
+
+__all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
+           "FQ_SIZE", "FQ_TIMEOUT_MS"]
+
+FQ_SIZE = 256          # entries per CPU ring (mainline)
+FQ_TIMEOUT_MS = 10     # the flush queue's timer
+
+_U32_MAX = (1 << 32) - 1
+_cookies = weakref.WeakKeyDictionary()
+
+
+def _min_not_zero(a, b):
+    if not a:
+        return b
+    if not b:
+        return a
+    return min(a, b)
+
+
+class DmaCookie:
+    """struct iommu_dma_cookie: an allocator type and its state.
+
+    allocator  "iova" (the kernel's tree + rcache, the default), "msi",
+               "wraparound" or "reset-when-empty"
+    kernel     "6.12" (mainline dma-iommu) or "4.10" (the 4.10/4.11 path:
+               tree only, 32-bit attempt on every PCI allocation)
+    ncpus      CPU slots of the rcache and the flush queue
+    domain     the IommuDomain it belongs to (for flushes and resets), or None
+    """
+
+    def __init__(self, allocator=AllocatorType.IOVA, *, kernel="6.12", ncpus=1, domain=None,
+                 msi_base=None, forcedac=False):
+        try:
+            self.type = AllocatorType(allocator)
+        except ValueError:
+            raise errors.IovaValueError("allocator %r is not one of %s"
+                                        % (allocator, [t.value for t in AllocatorType])) from None
+        if kernel not in ("6.12", "4.10"):
+            raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
+        self.kernel = kernel
+        self.ncpus = ncpus
+        self.forcedac = forcedac
+        self._domain = weakref.ref(domain) if domain is not None else None
+        self.msi_base = msi_base
+        self.allocator = None          # a PfnAllocator, once init_domain has run
+        self.granule = self.shift = None
+        self.start_pfn = None
+        self.aperture_end = None
+        self.force_aperture = False
+        self.flush_queue = False
+        self.clock_ms = 0              # the flush queue's simulated clock
+        self._no_32bit = set()         # devices whose 32-bit-first attempt failed (6.12)
+        self.flushes = 0               # full IOTLB flushes the cookie asked for
+        self.resets = 0
+
+    # ---- setup ----------------------------------------------------------------
+    @property
+    def domain(self):
+        return self._domain() if self._domain is not None else None
+
+    @property
+    def initialised(self):
+        return self.allocator is not None
+
+    def init_domain(self, granule, aperture_start=0, aperture_end=(1 << 64) - 1,
+                    force_aperture=False, *, end_pfn=None, flush_queue=False,
+                    reserved=()):
+        """iommu_dma_init_domain: the first device attach. Re-initialising
+        with another granule or start is refused, as in the kernel."""
+        if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
+                or granule & (granule - 1):
+            raise errors.IovaValueError("granule %r is not a power of two" % (granule,))
+        shift = granule.bit_length() - 1
+        start_pfn = max(1, aperture_start >> shift)
+        if self.initialised:
+            if (granule, start_pfn) != (self.granule, self.start_pfn):
+                raise errors.IovaValueError(
+                    "cookie already initialised with granule %#x, start pfn %#x; not %#x, %#x"
+                    % (self.granule, self.start_pfn, granule, start_pfn))
+            return self
+        self.granule, self.shift, self.start_pfn = granule, shift, start_pfn
+        self.aperture_end, self.force_aperture = aperture_end, force_aperture
+        if self.type is AllocatorType.MSI:
+            base = self.msi_base if self.msi_base is not None else aperture_start
+            self.allocator = PfnAllocator("msi", granule=granule, start_pfn=base >> shift,
+                                          end_pfn=min(aperture_end, (1 << 62) - 1) >> shift)
+        elif self.type is AllocatorType.WRAPAROUND:
+            top = aperture_end if force_aperture else _U32_MAX
+            self.allocator = PfnAllocator("wraparound", granule=granule, start_pfn=start_pfn,
+                                          end_pfn=top >> shift)
+        else:
+            kw = {}
+            if self.kernel == "4.10":
+                # 4.10 passes the domain's end pfn as its 32-bit boundary
+                end = end_pfn if end_pfn is not None else (
+                    min(aperture_end, _U32_MAX) if force_aperture else _U32_MAX) >> shift
+                kw["dma_32bit_pfn"] = max(end, start_pfn)
+            iovad = IovaDomain(granule, start_pfn, ncpus=self.ncpus, kernel=self.kernel, **kw)
+            for lo, hi in reserved:
+                iovad.reserve(lo >> shift, hi >> shift)
+            self.allocator = PfnAllocator(self.type, iovad=iovad)
+            if flush_queue and self.type is AllocatorType.IOVA and self.kernel == "6.12":
+                self.allocator.enable_flush_queue(self.ncpus, FQ_SIZE, FQ_TIMEOUT_MS)
+                self.flush_queue = True
+        return self
+
+    @property
+    def iovad(self):
+        """The IovaDomain behind an "iova" or "reset-when-empty" cookie."""
+        return self.allocator.iovad if self.allocator is not None else None
+
+    def _need_init(self):
+        if not self.initialised:
+            raise errors.IovaError("the cookie's domain is not initialised: attach a device "
+                                   "(or call init_domain) first")
+
+    # ---- events the allocators raise ------------------------------------------
+    def _flush(self):
+        self.flushes += 1
+        dom = self.domain
+        if dom is not None:
+            dom.flush_iotlb_all()
+
+    def _events(self, ev):
+        if ev & EV_FLUSH:
+            self._flush()
+        if ev & EV_RESET:
+            self.resets += 1
+            dom = self.domain
+            if dom is not None and hasattr(dom.ops, "domain_reset"):
+                dom.ops.domain_reset(dom)
+
+    # ---- iommu_dma_alloc_iova / iommu_dma_free_iova ----------------------------
+    def dma_limit(self, dev, dma_limit):
+        """The limit the kernel applies: the device's bus limit, then the
+        aperture when the domain forces it."""
+        limit = _min_not_zero(dma_limit, getattr(dev, "bus_dma_limit", 0) or 0)
+        if self.force_aperture:
+            limit = min(limit, self.aperture_end)
+        return limit
+
+    def alloc_iova(self, dev, size, dma_limit, *, cpu=None):
+        """iommu_dma_alloc_iova: an IOVA (bytes) for `size` bytes, already
+        rounded to the granule; 0 when no space is left."""
+        self._need_init()
+        if size <= 0 or size & (self.granule - 1):
+            raise errors.IovaValueError("size %#x is not a positive multiple of the granule %#x"
+                                        % (size, self.granule))
+        pages = size >> self.shift
+        if self.type is AllocatorType.MSI:
+            pfn, _ = self.allocator.alloc(pages, 0)
+            return pfn << self.shift
+        limit = self.dma_limit(dev, dma_limit)
+        try_32 = (limit > _U32_MAX and getattr(dev, "is_pci", False) and not self.forcedac
+                  and dev not in self._no_32bit)
+        try:
+            pfn, ev = self.allocator.alloc(pages, limit >> self.shift, try_32bit=try_32, cpu=cpu)
+        except errors.IovaExhausted as exc:
+            self._events(getattr(exc, "events", 0))
+            if getattr(exc, "events", 0) & EV_NO_32BIT and self.kernel == "6.12":
+                self._no_32bit.add(dev)
+            return 0
+        if ev & EV_NO_32BIT and self.kernel == "6.12":
+            self._no_32bit.add(dev)       # sticky: "Using N-bit DMA addresses"
+        self._events(ev)
+        return pfn << self.shift
+
+    def free_iova(self, iova, size, *, lazy=False, cpu=None):
+        """iommu_dma_free_iova: at once, or (lazy, with a flush queue)
+        queued until a flush covers it. Returns True when queued."""
+        self._need_init()
+        pages = size >> self.shift
+        pfn = iova >> self.shift
+        if lazy and self.flush_queue:
+            for _ in range(2):
+                ev = self.allocator.free_lazy(pfn, pages, self.clock_ms, cpu=cpu)
+                if ev & EV_QUEUED:
+                    return True
+                self._flush()                      # ring full: flush, then queue
+                self.allocator.fq_flushed()
+            raise errors.IovaError("flush queue still full after a flush")
+        self._events(self.allocator.free(pfn, pages, cpu=cpu))
+        return False
+
+    def advance(self, ms, *, cpu=0):
+        """Moves the cookie's clock; fires the flush-queue timer when due, and
+        the depot trim work of its IOVA domain."""
+        self.clock_ms += ms
+        if self.flush_queue:
+            due = self.allocator.fq_due
+            if due is not None and due <= self.clock_ms:
+                self._flush()
+                self.allocator.fq_flushed(all_rings=True, cpu=cpu)
+        if self.iovad is not None:
+            self.iovad.advance(ms)
+
+    def uses_32bit_first(self, dev):
+        """Whether the next allocation for dev tries below 4 GiB first."""
+        return getattr(dev, "is_pci", False) and not self.forcedac and dev not in self._no_32bit
+
+    def stats(self):
+        st = self.allocator.stats() if self.allocator is not None else {}
+        st.update(type=str(self.type), flushes=self.flushes, resets=self.resets)
+        return st
+
+    def check(self):
+        if self.allocator is not None:
+            self.allocator.check()
+
+    def __repr__(self):
+        return "<DmaCookie %s kernel=%s%s>" % (self.type, self.kernel,
+                                                "" if self.initialised else " uninitialised")
+
+
+def cookie_of(domain):
+    """The cookie a domain holds, or None."""
+    return _cookies.get(domain)
+
+
+def get_dma_cookie(domain, allocator=None, **kw):
+    """iommu_get_dma_cookie: attach an (uninitialised) cookie; the allocator
+    type defaults to the domain's IOVA_ALLOCATOR attribute."""
+    if domain in _cookies:
+        raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
+    if allocator is None:
+        allocator = getattr(domain, "iova_allocator", None) or AllocatorType.IOVA
+    cookie = DmaCookie(str(allocator), domain=domain, **kw)
+    _cookies[domain] = cookie
+    return cookie
+
+
+def get_msi_cookie(domain, base, **kw):
+    """iommu_get_msi_cookie: only for unmanaged (caller-managed) domains."""
+    dtype = getattr(domain, "type", None)
+    if dtype is not None and getattr(dtype, "name", "") != "UNMANAGED":
+        raise errors.IovaValueError("an MSI cookie is only for unmanaged domains, not %s"
+                                    % getattr(dtype, "name", dtype))
+    if domain in _cookies:
+        raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
+    cookie = DmaCookie(AllocatorType.MSI, domain=domain, msi_base=base, **kw)
+    _cookies[domain] = cookie
+    return cookie
+
+
+def put_dma_cookie(domain):
+    """iommu_put_dma_cookie: drop the cookie (its IOVA domain with it)."""
+    cookie = _cookies.pop(domain, None)
+    if cookie is None:
+        raise errors.IovaValueError("domain %s has no cookie" % getattr(domain, "name", domain))
+    if cookie.iovad is not None:
+        cookie.iovad.close()
