@@ -16,5 +16,7 @@
 #include "iova.h"
 #include "iova_cookie.h"
 #include "iova_mem.h"
+#include "io_pgtable.h"
+#include "iotlb.h"
 
 #endif

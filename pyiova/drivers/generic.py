@@ -1,0 +1,58 @@
+"""A generic strict IOMMU driver.
+
+It stands for IOMMUs that can invalidate by address (SMMUv3, VT-d, AMD-Vi)
+run in strict mode: unmap gathers exactly the range it cleared, and
+iotlb_sync (which the core calls after every unmap) invalidates that range.
+No stale translation can outlive an unmap, whatever the allocator does with
+the freed addresses: the reference against which lazier policies are judged.
+"""
+from .. import iommu_errors as ierr
+from .._iommu_native import LPAE_4K_PGSIZES
+from ..iommu import DomainGeometry, IommuDriver
+
+__all__ = ["GenericIommu"]
+
+
+class GenericIommu(IommuDriver):
+    """A strict IOMMU with ranged invalidation.
+
+    Each paging domain gets its page table and IOTLB at allocation, and the
+    geometry [0, 2^ias - 1] with a forced aperture (as arm-smmu sets it).
+    deferred_flush says whether DMA domains may use a flush queue (the
+    attribute is stored; the cookie layer acts on it).
+    """
+
+    def __init__(self, name="generic-iommu", *, pgsize_bitmap=LPAE_4K_PGSIZES, ias=48, oas=48,
+                 tlb_entries=64, tlb_ways=0, record_limit=65536, deferred_flush=True):
+        super().__init__(name, pgsize_bitmap=pgsize_bitmap, ias=ias, oas=oas,
+                         tlb_entries=tlb_entries, tlb_ways=tlb_ways, record_limit=record_limit)
+        self.supports_flush_queue = bool(deferred_flush)
+
+    def _init_domain(self, domain):
+        if domain.type.paging:
+            domain.set_hardware(self.new_pgtable(), self.new_iotlb())
+            domain.set_geometry(DomainGeometry(0, (1 << self.ias) - 1, True))
+
+    def attach_dev(self, domain, dev):
+        if dev.iommu is None:
+            dev.iommu = self
+        elif dev.iommu is not self:
+            raise ierr.IommuAttachError("%s sits behind %s, not %s"
+                                        % (dev.name, getattr(dev.iommu, "name", dev.iommu),
+                                           self.name))
+
+    def unmap(self, domain, iova, size, gather):
+        unmapped = domain.pgtable.unmap(iova, size)
+        if unmapped:
+            # As iommu_iotlb_gather_add_page: a range that cannot merge with
+            # what is gathered gets the old range synced first.
+            if gather.is_disjoint(iova, unmapped):
+                domain.iotlb_sync(gather)
+            gather.add_range(iova, unmapped)
+        return unmapped
+
+    def iotlb_sync(self, domain, gather):
+        if gather.empty:
+            return
+        domain.counts.syncs += 1
+        domain.iotlb.invalidate_range(gather.start, gather.end - gather.start + 1)

@@ -1,0 +1,800 @@
+"""IOMMU domains, their attributes and the driver interface.
+
+The kernel splits this layer in two and so does pyiova:
+
+* the core (drivers/iommu/iommu.c): IommuDomain. It checks arguments against
+  the domain's type and geometry, cuts unmaps into unmap + iotlb_sync the way
+  iommu_unmap() does, keeps the counters, and calls the driver for
+  everything that touches hardware;
+* the driver (struct iommu_ops): any object with the IommuOps methods. The
+  model drivers live in pyiova.drivers and share IommuDriver's plumbing.
+
+The hardware a driver programs is modelled in C: an IoPgtable per domain
+(the context's page table) and an Iotlb per domain (the context's TLB
+entries), so a device access (Device.dma_access) is served by whatever the
+IOTLB still holds. Whether a driver's invalidation policy is safe is then an
+observable: every stale IOTLB hit is recorded (stale_translations()).
+"""
+import array
+import enum
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
+
+from . import errors
+from . import iommu_errors as ierr
+from ._iommu_native import (LPAE_4K_PGSIZES, IoPgtable, Iotlb, access_many, bad_argument,
+                            fault_error, u64_buffer)
+from ._pyiova import ffi, lib
+from .device import Device, device_name
+
+__all__ = ["DomainType", "DomainAttr", "IovaAllocator", "Prot", "DomainGeometry",
+           "IotlbGather", "IommuOps", "IommuDomain", "IommuDriver", "DomainCounters",
+           "StaleTranslation"]
+
+_U64_MAX = (1 << 64) - 1
+_iotlb_access = lib.iotlb_access
+_new = ffi.new
+
+
+class DomainType(enum.IntEnum):
+    """Domain types, with the kernel's flag values (bit 0: paging, bit 1: DMA
+    API, bit 2: pass-through)."""
+    UNMANAGED = 1  # caller-managed page table (VFIO, GPU drivers)
+    DMA = 3        # page table managed by the DMA API (dma-iommu)
+    IDENTITY = 4   # no translation: iova == physical address
+
+    @property
+    def paging(self):
+        return bool(self & 1)
+
+
+class DomainAttr(enum.Enum):
+    """Domain attributes (the kernel's enum iommu_attr, plus the allocator
+    choice the 2017 review asked for instead of a geometry flag)."""
+    GEOMETRY = "geometry"                      # read-only: DomainGeometry
+    PAGING = "paging"                          # read-only: bool
+    DMA_USE_FLUSH_QUEUE = "dma_use_flush_queue"  # bool, DMA domains
+    IOVA_ALLOCATOR = "iova_allocator"          # IovaAllocator
+
+
+class IovaAllocator(str, enum.Enum):
+    """Which IOVA allocator the domain's cookie should use. Only the choice is
+    stored here; the cookie layer reads it."""
+    IOVA = "iova"                          # the kernel's rbtree + rcache allocator
+    MSI = "msi"                            # the MSI cookie's bump allocator
+    WRAPAROUND = "wraparound"              # one-way, flush the IOTLB when it wraps
+    RESET_WHEN_EMPTY = "reset-when-empty"  # the rejected 2017 workaround
+
+    def __str__(self):
+        return self.value
+
+
+class Prot(enum.IntFlag):
+    """Mapping rights, the kernel's IOMMU_* prot bits."""
+    READ = 1
+    WRITE = 2
+    CACHE = 4
+    NOEXEC = 8
+    MMIO = 16
+    PRIV = 32
+
+
+_RW = int(Prot.READ | Prot.WRITE)
+
+
+@dataclass(frozen=True)
+class DomainGeometry:
+    """struct iommu_domain_geometry: the input addresses the domain can
+    translate; force_aperture means DMA is only allowed inside it."""
+    aperture_start: int = 0
+    aperture_end: int = 0
+    force_aperture: bool = False
+
+
+class StaleTranslation(NamedTuple):
+    """A device access served by an IOTLB entry that no longer matched the
+    page table."""
+    iova: int
+    stale_paddr: int            # where the access went
+    current_paddr: Optional[int]  # where the table maps iova now (None: unmapped)
+    op_index: int               # the domain's operation counter at the access
+    write: bool
+    device: Optional[str]       # the device's name
+
+    @property
+    def kind(self):
+        """"unmapped" (DMA into a freed buffer) or "remapped" (into someone
+        else's buffer)."""
+        return "unmapped" if self.current_paddr is None else "remapped"
+
+
+@dataclass(frozen=True)
+class DomainCounters:
+    """A snapshot of a domain's counters."""
+    maps: int = 0                 # successful map calls
+    unmaps: int = 0               # unmap calls (iommu_unmap and unmap_fast)
+    short_unmaps: int = 0         # unmaps that met unmapped space
+    pages_mapped: int = 0         # page-table leaves written (pages and blocks)
+    bytes_mapped: int = 0
+    pages_unmapped: int = 0       # leaves cleared
+    bytes_unmapped: int = 0
+    mapped_bytes: int = 0         # live
+    syncs: int = 0                # iotlb_sync calls that invalidated something
+    syncs_skipped: int = 0        # iotlb_sync calls the driver deliberately skipped
+    range_invalidations: int = 0  # ranged IOTLB invalidations that took effect
+    full_flushes: int = 0         # whole-context invalidations issued
+    invalidations_lost: int = 0   # invalidations an erratum swallowed
+    idle_flushes: int = 0         # flushes issued because nothing was left mapped
+    resets: int = 0               # domain_reset calls
+    accesses: int = 0             # device accesses through the IOTLB
+    iotlb_hits: int = 0
+    iotlb_misses: int = 0
+    stale_hits: int = 0
+    stale_unmapped: int = 0
+    stale_remapped: int = 0
+    faults: int = 0
+    passthrough_accesses: int = 0  # accesses in identity domains
+    tables_allocated: int = 0
+    tables_freed: int = 0
+    tables_live: int = 0
+    block_splits: int = 0
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _Counts:
+    """The counters kept in Python (the C structures keep the rest)."""
+    __slots__ = ("maps", "unmaps", "short_unmaps", "syncs", "syncs_skipped", "full_flushes",
+                 "invalidations_lost", "idle_flushes", "resets", "passthrough_accesses")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+class IotlbGather:
+    """struct iommu_iotlb_gather: the range an unmap left to invalidate.
+
+    start/end are inclusive; an empty gather has start = 2**64-1, end = 0.
+    """
+    __slots__ = ("start", "end", "pgsize", "queued")
+
+    def __init__(self):
+        self.start = _U64_MAX
+        self.end = 0
+        self.pgsize = 0
+        self.queued = False
+
+    def reset(self):
+        self.start = _U64_MAX
+        self.end = 0
+        self.pgsize = 0
+
+    @property
+    def empty(self):
+        return self.end == 0 and self.start == _U64_MAX
+
+    def add_range(self, iova, size):
+        """Grow the range to cover [iova, iova+size)."""
+        end = iova + size - 1
+        if iova < self.start:
+            self.start = iova
+        if end > self.end:
+            self.end = end
+
+    def is_disjoint(self, iova, size):
+        """Whether [iova, iova+size) neither overlaps nor touches the range
+        (the kernel then syncs the old range before gathering the new one)."""
+        if self.empty:
+            return False
+        return iova + size < self.start or iova > self.end + 1
+
+    def __repr__(self):
+        if self.empty:
+            return "<IotlbGather empty>"
+        return "<IotlbGather %#x..%#x>" % (self.start, self.end)
+
+
+@runtime_checkable
+class IommuOps(Protocol):
+    """The driver interface (struct iommu_ops + iommu_domain_ops).
+
+    The core calls these; users call IommuDomain's methods instead.
+    """
+
+    name: str
+
+    def domain_alloc(self, type: DomainType) -> "IommuDomain":
+        """A new domain of that type (IommuDomainTypeError if unsupported)."""
+
+    def domain_free(self, domain: "IommuDomain") -> None:
+        """Release the domain's hardware resources."""
+
+    def attach_dev(self, domain: "IommuDomain", dev: Device) -> None:
+        """Make dev translate through domain (IommuAttachError if it cannot)."""
+
+    def detach_dev(self, domain: "IommuDomain", dev: Device) -> None:
+        """Stop dev translating through domain."""
+
+    def map(self, domain: "IommuDomain", iova: int, paddr: int, size: int, prot: int) -> None:
+        """Write the page-table entries for the range."""
+
+    def unmap(self, domain: "IommuDomain", iova: int, size: int, gather: IotlbGather) -> int:
+        """Clear the entries; record what needs invalidating in gather;
+        return the bytes unmapped."""
+
+    def iotlb_sync(self, domain: "IommuDomain", gather: IotlbGather) -> None:
+        """Invalidate what gather describes, and wait for it."""
+
+    def flush_iotlb_all(self, domain: "IommuDomain") -> None:
+        """Invalidate every TLB entry of the domain."""
+
+    def iova_to_phys(self, domain: "IommuDomain", iova: int) -> Optional[int]:
+        """Walk the page table (None if unmapped)."""
+
+    def domain_get_attr(self, domain: "IommuDomain", attr: DomainAttr) -> Any:
+        """Read a driver-handled attribute."""
+
+    def domain_set_attr(self, domain: "IommuDomain", attr: DomainAttr, value: Any) -> None:
+        """Set a driver-handled attribute."""
+
+    def domain_reset(self, domain: "IommuDomain") -> None:
+        """The hook the rejected 2017 reset-when-empty patch added: forget
+        every cached translation because the IOVA space starts over."""
+
+
+def _attr_key(attr):
+    if isinstance(attr, DomainAttr):
+        return attr
+    if isinstance(attr, str):
+        try:
+            return DomainAttr(attr.lower())
+        except ValueError:
+            pass
+        try:
+            return DomainAttr[attr.upper()]
+        except KeyError:
+            pass
+    raise ierr.IommuUnknownAttr("unknown domain attribute %r (known: %s)"
+                                % (attr, ", ".join(a.name for a in DomainAttr)))
+
+
+def _domain_type(type):
+    if isinstance(type, DomainType):
+        return type
+    if isinstance(type, str):
+        try:
+            return DomainType[type.upper()]
+        except KeyError:
+            pass
+    elif isinstance(type, int) and not isinstance(type, bool):
+        try:
+            return DomainType(type)
+        except ValueError:
+            pass
+    raise ierr.IommuDomainTypeError("unknown domain type %r (known: %s)"
+                                    % (type, ", ".join(t.name for t in DomainType)))
+
+
+class IommuDomain:
+    """An IOMMU domain (struct iommu_domain). Drivers create them
+    (driver.domain_alloc(type)); users map, unmap and attach devices here.
+
+    Attributes: type, ops (the driver), pgsize_bitmap, geometry, devices,
+    pgtable / iotlb (the modelled hardware, None for identity domains and
+    for IPMMU domains before their first attach).
+
+    Threads: the page table and IOTLB lock themselves in C, so concurrent
+    calls never corrupt them; the Python-side counters and operation clock
+    of one domain are exact only when one thread at a time drives it.
+    """
+
+    __slots__ = ("ops", "type", "pgsize_bitmap", "name", "priv", "pgtable", "iotlb",
+                 "_geometry", "_attrs", "_devices", "_op", "_pc", "_ptp", "_tlbp",
+                 "_mappable", "_closed", "_ap_lo", "_ap_end", "__weakref__")
+
+    _serial = 0
+
+    def __init__(self, ops, type, pgsize_bitmap, *, geometry=None, name=None):
+        type = _domain_type(type)
+        IommuDomain._serial += 1
+        self.ops = ops
+        self.type = type
+        self.pgsize_bitmap = pgsize_bitmap if type.paging else 0
+        self.name = name or "%s-%s-%d" % (getattr(ops, "name", "iommu"), type.name.lower(),
+                                          IommuDomain._serial)
+        self.priv = None
+        self.pgtable = None
+        self.iotlb = None
+        self._ptp = None
+        self._tlbp = None
+        self._geometry = None
+        self.set_geometry(geometry or DomainGeometry())
+        self._attrs = {}
+        if type.paging:
+            self._attrs[DomainAttr.IOVA_ALLOCATOR] = IovaAllocator.IOVA
+        if type is DomainType.DMA:
+            self._attrs[DomainAttr.DMA_USE_FLUSH_QUEUE] = False
+        self._devices = []
+        self._op = 0
+        self._pc = _Counts()
+        self._mappable = type.paging
+        self._closed = False
+
+    # -- for drivers ---------------------------------------------------------
+    def set_hardware(self, pgtable, iotlb):
+        """Give the domain its page table and IOTLB (drivers only)."""
+        if not isinstance(pgtable, IoPgtable) or not isinstance(iotlb, Iotlb):
+            raise errors.IovaTypeError("set_hardware takes an IoPgtable and an Iotlb")
+        self.pgtable = pgtable
+        self.iotlb = iotlb
+        self._ptp = pgtable.ptr
+        self._tlbp = iotlb.ptr
+
+    def set_geometry(self, geometry):
+        """Set the domain's geometry (drivers only: users read it)."""
+        if not isinstance(geometry, DomainGeometry):
+            raise errors.IovaTypeError("geometry must be a DomainGeometry")
+        self._geometry = geometry
+        # The bounds map/unmap test against: [start, end] when forced, else
+        # nothing the page table would not refuse anyway.
+        if geometry.force_aperture:
+            self._ap_lo, self._ap_end = geometry.aperture_start, geometry.aperture_end + 1
+        else:
+            self._ap_lo, self._ap_end = 0, 1 << 66
+
+    @property
+    def counts(self):
+        """The Python-side counters, for drivers to bump."""
+        return self._pc
+
+    @property
+    def attrs(self):
+        """The stored attribute values, for drivers (users: get_attr)."""
+        return self._attrs
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def geometry(self):
+        return self._geometry
+
+    @property
+    def devices(self):
+        return tuple(self._devices)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @property
+    def op_count(self):
+        """Operations so far (maps, unmaps, syncs, flushes, accesses): the
+        clock stale records are stamped with."""
+        return self._op
+
+    @property
+    def iova_allocator(self):
+        """The IOVA_ALLOCATOR attribute (None for identity domains)."""
+        return self._attrs.get(DomainAttr.IOVA_ALLOCATOR)
+
+    def _live(self):
+        if self._closed:
+            raise errors.IovaClosed("domain %s was freed" % self.name)
+
+    def _not_mappable(self, what):
+        self._live()
+        return ierr.IommuDomainTypeError("cannot %s in %s: a %s domain has no page table"
+                                         % (what, self.name, self.type.name))
+
+    def _outside(self, iova, size):
+        geo = self._geometry
+        return ierr.IommuRangeError("iova range %#x+%#x is outside the aperture [%#x, %#x] of %s"
+                                    % (iova, size, geo.aperture_start, geo.aperture_end,
+                                       self.name))
+
+    # -- the core's operations (drivers/iommu/iommu.c) -------------------------
+    def map(self, iova, paddr, size, prot=_RW):
+        """iommu_map(): map [iova, iova+size) to paddr with prot (Prot bits).
+
+        The range is cut into the largest pages the alignment of iova and
+        paddr allows. All or nothing: an overlap with an existing mapping is
+        refused (IommuMappingExists) before anything changes."""
+        if not self._mappable:
+            raise self._not_mappable("map")
+        try:
+            if iova < self._ap_lo or iova + size > self._ap_end:
+                raise self._outside(iova, size)
+        except TypeError:
+            raise bad_argument(iova=iova, paddr=paddr, size=size) from None
+        self._op += 1
+        self.ops.map(self, iova, paddr, size, prot)
+        self._pc.maps += 1
+
+    def unmap(self, iova, size):
+        """iommu_unmap(): unmap, then iotlb_sync. Returns the bytes unmapped,
+        which is less than size when the walk met unmapped space (0 if
+        nothing at iova was mapped)."""
+        if not self._mappable:
+            raise self._not_mappable("unmap")
+        try:
+            if iova < self._ap_lo or iova + size > self._ap_end:
+                raise self._outside(iova, size)
+        except TypeError:
+            raise bad_argument(iova=iova, size=size) from None
+        self._op += 1
+        gather = IotlbGather()
+        ops = self.ops
+        unmapped = ops.unmap(self, iova, size, gather)
+        pc = self._pc
+        pc.unmaps += 1
+        if unmapped != size:
+            pc.short_unmaps += 1
+        ops.iotlb_sync(self, gather)
+        gather.reset()
+        return unmapped
+
+    def unmap_fast(self, iova, size, gather):
+        """iommu_unmap_fast(): unmap, gathering what to invalidate, without
+        syncing. The caller syncs later (iotlb_sync) or relies on a flush."""
+        if not self._mappable:
+            raise self._not_mappable("unmap")
+        if not isinstance(gather, IotlbGather):
+            raise errors.IovaTypeError("gather must be an IotlbGather")
+        try:
+            if iova < self._ap_lo or iova + size > self._ap_end:
+                raise self._outside(iova, size)
+        except TypeError:
+            raise bad_argument(iova=iova, size=size) from None
+        self._op += 1
+        unmapped = self.ops.unmap(self, iova, size, gather)
+        self._pc.unmaps += 1
+        if unmapped != size:
+            self._pc.short_unmaps += 1
+        return unmapped
+
+    def iotlb_sync(self, gather):
+        """iommu_iotlb_sync(): have the driver invalidate the gathered range,
+        then empty the gather."""
+        self._live()
+        if not isinstance(gather, IotlbGather):
+            raise errors.IovaTypeError("gather must be an IotlbGather")
+        self._op += 1
+        self.ops.iotlb_sync(self, gather)
+        gather.reset()
+
+    def flush_iotlb_all(self):
+        """iommu_flush_iotlb_all(): invalidate every IOTLB entry of the domain."""
+        self._live()
+        self._op += 1
+        self.ops.flush_iotlb_all(self)
+
+    def reset(self):
+        """Call the driver's domain_reset (the 2017 reset-when-empty hook)."""
+        self._live()
+        self._op += 1
+        self._pc.resets += 1
+        self.ops.domain_reset(self)
+
+    def iova_to_phys(self, iova):
+        """iommu_iova_to_phys(): the physical address iova maps to, or None
+        (identity domains: iova itself)."""
+        self._live()
+        if not self.type.paging:
+            exc = bad_argument(iova=iova) if not isinstance(iova, int) else None
+            if exc is not None:
+                raise exc
+            return iova
+        return self.ops.iova_to_phys(self, iova)
+
+    def map_many(self, iovas, paddrs, sizes, prot=_RW):
+        """map() for each element, in order; stops at the first failure and
+        raises it (its .done tells how many were mapped). Returns the count."""
+        iovas, paddrs, sizes = list(iovas), list(paddrs), list(sizes)
+        if not len(iovas) == len(paddrs) == len(sizes):
+            raise errors.IovaValueError("iovas, paddrs and sizes differ in length (%d, %d, %d)"
+                                        % (len(iovas), len(paddrs), len(sizes)))
+        n = 0
+        try:
+            for iova, paddr, size in zip(iovas, paddrs, sizes):
+                self.map(iova, paddr, size, prot)
+                n += 1
+        except errors.IovaError as exc:
+            exc.done = n
+            raise
+        return n
+
+    def unmap_many(self, iovas, sizes):
+        """unmap() (with its sync) for each element; returns the list of
+        bytes each unmapped."""
+        iovas, sizes = list(iovas), list(sizes)
+        if len(iovas) != len(sizes):
+            raise errors.IovaValueError("iovas and sizes differ in length (%d, %d)"
+                                        % (len(iovas), len(sizes)))
+        unmap = self.unmap
+        return [unmap(iova, size) for iova, size in zip(iovas, sizes)]
+
+    # -- attributes ----------------------------------------------------------
+    def get_attr(self, attr):
+        """iommu_domain_get_attr(): GEOMETRY and PAGING are answered by the
+        core, the rest by the driver."""
+        self._live()
+        key = _attr_key(attr)
+        if key is DomainAttr.GEOMETRY:
+            return self._geometry
+        if key is DomainAttr.PAGING:
+            return self.pgsize_bitmap != 0
+        return self.ops.domain_get_attr(self, key)
+
+    def set_attr(self, attr, value):
+        """iommu_domain_set_attr(): the driver decides (GEOMETRY and PAGING
+        are read-only)."""
+        self._live()
+        key = _attr_key(attr)
+        if key in (DomainAttr.GEOMETRY, DomainAttr.PAGING):
+            raise ierr.IommuReadOnlyAttr("domain attribute %s is read-only" % key.name)
+        self.ops.domain_set_attr(self, key, value)
+
+    # -- devices -------------------------------------------------------------
+    def attach_device(self, dev):
+        """iommu_attach_device(): the driver may refuse (IommuAttachError,
+        IommuBusy). A device is in at most one domain at a time."""
+        self._live()
+        if not isinstance(dev, Device):
+            raise errors.IovaTypeError("attach_device takes a Device, not %s"
+                                       % type(dev).__name__)
+        cur = dev._domain
+        if cur is self:
+            return
+        if cur is not None:
+            raise ierr.IommuBusy("%s is attached to %s; detach it first" % (dev.name, cur.name))
+        self.ops.attach_dev(self, dev)
+        dev._domain = self
+        self._devices.append(dev)
+
+    def detach_device(self, dev):
+        """iommu_detach_device()."""
+        self._live()
+        if not isinstance(dev, Device) or dev._domain is not self:
+            raise errors.IovaValueError("%r is not attached to %s" % (dev, self.name))
+        self.ops.detach_dev(self, dev)
+        dev._domain = None
+        self._devices.remove(dev)
+
+    def free(self):
+        """iommu_domain_free(). Devices must be detached first (IommuBusy)."""
+        if self._closed:
+            return
+        if self._devices:
+            raise ierr.IommuBusy("%s still has devices attached: %s"
+                                 % (self.name, ", ".join(d.name for d in self._devices)))
+        self.ops.domain_free(self)
+        self._closed = True
+        self._mappable = False
+        self.pgtable = self.iotlb = self._ptp = self._tlbp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for dev in list(self._devices):
+            self.detach_device(dev)
+        self.free()
+
+    # -- device accesses (called by Device) -------------------------------------
+    def _dma_access(self, iova, write, dev):
+        self._live()
+        self._op += 1
+        tlb = self._tlbp
+        if tlb is None:
+            if self.type.paging:
+                raise ierr.IommuNotReady("%s has no page table yet" % self.name)
+            self._pc.passthrough_accesses += 1
+            return iova
+        res = _new("struct iotlb_result *")
+        rc = _iotlb_access(tlb, self._ptp, iova, 1 if write else 0, self._op, dev.id, res)
+        if rc:
+            raise fault_error(rc, iova, bool(write), dev.name)
+        return res.paddr
+
+    def _dma_access_many(self, iovas, write, dev):
+        self._live()
+        _, vals, n = u64_buffer("iovas", iovas)
+        if n and max(vals) > dev.dma_mask:
+            bad = next(v for v in vals if v > dev.dma_mask)
+            raise ierr.IommuRangeError("%s cannot address iova %#x: above its DMA mask %#x"
+                                       % (dev.name, bad, dev.dma_mask))
+        if self._tlbp is None:
+            if self.type.paging:
+                raise ierr.IommuNotReady("%s has no page table yet" % self.name)
+            self._op += n
+            self._pc.passthrough_accesses += n
+            return array.array("Q", vals), array.array("i", bytes(4 * n))
+        result = access_many(self._tlbp, self._ptp, vals, write, self._op + 1, dev.id)
+        self._op += n
+        return result
+
+    # -- observation ---------------------------------------------------------
+    def counters(self):
+        """A DomainCounters snapshot."""
+        pc = self._pc
+        kw = {name: getattr(pc, name) for name in _Counts.__slots__}
+        if self.pgtable is not None:
+            s = self.pgtable.stats()
+            kw.update(pages_mapped=s.leaves_installed, bytes_mapped=s.bytes_mapped_total,
+                      pages_unmapped=s.leaves_removed, bytes_unmapped=s.bytes_unmapped_total,
+                      mapped_bytes=s.mapped_bytes, tables_allocated=s.tables_allocated,
+                      tables_freed=s.tables_freed, tables_live=s.live_tables,
+                      block_splits=s.block_splits)
+        if self.iotlb is not None:
+            t = self.iotlb.stats()
+            kw.update(accesses=t.accesses, iotlb_hits=t.hits, iotlb_misses=t.misses,
+                      stale_hits=t.stale_hits, stale_unmapped=t.stale_unmapped,
+                      stale_remapped=t.stale_remapped,
+                      faults=t.translation_faults + t.permission_faults,
+                      range_invalidations=t.range_invalidations)
+        return DomainCounters(**kw)
+
+    def stale_translations(self, start=0, limit=None):
+        """The recorded stale translations (StaleTranslation), oldest first."""
+        self._live()
+        if self.iotlb is None:
+            return []
+        return [StaleTranslation(iova, stale, cur, op, write, device_name(dev_id))
+                for iova, stale, cur, op, dev_id, write
+                in self.iotlb.stale_records(start, limit)]
+
+    def mappings(self, start=0):
+        """Iterate over the page-table leaves (PgtableLeaf) from start on."""
+        self._live()
+        if self.pgtable is None:
+            return iter(())
+        return self.pgtable.leaves(start)
+
+    def check(self):
+        """Run the C validators of the page table and IOTLB (IovaCorrupted)."""
+        if self.pgtable is not None:
+            self.pgtable.check()
+        if self.iotlb is not None:
+            self.iotlb.check()
+
+    def __repr__(self):
+        state = "freed" if self._closed else "%d device(s)" % len(self._devices)
+        return "<IommuDomain %s %s %s>" % (self.name, self.type.name, state)
+
+
+class IommuDriver:
+    """Plumbing shared by the model drivers: domain allocation, the page
+    table and IOTLB of each domain, attribute storage and checks.
+
+    Subclasses decide what invalidation means (unmap, iotlb_sync,
+    flush_iotlb_all) and when the hardware is set up (_init_domain or
+    attach_dev).
+
+    name           shown in messages and domain names
+    pgsize_bitmap  page sizes the hardware maps (default 4K | 2M | 1G)
+    ias, oas       input and output address bits of its page tables
+    tlb_entries, tlb_ways   the IOTLB of each domain (ways 0: fully
+                   associative LRU)
+    record_limit   stale records kept per domain
+    """
+
+    domain_types = (DomainType.DMA, DomainType.UNMANAGED, DomainType.IDENTITY)
+    supports_flush_queue = True
+
+    def __init__(self, name, *, pgsize_bitmap=LPAE_4K_PGSIZES, ias=48, oas=48,
+                 tlb_entries=64, tlb_ways=0, record_limit=65536):
+        if not isinstance(name, str):
+            raise errors.IovaTypeError("name must be a str")
+        self.name = name
+        self.pgsize_bitmap = pgsize_bitmap
+        self.ias = ias
+        self.oas = oas
+        self.tlb_entries = tlb_entries
+        self.tlb_ways = tlb_ways
+        self.record_limit = record_limit
+        # Build one of each now, so a bad configuration fails here rather
+        # than at the first domain.
+        IoPgtable(pgsize_bitmap, ias=ias, oas=oas)
+        Iotlb(tlb_entries, tlb_ways, record_limit=record_limit)
+
+    def new_pgtable(self):
+        return IoPgtable(self.pgsize_bitmap, ias=self.ias, oas=self.oas)
+
+    def new_iotlb(self):
+        return Iotlb(self.tlb_entries, self.tlb_ways, record_limit=self.record_limit)
+
+    def _not_ready(self, domain):
+        return ierr.IommuNotReady("%s has no page table yet (attach a device first)"
+                                  % domain.name)
+
+    # -- domains ---------------------------------------------------------------
+    def domain_alloc(self, type):
+        type = _domain_type(type)
+        if type not in self.domain_types:
+            raise ierr.IommuDomainTypeError("%s cannot allocate %s domains"
+                                            % (self.name, type.name))
+        domain = IommuDomain(self, type, self.pgsize_bitmap)
+        self._init_domain(domain)
+        return domain
+
+    def _init_domain(self, domain):
+        """Set up a new domain's hardware (default: nothing until attach)."""
+
+    def domain_free(self, domain):
+        pass
+
+    def attach_dev(self, domain, dev):
+        raise NotImplementedError
+
+    def detach_dev(self, domain, dev):
+        pass
+
+    # -- page table --------------------------------------------------------------
+    def map(self, domain, iova, paddr, size, prot):
+        pt = domain.pgtable
+        if pt is None:
+            raise self._not_ready(domain)
+        pt.map(iova, paddr, size, prot)
+
+    def unmap(self, domain, iova, size, gather):
+        pt = domain.pgtable
+        if pt is None:
+            raise self._not_ready(domain)
+        return pt.unmap(iova, size)
+
+    def iova_to_phys(self, domain, iova):
+        pt = domain.pgtable
+        return None if pt is None else pt.iova_to_phys(iova)
+
+    # -- TLB -------------------------------------------------------------------
+    def iotlb_sync(self, domain, gather):
+        pass
+
+    def flush_iotlb_all(self, domain):
+        tlb = domain.iotlb
+        if tlb is not None:
+            domain.counts.full_flushes += 1
+            tlb.invalidate_all()
+
+    def domain_reset(self, domain):
+        self.flush_iotlb_all(domain)
+
+    # -- attributes --------------------------------------------------------------
+    def domain_get_attr(self, domain, attr):
+        try:
+            return domain.attrs[attr]
+        except KeyError:
+            raise ierr.IommuUnknownAttr("%s domains of %s have no attribute %s"
+                                        % (domain.type.name, self.name, attr.name)) from None
+
+    def domain_set_attr(self, domain, attr, value):
+        if attr not in domain.attrs:
+            raise ierr.IommuUnknownAttr("%s domains of %s have no attribute %s"
+                                        % (domain.type.name, self.name, attr.name))
+        if attr is DomainAttr.DMA_USE_FLUSH_QUEUE:
+            if not isinstance(value, bool):
+                raise errors.IovaTypeError("DMA_USE_FLUSH_QUEUE takes a bool, not %r" % (value,))
+            if value and not self.supports_flush_queue:
+                raise ierr.IommuAttrValueError(
+                    "%s has no deferred-flush support: its DMA domains are always strict"
+                    % self.name)
+        elif attr is DomainAttr.IOVA_ALLOCATOR:
+            if not isinstance(value, str):
+                raise errors.IovaTypeError("IOVA_ALLOCATOR takes an IovaAllocator or its name, "
+                                           "not %r" % (value,))
+            try:
+                value = IovaAllocator(value)
+            except ValueError:
+                raise ierr.IommuAttrValueError(
+                    "unknown IOVA allocator %r (known: %s)"
+                    % (value, ", ".join(a.value for a in IovaAllocator))) from None
+        if domain.attrs[attr] == value:
+            return
+        if domain.devices or (domain.pgtable is not None and domain.pgtable.mapped_bytes):
+            raise ierr.IommuAttrBusy("%s of %s can only change before the first attach and "
+                                     "while nothing is mapped" % (attr.name, domain.name))
+        domain.attrs[attr] = value
+
+    def __repr__(self):
+        return "<%s %s>" % (type(self).__name__, self.name)
