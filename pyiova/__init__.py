@@ -5,9 +5,18 @@
     >>> hex(d.alloc(1, 0xFFFFF))
     '0xfffff'
 """
-from .errors import (IovaClosed, IovaCorrupted, IovaCpuError, IovaError,  # noqa: F401
-                     IovaExhausted, IovaInvalidFree, IovaNotFound, IovaTypeError,
-                     IovaValueError)
+from .errors import (DmaApiError, DmaMappingError, IovaClosed, IovaCorrupted,  # noqa: F401
+                     IovaCpuError, IovaError, IovaExhausted, IovaInvalidFree, IovaNotFound,
+                     IovaTypeError, IovaValueError)
 from .iova import IovaDomain  # noqa: F401
+from .allocators import AllocatorType, PfnAllocator  # noqa: F401
+from .iommu import (DomainAttr, DomainCounters, DomainGeometry, DomainType,  # noqa: F401
+                    IommuDomain, IommuDriver, IommuOps, IotlbGather, IovaAllocator, Prot,
+                    StaleTranslation)
+from .device import DMA_BIT_MASK, Device  # noqa: F401
+from .drivers import GenericIommu, IpmmuVmsa  # noqa: F401
+from .cookie import DmaCookie, get_dma_cookie, get_msi_cookie, put_dma_cookie  # noqa: F401
+from .dma import DmaDirection  # noqa: F401
+from . import dma  # noqa: F401
 
 __version__ = "0.1.0"

@@ -46,3 +46,13 @@ class IovaClosed(IovaError, RuntimeError):
 
 class IovaCorrupted(IovaError, AssertionError):
     """check() found an invariant that does not hold (a bug in pyiova)."""
+
+
+class DmaMappingError(IovaError):
+    """A DMA API map failed (the kernel returns DMA_MAPPING_ERROR): no IOVA
+    space was left, or the IOMMU refused the mapping."""
+
+
+class DmaApiError(IovaError, ValueError):
+    """The DMA API was misused in a way the kernel would WARN about: unmapping
+    what was never mapped, or with another size or direction."""

@@ -118,7 +118,10 @@ def test_corrupted_saves_are_refused_or_consistent(data):
     except IovaValueError:
         return
     dom.check()                          # accepted: then it is a sound domain
-    next_answers(dom, 50)
+    try:
+        next_answers(dom, 50)            # a mutated start_pfn may refuse these limits
+    except IovaValueError:
+        pass
     dom.check()
 
 
