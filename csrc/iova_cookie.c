@@ -102,6 +102,16 @@ static int64_t alloc_iova_type(struct iova_cookie *c, uint64_t pages,
     struct iova_domain *d = c->iovad;
     uint64_t low = U32_PFN(d);
     int64_t r;
+    if (c->tree_only) {
+        /* the tree alone, with mainline's sticky 32-bit-first attempt */
+        if ((flags & IOVA_COOKIE_TRY_32BIT) && limit_pfn > low) {
+            r = iova_alloc(d, pages, low, 1);
+            if (r != IOVA_E_NOSPC)
+                return r;
+            *events |= IOVA_EV_NO_32BIT;
+        }
+        return iova_alloc(d, pages, limit_pfn, 1);
+    }
     if (d->kernel == IOVA_KERNEL_4_10) {
         /* 4.10/4.11 dma-iommu: the tree only, size-aligned, and the PCI
          * 32-bit attempt on every call. */
@@ -127,7 +137,7 @@ static int free_iova_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                           int cpu)
 {
     struct iova_domain *d = c->iovad;
-    if (d->kernel == IOVA_KERNEL_4_10) {
+    if (d->kernel == IOVA_KERNEL_4_10 || c->tree_only) {
         uint64_t lo_hi[2];
         int r = iova_find(d, pfn, lo_hi);
         if (r <= 0)
@@ -262,6 +272,21 @@ int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     pthread_mutex_unlock(&c->lock);
     if (events)
         *events = ev;
+    return r;
+}
+
+int iova_cookie_set_tree_only(struct iova_cookie *c, int tree_only)
+{
+    if (!c)
+        return IOVA_E_CLOSED;
+    if (c->type != IOVA_COOKIE_IOVA)
+        return IOVA_E_COOKIE;
+    pthread_mutex_lock(&c->lock);
+    /* switching with ranges live would strand them in the wrong place */
+    int r = c->live_ranges || c->fq ? IOVA_E_COOKIE : 0;
+    if (!r)
+        c->tree_only = tree_only != 0;
+    pthread_mutex_unlock(&c->lock);
     return r;
 }
 

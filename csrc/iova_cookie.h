@@ -76,6 +76,9 @@ void iova_cookie_destroy(struct iova_cookie *c);
 int64_t iova_cookie_alloc(struct iova_cookie *c, uint64_t pages,
                           uint64_t limit_pfn, int flags, int cpu,
                           uint32_t *events);
+/* IOVA type on a 6.12 domain: use the tree alone (alloc_iova/free_iova,
+ * size-aligned), bypassing the rcache - a policy to compare against. */
+int iova_cookie_set_tree_only(struct iova_cookie *c, int tree_only);
 /* Frees what iova_cookie_alloc returned (strict: at once). */
 int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                      int cpu, uint32_t *events);

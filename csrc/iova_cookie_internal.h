@@ -63,6 +63,7 @@ struct iova_cookie {
     uint64_t start_pfn;
     uint64_t end_pfn;
     uint64_t msi_next;            /* MSI: the next pfn handed out */
+    bool tree_only;               /* IOVA: bypass the rcache */
     struct iova_wrap wrap;
     struct iova_fq *fq;
     uint64_t allocs, frees, failures;

@@ -135,6 +135,13 @@ class PfnAllocator:
             raise self._error(r, pfn=pfn, pages=pages, cpu=cpu)
         return ev[0]
 
+    def bypass_rcache(self):
+        """IOVA type: allocate and free through the tree alone (the
+        "iova-tree" policy). Only before anything is allocated."""
+        r = lib.iova_cookie_set_tree_only(self._c, 1)
+        if r:
+            raise self._error(r)
+
     # -- flush queue (IOVA type, 6.12) --------------------------------------
     def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10):
         r = lib.iova_cookie_fq_init(self._c, ncpus, size, timeout_ms)

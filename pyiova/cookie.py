@@ -48,10 +48,11 @@ class DmaCookie:
                tree only, 32-bit attempt on every PCI allocation)
     ncpus      CPU slots of the rcache and the flush queue
     domain     the IommuDomain it belongs to (for flushes and resets), or None
+    rcache     False: the "iova" allocator uses the tree alone (policy "iova-tree")
     """
 
     def __init__(self, allocator=AllocatorType.IOVA, *, kernel="6.12", ncpus=1, domain=None,
-                 msi_base=None, forcedac=False):
+                 msi_base=None, forcedac=False, rcache=True):
         try:
             self.type = AllocatorType(allocator)
         except ValueError:
@@ -62,6 +63,7 @@ class DmaCookie:
         self.kernel = kernel
         self.ncpus = ncpus
         self.forcedac = forcedac
+        self.rcache = rcache
         self._domain = weakref.ref(domain) if domain is not None else None
         self.msi_base = msi_base
         self.allocator = None          # a PfnAllocator, once init_domain has run
@@ -121,6 +123,8 @@ class DmaCookie:
             for lo, hi in reserved:
                 iovad.reserve(lo >> shift, hi >> shift)
             self.allocator = PfnAllocator(self.type, iovad=iovad)
+            if not self.rcache and self.type is AllocatorType.IOVA:
+                self.allocator.bypass_rcache()
             if flush_queue and self.type is AllocatorType.IOVA and self.kernel == "6.12":
                 self.allocator.enable_flush_queue(self.ncpus, FQ_SIZE, FQ_TIMEOUT_MS)
                 self.flush_queue = True

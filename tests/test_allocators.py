@@ -232,3 +232,25 @@ def test_iova_type_matches_the_iova_domains_fast_path(sizes):
     for s in sizes:
         assert a.alloc(s, 0xFFFFF, cpu=0)[0] == b.alloc_fast(s, 0xFFFFF, cpu=0)
     assert a.iovad.ranges() == b.ranges()
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 64), min_size=1, max_size=40), data=st.data())
+def test_iova_tree_policy_is_the_tree_alone(sizes, data):
+    from pyiova import IovaDomain
+    a = PfnAllocator("iova", granule=4096, start_pfn=1, ncpus=1)
+    a.bypass_rcache()
+    b = IovaDomain(4096, 1, ncpus=1)
+    live = []
+    for s in sizes:
+        p, _ = a.alloc(s, 0xFFFFF)
+        assert p == b.alloc(s, 0xFFFFF, size_aligned=True)   # no rounding to a class
+        live.append((p, s))
+        if data.draw(st.booleans()):
+            p, s = live.pop(data.draw(st.integers(0, len(live) - 1)))
+            a.free(p, s)
+            b.free(p)
+    assert a.iovad.ranges() == b.ranges() and not a.iovad.cached_pfns()
+    if live:
+        with pytest.raises(IovaValueError):
+            a.bypass_rcache()                  # not while ranges are live
