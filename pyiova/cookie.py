@@ -28,6 +28,7 @@ FQ_SIZE = 256          # entries per CPU ring (mainline)
 FQ_TIMEOUT_MS = 10     # the flush queue's timer
 
 _U32_MAX = (1 << 32) - 1
+# Cookies of domains that have no iova_cookie slot (any object can hold one).
 _cookies = weakref.WeakKeyDictionary()
 
 
@@ -76,6 +77,7 @@ class DmaCookie:
         self._no_32bit = set()         # devices whose 32-bit-first attempt failed (6.12)
         self.flushes = 0               # full IOTLB flushes the cookie asked for
         self.resets = 0
+        self.dma_mappings = {}         # live DMA API mappings (pyiova.dma)
 
     # ---- setup ----------------------------------------------------------------
     @property
@@ -160,36 +162,43 @@ class DmaCookie:
     def dma_limit(self, dev, dma_limit):
         """The limit the kernel applies: the device's bus limit, then the
         aperture when the domain forces it."""
-        limit = _min_not_zero(dma_limit, getattr(dev, "bus_dma_limit", 0) or 0)
-        if self.force_aperture:
-            limit = min(limit, self.aperture_end)
+        bus = getattr(dev, "bus_dma_limit", 0)
+        limit = _min_not_zero(dma_limit, bus) if bus else dma_limit
+        if self.force_aperture and limit > self.aperture_end:
+            limit = self.aperture_end
         return limit
 
     def alloc_iova(self, dev, size, dma_limit, *, cpu=None):
         """iommu_dma_alloc_iova: an IOVA (bytes) for `size` bytes, already
         rounded to the granule; 0 when no space is left."""
-        self._need_init()
-        if size <= 0 or size & (self.granule - 1):
+        allocator = self.allocator
+        if allocator is None:
+            self._need_init()
+        granule = self.granule
+        if size <= 0 or size & (granule - 1):
             raise errors.IovaValueError("size %#x is not a positive multiple of the granule %#x"
-                                        % (size, self.granule))
-        pages = size >> self.shift
+                                        % (size, granule))
+        shift = self.shift
+        pages = size >> shift
         if self.type is AllocatorType.MSI:
-            pfn, _ = self.allocator.alloc(pages, 0)
-            return pfn << self.shift
+            pfn, _ = allocator.alloc(pages, 0)
+            return pfn << shift
         limit = self.dma_limit(dev, dma_limit)
-        try_32 = (limit > _U32_MAX and getattr(dev, "is_pci", False) and not self.forcedac
+        try_32 = (limit > _U32_MAX and dev.is_pci and not self.forcedac
                   and dev not in self._no_32bit)
         try:
-            pfn, ev = self.allocator.alloc(pages, limit >> self.shift, try_32bit=try_32, cpu=cpu)
+            pfn, ev = allocator.alloc(pages, limit >> shift, try_32bit=try_32, cpu=cpu)
         except errors.IovaExhausted as exc:
-            self._events(getattr(exc, "events", 0))
-            if getattr(exc, "events", 0) & EV_NO_32BIT and self.kernel == "6.12":
+            ev = getattr(exc, "events", 0)
+            if ev & EV_NO_32BIT and self.kernel == "6.12":
                 self._no_32bit.add(dev)
+            self._events(ev)
             return 0
-        if ev & EV_NO_32BIT and self.kernel == "6.12":
-            self._no_32bit.add(dev)       # sticky: "Using N-bit DMA addresses"
-        self._events(ev)
-        return pfn << self.shift
+        if ev:
+            if ev & EV_NO_32BIT and self.kernel == "6.12":
+                self._no_32bit.add(dev)       # sticky: "Using N-bit DMA addresses"
+            self._events(ev)
+        return pfn << shift
 
     def free_iova(self, iova, size, *, lazy=False, cpu=None):
         """iommu_dma_free_iova: at once, or (lazy, with a flush queue)
@@ -240,18 +249,28 @@ class DmaCookie:
 
 def cookie_of(domain):
     """The cookie a domain holds, or None."""
-    return _cookies.get(domain)
+    try:
+        return domain.iova_cookie
+    except AttributeError:
+        return _cookies.get(domain)
+
+
+def _attach(domain, cookie):
+    try:
+        domain.iova_cookie = cookie
+    except AttributeError:
+        _cookies[domain] = cookie
 
 
 def get_dma_cookie(domain, allocator=None, **kw):
     """iommu_get_dma_cookie: attach an (uninitialised) cookie; the allocator
     type defaults to the domain's IOVA_ALLOCATOR attribute."""
-    if domain in _cookies:
+    if cookie_of(domain) is not None:
         raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
     if allocator is None:
         allocator = getattr(domain, "iova_allocator", None) or AllocatorType.IOVA
     cookie = DmaCookie(str(allocator), domain=domain, **kw)
-    _cookies[domain] = cookie
+    _attach(domain, cookie)
     return cookie
 
 
@@ -261,17 +280,19 @@ def get_msi_cookie(domain, base, **kw):
     if dtype is not None and getattr(dtype, "name", "") != "UNMANAGED":
         raise errors.IovaValueError("an MSI cookie is only for unmanaged domains, not %s"
                                     % getattr(dtype, "name", dtype))
-    if domain in _cookies:
+    if cookie_of(domain) is not None:
         raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
     cookie = DmaCookie(AllocatorType.MSI, domain=domain, msi_base=base, **kw)
-    _cookies[domain] = cookie
+    _attach(domain, cookie)
     return cookie
 
 
 def put_dma_cookie(domain):
     """iommu_put_dma_cookie: drop the cookie (its IOVA domain with it)."""
-    cookie = _cookies.pop(domain, None)
+    cookie = cookie_of(domain)
     if cookie is None:
         raise errors.IovaValueError("domain %s has no cookie" % getattr(domain, "name", domain))
+    _attach(domain, None)
+    _cookies.pop(domain, None)
     if cookie.iovad is not None:
         cookie.iovad.close()

@@ -20,7 +20,6 @@ another size or direction) raises DmaApiError; a mapping that cannot be
 made raises DmaMappingError (the kernel's DMA_MAPPING_ERROR).
 """
 import enum
-import weakref
 
 from . import errors
 from .cookie import cookie_of, get_dma_cookie
@@ -99,18 +98,34 @@ class PhysAllocator:
 
 
 _phys = PhysAllocator()
-# Live mappings per domain: iova -> _Mapping (the kernel keeps none; pyiova
-# keeps them to refuse the unmaps the kernel would WARN about).
-_live = weakref.WeakKeyDictionary()
+
+
+def _live(cookie):
+    """Live mappings of a cookie's domain: iova -> _Mapping. The kernel keeps
+    none; pyiova keeps them to refuse the unmaps the kernel would WARN about."""
+    return cookie.dma_mappings
+
+
+def _size(size):
+    """size as a positive int, or the error naming it."""
+    if isinstance(size, bool) or not hasattr(size, "__index__"):
+        raise errors.IovaTypeError("size must be an integer, not %r" % (size,))
+    size = size.__index__()
+    if size <= 0:
+        raise errors.IovaValueError("size %r is not a positive number of bytes" % (size,))
+    return size
 
 
 def mappings(domain):
     """Live DMA mappings of a domain: {iova: (device name, bytes, direction, kind)}."""
-    return {iova: (m.dev.name, m.size, m.direction, m.kind)
-            for iova, m in _live.get(domain, {}).items()}
+    cookie = cookie_of(domain)
+    return {} if cookie is None else {
+        iova: (m.dev.name, m.size, m.direction, m.kind) for iova, m in _live(cookie).items()}
 
 
 def _direction(direction):
+    if type(direction) is DmaDirection:
+        return direction
     try:
         return DmaDirection(direction)
     except ValueError:
@@ -119,7 +134,10 @@ def _direction(direction):
 
 def dma_cookie(dev):
     """The cookie of dev's domain, set up (iommu_dma_init_domain) on first use."""
-    domain = dev.domain
+    domain = dev._domain
+    cookie = domain.iova_cookie if domain is not None else None
+    if cookie is not None and cookie.allocator is not None:
+        return domain, cookie                      # the common case, kept short
     if domain is None:
         raise errors.IovaError("%s is not attached to an IOMMU domain" % dev.name)
     if domain.type is not DomainType.DMA:
@@ -155,7 +173,7 @@ def _map(dev, domain, cookie, paddr, size, limit, prot, kind, direction, cpu):
     except errors.IovaError:
         cookie.free_iova(iova, length, cpu=cpu)
         raise
-    _live.setdefault(domain, {})[iova] = _Mapping(dev, size, direction, kind, length)
+    _live(cookie)[iova] = _Mapping(dev, size, direction, kind, length)
     return iova + off
 
 
@@ -168,9 +186,9 @@ def _unmap(dev, domain, cookie, iova, length, cpu):
     cookie.free_iova(iova, length, lazy=lazy, cpu=cpu)
 
 
-def _take(dev, domain, dma_addr, size, direction, kind, granule):
-    iova = dma_addr & ~(granule - 1)
-    live = _live.get(domain, {})
+def _take(dev, cookie, dma_addr, size, direction, kind):
+    iova = dma_addr & ~(cookie.granule - 1)
+    live = _live(cookie)
     m = live.get(iova)
     if m is None or m.dev is not dev:
         raise errors.DmaApiError("%s: unmapping %#x, which was never mapped" % (dev.name, dma_addr))
@@ -190,8 +208,8 @@ def _take(dev, domain, dma_addr, size, direction, kind, granule):
 def map_page(dev, paddr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     """dma_map_page / dma_map_phys: the DMA address of [paddr, paddr+size)."""
     direction = _direction(direction)
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise errors.IovaValueError("size %r is not a positive number of bytes" % (size,))
+    if type(size) is not int or size <= 0:
+        size = _size(size)
     if direction is DmaDirection.NONE:
         raise errors.DmaApiError("DMA_NONE is not a direction to map with")
     domain, cookie = dma_cookie(dev)
@@ -203,7 +221,7 @@ def unmap_page(dev, dma_addr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu
     """dma_unmap_page: size and direction must be the ones it was mapped with."""
     direction = _direction(direction)
     domain, cookie = dma_cookie(dev)
-    iova, length = _take(dev, domain, dma_addr, size, direction, "page", cookie.granule)
+    iova, length = _take(dev, cookie, dma_addr, size, direction, "page")
     _unmap(dev, domain, cookie, iova, length, cpu)
 
 
@@ -236,7 +254,7 @@ def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
             domain.iotlb_sync(gather)
         cookie.free_iova(iova, total, cpu=cpu)
         raise
-    _live.setdefault(domain, {})[iova] = _Mapping(dev, total, direction, "sg", total)
+    _live(cookie)[iova] = _Mapping(dev, total, direction, "sg", total)
     return SgMapping(iova, total, segments, addrs)
 
 
@@ -246,14 +264,13 @@ def unmap_sg(dev, sg, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
         raise errors.IovaTypeError("unmap_sg takes the SgMapping map_sg returned")
     direction = _direction(direction)
     domain, cookie = dma_cookie(dev)
-    iova, length = _take(dev, domain, sg.iova, sg.length, direction, "sg", cookie.granule)
+    iova, length = _take(dev, cookie, sg.iova, sg.length, direction, "sg")
     _unmap(dev, domain, cookie, iova, length, cpu)
 
 
 def alloc_coherent(dev, size, *, cpu=None):
     """dma_alloc_coherent: pages, mapped for the device within its coherent mask."""
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise errors.IovaValueError("size %r is not a positive number of bytes" % (size,))
+    size = _size(size)
     domain, cookie = dma_cookie(dev)
     length = _align(size, cookie.granule)
     paddr = _phys.alloc(length)
@@ -272,6 +289,6 @@ def free_coherent(dev, buf, *, cpu=None):
     if not isinstance(buf, CoherentBuffer):
         raise errors.IovaTypeError("free_coherent takes the CoherentBuffer alloc_coherent returned")
     domain, cookie = dma_cookie(dev)
-    iova, length = _take(dev, domain, buf.dma_addr, None, None, "coherent", cookie.granule)
+    iova, length = _take(dev, cookie, buf.dma_addr, None, None, "coherent")
     _unmap(dev, domain, cookie, iova, length, cpu)
     _phys.free(buf.paddr, length)

@@ -290,7 +290,7 @@ class IommuDomain:
     of one domain are exact only when one thread at a time drives it.
     """
 
-    __slots__ = ("ops", "type", "pgsize_bitmap", "name", "priv", "pgtable", "iotlb",
+    __slots__ = ("ops", "type", "pgsize_bitmap", "name", "priv", "iova_cookie", "pgtable", "iotlb",
                  "_geometry", "_attrs", "_devices", "_op", "_pc", "_ptp", "_tlbp",
                  "_mappable", "_closed", "_ap_lo", "_ap_end", "__weakref__")
 
@@ -305,6 +305,7 @@ class IommuDomain:
         self.name = name or "%s-%s-%d" % (getattr(ops, "name", "iommu"), type.name.lower(),
                                           IommuDomain._serial)
         self.priv = None
+        self.iova_cookie = None     # the dma-iommu cookie (pyiova.cookie), as in the kernel
         self.pgtable = None
         self.iotlb = None
         self._ptp = None
