@@ -11,6 +11,7 @@ import errno
 from collections import namedtuple
 
 from . import errors
+from ._args import bad_argument, check_u64, u64_buffer  # noqa: F401 (re-exported)
 from . import iommu_errors as ierr
 from ._pyiova import ffi, lib
 
@@ -69,57 +70,6 @@ def _struct_to_tuple(cls, obj):
             v = tuple(v)
         vals.append(v)
     return cls(*vals)
-
-
-def check_u64(name, value):
-    """None if value is an int in 0..2**64-1, else the exception to raise."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        return errors.IovaTypeError("%s must be an integer, not %s (%r)"
-                                    % (name, type(value).__name__, value))
-    v = value.__index__()
-    if v < 0 or v > _U64_MAX:
-        return errors.IovaValueError("%s %d is out of range (0..2**64-1)" % (name, v))
-    return None
-
-
-def bad_argument(**named):
-    """The exception for a call cffi refused: the first argument that is not
-    a 64-bit unsigned integer."""
-    for name, value in named.items():
-        exc = check_u64(name, value)
-        if exc is not None:
-            return exc
-    return errors.IovaTypeError("bad argument among " + ", ".join(
-        "%s=%r" % kv for kv in named.items()))
-
-
-def u64_buffer(name, values):
-    """(cffi uint64_t[] over values, the object owning the memory, count).
-
-    values may be any buffer of 8-byte integers (array('Q'), numpy uint64...)
-    or an iterable of ints."""
-    try:
-        view = memoryview(values)
-    except TypeError:
-        view = None
-    if view is not None:
-        fmt = view.format.lstrip("@=<>!")
-        if view.itemsize == 8 and fmt in ("Q", "q", "L", "l", "N", "n"):
-            if not view.c_contiguous:
-                values = array.array("Q", view.tobytes())
-            return ffi.from_buffer("uint64_t[]", values), values, view.nbytes // 8
-        raise errors.IovaTypeError("%s must hold 8-byte integers, not a buffer of format %r"
-                                   % (name, view.format))
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise errors.IovaTypeError("%s must be a buffer or an iterable of integers, not %s"
-                                   % (name, type(values).__name__))
-    items = list(values)
-    for i, v in enumerate(items):
-        exc = check_u64("%s[%d]" % (name, i), v)
-        if exc is not None:
-            raise exc
-    arr = array.array("Q", items)
-    return ffi.from_buffer("uint64_t[]", arr), arr, len(arr)
 
 
 def _fmt(x):

@@ -12,7 +12,8 @@ import enum
 
 from . import errors
 from ._pyiova import ffi, lib
-from .iova import IovaDomain, _bad_argument
+from ._args import bad_argument as _bad_argument
+from .iova import IovaDomain
 
 __all__ = ["AllocatorType", "PfnAllocator", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
            "EV_QUEUED"]

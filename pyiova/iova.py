@@ -8,6 +8,9 @@ import array
 import os
 
 from . import errors
+from ._args import bad_argument as _bad_argument
+from ._args import check_u64 as _index
+from ._args import u64_buffer as _as_u64_buffer
 from ._pyiova import ffi, lib
 
 __all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES"]
@@ -26,61 +29,6 @@ _alloc_fast = lib.iova_alloc_fast
 _free_fast = lib.iova_free_fast
 _find = lib.iova_find
 _new_u64x2 = ffi.new
-
-
-def _describe(name, value):
-    return "%s=%r" % (name, value)
-
-
-def _index(name, value):
-    """value as a Python int in 0..2**64-1, or the exception that says why not."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        return errors.IovaTypeError("%s must be an integer, not %s (%r)"
-                                    % (name, type(value).__name__, value))
-    v = value.__index__()
-    if v < 0 or v > _U64_MAX:
-        return errors.IovaValueError("%s %d is out of range (0..2**64-1)" % (name, v))
-    return None
-
-
-def _bad_argument(**named):
-    """Called when cffi refused an argument: find which one and say why."""
-    for name, value in named.items():
-        if value is None and name == "cpu":   # None is a valid cpu: this thread's
-            continue
-        exc = _index(name, value)
-        if exc is not None:
-            return exc
-    return errors.IovaTypeError("bad argument in %s" % ", ".join(
-        _describe(k, v) for k, v in named.items()))
-
-
-def _as_u64_buffer(name, values):
-    """A cffi uint64_t[] view of values (any buffer of 8-byte integers, raw
-    bytes, or an iterable of ints), plus the object that owns the memory."""
-    try:
-        view = memoryview(values)
-    except TypeError:
-        view = None
-    if view is not None:
-        fmt = view.format.lstrip("@=<>!")
-        if fmt in ("Q", "q", "L", "l", "N", "n") and view.itemsize == 8 or \
-                fmt in ("B", "b", "c") and view.nbytes % 8 == 0:
-            if not view.c_contiguous:
-                values = view = memoryview(view.tobytes())
-            return ffi.from_buffer("uint64_t[]", values), values, view.nbytes // 8
-        raise errors.IovaTypeError(
-            "%s must hold 8-byte integers; got a buffer of format %r" % (name, view.format))
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise errors.IovaTypeError("%s must be a buffer or an iterable of integers, not %s"
-                                   % (name, type(values).__name__))
-    items = list(values)
-    for i, v in enumerate(items):
-        exc = _index("%s[%d]" % (name, i), v)
-        if exc is not None:
-            raise exc
-    arr = array.array("Q", items)
-    return ffi.from_buffer("uint64_t[]", arr), arr, len(arr)
 
 
 class IovaDomain:

@@ -17,7 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from pyiova._iommu_native import SZ_1G, SZ_2M, SZ_4K, SZ_64K, SZ_512M, IoPgtable
 from pyiova.errors import IovaError, IovaTypeError, IovaValueError
-from pyiova.faults import fail_allocations_after, injected_failures
+from faultpoints import each_failure_point  # noqa: E402  (tests/ is on sys.path)
+from pyiova.faults import fail_allocations_after
 from pyiova.iommu_errors import (IommuAlignmentError, IommuMappingExists, IommuNoMemory,
                                  IommuRangeError)
 
@@ -226,23 +227,6 @@ def test_leaves_iteration_pages_through(pt):
     assert len(got) == 600 and got[-1].iova == 599 * SZ_4K
     assert [x.iova for x in pt.leaves(300 * SZ_4K + 7)][:2] == [300 * SZ_4K, 301 * SZ_4K]
     assert len(pt) == 600
-
-
-def each_failure_point(scenario, limit=200):
-    """Run scenario() with the C core's n-th allocation (and every later
-    one) failing, for n = 0, 1, ... until it runs without meeting a
-    failure. Returns how many runs met one."""
-    for n in range(limit):
-        before = injected_failures()
-        try:
-            with fail_allocations_after(n):
-                scenario()
-        except MemoryError:
-            assert injected_failures() > before
-            continue
-        if injected_failures() == before:
-            return n
-    raise AssertionError("scenario still allocating after %d tries" % limit)
 
 
 def test_out_of_memory_when_creating():

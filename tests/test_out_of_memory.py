@@ -7,25 +7,10 @@ import pytest
 
 from pyiova import IovaDomain, IovaError
 from pyiova.allocators import PfnAllocator
-from pyiova.faults import fail_allocations_after, injected_failures
+from faultpoints import each_failure_point
+from pyiova.faults import fail_allocations_after
 
 TOP32 = 0xFFFFF
-
-
-def each_failure_point(scenario, limit=400):
-    """Runs scenario() with the n-th allocation failing, for n = 0, 1, ...
-    until it completes without meeting a failure."""
-    for n in range(limit):
-        before = injected_failures()
-        try:
-            with fail_allocations_after(n):
-                scenario()
-        except MemoryError:
-            assert injected_failures() > before
-            continue
-        if injected_failures() == before:
-            return n
-    raise AssertionError("scenario still allocating after %d tries" % limit)
 
 
 def test_creating_domains():
