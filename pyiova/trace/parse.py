@@ -1,0 +1,579 @@
+"""Kernel trace text -> event records.
+
+Three framings carry the same event messages (trace-formats.md §4c):
+
+  /sys/kernel/tracing/trace   TASK-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE
+                              (FLAGS 4, 5 or 7 characters wide, absent when
+                              irq-info is off; an optional "(TGID)" column)
+  trace-cmd report            the same, no FLAGS unless -l, the event name
+                              padded to a fixed width, "cpus=N" first
+  perf script                 COMM PID [CPU] TIMESTAMP: SYSTEM:EVENT: MESSAGE
+
+The framing is recognised line by line, so concatenated or mixed files
+parse too. Messages are read as `key=value` tokens after the device name
+(dma:) or the "IOMMU:" tag (iommu:), never by position: the dma: formats
+changed between releases (§4b) and will again.
+
+Nothing in here raises on bad input: a line that does not fit, or a known
+event whose message lacks what it must carry, is counted as malformed; a
+well-framed event of another subsystem is counted as unknown. Both keep
+their line numbers for the report.
+"""
+import bz2
+import contextlib
+import gc
+import gzip
+import io
+import lzma
+import os
+import re
+from collections import Counter
+
+__all__ = ["Event", "Trace", "read_trace", "parse_line", "open_trace", "IOMMU_EVENTS",
+           "DMA_EVENTS", "Problem", "gc_paused"]
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Builds millions of small acyclic records without the cyclic
+    collector rescanning all of them again and again (it doubled the time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+# What each event must carry to be of any use; anything else it prints is
+# kept as well, typed where the key is known.
+IOMMU_EVENTS = {
+    "map": ("iova", "size"),
+    "unmap": ("iova", "size"),
+    "io_page_fault": ("iova",),
+    "add_device_to_group": ("device",),
+    "remove_device_from_group": ("device",),
+    "attach_device_to_domain": ("device",),
+    "detach_device_from_domain": ("device",),
+}
+DMA_EVENTS = {
+    # 6.12 names, then the map_phys series' renames
+    "dma_map_page": ("dma_addr", "size"),
+    "dma_map_resource": ("dma_addr", "size"),
+    "dma_map_phys": ("dma_addr", "size"),
+    "dma_unmap_page": ("dma_addr", "size"),
+    "dma_unmap_resource": ("dma_addr", "size"),
+    "dma_unmap_phys": ("dma_addr", "size"),
+    "dma_alloc": ("dma_addr", "size"),
+    "dma_alloc_pages": ("dma_addr", "size"),
+    "dma_alloc_sgt": ("dma_addr", "size"),
+    "dma_alloc_sgt_err": ("size",),
+    "dma_free": ("dma_addr", "size"),
+    "dma_free_pages": ("dma_addr", "size"),
+    "dma_free_sgt": ("dma_addr", "size"),
+    "dma_map_sg": ("dma_addrs", "sizes"),
+    "dma_map_sg_err": (),
+    "dma_unmap_sg": ("phys_addrs",),
+    "dma_sync_single_for_cpu": ("dma_addr", "size"),
+    "dma_sync_single_for_device": ("dma_addr", "size"),
+    "dma_sync_sg_for_cpu": ("dma_addrs", "sizes"),
+    "dma_sync_sg_for_device": ("dma_addrs", "sizes"),
+}
+
+# Keys whose printed form is known. iommu: prints 0x-prefixed hex and
+# decimal sizes; dma: prints %llx (hex, no prefix), decimal %zu sizes, and
+# __print_array's {0x..,0x..} -- hex even for sizes. virt_addr is a hashed
+# %p (or "(____ptrval____)" early in boot): kept as text.
+_HEX = frozenset(("iova", "iova_end", "paddr", "dma_addr", "phys_addr"))
+_DEC = frozenset(("size", "unmapped_size", "err", "groupID"))
+_ARRAYS = frozenset(("dma_addrs", "sizes", "phys_addrs"))
+_FRACTIONS = frozenset(("nents", "ents"))
+
+# The framing. The CPU is "[007]", absent (perf without -a), or -- in the
+# latency layout of older trace-cmd -l -- a bare number glued to the flags
+# ("  0d.h1"); the flags' first column is never a digit. The task is matched
+# lazily up to the first "-PID" (or, for perf, " PID") that the rest of the
+# frame accepts, so task names holding spaces, dashes and digits --
+# "irq/26-AMD-Vi-154", "Web Content-4120" -- split where the kernel put the
+# separator.
+_FRAME = re.compile(r"""
+    ^\s*(?P<task>.+?)(?:-|\s+)(?P<pid>\d+)(?:/(?P<tid>\d+))?\s+
+    (?:\(\s*(?P<tgid>-+|\d+)\)\s+)?
+    (?:\[(?P<cpu>\d+)\]\s+(?:(?P<flags>[A-Za-z0-9.]{2,10})\s+)?
+       |(?P<lcpu>\d+)(?P<lflags>[A-Za-z.][A-Za-z0-9.]{2,9})\s+)?
+    (?P<ts>\d+(?:\.\d+)?):\s+
+    (?:\d+\s+)?
+    (?P<event>[A-Za-z_]\w*(?::[A-Za-z_]\w*)?):
+    (?:\s+(?P<msg>.*))?$
+""", re.X)
+# iommu:map / iommu:unmap as every kernel since the range was added prints them
+_MAP_MSG = re.compile(r"IOMMU: iova=0x([0-9a-fA-F]+) - 0x([0-9a-fA-F]+) paddr=0x([0-9a-fA-F]+) "
+                      r"size=(\d+)$")
+_UNMAP_MSG = re.compile(r"IOMMU: iova=0x([0-9a-fA-F]+) - 0x([0-9a-fA-F]+) size=(\d+) "
+                        r"unmapped_size=(\d+)$")
+# the dma_map / dma_unmap classes, the bulk of any capture (6.12 and mainline print
+# the same fields in the same order)
+_DMA_MAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=([0-9a-f]+) size=(\d+) "
+                          r"phys_addr=([0-9a-f]+) attrs=(\S*)$")
+_DMA_UNMAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=([0-9a-f]+) size=(\d+) attrs=(\S*)$")
+_DMA_MAP_NAMES = frozenset(("dma_map_page", "dma_map_phys", "dma_map_resource"))
+_DMA_UNMAP_NAMES = frozenset(("dma_unmap_page", "dma_unmap_phys", "dma_unmap_resource"))
+_FRAME_MATCH = _FRAME.match
+_KV = re.compile(r"(\w+)=(\{[^}]*\}|[^\s{]*)")
+_IOMMU_RANGE = re.compile(r"iova=(0x[0-9a-fA-F]+)\s*-\s*(0x[0-9a-fA-F]+)")
+_PAGE_FAULT = re.compile(r"^IOMMU:\s*(?P<driver>\S+)\s+(?P<device>\S+)\s+iova=")
+_NCPUS_HEADER = re.compile(r"#P:(\d+)")
+_CPUS_LINE = re.compile(r"^cpus=(\d+)\s*$")
+_LOST = re.compile(r"CPU:?\s*(\d+)\s*\[(?:LOST\s+)?(\d+)\s+EVENTS(?:\s+DROPPED)?\]")
+_BENIGN = re.compile(r"^(?:CPU\s*\d+\s+is empty|version\s*=.*|trace-cmd:.*)$")
+
+# Flags column, third character: the hardirq/softirq/NMI marker
+# (H/h hardirq, s softirq, Z/z NMI). The other columns never use these
+# letters, so the 4-, 5- and 7-wide layouts all read the same way.
+_IRQ_MARKS = frozenset("hHsZz")
+
+
+class Problem:
+    """A line that was not used: `kind` is "malformed" or "unknown"."""
+
+    __slots__ = ("line", "kind", "reason", "text")
+
+    def __init__(self, line, kind, reason, text):
+        self.line, self.kind, self.reason, self.text = line, kind, reason, text
+
+    def to_dict(self):
+        return {"line": self.line, "kind": self.kind, "reason": self.reason, "text": self.text}
+
+    def __repr__(self):
+        return "<Problem line %d %s: %s>" % (self.line, self.kind, self.reason)
+
+
+class Event:
+    """One traced event.
+
+    line    1-based line number in the input
+    ts      timestamp (seconds)
+    cpu     CPU number (None when the framing has no CPU column)
+    task, pid
+    flags   the irq-info column as printed ("" when absent)
+    irq     True when logged from hardirq, softirq or NMI context
+    system  "iommu" or "dma" (perf's prefix, else inferred from the name)
+    name    the event name without its system ("map", "dma_map_sg", ...)
+    fields  every key=value the message carried, typed where known
+
+    Fields read as attributes: ev.iova, ev.size, ev.dma_addrs, ev.device...
+    (None when the event did not print that key).
+    """
+
+    __slots__ = ("line", "ts", "cpu", "task", "pid", "flags", "irq", "system", "name", "fields",
+                 "style")
+
+    _FIELD_NAMES = frozenset(("iova", "iova_end", "size", "paddr", "unmapped_size", "device",
+                              "dma_addr", "phys_addr", "dir", "attrs", "dma_addrs", "sizes",
+                              "phys_addrs", "nents", "ents", "truncated", "virt_addr", "flags_gfp",
+                              "driver", "groupID", "err", "fault_flags"))
+
+    def __init__(self, line, ts, cpu, task, pid, flags, irq, system, name, fields, style="ftrace"):
+        self.line, self.ts, self.cpu, self.task, self.pid = line, ts, cpu, task, pid
+        self.flags, self.irq, self.system, self.name, self.fields = flags, irq, system, name, fields
+        self.style = style
+
+    def __getattr__(self, key):
+        # only reached for names that are not slots
+        if key in Event._FIELD_NAMES:
+            return self.fields.get(key)
+        raise AttributeError(key)
+
+    @property
+    def full_name(self):
+        return "%s:%s" % (self.system, self.name)
+
+    def to_dict(self):
+        d = {"line": self.line, "ts": self.ts, "cpu": self.cpu, "task": self.task,
+             "pid": self.pid, "flags": self.flags, "irq": self.irq, "event": self.full_name}
+        for k, v in self.fields.items():
+            d[k] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    def __eq__(self, other):
+        if not isinstance(other, Event):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in Event.__slots__)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "<Event line %d %s cpu=%s pid=%d%s %s>" % (
+            self.line, self.full_name, self.cpu, self.pid, " irq" if self.irq else "",
+            " ".join("%s=%s" % (k, hex(v) if isinstance(v, int) and k in _HEX else v)
+                     for k, v in self.fields.items()))
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _int(text, base, key):
+    try:
+        if base == 16 and text[:2] in ("0x", "0X"):
+            return int(text[2:], 16)
+        return int(text, base)
+    except ValueError:
+        raise _Malformed("%s=%r is not a number" % (key, text)) from None
+
+
+def _array(text, key):
+    if not (text.startswith("{") and text.endswith("}")):
+        raise _Malformed("%s=%r is not a {..} array" % (key, text))
+    body = text[1:-1].strip()
+    if not body:
+        return ()
+    out = []
+    for item in body.split(","):
+        item = item.strip()
+        # __print_array prints hex with a 0x prefix; a bare number would be
+        # a libtraceevent variant printing decimal
+        out.append(_int(item, 16 if item[:2] in ("0x", "0X") else 10, key))
+    return tuple(out)
+
+
+def _hex(value, key):
+    if not value:
+        raise _Malformed("%s is empty" % key)
+    return _int(value, 16, key)
+
+
+def _dec(value, key):
+    return _int(value, 16 if value[:2] in ("0x", "0X") else 10, key)
+
+
+def _fraction(value, key):
+    a, sep, b = value.partition("/")
+    return (_int(a, 10, key), _int(b, 10, key)) if sep else (_int(a, 10, key),) * 2
+
+
+def _attrs(value, key):
+    return tuple(a for a in value.split("|") if a) if value else ()
+
+
+_CONVERT = dict([(k, _hex) for k in _HEX] + [(k, _dec) for k in _DEC]
+                + [(k, _array) for k in _ARRAYS] + [(k, _fraction) for k in _FRACTIONS]
+                + [("attrs", _attrs)])
+
+
+def _store(into, k, v):
+    if k == "flags":
+        # dma_alloc's gfp flags and io_page_fault's fault flags share a key
+        into["flags_gfp" if not v.startswith("0x") else "fault_flags"] = v
+        return
+    conv = _CONVERT.get(k)
+    into[k] = conv(v, k) if conv is not None else v
+
+
+def _key_values(text, into):
+    if "{" in text and " " in text[text.index("{"):]:
+        # an array printed with spaces (not the kernel's own rendering): the
+        # slower tokenizer keeps {..} together
+        for m in _KV.finditer(text):
+            _store(into, m.group(1), m.group(2))
+        return into
+    for tok in text.split():
+        k, sep, v = tok.partition("=")
+        if sep and k.isidentifier():
+            _store(into, k, v)
+    return into
+
+
+def _iommu_message(name, msg):
+    if name == "map":
+        m = _MAP_MSG.match(msg)
+        if m:
+            iova, end, paddr, size = m.groups()
+            return {"iova": int(iova, 16), "iova_end": int(end, 16), "paddr": int(paddr, 16),
+                    "size": int(size)}
+    elif name == "unmap":
+        m = _UNMAP_MSG.match(msg)
+        if m:
+            iova, end, size, unmapped = m.groups()
+            return {"iova": int(iova, 16), "iova_end": int(end, 16), "size": int(size),
+                    "unmapped_size": int(unmapped)}
+    fields = {}
+    if not msg.startswith("IOMMU:"):
+        raise _Malformed("an iommu:%s message starts with 'IOMMU:'" % name)
+    if name == "io_page_fault":
+        m = _PAGE_FAULT.match(msg)
+        if m:
+            fields["driver"], fields["device"] = m.group("driver"), m.group("device")
+    _key_values(msg[6:], fields)
+    if name in ("map", "unmap"):
+        m = _IOMMU_RANGE.search(msg)
+        if m:
+            fields["iova_end"] = int(m.group(2), 16)
+        elif "iova" in fields and "size" in fields:
+            # kernels before the range was printed: iova=.. paddr=.. size=..
+            fields["iova_end"] = fields["iova"] + fields["size"]
+    return fields
+
+
+def _dma_message(name, msg):
+    if name in _DMA_MAP_NAMES:
+        m = _DMA_MAP_MSG.match(msg)
+        if m:
+            dev, d, addr, size, phys, attrs = m.groups()
+            return {"device": dev, "dir": d, "dma_addr": int(addr, 16), "size": int(size),
+                    "phys_addr": int(phys, 16), "attrs": _attrs(attrs, "attrs")}
+    elif name in _DMA_UNMAP_NAMES:
+        m = _DMA_UNMAP_MSG.match(msg)
+        if m:
+            dev, d, addr, size, attrs = m.groups()
+            return {"device": dev, "dir": d, "dma_addr": int(addr, 16), "size": int(size),
+                    "attrs": _attrs(attrs, "attrs")}
+    fields = {}
+    head, _, _ = msg.partition(" ")
+    if not head or "=" in head:
+        raise _Malformed("a dma: message starts with the device name")
+    fields["device"] = head
+    _key_values(msg[len(head):], fields)
+    if "[TRUNCATED]" in msg:
+        fields["truncated"] = True
+    elif name == "dma_map_sg":
+        fields["truncated"] = False
+    return fields
+
+
+def _no_event(s, lineno):
+    """A line the frame pattern refused: header, blank, or not an event."""
+    stripped = s.strip()
+    if not stripped or stripped[0] == "#" or _CPUS_LINE.match(stripped) or _BENIGN.match(stripped):
+        return None
+    if "EVENTS" in stripped and _LOST.search(stripped):
+        return Problem(lineno, "lost", "events lost: " + stripped, s)
+    return Problem(lineno, "malformed", "not a trace event line", s)
+
+
+_KNOWN = {}
+for _n, _req in IOMMU_EVENTS.items():
+    _KNOWN["iommu:" + _n] = _KNOWN[_n] = ("iommu", _n, _req)
+for _n, _req in DMA_EVENTS.items():
+    _KNOWN["dma:" + _n] = _KNOWN[_n] = ("dma", _n, _req)
+_GROUPS = ("task", "pid", "tid", "cpu", "flags", "lcpu", "lflags", "ts", "event", "msg")
+
+
+def parse_line(text, lineno=0):
+    """One line -> an Event, None for a line that carries no event (blank,
+    header, comment), or a Problem (malformed or unknown). Never raises on
+    what the line holds."""
+    s = text.rstrip("\r\n")
+    m = _FRAME_MATCH(s)
+    if m is None:
+        return _no_event(s, lineno)
+    task, pid, tid, cpu, flags, lcpu, lflags, ts, event, msg = m.group(*_GROUPS)
+    if task.lstrip()[:1] == "#":
+        return _no_event(s, lineno)
+    known = _KNOWN.get(event)
+    if known is None:
+        return Problem(lineno, "unknown", "event %s is not an iommu: or dma: event" % event, s)
+    system, name, required = known
+    msg = msg.rstrip() if msg else ""
+    if "[FAILED TO PARSE]" in msg:
+        # trace-cmd/perf could not render it and dumped raw fields instead
+        return Problem(lineno, "malformed", "%s: the tool failed to render it" % event, s)
+    try:
+        fields = _iommu_message(name, msg) if system == "iommu" else _dma_message(name, msg)
+    except _Malformed as exc:
+        return Problem(lineno, "malformed", "%s: %s" % (event, exc), s)
+    for k in required:
+        if k not in fields:
+            missing = [k for k in required if k not in fields]
+            return Problem(lineno, "malformed", "%s without %s" % (event, ", ".join(missing)), s)
+    flags = flags or lflags or ""
+    cpu = cpu or lcpu
+    return Event(lineno, float(ts), int(cpu) if cpu is not None else None, task.strip(),
+                 int(tid or pid), flags, len(flags) >= 3 and flags[2] in _IRQ_MARKS, system,
+                 name, fields, "perf" if ":" in event else "ftrace")
+
+
+# ---- files --------------------------------------------------------------------
+
+_MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def _decompressor(head):
+    for magic, opener in _MAGIC:
+        if head.startswith(magic):
+            return opener
+    return None
+
+
+def open_trace(source):
+    """A text stream over `source`: a path, a binary or text file object,
+    or bytes. Compressed input (gzip, bzip2, xz) is recognised by its
+    magic bytes, whatever the file is called."""
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(bytes(source))
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            head = f.read(6)
+        opener = _decompressor(head)
+        if opener is not None:
+            return io.TextIOWrapper(opener(source, "rb"), encoding="utf-8", errors="replace")
+        return open(source, "r", encoding="utf-8", errors="replace", newline="")
+    if isinstance(source, io.TextIOBase):
+        return source
+    # a binary stream: look at its first bytes without losing them
+    if hasattr(source, "peek"):
+        head = source.peek(6)[:6]
+    elif hasattr(source, "seekable") and source.seekable():
+        pos = source.tell()
+        head = source.read(6)
+        source.seek(pos)
+    else:
+        source = io.BufferedReader(source)
+        head = source.peek(6)[:6]
+    opener = _decompressor(head)
+    if opener is not None:
+        source = opener(source, "rb")
+    return io.TextIOWrapper(source, encoding="utf-8", errors="replace", newline="")
+
+
+class Trace:
+    """A parsed trace.
+
+    events       the Events, in file order
+    lines        lines read
+    ncpus        CPU count from the header (#P:N, cpus=N), else highest CPU + 1
+    format       "ftrace", "trace-cmd", "perf", or "mixed"
+    malformed, unknown, lost_events   counts
+    problems     the first `max_problems` unused lines (Problem records)
+    """
+
+    def __init__(self, name=None):
+        self.name = name
+        self.events = []
+        self.lines = 0
+        self.header_ncpus = None
+        self.max_cpu = -1
+        self.malformed = 0
+        self.unknown = 0
+        self.lost_events = 0
+        self.lost_lines = []
+        self.problems = []
+        self.tracer = None
+        self.styles = Counter()
+        self.unknown_names = Counter()
+        self._trace_cmd = False
+
+    @property
+    def ncpus(self):
+        return max(self.header_ncpus or 0, self.max_cpu + 1, 1)
+
+    @property
+    def clock_in_seconds(self):
+        """False when every timestamp is a whole number: a counter or TSC
+        clock (trace_clock), whose ticks are not seconds."""
+        return any(not e.ts.is_integer() for e in self.events)
+
+    @property
+    def format(self):
+        kinds = set(self.styles)
+        if not kinds:
+            return "trace-cmd" if self._trace_cmd else ("ftrace" if self.tracer else "unknown")
+        if len(kinds) > 1:
+            return "mixed"
+        kind = kinds.pop()
+        if kind == "ftrace" and self._trace_cmd:
+            return "trace-cmd"
+        return kind
+
+    def summary(self):
+        """A JSON-ready description of what was read."""
+        return {"name": self.name, "format": self.format, "lines": self.lines,
+                "events": len(self.events), "ncpus": self.ncpus, "malformed": self.malformed,
+                "unknown": self.unknown, "lost_events": self.lost_events,
+                "problems": [p.to_dict() for p in self.problems]}
+
+    def __repr__(self):
+        return "<Trace %s: %d events from %d lines, %d malformed, %d unknown>" % (
+            self.format, len(self.events), self.lines, self.malformed, self.unknown)
+
+
+def read_trace(source, *, max_problems=20, name=None):
+    """Parses a whole trace: a path, file object, bytes, or an iterable of
+    lines. Returns a Trace (bad lines are counted there, never raised)."""
+    if name is None and isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+    trace = Trace(name)
+    with gc_paused():
+        return _read(trace, source, max_problems)
+
+
+def _release(stream, source):
+    """Closes what read_trace opened; a caller's own file stays open."""
+    if stream is source:
+        return
+    if isinstance(source, (str, os.PathLike, bytes, bytearray)):
+        stream.close()
+        return
+    buf = stream.buffer
+    if buf is source or getattr(buf, "raw", None) is source:
+        stream.detach()
+    else:
+        stream.close()          # a decompressor over the caller's file leaves it open
+
+
+def _read(trace, source, max_problems):
+    stream = None
+    if isinstance(source, (str, os.PathLike, bytes, bytearray)) or hasattr(source, "read"):
+        stream = lines = open_trace(source)
+    else:
+        lines = source
+    events = trace.events
+    append = events.append
+    problems = trace.problems
+    max_cpu = -1
+    n = 0
+    styles = {}
+    try:
+        for n, text in enumerate(lines, 1):
+            r = parse_line(text, n)
+            if r is None:
+                head = text.lstrip()
+                if head.startswith("#"):
+                    if trace.header_ncpus is None:
+                        m = _NCPUS_HEADER.search(head)
+                        if m:
+                            trace.header_ncpus = int(m.group(1))
+                    if head.startswith("# tracer:"):
+                        trace.tracer = head[9:].strip()
+                else:
+                    m = _CPUS_LINE.match(head.strip())
+                    if m:
+                        trace._trace_cmd = True
+                        if trace.header_ncpus is None:
+                            trace.header_ncpus = int(m.group(1))
+                continue
+            if type(r) is Event:
+                if r.cpu is not None and r.cpu > max_cpu:
+                    max_cpu = r.cpu
+                styles[r.style] = styles.get(r.style, 0) + 1
+                append(r)
+                continue
+            if r.kind == "lost":
+                m = _LOST.search(r.text)
+                trace.lost_events += int(m.group(2))
+                trace.lost_lines.append(n)
+                continue
+            if r.kind == "unknown":
+                trace.unknown += 1
+                trace.unknown_names[r.reason.split()[1]] += 1
+            else:
+                trace.malformed += 1
+            if len(problems) < max_problems:
+                problems.append(r)
+    finally:
+        if stream is not None:
+            _release(stream, source)
+    trace.lines = n
+    trace.max_cpu = max_cpu
+    trace.styles.update(styles)
+    return trace
