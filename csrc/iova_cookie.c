@@ -275,6 +275,18 @@ int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     return r;
 }
 
+int iova_cookie_reserve(struct iova_cookie *c, uint64_t lo, uint64_t hi)
+{
+    if (!c)
+        return IOVA_E_CLOSED;
+    if (c->type != IOVA_COOKIE_WRAPAROUND)
+        return IOVA_E_COOKIE;
+    pthread_mutex_lock(&c->lock);
+    int r = iova_wrap_reserve(&c->wrap, lo, hi);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
 int iova_cookie_set_tree_only(struct iova_cookie *c, int tree_only)
 {
     if (!c)
@@ -453,7 +465,7 @@ int iova_cookie_get_stats(struct iova_cookie *c, struct iova_cookie_stats *st)
     if (c->type == IOVA_COOKIE_WRAPAROUND) {
         st->cursor = c->wrap.cursor;
         st->wraps = c->wrap.wraps;
-        st->held_pfns += c->wrap.retired_pfns;
+        st->held_pfns += c->wrap.retired_pfns + c->wrap.reserved_pfns;
     } else if (c->type == IOVA_COOKIE_MSI) {
         st->cursor = c->msi_next;
     } else if (c->type == IOVA_COOKIE_RESET_WHEN_EMPTY) {
@@ -481,7 +493,7 @@ int iova_cookie_check(struct iova_cookie *c, char *msg, size_t msg_len)
     if (c->type == IOVA_COOKIE_WRAPAROUND) {
         r = iova_wrap_check(&c->wrap, msg, msg_len);
         /* every node but the sentinel is live or retired */
-        uint64_t live = c->wrap.tree.pfns - 1 - c->wrap.retired_pfns;
+        uint64_t live = c->wrap.tree.pfns - 1 - c->wrap.retired_pfns - c->wrap.reserved_pfns;
         if (!r && live != c->live_pfns)
             why = "live pfns disagree with the tree";
     } else if (c->type == IOVA_COOKIE_MSI) {

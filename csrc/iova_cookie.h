@@ -76,6 +76,10 @@ void iova_cookie_destroy(struct iova_cookie *c);
 int64_t iova_cookie_alloc(struct iova_cookie *c, uint64_t pages,
                           uint64_t limit_pfn, int flags, int cpu,
                           uint32_t *events);
+/* Keeps [lo, hi] out of use for good (reserved regions). WRAPAROUND only:
+ * the IOVA types reserve on their iova_domain. Overlapping what is already
+ * held is refused. */
+int iova_cookie_reserve(struct iova_cookie *c, uint64_t lo, uint64_t hi);
 /* IOVA type on a 6.12 domain: use the tree alone (alloc_iova/free_iova,
  * size-aligned), bypassing the rcache - a policy to compare against. */
 int iova_cookie_set_tree_only(struct iova_cookie *c, int tree_only);

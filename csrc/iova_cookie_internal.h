@@ -20,6 +20,7 @@ struct iova_wrap {
     uint64_t end_pfn;
     uint64_t cursor;          /* only moves up, until the wrap */
     uint64_t retired_pfns;
+    uint64_t reserved_pfns;   /* RESERVED nodes: never handed out, never dropped */
     uint64_t wraps;
 };
 
@@ -28,6 +29,7 @@ void iova_wrap_release(struct iova_wrap *w);
 int64_t iova_wrap_alloc(struct iova_wrap *w, uint64_t pages, uint64_t limit_pfn,
                         uint32_t *events);
 int iova_wrap_free(struct iova_wrap *w, uint64_t pfn, uint64_t pages);
+int iova_wrap_reserve(struct iova_wrap *w, uint64_t lo, uint64_t hi);
 int iova_wrap_check(struct iova_wrap *w, char *msg, size_t msg_len);
 
 struct fq_entry {

@@ -32,6 +32,7 @@
 #define IOVA_NODE_FREE   2u   /* the slot is on the pool's free list */
 #define IOVA_NODE_RETIRED 4u  /* freed, but kept out of reuse (reset-when-empty,
                                * or wraparound space awaiting a flush) */
+#define IOVA_NODE_RESERVED 8u /* a reserved region in a wraparound space */
 
 #define IOVA_U64_MAX UINT64_MAX
 

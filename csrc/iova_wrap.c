@@ -13,8 +13,10 @@
  * (a stale IOTLB entry for it can never translate a new mapping), and an
  * allocation fails only when live ranges really fill the space.
  *
- * Other invariants (iova_wrap_check): the tree's own (T1-T5); live and
- * retired ranges lie in [start_pfn, end_pfn]; the sentinel is the highest
+ * Reserved regions are nodes too (RESERVED), kept for good.
+ *
+ * Other invariants (iova_wrap_check): the tree's own (T1-T5); live,
+ * retired and reserved ranges lie in [start_pfn, end_pfn]; the sentinel is the highest
  * node; the cursor lies in [start_pfn, end_pfn + 1]; retired_pfns matches.
  */
 #include <stdio.h>
@@ -32,7 +34,7 @@ int iova_wrap_init(struct iova_wrap *w, uint64_t start_pfn, uint64_t end_pfn)
     iova_tree_init(&w->tree);
     w->start_pfn = w->cursor = start_pfn;
     w->end_pfn = end_pfn;
-    w->retired_pfns = w->wraps = 0;
+    w->retired_pfns = w->reserved_pfns = w->wraps = 0;
     w->sentinel = iova_tree_node_new(&w->tree, end_pfn + 1, end_pfn + 1);
     if (w->sentinel == IOVA_NIL)
         return IOVA_E_NOMEM;
@@ -106,12 +108,35 @@ int iova_wrap_free(struct iova_wrap *w, uint64_t pfn, uint64_t pages)
         return IOVA_E_NOTFOUND;
     if (t->nodes[x].lo != pfn)
         return IOVA_E_NOTSTART;
-    if (iova_flags(t, x) & IOVA_NODE_RETIRED)
+    if (iova_flags(t, x) & (IOVA_NODE_RETIRED | IOVA_NODE_RESERVED))
         return IOVA_E_NOT_LIVE;
     if (t->nodes[x].hi - t->nodes[x].lo + 1 != pages)
         return IOVA_E_SIZE;
     iova_set_flag(t, x, IOVA_NODE_RETIRED);
     w->retired_pfns += pages;
+    return 0;
+}
+
+int iova_wrap_reserve(struct iova_wrap *w, uint64_t lo, uint64_t hi)
+{
+    struct iova_tree *t = &w->tree;
+    if (lo > hi)
+        return IOVA_E_RANGE;
+    if (hi < w->start_pfn || lo > w->end_pfn)
+        return 0;                                /* outside the space: nothing to keep out */
+    if (lo < w->start_pfn)
+        lo = w->start_pfn;
+    if (hi > w->end_pfn)
+        hi = w->end_pfn;
+    uint32_t above = iova_tree_lowest_hi_ge(t, lo);
+    if (above != IOVA_NIL && t->nodes[above].lo <= hi)
+        return IOVA_E_NOT_LIVE;                  /* overlaps what is held */
+    uint32_t x = iova_tree_node_new(t, lo, hi);
+    if (x == IOVA_NIL)
+        return IOVA_E_NOMEM;
+    iova_tree_insert(t, x);
+    iova_set_flag(t, x, IOVA_NODE_RESERVED);
+    w->reserved_pfns += hi - lo + 1;
     return 0;
 }
 
@@ -122,7 +147,7 @@ int iova_wrap_check(struct iova_wrap *w, char *msg, size_t msg_len)
     if (r)
         return r;
     const char *why = NULL;
-    uint64_t retired = 0;
+    uint64_t retired = 0, reserved = 0;
     uint32_t first = iova_tree_first(t);
     if (iova_tree_last(t) != w->sentinel || t->nodes[w->sentinel].lo != w->end_pfn + 1)
         why = "the sentinel is not the highest node";
@@ -133,8 +158,10 @@ int iova_wrap_check(struct iova_wrap *w, char *msg, size_t msg_len)
     for (uint32_t x = first; !why && x != w->sentinel; x = iova_tree_next(t, x))
         if (iova_flags(t, x) & IOVA_NODE_RETIRED)
             retired += t->nodes[x].hi - t->nodes[x].lo + 1;
-    if (!why && retired != w->retired_pfns)
-        why = "retired pfns do not add up";
+        else if (iova_flags(t, x) & IOVA_NODE_RESERVED)
+            reserved += t->nodes[x].hi - t->nodes[x].lo + 1;
+    if (!why && (retired != w->retired_pfns || reserved != w->reserved_pfns))
+        why = "retired or reserved pfns do not add up";
     if (why) {
         if (msg && msg_len)
             snprintf(msg, msg_len, "wraparound: %s", why);

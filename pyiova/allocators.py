@@ -136,6 +136,21 @@ class PfnAllocator:
             raise self._error(r, pfn=pfn, pages=pages, cpu=cpu)
         return ev[0]
 
+    def reserve(self, lo, hi):
+        """WRAPAROUND: keep pfns [lo, hi] out of use for good (reserved
+        regions; the IOVA types reserve on their .iovad)."""
+        try:
+            r = lib.iova_cookie_reserve(self._c, lo, hi)
+        except (TypeError, OverflowError):
+            raise _bad_argument(lo=lo, hi=hi) from None
+        if r == lib.IOVA_E_RANGE:
+            raise errors.IovaValueError("reserve: lo %#x is above hi %#x" % (lo, hi))
+        if r == lib.IOVA_E_NOT_LIVE:
+            raise errors.IovaValueError("reserve: [%#x, %#x] overlaps ranges already held"
+                                        % (lo, hi))
+        if r:
+            raise self._error(r)
+
     def bypass_rcache(self):
         """IOVA type: allocate and free through the tree alone (the
         "iova-tree" policy). Only before anything is allocated."""
@@ -181,7 +196,8 @@ class PfnAllocator:
             "fq_started", "fq_finished")}
 
     def ranges(self):
-        """WRAPAROUND: every (lo, hi, awaiting_flush) it holds."""
+        """WRAPAROUND: every (lo, hi, awaiting_flush) it holds, reserved
+        regions included (awaiting_flush False)."""
         n = lib.iova_cookie_wrap_ranges(self._c, ffi.NULL, 0)
         if n < 0:
             raise self._error(n)

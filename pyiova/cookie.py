@@ -114,6 +114,8 @@ class DmaCookie:
             top = aperture_end if force_aperture else _U32_MAX
             self.allocator = PfnAllocator("wraparound", granule=granule, start_pfn=start_pfn,
                                           end_pfn=top >> shift)
+            for lo, hi in reserved:
+                self.allocator.reserve(lo >> shift, hi >> shift)
         else:
             kw = {}
             if self.kernel == "4.10":

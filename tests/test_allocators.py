@@ -254,3 +254,23 @@ def test_iova_tree_policy_is_the_tree_alone(sizes, data):
     if live:
         with pytest.raises(IovaValueError):
             a.bypass_rcache()                  # not while ranges are live
+
+
+def test_wraparound_keeps_reserved_regions_out_for_good():
+    w = PfnAllocator("wraparound", start_pfn=1, end_pfn=31)
+    w.reserve(8, 15)
+    w.reserve(100, 200)                          # outside the space: nothing to do
+    got = []
+    for _ in range(12):
+        p, _ = w.alloc(4, 31)
+        got.append(p)
+        w.free(p, 4)
+    assert all(not 8 <= p <= 15 for p in got)    # across wraps too
+    assert w.stats()["wraps"] >= 1
+    assert (8, 15, False) in w.ranges()
+    with pytest.raises(IovaValueError):
+        w.reserve(20, 10)
+    p, _ = w.alloc(4, 31)
+    with pytest.raises(IovaValueError, match="overlaps"):
+        w.reserve(p, p)
+    w.check()

@@ -398,7 +398,6 @@ def test_replay_progress_and_table(lt):
     for p in T.POLICIES:
         assert p in text
     assert "peak live pages" in text and "identity" in text
-    assert "no reserved regions" in text          # said once, for wraparound
 
 
 def test_replay_rejects_unknown_policy_and_rebuild_options(lt):

@@ -311,9 +311,6 @@ def _notes(lt, policy, kernel, aperture_bits, reserved, refused=()):
         shown = [r for r in refused if r]
         notes.append("%d operations the %s allocator refused, counted as failures: %s"
                      % (len(refused), policy, "; ".join(shown)))
-    if policy == "wraparound" and reserved:
-        notes.append("the wraparound allocator has no reserved regions: the reserved windows "
-                     "are not kept out of its space")
     if policy == "iova-lazy" and kernel != "6.12":
         notes.append("kernel %s has no flush queue: iova-lazy frees at once" % kernel)
     return notes
