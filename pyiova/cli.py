@@ -1,35 +1,694 @@
-"""The pyiova command (also `python -m pyiova`)."""
+"""The pyiova command (also `python -m pyiova`).
+
+It parses arguments, calls the simulator (pyiova.sim) and prints what comes
+back: a table for people, --json for machines, --plot for a picture. With
+no command it runs the demo.
+
+Exit status: 0 when the runs completed (whatever they found: a policy that
+fails or is unsafe is a result, not an error); 2 for bad arguments or a
+policy that cannot run where asked; 3 when --plot is asked for without
+matplotlib; 130 on Ctrl-C; 141 when the reader of the output goes away.
+"""
 import argparse
+import json
+import os
 import sys
+import time
 
 from . import __version__
 
+EXIT_USAGE = 2
+EXIT_NO_MATPLOTLIB = 3
+
+
+# ---- progress ---------------------------------------------------------------------
+
+class _Bar:
+    """A progress bar on stderr for runs that take more than a second: tqdm's
+    when it is installed, else a small one of our own; nothing when stderr is
+    not a terminal (pipes, CI logs) or when disabled."""
+
+    DELAY = 1.0
+
+    def __init__(self, total, enabled=True):
+        self.total = max(1, total)
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.shown = False
+        self.last = 0.0
+        self.label = ""
+        self.tqdm = None
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.tqdm = tqdm(total=self.total, unit="op", unit_scale=True, delay=self.DELAY,
+                                 leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, done, label=""):
+        if not self.enabled:
+            return
+        if self.tqdm is not None:
+            if label != self.label:
+                self.label = label
+                self.tqdm.set_description(label, refresh=False)
+            self.tqdm.update(done - self.tqdm.n)
+            return
+        now = time.monotonic()
+        if now - self.start < self.DELAY or (now - self.last < 0.1 and done < self.total):
+            return
+        self.last = now
+        self.shown = True
+        frac = min(1.0, done / self.total)
+        width = 30
+        fill = int(frac * width)
+        rate = done / (now - self.start)
+        left = (self.total - done) / rate if rate > 0 else 0.0
+        sys.stderr.write("\r%-16s [%s%s] %3d%% %s/%s ops  %.0fs left " % (
+            label[:16], "#" * fill, "." * (width - fill), frac * 100, _si(done),
+            _si(self.total), left))
+        sys.stderr.flush()
+
+    def close(self):
+        if self.tqdm is not None:
+            self.tqdm.close()
+        elif self.shown:
+            sys.stderr.write("\r" + " " * 78 + "\r")
+            sys.stderr.flush()
+
+
+def _si(n):
+    for unit, div in (("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return "%.1f%s" % (n / div, unit)
+    return str(n)
+
+
+# ---- formatting ---------------------------------------------------------------------
+
+def _num(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "%.2f" % v
+    return format(v, ",")
+
+
+def _space(pfns):
+    size = pfns * 4096
+    for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if size >= div:
+            return "%.4g %s" % (size / div, unit)
+    return "%d KiB" % (size >> 10)
+
+
+_COLUMNS = (
+    # header, function of a result, right-aligned
+    ("policy", lambda r: r.policy, False),
+    ("verdict", lambda r: r.verdict, False),
+    ("ops/s", lambda r: format(int(r.ops_per_sec), ","), True),
+    ("ops", lambda r: _num(r.ops), True),
+    ("maps", lambda r: _num(r.maps), True),
+    ("fails", lambda r: _num(r.failures), True),
+    ("1st fail", lambda r: _num(r.first_failure_op), True),
+    ("peak live", lambda r: _num(r.peak_live_pfns), True),
+    ("frag", lambda r: "%.3f" % r.fragmentation, True),
+    ("syncs", lambda r: _num(r.iotlb_syncs), True),
+    ("flushes", lambda r: _num(r.full_flushes), True),
+    ("hits", lambda r: _num(r.iotlb_hits), True),
+    ("misses", lambda r: _num(r.iotlb_misses), True),
+    ("stale", lambda r: _num(r.stale_translations), True),
+    ("faults", lambda r: _num(r.faults), True),
+)
+
+
+def format_table(results):
+    """The results as a plain-text table; a policy that cannot run gets its
+    reason across the measurement columns."""
+    rows = [[h for h, _, _ in _COLUMNS]]
+    for r in results:
+        if r.applicable:
+            rows.append([f(r) for _, f, _ in _COLUMNS])
+        else:
+            rows.append([r.policy, "n/a"])
+    widths = [max(len(row[i]) for row in rows if i < len(row) and (row[1] != "n/a" or i < 2))
+              for i in range(len(_COLUMNS))]
+    lines = []
+    for k, row in enumerate(rows):
+        if k and row[1] == "n/a":
+            r = results[k - 1]
+            lines.append("%-*s  %-*s  %s" % (widths[0], row[0], widths[1], row[1], r.note))
+            continue
+        cells = [c.rjust(w) if right else c.ljust(w)
+                 for c, w, (_, _, right) in zip(row, widths, _COLUMNS)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def explain(r):
+    """One sentence on what a result means."""
+    if not r.applicable:
+        return "%s: not run (%s)." % (r.policy, r.note)
+    if r.failures:
+        s = ("%s FAILS: the first map failed at op %s, after %s good maps, with never more than "
+             "%s pfns (%s) mapped at once; %s failed maps in all"
+             % (r.policy, format(r.first_failure_op, ","), format(r.maps_before_failure, ","),
+                format(r.peak_live_pfns, ","), _space(r.peak_live_pfns), format(r.failures, ",")))
+        if r.stopped_early:
+            s += ", after which the run gave up (a device that retries forever is hung by now)"
+        if r.policy == "reset-when-empty":
+            s += (". The space was never reset: something stayed mapped throughout"
+                  if r.resets == 0 else ". The space was reset %d times" % r.resets)
+        return s + "."
+    if r.stale_translations or r.faults:
+        s = ("%s UNSAFE: %s device accesses went through stale IOTLB entries (%s into freed "
+             "buffers, %s into buffers now mapped for something else)"
+             % (r.policy, format(r.stale_translations, ","), format(r.stale_unmapped, ","),
+                format(r.stale_remapped, ",")))
+        if r.faults:
+            s += ", and %s accesses to live buffers were refused by stale rights" \
+                 % format(r.faults, ",")
+        if r.invalidations_lost:
+            s += "; %s unmap-path flushes were lost to the erratum" \
+                 % format(r.invalidations_lost, ",")
+        return s + "."
+    s = "%s ok: no failed map, no stale translation in %s ops" % (r.policy, format(r.ops, ","))
+    if r.policy == "wraparound":
+        s += "; %d wraps, %s full flushes, %s per-unmap syncs skipped" % (
+            r.wraps, format(r.full_flushes, ","), format(r.syncs_skipped, ","))
+    else:
+        s += "; %s full flushes" % format(r.full_flushes, ",")
+    return s + "."
+
+
+def format_result(r):
+    """One result as labelled lines (simulate's table)."""
+    fail = "0"
+    if r.failures:
+        fail = "%s, the first at op %s after %s good maps%s" % (
+            _num(r.failures), _num(r.first_failure_op), _num(r.maps_before_failure),
+            "; the run gave up after the last of them" if r.stopped_early else "")
+    rows = [
+        ("policy", "%s: %s" % (r.policy, r.verdict)),
+        ("operations", "%s of %s in %.2f s (%s ops/s)" % (
+            _num(r.ops), _num(r.ops_requested), r.elapsed_s, _num(int(r.ops_per_sec)))),
+        ("maps / unmaps", "%s / %s" % (_num(r.maps), _num(r.unmaps))),
+        ("failed maps", fail),
+        ("skipped", "%s accesses and unmaps of failed mappings" % _num(r.skipped)),
+        ("live pfns", "peak %s (%s), %s at the end" % (_num(r.peak_live_pfns),
+                                                       _space(r.peak_live_pfns),
+                                                       _num(r.live_pfns))),
+        ("address space", "%s pfns (%s); at the end %s free, the largest free run %s "
+                          "(fragmentation %.3f)" % (_num(r.space_pfns), _space(r.space_pfns),
+                                                    _num(r.free_pfns),
+                                                    _num(r.largest_free_pfns),
+                                                    r.fragmentation)),
+        ("IOTLB", "%s accesses: %s hits, %s misses" % (_num(r.accesses), _num(r.iotlb_hits),
+                                                       _num(r.iotlb_misses))),
+        ("invalidation", "%s syncs (%s skipped, %s lost to the erratum), %s full flushes" % (
+            _num(r.iotlb_syncs), _num(r.syncs_skipped), _num(r.invalidations_lost),
+            _num(r.full_flushes))),
+        ("stale", "%s stale translations (%s into freed buffers, %s into remapped ones), "
+                  "%s accesses refused by stale rights" % (
+                      _num(r.stale_translations), _num(r.stale_unmapped),
+                      _num(r.stale_remapped), _num(r.faults))),
+        ("allocator", "%s wraps, %s resets" % (_num(r.wraps), _num(r.resets))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join("  %-*s  %s" % (width, k, v) for k, v in rows)
+
+
+def _header(args, wl):
+    from .sim import DRIVERS
+    drv = DRIVERS[args.driver]
+    if args.driver == "ipmmu":
+        drv += " (unmap-path flushes lost with probability %g)" % args.drop_rate
+    dev = wl.device()
+    return ("workload  %s: %s\ndevice    %s, %d-bit DMA mask, %s\ndriver    %s: %s\n"
+            "run       %s ops, seed %d, kernel %s rules" % (
+                wl.name, wl.summary, dev.name, wl.dma_bits,
+                "PCI" if dev.is_pci else "platform device", args.driver, drv,
+                format(args.ops, ","), args.seed, args.kernel))
+
+
+# ---- arguments ------------------------------------------------------------------------
+
+def _params(pairs):
+    out = {}
+    for item in pairs or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _Usage("--param takes NAME=VALUE, not %r" % item)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _policy_list(text):
+    from .sim import POLICIES
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in POLICIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError("unknown policy %s (known: %s)"
+                                         % (", ".join(bad) or "''", ", ".join(POLICIES)))
+    return tuple(names)
+
+
+def _workload_list(text):
+    from .workloads import WORKLOADS
+    names = [w.strip() for w in text.split(",") if w.strip()]
+    bad = [w for w in names if w not in WORKLOADS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError("unknown workload %s (known: %s)"
+                                         % (", ".join(bad) or "''", ", ".join(WORKLOADS)))
+    return tuple(names)
+
+
+def _positive(text):
+    try:
+        n = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("%r is not positive" % text)
+    return n
+
+
+def _rate(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("%r is not in [0, 1]" % text)
+    return v
+
+
+def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
+    from .sim import DRIVERS
+    p.add_argument("--driver", choices=list(DRIVERS), default=driver_default,
+                   help="the IOMMU: ipmmu (Renesas IPMMU-VMSA with its TLB-invalidation "
+                        "erratum) or generic (strict, ranged invalidation, flush queue) "
+                        "(default: %s)" % driver_default)
+    p.add_argument("--ops", type=_positive, default=ops_default, metavar="N",
+                   help="operations per run (default: %s)" % format(ops_default, ","))
+    p.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default: 1)")
+    p.add_argument("--kernel", choices=("6.12", "4.10"), default="6.12",
+                   help="dma-iommu and iova.c rules to model (default: 6.12)")
+    p.add_argument("--drop-rate", type=_rate, default=1.0, metavar="P",
+                   help="ipmmu: probability that a flush on the unmap path is lost "
+                        "(default: 1.0; 0 turns the erratum off)")
+    p.add_argument("--max-failures", type=_positive, default=None, metavar="N",
+                   help="stop a run after N failed maps (default: 1000)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it only ever shows on a terminal)")
+    if plot:
+        p.add_argument("--plot", metavar="FILE.png",
+                       help="draw the address space over time (needs matplotlib)")
+
+
+def _add_workload_options(p):
+    from .workloads import WORKLOADS
+    p.add_argument("workload", choices=list(WORKLOADS), metavar="WORKLOAD",
+                   help="one of: %s" % ", ".join(WORKLOADS))
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="a workload parameter (repeatable; listed below)")
+
+
+def _epilog(examples):
+    from .sim import DRIVERS, POLICIES
+    from .workloads import describe
+    pol = "\n".join("  %-17s %s" % (p.name, p.summary) for p in POLICIES.values())
+    drv = "\n".join("  %-17s %s" % (k, v) for k, v in DRIVERS.items())
+    wl = "\n".join("  " + line for line in describe().splitlines())
+    return ("examples:\n%s\n\npolicies:\n%s\n\ndrivers:\n%s\n\nworkloads and their parameters "
+            "(defaults in brackets):\n%s\n\nAfter a failed map the run goes on, as the USB core "
+            "does: the failure is counted,\nthe failed mapping's accesses and unmap are skipped, "
+            "and the next transfer is the\nretry; after --max-failures failures the run stops "
+            "(the device would be hung)."
+            % (examples, pol, drv, wl))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="pyiova",
+        description="A userspace model of the Linux IOMMU DMA address (IOVA) allocator: run a "
+                    "device's DMA pattern through allocation policies and see what fails, "
+                    "what is unsafe and what is fast.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  pyiova compare usb                 the 2017 review's argument, measured\n"
+               "  pyiova simulate nvme --policy iova-lazy --driver generic\n"
+               "  pyiova bench                       which policy is fastest, per workload\n"
+               "  pyiova                             run the demo\n"
+               "  pyiova demo --ops 1000000 --seed 3\n\n"
+               "`pyiova COMMAND --help` shows each command's options, policies and workloads.")
+    from .sim import DEFAULT_OPS, DEFAULT_POLICIES, POLICIES
+    p.add_argument("--version", action="version", version="pyiova " + __version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    demo = sub.add_parser("demo", help="churn a bare IOVA domain and print what happened "
+                                       "(the default)",
+                          formatter_class=raw,
+                          epilog="examples:\n  pyiova demo\n  pyiova demo --ops 1000000 --seed 3")
+    demo.add_argument("--ops", type=_positive, default=200_000,
+                      help="allocations per churn (default: 200,000)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    demo.set_defaults(func=_demo)
+
+    s = sub.add_parser(
+        "simulate", help="run one workload through one policy",
+        description="Run a workload's DMA API calls and device accesses through one IOVA "
+                    "allocation policy on a model IOMMU, and report maps, failures, address "
+                    "space use, flushes, IOTLB behaviour and stale translations.",
+        formatter_class=raw,
+        epilog=_epilog("  pyiova simulate usb --policy wraparound\n"
+                       "  pyiova simulate usb --policy reset-when-empty --ops 300000 --json\n"
+                       "  pyiova simulate nic --policy iova-lazy --driver generic "
+                       "-p rx_ring=1024\n"
+                       "  pyiova simulate usb --policy wraparound --ops 1000000\n"
+                       "  pyiova simulate random --policy iova -p lifetime=500 -p size_max=2M "
+                       "--plot random.png"))
+    _add_workload_options(s)
+    s.add_argument("--policy", choices=list(POLICIES),
+                   default="iova", metavar="POLICY", help="allocation policy (default: iova)")
+    _add_run_options(s, DEFAULT_OPS)
+    s.set_defaults(func=_simulate)
+
+    c = sub.add_parser(
+        "compare", help="run one workload through several policies, side by side",
+        description="Run the same workload (same seed, same operations) through several IOVA "
+                    "policies and print them side by side, with a sentence on each.",
+        formatter_class=raw,
+        epilog=_epilog("  pyiova compare usb\n"
+                       "  pyiova compare usb --driver generic\n"
+                       "  pyiova compare usb --policies iova,wraparound --ops 100000 --json\n"
+                       "  pyiova compare nvme --driver generic -p queues=8 --plot nvme.png\n"
+                       "  pyiova compare usb --drop-rate 0.01 --kernel 4.10"))
+    _add_workload_options(c)
+    c.add_argument("--policies", type=_policy_list, default=DEFAULT_POLICIES,
+                   metavar="P,P,...",
+                   help="policies to run, comma-separated (default: %s)"
+                        % ",".join(DEFAULT_POLICIES))
+    _add_run_options(c, DEFAULT_OPS)
+    c.set_defaults(func=_compare)
+
+    b = sub.add_parser(
+        "bench", help="a quick built-in comparison: every workload through every policy",
+        description="A quick built-in comparison: each workload through each policy, a short "
+                    "run each (same seed), reporting operations per second and the verdict. "
+                    "Answers 'which policy is fastest, and is it safe?' in under a minute.",
+        formatter_class=raw,
+        epilog="examples:\n  pyiova bench\n  pyiova bench --driver ipmmu\n"
+               "  pyiova bench --ops 100000 --workloads usb,nvme --json\n"
+               "  pyiova bench --policies iova,iova-tree,wraparound")
+    b.add_argument("--workloads", type=_workload_list, default=None, metavar="W,W,...",
+                   help="workloads to run (default: all)")
+    b.add_argument("--policies", type=_policy_list, default=DEFAULT_POLICIES,
+                   metavar="P,P,...", help="policies to run (default: %s)"
+                   % ",".join(DEFAULT_POLICIES))
+    _add_run_options(b, 50_000, driver_default="generic", plot=False)
+    b.set_defaults(func=_bench)
+
+    _add_replay(sub)
+    p.set_defaults(func=_demo, ops=200_000, seed=1)
+    return p
+
+
+# ---- commands -----------------------------------------------------------------------
 
 def _demo(args):
     from .demo import run
     return run(ops=args.ops, seed=args.seed)
 
 
-def build_parser():
-    p = argparse.ArgumentParser(
-        prog="pyiova",
-        description="A userspace model of the Linux IOMMU IOVA allocator.",
+def _sim_kwargs(args):
+    from .sim import DEFAULT_MAX_FAILURES
+    return dict(kernel=args.kernel, drop_rate=args.drop_rate,
+                max_failures=args.max_failures or DEFAULT_MAX_FAILURES)
+
+
+def _workload(args):
+    from .workloads import WorkloadError, get_workload
+    try:
+        return get_workload(args.workload, **_params(args.param))
+    except WorkloadError as exc:
+        raise _Usage(str(exc)) from None
+
+
+class _Usage(Exception):
+    """A usage error found after parsing (exit status 2)."""
+
+
+def _check_plot(args):
+    """Before a long run: can the plot be drawn and written at all?"""
+    path = getattr(args, "plot", None)
+    if path:
+        from .plot import MISSING_MATPLOTLIB, have_matplotlib
+        if not have_matplotlib():
+            sys.stderr.write("pyiova: %s\n" % MISSING_MATPLOTLIB)
+            return False
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise _Usage("cannot write the plot to %s: %s is not a writable folder"
+                         % (path, folder))
+    return True
+
+
+def _draw(args, results, title):
+    from .plot import plot_results
+    plot_results(results, args.plot, title=title)
+    if not args.json:
+        print("\nplot written to %s" % args.plot)
+
+
+def _simulate(args):
+    from .sim import PolicyNotApplicable, not_applicable, simulate
+    wl = _workload(args)
+    why = not_applicable(args.policy, args.driver, args.kernel)
+    if why:
+        raise _Usage("%s cannot run on %s: %s" % (args.policy, args.driver, why))
+    if not _check_plot(args):
+        return EXIT_NO_MATPLOTLIB
+    bar = _Bar(args.ops, not args.no_progress)
+    try:
+        r = simulate(wl, args.policy, args.driver, args.ops, args.seed, bar,
+                     timeline=bool(args.plot), **_sim_kwargs(args))
+    except PolicyNotApplicable as exc:
+        raise _Usage(str(exc)) from None
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(r.as_dict(), indent=2))
+    else:
+        print(_header(args, wl))
+        print()
+        print(format_result(r))
+        print()
+        print(explain(r))
+    if args.plot:
+        _draw(args, [r], "pyiova simulate %s --policy %s --driver %s" % (wl.name, args.policy,
+                                                                        args.driver))
+    return 0
+
+
+def _compare(args):
+    from .sim import compare, not_applicable
+    wl = _workload(args)
+    if not _check_plot(args):
+        return EXIT_NO_MATPLOTLIB
+    runnable = [p for p in args.policies if not not_applicable(p, args.driver, args.kernel)]
+    bar = _Bar(args.ops * len(runnable), not args.no_progress)
+    t0 = time.perf_counter()
+    try:
+        results = compare(wl, args.policies, args.driver, args.ops, args.seed, bar,
+                          timeline=bool(args.plot), **_sim_kwargs(args))
+    finally:
+        bar.close()
+    took = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(_header(args, wl))
+        print("the device's IOVA space: %s pfns (%s)" % (
+            _num(next((r.space_pfns for r in results if r.applicable), 0)),
+            _space(next((r.space_pfns for r in results if r.applicable), 0))))
+        print()
+        print(format_table(results))
+        print()
+        for r in results:
+            print(explain(r))
+        print("\n(%.1f s; peak live and frag are in 4 KiB pfns: frag = 1 - largest free range "
+              "/ free space at the end)" % took)
+    if args.plot:
+        _draw(args, results, "pyiova compare %s --driver %s (%s ops, seed %d)"
+              % (wl.name, args.driver, format(args.ops, ","), args.seed))
+    return 0
+
+
+def _bench(args):
+    from .sim import not_applicable, simulate
+    from .workloads import WORKLOADS
+    names = args.workloads or tuple(WORKLOADS)
+    runnable = [p for p in args.policies if not not_applicable(p, args.driver, args.kernel)]
+    bar = _Bar(args.ops * len(runnable) * len(names), not args.no_progress)
+    results = []
+    done = 0
+    t0 = time.perf_counter()
+    try:
+        for name in names:
+            for pol in runnable:
+                def cb(n, label, _base=done):
+                    bar(_base + n, label)
+                results.append(simulate(name, pol, args.driver, args.ops, args.seed, cb,
+                                        **_sim_kwargs(args)))
+                done += args.ops
+    finally:
+        bar.close()
+    took = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    print("pyiova bench: %s ops per run, seed %d, driver %s, kernel %s rules; operations per "
+          "second (verdict)" % (format(args.ops, ","), args.seed, args.driver, args.kernel))
+    print()
+    by = {(r.workload, r.policy): r for r in results}
+    head = ["policy"] + list(names)
+    rows = [head]
+    for pol in runnable:
+        rows.append([pol] + ["%s %s" % (format(int(by[n, pol].ops_per_sec), ","),
+                                        "" if by[n, pol].verdict == "ok"
+                                        else "(%s)" % by[n, pol].verdict)
+                             for n in names])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
+        print("  ".join([row[0].ljust(widths[0])] +
+                        [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip())
+    for pol in args.policies:
+        if pol not in runnable:
+            print("%s: not run (%s)" % (pol, not_applicable(pol, args.driver, args.kernel)))
+    print("\n(%.1f s in all)" % took)
+    return 0
+
+
+# ---- replay ---------------------------------------------------------------------------
+
+def _add_replay(sub):
+    r = sub.add_parser(
+        "replay", help="replay a kernel trace through a policy, or --check the model against it",
+        description="Read a kernel trace (/sys/kernel/tracing/trace text, trace-cmd report or "
+                    "perf script output; gzip, bzip2 or xz accepted) with iommu:map/unmap and "
+                    "dma: events, and replay each device's mapping lifetimes through an IOVA "
+                    "policy ('what if this device had run with the wraparound allocator?'). "
+                    "With --check, replay a strict capture through iova and compare every "
+                    "dma_addr the kernel recorded with pyiova's. Malformed or unknown lines "
+                    "are counted and reported with their line numbers.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  pyiova               run the demo\n"
-               "  pyiova demo --ops 1000000 --seed 3")
-    p.add_argument("--version", action="version", version="pyiova " + __version__)
-    sub = p.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="churn a domain and print what happened (the default)")
-    demo.add_argument("--ops", type=int, default=200_000, help="allocations per churn (200000)")
-    demo.add_argument("--seed", type=int, default=1, help="random seed (1)")
-    demo.set_defaults(func=_demo)
-    p.set_defaults(func=_demo, ops=200_000, seed=1)
-    return p
+        epilog="examples:\n"
+               "  pyiova replay trace.txt.gz\n"
+               "  pyiova replay trace.txt --policy wraparound,reset-when-empty\n"
+               "  pyiova replay trace.txt --check                  does the model fit "
+               "this kernel?\n"
+               "  pyiova replay report.txt --check --kernel 4.10 --json\n\n"
+               "--check exits 1 when an address differs (or none could be compared), "
+               "0 when all match.")
+    r.add_argument("trace", metavar="TRACE", help="the trace file ('-' reads stdin)")
+    r.add_argument("--policy", type=_trace_policies, default=("iova",), metavar="P[,P...]",
+                   help="policies to replay through, comma-separated (default: iova)")
+    r.add_argument("--check", action="store_true",
+                   help="compare pyiova's addresses with the ones the kernel recorded")
+    r.add_argument("--kernel", choices=("6.12", "4.10"), default="6.12",
+                   help="dma-iommu and iova.c rules (default: 6.12)")
+    r.add_argument("--aperture-bits", type=int, default=39, metavar="B",
+                   help="the IOMMU's input address width, forced as the aperture "
+                        "(default: 39, VT-d's; 0: none)")
+    r.add_argument("--json", action="store_true",
+                   help="JSON: with --check one object per device, else one per policy")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=_replay)
+
+
+def _trace_policies(text):
+    from .trace import POLICIES
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in names if p not in POLICIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError("unknown policy %s (replay knows: %s)"
+                                         % (", ".join(bad) or "''", ", ".join(POLICIES)))
+    return names
+
+
+class _TraceBar:
+    """The trace reports progress as (done, total): make the bar on the first call."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.bar = None
+        self.label = ""
+
+    def __call__(self, done, total):
+        if self.bar is None:
+            self.bar = _Bar(total, self.enabled)
+        self.bar(done, self.label)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _replay(args):
+    from . import trace
+    source = sys.stdin.buffer if args.trace == "-" else args.trace
+    bar = _TraceBar(not args.no_progress)
+    try:
+        try:
+            lt = trace.load(source)
+        except OSError as exc:
+            raise _Usage("cannot read %s: %s" % (args.trace, exc.strerror or exc)) from None
+        if args.check:
+            bar.label = "check"
+            res = trace.check(lt, kernel=args.kernel, aperture_bits=args.aperture_bits,
+                              progress=bar)
+            bar.close()
+            if args.json:
+                print(json.dumps(res.to_dicts(), indent=2))
+            else:
+                print(trace.format_check(res))
+            return 0 if res.ok else 1
+        results = []
+        for policy in args.policy:
+            bar.label = policy
+            results.append(trace.replay(lt, policy, kernel=args.kernel,
+                                        aperture_bits=args.aperture_bits, progress=bar))
+            bar.close()
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        print(trace.format_replay(results))
+    return 0
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _Usage as exc:
+        parser.exit(EXIT_USAGE, "pyiova: %s\n" % exc)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`pyiova ... | head`): say nothing more, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

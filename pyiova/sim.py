@@ -1,0 +1,576 @@
+"""Run a workload through an IOVA policy on a model IOMMU and measure it.
+
+    from pyiova.sim import simulate, compare
+    r = simulate("usb", policy="wraparound", driver="ipmmu", ops=200_000, seed=1)
+    r.failures, r.stale_translations, r.ops_per_sec, r.as_dict()
+    for r in compare("usb", driver="ipmmu"): print(r.policy, r.verdict)
+
+Each run builds a fresh IOMMU (driver), one DMA domain with the policy's
+allocator, and the workload's device, then turns every operation of the
+workload into a DMA API call (pyiova.dma) or a device access through the
+IOTLB (Device.dma_access). The same seed gives every policy the same
+operations.
+
+Policies (the same names on the command line):
+
+    iova              the kernel default: tree + per-CPU rcache, strict invalidation
+    iova-lazy         the same with the flush queue (deferred invalidation); only on a
+                      driver with deferred-flush support and the 6.12 rules
+    iova-tree         the tree alone, no rcache
+    wraparound        one-way allocator, one full IOTLB flush per wrap (the 2017
+                      review's proposal); the IPMMU skips its per-unmap syncs under it
+    reset-when-empty  the rejected 2017 patch: freed space is never reused until
+                      nothing at all is mapped, then the whole space resets
+    msi               the MSI cookie's bump allocator: it serves unmanaged domains'
+                      doorbell pages, frees nothing out of order and ignores DMA
+                      masks, so no DMA API workload can run on it (reported n/a)
+
+Drivers: "ipmmu" (Renesas IPMMU-VMSA with its TLB-invalidation erratum on:
+every flush issued on the unmap path is lost with probability drop_rate)
+and "generic" (a strict IOMMU with ranged invalidation and deferred-flush
+support).
+
+After a failed map (DMA_MAPPING_ERROR) the run goes on, as the USB core
+does ("keep trying indefinitely"): the failure is counted, the operations
+that name the failed mapping (its accesses and unmap) are skipped, and the
+workload's next transfer is the retry. After max_failures failures the run
+stops and is marked stopped_early: the device would be hung by then, and
+the remaining operations would only add failures.
+"""
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+from . import dma, errors
+from .allocators import AllocatorType
+from .cookie import get_dma_cookie, put_dma_cookie
+from .drivers import GenericIommu, IpmmuVmsa
+from .iommu import DomainAttr, DomainType, IovaAllocator
+from .iommu_errors import IommuFault
+from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
+                        UNMAP_PAGE, UNMAP_SG, get_workload)
+
+__all__ = ["simulate", "compare", "SimResult", "Sample", "Policy", "POLICIES", "DRIVERS",
+           "DEFAULT_POLICIES", "DEFAULT_OPS", "PolicyNotApplicable", "not_applicable"]
+
+DEFAULT_OPS = 400_000
+DEFAULT_MAX_FAILURES = 1000
+TIMELINE_SAMPLES = 200
+
+
+class Policy(NamedTuple):
+    name: str
+    allocator: str        # the domain's IOVA_ALLOCATOR / the cookie's allocator type
+    rcache: bool
+    lazy: bool
+    summary: str
+
+
+POLICIES = {p.name: p for p in (
+    Policy("iova", "iova", True, False,
+           "kernel default: tree + per-CPU rcache, strict invalidation"),
+    Policy("iova-lazy", "iova", True, True,
+           "tree + rcache with the flush queue (deferred invalidation)"),
+    Policy("iova-tree", "iova", False, False, "the tree alone, no rcache, strict"),
+    Policy("wraparound", "wraparound", False, False,
+           "one-way allocator, one full IOTLB flush per wrap"),
+    Policy("reset-when-empty", "reset-when-empty", False, False,
+           "the rejected 2017 patch: no reuse until nothing is mapped"),
+    Policy("msi", "msi", False, False,
+           "MSI cookie bump allocator (unmanaged domains' doorbells only)"),
+)}
+
+DEFAULT_POLICIES = ("iova", "iova-lazy", "iova-tree", "wraparound", "reset-when-empty")
+
+DRIVERS = {
+    "ipmmu": "Renesas IPMMU-VMSA, 32-bit aperture, whole-context flushes, invalidation erratum on",
+    "generic": "strict IOMMU with ranged invalidation and a flush queue (SMMUv3/VT-d-like)",
+}
+
+
+class PolicyNotApplicable(errors.IovaValueError):
+    """The policy cannot run here (the reason is the message)."""
+
+
+def not_applicable(policy, driver="ipmmu", kernel="6.12"):
+    """Why `policy` cannot run on `driver` (None when it can)."""
+    if policy not in POLICIES:
+        raise errors.IovaValueError("unknown policy %r (known: %s)"
+                                    % (policy, ", ".join(POLICIES)))
+    if driver not in DRIVERS:
+        raise errors.IovaValueError("unknown driver %r (known: %s)"
+                                    % (driver, ", ".join(DRIVERS)))
+    if policy == "msi":
+        return ("the MSI cookie belongs to unmanaged domains' MSI doorbell pages: it frees "
+                "only its latest allocation and ignores DMA masks, so DMA API workloads "
+                "cannot run on it")
+    if policy == "iova-lazy":
+        if driver == "ipmmu":
+            return ("ipmmu-vmsa has no deferred-flush support: its DMA domains are always "
+                    "strict (iova-lazy would be iova)")
+        if kernel != "6.12":
+            return "dma-iommu had no flush queue in 4.10 (it came in 4.14)"
+    return None
+
+
+class Sample(NamedTuple):
+    """One point of a run's timeline (simulate(..., timeline=True))."""
+    op: int                 # operations done
+    live_pfns: int          # pfns mapped for the device
+    held_pfns: int          # pfns the allocator does not consider free
+    failures: int
+    full_flushes: int
+    stale: int              # stale translations so far
+    runs: tuple             # ((lo_pfn, hi_pfn, held pfns in it), ...): the held space,
+                            # neighbouring ranges merged (for drawing)
+
+
+@dataclass
+class SimResult:
+    """What one run measured. as_dict() gives the JSON form."""
+    workload: str
+    policy: str
+    driver: str
+    seed: int
+    kernel: str = "6.12"
+    applicable: bool = True
+    note: str = ""
+    ops_requested: int = 0
+    ops: int = 0                    # operations executed
+    elapsed_s: float = 0.0
+    ops_per_sec: float = 0.0
+    maps: int = 0                   # successful map_page / map_sg / alloc_coherent calls
+    unmaps: int = 0
+    failures: int = 0               # DMA_MAPPING_ERROR results
+    first_failure_op: Optional[int] = None   # index (from 0) of the op that first failed
+    maps_before_failure: Optional[int] = None
+    stopped_early: bool = False     # max_failures reached: the device is hung
+    skipped: int = 0                # accesses and unmaps of mappings that failed
+    peak_live_pfns: int = 0
+    live_pfns: int = 0              # at the end
+    space_pfns: int = 0             # pfns the device can be given
+    free_pfns: int = 0              # of those, not held by the allocator at the end
+    largest_free_pfns: int = 0
+    fragmentation: float = 0.0      # 1 - largest_free / free (0: free space in one piece)
+    full_flushes: int = 0
+    iotlb_syncs: int = 0
+    syncs_skipped: int = 0
+    invalidations_lost: int = 0
+    accesses: int = 0
+    iotlb_hits: int = 0
+    iotlb_misses: int = 0
+    stale_translations: int = 0
+    stale_unmapped: int = 0         # DMA into a freed buffer
+    stale_remapped: int = 0         # DMA into a buffer mapped for something else
+    faults: int = 0                 # device accesses to live mappings the IOMMU refused
+                                    # (a stale entry with the old mapping's rights)
+    wraps: int = 0
+    resets: int = 0
+    params: Dict[str, Any] = field(default_factory=dict)
+    timeline: List[Sample] = field(default_factory=list, repr=False)
+    failure_ops: List[int] = field(default_factory=list, repr=False)
+
+    @property
+    def verdict(self):
+        """"n/a", "FAILS", "UNSAFE" (stale translations, or faults on live
+        mappings) or "ok"."""
+        if not self.applicable:
+            return "n/a"
+        if self.failures:
+            return "FAILS"
+        if self.stale_translations or self.faults:
+            return "UNSAFE"
+        return "ok"
+
+    def as_dict(self, timeline=False):
+        out = {}
+        for f in fields(self):
+            if f.name in ("timeline", "failure_ops"):
+                continue
+            v = getattr(self, f.name)
+            if f.name == "params":
+                v = {k: (list(x) if isinstance(x, tuple) else x) for k, x in v.items()}
+            out[f.name] = v
+        if not self.applicable:
+            for key in _MEASURED:
+                out[key] = None
+        out["verdict"] = self.verdict
+        if timeline:
+            out["timeline"] = [s._asdict() for s in self.timeline]
+            out["failure_ops"] = list(self.failure_ops)
+        return out
+
+
+_MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures",
+             "first_failure_op", "maps_before_failure", "skipped", "peak_live_pfns",
+             "live_pfns", "space_pfns", "free_pfns", "largest_free_pfns", "fragmentation",
+             "full_flushes", "iotlb_syncs", "syncs_skipped", "invalidations_lost", "accesses",
+             "iotlb_hits", "iotlb_misses", "stale_translations", "stale_unmapped",
+             "stale_remapped", "faults", "wraps", "resets")
+
+
+# ---- setting a run up ---------------------------------------------------------------
+
+def _make_iommu(driver, seed, drop_rate):
+    if driver == "ipmmu":
+        return IpmmuVmsa("ipmmu", erratum=True, erratum_drop_rate=drop_rate, seed=seed)
+    return GenericIommu("generic-iommu")
+
+
+def _setup(wl, pol, driver, seed, kernel, drop_rate):
+    """A fresh IOMMU, a DMA domain set up for the policy, the device attached."""
+    iommu = _make_iommu(driver, seed, drop_rate)
+    dom = iommu.domain_alloc(DomainType.DMA)
+    # The attribute is what the IPMMU reads to skip its per-unmap syncs under
+    # wraparound; it must be set before the first attach.
+    dom.set_attr(DomainAttr.IOVA_ALLOCATOR, IovaAllocator(pol.allocator))
+    if pol.lazy:
+        dom.set_attr(DomainAttr.DMA_USE_FLUSH_QUEUE, True)
+    cookie = get_dma_cookie(dom, allocator=pol.allocator, rcache=pol.rcache, kernel=kernel,
+                            ncpus=wl.ncpus)
+    dev = wl.device()
+    dev.attach(dom)
+    dma.dma_cookie(dev)        # iommu_dma_init_domain now, not inside the timed loop
+    return dom, dev, cookie
+
+
+def _teardown(dom, dev):
+    dev.detach()
+    put_dma_cookie(dom)
+    dom.free()
+
+
+# ---- the allocator's view of the space ----------------------------------------------
+
+def _held_ranges(cookie):
+    """(lo, hi) pfn ranges the allocator holds (live, cached, retired), in order."""
+    if cookie.type is AllocatorType.WRAPAROUND:
+        return [(lo, hi) for lo, hi, _ in cookie.allocator.ranges()]
+    iovad = cookie.iovad
+    return iovad.ranges() if iovad is not None else []
+
+
+def _device_space(cookie, dev):
+    """[first, last] pfn the allocator may give this device."""
+    first = cookie.stats().get("start_pfn", cookie.start_pfn)
+    last = cookie.dma_limit(dev, min(dev.dma_mask, dev.coherent_dma_mask)) >> cookie.shift
+    if cookie.type is AllocatorType.WRAPAROUND:
+        last = min(last, cookie.stats()["end_pfn"])
+    return first, last
+
+
+def free_space(ranges, first, last):
+    """(free pfns, largest free run) in [first, last] around sorted, disjoint ranges."""
+    free = largest = 0
+    cur = first
+    for lo, hi in ranges:
+        if hi < cur:
+            continue
+        if lo > last:
+            break
+        if lo > cur:
+            gap = lo - cur
+            free += gap
+            if gap > largest:
+                largest = gap
+        cur = hi + 1
+    if cur <= last:
+        gap = last - cur + 1
+        free += gap
+        if gap > largest:
+            largest = gap
+    return free, largest
+
+
+def _runs(ranges, first, last, max_runs=2048):
+    """The held ranges merged into at most about max_runs runs: ranges closer
+    than 1/max_runs of the extent in use are joined, each run keeping how many
+    pfns it really holds."""
+    if not ranges:
+        return (), 0
+    top = min(last, ranges[-1][1])
+    join = max(1, (top - first + 1) // max_runs)
+    out = []
+    held = 0
+    run_lo, run_hi, run_n = ranges[0][0], ranges[0][1], 0
+    for lo, hi in ranges:
+        n = hi - lo + 1
+        held += n
+        if lo - run_hi <= join:
+            if hi > run_hi:
+                run_hi = hi
+            run_n += n
+        else:
+            out.append((run_lo, run_hi, run_n))
+            run_lo, run_hi, run_n = lo, hi, n
+    out.append((run_lo, run_hi, run_n))
+    return tuple(out), held
+
+
+# ---- the run ------------------------------------------------------------------------
+
+def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first, last):
+    """Executes the operations; fills res. The loop binds everything it calls
+    to locals, keeps its counters in locals, and makes no objects of its own
+    per operation: a million operations spend their time in the DMA API."""
+    map_page, unmap_page = dma.map_page, dma.unmap_page
+    map_sg, unmap_sg = dma.map_sg, dma.unmap_sg
+    alloc_coherent, free_coherent = dma.alloc_coherent, dma.free_coherent
+    access = dev.dma_access
+    advance = cookie.advance
+    MappingError = errors.DmaMappingError
+    Fault = IommuFault
+    shift = cookie.shift
+    gmask = cookie.granule - 1
+    counts = dom.counts
+    iotlb = dom.iotlb
+
+    addr = {}          # handle -> DMA address
+    objs = {}          # handle -> SgMapping / CoherentBuffer
+    live = peak = maps = unmaps = failures = skipped = faults = 0
+    first_fail = maps_before = None
+    fail_ops = res.failure_ops
+    samples = res.timeline
+    label = res.policy
+
+    if timeline:
+        tick = max(1, min(4096, n // TIMELINE_SAMPLES))
+    else:
+        tick = 4096
+    next_tick = tick
+    i = -1
+    stopped = False
+
+    def failed(at, maps_so_far):
+        """Counts a failed map at op `at`; True when the run must stop."""
+        nonlocal failures, first_fail, maps_before, stopped
+        failures += 1
+        if first_fail is None:
+            first_fail, maps_before = at, maps_so_far
+        if failures <= 10000:
+            fail_ops.append(at)
+        stopped = failures >= max_failures
+        return stopped
+
+    sampling = [0.0]        # seconds spent sampling, kept out of ops/s
+
+    def sample(at):
+        t = time.perf_counter()
+        runs, held = _runs(_held_ranges(cookie), first, last)
+        samples.append(Sample(at, live, held, failures, counts.full_flushes,
+                              iotlb.stats().stale_hits if iotlb is not None else 0, runs))
+        sampling[0] += time.perf_counter() - t
+
+    if timeline:
+        sample(0)
+        sampling[0] = 0.0
+    t0 = time.perf_counter()
+    for i, op in enumerate(ops):
+        if i == next_tick:
+            next_tick += tick
+            if progress is not None:
+                progress(i, label)
+            if timeline:
+                sample(i)
+        code = op[0]
+        if code == ACCESS:
+            a = addr.get(op[1])
+            if a is None:
+                skipped += 1
+            else:
+                try:
+                    access(a + op[2], op[3])
+                except Fault:
+                    # Only a stale IOTLB entry can refuse an access to a live
+                    # mapping made with the right direction: one left by an
+                    # earlier mapping of the same IOVA with other rights.
+                    faults += 1
+        elif code == MAP_PAGE:
+            _, h, paddr, size, d, cpu = op
+            try:
+                if cpu is None:
+                    a = map_page(dev, paddr, size, d)
+                else:
+                    a = map_page(dev, paddr, size, d, cpu=cpu)
+            except MappingError:
+                if failed(i, maps):
+                    break
+                continue
+            addr[h] = a
+            maps += 1
+            live += ((a & gmask) + size + gmask) >> shift
+            if live > peak:
+                peak = live
+        elif code == UNMAP_PAGE:
+            _, h, size, d, cpu = op
+            a = addr.pop(h, None)
+            if a is None:
+                skipped += 1
+                continue
+            if cpu is None:
+                unmap_page(dev, a, size, d)
+            else:
+                unmap_page(dev, a, size, d, cpu=cpu)
+            unmaps += 1
+            live -= ((a & gmask) + size + gmask) >> shift
+        elif code == ADVANCE:
+            advance(op[1])
+        elif code == MAP_SG:
+            _, h, segs, d, cpu = op
+            try:
+                sg = map_sg(dev, segs, d, cpu=cpu)
+            except MappingError:
+                if failed(i, maps):
+                    break
+                continue
+            addr[h] = sg.iova
+            objs[h] = sg
+            maps += 1
+            live += sg.length >> shift
+            if live > peak:
+                peak = live
+        elif code == UNMAP_SG:
+            _, h, d, cpu = op
+            sg = objs.pop(h, None)
+            if sg is None:
+                skipped += 1
+                continue
+            del addr[h]
+            unmap_sg(dev, sg, d, cpu=cpu)
+            unmaps += 1
+            live -= sg.length >> shift
+        elif code == ALLOC_COHERENT:
+            _, h, size, cpu = op
+            try:
+                buf = alloc_coherent(dev, size, cpu=cpu)
+            except MappingError:
+                if failed(i, maps):
+                    break
+                continue
+            addr[h] = buf.dma_addr
+            objs[h] = buf
+            maps += 1
+            live += (size + gmask) >> shift
+            if live > peak:
+                peak = live
+        elif code == FREE_COHERENT:
+            _, h, cpu = op
+            buf = objs.pop(h, None)
+            if buf is None:
+                skipped += 1
+                continue
+            del addr[h]
+            free_coherent(dev, buf, cpu=cpu)
+            unmaps += 1
+            live -= (buf.size + gmask) >> shift
+        else:
+            raise errors.IovaValueError("operation %d: unknown opcode %r" % (i, code))
+    elapsed = time.perf_counter() - t0 - sampling[0]
+    done = i + 1
+    if timeline and (not samples or samples[-1].op != done):
+        sample(done)
+    if progress is not None:
+        progress(done, label)
+
+    res.ops = done
+    res.elapsed_s = elapsed
+    res.ops_per_sec = done / elapsed if elapsed > 0 else 0.0
+    res.maps, res.unmaps, res.failures, res.skipped = maps, unmaps, failures, skipped
+    res.first_failure_op, res.maps_before_failure = first_fail, maps_before
+    res.stopped_early = stopped
+    res.peak_live_pfns, res.live_pfns = peak, live
+    res.faults = faults
+
+
+def _fill_counters(res, dom, cookie, first, last):
+    c = dom.counters()
+    res.full_flushes = c.full_flushes
+    res.iotlb_syncs = c.syncs
+    res.syncs_skipped = c.syncs_skipped
+    res.invalidations_lost = c.invalidations_lost
+    res.accesses = c.accesses
+    res.iotlb_hits = c.iotlb_hits
+    res.iotlb_misses = c.iotlb_misses
+    res.stale_translations = c.stale_hits
+    res.stale_unmapped = c.stale_unmapped
+    res.stale_remapped = c.stale_remapped
+    st = cookie.stats()
+    res.wraps = st.get("wraps", 0)
+    res.resets = cookie.resets
+    res.space_pfns = last - first + 1
+    res.free_pfns, res.largest_free_pfns = free_space(_held_ranges(cookie), first, last)
+    res.fragmentation = (1.0 - res.largest_free_pfns / res.free_pfns) if res.free_pfns else 0.0
+
+
+def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
+             progress: Optional[Callable[[int, str], None]] = None, *, params=None,
+             kernel="6.12",
+             max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0, timeline=False):
+    """Runs `ops` operations of a workload through one policy; a SimResult.
+
+    workload      a name ("usb", "nic", "nvme", "random") or a Workload
+    params        the workload's parameters, when it is given by name
+    policy        see the module's docstring; PolicyNotApplicable when it
+                  cannot run on this driver (not_applicable() says why)
+    driver        "ipmmu" or "generic"
+    kernel        "6.12" or "4.10" dma-iommu and iova.c rules
+    max_failures  failed maps after which the run stops (stopped_early)
+    drop_rate     ipmmu: probability that an unmap-path flush is lost
+    progress      called now and then as progress(operations done, policy name)
+    timeline      record TIMELINE_SAMPLES samples of the address space (for plots)
+    """
+    wl = get_workload(workload, **(params or {}))
+    if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
+        raise errors.IovaValueError("ops must be an integer >= 0, not %r" % (ops,))
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
+        raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
+                                    % (max_failures,))
+    if kernel not in ("6.12", "4.10"):
+        raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
+    why = not_applicable(policy, driver, kernel)
+    if why:
+        raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
+    res = SimResult(wl.name, policy, driver, seed, kernel=kernel, ops_requested=ops,
+                    params=wl.params)
+    dom, dev, cookie = _setup(wl, POLICIES[policy], driver, seed, kernel, drop_rate)
+    try:
+        first, last = _device_space(cookie, dev)
+        _run(wl.ops(ops, seed), ops, dev, dom, cookie, res, max_failures, progress, timeline,
+             first, last)
+        _fill_counters(res, dom, cookie, first, last)
+    finally:
+        _teardown(dom, dev)
+    return res
+
+
+def _offset(progress, base):
+    """progress, shifted by the operations of the runs before this one."""
+    if progress is None:
+        return None
+    return lambda done, label: progress(base + done, label)
+
+
+def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS, seed=1,
+            progress: Optional[Callable[[int, str], None]] = None, **kw):
+    """simulate() for each policy, same workload and seed; a list of
+    SimResult in the order given. A policy that cannot run on the driver
+    gets a result with applicable=False and the reason in .note. progress
+    is called as progress(operations done across all runs, policy name)."""
+    wl = get_workload(workload, **(kw.pop("params", None) or {}))
+    kernel = kw.get("kernel", "6.12")
+    for p in policies:
+        not_applicable(p, driver, kernel)      # unknown names fail before anything runs
+    out = []
+    offset = 0
+    for p in policies:
+        why = not_applicable(p, driver, kernel)
+        if why:
+            out.append(SimResult(wl.name, p, driver, seed, kernel=kernel, applicable=False,
+                                 note=why, ops_requested=ops, params=wl.params))
+            continue
+        r = simulate(wl, p, driver, ops, seed, _offset(progress, offset), **kw)
+        offset += ops
+        if progress is not None:
+            progress(offset, p)
+        out.append(r)
+    return out

@@ -1,0 +1,68 @@
+"""Seeded, reproducible device workloads for the simulator.
+
+    from pyiova.workloads import get_workload
+    wl = get_workload("usb", inflight=8)        # parameters as keywords (or strings: "8")
+    ops = wl.ops(100_000, seed=1)               # an iterator of operation tuples
+
+Workloads (`describe()` prints each one's parameters and defaults):
+
+    usb     a coherent descriptor ring for the device's life plus bulk
+            streaming transfers of varying size: the 2017 review's scenario
+    nic     rx/tx descriptor rings, a map per packet, unmap on completion, bursts
+    nvme    per-CPU queue pairs, 4 KiB-2 MiB transfers, scatter-gather lists
+    random  sizes and lifetimes drawn from distributions given as parameters
+
+The operation vocabulary is in pyiova.workloads.base.
+"""
+from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG, OP_NAMES,
+                   UNMAP_PAGE, UNMAP_SG, Param, Workload, WorkloadError, format_op, format_size,
+                   parse_size)
+from .nic import NicWorkload
+from .nvme import NvmeWorkload
+from .randomized import RandomWorkload
+from .usb import UsbWorkload
+
+__all__ = ["WORKLOADS", "get_workload", "describe", "Workload", "WorkloadError", "Param",
+           "UsbWorkload", "NicWorkload", "NvmeWorkload", "RandomWorkload", "OP_NAMES",
+           "format_op", "format_size", "parse_size", "ACCESS", "MAP_PAGE", "UNMAP_PAGE",
+           "MAP_SG", "UNMAP_SG", "ALLOC_COHERENT", "FREE_COHERENT", "ADVANCE"]
+
+WORKLOADS = {cls.name: cls for cls in (UsbWorkload, NicWorkload, NvmeWorkload, RandomWorkload)}
+
+
+def get_workload(workload, **params):
+    """A Workload from its name and parameters (a Workload is returned as is,
+    and then takes no parameters)."""
+    if isinstance(workload, Workload):
+        if params:
+            raise WorkloadError("parameters go to the workload's constructor, not here")
+        return workload
+    cls = WORKLOADS.get(workload)
+    if cls is None:
+        raise WorkloadError("unknown workload %r (known: %s)" % (workload, ", ".join(WORKLOADS)))
+    return cls(**params)
+
+
+def _default_text(spec):
+    if spec.default == "":
+        return "see right"
+    value = spec.parse(spec.default)
+    if isinstance(value, tuple):
+        return ",".join(format_size(v) if isinstance(v, int) and v >= 512 else str(v)
+                        for v in value)
+    if isinstance(spec.default, str):
+        return spec.default
+    return str(value)
+
+
+def describe(name=None):
+    """Text listing each workload (or one), its device and its parameters."""
+    out = []
+    for cls in ([WORKLOADS[name]] if name else WORKLOADS.values()):
+        wl = cls()
+        out.append("%s: %s" % (cls.name, cls.summary))
+        out.append("    device %s: %d-bit DMA mask, %s" % (
+            wl.device_name, wl.dma_bits, "PCI" if wl.is_pci else "platform device"))
+        for key, spec in cls.PARAMS.items():
+            out.append("    %-15s %-22s %s" % (key, "(" + _default_text(spec) + ")", spec.help))
+    return "\n".join(out)
