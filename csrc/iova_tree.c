@@ -103,24 +103,35 @@ void iova_tree_node_free(struct iova_tree *t, uint32_t i)
  * roundup_pow_of_two(s) fits in [gap_lo, end). Fitting is monotone in s (a
  * spot aligned for a larger block is aligned for a smaller one), so
  * "gap_fit >= size" is exactly "a size-aligned request of size fits".
- * The best spot for each alignment is the first multiple at or above
- * gap_lo; stepping x += lowbit(x) visits those multiples in order of
- * increasing alignment.
+ *
+ * In O(1): with 2^K <= len < 2^(K+1), the largest whole aligned block in
+ * the gap is 2^K or 2^(K-1) (any span of 2^K holds an aligned 2^(K-1)).
+ * Call it 2^k. A larger answer can only be a partial block at the next
+ * alignment, 2^(k+1): any block above 2^(k+1) pages would hold a whole
+ * aligned 2^(k+1), contradicting k. So the answer is the larger of 2^k and
+ * what fits from the first multiple of 2^(k+1).
  */
+static inline uint64_t align_up(uint64_t x, unsigned k)
+{
+    uint64_t m = (1ull << k) - 1;
+    return (x + m) & ~m;           /* gap_lo <= 2^63 here, so this cannot wrap */
+}
+
 uint64_t iova_gap_fit(uint64_t gap_lo, uint64_t end)
 {
-    uint64_t best = 0, x = gap_lo;
-    while (x < end) {
-        if (x == 0)                       /* 0 is aligned to everything */
-            return end;
-        uint64_t lb = x & (~x + 1);
-        uint64_t room = end - x;
-        uint64_t v = lb < room ? lb : room;
-        if (v > best)
-            best = v;
-        if (lb >= room)                   /* next multiple lies past end */
-            break;
-        x += lb;
+    if (end <= gap_lo)
+        return 0;
+    if (gap_lo == 0)
+        return end;                /* 0 is aligned to everything */
+    uint64_t len = end - gap_lo;
+    unsigned k = 63 - (unsigned)__builtin_clzll(len);
+    if (align_up(gap_lo, k) > end - (1ull << k))
+        k--;
+    uint64_t best = 1ull << k;
+    if (k < 63) {
+        uint64_t p = align_up(gap_lo, k + 1);
+        if (p < end && end - p > best)
+            best = end - p < (2ull << k) ? end - p : (2ull << k);
     }
     return best;
 }

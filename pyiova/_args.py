@@ -42,6 +42,8 @@ def bad_argument(**named):
 
 def u64_buffer(name, values):
     """(cffi uint64_t[] over values, the object owning the memory, count)."""
+    if type(values) is array.array and values.itemsize == 8 and values.typecode in "QqLl":
+        return ffi.from_buffer("uint64_t[]", values), values, len(values)   # the common case
     try:
         view = memoryview(values)
     except TypeError:
