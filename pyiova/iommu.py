@@ -416,23 +416,9 @@ class IommuDomain:
         """iommu_unmap(): unmap, then iotlb_sync. Returns the bytes unmapped,
         which is less than size when the walk met unmapped space (0 if
         nothing at iova was mapped)."""
-        if not self._mappable:
-            raise self._not_mappable("unmap")
-        try:
-            if iova < self._ap_lo or iova + size > self._ap_end:
-                raise self._outside(iova, size)
-        except TypeError:
-            raise bad_argument(iova=iova, size=size) from None
-        self._op += 1
         gather = IotlbGather()
-        ops = self.ops
-        unmapped = ops.unmap(self, iova, size, gather)
-        pc = self._pc
-        pc.unmaps += 1
-        if unmapped != size:
-            pc.short_unmaps += 1
-        ops.iotlb_sync(self, gather)
-        gather.reset()
+        unmapped = self.unmap_fast(iova, size, gather)
+        self.ops.iotlb_sync(self, gather)
         return unmapped
 
     def unmap_fast(self, iova, size, gather):
