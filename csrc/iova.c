@@ -373,9 +373,18 @@ void iova_remove_node_locked(struct iova_domain *d, uint32_t i)
     iova_tree_node_free(t, i);
 }
 
-void iova_release_cached_pfn_locked(struct iova_domain *d, uint64_t pfn)
+uint32_t iova_cached_node_locked(struct iova_domain *d, uint64_t pfn, uint32_t hint)
 {
-    uint32_t i = iova_tree_find(&d->tree, pfn);
+    struct iova_tree *t = &d->tree;
+    if (hint < t->top && !(iova_flags(t, hint) & IOVA_NODE_FREE) &&
+        t->nodes[hint].lo <= pfn && pfn <= t->nodes[hint].hi)
+        return hint;
+    return iova_tree_find(t, pfn);
+}
+
+void iova_release_cached_pfn_locked(struct iova_domain *d, uint64_t pfn, uint32_t node)
+{
+    uint32_t i = iova_cached_node_locked(d, pfn, node);
     /* The kernel warns and skips a pfn whose node has gone; it cannot
      * happen here, since a cached range can only leave through this path. */
     if (i != IOVA_NIL && (iova_flags(&d->tree, i) & IOVA_NODE_CACHED))

@@ -65,6 +65,9 @@ struct iova_tree {
 
 struct iova_magazine {
     uint32_t count;
+    uint32_t *nodes;          /* the tree node of each pfn, so that taking one out
+                               * of the cache needs no lookup (mag_size slots,
+                               * in the same allocation, after pfns) */
     uint64_t pfns[];          /* mag_size slots, index 0 the oldest */
 };
 
@@ -203,9 +206,12 @@ void iova_lock_all(struct iova_domain *d);
 void iova_unlock_all(struct iova_domain *d);
 /* Removes node i with the kernel's cache-pointer maintenance; tree_lock held. */
 void iova_remove_node_locked(struct iova_domain *d, uint32_t i);
-/* Frees the range starting at / containing pfn, as a magazine flush does:
- * the node must be CACHED; anything else is silently skipped. */
-void iova_release_cached_pfn_locked(struct iova_domain *d, uint64_t pfn);
+/* Frees the range holding a cached pfn, as a magazine flush does: the node
+ * must be CACHED; anything else is silently skipped. `node` is where the
+ * magazine says it is; it is checked, and looked up again if it is stale. */
+void iova_release_cached_pfn_locked(struct iova_domain *d, uint64_t pfn, uint32_t node);
+/* The node of a cached pfn: `hint` if it still holds pfn, else a lookup. */
+uint32_t iova_cached_node_locked(struct iova_domain *d, uint64_t pfn, uint32_t hint);
 int64_t iova_alloc_locked(struct iova_domain *d, uint64_t size,
                           uint64_t limit_pfn, bool size_aligned);
 int iova_validate_size(const struct iova_domain *d, uint64_t size);

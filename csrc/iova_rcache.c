@@ -47,9 +47,11 @@ static uint64_t roundup_pow_of_two(uint64_t x)
 struct iova_magazine *iova_mag_alloc(const struct iova_domain *d)
 {
     struct iova_magazine *m =
-        iova_malloc(sizeof(*m) + d->mag_size * sizeof(m->pfns[0]));
-    if (m)
+        iova_malloc(sizeof(*m) + d->mag_size * (sizeof(m->pfns[0]) + sizeof(m->nodes[0])));
+    if (m) {
         m->count = 0;
+        m->nodes = (uint32_t *)(m->pfns + d->mag_size);
+    }
     return m;
 }
 
@@ -111,12 +113,12 @@ void iova_rcache_release(struct iova_domain *d)
 static void mag_free_pfns(struct iova_domain *d, struct iova_magazine *m)
 {
     for (uint32_t i = 0; i < m->count; i++)
-        iova_release_cached_pfn_locked(d, m->pfns[i]);
+        iova_release_cached_pfn_locked(d, m->pfns[i], m->nodes[i]);
     m->count = 0;
 }
 
 /* 6.12: the newest pfn that is <= lim; the newest takes its slot. */
-static uint64_t mag_pop_612(struct iova_magazine *m, uint64_t lim)
+static uint64_t mag_pop_612(struct iova_magazine *m, uint64_t lim, uint32_t *node)
 {
     if (m->count == 0)
         return 0;
@@ -127,16 +129,21 @@ static uint64_t mag_pop_612(struct iova_magazine *m, uint64_t lim)
         i--;
     }
     uint64_t pfn = m->pfns[i];
-    m->pfns[i] = m->pfns[--m->count];
+    *node = m->nodes[i];
+    m->count--;
+    m->pfns[i] = m->pfns[m->count];
+    m->nodes[i] = m->nodes[m->count];
     return pfn;
 }
 
 /* 4.10: only the newest pfn is considered, against the inclusive limit. */
-static uint64_t mag_pop_410(struct iova_magazine *m, uint64_t limit_pfn)
+static uint64_t mag_pop_410(struct iova_magazine *m, uint64_t limit_pfn, uint32_t *node)
 {
     if (m->count == 0 || m->pfns[m->count - 1] >= limit_pfn)
         return 0;
-    return m->pfns[--m->count];
+    m->count--;
+    *node = m->nodes[m->count];
+    return m->pfns[m->count];
 }
 
 /* ---- depot -------------------------------------------------------------- */
@@ -176,6 +183,7 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
     struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
     struct iova_depot *dp = &d->depot[k];
     uint64_t pfn = 0;
+    uint32_t node = IOVA_NIL;
     bool has = true;
 
     pthread_mutex_lock(&c->lock);
@@ -200,13 +208,13 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
     }
     if (has) {
         if (d->kernel == IOVA_KERNEL_6_12)
-            pfn = mag_pop_612(c->loaded, limit_pfn + 1 - size);   /* may wrap, as in the kernel */
+            pfn = mag_pop_612(c->loaded, limit_pfn + 1 - size, &node);   /* may wrap, as the kernel's */
         else
-            pfn = mag_pop_410(c->loaded, limit_pfn);
+            pfn = mag_pop_410(c->loaded, limit_pfn, &node);
     }
     if (pfn) {
         pthread_mutex_lock(&d->tree_lock);
-        uint32_t i = iova_tree_find(&d->tree, pfn);
+        uint32_t i = iova_cached_node_locked(d, pfn, node);
         if (i != IOVA_NIL) {
             iova_clear_flag(&d->tree, i, IOVA_NODE_CACHED);
             d->cached_ranges--;
@@ -222,7 +230,7 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
  * magazine whose pfns must go back to the tree (4.10 overflow), or NULL. */
 static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
                                            struct iova_cpu_rcache *c,
-                                           uint64_t pfn, bool *inserted)
+                                           uint64_t pfn, uint32_t node, bool *inserted)
 {
     struct iova_depot *dp = &d->depot[k];
     struct iova_magazine *evicted = NULL;
@@ -253,7 +261,8 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
         pthread_mutex_unlock(&dp->lock);
         c->loaded = fresh;
     }
-    c->loaded->pfns[c->loaded->count++] = pfn;
+    c->loaded->pfns[c->loaded->count] = pfn;
+    c->loaded->nodes[c->loaded->count++] = node;
     return evicted;
 }
 
@@ -415,13 +424,13 @@ static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
         return (int)i;
     }
     bool inserted;
-    struct iova_magazine *evicted = rcache_insert(d, k, c, pfn, &inserted);
+    struct iova_magazine *evicted = rcache_insert(d, k, c, pfn, (uint32_t)i, &inserted);
     if (evicted || !inserted) {
         pthread_mutex_lock(&d->tree_lock);
         if (evicted)
             mag_free_pfns(d, evicted);
         if (!inserted)                     /* no magazine to be had: the tree takes it */
-            iova_release_cached_pfn_locked(d, pfn);
+            iova_release_cached_pfn_locked(d, pfn, (uint32_t)i);
         pthread_mutex_unlock(&d->tree_lock);
         free(evicted);
     }
@@ -638,7 +647,7 @@ int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,
 }
 
 /* Visits every cached pfn with its class; caller holds every lock. */
-typedef void (*pfn_visitor)(void *ctx, unsigned k, uint64_t pfn);
+typedef void (*pfn_visitor)(void *ctx, unsigned k, uint64_t pfn, uint32_t node);
 
 static void for_each_cached(struct iova_domain *d, pfn_visitor fn, void *ctx)
 {
@@ -646,14 +655,14 @@ static void for_each_cached(struct iova_domain *d, pfn_visitor fn, void *ctx)
         for (unsigned cpu = 0; cpu < d->ncpus; cpu++) {
             struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
             for (uint32_t i = 0; i < c->loaded->count; i++)
-                fn(ctx, k, c->loaded->pfns[i]);
+                fn(ctx, k, c->loaded->pfns[i], c->loaded->nodes[i]);
             for (uint32_t i = 0; i < c->prev->count; i++)
-                fn(ctx, k, c->prev->pfns[i]);
+                fn(ctx, k, c->prev->pfns[i], c->prev->nodes[i]);
         }
         struct iova_depot *dp = &d->depot[k];
         for (uint64_t j = 0; j < dp->len; j++)
             for (uint32_t i = 0; i < dp->mags[j]->count; i++)
-                fn(ctx, k, dp->mags[j]->pfns[i]);
+                fn(ctx, k, dp->mags[j]->pfns[i], dp->mags[j]->nodes[i]);
     }
 }
 
@@ -663,7 +672,7 @@ struct collect_ctx {
     uint64_t n;
 };
 
-static void collect(void *p, unsigned k, uint64_t pfn)
+static void collect(void *p, unsigned k, uint64_t pfn, uint32_t node)
 {
     struct collect_ctx *c = p;
     if (c->n < c->cap)
@@ -707,7 +716,7 @@ struct verify_ctx {
     uint64_t bad;
 };
 
-static void verify(void *p, unsigned k, uint64_t pfn)
+static void verify(void *p, unsigned k, uint64_t pfn, uint32_t node)
 {
     struct verify_ctx *v = p;
     const struct iova_tree *t = &v->d->tree;
@@ -718,6 +727,8 @@ static void verify(void *p, unsigned k, uint64_t pfn)
         v->why = "a cached pfn lies in no range (R1)";
     else if (!(iova_flags(t, i) & IOVA_NODE_CACHED))
         v->why = "a cached pfn's range is not flagged CACHED (R1)";
+    else if (node != i)
+        v->why = "a magazine names the wrong node for a pfn (R1)";
     if (v->why)
         v->bad = pfn;
     else

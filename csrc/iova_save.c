@@ -120,8 +120,10 @@ static bool get_mag(struct reader *r, const struct iova_domain *d,
     if (r->bad || count > d->mag_size)
         return false;
     m->count = (uint32_t)count;
-    for (uint32_t i = 0; i < m->count; i++)
+    for (uint32_t i = 0; i < m->count; i++) {
         m->pfns[i] = get(r);
+        m->nodes[i] = iova_tree_find((struct iova_tree *)&d->tree, m->pfns[i]);
+    }
     return !r->bad;
 }
 
