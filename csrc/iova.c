@@ -27,11 +27,6 @@
 #include "iova_mem_internal.h"
 #include "iova_internal.h"
 
-static uint64_t roundup_pow_of_two(uint64_t x)
-{
-    return x <= 1 ? 1 : 1ull << (64 - __builtin_clzll(x - 1));
-}
-
 static uint64_t size_mask(uint64_t size, bool aligned)
 {
     return aligned ? ~(roundup_pow_of_two(size) - 1) : IOVA_U64_MAX;

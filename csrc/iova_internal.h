@@ -114,6 +114,12 @@ struct iova_domain {
     uint64_t clock_ms;
 };
 
+/* The kernel's roundup_pow_of_two, for sizes of at most 2^63 pages. */
+static inline uint64_t roundup_pow_of_two(uint64_t x)
+{
+    return x <= 1 ? 1 : 1ull << (64 - __builtin_clzll(x - 1));
+}
+
 /* ---- node accessors ---- */
 static inline struct iova_node *iova_n(const struct iova_tree *t, uint32_t i)
 {

@@ -39,11 +39,6 @@ unsigned iova_size_class(uint64_t size)
     return size <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(size - 1);
 }
 
-static uint64_t roundup_pow_of_two(uint64_t x)
-{
-    return x <= 1 ? 1 : 1ull << (64 - __builtin_clzll(x - 1));
-}
-
 struct iova_magazine *iova_mag_alloc(const struct iova_domain *d)
 {
     struct iova_magazine *m =

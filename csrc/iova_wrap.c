@@ -24,11 +24,6 @@
 #include "iova_mem_internal.h"
 #include "iova_cookie_internal.h"
 
-static uint64_t roundup_pow_of_two(uint64_t x)
-{
-    return x <= 1 ? 1 : 1ull << (64 - __builtin_clzll(x - 1));
-}
-
 int iova_wrap_init(struct iova_wrap *w, uint64_t start_pfn, uint64_t end_pfn)
 {
     iova_tree_init(&w->tree);
