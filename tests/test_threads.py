@@ -102,3 +102,44 @@ def test_default_cpu_slots_from_threads():
 
     run_threads(work)
     assert_owned_once(dom, live)
+
+
+def test_dma_map_unmap_from_threads_on_one_domain():
+    """Devices on their own threads (their own CPU slots) mapping through one
+    domain: every mapping unmapped, nothing held twice, nothing stale."""
+    from pyiova import DomainType, GenericIommu, dma
+    from pyiova.cookie import cookie_of, get_dma_cookie
+    from pyiova.device import Device
+    from pyiova.dma import DmaDirection
+
+    iommu = GenericIommu("smmu")
+    dom = iommu.domain_alloc(DomainType.DMA)
+    get_dma_cookie(dom, ncpus=N_THREADS)
+    devs = [Device("dev%d" % i, is_pci=True) for i in range(N_THREADS)]
+    for dev in devs:
+        dev.attach(dom)
+    handed = [set() for _ in range(N_THREADS)]
+
+    def work(i):
+        dev, rng, live = devs[i], random.Random(i), []
+        for _ in range(2500):
+            if live and rng.random() < 0.5:
+                addr, size = live.pop(rng.randrange(len(live)))
+                dev.dma_access(addr)
+                dma.unmap_page(dev, addr, size, DmaDirection.TO_DEVICE, cpu=i)
+            else:
+                size = rng.choice((512, 4096, 8192, 65536))
+                addr = dma.map_page(dev, 0x4000_0000 + i * 0x1000_0000 + rng.randrange(256) * 4096,
+                                    size, DmaDirection.TO_DEVICE, cpu=i)
+                live.append((addr, size))
+                handed[i].add(addr)
+        for addr, size in live:
+            dma.unmap_page(dev, addr, size, DmaDirection.TO_DEVICE, cpu=i)
+
+    run_threads(work)
+    cookie = cookie_of(dom)
+    assert not dma.mappings(dom)
+    assert cookie.stats()["live_ranges"] == 0
+    assert dom.counters().stale_hits == 0
+    cookie.check()
+    dom.check()
