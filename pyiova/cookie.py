@@ -15,6 +15,7 @@ and hands the IOMMU driver the flushes and resets the allocators ask for.
 A DmaCookie also works without an IommuDomain (trace replay): give
 init_domain the granule and aperture directly.
 """
+import threading
 import weakref
 
 from . import errors
@@ -78,6 +79,7 @@ class DmaCookie:
         self.flushes = 0               # full IOTLB flushes the cookie asked for
         self.resets = 0
         self.dma_mappings = {}         # live DMA API mappings (pyiova.dma)
+        self._init_lock = threading.Lock()   # devices may probe from several threads
 
     # ---- setup ----------------------------------------------------------------
     @property
@@ -96,6 +98,12 @@ class DmaCookie:
         if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
                 or granule & (granule - 1):
             raise errors.IovaValueError("granule %r is not a power of two" % (granule,))
+        with self._init_lock:
+            return self._init_locked(granule, aperture_start, aperture_end, force_aperture,
+                                     end_pfn, flush_queue, reserved)
+
+    def _init_locked(self, granule, aperture_start, aperture_end, force_aperture, end_pfn,
+                     flush_queue, reserved):
         shift = granule.bit_length() - 1
         start_pfn = max(1, aperture_start >> shift)
         if self.initialised:
@@ -104,18 +112,20 @@ class DmaCookie:
                     "cookie already initialised with granule %#x, start pfn %#x; not %#x, %#x"
                     % (self.granule, self.start_pfn, granule, start_pfn))
             return self
+        # Build everything first and publish the allocator last: the DMA
+        # layer's fast path reads the cookie without the lock once it is set.
         self.granule, self.shift, self.start_pfn = granule, shift, start_pfn
         self.aperture_end, self.force_aperture = aperture_end, force_aperture
         if self.type is AllocatorType.MSI:
             base = self.msi_base if self.msi_base is not None else aperture_start
-            self.allocator = PfnAllocator("msi", granule=granule, start_pfn=base >> shift,
-                                          end_pfn=min(aperture_end, (1 << 62) - 1) >> shift)
+            allocator = PfnAllocator("msi", granule=granule, start_pfn=base >> shift,
+                                     end_pfn=min(aperture_end, (1 << 62) - 1) >> shift)
         elif self.type is AllocatorType.WRAPAROUND:
             top = aperture_end if force_aperture else _U32_MAX
-            self.allocator = PfnAllocator("wraparound", granule=granule, start_pfn=start_pfn,
-                                          end_pfn=top >> shift)
+            allocator = PfnAllocator("wraparound", granule=granule, start_pfn=start_pfn,
+                                     end_pfn=top >> shift)
             for lo, hi in reserved:
-                self.allocator.reserve(lo >> shift, hi >> shift)
+                allocator.reserve(lo >> shift, hi >> shift)
         else:
             kw = {}
             if self.kernel == "4.10":
@@ -126,12 +136,13 @@ class DmaCookie:
             iovad = IovaDomain(granule, start_pfn, ncpus=self.ncpus, kernel=self.kernel, **kw)
             for lo, hi in reserved:
                 iovad.reserve(lo >> shift, hi >> shift)
-            self.allocator = PfnAllocator(self.type, iovad=iovad)
+            allocator = PfnAllocator(self.type, iovad=iovad)
             if not self.rcache and self.type is AllocatorType.IOVA:
-                self.allocator.bypass_rcache()
+                allocator.bypass_rcache()
             if flush_queue and self.type is AllocatorType.IOVA and self.kernel == "6.12":
-                self.allocator.enable_flush_queue(self.ncpus, FQ_SIZE, FQ_TIMEOUT_MS)
+                allocator.enable_flush_queue(self.ncpus, FQ_SIZE, FQ_TIMEOUT_MS)
                 self.flush_queue = True
+        self.allocator = allocator
         return self
 
     @property
