@@ -1,0 +1,743 @@
+/*
+ * test_core.c - a C driver for the IOVA core, meant to run under valgrind
+ * memcheck and under ASan+UBSan with LeakSanitizer (tools/leakcheck.sh).
+ *
+ * It drives every public entry point of iova.h, iova_cookie.h and iova_mem.h
+ * through ordinary use, through every allocation failure the injector can
+ * produce, and through hostile saved states, then destroys everything it
+ * made. Its own assertions check results and check() after each phase; the
+ * tools around it look for what the assertions cannot: leaks, reads of
+ * uninitialised or freed memory, overflows, undefined behaviour.
+ *
+ * Deterministic (a fixed xorshift seed) so that a report reproduces.
+ * Exit status 0 when every assertion held.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "iova.h"
+#include "iova_cookie.h"
+#include "iova_mem.h"
+
+static int failures;
+
+#define CHECK(cond)                                                             \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
+                    #cond);                                                     \
+            failures++;                                                         \
+        }                                                                       \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                          \
+    do {                                                                        \
+        long long _a = (long long)(a), _b = (long long)(b);                     \
+        if (_a != _b) {                                                         \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %lld, %s == %lld\n", \
+                    __FILE__, __LINE__, #a, _a, #b, _b);                        \
+            failures++;                                                         \
+        }                                                                       \
+    } while (0)
+
+#define TOP32 0xFFFFFull   /* the last 4K pfn below 4 GiB */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint64_t rnd(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+
+static uint64_t rnd_below(uint64_t n)
+{
+    return n ? rnd() % n : 0;
+}
+
+static void check_domain(struct iova_domain *d, const char *where)
+{
+    char msg[256];
+    int r = iova_check(d, msg, sizeof(msg));
+    if (r) {
+        fprintf(stderr, "%s: iova_check = %d: %s\n", where, r, msg);
+        failures++;
+    }
+}
+
+static void check_cookie(struct iova_cookie *c, const char *where)
+{
+    char msg[256];
+    int r = iova_cookie_check(c, msg, sizeof(msg));
+    if (r) {
+        fprintf(stderr, "%s: iova_cookie_check = %d: %s\n", where, r, msg);
+        failures++;
+    }
+}
+
+static struct iova_domain *new_domain(int kernel, unsigned ncpus)
+{
+    int err = 0;
+    struct iova_domain *d = iova_domain_new(4096, 1, ncpus, kernel, 0, &err);
+    CHECK(d != NULL);
+    CHECK_EQ(err, 0);
+    return d;
+}
+
+/* ---- the domain: tree, batches, rcache, clock ---------------------------- */
+
+struct live {
+    uint64_t pfn, size;
+};
+
+/* Churns a domain through every kind of call; leaves ranges and cached pfns
+ * behind on purpose so that close/destroy has something to release. */
+static void churn(struct iova_domain *d, unsigned ncpus, int rounds)
+{
+    struct live *live = calloc((size_t)rounds, sizeof(*live));
+    size_t n = 0;
+    for (int i = 0; i < rounds; i++) {
+        uint64_t r = rnd_below(100);
+        if (n && r < 40) {
+            size_t k = rnd_below(n);
+            struct live l = live[k];
+            live[k] = live[--n];
+            int e = rnd() & 1 ? iova_free_fast(d, l.pfn, l.size, (int)rnd_below(ncpus))
+                              : iova_free(d, l.pfn);
+            CHECK_EQ(e, 0);
+        } else if (r < 75) {
+            uint64_t size = 1 + rnd_below(40);
+            int64_t p = iova_alloc_fast(d, size, TOP32 >> rnd_below(4), 1,
+                                        (int)rnd_below(ncpus));
+            CHECK(p >= 0);
+            if (p > 0)
+                live[n++] = (struct live){ (uint64_t)p, size };
+        } else if (r < 95) {
+            uint64_t size = 1 + rnd_below(300);
+            int64_t p = iova_alloc(d, size, rnd() & 1 ? TOP32 : (1ull << 40), (int)(rnd() & 1));
+            CHECK(p >= 0 || p == IOVA_E_NOSPC);
+            if (p >= 0)
+                live[n++] = (struct live){ (uint64_t)p, size };
+        } else if (r < 97) {
+            CHECK_EQ(iova_flush_cpu(d, (int)rnd_below(ncpus)), 0);
+        } else if (r < 98) {
+            CHECK(iova_advance(d, rnd_below(150)) >= 0);
+        } else {
+            CHECK(iova_run_pending_work(d) >= 0);
+        }
+    }
+    free(live);
+}
+
+static void exercise_domain(int kernel)
+{
+    const unsigned ncpus = 3;
+    struct iova_domain *d = new_domain(kernel, ncpus);
+    if (!d)
+        return;
+    CHECK_EQ(iova_set_search_mode(d, IOVA_SEARCH_LINEAR), 0);
+    CHECK_EQ(iova_set_search_mode(d, 7), IOVA_E_MODE);
+    CHECK_EQ(iova_set_search_mode(d, IOVA_SEARCH_AUGMENTED), 0);
+
+    /* the tree: plain alloc / find / free / reserve */
+    int64_t a = iova_alloc(d, 5, TOP32, 1);
+    int64_t b = iova_alloc(d, 1, TOP32, 0);
+    CHECK(a > 0 && b > 0);
+    uint64_t lo_hi[2] = { 0, 0 };
+    CHECK_EQ(iova_find(d, (uint64_t)a + 2, lo_hi), 1);
+    CHECK_EQ(lo_hi[0], a);
+    CHECK_EQ(iova_find(d, 3, lo_hi), 0);
+    CHECK_EQ(iova_reserve(d, 0x100, 0x1FF, lo_hi), 0);
+    CHECK_EQ(iova_reserve(d, 0x180, 0x2FF, lo_hi), 0);
+    CHECK_EQ(iova_reserve(d, 0x20, 0x10, lo_hi), IOVA_E_RANGE);
+    CHECK_EQ(iova_free(d, (uint64_t)b), 0);
+    CHECK_EQ(iova_free(d, (uint64_t)b), IOVA_E_NOTFOUND);
+    CHECK_EQ(iova_alloc(d, 0, TOP32, 0), IOVA_E_SIZE);
+    CHECK_EQ(iova_alloc(d, 1, 0, 0), IOVA_E_LIMIT);
+    CHECK_EQ(iova_free(d, UINT64_MAX), IOVA_E_PFN);
+
+    /* batches, with a bad size in the middle and a bad pfn in the middle */
+    uint64_t sizes[64], out[64], bad = 0;
+    for (int i = 0; i < 64; i++)
+        sizes[i] = 1 + (uint64_t)i % 9;
+    CHECK_EQ(iova_alloc_many(d, sizes, out, 64, TOP32, 1, &bad), 64);
+    sizes[7] = 0;
+    CHECK_EQ(iova_alloc_many(d, sizes, out + 0, 64, TOP32, 1, &bad), IOVA_E_SIZE);
+    CHECK_EQ(bad, 7);
+    int err = 0;
+    uint64_t pfns[3] = { out[0], 3, out[1] };
+    CHECK_EQ(iova_free_many(d, pfns, 3, &err), 1);
+    CHECK_EQ(err, IOVA_E_NOTFOUND);
+    sizes[7] = 2;
+    CHECK(iova_alloc_fast_many(d, sizes, out, 64, TOP32, 1, 1, &bad) > 0);
+    CHECK_EQ(iova_free_fast_many(d, out, sizes, 64, 1, &err), 64);
+    CHECK_EQ(err, 0);
+    check_domain(d, "after batches");
+
+    /* enough fast frees on one cpu and class to fill both magazines and
+     * push several into the depot, so trim work has something to trim */
+    enum { MANY = 127 * 8 };
+    uint64_t *many = calloc(MANY, sizeof(uint64_t));
+    for (int i = 0; i < MANY; i++) {
+        int64_t p = iova_alloc(d, 2, TOP32, 1);
+        CHECK(p > 0);
+        many[i] = p > 0 ? (uint64_t)p : 0;
+    }
+    for (int i = 0; i < MANY; i++)
+        if (many[i])
+            CHECK_EQ(iova_free_fast(d, many[i], 2, 0), 0);
+    free(many);
+    uint32_t loaded[6 * ncpus], prev[6 * ncpus], pending[6];
+    uint64_t depot[6];
+    CHECK_EQ(iova_rcache_stats(d, loaded, prev, depot, pending), 0);
+    CHECK(depot[1] > 0);
+    CHECK(iova_rcache_pfns(d, NULL, 0) > 0);
+    CHECK(iova_run_pending_work(d) >= 0);
+    CHECK(iova_advance(d, 1000) >= 0);
+    CHECK(iova_advance(d, UINT64_MAX) >= 0);          /* saturates, no wrap */
+    check_domain(d, "after trim work");
+
+    churn(d, ncpus, 6000);
+    check_domain(d, "after churn");
+
+    struct iova_state st;
+    CHECK_EQ(iova_get_state(d, &st), 0);
+    int64_t nr = iova_ranges(d, NULL, 0);
+    CHECK(nr >= 0);
+    uint64_t *rs = calloc(2 * (size_t)nr + 2, sizeof(uint64_t));
+    CHECK_EQ(iova_ranges(d, rs, (uint64_t)nr), nr);
+    CHECK_EQ(iova_ranges(d, rs, 1), nr);             /* a short buffer is fine */
+    free(rs);
+
+    /* save, restore, and the copy saves to the same words */
+    int64_t words = iova_save(d, NULL, 0);
+    CHECK(words > 0);
+    uint64_t *saved = malloc((size_t)words * sizeof(uint64_t));
+    CHECK_EQ(iova_save(d, saved, (uint64_t)words), words);
+    struct iova_domain *copy = iova_restore(saved, (uint64_t)words, &err);
+    CHECK(copy != NULL);
+    if (copy) {
+        check_domain(copy, "restored copy");
+        uint64_t *again = malloc((size_t)words * sizeof(uint64_t));
+        CHECK_EQ(iova_save(copy, again, (uint64_t)words), words);
+        CHECK(memcmp(saved, again, (size_t)words * sizeof(uint64_t)) == 0);
+        free(again);
+        CHECK_EQ(iova_alloc_fast(copy, 3, TOP32, 1, 0), iova_alloc_fast(d, 3, TOP32, 1, 0));
+        iova_domain_destroy(copy);                  /* never closed: destroy does it */
+    }
+    free(saved);
+
+    CHECK_EQ(iova_flush_rcaches(d), 0);
+    CHECK_EQ(iova_rcache_pfns(d, NULL, 0), 0);
+    CHECK_EQ(iova_domain_reset(d), 0);
+    CHECK_EQ(iova_ranges(d, NULL, 0), 0);
+    churn(d, ncpus, 500);
+    check_domain(d, "after reset");
+
+    /* close with ranges and cached pfns still held, then every call fails */
+    CHECK_EQ(iova_domain_close(d), 0);
+    CHECK_EQ(iova_domain_close(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_alloc(d, 1, TOP32, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_alloc_fast(d, 1, TOP32, 1, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_free_fast(d, 5, 1, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_free(d, 5), IOVA_E_CLOSED);
+    CHECK_EQ(iova_find(d, 5, lo_hi), IOVA_E_CLOSED);
+    CHECK_EQ(iova_reserve(d, 5, 6, lo_hi), IOVA_E_CLOSED);
+    CHECK_EQ(iova_flush_cpu(d, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_flush_depot(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_flush_rcaches(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_run_pending_work(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_advance(d, 5), IOVA_E_CLOSED);
+    CHECK_EQ(iova_save(d, NULL, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_ranges(d, NULL, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_pfns(d, NULL, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_stats(d, loaded, prev, depot, pending), IOVA_E_CLOSED);
+    CHECK_EQ(iova_get_state(d, &st), IOVA_E_CLOSED);
+    CHECK_EQ(iova_check(d, NULL, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_domain_reset(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_set_search_mode(d, IOVA_SEARCH_LINEAR), IOVA_E_CLOSED);
+    CHECK_EQ(iova_alloc_many(d, sizes, out, 4, TOP32, 0, &bad), IOVA_E_CLOSED);
+    CHECK_EQ(iova_free_many(d, out, 4, &err), 0);
+    CHECK_EQ(err, IOVA_E_CLOSED);
+    iova_domain_destroy(d);
+
+    /* NULL is a closed domain everywhere, never a crash */
+    CHECK_EQ(iova_alloc(NULL, 1, TOP32, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_domain_close(NULL), IOVA_E_CLOSED);
+    iova_domain_destroy(NULL);
+}
+
+static void bad_domain_parameters(void)
+{
+    int err = 0;
+    CHECK(iova_domain_new(3, 1, 1, IOVA_KERNEL_6_12, 0, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_GRANULE);
+    CHECK(iova_domain_new(4096, 1ull << 60, 1, IOVA_KERNEL_6_12, 0, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_START);
+    CHECK(iova_domain_new(4096, 1, 0, IOVA_KERNEL_6_12, 0, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_NCPUS);
+    CHECK(iova_domain_new(4096, 1, IOVA_MAX_CPUS + 1, IOVA_KERNEL_6_12, 0, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_NCPUS);
+    CHECK(iova_domain_new(4096, 1, 1, 999, 0, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_KERNEL);
+    CHECK(iova_domain_new(4096, 1, 1, IOVA_KERNEL_6_12, 5, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_DMA32);
+    CHECK(iova_domain_new(4096, 1, 1, IOVA_KERNEL_4_10, UINT64_MAX, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_DMA32);
+    /* the largest domain the API allows: every per-CPU cache of 1024 CPUs */
+    struct iova_domain *big = iova_domain_new(65536, 0, IOVA_MAX_CPUS, IOVA_KERNEL_6_12, 0, &err);
+    CHECK(big != NULL);
+    if (big) {
+        CHECK(iova_alloc_fast(big, 1, 0xFFFF, 1, IOVA_MAX_CPUS - 1) > 0);
+        iova_domain_destroy(big);
+    }
+}
+
+/* ---- hostile saved states ------------------------------------------------ */
+
+/* Uses a domain whose parameters are unknown (a restored hostile state may
+ * have any granule, start or CPU count): errors are fine, damage is not. */
+static void poke(struct iova_domain *d)
+{
+    struct iova_state st;
+    if (iova_get_state(d, &st) != 0)
+        return;
+    uint64_t top = UINT64_MAX >> st.shift;
+    int64_t held[32];
+    for (int i = 0; i < 32; i++) {
+        uint64_t size = 1 + rnd_below(40);
+        uint64_t limit = st.start_pfn + rnd_below(top - st.start_pfn + 1);
+        int cpu = (int)rnd_below(st.ncpus);
+        held[i] = i % 2 ? iova_alloc_fast(d, size, limit, 1, cpu)
+                        : iova_alloc(d, size, limit, (int)(rnd() & 1));
+        if (held[i] > 0 && i % 4 == 1)
+            (void)iova_free_fast(d, (uint64_t)held[i], size, cpu);
+        else if (held[i] > 0 && i % 4 == 2)
+            (void)iova_free(d, (uint64_t)held[i]);
+    }
+    (void)iova_advance(d, 200);
+    (void)iova_flush_rcaches(d);
+}
+
+static void hostile_restores(void)
+{
+    struct iova_domain *d = new_domain(IOVA_KERNEL_6_12, 2);
+    if (!d)
+        return;
+    churn(d, 2, 3000);
+    int64_t words = iova_save(d, NULL, 0);
+    uint64_t *good = malloc((size_t)words * sizeof(uint64_t));
+    CHECK_EQ(iova_save(d, good, (uint64_t)words), words);
+    uint64_t *w = malloc((size_t)words * sizeof(uint64_t));
+    int accepted = 0;
+    for (int trial = 0; trial < 1500; trial++) {
+        memcpy(w, good, (size_t)words * sizeof(uint64_t));
+        uint64_t n = (uint64_t)words;
+        int edits = 1 + (int)rnd_below(3);
+        for (int e = 0; e < edits; e++) {
+            uint64_t i = rnd_below(n);
+            switch (rnd_below(6)) {
+            case 0: w[i] ^= 1ull << rnd_below(64); break;
+            case 1: w[i] = rnd(); break;
+            case 2: w[i] += rnd_below(3) - 1; break;
+            case 3: w[i] = 0; break;
+            case 4: w[i] = UINT64_MAX; break;
+            default: n = rnd_below(n + 1); break;      /* truncated */
+            }
+        }
+        int err = 0;
+        struct iova_domain *r = iova_restore(w, n, &err);
+        if (r) {
+            accepted++;
+            check_domain(r, "accepted hostile restore");
+            poke(r);
+            check_domain(r, "accepted hostile restore, after use");
+            iova_domain_destroy(r);
+        } else {
+            CHECK(err == IOVA_E_STATE || err == IOVA_E_NOMEM);
+        }
+    }
+    CHECK(accepted > 0);          /* some edits (the clock, say) are harmless */
+    int err = 0;
+    CHECK(iova_restore(NULL, 5, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_STATE);
+    free(w);
+    free(good);
+    iova_domain_destroy(d);
+}
+
+/* ---- cookies ------------------------------------------------------------- */
+
+static void exercise_cookie_iova(int kernel)
+{
+    struct iova_domain *d = new_domain(kernel, 2);
+    int err = 0;
+    struct iova_cookie *c = iova_cookie_new(IOVA_COOKIE_IOVA, d, 0, 0, 0, &err);
+    CHECK(c != NULL);
+    if (!c) {
+        iova_domain_destroy(d);
+        return;
+    }
+    uint32_t ev = 0;
+    int64_t p[600];
+    for (int i = 0; i < 600; i++) {
+        p[i] = iova_cookie_alloc(c, 1 + (uint64_t)i % 4, 1ull << 36, IOVA_COOKIE_TRY_32BIT,
+                                 i % 2, &ev);
+        CHECK(p[i] > 0);
+    }
+    for (int i = 0; i < 300; i++)
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)p[i], 1 + (uint64_t)i % 4, i % 2, &ev), 0);
+    CHECK_EQ(iova_cookie_free(c, 12345, 1, 0, &ev), IOVA_E_NOTFOUND);
+    if (kernel == IOVA_KERNEL_6_12) {
+        CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), 0);
+        CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), IOVA_E_COOKIE);   /* only once */
+        int queued = 0;
+        for (int i = 300; i < 600; i++) {
+            int r = iova_cookie_free_lazy(c, (uint64_t)p[i], 1 + (uint64_t)i % 4, i % 2,
+                                          (uint64_t)i, &ev);
+            if (r == IOVA_E_FQ_FULL) {
+                CHECK(ev & IOVA_EV_FLUSH);
+                CHECK_EQ(iova_cookie_fq_flushed(c, 0, 0), 0);
+                r = iova_cookie_free_lazy(c, (uint64_t)p[i], 1 + (uint64_t)i % 4, i % 2,
+                                          (uint64_t)i, &ev);
+            }
+            CHECK_EQ(r, 0);
+            queued++;
+            if (i == 450)
+                CHECK_EQ(iova_cookie_fq_flushed(c, 1, 1), 0);      /* the timer */
+        }
+        CHECK(queued > 0);
+        CHECK(iova_cookie_fq_due(c) != UINT64_MAX);
+        /* entries are left queued: destroying the cookie must free the rings */
+    } else {
+        CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), IOVA_E_COOKIE);
+    }
+    struct iova_cookie_stats st;
+    CHECK_EQ(iova_cookie_get_stats(c, &st), 0);
+    CHECK_EQ(iova_cookie_wrap_ranges(c, NULL, 0), IOVA_E_COOKIE);
+    CHECK_EQ(iova_cookie_reserve(c, 1, 2), IOVA_E_COOKIE);
+    CHECK_EQ(iova_cookie_set_tree_only(c, 1), IOVA_E_COOKIE);   /* ranges are live */
+    check_cookie(c, "iova cookie");
+    iova_cookie_destroy(c);
+    check_domain(d, "domain after its cookie");
+
+    /* the tree-only policy, on a fresh cookie over the same domain */
+    c = iova_cookie_new(IOVA_COOKIE_IOVA, d, 0, 0, 0, &err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_EQ(iova_cookie_set_tree_only(c, 1), 0);
+        for (int i = 0; i < 200; i++) {
+            int64_t q = iova_cookie_alloc(c, 1 + (uint64_t)i % 5, TOP32, 0, 0, &ev);
+            CHECK(q > 0);
+            if (q > 0 && i % 3)
+                CHECK_EQ(iova_cookie_free(c, (uint64_t)q, 1 + (uint64_t)i % 5, 0, &ev), 0);
+        }
+        check_cookie(c, "tree-only cookie");
+        iova_cookie_destroy(c);
+    }
+    iova_domain_destroy(d);
+}
+
+static void exercise_cookie_wrap(void)
+{
+    int err = 0;
+    struct iova_cookie *c = iova_cookie_new(IOVA_COOKIE_WRAPAROUND, NULL, 4096, 1, 4000, &err);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    uint32_t ev = 0;
+    int wraps = 0;
+    int64_t held[8] = { 0 };
+    /* a reserved window is never handed out, across wraps too */
+    CHECK_EQ(iova_cookie_reserve(c, 0x300, 0x37F), 0);
+    CHECK_EQ(iova_cookie_reserve(c, 0x380, 0x37F), IOVA_E_RANGE);
+    CHECK_EQ(iova_cookie_reserve(c, 5000, 6000), 0);           /* outside: nothing to do */
+    CHECK_EQ(iova_cookie_free(c, 0x300, 0x80, 0, &ev), IOVA_E_NOT_LIVE);
+    for (int i = 0; i < 5000; i++) {
+        int k = i % 8;
+        if (held[k] > 0)
+            CHECK_EQ(iova_cookie_free(c, (uint64_t)held[k], 1 + (uint64_t)k, 0, &ev), 0);
+        held[k] = iova_cookie_alloc(c, 1 + (uint64_t)k, 4000, 0, 0, &ev);
+        CHECK(held[k] > 0);
+        CHECK(held[k] + k < 0x300 || held[k] > 0x37F);
+        wraps += (ev & IOVA_EV_FLUSH) != 0;
+    }
+    CHECK(wraps > 0);
+    CHECK_EQ(iova_cookie_reserve(c, (uint64_t)held[0], (uint64_t)held[0]), IOVA_E_NOT_LIVE);
+    CHECK_EQ(iova_cookie_alloc(c, 1, 0, 0, 0, &ev), IOVA_E_LIMIT);
+    CHECK_EQ(iova_cookie_alloc(c, 5000, 4000, 0, 0, &ev), IOVA_E_NOSPC);
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)held[3], 1, 0, &ev), IOVA_E_SIZE);
+    int64_t n = iova_cookie_wrap_ranges(c, NULL, 0);
+    CHECK(n > 0);
+    uint64_t *out = calloc(3 * (size_t)n, sizeof(uint64_t));
+    CHECK_EQ(iova_cookie_wrap_ranges(c, out, (uint64_t)n), n);
+    free(out);
+    CHECK_EQ(iova_cookie_fq_init(c, 1, 16, 10), IOVA_E_COOKIE);
+    check_cookie(c, "wraparound");
+    iova_cookie_destroy(c);
+
+    CHECK(iova_cookie_new(IOVA_COOKIE_WRAPAROUND, NULL, 3, 1, 10, &err) == NULL);
+    CHECK(iova_cookie_new(IOVA_COOKIE_WRAPAROUND, NULL, 4096, 10, 1, &err) == NULL);
+    CHECK(iova_cookie_new(IOVA_COOKIE_IOVA, NULL, 4096, 1, 10, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_COOKIE);
+    CHECK(iova_cookie_new(17, NULL, 4096, 1, 10, &err) == NULL);
+}
+
+static void exercise_cookie_msi(void)
+{
+    int err = 0;
+    struct iova_cookie *c = iova_cookie_new(IOVA_COOKIE_MSI, NULL, 4096, 0x100, 0x1FF, &err);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    uint32_t ev = 0;
+    int64_t a = iova_cookie_alloc(c, 2, 0, 0, 0, &ev);
+    int64_t b = iova_cookie_alloc(c, 3, 0, 0, 0, &ev);
+    CHECK_EQ(a, 0x100);
+    CHECK_EQ(b, 0x102);
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 2, 0, &ev), IOVA_E_NOT_LIVE);   /* not the latest */
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 3, 0, &ev), 0);
+    CHECK_EQ(iova_cookie_alloc(c, UINT64_MAX, 0, 0, 0, &ev), IOVA_E_SIZE);
+    check_cookie(c, "msi");
+    iova_cookie_destroy(c);
+}
+
+static void exercise_cookie_reset(void)
+{
+    struct iova_domain *d = new_domain(IOVA_KERNEL_6_12, 1);
+    int err = 0;
+    struct iova_cookie *c = iova_cookie_new(IOVA_COOKIE_RESET_WHEN_EMPTY, d, 0, 0, 0, &err);
+    CHECK(c != NULL);
+    if (!c) {
+        iova_domain_destroy(d);
+        return;
+    }
+    uint32_t ev = 0;
+    int resets = 0;
+    for (int round = 0; round < 20; round++) {
+        int64_t p[10];
+        for (int i = 0; i < 10; i++) {
+            p[i] = iova_cookie_alloc(c, 1 + (uint64_t)i, TOP32, 0, 0, &ev);
+            CHECK(p[i] > 0);
+        }
+        for (int i = 0; i < 10; i++) {
+            CHECK_EQ(iova_cookie_free(c, (uint64_t)p[i], 1 + (uint64_t)i, 0, &ev), 0);
+            resets += (ev & IOVA_EV_RESET) != 0;
+        }
+        check_cookie(c, "reset-when-empty");
+    }
+    CHECK_EQ(resets, 20);
+    iova_cookie_destroy(c);
+    /* the cookie only borrowed the domain: it is still whole */
+    check_domain(d, "domain after reset cookie");
+    /* a cookie whose domain was closed under it reports it, never crashes */
+    c = iova_cookie_new(IOVA_COOKIE_RESET_WHEN_EMPTY, d, 0, 0, 0, &err);
+    CHECK(c != NULL);
+    CHECK_EQ(iova_domain_close(d), 0);
+    if (c) {
+        CHECK_EQ(iova_cookie_alloc(c, 1, TOP32, 0, 0, &ev), IOVA_E_CLOSED);
+        CHECK_EQ(iova_cookie_check(c, NULL, 0), IOVA_E_CLOSED);
+        iova_cookie_destroy(c);
+    }
+    iova_domain_destroy(d);
+}
+
+/* ---- every allocation failure, in turn ----------------------------------- */
+
+typedef int (*scenario_fn)(void);
+
+/* Runs fn with the n-th allocation failing for n = 0, 1, ... until it runs
+ * through without meeting the injector. fn returns 0, or IOVA_E_NOMEM when
+ * an allocation failed (having cleaned up after itself). */
+static void each_failure_point(const char *name, scenario_fn fn)
+{
+    for (int64_t n = 0; n < 100000; n++) {
+        uint64_t before = iova_mem_failures();
+        iova_mem_fail_after(n);
+        int r = fn();
+        iova_mem_fail_after(-1);
+        bool failed = iova_mem_failures() != before;
+        if (r != 0 && r != IOVA_E_NOMEM) {
+            fprintf(stderr, "%s: failure point %" PRId64 ": returned %d\n", name, n, r);
+            failures++;
+            return;
+        }
+        if (!failed) {
+            CHECK_EQ(r, 0);
+            return;
+        }
+    }
+    fprintf(stderr, "%s: still allocating after 100000 failure points\n", name);
+    failures++;
+}
+
+static int fp_domain(void)
+{
+    int err = 0;
+    struct iova_domain *d = iova_domain_new(4096, 1, 4, IOVA_KERNEL_6_12, 0, &err);
+    if (!d)
+        return err;
+    iova_domain_destroy(d);
+    return 0;
+}
+
+/* Everything that grows: the node pool, magazines, the depot. A failure in
+ * the middle must leave a domain that checks out and destroys cleanly. */
+static int fp_grow(void)
+{
+    int err = 0, ret = 0;
+    struct iova_domain *d = iova_domain_new(4096, 1, 1, IOVA_KERNEL_6_12, 0, &err);
+    if (!d)
+        return err;
+    uint64_t pfns[400];
+    int n = 0;
+    for (; n < 400; n++) {
+        int64_t p = iova_alloc(d, 1, TOP32, 0);
+        if (p < 0) {
+            ret = (int)p;
+            break;
+        }
+        pfns[n] = (uint64_t)p;
+    }
+    uint64_t lo_hi[2];
+    if (!ret)
+        ret = iova_reserve(d, 0x10, 0x20, lo_hi);
+    for (int i = 0; !ret && i < n; i++)
+        ret = iova_free_fast(d, pfns[i], 1, 0);
+    /* free_fast never fails for want of memory: a failed magazine sends
+     * the range back to the tree instead */
+    (void)iova_run_pending_work(d);
+    int64_t words = ret ? 0 : iova_save(d, NULL, 0);
+    if (words > 0) {
+        uint64_t *w = malloc((size_t)words * sizeof(uint64_t));
+        iova_save(d, w, (uint64_t)words);
+        struct iova_domain *copy = iova_restore(w, (uint64_t)words, &err);
+        free(w);
+        if (copy)
+            iova_domain_destroy(copy);
+        else
+            ret = err;
+    }
+    iova_mem_fail_after(-1);
+    check_domain(d, "after a failure point");
+    iova_domain_destroy(d);
+    return ret;
+}
+
+static int fp_cookies(void)
+{
+    int err = 0, ret = 0;
+    struct iova_cookie *w = iova_cookie_new(IOVA_COOKIE_WRAPAROUND, NULL, 4096, 1, 600, &err);
+    if (!w)
+        return err;
+    uint32_t ev;
+    ret = iova_cookie_reserve(w, 100, 140);          /* a node, so it can fail */
+    for (int i = 0; !ret && i < 300; i++) {
+        int64_t p = iova_cookie_alloc(w, 1, 600, 0, 0, &ev);
+        if (p < 0)
+            ret = (int)p;
+        else
+            ret = iova_cookie_free(w, (uint64_t)p, 1, 0, &ev);
+    }
+    iova_cookie_destroy(w);
+    if (ret)
+        return ret;
+    struct iova_domain *d = iova_domain_new(4096, 1, 2, IOVA_KERNEL_6_12, 0, &err);
+    if (!d)
+        return err;
+    struct iova_cookie *c = iova_cookie_new(IOVA_COOKIE_IOVA, d, 0, 0, 0, &err);
+    if (!c)
+        ret = err;
+    else
+        ret = iova_cookie_fq_init(c, 2, 8, 10);
+    iova_cookie_destroy(c);
+    iova_domain_destroy(d);
+    return ret;
+}
+
+/* ---- threads ------------------------------------------------------------- */
+
+struct worker {
+    struct iova_domain *d;
+    int cpu;
+    int bad;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    int64_t held[64] = { 0 };
+    for (int i = 0; i < 4000; i++) {
+        int k = i % 64;
+        uint64_t size = 1 + (uint64_t)k % 9;
+        if (held[k] && iova_free_fast(w->d, (uint64_t)held[k], size, w->cpu))
+            w->bad++;
+        held[k] = iova_alloc_fast(w->d, size, TOP32, 1, w->cpu);
+        if (held[k] < 0)
+            w->bad++;
+        if (i % 500 == 0) {
+            iova_flush_cpu(w->d, (w->cpu + 1) % 3);
+            iova_advance(w->d, 50);
+        }
+    }
+    return NULL;
+}
+
+static void threads(void)
+{
+    struct iova_domain *d = new_domain(IOVA_KERNEL_6_12, 3);
+    if (!d)
+        return;
+    pthread_t t[3];
+    struct worker w[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = (struct worker){ d, i, 0 };
+        CHECK_EQ(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_EQ(w[i].bad, 0);
+    }
+    check_domain(d, "after threads");
+    iova_domain_destroy(d);
+}
+
+int main(void)
+{
+    /* tools/leakcheck.sh selftest: a domain deliberately never destroyed,
+     * to show that the checkers do see a leak of the core */
+    if (getenv("TEST_CORE_LEAK_CANARY")) {
+        int err;
+        struct iova_domain *leaked = iova_domain_new(4096, 1, 1, IOVA_KERNEL_6_12, 0, &err);
+        CHECK(iova_alloc(leaked, 1, TOP32, 0) > 0);
+    }
+    exercise_domain(IOVA_KERNEL_6_12);
+    exercise_domain(IOVA_KERNEL_4_10);
+    bad_domain_parameters();
+    hostile_restores();
+    exercise_cookie_iova(IOVA_KERNEL_6_12);
+    exercise_cookie_iova(IOVA_KERNEL_4_10);
+    exercise_cookie_wrap();
+    exercise_cookie_msi();
+    exercise_cookie_reset();
+    each_failure_point("domain", fp_domain);
+    each_failure_point("grow", fp_grow);
+    each_failure_point("cookies", fp_cookies);
+    threads();
+    if (failures) {
+        fprintf(stderr, "test_core: %d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("test_core: all checks passed\n");
+    return 0;
+}
