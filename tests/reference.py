@@ -535,7 +535,11 @@ class ReferenceDomain:
                 self._flush_cpu(c)
             self._flush_depot()
 
-    def _rcache_get_612(self, k, cpu, lim):
+    def _magazine_to_pop(self, k, cpu):
+        """The magazine a pop searches (both kernels): loaded if it holds
+        anything, else prev swapped in, else the newest depot magazine (the
+        empty loaded one is dropped, even if the pop then misses); an empty
+        list when all are empty."""
         loaded = self._loaded[k][cpu]
         if not loaded:
             prev = self._prev[k][cpu]
@@ -543,12 +547,14 @@ class ReferenceDomain:
                 self._loaded[k][cpu], self._prev[k][cpu] = prev, loaded
                 loaded = prev
             elif self._depot[k]:
-                # The empty loaded magazine is dropped and the newest depot
-                # magazine becomes loaded, even if the pop below then misses.
                 loaded = self._depot[k].pop()
                 self._loaded[k][cpu] = loaded
-            else:
-                return 0
+        return loaded
+
+    def _rcache_get_612(self, k, cpu, lim):
+        loaded = self._magazine_to_pop(k, cpu)
+        if not loaded:
+            return 0
         # Only the loaded magazine is searched: newest to oldest, for the
         # first pfn low enough; the newest pfn then fills its slot.
         for i in range(len(loaded) - 1, -1, -1):
@@ -577,17 +583,9 @@ class ReferenceDomain:
         return 0 if node is None else node.lo
 
     def _rcache_get_410(self, k, cpu, limit_pfn):
-        loaded = self._loaded[k][cpu]
+        loaded = self._magazine_to_pop(k, cpu)
         if not loaded:
-            prev = self._prev[k][cpu]
-            if prev:
-                self._loaded[k][cpu], self._prev[k][cpu] = prev, loaded
-                loaded = prev
-            elif self._depot[k]:
-                loaded = self._depot[k].pop()
-                self._loaded[k][cpu] = loaded
-            else:
-                return 0
+            return 0
         # 4.10 looks at the newest pfn only, compares it with the caller's
         # inclusive limit using ">=" and ignores the size entirely.
         if loaded[-1] >= limit_pfn:
