@@ -89,8 +89,8 @@ records = re.split(r"\n==\d+== \n", text)
 ours = [r for r in records if "definitely lost" in r and ("_cffi_f_" in r or module in r)]
 for r in ours:
     print(r, file=sys.stderr)
-summary = re.search(r"definitely lost: .*", text)
-print("leakcheck: python run:", summary.group(0) if summary else "no leak summary",
+summary = re.findall(r"definitely lost: .*", text)     # the last is the final summary
+print("leakcheck: python run:", summary[-1] if summary else "no leak summary",
       "- %d definite leak record(s) through %s" % (len(ours), module), file=sys.stderr)
 sys.exit(1 if ours else 0)
 EOF
