@@ -75,23 +75,29 @@ run_python() {
     # and valgrind would only watch bash)
     py=$(python3 -c 'import sys; print(sys.executable)')
     so=$(cd "$REPO" && "$py" -c 'import pyiova._pyiova as m; print(m.__file__)')
-    local log=$WORK/python-valgrind.log
+    # one log per process: anything pytest forks reports its own leaks
+    local logs=$WORK/python-valgrind
+    mkdir -p "$logs"
     (cd "$REPO" && PYTHONMALLOC=malloc valgrind --leak-check=full \
-        --show-leak-kinds=definite --num-callers=40 --log-file="$log" \
+        --show-leak-kinds=definite --num-callers=40 --log-file="$logs/%p.log" \
         "$py" -m pytest -q -p no:cacheprovider "$@") || status=1
-    python3 - "$log" "$(basename "$so")" <<'EOF' || status=1
-import re, sys
-log, module = sys.argv[1], sys.argv[2]
-text = open(log).read()
-records = re.split(r"\n==\d+== \n", text)
-# every call into the core passes through a cffi wrapper _cffi_f_<name>;
-# frames show the module's name instead when it has no debug information
-ours = [r for r in records if "definitely lost" in r and ("_cffi_f_" in r or module in r)]
+    python3 - "$logs" "$(basename "$so")" <<'EOF' || status=1
+import glob, os, re, sys
+logs, module = sys.argv[1], sys.argv[2]
+ours, summaries = [], []
+for path in sorted(glob.glob(os.path.join(logs, "*.log"))):
+    text = open(path).read()
+    records = re.split(r"\n==\d+== \n", text)
+    # every call into the core passes through a cffi wrapper _cffi_f_<name>;
+    # frames show the module's name instead when it has no debug information
+    ours += [r for r in records if "are definitely lost" in r
+             and ("_cffi_f_" in r or module in r)]
+    summaries += re.findall(r"definitely lost: [^\n]*", text)
 for r in ours:
     print(r, file=sys.stderr)
-summary = re.findall(r"definitely lost: .*", text)     # the last is the final summary
-print("leakcheck: python run:", summary[-1] if summary else "no leak summary",
-      "- %d definite leak record(s) through %s" % (len(ours), module), file=sys.stderr)
+print("leakcheck: python run: %d process(es) [%s]; %d definite leak record(s) through %s"
+      % (len(summaries), "; ".join(summaries) or "no leak summary", len(ours), module),
+      file=sys.stderr)
 sys.exit(1 if ours else 0)
 EOF
 }
