@@ -1275,7 +1275,8 @@ def main(argv):
         argv = [a for a in argv if a != "--atheris"]
         return _atheris_main(argv)
     for prop in PROPERTIES:
-        print("fuzzing %s: %d examples" % (prop.__name__, EXAMPLES), flush=True)
+        n = prop._hypothesis_internal_use_settings.max_examples
+        print("fuzzing %s: %d examples" % (prop.__name__, n), flush=True)
         prop()
     print("no findings beyond the known issues")
     return 0
