@@ -346,25 +346,28 @@ void iova_remove_node_locked(struct iova_domain *d, uint32_t i)
 {
     struct iova_tree *t = &d->tree;
     const struct iova_node *f = iova_n(t, i);
+    /* Unlinked first: the erase hands back i's successor, which the cache
+     * pointers move to; i keeps its lo and hi until the slot is freed, and
+     * the pointers' own nodes are untouched, so each test below sees what it
+     * would have seen before the erase. */
+    uint32_t next = iova_tree_erase(t, i);
 
     if (d->kernel == IOVA_KERNEL_6_12) {
         const struct iova_node *c32 = iova_n(t, d->cached32_node);
         if (i == d->cached32_node ||
             (f->hi < d->dma_32bit_pfn && f->lo >= c32->lo))
-            d->cached32_node = iova_tree_next(t, i);
+            d->cached32_node = next;
         if (f->lo < d->dma_32bit_pfn)
             d->max32_alloc_size = d->dma_32bit_pfn;
         if (f->lo >= t->nodes[d->cached_node].lo)
-            d->cached_node = iova_tree_next(t, i);
+            d->cached_node = next;
     } else if (d->cached32_node != IOVA_NIL &&
                f->lo >= t->nodes[d->cached32_node].lo) {
-        uint32_t s = iova_tree_next(t, i);
         d->cached32_node =
-            s != IOVA_NIL && t->nodes[s].lo < d->dma_32bit_pfn ? s : IOVA_NIL;
+            next != IOVA_NIL && t->nodes[next].lo < d->dma_32bit_pfn ? next : IOVA_NIL;
     }
     if (iova_flags(t, i) & IOVA_NODE_CACHED)
         d->cached_ranges--;
-    iova_tree_erase(t, i);
     iova_tree_node_free(t, i);
 }
 

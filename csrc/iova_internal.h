@@ -22,11 +22,15 @@
 #include "iova.h"
 
 /* Node indices are 26 bits: the top bits of the two link words carry the
- * AVL height and the node flags, keeping a node at 48 bytes. */
+ * AVL height and the node flags, keeping a node at 48 bytes.
+ * Slot 0 of every pool is a sentinel standing for "no node": height 0, no
+ * gaps, flagged FREE so that nothing mistakes it for a range. Reading a
+ * missing child's fields then needs no branch, which is most of the cost of
+ * repairing a path after an insert or erase. */
 #define IOVA_IDX_BITS   26
-#define IOVA_NIL        ((1u << IOVA_IDX_BITS) - 1)
-#define IOVA_IDX_MASK   IOVA_NIL
-#define IOVA_MAX_NODES  (IOVA_NIL - 1)
+#define IOVA_NIL        0u
+#define IOVA_IDX_MASK   ((1u << IOVA_IDX_BITS) - 1)
+#define IOVA_MAX_NODES  (1u << IOVA_IDX_BITS)   /* pool slots, sentinel included */
 
 #define IOVA_NODE_CACHED 1u   /* the range sits in a magazine or the depot */
 #define IOVA_NODE_FREE   2u   /* the slot is on the pool's free list */
@@ -55,7 +59,8 @@ struct iova_node {
 struct iova_tree {
     struct iova_node *nodes;  /* the pool; indices stay valid across growth */
     uint32_t cap;             /* slots allocated */
-    uint32_t top;             /* slots ever used (the rest are untouched) */
+    uint32_t top;             /* slots ever used, the sentinel included (the
+                               * rest are untouched) */
     uint32_t free_head;       /* free slots, linked through left_h */
     uint32_t root;
     uint64_t count;           /* live nodes, anchor included */
@@ -154,8 +159,10 @@ uint32_t iova_tree_node_new(struct iova_tree *t, uint64_t lo, uint64_t hi);
 void iova_tree_node_free(struct iova_tree *t, uint32_t i);
 /* Links node i into the tree (its lo must not be a key already). */
 void iova_tree_insert(struct iova_tree *t, uint32_t i);
-/* Unlinks node i; does not free the slot. */
-void iova_tree_erase(struct iova_tree *t, uint32_t i);
+/* Unlinks node i; does not free the slot, nor touch its lo and hi. Returns
+ * the node that followed i (IOVA_NIL if none): the descent finds it anyway,
+ * and the cache pointers want it. */
+uint32_t iova_tree_erase(struct iova_tree *t, uint32_t i);
 /* Node i's lo was lowered in place (reserve): refresh the derived fields. */
 void iova_tree_lo_changed(struct iova_tree *t, uint32_t i);
 uint32_t iova_tree_find(struct iova_tree *t, uint64_t pfn);      /* containing pfn */

@@ -62,6 +62,12 @@ static int pool_grow(struct iova_tree *t)
     if (!n)
         return IOVA_E_NOMEM;
     t->nodes = n;
+    if (t->cap == 0) {
+        /* slot 0: the sentinel (iova_internal.h) - height 0, no gaps */
+        memset(&n[IOVA_NIL], 0, sizeof(*n));
+        n[IOVA_NIL].right_f = IOVA_NODE_FREE << IOVA_IDX_BITS;
+        t->top = 1;
+    }
     t->cap = (uint32_t)ncap;
     return 0;
 }
@@ -150,7 +156,7 @@ static inline uint64_t own_fit(const struct iova_node *n)
 
 static inline unsigned height(const struct iova_tree *t, uint32_t i)
 {
-    return i == IOVA_NIL ? 0 : t->nodes[i].left_h >> HEIGHT_SHIFT;
+    return t->nodes[i].left_h >> HEIGHT_SHIFT;    /* the sentinel's is 0 */
 }
 
 static inline void set_left(struct iova_tree *t, uint32_t i, uint32_t c)
@@ -171,24 +177,34 @@ static inline uint64_t max3(uint64_t a, uint64_t b, uint64_t c)
     return m > c ? m : c;
 }
 
-/* Recomputes node i's height and subtree maxima from its children. */
+/*
+ * Recomputes node n's height and subtree maxima from its children l and r
+ * (the sentinel stands in for a missing one). Returns whether any of the
+ * three changed: if not, nothing above n can change either.
+ */
+static inline bool refresh(struct iova_node *n, const struct iova_node *l,
+                           const struct iova_node *r)
+{
+    unsigned hl = l->left_h >> HEIGHT_SHIFT, hr = r->left_h >> HEIGHT_SHIFT;
+    uint32_t h = 1 + (hl > hr ? hl : hr);
+    uint64_t len = own_len(n);
+    uint64_t slen = max3(len, l->sub_len, r->sub_len);
+    /* gap_fit never exceeds the gap's length: when a child already beats
+     * the length, the (costlier) fit of our own gap cannot matter. */
+    uint64_t cf = l->sub_fit > r->sub_fit ? l->sub_fit : r->sub_fit;
+    uint64_t sfit = len <= cf ? cf : (own_fit(n) > cf ? own_fit(n) : cf);
+    uint32_t left_h = (n->left_h & IOVA_IDX_MASK) | (h << HEIGHT_SHIFT);
+    bool changed = left_h != n->left_h || slen != n->sub_len || sfit != n->sub_fit;
+    n->left_h = left_h;
+    n->sub_len = slen;
+    n->sub_fit = sfit;
+    return changed;
+}
+
 static void update(struct iova_tree *t, uint32_t i)
 {
     struct iova_node *n = iova_n(t, i);
-    uint32_t l = iova_left(t, i), r = iova_right(t, i);
-    unsigned hl = height(t, l), hr = height(t, r);
-    unsigned h = 1 + (hl > hr ? hl : hr);
-    n->left_h = (n->left_h & IOVA_IDX_MASK) | (h << HEIGHT_SHIFT);
-    uint64_t ll = l == IOVA_NIL ? 0 : t->nodes[l].sub_len;
-    uint64_t rl = r == IOVA_NIL ? 0 : t->nodes[r].sub_len;
-    uint64_t lf = l == IOVA_NIL ? 0 : t->nodes[l].sub_fit;
-    uint64_t rf = r == IOVA_NIL ? 0 : t->nodes[r].sub_fit;
-    uint64_t len = own_len(n);
-    n->sub_len = max3(len, ll, rl);
-    /* gap_fit never exceeds the gap's length: when a child already beats
-     * the length, the (costlier) fit of our own gap cannot matter. */
-    uint64_t cf = lf > rf ? lf : rf;
-    n->sub_fit = len <= cf ? cf : max3(own_fit(n), lf, rf);
+    refresh(n, iova_n(t, n->left_h & IOVA_IDX_MASK), iova_n(t, n->right_f & IOVA_IDX_MASK));
 }
 
 static uint32_t rotate_right(struct iova_tree *t, uint32_t i)
@@ -211,22 +227,30 @@ static uint32_t rotate_left(struct iova_tree *t, uint32_t i)
     return r;
 }
 
-/* Restores T2 at i (children already balanced) and refreshes T4. */
-static uint32_t rebalance(struct iova_tree *t, uint32_t i)
+/*
+ * Restores T2 at i (children already balanced) and refreshes T4. Returns
+ * the subtree's root; *changed says whether its parent can see any
+ * difference (a new root, height or maxima).
+ */
+static inline uint32_t rebalance(struct iova_tree *t, uint32_t i, bool *changed)
 {
-    uint32_t l = iova_left(t, i), r = iova_right(t, i);
-    int bf = (int)height(t, l) - (int)height(t, r);
-    if (bf > 1) {
+    struct iova_node *n = iova_n(t, i);
+    uint32_t l = n->left_h & IOVA_IDX_MASK, r = n->right_f & IOVA_IDX_MASK;
+    const struct iova_node *ln = iova_n(t, l), *rn = iova_n(t, r);
+    int bf = (int)(ln->left_h >> HEIGHT_SHIFT) - (int)(rn->left_h >> HEIGHT_SHIFT);
+    if (__builtin_expect(bf > 1, 0)) {
+        *changed = true;
         if (height(t, iova_left(t, l)) < height(t, iova_right(t, l)))
             set_left(t, i, rotate_left(t, l));
         return rotate_right(t, i);
     }
-    if (bf < -1) {
+    if (__builtin_expect(bf < -1, 0)) {
+        *changed = true;
         if (height(t, iova_right(t, r)) < height(t, iova_left(t, r)))
             set_right(t, i, rotate_right(t, r));
         return rotate_left(t, i);
     }
-    update(t, i);
+    *changed = refresh(n, ln, rn);
     return i;
 }
 
@@ -249,11 +273,9 @@ static void fix_path(struct iova_tree *t, const uint32_t *path,
             set_right(t, x, sub);
         else
             set_left(t, x, sub);
-        const struct iova_node *n = iova_n(t, x);
-        unsigned h0 = height(t, x);
-        uint64_t len0 = n->sub_len, fit0 = n->sub_fit;
-        sub = rebalance(t, x);
-        if (sub == x && height(t, x) == h0 && n->sub_len == len0 && n->sub_fit == fit0) {
+        bool changed;
+        sub = rebalance(t, x, &changed);
+        if (!changed) {
             if (i <= must)
                 return;                    /* nothing above can change */
             if (must >= 0) {               /* jump to the node whose gap moved */
@@ -300,7 +322,7 @@ void iova_tree_insert(struct iova_tree *t, uint32_t i)
         t->pfns += n->hi - n->lo + 1;
 }
 
-void iova_tree_erase(struct iova_tree *t, uint32_t i)
+uint32_t iova_tree_erase(struct iova_tree *t, uint32_t i)
 {
     uint32_t path[MAX_DEPTH];
     uint8_t dirs[MAX_DEPTH];
@@ -369,6 +391,7 @@ void iova_tree_erase(struct iova_tree *t, uint32_t i)
     t->count--;
     if (n->lo != IOVA_U64_MAX)
         t->pfns -= n->hi - n->lo + 1;
+    return succ;
 }
 
 void iova_tree_lo_changed(struct iova_tree *t, uint32_t i)
@@ -822,6 +845,16 @@ int iova_tree_check(const struct iova_tree *t, char *msg, size_t msg_len)
                 snprintf(msg, msg_len, "tree: free list broken at slot %u (T5)", i);
             return IOVA_E_CORRUPT;
         }
+    }
+    if (t->top > 0) {
+        const struct iova_node *z = iova_n(t, IOVA_NIL);
+        if (z->left_h != 0 || z->right_f != (IOVA_NODE_FREE << IOVA_IDX_BITS) ||
+            z->sub_len != 0 || z->sub_fit != 0) {
+            if (msg && msg_len)
+                snprintf(msg, msg_len, "tree: the sentinel slot was written to (T5)");
+            return IOVA_E_CORRUPT;
+        }
+        nfree++;                           /* the sentinel: neither live nor listed */
     }
     if (nfree + t->count != t->top) {
         if (msg && msg_len)
