@@ -342,7 +342,8 @@ int64_t iova_alloc(struct iova_domain *d, uint64_t size, uint64_t limit_pfn,
 
 /* ---- removal ------------------------------------------------------------ */
 
-void iova_remove_node_locked(struct iova_domain *d, uint32_t i)
+/* iova_remove_node_locked of node i, found by iova_tree_find_path(p). */
+static void remove_found_locked(struct iova_domain *d, uint32_t i, struct iova_path *p)
 {
     struct iova_tree *t = &d->tree;
     const struct iova_node *f = iova_n(t, i);
@@ -350,7 +351,7 @@ void iova_remove_node_locked(struct iova_domain *d, uint32_t i)
      * pointers move to; i keeps its lo and hi until the slot is freed, and
      * the pointers' own nodes are untouched, so each test below sees what it
      * would have seen before the erase. */
-    uint32_t next = iova_tree_erase(t, i);
+    uint32_t next = iova_tree_erase_path(t, i, p);
 
     if (d->kernel == IOVA_KERNEL_6_12) {
         const struct iova_node *c32 = iova_n(t, d->cached32_node);
@@ -369,6 +370,13 @@ void iova_remove_node_locked(struct iova_domain *d, uint32_t i)
     if (iova_flags(t, i) & IOVA_NODE_CACHED)
         d->cached_ranges--;
     iova_tree_node_free(t, i);
+}
+
+void iova_remove_node_locked(struct iova_domain *d, uint32_t i)
+{
+    struct iova_path p;
+    iova_tree_find_path(&d->tree, d->tree.nodes[i].lo, &p);
+    remove_found_locked(d, i, &p);
 }
 
 uint32_t iova_cached_node_locked(struct iova_domain *d, uint64_t pfn, uint32_t hint)
@@ -393,14 +401,15 @@ static int free_locked(struct iova_domain *d, uint64_t pfn)
 {
     if (pfn > d->max_pfn)
         return IOVA_E_PFN;
-    uint32_t i = iova_tree_find(&d->tree, pfn);
+    struct iova_path p;
+    uint32_t i = iova_tree_find_path(&d->tree, pfn, &p);
     if (i == IOVA_NIL)
         return IOVA_E_NOTFOUND;
     if (i == d->anchor)
         return IOVA_E_ANCHOR;
     if (iova_flags(&d->tree, i) & IOVA_NODE_CACHED)
         return IOVA_E_CACHED;                /* already freed into a magazine */
-    iova_remove_node_locked(d, i);
+    remove_found_locked(d, i, &p);
     return 0;
 }
 

@@ -163,6 +163,23 @@ void iova_tree_insert(struct iova_tree *t, uint32_t i);
  * the node that followed i (IOVA_NIL if none): the descent finds it anyway,
  * and the cache pointers want it. */
 uint32_t iova_tree_erase(struct iova_tree *t, uint32_t i);
+
+/* The way down from the root to a node, as a lookup found it: erasing what
+ * was just looked up (every free) then needs no second descent. Valid until
+ * the tree next changes. */
+#define IOVA_PATH_MAX 64   /* an AVL tree of 2^26 nodes is at most 38 deep */
+struct iova_path {
+    uint32_t node[IOVA_PATH_MAX];   /* the ancestors, root first */
+    uint8_t dir[IOVA_PATH_MAX];     /* 1: the way down turned right there */
+    int depth;
+    int must;                       /* level of the last left turn */
+    uint32_t succ;                  /* the node there: the found node's
+                                     * successor if it has no right child */
+};
+/* iova_tree_find, recording the way down in *p. */
+uint32_t iova_tree_find_path(struct iova_tree *t, uint64_t pfn, struct iova_path *p);
+/* iova_tree_erase of node i, which iova_tree_find_path just returned. */
+uint32_t iova_tree_erase_path(struct iova_tree *t, uint32_t i, struct iova_path *p);
 /* Node i's lo was lowered in place (reserve): refresh the derived fields. */
 void iova_tree_lo_changed(struct iova_tree *t, uint32_t i);
 uint32_t iova_tree_find(struct iova_tree *t, uint64_t pfn);      /* containing pfn */

@@ -33,7 +33,7 @@
 #include "iova_internal.h"
 
 #define HEIGHT_SHIFT IOVA_IDX_BITS
-#define MAX_DEPTH 64   /* an AVL tree of 2^26 nodes is at most 38 deep */
+#define MAX_DEPTH IOVA_PATH_MAX
 
 /* ---- pool --------------------------------------------------------------- */
 
@@ -336,26 +336,50 @@ void iova_tree_insert(struct iova_tree *t, uint32_t i)
         t->pfns += n->hi - n->lo + 1;
 }
 
-uint32_t iova_tree_erase(struct iova_tree *t, uint32_t i)
+uint32_t iova_tree_find_path(struct iova_tree *t, uint64_t pfn, struct iova_path *p)
 {
-    uint32_t path[MAX_DEPTH];
-    uint8_t dirs[MAX_DEPTH];
-    int depth = 0, must = MAX_DEPTH;
-    struct iova_node *n = iova_n(t, i);
-    uint64_t key = n->lo;
+    /* Ranges are disjoint, so turning by [lo, hi] against pfn takes the
+     * same turns as turning by lo against the found node's lo. */
+    int depth = 0, must = IOVA_PATH_MAX;
     uint32_t succ = IOVA_NIL;
-    for (uint32_t x = t->root; x != i; depth++) {
-        path[depth] = x;
-        if (key < t->nodes[x].lo) {
+    uint32_t x = t->root;
+    while (x != IOVA_NIL) {
+        const struct iova_node *n = iova_n(t, x);
+        if (pfn < n->lo) {
+            p->node[depth] = x;
+            p->dir[depth] = 0;
             succ = x;
-            must = depth;
-            dirs[depth] = 0;
+            must = depth++;
             x = iova_left(t, x);
-        } else {
-            dirs[depth] = 1;
+        } else if (pfn > n->hi) {
+            p->node[depth] = x;
+            p->dir[depth++] = 1;
             x = iova_right(t, x);
+        } else {
+            break;
         }
     }
+    p->depth = depth;
+    p->must = must;
+    p->succ = succ;
+    return x;
+}
+
+uint32_t iova_tree_erase(struct iova_tree *t, uint32_t i)
+{
+    struct iova_path p;
+    uint32_t x = iova_tree_find_path(t, t->nodes[i].lo, &p);
+    (void)x;                              /* i itself: its lo is in no other range */
+    return iova_tree_erase_path(t, i, &p);
+}
+
+uint32_t iova_tree_erase_path(struct iova_tree *t, uint32_t i, struct iova_path *p)
+{
+    uint32_t *path = p->node;
+    uint8_t *dirs = p->dir;
+    int depth = p->depth, must = p->must;
+    struct iova_node *n = iova_n(t, i);
+    uint32_t succ = p->succ;
     uint32_t r = iova_right(t, i);
     if (r != IOVA_NIL) {
         /*
