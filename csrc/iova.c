@@ -342,8 +342,7 @@ int64_t iova_alloc(struct iova_domain *d, uint64_t size, uint64_t limit_pfn,
 
 /* ---- removal ------------------------------------------------------------ */
 
-/* iova_remove_node_locked of node i, found by iova_tree_find_path(p). */
-static void remove_found_locked(struct iova_domain *d, uint32_t i, struct iova_path *p)
+void iova_remove_found_locked(struct iova_domain *d, uint32_t i, struct iova_path *p)
 {
     struct iova_tree *t = &d->tree;
     const struct iova_node *f = iova_n(t, i);
@@ -376,7 +375,7 @@ void iova_remove_node_locked(struct iova_domain *d, uint32_t i)
 {
     struct iova_path p;
     iova_tree_find_path(&d->tree, d->tree.nodes[i].lo, &p);
-    remove_found_locked(d, i, &p);
+    iova_remove_found_locked(d, i, &p);
 }
 
 uint32_t iova_cached_node_locked(struct iova_domain *d, uint64_t pfn, uint32_t hint)
@@ -409,7 +408,7 @@ static int free_locked(struct iova_domain *d, uint64_t pfn)
         return IOVA_E_ANCHOR;
     if (iova_flags(&d->tree, i) & IOVA_NODE_CACHED)
         return IOVA_E_CACHED;                /* already freed into a magazine */
-    remove_found_locked(d, i, &p);
+    iova_remove_found_locked(d, i, &p);
     return 0;
 }
 

@@ -236,6 +236,8 @@ void iova_lock_all(struct iova_domain *d);
 void iova_unlock_all(struct iova_domain *d);
 /* Removes node i with the kernel's cache-pointer maintenance; tree_lock held. */
 void iova_remove_node_locked(struct iova_domain *d, uint32_t i);
+/* The same, for node i just returned by iova_tree_find_path(p). */
+void iova_remove_found_locked(struct iova_domain *d, uint32_t i, struct iova_path *p);
 /* Frees the range holding a cached pfn, as a magazine flush does: the node
  * must be CACHED; anything else is silently skipped. `node` is where the
  * magazine says it is; it is checked, and looked up again if it is stale. */

@@ -366,12 +366,13 @@ int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
 }
 
 /* Checks that pfn starts a live, uncached range of size's class; tree_lock
- * held. Returns the node or a negative code. */
+ * held. Returns the node or a negative code; *p is the way down to it, for
+ * a free that goes straight to the tree. */
 static int64_t validate_fast_free(struct iova_domain *d, uint64_t pfn,
-                                  uint64_t size)
+                                  uint64_t size, struct iova_path *p)
 {
     struct iova_tree *t = &d->tree;
-    uint32_t i = iova_tree_find(t, pfn);
+    uint32_t i = iova_tree_find_path(t, pfn, p);
     if (i == IOVA_NIL)
         return IOVA_E_NOTFOUND;
     if (i == d->anchor)
@@ -396,19 +397,20 @@ static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
 {
     unsigned k = iova_size_class(size);
     int64_t i;
+    struct iova_path p;
     /* pfn 0 is the fast path's "nothing" value, so it is never cached. */
     if (k >= CACHED_CLASSES || pfn == 0) {
         pthread_mutex_lock(&d->tree_lock);
-        i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size);
+        i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size, &p);
         if (i >= 0)
-            iova_remove_node_locked(d, (uint32_t)i);
+            iova_remove_found_locked(d, (uint32_t)i, &p);
         pthread_mutex_unlock(&d->tree_lock);
         return i < 0 ? (int)i : 0;
     }
     struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
     pthread_mutex_lock(&c->lock);
     pthread_mutex_lock(&d->tree_lock);
-    i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size);
+    i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size, &p);
     if (i >= 0) {
         iova_set_flag(&d->tree, (uint32_t)i, IOVA_NODE_CACHED);
         d->cached_ranges++;
