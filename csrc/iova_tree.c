@@ -654,26 +654,48 @@ static inline uint64_t sub_value(const struct iova_tree *t, uint32_t i,
     return use_fit ? t->nodes[i].sub_fit : t->nodes[i].sub_len;
 }
 
-/* The highest node with lo <= key whose own, unclipped gap fits size. A
- * subtree whose best gap is too small is skipped whole, so this follows one
- * root-to-leaf path plus one descent that is sure to succeed: O(log n). */
+/*
+ * The highest node with lo <= key whose own, unclipped gap fits size, in
+ * O(log n). The nodes at or below key, in descending order, are: for each
+ * node x where the way down to key turned right (deepest first), x itself,
+ * then x's left subtree. So: go down once, stacking those x (a subtree
+ * whose best gap is too small holds no answer, so the way down stops
+ * there), then take them back deepest first; the first whose own gap fits
+ * wins, or the first whose left subtree holds a fit, which one descent
+ * that cannot fail then finds.
+ */
 static uint32_t rightmost_fit(struct iova_tree *t, uint32_t x, uint64_t key,
                               uint64_t size, bool use_fit)
 {
-    while (x != IOVA_NIL) {
+    uint32_t turned[MAX_DEPTH];
+    int n = 0;
+    while (x != IOVA_NIL && sub_value(t, x, use_fit) >= size) {
         t->visited++;
-        if (sub_value(t, x, use_fit) < size)
-            return IOVA_NIL;
         if (t->nodes[x].lo > key) {
             x = iova_left(t, x);
-            continue;
+        } else {
+            turned[n++] = x;
+            x = iova_right(t, x);
         }
-        uint32_t r = rightmost_fit(t, iova_right(t, x), key, size, use_fit);
-        if (r != IOVA_NIL)
-            return r;
+    }
+    while (n > 0) {
+        x = turned[--n];
         if (own_value(iova_n(t, x), use_fit) >= size)
             return x;
-        x = iova_left(t, x);
+        uint32_t l = iova_left(t, x);
+        if (l != IOVA_NIL && sub_value(t, l, use_fit) >= size) {
+            x = l;
+            for (;;) {                 /* some gap in x's subtree fits */
+                t->visited++;
+                uint32_t r = iova_right(t, x);
+                if (r != IOVA_NIL && sub_value(t, r, use_fit) >= size)
+                    x = r;
+                else if (own_value(iova_n(t, x), use_fit) >= size)
+                    return x;
+                else
+                    x = iova_left(t, x);
+            }
+        }
     }
     return IOVA_NIL;
 }
