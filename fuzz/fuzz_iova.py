@@ -151,13 +151,6 @@ KNOWN_ISSUES = [
     ("reset-when-empty-drops-reserved",
      lambda f: getattr(f, "reset_reserved", False) and f.tag in (
          "check-failed", "handed-out-twice")),
-    # iova_restore accepts magazines naming a pfn that is not its range's
-    # start, a range of another size class, or pfn 0 (the validator's R1
-    # check only asks that the pfn lies in a CACHED range)
-    ("restore-accepts-bad-magazine",
-     lambda f: getattr(f, "restored", False) and f.tag in (
-         "not-a-range-start", "check-failed", "handed-out-twice", "legit-free-refused",
-         "wrong-size-handed-out")),
 ]
 
 

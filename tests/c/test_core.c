@@ -329,6 +329,55 @@ static void poke(struct iova_domain *d)
     (void)iova_flush_rcaches(d);
 }
 
+/* The index of the first word after the ranges that equals v. */
+static uint64_t mag_word(const uint64_t *w, uint64_t n, uint64_t v)
+{
+    for (uint64_t i = 14 + 3 * w[13]; i < n; i++)
+        if (w[i] == v)
+            return i;
+    return n;
+}
+
+/* A save whose magazine names a pfn free_fast could never have cached
+ * there: restore refuses it (and frees all it built: leakcheck.sh). */
+static void forged_magazines(void)
+{
+    struct iova_domain *d = iova_domain_new(4096, 0, 1, IOVA_KERNEL_6_12, 0, NULL);
+    uint64_t lo_hi[2];
+    CHECK_EQ(iova_reserve(d, 0, 0, lo_hi), 0);
+    int64_t big = iova_alloc(d, 32, TOP32, 1);
+    int64_t two = iova_alloc_fast(d, 2, TOP32, 1, 0);
+    CHECK(big > 0 && two > 0);
+    CHECK_EQ(iova_free_fast(d, (uint64_t)big, 32, 0), 0);     /* class 5 */
+    CHECK_EQ(iova_free_fast(d, (uint64_t)two, 2, 0), 0);      /* class 1 */
+    int64_t n = iova_save(d, NULL, 0);
+    uint64_t *w = malloc((size_t)n * sizeof(uint64_t));
+    CHECK_EQ(iova_save(d, w, (uint64_t)n), n);
+    uint64_t at = mag_word(w, (uint64_t)n, (uint64_t)two);
+    CHECK(at < (uint64_t)n);
+    int err = 0;
+    struct iova_domain *r = iova_restore(w, (uint64_t)n, &err);
+    CHECK(r != NULL);                                         /* as saved: fine */
+    iova_domain_destroy(r);
+    const uint64_t forged[] = {
+        (uint64_t)two + 1,        /* inside the range, not its start */
+        (uint64_t)big,            /* a cached range of class 5 in a class-1 magazine */
+        0,                        /* the fast path's "nothing" */
+    };
+    for (unsigned i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+        uint64_t keep = w[at];
+        w[at] = forged[i];
+        err = 0;
+        r = iova_restore(w, (uint64_t)n, &err);
+        CHECK(r == NULL);
+        CHECK_EQ(err, IOVA_E_STATE);
+        iova_domain_destroy(r);
+        w[at] = keep;
+    }
+    free(w);
+    iova_domain_destroy(d);
+}
+
 static void hostile_restores(void)
 {
     struct iova_domain *d = new_domain(IOVA_KERNEL_6_12, 2);
@@ -374,6 +423,7 @@ static void hostile_restores(void)
     free(w);
     free(good);
     iova_domain_destroy(d);
+    forged_magazines();
 }
 
 /* ---- cookies ------------------------------------------------------------- */
