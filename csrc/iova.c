@@ -177,8 +177,13 @@ int iova_domain_reset(struct iova_domain *d)
     iova_lock_all(d);
     int ret = d->closed ? IOVA_E_CLOSED : 0;
     if (!ret) {
-        /* Empty every magazine and the depot, then rebuild the tree as init
-         * does; no memory is needed, so the reset cannot fail halfway. */
+        /* Empty every magazine and the depot, then drop every range that
+         * was freed (RETIRED: kept out of reuse until now; CACHED: its
+         * magazine is gone). Ranges still held - reserved regions above
+         * all - stay: the rejected patch rebuilt the domain from scratch
+         * and so lost its reservations, then handed out e.g. the MSI
+         * doorbell window. Nothing here needs memory, so the reset cannot
+         * fail halfway. */
         for (unsigned i = 0; i < IOVA_RANGE_CACHE_MAX_SIZE * d->ncpus; i++)
             d->cpu_rc[i].loaded->count = d->cpu_rc[i].prev->count = 0;
         for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++) {
@@ -190,12 +195,15 @@ int iova_domain_reset(struct iova_domain *d)
         struct iova_tree *t = &d->tree;
         for (uint32_t x = iova_tree_first(t); x != IOVA_NIL;) {
             uint32_t next = iova_tree_next(t, x);
-            if (x != d->anchor) {
+            if (x != d->anchor &&
+                (iova_flags(t, x) & (IOVA_NODE_RETIRED | IOVA_NODE_CACHED))) {
                 iova_tree_erase(t, x);
                 iova_tree_node_free(t, x);
             }
             x = next;
         }
+        /* The cache pointers and the failure shortcut as init leaves them:
+         * reserve_iova, which made what is left, touches neither. */
         d->cached_ranges = 0;
         d->cached_node = d->cached32_node = d->anchor;   /* NIL under 4.10 */
         d->max32_alloc_size = d->dma_32bit_pfn;

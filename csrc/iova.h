@@ -91,8 +91,11 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
 int iova_domain_close(struct iova_domain *d);
 void iova_domain_destroy(struct iova_domain *d);
 int iova_set_search_mode(struct iova_domain *d, int mode);
-/* Back to the state init_iova_domain leaves: every range and every cached
- * pfn dropped (what the rejected 2017 patch's reset_iova_domain did). */
+/* The rejected 2017 patch's reset_iova_domain, minus its loss of the
+ * reserved regions: every cached pfn and every range freed but kept out of
+ * reuse (RESET_WHEN_EMPTY's retired ranges) is dropped, the cache pointers
+ * and max32_alloc_size go back to what init_iova_domain sets; ranges still
+ * held (reserved regions, anything not freed) stay. */
 int iova_domain_reset(struct iova_domain *d);
 
 /* --- the tree (alloc_iova, free_iova, find_iova, reserve_iova) ----------- */

@@ -41,6 +41,10 @@
 #define IOVA_E_FQ_FULL    -40    /* flush queue full: flush, then call again */
 #define IOVA_E_NOT_LIVE   -41    /* free of a range that is not handed out */
 #define IOVA_E_COOKIE     -42    /* unknown type, or the call does not apply to it */
+#define IOVA_E_QUEUED     -43    /* the range already waits in the flush queue */
+/* A queued range could not be freed when its flush came (the domain was
+ * changed behind the queue): it was dropped, and counted in fq_lost. */
+#define IOVA_E_FQ_LOST    -44
 
 struct iova_domain;
 struct iova_cookie;
@@ -53,7 +57,8 @@ struct iova_cookie_stats {
     uint64_t frees;
     uint64_t failures;
     uint64_t live_ranges;      /* handed out and not yet freed */
-    uint64_t live_pfns;
+    uint64_t live_pfns;        /* IOVA on the rcache path: as alloc_iova_fast sizes
+                                * them (below 32 pages, rounded up to a power of two) */
     uint64_t held_pfns;        /* pfns not available: live, awaiting a flush, never reused */
     uint64_t cursor;           /* WRAPAROUND / MSI: next pfn considered */
     uint64_t wraps;            /* WRAPAROUND: flushes at the wrap */
@@ -62,6 +67,7 @@ struct iova_cookie_stats {
     uint64_t fq_flushes;       /* flushes the flush queue asked for */
     uint64_t fq_started;       /* the kernel's two flush counters */
     uint64_t fq_finished;
+    uint64_t fq_lost;          /* queued ranges a retire could not free (IOVA_E_FQ_LOST) */
 };
 
 /* type IOVA and RESET_WHEN_EMPTY use `iovad` (not owned; it must outlive the
@@ -83,20 +89,30 @@ int iova_cookie_reserve(struct iova_cookie *c, uint64_t lo, uint64_t hi);
 /* IOVA type on a 6.12 domain: use the tree alone (alloc_iova/free_iova,
  * size-aligned), bypassing the rcache - a policy to compare against. */
 int iova_cookie_set_tree_only(struct iova_cookie *c, int tree_only);
-/* Frees what iova_cookie_alloc returned (strict: at once). */
+/* Frees what iova_cookie_alloc returned (strict: at once). `pages` must be
+ * what was asked for: the range's own size on the tree paths (4.10,
+ * tree-only, RESET_WHEN_EMPTY), a size of its class on the rcache path (as
+ * free_iova_fast takes it); MSI undoes only the latest live allocation, whole.
+ * A range waiting in the flush queue is refused (IOVA_E_QUEUED). */
 int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                      int cpu, uint32_t *events);
 
 /* Flush queue (IOVA type only): per-CPU rings of ring_size entries, a
- * timer of timeout_ms on the caller's clock. */
+ * timer of timeout_ms on the caller's clock. A retired entry goes to its
+ * ring's CPU rcache, so ncpus may not exceed the domain's (IOVA_E_CPU). */
 int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
                         unsigned ring_size, uint64_t timeout_ms);
-/* Queues a free. IOVA_E_FQ_FULL: the caller flushes the IOTLB, calls
- * iova_cookie_fq_flushed, and queues again. */
+/* Queues a free. The range must be one the strict free would take now
+ * (same checks and codes) and not be queued already (IOVA_E_QUEUED).
+ * cpu -1: this thread's ring. IOVA_E_FQ_FULL: the caller flushes the
+ * IOTLB, calls iova_cookie_fq_flushed, and queues again. Nothing is queued
+ * when the call fails; IOVA_E_FQ_LOST reports an older entry of the ring
+ * that could not be retired. */
 int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                           int cpu, uint64_t now_ms, uint32_t *events);
 /* The caller has flushed the IOTLB: count it, and (all_rings) retire every
- * queued entry on `cpu`'s rcache, as the timer does. */
+ * queued entry on `cpu`'s rcache, as the timer does. IOVA_E_FQ_LOST: an
+ * entry could not be freed (the others were retired). */
 int iova_cookie_fq_flushed(struct iova_cookie *c, int all_rings, int cpu);
 /* When the timer fires, or UINT64_MAX when it is not armed. */
 uint64_t iova_cookie_fq_due(struct iova_cookie *c);

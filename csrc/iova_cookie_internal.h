@@ -32,6 +32,17 @@ int iova_wrap_free(struct iova_wrap *w, uint64_t pfn, uint64_t pages);
 int iova_wrap_reserve(struct iova_wrap *w, uint64_t lo, uint64_t hi);
 int iova_wrap_check(struct iova_wrap *w, char *msg, size_t msg_len);
 
+/* A set of pfns: open addressing with linear probing, kept at most half
+ * full so that a lookup is O(1). Slots hold PFN_SET_EMPTY when free; that
+ * is the 6.12 anchor's pfn, which no allocator hands out. */
+struct pfn_set {
+    uint64_t *slots;
+    uint64_t mask;            /* slots - 1: their number is a power of two */
+    uint64_t count;
+};
+
+#define PFN_SET_EMPTY UINT64_MAX
+
 struct fq_entry {
     uint64_t pfn;
     uint64_t pages;
@@ -55,6 +66,10 @@ struct iova_fq {
     uint64_t timer_due_ms;
     uint64_t queued;
     uint64_t flushes;
+    struct pfn_set queued_pfns;   /* the pfn of every entry in the rings, so that a
+                                   * range can be refused a second place; sized
+                                   * for every ring full, it never grows */
+    uint64_t lost;            /* entries a retire could not free (IOVA_E_FQ_LOST) */
 };
 
 struct iova_cookie {
@@ -65,7 +80,15 @@ struct iova_cookie {
     uint64_t start_pfn;
     uint64_t end_pfn;
     uint64_t msi_next;            /* MSI: the next pfn handed out */
+    uint64_t *msi_starts;         /* MSI: where each live allocation starts, oldest
+                                   * first, so an undo can be checked to be whole
+                                   * and the latest (msi_depth == live_ranges) */
+    uint64_t msi_depth, msi_cap;
     bool tree_only;               /* IOVA: bypass the rcache */
+    struct pfn_set live;          /* IOVA, RESET_WHEN_EMPTY: where each live range it
+                                   * handed out starts (not queued, not retired), so
+                                   * that a free of anything else - a reserved
+                                   * region above all - is refused */
     struct iova_wrap wrap;
     struct iova_fq *fq;
     uint64_t allocs, frees, failures;

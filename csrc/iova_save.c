@@ -16,8 +16,9 @@
  *   per size class: per cpu: loaded count + pfns, prev count + pfns;
  *                   depot length, per magazine: count + pfns;
  *                   work_pending, work_due_ms
- * Restoring checks every word it reads and then runs the full validator,
- * so corrupt input yields IOVA_E_STATE, never a broken domain.
+ * Restoring checks every word it reads (a magazine's pfns against the
+ * ranges read before them) and then runs the full validator, so corrupt
+ * input yields IOVA_E_STATE, never a broken domain.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -113,18 +114,32 @@ static uint64_t get(struct reader *r)
     return r->in[r->pos++];
 }
 
-static bool get_mag(struct reader *r, const struct iova_domain *d,
+/* Reads a magazine of size class k. Each pfn must be what free_fast could
+ * have cached there: never 0 (the fast path's "nothing"), the start of a
+ * range flagged CACHED, of class k. The validator would take a pfn inside
+ * a cached range, or a range of another class, and alloc_fast would then
+ * hand out a pfn that starts nothing, or the wrong number of pages. */
+static bool get_mag(struct reader *r, const struct iova_domain *d, unsigned k,
                     struct iova_magazine *m)
 {
+    const struct iova_tree *t = &d->tree;
     uint64_t count = get(r);
     if (r->bad || count > d->mag_size)
         return false;
-    m->count = (uint32_t)count;
-    for (uint32_t i = 0; i < m->count; i++) {
-        m->pfns[i] = get(r);
-        m->nodes[i] = iova_tree_find((struct iova_tree *)&d->tree, m->pfns[i]);
+    m->count = 0;
+    for (uint32_t i = 0; i < (uint32_t)count; i++) {
+        uint64_t pfn = get(r);
+        uint32_t x = r->bad || pfn == 0 ? IOVA_NIL
+                                        : iova_tree_find((struct iova_tree *)t, pfn);
+        if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != pfn ||
+            !(iova_flags(t, x) & IOVA_NODE_CACHED) ||
+            iova_size_class(t->nodes[x].hi - t->nodes[x].lo + 1) != k)
+            return false;
+        m->pfns[i] = pfn;
+        m->nodes[i] = x;
+        m->count = i + 1;
     }
-    return !r->bad;
+    return true;
 }
 
 static int restore_into(struct iova_domain *d, struct reader *r,
@@ -169,7 +184,7 @@ static int restore_into(struct iova_domain *d, struct reader *r,
     for (unsigned k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++) {
         for (unsigned cpu = 0; cpu < d->ncpus; cpu++) {
             struct iova_cpu_rcache *c = &d->cpu_rc[k * d->ncpus + cpu];
-            if (!get_mag(r, d, c->loaded) || !get_mag(r, d, c->prev))
+            if (!get_mag(r, d, k, c->loaded) || !get_mag(r, d, k, c->prev))
                 return IOVA_E_STATE;
         }
         struct iova_depot *dp = &d->depot[k];
@@ -180,7 +195,7 @@ static int restore_into(struct iova_domain *d, struct reader *r,
             struct iova_magazine *m = iova_mag_alloc(d);
             if (!m)
                 return IOVA_E_NOMEM;
-            if (!get_mag(r, d, m) || m->count != d->mag_size) {
+            if (!get_mag(r, d, k, m) || m->count != d->mag_size) {
                 free(m);
                 return IOVA_E_STATE;
             }

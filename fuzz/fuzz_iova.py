@@ -89,33 +89,21 @@ def _call(f):
 
 
 KNOWN_ISSUES = [
-    # IovaDomain(ncpus=2**32) and PfnAllocator(start_pfn=-1, granule="x"),
-    # enable_flush_queue(ncpus=-1), free_lazy(now_ms=-1), fq_flushed(cpu="x")
-    # hand their arguments to cffi unchecked: OverflowError / TypeError
+    # IovaDomain(ncpus=2**32) hands its argument to cffi unchecked:
+    # OverflowError (PfnAllocator checks its own arguments first)
     ("unchecked-int-arguments",
      lambda f: f.tag == "undocumented" and f.exc_name in ("OverflowError", "TypeError")
-     and _call(f) in ("IovaDomain", "PfnAllocator", "PfnAllocator.enable_flush_queue",
-                      "PfnAllocator.free_lazy", "PfnAllocator.fq_flushed")),
+     and _call(f) == "IovaDomain"),
     # IovaDomain(kernel=[]), IovaDomain(search={}), dom.search = []: the
     # membership test on a dict raises TypeError for an unhashable value
     ("unhashable-choice",
      lambda f: f.tag == "undocumented" and f.exc_name == "TypeError"
-     and _call(f) in ("IovaDomain", "IovaDomain.search=", "PfnAllocator")),
-    # enable_flush_queue(size=0): IOVA_E_RANGE goes to IovaDomain._error,
-    # which formats a reserve message from arguments it was not given
-    ("fq-init-error-keyerror",
-     lambda f: f.tag == "undocumented" and f.exc_name == "KeyError"
-     and _call(f) == "PfnAllocator.enable_flush_queue"),
+     and _call(f) in ("IovaDomain", "IovaDomain.search=")),
     # an object with __index__ but no __int__ passes check_u64 and is then
     # refused by cffi ("an integer is required"): advance() lets the bare
     # TypeError out, other calls raise an IovaTypeError naming no culprit
     ("index-only-integers",
      lambda f: f.tag == "undocumented" and f.exc_name == "TypeError" and "IntLike" in f.where),
-    # PfnAllocator(granule=<over 2**33>) computes its default end_pfn with a
-    # negative shift before anything checks the granule
-    ("pfnallocator-huge-granule",
-     lambda f: f.tag == "undocumented" and f.exc_name == "ValueError"
-     and _call(f) == "PfnAllocator"),
     # free_many([]) on a closed domain: the error path names pfns[0] of an
     # empty batch (IndexError from cffi)
     ("free-many-empty-closed",
@@ -126,38 +114,6 @@ KNOWN_ISSUES = [
     ("cookie-unchecked-arguments",
      lambda f: f.tag == "undocumented" and _call(f).startswith("DmaCookie")
      and f.exc_name in ("TypeError", "AttributeError", "ValueError", "OverflowError")),
-    # iova_cookie_fq_init accepts more rings than the domain has CPUs; a ring
-    # beyond them retires into free_fast(cpu=ring), which fails, and the
-    # range is silently never freed
-    ("fq-ring-beyond-domain-cpus",
-     lambda f: f.tag == "counts-disagree" and getattr(f, "fq_wide", False)),
-    # iova_cookie_free_lazy checks neither that the range is not queued
-    # already nor its size class; fq_retire then ignores free_fast's refusal
-    # (range lost) or frees it a second time, possibly under a new owner
-    ("fq-free-lazy-unchecked",
-     lambda f: f.tag in ("free-of-nothing-handed-out", "free-wrong-size-accepted")
-     and (_call(f) == "PfnAllocator.free_lazy"
-          or _call(f) == "DmaCookie.free_iova" and "lazy=True" in f.where)),
-    # iova_cookie_free does not check `pages` against the range for
-    # reset-when-empty (whose reset then wipes live ranges), for 4.10 or
-    # tree-only IOVA, nor for MSI (a partial undo is accepted)
-    ("cookie-free-ignores-pages",
-     lambda f: f.tag in ("free-wrong-size-accepted", "free-of-nothing-handed-out")
-     and getattr(f, "loose_pages", False)
-     and _call(f) in ("PfnAllocator.free", "DmaCookie.free_iova")),
-    # a reset-when-empty cookie counts reserved ranges as neither mapped nor
-    # retired (check() fails at once), and its reset drops them, after which
-    # the reserved window (the MSI doorbells) is handed out
-    ("reset-when-empty-drops-reserved",
-     lambda f: getattr(f, "reset_reserved", False) and f.tag in (
-         "check-failed", "handed-out-twice")),
-    # iova_restore accepts magazines naming a pfn that is not its range's
-    # start, a range of another size class, or pfn 0 (the validator's R1
-    # check only asks that the pfn lies in a CACHED range)
-    ("restore-accepts-bad-magazine",
-     lambda f: getattr(f, "restored", False) and f.tag in (
-         "not-a-range-start", "check-failed", "handed-out-twice", "legit-free-refused",
-         "wrong-size-handed-out")),
 ]
 
 
@@ -935,11 +891,9 @@ def op_new_allocator(w):
     t = w.current = Target(a, where)
     t.flags["own_domain"] = own
     kernel = a.iovad.kernel if a.iovad is not None else None
-    t.flags["loose_pages"] = (kind == "reset-when-empty" or kind == "msi" or
-                              (kind == "iova" and kernel == "4.10"))
     if kind == "iova" and kernel == "6.12" and d.draw(st.integers(0, 4), label="tree only?") == 0:
         ok, _ = w.call("PfnAllocator.bypass_rcache", a.bypass_rcache)
-        t.flags["loose_pages"] = t.flags["tree_only"] = ok
+        t.flags["tree_only"] = ok
     if kind == "iova" and kernel == "6.12" and not t.flags.get("tree_only") and \
             d.draw(st.booleans(), label="flush queue?"):
         ncpus = d.draw(st.sampled_from([1, 2, 2, 2, 4]), label="rings")
@@ -948,7 +902,9 @@ def op_new_allocator(w):
                        a.enable_flush_queue, ncpus, size, 10)
         if ok:
             t.flags["fq"] = True
-            t.flags["fq_wide"] = ncpus > a.iovad.ncpus
+            t.flags["fq_rings"] = ncpus
+        elif ncpus <= a.iovad.ncpus:
+            raise Finding("legit-call-refused", "PfnAllocator.enable_flush_queue", repr(_))
     w.allocators.append(t)
 
 
@@ -1007,9 +963,11 @@ def free_rule_ok(t, pfn, pages):
     a = t.obj
     if a.type.value == "iova" and a.iovad is not None and a.iovad.kernel == "6.12" \
             and not t.flags.get("tree_only"):
-        # free_iova_fast's own rule, and the cookie's: no more than is live
-        return size_class(pages) == size_class(want) and \
-            pages <= sum(v[1] for v in t.claims.by_lo.values())
+        # free_iova_fast's rule: any size of the range's class; beyond the
+        # cached classes, where the class says nothing, the size handed out
+        if want > 32 or pages > 32:
+            return pages == want
+        return size_class(pages) == size_class(want)
     if a.type.value == "msi" and pfn != max(t.claims.by_lo):
         return False                                       # only the latest can be undone
     return pages == want
@@ -1033,6 +991,9 @@ def op_alloc_free(w):
         (cpu is None or type(cpu) is int and 0 <= cpu < ncpus)
     if lazy:
         now = arg(d, st.integers(0, 100), 10)
+        # a lazy free is checked as the strict one is, on one of the rings
+        plain = plain and type(now) is int and now >= 0 and t.flags.get("fq") and \
+            (cpu is None or cpu < t.flags.get("fq_rings", 0))
         where = "PfnAllocator.free_lazy(%r, %r, %r, cpu=%r)" % (pfn, pages, now, cpu)
         ok, ev = w.call(where, a.free_lazy, pfn, pages, now, cpu=cpu)
         if ok and not ev & EV_QUEUED:
@@ -1049,7 +1010,7 @@ def op_alloc_free(w):
         del t.claims.by_lo[p]
         if a.type.value == "reset-when-empty":
             t.flags["retired"] = 0 if ev & EV_RESET else t.flags.get("retired", 0) + 1
-    elif legal and plain and not lazy and not (a.iovad is not None and a.iovad.closed):
+    elif legal and plain and not (a.iovad is not None and a.iovad.closed):
         raise Finding("legit-free-refused", where, repr(ev))
 
 
@@ -1079,10 +1040,14 @@ def op_alloc_fq(w):
         timeout = arg(d, st.sampled_from([0, 10]), 10)
         where = "PfnAllocator.enable_flush_queue(%r, %r, %r)" % (ncpus, size, timeout)
         ok, _ = w.call(where, a.enable_flush_queue, ncpus, size, timeout)
+        n = as_int(ncpus)
         if ok:
+            if t.flags.get("fq") or a.iovad is None or type(ncpus) is bool or n is None or \
+                    not 1 <= n <= a.iovad.ncpus:
+                raise Finding("bad-flush-queue-accepted", where,
+                              "a second queue, or rings beyond the domain's CPUs")
             t.flags["fq"] = True
-            if isinstance(ncpus, int) and a.iovad is not None and ncpus > a.iovad.ncpus:
-                t.flags["fq_wide"] = True
+            t.flags["fq_rings"] = n
     elif which == "flushed":
         all_rings = d.draw(st.booleans())
         cpu = arg(d, st.sampled_from([0, 1]), 15)
@@ -1130,9 +1095,6 @@ def op_new_cookie(w):
         if ok and reserved and c.iovad is not None:
             for lo, hi in reserved:               # never to be handed out
                 t.claims.add(lo, hi, hi - lo + 1)
-            t.flags["reset_reserved"] = kind == "reset-when-empty"
-    t.flags["loose_pages"] = kind in ("msi", "reset-when-empty") or kw["kernel"] == "4.10" \
-        or not kw["rcache"]
     t.flags["fq"] = c.flush_queue
     w.cookies.append(t)
 

@@ -9,11 +9,13 @@ allocator wrapped, or a flush queue is full); EV_RESET - the space was reset
 failed; EV_QUEUED - a free went into the flush queue.
 """
 import enum
+import operator
 
 from . import errors
 from ._pyiova import ffi, lib
 from ._args import bad_argument as _bad_argument
-from .iova import IovaDomain
+from ._args import check_u64 as _check_u64
+from .iova import KERNELS, IovaDomain
 
 __all__ = ["AllocatorType", "PfnAllocator", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
            "EV_QUEUED"]
@@ -43,6 +45,31 @@ _cookie_alloc = lib.iova_cookie_alloc
 _cookie_free = lib.iova_cookie_free
 _cookie_free_lazy = lib.iova_cookie_free_lazy
 _new_events = ffi.new
+_INT_MAX = (1 << 31) - 1          # the C core's cpu arguments are ints
+_UINT_MAX = (1 << 32) - 1         # and its ring counts and sizes unsigned ints
+
+
+def _u64(name, value):
+    """value as an int in 0..2**64-1, or the IovaTypeError / IovaValueError
+    naming it (bools are refused: True is not a page count)."""
+    exc = _check_u64(name, value)
+    if exc is not None:
+        raise exc
+    return operator.index(value)
+
+
+def _cpu(cpu):
+    """The C core's cpu argument: -1 for None (this thread's slot), else a
+    slot number; IovaTypeError / IovaCpuError naming anything else."""
+    if cpu is None:
+        return -1
+    if isinstance(cpu, bool) or not hasattr(cpu, "__index__"):
+        raise errors.IovaTypeError("cpu must be an integer or None, not %s (%r)"
+                                   % (type(cpu).__name__, cpu))
+    c = operator.index(cpu)
+    if c < 0 or c > _INT_MAX:
+        raise errors.IovaCpuError("cpu %r is not a CPU slot (None: this thread's)" % (cpu,))
+    return c
 
 
 class PfnAllocator:
@@ -53,15 +80,30 @@ class PfnAllocator:
     [start_pfn, end_pfn] themselves.
     """
 
-    __slots__ = ("type", "iovad", "_c", "__weakref__")
+    __slots__ = ("type", "iovad", "_c", "_fq_rings", "__weakref__")
 
     def __init__(self, type, *, iovad=None, granule=4096, start_pfn=1, end_pfn=None,
                  ncpus=1, kernel="6.12"):
         try:
             self.type = AllocatorType(type)
-        except ValueError:
+        except (ValueError, TypeError):
             raise errors.IovaValueError("allocator %r is not one of %s"
                                         % (type, [t.value for t in AllocatorType])) from None
+        # Every argument is checked before any is used, whether or not this
+        # type needs it: a bad value is a mistake either way.
+        granule = _u64("granule", granule)
+        if granule < 2 or granule > 65536 or granule & (granule - 1):
+            raise errors.IovaValueError("granule %r is not a power of two in 2..65536"
+                                        % (granule,))
+        start_pfn = _u64("start_pfn", start_pfn)
+        if end_pfn is not None:
+            end_pfn = _u64("end_pfn", end_pfn)
+        ncpus = _u64("ncpus", ncpus)
+        if not 1 <= ncpus <= lib.IOVA_MAX_CPUS:
+            raise errors.IovaValueError("ncpus %r is not in 1..%d" % (ncpus, lib.IOVA_MAX_CPUS))
+        if not isinstance(kernel, str) or kernel not in KERNELS:
+            raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, sorted(KERNELS)))
+        self._fq_rings = 0
         if self.type in (AllocatorType.IOVA, AllocatorType.RESET_WHEN_EMPTY):
             if iovad is None:
                 iovad = IovaDomain(granule, start_pfn, ncpus=ncpus, kernel=kernel)
@@ -71,8 +113,8 @@ class PfnAllocator:
             raise errors.IovaValueError("a %s allocator manages its own space; iovad is for "
                                         "iova and reset-when-empty" % self.type)
         self.iovad = iovad
-        if end_pfn is None and isinstance(granule, int) and granule > 1:
-            end_pfn = (1 << (33 - granule.bit_length())) - 1      # the last pfn below 4 GiB
+        if end_pfn is None:
+            end_pfn = (1 << 32) // granule - 1                    # the last pfn below 4 GiB
         err = ffi.new("int *")
         c = lib.iova_cookie_new(_C_TYPES[self.type], iovad._d if iovad is not None else ffi.NULL,
                                 granule, start_pfn, end_pfn, err)
@@ -94,6 +136,13 @@ class PfnAllocator:
         if code == lib.IOVA_E_SIZE and "pfn" in named:
             return errors.IovaInvalidFree("%d pages is not the size of the range at pfn %#x"
                                           % (named["pages"], named["pfn"]))
+        if code == lib.IOVA_E_QUEUED:
+            return errors.IovaInvalidFree("the range at pfn %#x is already freed: it waits in "
+                                          "the flush queue" % named.get("pfn", 0))
+        if code == lib.IOVA_E_FQ_LOST:
+            return errors.IovaInvalidFree(
+                "a range waiting in the flush queue could no longer be freed when its flush "
+                "came (it was freed behind the queue's back); it was dropped from the queue")
         if self.iovad is not None:
             return self.iovad._error(code, size=named.get("pages"), pfn=named.get("pfn"),
                                      limit_pfn=named.get("limit_pfn"), cpu=named.get("cpu"))
@@ -113,10 +162,14 @@ class PfnAllocator:
     def alloc(self, pages, limit_pfn, *, try_32bit=False, cpu=None):
         """(pfn, events): `pages` pfns at or below limit_pfn. Raises
         IovaExhausted (events are still on .last_events)."""
+        if type(pages) is int and type(limit_pfn) is int and cpu is None:
+            c = -1                                 # the common case, checked by cffi
+        else:
+            pages, limit_pfn = _u64("pages", pages), _u64("limit_pfn", limit_pfn)
+            c = _cpu(cpu)
         ev = _new_events("uint32_t *")
         try:
-            r = _cookie_alloc(self._c, pages, limit_pfn, 1 if try_32bit else 0,
-                              -1 if cpu is None else cpu, ev)
+            r = _cookie_alloc(self._c, pages, limit_pfn, 1 if try_32bit else 0, c, ev)
         except (TypeError, OverflowError):
             raise _bad_argument(pages=pages, limit_pfn=limit_pfn, cpu=cpu) from None
         if r < 0:
@@ -127,9 +180,13 @@ class PfnAllocator:
 
     def free(self, pfn, pages, *, cpu=None):
         """Frees what alloc returned, at once; returns the events."""
+        if type(pfn) is int and type(pages) is int and cpu is None:
+            c = -1
+        else:
+            pfn, pages, c = _u64("pfn", pfn), _u64("pages", pages), _cpu(cpu)
         ev = _new_events("uint32_t *")
         try:
-            r = _cookie_free(self._c, pfn, pages, -1 if cpu is None else cpu, ev)
+            r = _cookie_free(self._c, pfn, pages, c, ev)
         except (TypeError, OverflowError):
             raise _bad_argument(pfn=pfn, pages=pages, cpu=cpu) from None
         if r:
@@ -139,6 +196,7 @@ class PfnAllocator:
     def reserve(self, lo, hi):
         """WRAPAROUND: keep pfns [lo, hi] out of use for good (reserved
         regions; the IOVA types reserve on their .iovad)."""
+        lo, hi = _u64("lo", lo), _u64("hi", hi)
         try:
             r = lib.iova_cookie_reserve(self._c, lo, hi)
         except (TypeError, OverflowError):
@@ -160,24 +218,62 @@ class PfnAllocator:
 
     # -- flush queue (IOVA type, 6.12) --------------------------------------
     def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10):
+        """IOVA type, 6.12: `ncpus` rings (at most the domain's CPU slots: a
+        ring retires into its CPU's rcache) of `size` entries (1..2**20),
+        and a timer of timeout_ms."""
+        ncpus, size = _u64("ncpus", ncpus), _u64("size", size)
+        timeout_ms = _u64("timeout_ms", timeout_ms)
+        if ncpus > _UINT_MAX:
+            ncpus_slots = self.iovad.ncpus if self.iovad is not None else 0
+            raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
+                                      % (ncpus, ncpus_slots))
+        if size > _UINT_MAX:
+            raise errors.IovaValueError("flush queue size %r is not in 1..%d" % (size, 1 << 20))
         r = lib.iova_cookie_fq_init(self._c, ncpus, size, timeout_ms)
+        if r == lib.IOVA_E_RANGE:
+            # not routed through IovaDomain._error: its IOVA_E_RANGE is reserve's
+            if ncpus == 0:
+                raise errors.IovaValueError("flush queue ncpus %r: at least one ring is needed"
+                                            % (ncpus,))
+            raise errors.IovaValueError("flush queue size %r is not in 1..%d" % (size, 1 << 20))
+        if r == lib.IOVA_E_CPU:
+            raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
+                                      % (ncpus, self.iovad.ncpus))
         if r:
             raise self._error(r)
+        self._fq_rings = ncpus
 
     def free_lazy(self, pfn, pages, now_ms, *, cpu=None):
-        """Queues a free. Returns the events; EV_FLUSH without EV_QUEUED means
-        the ring was full: flush the IOTLB, call fq_flushed(), and retry."""
+        """Queues a free: (pfn, pages) as free() would take it now, not queued
+        already. Returns the events; EV_FLUSH without EV_QUEUED means the
+        ring was full: flush the IOTLB, call fq_flushed(), and retry."""
+        pfn, pages, now_ms = _u64("pfn", pfn), _u64("pages", pages), _u64("now_ms", now_ms)
+        c = _cpu(cpu)
         ev = _new_events("uint32_t *")
-        r = _cookie_free_lazy(self._c, pfn, pages, -1 if cpu is None else cpu, now_ms, ev)
+        r = _cookie_free_lazy(self._c, pfn, pages, c, now_ms, ev)
         if r and r != lib.IOVA_E_FQ_FULL:
+            if r == lib.IOVA_E_CPU and self._fq_rings:
+                raise self._ring_error(cpu)
             raise self._error(r, pfn=pfn, pages=pages, cpu=cpu)
         return ev[0]
+
+    def _ring_error(self, cpu):
+        return errors.IovaCpuError("cpu %r is not in 0..%d, the flush queue's rings"
+                                   % (cpu, self._fq_rings - 1))
 
     def fq_flushed(self, all_rings=False, cpu=0):
         """Counts a full IOTLB flush; with all_rings (the timer) retires every
         queued entry into `cpu`'s rcache."""
-        r = lib.iova_cookie_fq_flushed(self._c, 1 if all_rings else 0, cpu)
+        c = _cpu(cpu)
+        if c < 0:
+            if all_rings:
+                raise errors.IovaCpuError("cpu %r: the timer retires into one CPU's rcache; "
+                                          "name it" % (cpu,))
+            c = 0                                  # not used without all_rings
+        r = lib.iova_cookie_fq_flushed(self._c, 1 if all_rings else 0, c)
         if r:
+            if r == lib.IOVA_E_CPU and self._fq_rings:
+                raise self._ring_error(cpu)
             raise self._error(r, cpu=cpu)
 
     @property
@@ -193,7 +289,7 @@ class PfnAllocator:
         return {k: getattr(st, k) for k in (
             "start_pfn", "end_pfn", "allocs", "frees", "failures", "live_ranges", "live_pfns",
             "held_pfns", "cursor", "wraps", "resets", "fq_queued", "fq_flushes",
-            "fq_started", "fq_finished")}
+            "fq_started", "fq_finished", "fq_lost")}
 
     def ranges(self):
         """WRAPAROUND: every (lo, hi, awaiting_flush) it holds, reserved

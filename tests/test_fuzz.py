@@ -20,7 +20,8 @@ import threading
 import pytest
 
 from pyiova import IovaDomain, IovaError
-from pyiova.allocators import EV_QUEUED, PfnAllocator
+from pyiova.allocators import EV_QUEUED, EV_RESET, PfnAllocator
+from pyiova.errors import IovaCpuError, IovaInvalidFree, IovaTypeError, IovaValueError
 from pyiova.cookie import DmaCookie
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,120 +130,150 @@ def test_a_failed_batch_call_on_a_memoryview_does_not_crash_the_interpreter(call
 
 # ---- the flush queue ----------------------------------------------------------
 
-@known("fq-ring-beyond-domain-cpus", raises=AssertionError)
-def test_a_flush_queue_ring_beyond_the_domains_cpus_loses_nothing():
+def test_a_flush_queue_ring_beyond_the_domains_cpus_is_refused():
+    # found as "fq-ring-beyond-domain-cpus": a ring with no CPU of its own
+    # retired into free_fast(cpu=ring), which failed, and the range was lost
     a = PfnAllocator("iova", ncpus=1)
-    try:
-        a.enable_flush_queue(ncpus=4, size=4)      # refusing this would do too
-    except IovaError:
-        return
+    with pytest.raises(IovaCpuError, match="ncpus 4"):
+        a.enable_flush_queue(ncpus=4, size=4)
+    a.enable_flush_queue(ncpus=1, size=4)          # the refusal left no queue behind
     p, _ = a.alloc(1, TOP32)
     q, _ = a.alloc(1, TOP32)
-    a.free_lazy(p, 1, now_ms=0, cpu=3)
+    a.free_lazy(p, 1, now_ms=0, cpu=0)
     a.fq_flushed()                                 # a flush covers p's entry
-    a.free_lazy(q, 1, now_ms=1, cpu=3)             # retires p from ring 3
-    a.fq_flushed(all_rings=True, cpu=0)            # and q, on cpu 0
+    a.free_lazy(q, 1, now_ms=1, cpu=0)             # retires p
+    a.fq_flushed(all_rings=True, cpu=0)            # and q
     a.check()
     held = len(a.iovad) - len(a.iovad.cached_pfns())
     assert held == 0, "%d range(s) freed through the flush queue never came back" % held
+    assert a.iovad.cached_pfns() == {p, q} and a.stats()["fq_lost"] == 0
 
 
-@known("fq-free-lazy-unchecked", raises=AssertionError)
 def test_a_range_already_queued_cannot_be_queued_again():
+    # found as "fq-free-lazy-unchecked": the second entry's retire freed p
+    # again, after it had been handed out anew
     a = PfnAllocator("iova", ncpus=2)
     a.enable_flush_queue(ncpus=2, size=8)
     p, _ = a.alloc(1, TOP32, cpu=0)
-    others = [a.alloc(1, TOP32, cpu=0)[0] for _ in range(3)]
+    a.alloc(1, TOP32, cpu=0)
     a.free_lazy(p, 1, 0, cpu=0)
     a.fq_flushed()
-    try:
-        ev = a.free_lazy(p, 1, 1, cpu=1)           # a double free
-    except IovaError:
-        return
-    assert not ev & EV_QUEUED, "a second lazy free of %#x was queued" % p
-    # what it leads to: p handed out twice
-    a.free_lazy(others[0], 1, 2, cpu=0)            # retires ring 0: p is free
-    again, _ = a.alloc(1, TOP32, cpu=0)
-    a.fq_flushed()
-    a.free_lazy(others[1], 1, 3, cpu=1)            # retires ring 1: frees p again
-    third, _ = a.alloc(1, TOP32, cpu=1)
-    assert not (again == p == third)
+    before = a.stats()
+    with pytest.raises(IovaInvalidFree, match="%#x .*flush queue" % p):
+        a.free_lazy(p, 1, 1, cpu=1)                # a double free, on another ring
+    with pytest.raises(IovaInvalidFree, match="%#x .*flush queue" % p):
+        a.free(p, 1, cpu=1)                        # or a strict one
+    assert a.stats() == before
+    a.check()
+    a.fq_flushed(all_rings=True, cpu=1)
+    assert a.iovad.cached_pfns() == {p}            # back once
+    again = {a.alloc(1, TOP32, cpu=1)[0], a.alloc(1, TOP32, cpu=1)[0]}
+    assert p in again and len(again) == 2
 
 
-@known("fq-free-lazy-unchecked", raises=AssertionError)
 def test_a_lazy_free_checks_the_size_class_as_free_fast_does():
+    # found as "fq-free-lazy-unchecked": queued with the wrong size, the
+    # range was refused at retire and lost
     a = PfnAllocator("iova", ncpus=1)
     a.enable_flush_queue(ncpus=1, size=8)
-    p, _ = a.alloc(3, TOP32)
+    p, _ = a.alloc(3, TOP32)                       # 4 pages
     a.alloc(1, TOP32)
-    try:
-        ev = a.free_lazy(p, 1, now_ms=0)           # a 4-page range named as 1 page
-    except IovaError:
-        return
+    with pytest.raises(IovaInvalidFree, match="size 1 .*%#x" % p):
+        a.free_lazy(p, 1, now_ms=0)
+    assert a.stats()["fq_queued"] == 0
+    assert a.free_lazy(p, 3, now_ms=0) & EV_QUEUED     # its own size, as dma-iommu passes it
     a.fq_flushed(all_rings=True, cpu=0)
-    held = len(a.iovad) - len(a.iovad.cached_pfns())
-    assert not ev & EV_QUEUED and held == 2, \
-        "queued with the wrong size; the retire then failed and the range was lost"
+    assert len(a.iovad) - len(a.iovad.cached_pfns()) == 1 and a.iovad.cached_pfns() == {p}
+    a.check()
 
 
 # ---- the cookie's free path -------------------------------------------------
+# found as "cookie-free-ignores-pages"
 
-@known("cookie-free-ignores-pages", raises=AssertionError)
 def test_reset_when_empty_refuses_a_free_of_the_wrong_size():
     a = PfnAllocator("reset-when-empty", ncpus=1)
     p, _ = a.alloc(4, TOP32)
     q, _ = a.alloc(1, TOP32)
-    try:
-        a.free(p, 5)                               # 5 pages named for a 4-page range
-    except IovaError:
-        return
-    assert a.iovad.find(q) is not None, "the reset wiped %#x while it was handed out" % q
+    with pytest.raises(IovaInvalidFree, match="5 pages .*%#x" % p):
+        a.free(p, 5)                               # the count would reach zero: a reset
+    assert a.iovad.find(q) is not None and a.stats()["resets"] == 0
+    assert a.free(p, 4) == 0 and a.free(q, 1) == EV_RESET
+    a.check()
 
 
-@known("cookie-free-ignores-pages", raises=AssertionError)
-def test_a_410_iova_cookie_refuses_a_free_of_the_wrong_size():
-    a = PfnAllocator("iova", ncpus=1, kernel="4.10")
-    p, _ = a.alloc(4, TOP32)
+@pytest.mark.parametrize("how", ["4.10", "tree-only"])
+def test_a_tree_only_iova_cookie_refuses_a_free_of_the_wrong_size(how):
+    a = PfnAllocator("iova", ncpus=1, kernel="4.10" if how == "4.10" else "6.12")
+    if how == "tree-only":
+        a.bypass_rcache()
+    p, _ = a.alloc(3, TOP32)
     q, _ = a.alloc(1, TOP32)
-    try:
-        a.free(p, 5)
-    except IovaError:
-        return
-    try:
-        a.free(q, 1)                               # the counts drifted: this is refused
-    except IovaError as e:
-        raise AssertionError("a correct free was refused: %s" % e) from None
+    for wrong in (4, 2):                           # 4 is of its class: the tree path wants 3
+        with pytest.raises(IovaInvalidFree, match="%d pages .*%#x" % (wrong, p)):
+            a.free(p, wrong)
+    a.free(q, 1)                                   # the counts did not drift
+    a.free(p, 3)
+    a.check()
+    assert len(a.iovad) == 0 and a.stats()["live_pfns"] == 0
 
 
-@known("cookie-free-ignores-pages", raises=AssertionError)
+def test_a_rcache_iova_cookie_takes_any_size_of_the_class_and_counts_the_range():
+    a = PfnAllocator("iova", ncpus=1)
+    p, _ = a.alloc(3, TOP32)                       # alloc_iova_fast makes it 4 pages
+    q, _ = a.alloc(1, TOP32)
+    r, _ = a.alloc(40, TOP32)                      # beyond the cached classes: 40 pages
+    assert a.stats()["live_pfns"] == 4 + 1 + 40
+    with pytest.raises(IovaInvalidFree, match="33 pages .*%#x" % r):
+        a.free(r, 33)                              # of its (tree) class, not its size
+    a.free(p, 4)                                   # free_iova_fast's rule: the class
+    a.free(q, 1)
+    a.free(r, 40)
+    assert a.stats()["live_pfns"] == 0
+    a.check()
+
+
 def test_msi_refuses_a_partial_undo():
     m = PfnAllocator("msi", start_pfn=0x100, end_pfn=0x1FF)
     p, _ = m.alloc(4, 0)
-    try:
-        m.free(p + 2, 2)                           # half of the latest allocation
-    except IovaError:
-        return
+    q, _ = m.alloc(2, 0)
+    with pytest.raises(IovaInvalidFree, match="%#x" % (q + 1)):
+        m.free(q + 1, 1)                           # the end of the latest allocation
+    with pytest.raises(IovaInvalidFree, match="1 pages .*%#x" % q):
+        m.free(q, 1)
+    with pytest.raises(IovaInvalidFree, match="%#x" % p):
+        m.free(p, 4)                               # not the latest
     st = m.stats()
-    assert (st["live_ranges"], st["live_pfns"]) in ((1, 4), (0, 0)), st
+    assert (st["live_ranges"], st["live_pfns"], st["cursor"]) == (2, 6, q + 2), st
+    m.free(q, 2)
+    m.free(p, 4)                                   # now it is the latest
+    assert m.alloc(1, 0)[0] == p
+    m.check()
 
 
-@known("reset-when-empty-drops-reserved", raises=IovaError)
+# ---- reserved regions and reset-when-empty ------------------------------------
+# found as "reset-when-empty-drops-reserved"
+
+WINDOW = (0xFEE00000, 0xFEEFFFFF)                 # the MSI doorbells
+
+
 def test_reset_when_empty_checks_out_with_a_reserved_window():
-    c = DmaCookie("reset-when-empty").init_domain(4096, 0, (1 << 32) - 1,
-                                                  reserved=[(0xFEE00000, 0xFEEFFFFF)])
-    c.check()                                      # IovaCorrupted at once
+    c = DmaCookie("reset-when-empty").init_domain(4096, 0, (1 << 32) - 1, reserved=[WINDOW])
+    c.check()
+    assert c.stats()["held_pfns"] == 0x100         # the window is held from the start
 
 
-@known("reset-when-empty-drops-reserved", raises=AssertionError)
 def test_reset_when_empty_never_hands_out_the_reserved_window():
-    c = DmaCookie("reset-when-empty").init_domain(4096, 0, (1 << 32) - 1,
-                                                  reserved=[(0xFEE00000, 0xFEEFFFFF)])
+    c = DmaCookie("reset-when-empty").init_domain(4096, 0, (1 << 32) - 1, reserved=[WINDOW])
     c.free_iova(c.alloc_iova(None, 4096, (1 << 32) - 1), 4096)   # the reset
+    assert c.resets == 1
+    c.check()
+    assert c.iovad.find(0xFEE00) == (0xFEE00, 0xFEEFF)
     iova = c.alloc_iova(None, 0x100000, 0xFEEFFFFF)
-    assert not 0xFEE00000 <= iova <= 0xFEEFFFFF, "got %#x, in the MSI window" % iova
+    assert iova and not WINDOW[0] <= iova <= WINDOW[1], "got %#x, in the MSI window" % iova
 
 
 # ---- restoring a saved state --------------------------------------------------
+# found as "restore-accepts-bad-magazine"
 
 def _words(dom):
     b = dom.save()
@@ -264,22 +295,21 @@ def _mag_slot(words, pfn):
     return words.index(pfn, 14 + 3 * n)
 
 
-@known("restore-accepts-bad-magazine", raises=AssertionError)
+def _refused(words):
+    with pytest.raises(IovaValueError, match="corrupt or inconsistent"):
+        IovaDomain.restore(_bytes(words))
+
+
 def test_restore_refuses_a_cached_pfn_that_does_not_start_its_range():
     d = IovaDomain(4096, 1, ncpus=1)
     p = d.alloc_fast(2, TOP32, cpu=0)
     d.free_fast(p, 2, cpu=0)
     w = _words(d)
+    IovaDomain.restore(_bytes(w)).check()          # as saved, it is fine
     w[_mag_slot(w, p)] = p + 1                     # the second page of the range
-    try:
-        bad = IovaDomain.restore(_bytes(w))
-    except IovaError:
-        return
-    q = bad.alloc_fast(2, 2**30, cpu=0)
-    assert bad.find(q)[0] == q, "alloc_fast returned %#x, inside %r" % (q, bad.find(q))
+    _refused(w)
 
 
-@known("restore-accepts-bad-magazine", raises=AssertionError)
 def test_restore_refuses_a_range_cached_under_another_size_class():
     d = IovaDomain(4096, 1, ncpus=1)
     big = d.alloc(32, TOP32, True)
@@ -289,16 +319,9 @@ def test_restore_refuses_a_range_cached_under_another_size_class():
     for flags_at, lo in _ranges_at(w):
         w[flags_at] = 1 if lo == big else 0
     w[_mag_slot(w, small)] = big                   # a 32-page range cached as 1 page
-    try:
-        bad = IovaDomain.restore(_bytes(w))
-    except IovaError:
-        return
-    q = bad.alloc_fast(1, TOP32, cpu=0)
-    lo, hi = bad.find(q)
-    assert hi - lo + 1 == 1, "alloc_fast(1) handed out %d pages" % (hi - lo + 1)
+    _refused(w)
 
 
-@known("restore-accepts-bad-magazine", raises=IovaError)
 def test_restore_refuses_pfn_0_in_a_magazine():
     d = IovaDomain(4096, 0, ncpus=1)
     d.reserve(0, 0)
@@ -308,12 +331,7 @@ def test_restore_refuses_pfn_0_in_a_magazine():
     for flags_at, lo in _ranges_at(w):
         w[flags_at] = 1 if lo == 0 else 0
     w[_mag_slot(w, small)] = 0                     # free_fast never caches pfn 0
-    try:
-        bad = IovaDomain.restore(_bytes(w))
-    except IovaError:
-        return
-    bad.alloc_fast(1, TOP32, cpu=0)                # pops 0 as "nothing": the range is lost
-    bad.check()                                    # IovaCorrupted (R2)
+    _refused(w)
 
 
 # ---- undocumented exceptions ----------------------------------------------------
@@ -346,25 +364,10 @@ def _set_search(value):
 
 UNDOCUMENTED = [
     ("unchecked-int-arguments", OverflowError, lambda: IovaDomain(4096, 1, ncpus=2**40)),
-    ("unchecked-int-arguments", OverflowError,
-     lambda: PfnAllocator("wraparound", start_pfn=-1)),
-    ("unchecked-int-arguments", TypeError, lambda: PfnAllocator("wraparound", granule="x")),
-    ("unchecked-int-arguments", OverflowError,
-     lambda: PfnAllocator("wraparound", end_pfn=2**64)),
-    ("unchecked-int-arguments", OverflowError,
-     lambda: _pfn_allocator().enable_flush_queue(ncpus=-1)),
-    ("unchecked-int-arguments", TypeError,
-     lambda: _pfn_allocator().enable_flush_queue(size="x")),
-    ("unchecked-int-arguments", TypeError, lambda: _pfn_allocator().free_lazy("x", 1, 0)),
-    ("unchecked-int-arguments", OverflowError, lambda: _pfn_allocator().free_lazy(1, 1, -1)),
-    ("unchecked-int-arguments", TypeError, lambda: _pfn_allocator().fq_flushed(True, "x")),
     ("unhashable-choice", TypeError, lambda: IovaDomain(4096, 1, kernel=[])),
     ("unhashable-choice", TypeError, lambda: IovaDomain(4096, 1, search={})),
     ("unhashable-choice", TypeError, lambda: _set_search([])),
-    ("fq-init-error-keyerror", KeyError, lambda: _pfn_allocator().enable_flush_queue(size=0)),
     ("index-only-integers", TypeError, lambda: IovaDomain().advance(IndexOnly())),
-    ("pfnallocator-huge-granule", ValueError,
-     lambda: PfnAllocator("wraparound", granule=1 << 40)),
     ("free-many-empty-closed", IndexError, lambda: _closed_domain().free_many([])),
     ("cookie-unchecked-arguments", AttributeError,
      lambda: _cookie().alloc_iova(None, 4096, 1 << 40)),      # no device: a 64-bit limit
@@ -387,6 +390,112 @@ def test_bad_arguments_raise_a_documented_error(name, exc, call):
         call()
     except (IovaError, MemoryError):
         pass
+
+
+def _fq_allocator():
+    a = PfnAllocator("iova", ncpus=2)
+    a.enable_flush_queue(ncpus=2, size=4)
+    a.alloc(1, TOP32)
+    return a
+
+
+# What PfnAllocator once let through as a bare OverflowError / TypeError /
+# KeyError / ValueError ("unchecked-int-arguments", "unhashable-choice",
+# "fq-init-error-keyerror", "pfnallocator-huge-granule"), and bools it took
+# for integers: (call on an allocator, or None for a constructor; the
+# exception; what its message must name).
+PFN_ALLOCATOR_BAD_ARGUMENTS = {
+    "start_pfn -1": (None, lambda _: PfnAllocator("wraparound", start_pfn=-1),
+                     IovaValueError, "-1"),
+    "granule str": (None, lambda _: PfnAllocator("wraparound", granule="x"), IovaTypeError,
+                    "'x'"),
+    "end_pfn 2**64": (None, lambda _: PfnAllocator("wraparound", end_pfn=2**64),
+                      IovaValueError, str(2**64)),
+    "huge granule": (None, lambda _: PfnAllocator("wraparound", granule=1 << 40),
+                     IovaValueError, str(1 << 40)),
+    "granule True": (None, lambda _: PfnAllocator("msi", granule=True), IovaTypeError, "True"),
+    "start_pfn True": (None, lambda _: PfnAllocator("wraparound", start_pfn=True),
+                       IovaTypeError, "True"),
+    "ncpus 2**40": (None, lambda _: PfnAllocator("iova", ncpus=2**40), IovaValueError,
+                    str(2**40)),
+    "kernel unhashable": (None, lambda _: PfnAllocator("iova", kernel=[]), IovaValueError,
+                          "[]"),
+    "type unhashable": (None, lambda _: PfnAllocator({}), IovaValueError, "{}"),
+    "fq ncpus -1": (_pfn_allocator, lambda a: a.enable_flush_queue(ncpus=-1),
+                    IovaValueError, "-1"),
+    "fq ncpus 0": (_pfn_allocator, lambda a: a.enable_flush_queue(ncpus=0), IovaValueError,
+                   "ncpus 0"),
+    "fq ncpus 2**32": (_pfn_allocator, lambda a: a.enable_flush_queue(ncpus=2**32),
+                       IovaCpuError, str(2**32)),
+    "fq size str": (_pfn_allocator, lambda a: a.enable_flush_queue(size="x"), IovaTypeError,
+                    "'x'"),
+    "fq size 0": (_pfn_allocator, lambda a: a.enable_flush_queue(size=0), IovaValueError,
+                  "size 0"),
+    "fq size 2**21": (_pfn_allocator, lambda a: a.enable_flush_queue(size=2**21),
+                      IovaValueError, str(2**21)),
+    "fq size True": (_pfn_allocator, lambda a: a.enable_flush_queue(size=True),
+                     IovaTypeError, "True"),
+    "free_lazy pfn str": (_fq_allocator, lambda a: a.free_lazy("x", 1, 0), IovaTypeError,
+                          "'x'"),
+    "free_lazy now -1": (_fq_allocator, lambda a: a.free_lazy(1, 1, -1), IovaValueError, "-1"),
+    "free_lazy pages True": (_fq_allocator, lambda a: a.free_lazy(1, True, 0), IovaTypeError,
+                             "True"),
+    "free_lazy cpu -3": (_fq_allocator, lambda a: a.free_lazy(1, 1, 0, cpu=-3), IovaCpuError,
+                         "-3"),
+    "fq_flushed cpu str": (_fq_allocator, lambda a: a.fq_flushed(True, "x"), IovaTypeError,
+                           "'x'"),
+    "fq_flushed cpu True": (_fq_allocator, lambda a: a.fq_flushed(True, True), IovaTypeError,
+                            "True"),
+    "fq_flushed cpu None": (_fq_allocator, lambda a: a.fq_flushed(True, None), IovaCpuError,
+                            "None"),
+    "fq_flushed cpu 2": (_fq_allocator, lambda a: a.fq_flushed(True, 2), IovaCpuError, "2"),
+    "alloc pages True": (_pfn_allocator, lambda a: a.alloc(True, TOP32), IovaTypeError,
+                         "True"),
+    "alloc limit True": (_pfn_allocator, lambda a: a.alloc(1, True), IovaTypeError, "True"),
+    "alloc cpu True": (_pfn_allocator, lambda a: a.alloc(1, TOP32, cpu=True), IovaTypeError,
+                       "True"),
+    "alloc cpu -1": (_pfn_allocator, lambda a: a.alloc(1, TOP32, cpu=-1), IovaCpuError, "-1"),
+    "alloc cpu 2**40": (_pfn_allocator, lambda a: a.alloc(1, TOP32, cpu=2**40), IovaCpuError,
+                        str(2**40)),
+    "free pfn True": (_fq_allocator, lambda a: a.free(True, 1), IovaTypeError, "True"),
+    "free pages False": (_fq_allocator, lambda a: a.free(1, False), IovaTypeError, "False"),
+    "reserve lo True": (lambda: PfnAllocator("wraparound"), lambda a: a.reserve(True, 5),
+                        IovaTypeError, "True"),
+}
+
+
+@pytest.mark.parametrize("make, call, exc, named", PFN_ALLOCATOR_BAD_ARGUMENTS.values(),
+                         ids=list(PFN_ALLOCATOR_BAD_ARGUMENTS))
+def test_pfn_allocator_refuses_bad_arguments_naming_them(make, call, exc, named):
+    a = make() if make is not None else None
+    before = a.stats() if a is not None else None
+    with pytest.raises(exc) as e:
+        call(a)
+    assert isinstance(e.value, IovaError) and named in str(e.value), str(e.value)
+    if a is not None:
+        assert a.stats() == before
+        a.check()
+
+
+class AsIndex:
+    """An integer through __index__ alone, of any value."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def __index__(self):
+        return self.v
+
+
+def test_pfn_allocator_takes_integers_through_index():
+    a = PfnAllocator("iova", ncpus=AsIndex(2), granule=AsIndex(4096))
+    p, _ = a.alloc(AsIndex(3), AsIndex(TOP32), cpu=AsIndex(1))
+    assert a.iovad.find(p) == (p, p + 3)           # alloc_iova_fast made it 4 pages
+    a.free(AsIndex(p), AsIndex(3), cpu=AsIndex(1))
+    assert a.iovad.cached_pfns() == {p}
+    w = PfnAllocator("wraparound", start_pfn=AsIndex(0x100), end_pfn=AsIndex(0x1FF))
+    w.reserve(AsIndex(0x100), AsIndex(0x10F))
+    assert w.alloc(1, 0x1FF)[0] == 0x110
 
 
 @known("cookie-unchecked-arguments", raises=AssertionError)

@@ -237,10 +237,21 @@ static void exercise_domain(int kernel)
     }
     free(saved);
 
+    /* the reset drops the cached ranges and keeps every range still held,
+     * the reserved window among them */
     CHECK_EQ(iova_flush_rcaches(d), 0);
     CHECK_EQ(iova_rcache_pfns(d, NULL, 0), 0);
+    for (int i = 0; i < 20; i++) {
+        int64_t p = iova_alloc_fast(d, 1 + (uint64_t)i % 3, TOP32, 1, i % (int)ncpus);
+        CHECK(p > 0);
+        CHECK_EQ(iova_free_fast(d, (uint64_t)p, 1 + (uint64_t)i % 3, i % (int)ncpus), 0);
+    }
+    int64_t held = iova_ranges(d, NULL, 0), cached = iova_rcache_pfns(d, NULL, 0);
+    CHECK(cached > 0);
     CHECK_EQ(iova_domain_reset(d), 0);
-    CHECK_EQ(iova_ranges(d, NULL, 0), 0);
+    CHECK_EQ(iova_rcache_pfns(d, NULL, 0), 0);
+    CHECK_EQ(iova_ranges(d, NULL, 0), held - cached);
+    CHECK_EQ(iova_find(d, 0x200, lo_hi), 1);
     churn(d, ncpus, 500);
     check_domain(d, "after reset");
 
@@ -329,6 +340,55 @@ static void poke(struct iova_domain *d)
     (void)iova_flush_rcaches(d);
 }
 
+/* The index of the first word after the ranges that equals v. */
+static uint64_t mag_word(const uint64_t *w, uint64_t n, uint64_t v)
+{
+    for (uint64_t i = 14 + 3 * w[13]; i < n; i++)
+        if (w[i] == v)
+            return i;
+    return n;
+}
+
+/* A save whose magazine names a pfn free_fast could never have cached
+ * there: restore refuses it (and frees all it built: leakcheck.sh). */
+static void forged_magazines(void)
+{
+    struct iova_domain *d = iova_domain_new(4096, 0, 1, IOVA_KERNEL_6_12, 0, NULL);
+    uint64_t lo_hi[2];
+    CHECK_EQ(iova_reserve(d, 0, 0, lo_hi), 0);
+    int64_t big = iova_alloc(d, 32, TOP32, 1);
+    int64_t two = iova_alloc_fast(d, 2, TOP32, 1, 0);
+    CHECK(big > 0 && two > 0);
+    CHECK_EQ(iova_free_fast(d, (uint64_t)big, 32, 0), 0);     /* class 5 */
+    CHECK_EQ(iova_free_fast(d, (uint64_t)two, 2, 0), 0);      /* class 1 */
+    int64_t n = iova_save(d, NULL, 0);
+    uint64_t *w = malloc((size_t)n * sizeof(uint64_t));
+    CHECK_EQ(iova_save(d, w, (uint64_t)n), n);
+    uint64_t at = mag_word(w, (uint64_t)n, (uint64_t)two);
+    CHECK(at < (uint64_t)n);
+    int err = 0;
+    struct iova_domain *r = iova_restore(w, (uint64_t)n, &err);
+    CHECK(r != NULL);                                         /* as saved: fine */
+    iova_domain_destroy(r);
+    const uint64_t forged[] = {
+        (uint64_t)two + 1,        /* inside the range, not its start */
+        (uint64_t)big,            /* a cached range of class 5 in a class-1 magazine */
+        0,                        /* the fast path's "nothing" */
+    };
+    for (unsigned i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+        uint64_t keep = w[at];
+        w[at] = forged[i];
+        err = 0;
+        r = iova_restore(w, (uint64_t)n, &err);
+        CHECK(r == NULL);
+        CHECK_EQ(err, IOVA_E_STATE);
+        iova_domain_destroy(r);
+        w[at] = keep;
+    }
+    free(w);
+    iova_domain_destroy(d);
+}
+
 static void hostile_restores(void)
 {
     struct iova_domain *d = new_domain(IOVA_KERNEL_6_12, 2);
@@ -374,6 +434,7 @@ static void hostile_restores(void)
     free(w);
     free(good);
     iova_domain_destroy(d);
+    forged_magazines();
 }
 
 /* ---- cookies ------------------------------------------------------------- */
@@ -389,6 +450,7 @@ static void exercise_cookie_iova(int kernel)
         return;
     }
     uint32_t ev = 0;
+    struct iova_cookie_stats st;
     int64_t p[600];
     for (int i = 0; i < 600; i++) {
         p[i] = iova_cookie_alloc(c, 1 + (uint64_t)i % 4, 1ull << 36, IOVA_COOKIE_TRY_32BIT,
@@ -398,8 +460,25 @@ static void exercise_cookie_iova(int kernel)
     for (int i = 0; i < 300; i++)
         CHECK_EQ(iova_cookie_free(c, (uint64_t)p[i], 1 + (uint64_t)i % 4, i % 2, &ev), 0);
     CHECK_EQ(iova_cookie_free(c, 12345, 1, 0, &ev), IOVA_E_NOTFOUND);
+    /* a reserved region is a range of the domain, but not the cookie's */
+    uint64_t lo_hi[2];
+    CHECK_EQ(iova_reserve(d, 0x80000, 0x80003, lo_hi), 0);
+    CHECK_EQ(iova_cookie_free(c, 0x80000, 4, 0, &ev), IOVA_E_NOT_LIVE);
+    if (kernel == IOVA_KERNEL_4_10) {
+        /* the tree path frees whole ranges, of the size handed out */
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)p[300], 2, 0, &ev), IOVA_E_SIZE);
+    }
     if (kernel == IOVA_KERNEL_6_12) {
+        CHECK_EQ(iova_cookie_fq_init(c, 3, 16, 10), IOVA_E_CPU);     /* 2 CPUs */
+        CHECK_EQ(iova_cookie_fq_init(c, 2, 0, 10), IOVA_E_RANGE);
         CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), 0);
+        /* p[303] is 4 pages: one page names another class */
+        CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)p[303], 1, 0, 0, &ev), IOVA_E_SIZECLASS);
+        CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)p[303] + 1, 4, 0, 0, &ev),
+                 IOVA_E_NOTSTART);
+        CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)p[303], 4, 2, 0, &ev), IOVA_E_CPU);
+        CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)p[0], 1, 0, 0, &ev), IOVA_E_CACHED);
+        CHECK_EQ(iova_cookie_free_lazy(c, 0x80000, 4, 0, 0, &ev), IOVA_E_NOT_LIVE);
         CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), IOVA_E_COOKIE);   /* only once */
         int queued = 0;
         for (int i = 300; i < 600; i++) {
@@ -413,16 +492,24 @@ static void exercise_cookie_iova(int kernel)
             }
             CHECK_EQ(r, 0);
             queued++;
+            /* queued once: a second lazy free, or a strict one, is refused */
+            CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)p[i], 1 + (uint64_t)i % 4, (i + 1) % 2,
+                                           (uint64_t)i, &ev), IOVA_E_QUEUED);
+            CHECK_EQ(iova_cookie_free(c, (uint64_t)p[i], 1 + (uint64_t)i % 4, 0, &ev),
+                     IOVA_E_QUEUED);
             if (i == 450)
                 CHECK_EQ(iova_cookie_fq_flushed(c, 1, 1), 0);      /* the timer */
         }
         CHECK(queued > 0);
         CHECK(iova_cookie_fq_due(c) != UINT64_MAX);
+        check_cookie(c, "iova cookie with a flush queue");
+        CHECK_EQ(iova_cookie_get_stats(c, &st), 0);
+        CHECK(st.fq_queued > 0);
+        CHECK_EQ(st.fq_lost, 0);
         /* entries are left queued: destroying the cookie must free the rings */
     } else {
         CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), IOVA_E_COOKIE);
     }
-    struct iova_cookie_stats st;
     CHECK_EQ(iova_cookie_get_stats(c, &st), 0);
     CHECK_EQ(iova_cookie_wrap_ranges(c, NULL, 0), IOVA_E_COOKIE);
     CHECK_EQ(iova_cookie_reserve(c, 1, 2), IOVA_E_COOKIE);
@@ -439,6 +526,8 @@ static void exercise_cookie_iova(int kernel)
         for (int i = 0; i < 200; i++) {
             int64_t q = iova_cookie_alloc(c, 1 + (uint64_t)i % 5, TOP32, 0, 0, &ev);
             CHECK(q > 0);
+            if (q > 0 && i % 5 == 2)          /* 3 pages: 4 is of its class, not its size */
+                CHECK_EQ(iova_cookie_free(c, (uint64_t)q, 4, 0, &ev), IOVA_E_SIZE);
             if (q > 0 && i % 3)
                 CHECK_EQ(iova_cookie_free(c, (uint64_t)q, 1 + (uint64_t)i % 5, 0, &ev), 0);
         }
@@ -506,7 +595,12 @@ static void exercise_cookie_msi(void)
     CHECK_EQ(a, 0x100);
     CHECK_EQ(b, 0x102);
     CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 2, 0, &ev), IOVA_E_NOT_LIVE);   /* not the latest */
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)b + 1, 2, 0, &ev), IOVA_E_NOT_LIVE); /* a part */
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 2, 0, &ev), IOVA_E_SIZE);
+    check_cookie(c, "msi after refused undos");
     CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 3, 0, &ev), 0);
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 2, 0, &ev), 0);      /* now the latest */
+    CHECK_EQ(iova_cookie_alloc(c, 1, 0, 0, 0, &ev), 0x100);
     CHECK_EQ(iova_cookie_alloc(c, UINT64_MAX, 0, 0, 0, &ev), IOVA_E_SIZE);
     check_cookie(c, "msi");
     iova_cookie_destroy(c);
@@ -524,19 +618,36 @@ static void exercise_cookie_reset(void)
     }
     uint32_t ev = 0;
     int resets = 0;
+    /* a reserved window: counted as held from the start, kept by every reset */
+    uint64_t lo_hi[2];
+    CHECK_EQ(iova_reserve(d, 0xFEE00, 0xFEEFF, lo_hi), 0);
+    check_cookie(c, "reset-when-empty with a reserved window");
     for (int round = 0; round < 20; round++) {
         int64_t p[10];
         for (int i = 0; i < 10; i++) {
             p[i] = iova_cookie_alloc(c, 1 + (uint64_t)i, TOP32, 0, 0, &ev);
             CHECK(p[i] > 0);
         }
+        /* 5 pages named for 6: refused, or the count would reach zero early */
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)p[5], 5, 0, &ev), IOVA_E_SIZE);
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)0xFEE00, 256, 0, &ev), IOVA_E_SIZE);
         for (int i = 0; i < 10; i++) {
             CHECK_EQ(iova_cookie_free(c, (uint64_t)p[i], 1 + (uint64_t)i, 0, &ev), 0);
             resets += (ev & IOVA_EV_RESET) != 0;
         }
+        CHECK_EQ(iova_find(d, 0xFEE80, lo_hi), 1);
+        CHECK_EQ(lo_hi[0], 0xFEE00);
         check_cookie(c, "reset-when-empty");
     }
     CHECK_EQ(resets, 20);
+    /* the window is not the cookie's to free, even with enough pfns live */
+    int64_t big = iova_cookie_alloc(c, 512, TOP32, 0, 0, &ev);
+    CHECK(big > 0);
+    CHECK_EQ(iova_cookie_free(c, 0xFEE00, 256, 0, &ev), IOVA_E_NOT_LIVE);
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)big, 512, 0, &ev), 0);
+    CHECK(ev & IOVA_EV_RESET);
+    CHECK_EQ(iova_find(d, 0xFEE00, lo_hi), 1);
+    check_cookie(c, "reset-when-empty after the window was refused");
     iova_cookie_destroy(c);
     /* the cookie only borrowed the domain: it is still whole */
     check_domain(d, "domain after reset cookie");
