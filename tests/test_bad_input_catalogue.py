@@ -334,11 +334,8 @@ CASES = {
     "iova free wrong class": Case("iova", lambda l: l.obj.free(l.p, 3), IovaInvalidFree, 3),
     "wrap free wrong size": Case("wrap", lambda l: l.obj.free(l.p, 1), IovaInvalidFree, 1),
     "msi free not the latest": Case("msi", lambda l: l.obj.free(l.p, 2), IovaInvalidFree, None),
-    "reset free wrong size": Case("reset", lambda l: l.obj.free(l.p, 1), IovaInvalidFree, 1,
-                                  xfail="accepted (tests/test_fuzz.py: cookie-free-ignores-pages)"),
-    "iova410 free wrong size": Case("iova410", lambda l: l.obj.free(l.p, 1), IovaInvalidFree, 1,
-                                    xfail="accepted (tests/test_fuzz.py: "
-                                          "cookie-free-ignores-pages)"),
+    "reset free wrong size": Case("reset", lambda l: l.obj.free(l.p, 1), IovaInvalidFree, 1),
+    "iova410 free wrong size": Case("iova410", lambda l: l.obj.free(l.p, 1), IovaInvalidFree, 1),
 
     # reserve / bypass_rcache / the flush queue, where they do not apply
     **{"%s reserve" % t: Case(t, lambda l: l.obj.reserve(0x1F0, 0x1F1), IovaValueError, None)
@@ -376,8 +373,7 @@ CASES = {
     "fq free_lazy cpu 5": Case("iova_fq", lambda l: l.obj.free_lazy(l.q, 1, 0, cpu=5),
                                IovaCpuError, 5),
     "fq free_lazy wrong class": Case("iova_fq", lambda l: l.obj.free_lazy(l.p, 1, 0),
-                                     IovaInvalidFree, 1,
-                                     xfail="queued (tests/test_fuzz.py: fq-free-lazy-unchecked)"),
+                                     IovaInvalidFree, 1),
     "fq fq_flushed all rings cpu 7": Case("iova_fq", lambda l: l.obj.fq_flushed(True, 7),
                                           IovaCpuError, 7),
     "fq fq_flushed all rings cpu -1": Case("iova_fq", lambda l: l.obj.fq_flushed(True, -1),
