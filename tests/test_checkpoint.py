@@ -16,7 +16,6 @@ from test_lifetime import ROUNDS, assert_flat
 from pyiova import IovaDomain, IovaError, IovaValueError, checkpoint, dma
 from pyiova import device as device_module
 from pyiova._iommu_native import IoPgtable, Iotlb
-from pyiova.allocators import PfnAllocator
 from pyiova.checkpoint import CheckpointError
 from pyiova.cookie import DmaCookie, put_dma_cookie
 from pyiova.device import DMA_BIT_MASK, Device
