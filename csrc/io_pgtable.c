@@ -856,3 +856,161 @@ int io_pgtable_check(io_pgtable *pt, uint32_t *invariant)
         *invariant = bad;
     return bad ? -EUCLEAN : 0;
 }
+
+/* ---- saving and restoring ----------------------------------------------- */
+
+/*
+ * Layout (version 1):
+ *   magic, version, granule_shift, ias, oas, pgsize_bitmap,
+ *   the 16 words of struct io_pgtable_stats in declaration order,
+ *   nleaves, per leaf in iova order: iova, paddr, prot, level
+ * The tables are not saved: by invariant 2 the leaves decide which exist.
+ * Nor are the spare tables: they change no answer and no counter.
+ */
+#define PT_SAVE_MAGIC 0x7079696f76610003ull   /* "pyiova" + format family */
+#define PT_SAVE_VERSION 1
+#define PT_STAT_WORDS 16
+
+static uint64_t *pt_stat_word(struct io_pgtable_stats *s, unsigned i)
+{
+    uint64_t *fixed[PT_STAT_WORDS] = {
+        &s->mapped_bytes, &s->live_leaves[0], &s->live_leaves[1], &s->live_leaves[2],
+        &s->live_leaves[3], &s->live_tables, &s->tables_allocated, &s->tables_freed,
+        &s->leaves_installed, &s->leaves_removed, &s->bytes_mapped_total,
+        &s->bytes_unmapped_total, &s->block_splits, &s->map_calls, &s->unmap_calls,
+        &s->map_failures,
+    };
+    return fixed[i];
+}
+
+struct pt_writer {
+    uint64_t *out;
+    uint64_t cap;
+    uint64_t n;
+};
+
+static void pt_put(struct pt_writer *w, uint64_t v)
+{
+    if (w->n < w->cap)
+        w->out[w->n] = v;
+    w->n++;
+}
+
+static void pt_save_table(const io_pgtable *pt, const struct pt_table *t, unsigned lvl,
+                          uint64_t base, struct pt_writer *w)
+{
+    unsigned sh = lvl_shift(pt, lvl);
+
+    for (uint32_t i = 0; i < t->nentries; i++) {
+        pte_t e = t->e[i];
+        uint64_t cb = base + ((uint64_t)i << sh);
+
+        if (!pte_valid(e))
+            continue;
+        if (pte_is_table(e)) {
+            pt_save_table(pt, pte_table(e), lvl + 1, cb, w);
+            continue;
+        }
+        pt_put(w, cb);
+        pt_put(w, pte_paddr(e));
+        pt_put(w, pte_prot(e));
+        pt_put(w, lvl);
+    }
+}
+
+int64_t io_pgtable_save(io_pgtable *pt, uint64_t *out, uint64_t cap)
+{
+    struct pt_writer w = { out, out ? cap : 0, 0 };
+    uint64_t nleaves = 0;
+
+    if (!pt)
+        return -EINVAL;
+    pthread_mutex_lock(&pt->lock);
+    pt_put(&w, PT_SAVE_MAGIC);
+    pt_put(&w, PT_SAVE_VERSION);
+    pt_put(&w, pt->gshift);
+    pt_put(&w, pt->ias);
+    pt_put(&w, pt->oas);
+    pt_put(&w, pt->pgsize_bitmap);
+    for (unsigned i = 0; i < PT_STAT_WORDS; i++)
+        pt_put(&w, *pt_stat_word(&pt->st, i));
+    for (unsigned l = 0; l < IO_PGTABLE_LEVELS; l++)
+        nleaves += pt->st.live_leaves[l];
+    pt_put(&w, nleaves);
+    pt_save_table(pt, pt->root, pt->start_level, 0, &w);
+    pthread_mutex_unlock(&pt->lock);
+    return (int64_t)w.n;
+}
+
+/* Installs the saved leaves; -EBADMSG on the first that is not sound. */
+static int pt_restore_leaves(io_pgtable *pt, const uint64_t *in, uint64_t nleaves)
+{
+    uint64_t next = 0;   /* leaves come in iova order and never overlap */
+
+    for (uint64_t k = 0; k < nleaves; k++) {
+        const uint64_t *x = &in[4 * k];
+        uint64_t iova = x[0], paddr = x[1], prot = x[2], lvl = x[3], size;
+        int rc;
+
+        if (lvl > 3 || lvl < pt->top_leaf_level || lvl < pt->start_level)
+            return -EBADMSG;
+        size = lvl_size(pt, (unsigned)lvl);
+        if ((k && iova < next) || ((iova | paddr) & (size - 1)) ||
+            iova >= pt->in_limit || size > pt->in_limit - iova ||
+            paddr >= pt->out_limit || size > pt->out_limit - paddr ||
+            prot > IO_PGTABLE_PROT_ALL ||
+            !(prot & (IO_PGTABLE_PROT_READ | IO_PGTABLE_PROT_WRITE)))
+            return -EBADMSG;
+        rc = pt_install(pt, iova, paddr, (unsigned)lvl, (uint32_t)prot);
+        if (rc)
+            return rc;
+        next = iova + size;
+        if (next == 0)   /* the leaf ends at the top of the address space */
+            return k + 1 == nleaves ? 0 : -EBADMSG;
+    }
+    return 0;
+}
+
+int io_pgtable_restore(const uint64_t *in, uint64_t n, io_pgtable **out)
+{
+    struct io_pgtable_stats saved;
+    io_pgtable *pt;
+    uint64_t nleaves;
+    int rc;
+
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!in || n < 6 + PT_STAT_WORDS + 1 || in[0] != PT_SAVE_MAGIC ||
+        in[1] != PT_SAVE_VERSION || in[2] > 64 || in[3] > 64 || in[4] > 64)
+        return -EBADMSG;
+    nleaves = in[6 + PT_STAT_WORDS];
+    if (nleaves != (n - 7 - PT_STAT_WORDS) / 4 || (n - 7 - PT_STAT_WORDS) % 4)
+        return -EBADMSG;
+    rc = io_pgtable_create((uint32_t)in[2], (uint32_t)in[3], (uint32_t)in[4], in[5], &pt);
+    if (rc)
+        return rc == -ENOMEM ? rc : -EBADMSG;
+    rc = pt_restore_leaves(pt, in + 7 + PT_STAT_WORDS, nleaves);
+    if (!rc) {
+        /* What the leaves built must be what the counters say is live. */
+        for (unsigned i = 0; i < PT_STAT_WORDS; i++)
+            *pt_stat_word(&saved, i) = in[6 + i];
+        for (unsigned l = 0; l < IO_PGTABLE_LEVELS; l++)
+            if (saved.live_leaves[l] != pt->st.live_leaves[l])
+                rc = -EBADMSG;
+        if (saved.mapped_bytes != pt->st.mapped_bytes ||
+            saved.live_tables != pt->st.live_tables)
+            rc = -EBADMSG;
+    }
+    if (!rc) {
+        pt->st = saved;
+        if (io_pgtable_check(pt, NULL))
+            rc = -EBADMSG;
+    }
+    if (rc) {
+        io_pgtable_destroy(pt);
+        return rc;
+    }
+    *out = pt;
+    return 0;
+}

@@ -144,4 +144,16 @@ int io_pgtable_get_stats(io_pgtable *pt, struct io_pgtable_stats *stats);
  */
 int io_pgtable_check(io_pgtable *pt, uint32_t *invariant);
 
+/*
+ * Saving and restoring (pickle, deepcopy, checkpoints). io_pgtable_save
+ * writes the geometry, every counter and every leaf as uint64_t words and
+ * returns how many words that takes (copying them only when cap suffices),
+ * or a negative errno. io_pgtable_restore builds a new table from them that
+ * translates, counts and changes exactly as the original would: -EBADMSG
+ * if the words are not a consistent table, -ENOMEM if memory ran out
+ * (nothing is left allocated either way).
+ */
+int64_t io_pgtable_save(io_pgtable *pt, uint64_t *out, uint64_t cap);
+int io_pgtable_restore(const uint64_t *in, uint64_t n, io_pgtable **out);
+
 #endif /* PYIOVA_IO_PGTABLE_H */

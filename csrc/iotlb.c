@@ -672,3 +672,204 @@ int iotlb_check(iotlb *tlb, uint32_t *invariant)
         *invariant = bad;
     return bad ? -EUCLEAN : 0;
 }
+
+/* ---- saving and restoring ----------------------------------------------- */
+
+/*
+ * Layout (version 1):
+ *   magic, version, nentries, ways, record_limit,
+ *   the 17 words of struct iotlb_stats in declaration order, records_cleared,
+ *   per stale record (records_kept of them, oldest first):
+ *       iova, stale_paddr, current_paddr, op_index, dev_id, flags
+ *   per set: used, then per entry from most to least recently used:
+ *       iova, paddr, prot, shift
+ * Which slot of its set an entry occupies, and the hash chains' order,
+ * decide nothing and are not saved.
+ */
+#define TLB_SAVE_MAGIC 0x7079696f76610004ull   /* "pyiova" + format family */
+#define TLB_SAVE_VERSION 1
+#define TLB_STAT_WORDS 17
+#define TLB_HEAD_WORDS (5 + TLB_STAT_WORDS + 1)
+
+static uint64_t *tlb_stat_word(struct iotlb_stats *s, unsigned i)
+{
+    uint64_t *fixed[TLB_STAT_WORDS] = {
+        &s->accesses, &s->hits, &s->misses, &s->fills, &s->evictions,
+        &s->translation_faults, &s->permission_faults, &s->stale_hits,
+        &s->stale_unmapped, &s->stale_remapped, &s->multi_hits,
+        &s->range_invalidations, &s->full_invalidations, &s->entries_invalidated,
+        &s->valid_entries, &s->records_kept, &s->records_dropped,
+    };
+    return fixed[i];
+}
+
+int64_t iotlb_save(iotlb *tlb, uint64_t *out, uint64_t cap)
+{
+    uint64_t n = 0;
+
+    if (!tlb)
+        return -EINVAL;
+    if (!out)
+        cap = 0;
+#define TLB_PUT(v) do { uint64_t v_ = (v); if (n < cap) out[n] = v_; n++; } while (0)
+    pthread_mutex_lock(&tlb->lock);
+    TLB_PUT(TLB_SAVE_MAGIC);
+    TLB_PUT(TLB_SAVE_VERSION);
+    TLB_PUT(tlb->nentries);
+    TLB_PUT(tlb->ways);
+    TLB_PUT(tlb->rec_limit);
+    for (unsigned i = 0; i < TLB_STAT_WORDS; i++)
+        TLB_PUT(*tlb_stat_word(&tlb->st, i));
+    TLB_PUT(tlb->records_cleared);
+    for (uint64_t k = 0; k < tlb->st.records_kept; k++) {
+        const struct iotlb_stale_record *r = &tlb->rec[k];
+
+        TLB_PUT(r->iova);
+        TLB_PUT(r->stale_paddr);
+        TLB_PUT(r->current_paddr);
+        TLB_PUT(r->op_index);
+        TLB_PUT(r->dev_id);
+        TLB_PUT(r->flags);
+    }
+    for (uint32_t s = 0; s < tlb->nsets; s++) {
+        TLB_PUT(tlb->sets[s].used);
+        for (int32_t i = tlb->sets[s].mru; i != NIL; i = tlb->e[i].next) {
+            TLB_PUT(tlb->e[i].iova);
+            TLB_PUT(tlb->e[i].paddr);
+            TLB_PUT(tlb->e[i].prot);
+            TLB_PUT(tlb->e[i].shift);
+        }
+    }
+#undef TLB_PUT
+    pthread_mutex_unlock(&tlb->lock);
+    return (int64_t)n;
+}
+
+static bool tlb_record_sound(const struct iotlb_stale_record *r)
+{
+    uint32_t kind = r->flags & (IOTLB_STALE_UNMAPPED | IOTLB_STALE_REMAPPED);
+
+    if ((r->flags & ~(uint32_t)(IOTLB_STALE | IOTLB_STALE_UNMAPPED | IOTLB_STALE_REMAPPED |
+                                IOTLB_RECORD_WRITE)) ||
+        !(r->flags & IOTLB_STALE))
+        return false;
+    if (kind == IOTLB_STALE_UNMAPPED)
+        return r->current_paddr == IOTLB_UNMAPPED;
+    return kind == IOTLB_STALE_REMAPPED && r->current_paddr != IOTLB_UNMAPPED;
+}
+
+/* Appends an entry at the least recently used end of set s: restoring the
+ * entries most recent first rebuilds each set's order. -EBADMSG if the
+ * entry cannot be there. */
+static int tlb_restore_entry(iotlb *tlb, uint32_t s, const uint64_t *x)
+{
+    uint64_t iova = x[0], paddr = x[1], prot = x[2], shift = x[3];
+    struct tlb_set *set = &tlb->sets[s];
+    struct tlb_entry *e;
+    uint32_t h;
+    int32_t i;
+
+    if (shift < 12 || shift > 63 || ((iova | paddr) & (((uint64_t)1 << shift) - 1)) ||
+        prot > IO_PGTABLE_PROT_ALL || set->free == NIL ||
+        tlb_set_of(tlb, iova, (unsigned)shift) != s || tlb_find(tlb, iova, (unsigned)shift) != NIL)
+        return -EBADMSG;
+    i = set->free;
+    e = &tlb->e[i];
+    set->free = e->next;
+    set->used++;
+    e->iova = iova;
+    e->paddr = paddr;
+    e->prot = (uint32_t)prot;
+    e->shift = (uint8_t)shift;
+    e->valid = 1;
+    h = tlb_hash(tlb, iova, (unsigned)shift);
+    e->hnext = tlb->bucket[h];
+    tlb->bucket[h] = i;
+    e->next = NIL;
+    e->prev = set->lru;
+    if (set->lru != NIL)
+        tlb->e[set->lru].next = i;
+    else
+        set->mru = i;
+    set->lru = i;
+    if (tlb->shift_count[shift]++ == 0)
+        tlb->shift_mask |= (uint64_t)1 << shift;
+    return 0;
+}
+
+static int tlb_restore_body(iotlb *tlb, const uint64_t *in, uint64_t n,
+                            const struct iotlb_stats *saved)
+{
+    uint64_t pos = TLB_HEAD_WORDS, kept = saved->records_kept, valid = 0;
+
+    if (kept > tlb->rec_limit || kept > (n - pos) / 6)
+        return -EBADMSG;
+    if (kept) {
+        tlb->rec = iova_calloc((size_t)kept, sizeof(*tlb->rec));
+        if (!tlb->rec)
+            return -ENOMEM;
+        tlb->rec_cap = (size_t)kept;
+    }
+    for (uint64_t k = 0; k < kept; k++, pos += 6) {
+        struct iotlb_stale_record *r = &tlb->rec[k];
+
+        if (in[pos + 4] > UINT32_MAX || in[pos + 5] > UINT32_MAX)
+            return -EBADMSG;
+        r->iova = in[pos];
+        r->stale_paddr = in[pos + 1];
+        r->current_paddr = in[pos + 2];
+        r->op_index = in[pos + 3];
+        r->dev_id = (uint32_t)in[pos + 4];
+        r->flags = (uint32_t)in[pos + 5];
+        if (!tlb_record_sound(r))
+            return -EBADMSG;
+    }
+    for (uint32_t s = 0; s < tlb->nsets; s++) {
+        uint64_t used;
+
+        if (pos >= n)
+            return -EBADMSG;
+        used = in[pos++];
+        if (used > tlb->ways || used > (n - pos) / 4)
+            return -EBADMSG;
+        for (uint64_t k = 0; k < used; k++, pos += 4)
+            if (tlb_restore_entry(tlb, s, in + pos))
+                return -EBADMSG;
+        valid += used;
+    }
+    if (pos != n || valid != saved->valid_entries)
+        return -EBADMSG;
+    return 0;
+}
+
+int iotlb_restore(const uint64_t *in, uint64_t n, iotlb **out)
+{
+    struct iotlb_stats saved;
+    iotlb *tlb;
+    int rc;
+
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!in || n < TLB_HEAD_WORDS || in[0] != TLB_SAVE_MAGIC || in[1] != TLB_SAVE_VERSION ||
+        in[2] == 0 || in[2] > IOTLB_MAX_ENTRIES || in[3] == 0 || in[3] > in[2])
+        return -EBADMSG;
+    rc = iotlb_create((uint32_t)in[2], (uint32_t)in[3], in[4], &tlb);
+    if (rc)
+        return rc == -ENOMEM ? rc : -EBADMSG;
+    for (unsigned i = 0; i < TLB_STAT_WORDS; i++)
+        *tlb_stat_word(&saved, i) = in[5 + i];
+    tlb->records_cleared = in[5 + TLB_STAT_WORDS];
+    rc = tlb_restore_body(tlb, in, n, &saved);
+    if (!rc) {
+        tlb->st = saved;
+        if (tlb_check_locked(tlb))
+            rc = -EBADMSG;
+    }
+    if (rc) {
+        iotlb_destroy(tlb);
+        return rc;
+    }
+    *out = tlb;
+    return 0;
+}

@@ -157,4 +157,16 @@ int iotlb_entries(iotlb *tlb, struct iotlb_entry_info *out, size_t max, size_t *
 /* Recheck every invariant; -EUCLEAN with its number in *invariant. */
 int iotlb_check(iotlb *tlb, uint32_t *invariant);
 
+/*
+ * Saving and restoring (pickle, deepcopy, checkpoints). iotlb_save writes
+ * the geometry, every counter, every stale record and every cached entry
+ * in recency order as uint64_t words; it returns how many words that takes
+ * (copying them only when cap suffices), or a negative errno.
+ * iotlb_restore builds a new IOTLB from them that hits, misses, evicts and
+ * records exactly as the original would: -EBADMSG if the words are not a
+ * consistent IOTLB, -ENOMEM if memory ran out (nothing is left allocated).
+ */
+int64_t iotlb_save(iotlb *tlb, uint64_t *out, uint64_t cap);
+int iotlb_restore(const uint64_t *in, uint64_t n, iotlb **out);
+
 #endif /* PYIOVA_IOTLB_H */

@@ -15,6 +15,7 @@
 
 #include "iova.h"
 #include "iova_cookie.h"
+#include "iova_cookie_save.h"
 #include "iova_mem.h"
 #include "io_pgtable.h"
 #include "iotlb.h"

@@ -14,6 +14,7 @@ from . import errors
 from ._args import bad_argument, check_u64, u64_buffer  # noqa: F401 (re-exported)
 from . import iommu_errors as ierr
 from ._pyiova import ffi, lib
+from ._words import load_words, save_words
 
 __all__ = ["IoPgtable", "Iotlb", "PgtableLeaf", "TlbEntry", "Translation",
            "PgtableStats", "IotlbStats", "SZ_4K", "SZ_16K", "SZ_64K", "SZ_2M",
@@ -120,15 +121,46 @@ class IoPgtable:
                 "the granule plus block sizes of consecutive levels above it, e.g. 4K|2M|1G)"
                 % (_fmt(granule), ias, oas, _fmt(pgsize_bitmap), lib.IO_PGTABLE_MAX_IAS,
                    lib.IO_PGTABLE_MAX_OAS))
-        self._p = ffi.gc(out[0], lib.io_pgtable_destroy)
-        self.ptr = out[0]
-        self.granule = granule
-        self.ias = ias
-        self.oas = oas
-        self.pgsize_bitmap = pgsize_bitmap
-        sl = ffi.new("uint32_t *")
-        lib.io_pgtable_geometry(self.ptr, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, sl)
-        self.start_level = sl[0]
+        self._adopt(out[0])
+
+    def _adopt(self, p):
+        """Takes ownership of a C table and mirrors its geometry."""
+        self._p = ffi.gc(p, lib.io_pgtable_destroy)
+        self.ptr = p
+        geo = ffi.new("uint32_t[4]")
+        bitmap = ffi.new("uint64_t *")
+        lib.io_pgtable_geometry(p, geo, geo + 1, geo + 2, bitmap, geo + 3)
+        self.granule = 1 << geo[0]
+        self.ias = geo[1]
+        self.oas = geo[2]
+        self.pgsize_bitmap = bitmap[0]
+        self.start_level = geo[3]
+
+    # -- saving, pickling, copying -------------------------------------------
+    def save(self):
+        """The whole table - geometry, leaves and counters - as bytes."""
+        return save_words(lib.io_pgtable_save, self.ptr, _save_error)
+
+    @classmethod
+    def restore(cls, data):
+        """A new table from save()'s bytes: it translates, counts and changes
+        as the original would. IovaValueError if they are not a sound table."""
+        words, n, keep = load_words(data, "page table")
+        out = ffi.new("io_pgtable **")
+        rc = lib.io_pgtable_restore(words, n, out)
+        if rc == -errno.ENOMEM:
+            raise ierr.IommuNoMemory("no memory to restore a page table")
+        if rc:
+            raise errors.IovaValueError("the saved page table is corrupt or inconsistent")
+        self = cls.__new__(cls)
+        self._adopt(out[0])
+        return self
+
+    def __reduce__(self):
+        return (IoPgtable.restore, (self.save(),))
+
+    def __deepcopy__(self, memo):
+        return IoPgtable.restore(self.save())
 
     # -- errors -----------------------------------------------------------
     def _map_error(self, rc, iova, paddr, size, prot):
@@ -336,12 +368,44 @@ class Iotlb:
                 "bad IOTLB geometry: %r entries in sets of %r ways (entries must be 1..%d and "
                 "a multiple of ways; ways 0 means fully associative)"
                 % (entries, ways, lib.IOTLB_MAX_ENTRIES))
-        self._p = ffi.gc(out[0], lib.iotlb_destroy)
-        self.ptr = out[0]
+        self._adopt(out[0], record_limit)
+
+    def _adopt(self, p, record_limit):
+        """Takes ownership of a C IOTLB and mirrors its geometry."""
+        self._p = ffi.gc(p, lib.iotlb_destroy)
+        self.ptr = p
         geo = ffi.new("uint32_t[3]")
-        lib.iotlb_geometry(self.ptr, geo, geo + 1, geo + 2)
+        lib.iotlb_geometry(p, geo, geo + 1, geo + 2)
         self.entries, self.ways, self.sets = geo[0], geo[1], geo[2]
         self.record_limit = record_limit
+
+    # -- saving, pickling, copying -------------------------------------------
+    def save(self):
+        """The whole IOTLB - entries in recency order, stale records and
+        counters - as bytes."""
+        return save_words(lib.iotlb_save, self.ptr, _save_error)
+
+    @classmethod
+    def restore(cls, data):
+        """A new IOTLB from save()'s bytes: it hits, misses, evicts and
+        records as the original would. IovaValueError if they are not a
+        sound IOTLB."""
+        words, n, keep = load_words(data, "IOTLB")
+        out = ffi.new("iotlb **")
+        rc = lib.iotlb_restore(words, n, out)
+        if rc == -errno.ENOMEM:
+            raise ierr.IommuNoMemory("no memory to restore an IOTLB")
+        if rc:
+            raise errors.IovaValueError("the saved IOTLB is corrupt or inconsistent")
+        self = cls.__new__(cls)
+        self._adopt(out[0], words[4])
+        return self
+
+    def __reduce__(self):
+        return (Iotlb.restore, (self.save(),))
+
+    def __deepcopy__(self, memo):
+        return Iotlb.restore(self.save())
 
     def access(self, pgtable, iova, write=False, *, op_index=0, dev_id=0):
         """One device access through this IOTLB and then pgtable; returns a
@@ -437,6 +501,10 @@ class Iotlb:
     def __repr__(self):
         return "<Iotlb entries=%d ways=%d sets=%d valid=%d>" % (
             self.entries, self.ways, self.sets, len(self))
+
+
+def _save_error(rc):
+    return errors.IovaError("saving failed with %d" % rc)
 
 
 def fault_error(rc, iova, write, device):

@@ -310,6 +310,11 @@ class PfnAllocator:
         if r:
             raise self._error(r)
 
+    def __reduce__(self):
+        """pickle and copy.deepcopy: the C state as words (pyiova.checkpoint)."""
+        from .checkpoint import reduce_allocator
+        return reduce_allocator(self)
+
     def __repr__(self):
         st = self.stats()
         return "<PfnAllocator %s live=%d ranges/%d pfns>" % (self.type, st["live_ranges"],

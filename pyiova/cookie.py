@@ -255,6 +255,20 @@ class DmaCookie:
         if self.allocator is not None:
             self.allocator.check()
 
+    # ---- pickling and deepcopy (checkpoints) -----------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_init_lock"]
+        state["_domain"] = self.domain    # held strongly only inside the pickle
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        domain = state.pop("_domain", None)
+        self.__dict__.update(state)
+        self._domain = weakref.ref(domain) if domain is not None else None
+        self._init_lock = threading.Lock()
+
     def __repr__(self):
         return "<DmaCookie %s kernel=%s%s>" % (self.type, self.kernel,
                                                 "" if self.initialised else " uninitialised")

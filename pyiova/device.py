@@ -128,6 +128,15 @@ class Device:
                                        % (self.name, iova, self.dma_mask))
         return iova
 
+    # -- pickling and deepcopy (checkpoints) ------------------------------------
+    def __setstate__(self, state):
+        """A restored device is a new device: it gets a number of its own
+        (numbers label stale records, and the saved one may belong to
+        another device in this process)."""
+        self.__dict__.update(state)
+        self.id = next(_ids)
+        _names[self.id] = self.name
+
     def __repr__(self):
         dom = "" if self._domain is None else " attached"
         return "<Device %s mask=%#x%s%s>" % (self.name, self.dma_mask,

@@ -77,7 +77,10 @@ class CoherentBuffer:
 
 class PhysAllocator:
     """Physical pages for coherent buffers: first free page run, reusing
-    what was freed (the page allocator is not what pyiova models)."""
+    what was freed (the page allocator is not what pyiova models). Each
+    domain's cookie has its own, so that a checkpointed domain carries the
+    pages its coherent buffers hold and a restored copy gets the same
+    addresses as the original."""
 
     def __init__(self, base=0x4000_0000, page=4096):
         self.base, self.page = base, page
@@ -97,7 +100,12 @@ class PhysAllocator:
         self._free.setdefault(-(-size // self.page), []).append(paddr)
 
 
-_phys = PhysAllocator()
+def _phys(cookie):
+    """The cookie's PhysAllocator, made at its first coherent buffer."""
+    phys = cookie.__dict__.get("dma_phys")
+    if phys is None:
+        phys = cookie.dma_phys = PhysAllocator()
+    return phys
 
 
 def _live(cookie):
@@ -273,13 +281,13 @@ def alloc_coherent(dev, size, *, cpu=None):
     size = _size(size)
     domain, cookie = dma_cookie(dev)
     length = _align(size, cookie.granule)
-    paddr = _phys.alloc(length)
+    paddr = _phys(cookie).alloc(length)
     try:
         dma = _map(dev, domain, cookie, paddr, length, dev.coherent_dma_mask,
                    int(Prot.READ | Prot.WRITE | Prot.CACHE), "coherent",
                    DmaDirection.BIDIRECTIONAL, cpu)
     except errors.IovaError:
-        _phys.free(paddr, length)
+        _phys(cookie).free(paddr, length)
         raise
     return CoherentBuffer(paddr, dma, size)
 
@@ -291,4 +299,4 @@ def free_coherent(dev, buf, *, cpu=None):
     domain, cookie = dma_cookie(dev)
     iova, length = _take(dev, cookie, buf.dma_addr, None, None, "coherent")
     _unmap(dev, domain, cookie, iova, length, cpu)
-    _phys.free(buf.paddr, length)
+    _phys(cookie).free(buf.paddr, length)

@@ -292,7 +292,7 @@ class IommuDomain:
 
     __slots__ = ("ops", "type", "pgsize_bitmap", "name", "priv", "iova_cookie", "pgtable", "iotlb",
                  "_geometry", "_attrs", "_devices", "_op", "_pc", "_ptp", "_tlbp",
-                 "_mappable", "_closed", "_ap_lo", "_ap_end", "__weakref__")
+                 "_mappable", "_closed", "_ap_lo", "_ap_end", "_saved_names", "__weakref__")
 
     _serial = 0
 
@@ -322,6 +322,7 @@ class IommuDomain:
         self._pc = _Counts()
         self._mappable = type.paging
         self._closed = False
+        self._saved_names = None
 
     # -- for drivers ---------------------------------------------------------
     def set_hardware(self, pgtable, iotlb):
@@ -627,9 +628,50 @@ class IommuDomain:
         self._live()
         if self.iotlb is None:
             return []
-        return [StaleTranslation(iova, stale, cur, op, write, device_name(dev_id))
-                for iova, stale, cur, op, dev_id, write
-                in self.iotlb.stale_records(start, limit)]
+        name = self._record_namer()
+        return [StaleTranslation(iova, stale, cur, op, write, name(i, dev_id))
+                for i, (iova, stale, cur, op, dev_id, write)
+                in enumerate(self.iotlb.stale_records(start, limit), start)]
+
+    def _record_namer(self):
+        """name(record index, dev_id): the device a stale record names.
+        Records made before this domain was restored from a checkpoint carry
+        the numbers of the devices of that time, which may mean nothing (or
+        another device) in this process: their names travelled with the
+        checkpoint, and serve until the records are cleared."""
+        saved = self._saved_names
+        if saved is None or self.iotlb is None:
+            return lambda i, dev_id: device_name(dev_id)
+        cleared_then, count, names = saved
+        if _records_cleared(self.iotlb) != cleared_then:
+            return lambda i, dev_id: device_name(dev_id)
+        return lambda i, dev_id: names.get(dev_id) if i < count else device_name(dev_id)
+
+    # -- pickling and deepcopy (checkpoints) -----------------------------------
+    def __getstate__(self):
+        """Everything but the raw pointers; the page table and IOTLB pickle
+        themselves (pyiova.checkpoint). A freed domain has nothing to save."""
+        if self._closed:
+            raise errors.IovaClosed("domain %s was freed: it cannot be saved" % self.name)
+        state = {name: getattr(self, name) for name in self.__slots__
+                 if name not in ("_ptp", "_tlbp", "_saved_names", "__weakref__")}
+        if self.iotlb is not None:
+            name = self._record_namer()
+            records = self.iotlb.stale_records()
+            state["_saved_names"] = (len(records),
+                                     {r[4]: name(i, r[4]) for i, r in enumerate(records)})
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved = state.pop("_saved_names", None)
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._ptp = self.pgtable.ptr if self.pgtable is not None else None
+        self._tlbp = self.iotlb.ptr if self.iotlb is not None else None
+        # the restored IOTLB starts with the cleared count the original had
+        self._saved_names = None if saved is None else \
+            (_records_cleared(self.iotlb), saved[0], saved[1])
 
     def mappings(self, start=0):
         """Iterate over the page-table leaves (PgtableLeaf) from start on."""
@@ -648,6 +690,12 @@ class IommuDomain:
     def __repr__(self):
         state = "freed" if self._closed else "%d device(s)" % len(self._devices)
         return "<IommuDomain %s %s %s>" % (self.name, self.type.name, state)
+
+
+def _records_cleared(iotlb):
+    """Stale records an IOTLB has dropped by clear_records so far."""
+    t = iotlb.stats()
+    return t.stale_hits - t.records_kept - t.records_dropped
 
 
 class IommuDriver:

@@ -37,6 +37,8 @@ workload's next transfer is the retry. After max_failures failures the run
 stops and is marked stopped_early: the device would be hung by then, and
 the remaining operations would only add failures.
 """
+import copy
+import itertools
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
@@ -50,7 +52,7 @@ from .iommu_errors import IommuFault
 from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
                         UNMAP_PAGE, UNMAP_SG, get_workload)
 
-__all__ = ["simulate", "compare", "SimResult", "Sample", "Policy", "POLICIES", "DRIVERS",
+__all__ = ["simulate", "Simulation", "compare", "SimResult", "Sample", "Policy", "POLICIES", "DRIVERS",
            "DEFAULT_POLICIES", "DEFAULT_OPS", "PolicyNotApplicable", "not_applicable"]
 
 DEFAULT_OPS = 400_000
@@ -309,10 +311,42 @@ def _runs(ranges, first, last, max_runs=2048):
 
 # ---- the run ------------------------------------------------------------------------
 
-def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first, last):
+class _RunState:
+    """What the loop carries from one operation to the next, kept between
+    the chunks of a Simulation (and in its checkpoints)."""
+    __slots__ = ("pos", "addr", "objs", "live", "peak", "maps", "unmaps", "failures",
+                 "skipped", "faults", "first_fail", "maps_before", "stopped")
+
+    def __init__(self):
+        self.pos = 0           # operations done
+        self.addr = {}         # handle -> DMA address
+        self.objs = {}         # handle -> SgMapping / CoherentBuffer
+        self.live = self.peak = self.maps = self.unmaps = self.failures = 0
+        self.skipped = self.faults = 0
+        self.first_fail = self.maps_before = None
+        self.stopped = False
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first, last,
+         state=None):
     """Executes the operations; fills res. The loop binds everything it calls
     to locals, keeps its counters in locals, and makes no objects of its own
-    per operation: a million operations spend their time in the DMA API."""
+    per operation: a million operations spend their time in the DMA API.
+
+    ops are the operations from number state.pos on (state: a _RunState,
+    fresh when None); n is the run's total, which the timeline's spacing
+    depends on. The state is brought up to date at the end, so a run may be
+    cut into chunks that together do exactly what one call would."""
+    if state is None:
+        state = _RunState()
+    start = state.pos
     map_page, unmap_page = dma.map_page, dma.unmap_page
     map_sg, unmap_sg = dma.map_sg, dma.unmap_sg
     alloc_coherent, free_coherent = dma.alloc_coherent, dma.free_coherent
@@ -325,10 +359,11 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
     counts = dom.counts
     iotlb = dom.iotlb
 
-    addr = {}          # handle -> DMA address
-    objs = {}          # handle -> SgMapping / CoherentBuffer
-    live = peak = maps = unmaps = failures = skipped = faults = 0
-    first_fail = maps_before = None
+    addr = state.addr
+    objs = state.objs
+    live, peak, maps, unmaps = state.live, state.peak, state.maps, state.unmaps
+    failures, skipped, faults = state.failures, state.skipped, state.faults
+    first_fail, maps_before = state.first_fail, state.maps_before
     fail_ops = res.failure_ops
     samples = res.timeline
     label = res.policy
@@ -337,9 +372,10 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
         tick = max(1, min(4096, n // TIMELINE_SAMPLES))
     else:
         tick = 4096
-    next_tick = tick
-    i = -1
-    stopped = False
+    # the first tick at or after `start` (ticks are multiples of tick, 0 excluded)
+    next_tick = max(tick, -(-start // tick) * tick)
+    i = start - 1
+    stopped = state.stopped
 
     def failed(at, maps_so_far):
         """Counts a failed map at op `at`; True when the run must stop."""
@@ -361,11 +397,11 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
                               iotlb.stats().stale_hits if iotlb is not None else 0, runs))
         sampling[0] += time.perf_counter() - t
 
-    if timeline:
+    if timeline and start == 0:
         sample(0)
         sampling[0] = 0.0
     t0 = time.perf_counter()
-    for i, op in enumerate(ops):
+    for i, op in enumerate(ops, start):
         if i == next_tick:
             next_tick += tick
             if progress is not None:
@@ -467,14 +503,19 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
             raise errors.IovaValueError("operation %d: unknown opcode %r" % (i, code))
     elapsed = time.perf_counter() - t0 - sampling[0]
     done = i + 1
-    if timeline and (not samples or samples[-1].op != done):
+    if timeline and (done >= n or stopped) and (not samples or samples[-1].op != done):
         sample(done)
     if progress is not None:
         progress(done, label)
 
+    state.pos = done
+    state.live, state.peak, state.maps, state.unmaps = live, peak, maps, unmaps
+    state.failures, state.skipped, state.faults = failures, skipped, faults
+    state.first_fail, state.maps_before = first_fail, maps_before
+    state.stopped = stopped
     res.ops = done
-    res.elapsed_s = elapsed
-    res.ops_per_sec = done / elapsed if elapsed > 0 else 0.0
+    res.elapsed_s += elapsed
+    res.ops_per_sec = done / res.elapsed_s if res.elapsed_s > 0 else 0.0
     res.maps, res.unmaps, res.failures, res.skipped = maps, unmaps, failures, skipped
     res.first_failure_op, res.maps_before_failure = first_fail, maps_before
     res.stopped_early = stopped
@@ -541,6 +582,122 @@ def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
     finally:
         _teardown(dom, dev)
     return res
+
+
+class Simulation:
+    """simulate(), one chunk at a time, with checkpoints in between.
+
+        s = Simulation("usb", policy="wraparound", driver="ipmmu", ops=200_000, seed=1)
+        s.run(50_000)                       # the first 50 000 operations
+        blob = pickle.dumps(s)              # a checkpoint (or copy.deepcopy(s))
+        r = s.run().result()                # on to the end
+        r2 = pickle.loads(blob).run().result()    # the same SimResult, timing aside
+
+    The arguments are simulate()'s. A checkpoint holds the whole simulated
+    system - driver, domain, cookie, device, the DMA addresses the
+    workload's handles hold, the counters - and where the run stands; the
+    workload's operations are not stored but generated again from the seed.
+    close() releases the domain (result() stays readable).
+    """
+
+    def __init__(self, workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1, *,
+                 params=None, kernel="6.12", max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0,
+                 timeline=False):
+        wl = get_workload(workload, **(params or {}))
+        if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
+            raise errors.IovaValueError("ops must be an integer >= 0, not %r" % (ops,))
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or \
+                max_failures < 1:
+            raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
+                                        % (max_failures,))
+        if kernel not in ("6.12", "4.10"):
+            raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
+        why = not_applicable(policy, driver, kernel)
+        if why:
+            raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
+        self.workload = wl
+        self.seed = seed
+        self.total = ops
+        self.max_failures = max_failures
+        self.timeline = timeline
+        self._res = SimResult(wl.name, policy, driver, seed, kernel=kernel, ops_requested=ops,
+                              params=wl.params)
+        self._dom, self._dev, self._cookie = _setup(wl, POLICIES[policy], driver, seed, kernel,
+                                                    drop_rate)
+        self._first, self._last = _device_space(self._cookie, self._dev)
+        self._state = _RunState()
+        self._ops = None           # the operation stream, positioned at _state.pos
+        self._closed = False
+
+    @property
+    def done(self):
+        """Operations executed so far."""
+        return self._state.pos
+
+    @property
+    def finished(self):
+        """All operations done, or the run stopped early."""
+        return self._state.pos >= self.total or self._state.stopped
+
+    @property
+    def domain(self):
+        return self._dom
+
+    @property
+    def device(self):
+        return self._dev
+
+    def run(self, n=None, progress=None):
+        """Executes the next n operations (all that are left when None);
+        returns self."""
+        if self._closed:
+            raise errors.IovaClosed("the simulation was closed")
+        left = self.total - self._state.pos
+        if n is None or n > left:
+            n = left
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise errors.IovaValueError("n must be an integer >= 0, not %r" % (n,))
+        if n == 0 or self._state.stopped:
+            return self
+        if self._ops is None:
+            # a new or restored run: the stream again from the seed, up to where it stands
+            self._ops = itertools.islice(self.workload.ops(self.total, self.seed),
+                                         self._state.pos, None)
+        _run(itertools.islice(self._ops, n), self.total, self._dev, self._dom, self._cookie,
+             self._res, self.max_failures, progress, self.timeline, self._first, self._last,
+             self._state)
+        return self
+
+    def result(self):
+        """A SimResult of the run so far (a copy: later chunks do not change it)."""
+        res = copy.deepcopy(self._res)
+        if not self._closed:
+            _fill_counters(res, self._dom, self._cookie, self._first, self._last)
+        return res
+
+    def close(self):
+        """Detaches the device and frees the domain; idempotent."""
+        if not self._closed:
+            self._res = self.result()
+            self._closed = True
+            _teardown(self._dom, self._dev)
+
+    # -- pickling and deepcopy (checkpoints) ------------------------------------
+    def __getstate__(self):
+        if self._closed:
+            raise errors.IovaClosed("the simulation was closed: there is nothing to save")
+        state = self.__dict__.copy()
+        state["_ops"] = None       # a generator: made again from the seed when resumed
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        r = self._res
+        return "<Simulation %s %s on %s: %d/%d ops%s>" % (
+            r.workload, r.policy, r.driver, self._state.pos, self.total,
+            " closed" if self._closed else "")
 
 
 def _offset(progress, base):

@@ -1,0 +1,399 @@
+/*
+ * iova_cookie_save.c - a cookie as a flat array of uint64_t words, and back.
+ *
+ * Everything that decides the cookie's future answers is saved: the type,
+ * the space, the MSI bump pointer, the tree-only switch, the counters; for
+ * WRAPAROUND every range it holds (live, awaiting the wrap's flush, or
+ * reserved), the cursor and the wrap count; for RESET_WHEN_EMPTY which
+ * ranges of its iova_domain are freed but kept out of reuse (the domain's
+ * own save knows nothing of that flag); and the flush queue: its counters,
+ * its timer, and every queued entry of every ring in queue order.
+ *
+ * Not saved, because no answer depends on it: the wraparound tree's shape
+ * and a ring's head position (a restored ring starts at slot 0).
+ *
+ * Layout (version 1):
+ *   magic, version, type, granule, start_pfn, end_pfn, msi_next, tree_only,
+ *   allocs, frees, failures, live_ranges, live_pfns, retired_pfns, resets,
+ *   WRAPAROUND:       cursor, wraps, nranges, per range: lo, hi, kind
+ *                     (kind 0 live, 1 awaiting the flush, 2 reserved)
+ *   RESET_WHEN_EMPTY: nretired, per retired range: lo
+ *   has_fq, and if 1: ncpus, ring_size, timeout_ms, started, finished,
+ *                     timer_armed, timer_due_ms, queued, flushes,
+ *                     per ring: count, per entry (oldest first): pfn, pages, counter
+ *
+ * Restoring checks every word as it reads it, builds a cookie that nobody
+ * else can see yet, and finally runs the cookie's validator. On any failure
+ * everything it built is released and the lent iova_domain is left exactly
+ * as it was (the RETIRED flags it may have set are cleared again).
+ */
+#include <stdlib.h>
+
+#include "iova_mem_internal.h"
+#include "iova_cookie_internal.h"
+#include "iova_cookie_save.h"
+
+#define COOKIE_SAVE_MAGIC   0x7079696f76610002ull   /* "pyiova" + format family */
+#define COOKIE_SAVE_VERSION 1
+
+#define WRAP_LIVE     0
+#define WRAP_RETIRED  1
+#define WRAP_RESERVED 2
+
+#define FQ_MAX_CPUS   IOVA_MAX_CPUS
+#define FQ_MAX_SIZE   (1u << 20)                     /* what iova_cookie_fq_init accepts */
+
+struct writer {
+    uint64_t *out;
+    uint64_t cap;
+    uint64_t n;
+};
+
+static void put(struct writer *w, uint64_t v)
+{
+    if (w->n < w->cap)
+        w->out[w->n] = v;
+    w->n++;
+}
+
+static void save_wrap(struct writer *w, const struct iova_wrap *wr)
+{
+    const struct iova_tree *t = &wr->tree;
+    put(w, wr->cursor);
+    put(w, wr->wraps);
+    put(w, t->count - 1);                            /* the sentinel is implied */
+    for (uint32_t x = iova_tree_first(t); x != wr->sentinel; x = iova_tree_next(t, x)) {
+        unsigned f = iova_flags(t, x);
+        put(w, t->nodes[x].lo);
+        put(w, t->nodes[x].hi);
+        put(w, (f & IOVA_NODE_RETIRED) ? WRAP_RETIRED
+               : (f & IOVA_NODE_RESERVED) ? WRAP_RESERVED : WRAP_LIVE);
+    }
+}
+
+/* The retired ranges of a RESET_WHEN_EMPTY cookie's domain; tree_lock held. */
+static void save_retired(struct writer *w, const struct iova_domain *d)
+{
+    const struct iova_tree *t = &d->tree;
+    uint64_t n = 0;
+    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
+        n += x != d->anchor && (iova_flags(t, x) & IOVA_NODE_RETIRED);
+    put(w, n);
+    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
+        if (x != d->anchor && (iova_flags(t, x) & IOVA_NODE_RETIRED))
+            put(w, t->nodes[x].lo);
+}
+
+static void save_fq(struct writer *w, const struct iova_fq *fq)
+{
+    put(w, fq != NULL);
+    if (!fq)
+        return;
+    put(w, fq->ncpus);
+    put(w, fq->size);
+    put(w, fq->timeout_ms);
+    put(w, fq->started);
+    put(w, fq->finished);
+    put(w, fq->timer_armed);
+    put(w, fq->timer_due_ms);
+    put(w, fq->queued);
+    put(w, fq->flushes);
+    for (unsigned i = 0; i < fq->ncpus; i++) {
+        const struct fq_ring *r = &fq->rings[i];
+        put(w, r->count);
+        for (unsigned k = 0; k < r->count; k++) {
+            const struct fq_entry *e = &r->entries[(r->head + k) % fq->size];
+            put(w, e->pfn);
+            put(w, e->pages);
+            put(w, e->counter);
+        }
+    }
+}
+
+int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
+{
+    if (!c)
+        return IOVA_E_CLOSED;
+    struct writer w = { out, out ? cap : 0, 0 };
+    pthread_mutex_lock(&c->lock);
+    struct iova_domain *d = c->iovad;
+    if (d) {
+        pthread_mutex_lock(&d->tree_lock);
+        if (d->closed) {
+            pthread_mutex_unlock(&d->tree_lock);
+            pthread_mutex_unlock(&c->lock);
+            return IOVA_E_CLOSED;
+        }
+    }
+    put(&w, COOKIE_SAVE_MAGIC);
+    put(&w, COOKIE_SAVE_VERSION);
+    put(&w, (uint64_t)c->type);
+    put(&w, c->granule);
+    put(&w, c->start_pfn);
+    put(&w, c->end_pfn);
+    put(&w, c->msi_next);
+    put(&w, c->tree_only);
+    put(&w, c->allocs);
+    put(&w, c->frees);
+    put(&w, c->failures);
+    put(&w, c->live_ranges);
+    put(&w, c->live_pfns);
+    put(&w, c->retired_pfns);
+    put(&w, c->resets);
+    if (c->type == IOVA_COOKIE_WRAPAROUND)
+        save_wrap(&w, &c->wrap);
+    else if (c->type == IOVA_COOKIE_RESET_WHEN_EMPTY)
+        save_retired(&w, d);
+    save_fq(&w, c->fq);
+    if (d)
+        pthread_mutex_unlock(&d->tree_lock);
+    pthread_mutex_unlock(&c->lock);
+    return (int64_t)w.n;
+}
+
+/* ---- restoring ----------------------------------------------------------- */
+
+struct reader {
+    const uint64_t *in;
+    uint64_t n;
+    uint64_t pos;
+    bool bad;
+};
+
+static uint64_t get(struct reader *r)
+{
+    if (r->pos >= r->n) {
+        r->bad = true;
+        return 0;
+    }
+    return r->in[r->pos++];
+}
+
+/* Whether `count` items of `words` words each can still follow. */
+static bool room_for(const struct reader *r, uint64_t count, uint64_t words)
+{
+    return !r->bad && count <= (r->n - r->pos) / words;
+}
+
+static int restore_wrap(struct iova_cookie *c, struct reader *r)
+{
+    struct iova_wrap *w = &c->wrap;
+    uint64_t cursor = get(r), wraps = get(r), nranges = get(r);
+    if (r->bad || cursor < w->start_pfn || cursor > w->end_pfn + 1 ||
+        nranges > IOVA_MAX_NODES - 1 || !room_for(r, nranges, 3))
+        return IOVA_E_STATE;
+    bool have_prev = false;
+    uint64_t prev_hi = 0;
+    for (uint64_t i = 0; i < nranges; i++) {
+        uint64_t lo = get(r), hi = get(r), kind = get(r);
+        if (r->bad || lo > hi || lo < w->start_pfn || hi > w->end_pfn ||
+            (have_prev && lo <= prev_hi) || kind > WRAP_RESERVED)
+            return IOVA_E_STATE;
+        uint32_t x = iova_tree_node_new(&w->tree, lo, hi);
+        if (x == IOVA_NIL)
+            return IOVA_E_NOMEM;
+        iova_tree_insert(&w->tree, x);
+        if (kind == WRAP_RETIRED) {
+            iova_set_flag(&w->tree, x, IOVA_NODE_RETIRED);
+            w->retired_pfns += hi - lo + 1;
+        } else if (kind == WRAP_RESERVED) {
+            iova_set_flag(&w->tree, x, IOVA_NODE_RESERVED);
+            w->reserved_pfns += hi - lo + 1;
+        }
+        have_prev = true;
+        prev_hi = hi;
+    }
+    w->cursor = cursor;
+    w->wraps = wraps;
+    return 0;
+}
+
+/* Flags the domain's retired ranges. On success *marked holds the nodes
+ * flagged (the caller clears them if the restore fails later). */
+static int restore_retired(struct iova_cookie *c, struct reader *r,
+                           uint32_t **marked, uint64_t *nmarked)
+{
+    struct iova_domain *d = c->iovad;
+    uint64_t n = get(r);
+    if (!room_for(r, n, 1) || n > IOVA_MAX_NODES)
+        return IOVA_E_STATE;
+    uint32_t *nodes = n ? iova_malloc(n * sizeof(*nodes)) : NULL;
+    if (n && !nodes)
+        return IOVA_E_NOMEM;
+    int rc = 0;
+    pthread_mutex_lock(&d->tree_lock);
+    struct iova_tree *t = &d->tree;
+    for (uint64_t i = 0; i < n && !rc; i++) {
+        uint64_t lo = get(r);
+        uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(t, lo);
+        if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != lo ||
+            (iova_flags(t, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) ||
+            (i && lo <= t->nodes[nodes[i - 1]].lo))
+            rc = IOVA_E_STATE;
+        else
+            nodes[i] = x;
+    }
+    if (!rc)
+        for (uint64_t i = 0; i < n; i++)
+            iova_set_flag(t, nodes[i], IOVA_NODE_RETIRED);
+    pthread_mutex_unlock(&d->tree_lock);
+    if (rc) {
+        free(nodes);
+        return rc;
+    }
+    *marked = nodes;
+    *nmarked = n;
+    return 0;
+}
+
+/* A queued entry must be the start of a range of the domain that is
+ * allocated (not sitting in a cache) and at least `pages` long. */
+static bool queued_range_ok(struct iova_domain *d, uint64_t pfn, uint64_t pages)
+{
+    pthread_mutex_lock(&d->tree_lock);
+    uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(&d->tree, pfn);
+    bool ok = x != IOVA_NIL && x != d->anchor && d->tree.nodes[x].lo == pfn &&
+              !(iova_flags(&d->tree, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) &&
+              pages >= 1 && pages - 1 <= d->tree.nodes[x].hi - pfn;
+    pthread_mutex_unlock(&d->tree_lock);
+    return ok;
+}
+
+static int restore_fq(struct iova_cookie *c, struct reader *r)
+{
+    uint64_t has = get(r);
+    if (r->bad || has > 1)
+        return IOVA_E_STATE;
+    if (!has)
+        return 0;
+    uint64_t ncpus = get(r), size = get(r), timeout = get(r);
+    if (r->bad || c->type != IOVA_COOKIE_IOVA || c->iovad->kernel != IOVA_KERNEL_6_12 ||
+        ncpus < 1 || ncpus > FQ_MAX_CPUS || size < 1 || size > FQ_MAX_SIZE)
+        return IOVA_E_STATE;
+    /* Each ring needs at least its count word: refuse sizes the words
+     * cannot describe before allocating anything for them. */
+    if (!room_for(r, ncpus + 6, 1))
+        return IOVA_E_STATE;
+    int rc = iova_cookie_fq_init(c, (unsigned)ncpus, (unsigned)size, timeout);
+    if (rc)
+        return rc == IOVA_E_NOMEM ? rc : IOVA_E_STATE;
+    struct iova_fq *fq = c->fq;
+    fq->started = get(r);
+    fq->finished = get(r);
+    uint64_t armed = get(r);
+    fq->timer_due_ms = get(r);
+    fq->queued = get(r);
+    fq->flushes = get(r);
+    if (r->bad || armed > 1 || fq->finished > fq->started)
+        return IOVA_E_STATE;
+    fq->timer_armed = armed != 0;
+    uint64_t total = 0;
+    for (unsigned i = 0; i < fq->ncpus; i++) {
+        struct fq_ring *ring = &fq->rings[i];
+        uint64_t count = get(r);
+        if (r->bad || count > fq->size || !room_for(r, count, 3))
+            return IOVA_E_STATE;
+        uint64_t prev_counter = 0;
+        for (uint64_t k = 0; k < count; k++) {
+            struct fq_entry *e = &ring->entries[k];
+            e->pfn = get(r);
+            e->pages = get(r);
+            e->counter = get(r);
+            /* counters never go down along a ring, nor beyond the flushes started */
+            if (r->bad || e->counter > fq->started || e->counter < prev_counter ||
+                !queued_range_ok(c->iovad, e->pfn, e->pages))
+                return IOVA_E_STATE;
+            prev_counter = e->counter;
+        }
+        ring->head = 0;
+        ring->count = (unsigned)count;
+        total += count;
+    }
+    return total == fq->queued ? 0 : IOVA_E_STATE;
+}
+
+/* The header's values for the type, or IOVA_E_STATE. */
+static int restore_header(struct iova_cookie *c, struct reader *r, uint64_t granule,
+                          uint64_t start, uint64_t end)
+{
+    uint64_t msi_next = get(r), tree_only = get(r);
+    c->allocs = get(r);
+    c->frees = get(r);
+    c->failures = get(r);
+    c->live_ranges = get(r);
+    c->live_pfns = get(r);
+    c->retired_pfns = get(r);
+    c->resets = get(r);
+    if (r->bad || granule != c->granule || start != c->start_pfn || end != c->end_pfn)
+        return IOVA_E_STATE;
+    if (c->type == IOVA_COOKIE_MSI) {
+        if (msi_next < c->start_pfn || msi_next > IOVA_U64_MAX / 2)
+            return IOVA_E_STATE;
+        c->msi_next = msi_next;
+    } else if (msi_next != c->msi_next) {
+        return IOVA_E_STATE;
+    }
+    if (tree_only > 1 || (tree_only && c->type != IOVA_COOKIE_IOVA))
+        return IOVA_E_STATE;
+    c->tree_only = tree_only != 0;
+    /* every live range holds at least one pfn; only reset-when-empty retires */
+    if (c->live_ranges > c->live_pfns || (c->live_pfns && !c->live_ranges) ||
+        (c->retired_pfns && c->type != IOVA_COOKIE_RESET_WHEN_EMPTY))
+        return IOVA_E_STATE;
+    return 0;
+}
+
+struct iova_cookie *iova_cookie_restore(const uint64_t *in, uint64_t n,
+                                        struct iova_domain *iovad, int *err)
+{
+    int dummy;
+    if (!err)
+        err = &dummy;
+    struct reader r = { in, in ? n : 0, 0, false };
+    uint64_t magic = get(&r), version = get(&r), type = get(&r);
+    uint64_t granule = get(&r), start = get(&r), end = get(&r);
+    bool needs_domain = type == IOVA_COOKIE_IOVA || type == IOVA_COOKIE_RESET_WHEN_EMPTY;
+    if (r.bad || magic != COOKIE_SAVE_MAGIC || version != COOKIE_SAVE_VERSION ||
+        type > IOVA_COOKIE_RESET_WHEN_EMPTY || needs_domain != (iovad != NULL)) {
+        *err = IOVA_E_STATE;
+        return NULL;
+    }
+    struct iova_cookie *c = iova_cookie_new((int)type, iovad, granule, start, end, err);
+    if (!c) {
+        if (*err != IOVA_E_NOMEM)
+            *err = IOVA_E_STATE;
+        return NULL;
+    }
+    uint32_t *marked = NULL;
+    uint64_t nmarked = 0;
+    int rc = restore_header(c, &r, granule, start, end);
+    if (!rc && type == IOVA_COOKIE_WRAPAROUND)
+        rc = restore_wrap(c, &r);
+    else if (!rc && type == IOVA_COOKIE_RESET_WHEN_EMPTY)
+        rc = restore_retired(c, &r, &marked, &nmarked);
+    if (!rc)
+        rc = restore_fq(c, &r);
+    if (!rc && (r.bad || r.pos != r.n))
+        rc = IOVA_E_STATE;
+    if (!rc) {
+        /* Last line of defence: the validator's invariants must hold. */
+        rc = iova_cookie_check(c, NULL, 0);
+        if (rc && rc != IOVA_E_NOMEM)
+            rc = IOVA_E_STATE;
+    }
+    if (rc) {
+        if (nmarked) {
+            pthread_mutex_lock(&iovad->tree_lock);
+            for (uint64_t i = 0; i < nmarked; i++)
+                iova_clear_flag(&iovad->tree, marked[i], IOVA_NODE_RETIRED);
+            pthread_mutex_unlock(&iovad->tree_lock);
+        }
+        free(marked);
+        iova_cookie_destroy(c);
+        *err = rc;
+        return NULL;
+    }
+    free(marked);
+    *err = 0;
+    return c;
+}

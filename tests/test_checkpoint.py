@@ -1,0 +1,578 @@
+"""Checkpoints: cookies of every allocator type, page tables, IOTLBs, IOMMU
+domains with their drivers and devices, and whole simulations survive
+pickle and copy.deepcopy, and the copies then do exactly what the original
+does; damaged checkpoints are refused with an IovaError and nothing leaks."""
+import copy
+import pickle
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from faultpoints import each_failure_point
+from test_lifetime import ROUNDS, assert_flat
+
+from pyiova import IovaDomain, IovaError, IovaValueError, checkpoint, dma
+from pyiova import device as device_module
+from pyiova._iommu_native import IoPgtable, Iotlb
+from pyiova.checkpoint import CheckpointError
+from pyiova.cookie import DmaCookie, put_dma_cookie
+from pyiova.device import DMA_BIT_MASK, Device
+from pyiova.drivers import GenericIommu, IpmmuVmsa
+from pyiova.errors import IovaClosed, IovaExhausted
+from pyiova.iommu import DomainAttr, DomainType, IovaAllocator
+from pyiova.sim import Simulation, simulate
+
+PAGE = 4096
+TOP32 = (1 << 32) - 1
+
+
+def pickled(obj):
+    return pickle.loads(pickle.dumps(obj))
+
+
+COPIES = {"pickle": pickled, "deepcopy": copy.deepcopy,
+          "checkpoint": lambda o: checkpoint.loads(checkpoint.dumps(o))}
+
+
+# ---- cookies ------------------------------------------------------------------
+
+# name -> (DmaCookie arguments, init_domain arguments). The wraparound and
+# reset-when-empty spaces are small so that a few hundred operations wrap
+# them and empty them.
+COOKIES = {
+    "iova": ({}, {}),
+    "iova-lazy": ({}, {"flush_queue": True}),
+    "iova-tree": ({"rcache": False}, {}),
+    "iova-4.10": ({"kernel": "4.10"}, {}),
+    "wraparound": ({"allocator": "wraparound"},
+                   {"aperture_end": (1 << 22) - 1, "reserved": [(0x80000, 0xfffff)]}),
+    "reset-when-empty": ({"allocator": "reset-when-empty"}, {}),
+}
+
+
+class Pci(Device):
+    """A PCI device with a 64-bit mask: the 32-bit-first attempt applies."""
+
+    def __init__(self, name="pci"):
+        super().__init__(name, DMA_BIT_MASK(64), DMA_BIT_MASK(64), True)
+
+
+def make_cookie(kind):
+    kw, init = COOKIES[kind]
+    init = dict(init)
+    cookie = DmaCookie(ncpus=2, **kw)
+    cookie.init_domain(PAGE, 0, init.pop("aperture_end", (1 << 48) - 1), True, **init)
+    return cookie
+
+
+def drive(cookie, dev, seed, n, live):
+    """n operations; returns what each produced. Frees now and then empty
+    the space entirely (so that reset-when-empty resets)."""
+    rng = random.Random(seed)
+    lazy = cookie.flush_queue
+    out = []
+    for i in range(n):
+        if live and (rng.random() < 0.45 or i % 97 == 96):
+            drain = i % 97 == 96
+            for iova, size in (list(live) if drain else [live.pop(rng.randrange(len(live)))]):
+                out.append(cookie.free_iova(iova, size, lazy=lazy, cpu=i % 2))
+            if drain:
+                live.clear()
+        else:
+            size = rng.choice((1, 1, 2, 3, 8, 17, 32)) * PAGE
+            iova = cookie.alloc_iova(dev, size, rng.choice((TOP32, (1 << 40) - 1)), cpu=i % 2)
+            out.append(iova)
+            if iova:
+                live.append((iova, size))
+        if i % 11 == 0:
+            cookie.advance(rng.randrange(1, 8), cpu=i % 2)
+    return out
+
+
+def same_cookie(a, b):
+    assert a.stats() == b.stats()
+    assert (a.flushes, a.resets, a.clock_ms) == (b.flushes, b.resets, b.clock_ms)
+    assert a.allocator.fq_due == b.allocator.fq_due
+    if a.iovad is not None:
+        assert a.iovad.ranges() == b.iovad.ranges()
+        assert a.iovad.cached_pfns() == b.iovad.cached_pfns()
+    if a.type.value == "wraparound":
+        assert a.allocator.ranges() == b.allocator.ranges()
+    a.check()
+    b.check()
+
+
+@pytest.mark.parametrize("kind", sorted(COOKIES))
+@settings(max_examples=12, deadline=None)
+@given(cut=st.integers(0, 600))
+def test_cookie_copies_continue_like_the_original(kind, cut):
+    cookie, dev = make_cookie(kind), Pci()
+    live = []
+    drive(cookie, dev, 1, cut, live)
+    # the sticky 32-bit-first state is keyed by device: the copies bring
+    # their own copy of it, found through the copied device
+    copies = [(COPIES[how]((cookie, dev, live))) for how in sorted(COPIES)]
+    for c, _, _ in copies:
+        same_cookie(cookie, c)
+    expected = drive(cookie, dev, 2, 600, live)
+    for c, d, l in copies:
+        assert drive(c, d, 2, 600, l) == expected
+        same_cookie(cookie, c)
+
+
+@pytest.mark.parametrize("kind", ["wraparound", "reset-when-empty", "iova-lazy"])
+def test_the_interesting_state_is_there_at_the_cut(kind):
+    """The continuation test above only means something if wraps, resets
+    and queued frees happen before and after the cut."""
+    cookie, dev = make_cookie(kind), Pci()
+    live = []
+    drive(cookie, dev, 1, 400, live)
+    st = cookie.stats()
+    assert {"wraparound": st["wraps"], "reset-when-empty": st["resets"],
+            "iova-lazy": st["fq_queued"]}[kind] > 0
+    twin, twin_dev, twin_live = pickled((cookie, dev, live))
+    drive(cookie, dev, 2, 400, live)
+    drive(twin, twin_dev, 2, 400, twin_live)
+    assert twin.stats() == cookie.stats()
+    assert {"wraparound": cookie.stats()["wraps"], "reset-when-empty": cookie.stats()["resets"],
+            "iova-lazy": cookie.stats()["fq_flushes"] + cookie.flushes}[kind] > \
+        {"wraparound": st["wraps"], "reset-when-empty": st["resets"],
+         "iova-lazy": st["fq_flushes"]}[kind]
+
+
+def test_msi_cookie_round_trip():
+    cookie = DmaCookie("msi", msi_base=0x8000000)
+    cookie.init_domain(PAGE, 0, TOP32, True)
+    dev = Device("its")
+    first = [cookie.alloc_iova(dev, PAGE * (1 + i % 3), 0) for i in range(20)]
+    cookie.free_iova(first[-1], PAGE * (1 + 19 % 3))
+    for how in sorted(COPIES):
+        twin = COPIES[how](cookie)
+        assert [twin.alloc_iova(dev, PAGE, 0) for _ in range(5)] == \
+            [cookie.alloc_iova(dev, PAGE, 0) for _ in range(5)]
+        assert twin.stats() == cookie.stats()
+
+
+def test_a_restored_allocator_shares_its_domain_through_the_memo():
+    cookie = make_cookie("iova")
+    copy_ = pickled(cookie)
+    assert copy_.iovad is copy_.allocator.iovad
+    assert copy_.iovad is not cookie.iovad
+
+
+# ---- closed things are not saved --------------------------------------------------
+
+def test_closed_objects_refuse_to_be_saved():
+    dom = GenericIommu().domain_alloc(DomainType.DMA)
+    dev = Device("d")
+    dev.attach(dom)
+    dma.map_page(dev, 0x1000_0000, PAGE)
+    cookie = dom.iova_cookie
+    dev.detach()
+    put_dma_cookie(dom)
+    for obj in (cookie, cookie.allocator):
+        with pytest.raises(IovaClosed):
+            pickle.dumps(obj)
+        with pytest.raises(IovaClosed):
+            copy.deepcopy(obj)
+    dom.free()
+    with pytest.raises(IovaClosed):
+        pickle.dumps(dom)
+    s = Simulation("usb", ops=100)
+    s.run(50)
+    s.close()
+    with pytest.raises(IovaClosed):
+        pickle.dumps(s)
+
+
+# ---- page tables and IOTLBs ----------------------------------------------------------
+
+def busy_hardware(seed=3):
+    pt, tlb = IoPgtable(), Iotlb(32, 4, record_limit=50)
+    rng = random.Random(seed)
+    mapped = []
+    for i in range(400):
+        if mapped and rng.random() < 0.4:
+            iova, size = mapped.pop(rng.randrange(len(mapped)))
+            pt.unmap(iova, size if rng.random() < 0.8 else PAGE)
+            if rng.random() < 0.3:
+                tlb.invalidate_range(iova, PAGE)
+        else:
+            size = rng.choice((PAGE, 2 * PAGE, 1 << 21))
+            iova = rng.randrange(0, 1 << 30, size)
+            try:
+                pt.map(iova, rng.randrange(0, 1 << 36, 1 << 21), size, rng.choice((1, 2, 3)))
+                mapped.append((iova, size))
+            except IovaError:
+                pass
+        if mapped:
+            try:
+                tlb.access(pt, rng.choice(mapped)[0] + rng.randrange(PAGE), rng.random() < 0.5,
+                           op_index=i, dev_id=7)
+            except IovaError:
+                pass
+    return pt, tlb
+
+
+def test_page_table_and_iotlb_round_trip_then_behave_the_same():
+    pt, tlb = busy_hardware()
+    assert tlb.stats().stale_hits and tlb.stats().evictions and pt.stats().block_splits
+    for how in ("pickle", "deepcopy"):
+        pt2, tlb2 = COPIES[how]((pt, tlb))
+        pt2.check()
+        tlb2.check()
+        assert list(pt2.leaves()) == list(pt.leaves()) and pt2.stats() == pt.stats()
+        assert tlb2.dump() == tlb.dump() and tlb2.stats() == tlb.stats()
+        assert tlb2.stale_records() == tlb.stale_records()
+        assert tlb2.record_limit == tlb.record_limit == 50
+        for i in range(300):
+            iova = (i * 0x3001000) % (1 << 30)
+            for t, p in ((tlb, pt), (tlb2, pt2)):
+                try:
+                    t.access(p, iova, i % 2 == 0, op_index=i)
+                except IovaError:
+                    pass
+            if i % 50 == 0:
+                assert pt.unmap(iova & ~0xfff, PAGE) == pt2.unmap(iova & ~0xfff, PAGE)
+        assert tlb2.stats() == tlb.stats() and tlb2.dump() == tlb.dump()
+        assert tlb2.stale_records() == tlb.stale_records()
+        assert pt2.stats() == pt.stats()
+
+
+SAVED_HW = tuple(x.save() for x in busy_hardware(5))     # (page table, IOTLB) words
+
+
+@settings(max_examples=150, deadline=None)
+@given(which=st.sampled_from((0, 1)), data=st.data())
+def test_damaged_hardware_saves_are_refused_or_sound(which, data):
+    cls = (IoPgtable, Iotlb)[which]
+    good = bytearray(SAVED_HW[which])
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(good) - 1))
+        good[i] = data.draw(st.integers(0, 255))
+    try:
+        obj = cls.restore(bytes(good))
+    except IovaValueError:
+        return
+    obj.check()                      # accepted: then it is sound, and usable
+    pt = obj if which == 0 else IoPgtable.restore(SAVED_HW[0])
+    tlb = obj if which == 1 else Iotlb(16)
+    for iova in range(0, 1 << 30, 1 << 21):
+        try:
+            tlb.access(pt, iova + PAGE)
+            pt.unmap(iova, PAGE)
+        except IovaError:
+            pass
+    obj.check()
+
+
+@pytest.mark.parametrize("cls", [IoPgtable, Iotlb])
+def test_truncated_or_foreign_hardware_saves_are_refused(cls):
+    good = SAVED_HW[cls is Iotlb]
+    for bad in (good[:-8], good + bytes(8), good[:8], bytes(len(good)),
+                IovaDomain().save()):
+        with pytest.raises(IovaValueError):
+            cls.restore(bad)
+    with pytest.raises(IovaValueError):
+        cls.restore(good[:-3])
+    with pytest.raises(IovaError):
+        cls.restore("not bytes")
+
+
+# ---- saved allocator words ------------------------------------------------------------
+
+def allocator_reduce(kind):
+    cookie, dev = make_cookie(kind), Pci()
+    drive(cookie, dev, 4, 300, [])
+    fn, (atype, iovad, words) = cookie.allocator.__reduce__()
+    return fn, atype, iovad, words
+
+
+SAVED_ALLOCATORS = {kind: allocator_reduce(kind) for kind in sorted(COOKIES)}
+
+
+@pytest.mark.parametrize("kind", sorted(COOKIES))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_damaged_allocator_saves_are_refused_or_sound(kind, data):
+    fn, atype, iovad, words = SAVED_ALLOCATORS[kind]
+    bad = bytearray(words)
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(bad) - 1))
+        bad[i] = data.draw(st.integers(0, 255))
+    dom = copy.deepcopy(iovad) if iovad is not None else None
+    before = dom.save() if dom is not None else None
+    try:
+        allocator = fn(atype, dom, bytes(bad))
+    except IovaValueError:
+        # refused: the domain it was given is exactly as it was
+        assert (dom.save() if dom is not None else None) == before
+        return
+    allocator.check()
+    for i in range(50):
+        try:
+            allocator.alloc(1 + i % 5, (1 << 20) - 1)
+        except IovaError:
+            pass
+    allocator.check()
+
+
+def test_allocator_saves_fit_only_their_own_domain():
+    fn, atype, iovad, words = SAVED_ALLOCATORS["reset-when-empty"]
+    assert fn(atype, copy.deepcopy(iovad), words).stats()["resets"] > 0
+    with pytest.raises(IovaValueError):
+        fn(atype, IovaDomain(4096, 1, ncpus=2), words)       # its retired ranges are not there
+    with pytest.raises(IovaValueError):
+        fn(atype, None, words)
+    with pytest.raises(IovaValueError):
+        fn("wraparound", copy.deepcopy(iovad), words)
+    with pytest.raises(IovaValueError):
+        fn(atype, copy.deepcopy(iovad), words[:-8])
+
+
+# ---- IOMMU domains, drivers, devices: the simulated system as a graph ---------------------
+
+DRIVERS = {
+    "generic": lambda: GenericIommu("g", tlb_entries=16, tlb_ways=4),
+    "ipmmu": lambda: IpmmuVmsa("i", erratum=True, erratum_drop_rate=0.5, seed=9,
+                               flush_when_idle=True, tlb_entries=16),
+}
+
+
+def dma_system(driver, allocator):
+    iommu = DRIVERS[driver]()
+    dom = iommu.domain_alloc(DomainType.DMA)
+    dom.set_attr(DomainAttr.IOVA_ALLOCATOR, IovaAllocator(allocator))
+    devs = [Device("a", DMA_BIT_MASK(32)), Device("b", DMA_BIT_MASK(32))]
+    for d in devs:
+        d.attach(dom)
+    return iommu, dom, devs
+
+
+def dma_traffic(devs, seed, n, held):
+    """Maps, accesses and unmaps from two devices, and accesses to what was
+    unmapped lately (stale when an invalidation was lost); what each access
+    reached or why it failed. held: {"live": [...], "gone": [...]}."""
+    rng = random.Random(seed)
+    live, gone = held["live"], held["gone"]
+    out = []
+    for i in range(n):
+        dev = devs[i % 2]
+        r = rng.random()
+        if live and r < 0.35:
+            d, kind, what = live.pop(rng.randrange(len(live)))
+            if kind == "page":
+                dma.unmap_page(d, what[0], what[1])
+                gone.append((d, what[0]))
+            else:
+                dma.free_coherent(d, what)
+                gone.append((d, what.dma_addr))
+            del gone[:-8]
+        elif r < 0.7 and (live or gone):
+            if live and (r < 0.55 or not gone):
+                d, kind, what = rng.choice(live)
+                iova = what[0] if kind == "page" else what.dma_addr
+            else:
+                d, iova = rng.choice(gone)
+            try:
+                out.append(d.dma_access(iova + rng.randrange(PAGE), rng.random() < 0.5))
+            except IovaError as exc:
+                out.append(type(exc).__name__)
+        elif r < 0.9:
+            size = rng.choice((1, 2, 5)) * PAGE
+            iova = dma.map_page(dev, rng.randrange(1 << 20) * PAGE, size)
+            live.append((dev, "page", (iova, size)))
+            out.append(iova)
+        else:
+            buf = dma.alloc_coherent(dev, PAGE * rng.choice((1, 3)))
+            live.append((dev, "coherent", buf))
+            out.append((buf.dma_addr, buf.paddr))
+    return out
+
+
+def same_domain(a, b):
+    assert a.counters() == b.counters()
+    assert a.stale_translations() == b.stale_translations()
+    assert list(a.mappings()) == list(b.mappings())
+    assert a.iotlb.dump() == b.iotlb.dump()
+    assert dma.mappings(a) == dma.mappings(b)
+    if a.iova_cookie is not None:
+        assert a.iova_cookie.stats() == b.iova_cookie.stats()
+    assert [d.name for d in a.devices] == [d.name for d in b.devices]
+    a.check()
+    b.check()
+
+
+@pytest.mark.parametrize("driver", sorted(DRIVERS))
+@pytest.mark.parametrize("allocator", ["iova", "wraparound", "reset-when-empty"])
+@settings(max_examples=6, deadline=None)
+@given(cut=st.integers(0, 300))
+def test_domain_graphs_continue_like_the_original(driver, allocator, cut):
+    iommu, dom, devs = dma_system(driver, allocator)
+    held = {"live": [], "gone": []}
+    dma_traffic(devs, 1, cut, held)
+    for how in sorted(COPIES):
+        iommu2, dom2, devs2, held2 = COPIES[how]((iommu, dom, devs, held))
+        # one graph: the references between the objects point into the copy
+        assert all(d.domain is dom2 for d in devs2) and list(dom2.devices) == devs2
+        assert dom2.ops is iommu2
+        assert (dom.iova_cookie is None) == (dom2.iova_cookie is None)
+        assert dom2.iova_cookie is None or dom2.iova_cookie.domain is dom2
+        assert all(h[0] in devs2 for h in held2["live"] + held2["gone"])
+        if driver == "ipmmu":
+            assert dom2.priv.mmu is iommu2 and iommu2._contexts[dom2.priv.context] is dom2
+        same_domain(dom, dom2)
+    copies = [COPIES[how]((dom, devs, held)) for how in sorted(COPIES)]
+    expected = dma_traffic(devs, 2, 300, held)
+    for dom2, devs2, held2 in copies:
+        assert dma_traffic(devs2, 2, 300, held2) == expected
+        same_domain(dom, dom2)
+
+
+def test_stale_records_keep_their_device_names(monkeypatch):
+    iommu, dom, devs = dma_system("ipmmu", "iova")
+    dma_traffic(devs, 1, 400, {"live": [], "gone": []})
+    before = dom.stale_translations()
+    assert before and {s.device for s in before} <= {"a", "b"}
+    blob = pickle.dumps((iommu, dom, devs))
+    # as in a fresh process: the device numbers of the records mean nothing
+    monkeypatch.setattr(device_module, "_names", {})
+    twin, twin_devs = pickle.loads(blob)[1:]
+    assert twin.stale_translations() == before
+    assert all(d.id not in {e.id for e in devs} for d in twin_devs)
+    assert device_module.device_name(twin_devs[0].id) == "a"
+    # once the old records are cleared, the saved names no longer apply
+    twin.iotlb.clear_records()
+    assert twin.stale_translations() == []
+
+
+def test_the_erratum_random_state_travels():
+    iommu, dom, devs = dma_system("ipmmu", "iova")
+    twin = pickled(iommu)
+    assert [twin._rng.random() for _ in range(5)] == [iommu._rng.random() for _ in range(5)]
+    assert twin.erratum and twin.erratum_drop_rate == 0.5 and twin.flush_when_idle
+
+
+# ---- a whole simulation -----------------------------------------------------------------
+
+def outcome(result):
+    out = result.as_dict(timeline=True)
+    del out["elapsed_s"], out["ops_per_sec"]
+    return out
+
+
+@pytest.mark.parametrize("workload,policy,driver", [
+    ("usb", "iova", "ipmmu"),
+    ("usb", "wraparound", "ipmmu"),
+    ("nic", "iova-lazy", "generic"),
+    ("nvme", "reset-when-empty", "generic"),
+    ("random", "iova-tree", "ipmmu"),
+])
+@settings(max_examples=3, deadline=None)
+@given(cut=st.integers(0, 4000))
+def test_a_checkpointed_simulation_resumes_to_the_same_result(workload, policy, driver, cut):
+    kw = dict(ops=4000, seed=2, drop_rate=0.5, timeline=True)
+    reference = outcome(simulate(workload, policy, driver, **kw))
+    s = Simulation(workload, policy, driver, **kw)
+    s.run(cut)
+    blob = checkpoint.dumps(s)
+    twin = copy.deepcopy(s)
+    assert outcome(s.run().result()) == reference
+    resumed = checkpoint.loads(blob)
+    assert resumed.done == cut
+    assert outcome(resumed.run(1000).run().result()) == reference
+    assert outcome(twin.run().result()) == reference
+    resumed.domain.check()
+
+
+def test_simulation_chunks_and_results():
+    s = Simulation("usb", "iova", "ipmmu", ops=3000, seed=1)
+    assert not s.finished and s.done == 0
+    s.run(1000)
+    mid = s.result()
+    assert mid.ops == 1000 and s.done == 1000
+    s.run()
+    assert s.finished and s.result().ops == 3000 and mid.ops == 1000
+    s.close()
+    assert s.result().ops == 3000
+    with pytest.raises(IovaClosed):
+        s.run(1)
+
+
+# ---- damaged checkpoints ----------------------------------------------------------------
+
+CHECKPOINT = checkpoint.dumps(Simulation("usb", "iova", "ipmmu", ops=2000, seed=1).run(1500))
+
+
+def test_truncated_checkpoints_raise_a_clear_error():
+    for cut in (0, 1, 10, len(CHECKPOINT) // 3, len(CHECKPOINT) // 2, len(CHECKPOINT) - 1):
+        with pytest.raises(CheckpointError):
+            checkpoint.loads(CHECKPOINT[:cut])
+    with pytest.raises(IovaError):
+        checkpoint.loads("a str")
+    assert checkpoint.loads(CHECKPOINT).done == 1500
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_damaged_checkpoints_raise_an_iova_error_or_load(data):
+    bad = bytearray(CHECKPOINT)
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(bad) - 1))
+        bad[i] = data.draw(st.integers(0, 255))
+    try:
+        checkpoint.loads(bytes(bad))
+    except IovaError:
+        pass
+
+
+# ---- memory ------------------------------------------------------------------------------
+
+def test_round_trips_leak_nothing():
+    iommu, dom, devs = dma_system("ipmmu", "wraparound")
+    held = {"live": [], "gone": []}
+    dma_traffic(devs, 1, 200, held)
+    cookie = make_cookie("iova-lazy")
+    drive(cookie, Pci(), 1, 200, [])
+    graph = (iommu, dom, devs, held, cookie, make_cookie("reset-when-empty"))
+
+    def once():
+        pickled(graph)
+        copy.deepcopy(graph)
+    assert_flat(once, rounds=max(20, ROUNDS // 500))
+
+
+def test_refused_restores_leak_nothing():
+    fn, atype, iovad, words = SAVED_ALLOCATORS["iova-lazy"]
+    bad = words[:-8] + b"\xff" * 8
+    pt_words, tlb_words = SAVED_HW
+
+    def once():
+        for call, arg in ((lambda w: fn(atype, copy.deepcopy(iovad), w), bad),
+                          (IoPgtable.restore, pt_words[:-8] + b"\x07" * 8),
+                          (Iotlb.restore, tlb_words[:-8] + b"\xff" * 8)):
+            with pytest.raises(IovaValueError):
+                call(arg)
+    assert_flat(once, rounds=max(20, ROUNDS // 100))
+
+
+@pytest.mark.parametrize("what", ["allocator", "pgtable", "iotlb"])
+def test_out_of_memory_while_restoring(what):
+    fn, atype, iovad, words = SAVED_ALLOCATORS["wraparound" if what == "allocator" else "iova"]
+    restore = {"allocator": lambda: fn(atype, None, words),
+               "pgtable": lambda: IoPgtable.restore(SAVED_HW[0]),
+               "iotlb": lambda: Iotlb.restore(SAVED_HW[1])}[what]
+    assert each_failure_point(restore) > 0
+    restore().check()
+
+
+def test_exhaustion_survives_a_checkpoint():
+    cookie = make_cookie("wraparound")
+    with pytest.raises(IovaExhausted):
+        for _ in range(100000):
+            cookie.allocator.alloc(64, (1 << 12) - 1)
+    twin = pickled(cookie)
+    with pytest.raises(IovaExhausted):
+        twin.allocator.alloc(64, (1 << 12) - 1)
