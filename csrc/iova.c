@@ -75,10 +75,10 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
         *err = IOVA_E_NOMEM;
         return NULL;
     }
-    pthread_mutex_init(&d->tree_lock, NULL);
-    pthread_mutex_init(&d->work_lock, NULL);
+    iova_mutex_init(&d->tree_lock);
+    iova_mutex_init(&d->work_lock);
     for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++)
-        pthread_mutex_init(&d->depot[k].lock, NULL);
+        iova_mutex_init(&d->depot[k].lock);
     iova_tree_init(&d->tree);
     d->kernel = kernel;
     d->search_mode = IOVA_SEARCH_AUGMENTED;
@@ -113,24 +113,24 @@ nomem:
 
 void iova_lock_all(struct iova_domain *d)
 {
-    pthread_mutex_lock(&d->work_lock);
+    iova_mutex_lock(&d->work_lock);
     if (d->cpu_rc)
         for (unsigned i = 0; i < IOVA_RANGE_CACHE_MAX_SIZE * d->ncpus; i++)
-            pthread_mutex_lock(&d->cpu_rc[i].lock);
+            iova_mutex_lock(&d->cpu_rc[i].lock);
     for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++)
-        pthread_mutex_lock(&d->depot[k].lock);
-    pthread_mutex_lock(&d->tree_lock);
+        iova_mutex_lock(&d->depot[k].lock);
+    iova_mutex_lock(&d->tree_lock);
 }
 
 void iova_unlock_all(struct iova_domain *d)
 {
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     for (int k = IOVA_RANGE_CACHE_MAX_SIZE - 1; k >= 0; k--)
-        pthread_mutex_unlock(&d->depot[k].lock);
+        iova_mutex_unlock(&d->depot[k].lock);
     if (d->cpu_rc)
         for (unsigned i = IOVA_RANGE_CACHE_MAX_SIZE * d->ncpus; i-- > 0;)
-            pthread_mutex_unlock(&d->cpu_rc[i].lock);
-    pthread_mutex_unlock(&d->work_lock);
+            iova_mutex_unlock(&d->cpu_rc[i].lock);
+    iova_mutex_unlock(&d->work_lock);
 }
 
 int iova_domain_close(struct iova_domain *d)
@@ -158,15 +158,7 @@ void iova_domain_destroy(struct iova_domain *d)
         return;
     if (!d->closed)
         iova_domain_close(d);
-    if (d->cpu_rc) {
-        for (unsigned i = 0; i < IOVA_RANGE_CACHE_MAX_SIZE * d->ncpus; i++)
-            pthread_mutex_destroy(&d->cpu_rc[i].lock);
-        free(d->cpu_rc);
-    }
-    for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++)
-        pthread_mutex_destroy(&d->depot[k].lock);
-    pthread_mutex_destroy(&d->tree_lock);
-    pthread_mutex_destroy(&d->work_lock);
+    free(d->cpu_rc);             /* the locks in it need no teardown */
     free(d);
 }
 
@@ -218,11 +210,11 @@ int iova_set_search_mode(struct iova_domain *d, int mode)
         return IOVA_E_CLOSED;
     if (mode != IOVA_SEARCH_AUGMENTED && mode != IOVA_SEARCH_LINEAR)
         return IOVA_E_MODE;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int ret = d->closed ? IOVA_E_CLOSED : 0;
     if (!ret)
         d->search_mode = mode;
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return ret;
 }
 
@@ -341,10 +333,10 @@ int64_t iova_alloc(struct iova_domain *d, uint64_t size, uint64_t limit_pfn,
         err = iova_validate_limit(d, limit_pfn);
     if (err)
         return err;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int64_t r = d->closed ? IOVA_E_CLOSED
                           : iova_alloc_locked(d, size, limit_pfn, size_aligned != 0);
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return r;
 }
 
@@ -424,9 +416,9 @@ int iova_free(struct iova_domain *d, uint64_t pfn)
 {
     if (!d)
         return IOVA_E_CLOSED;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int r = d->closed ? IOVA_E_CLOSED : free_locked(d, pfn);
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return r;
 }
 
@@ -436,7 +428,7 @@ int iova_find(struct iova_domain *d, uint64_t pfn, uint64_t *lo_hi)
 {
     if (!d)
         return IOVA_E_CLOSED;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int r = IOVA_E_CLOSED;
     if (!d->closed) {
         uint32_t i = iova_tree_find(&d->tree, pfn);
@@ -446,7 +438,7 @@ int iova_find(struct iova_domain *d, uint64_t pfn, uint64_t *lo_hi)
             lo_hi[1] = d->tree.nodes[i].hi;
         }
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return r;
 }
 
@@ -502,9 +494,9 @@ int iova_reserve(struct iova_domain *d, uint64_t lo, uint64_t hi,
         return IOVA_E_PFN;
     if (lo > hi)
         return IOVA_E_RANGE;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int r = d->closed ? IOVA_E_CLOSED : reserve_locked(d, lo, hi, lo_hi);
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return r;
 }
 
@@ -514,7 +506,7 @@ int iova_get_state(struct iova_domain *d, struct iova_state *st)
 {
     if (!d)
         return IOVA_E_CLOSED;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int r = d->closed ? IOVA_E_CLOSED : 0;
     if (!r) {
         const struct iova_tree *t = &d->tree;
@@ -539,7 +531,7 @@ int iova_get_state(struct iova_domain *d, struct iova_state *st)
         st->nodes_visited = t->visited;
         st->clock_ms = d->clock_ms;
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return r;
 }
 
@@ -547,7 +539,7 @@ int64_t iova_ranges(struct iova_domain *d, uint64_t *out, uint64_t cap)
 {
     if (!d)
         return IOVA_E_CLOSED;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int64_t r = IOVA_E_CLOSED;
     if (!d->closed) {
         const struct iova_tree *t = &d->tree;
@@ -572,7 +564,7 @@ int64_t iova_ranges(struct iova_domain *d, uint64_t *out, uint64_t cap)
         }
         r = (int64_t)k;
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return r;
 }
 
@@ -593,7 +585,7 @@ int64_t iova_alloc_many(struct iova_domain *d, const uint64_t *sizes,
             return err;
         }
     }
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int64_t ok = d->closed ? IOVA_E_CLOSED : 0;
     for (uint64_t i = 0; ok >= 0 && i < n; i++) {
         int64_t r = iova_alloc_locked(d, sizes[i], limit_pfn, size_aligned != 0);
@@ -608,7 +600,7 @@ int64_t iova_alloc_many(struct iova_domain *d, const uint64_t *sizes,
             ok = r;
         }
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return ok;
 }
 
@@ -620,7 +612,7 @@ int64_t iova_free_many(struct iova_domain *d, const uint64_t *pfns, uint64_t n,
         *err = IOVA_E_CLOSED;
         return 0;
     }
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     uint64_t i = 0;
     if (d->closed)
         *err = IOVA_E_CLOSED;
@@ -631,7 +623,7 @@ int64_t iova_free_many(struct iova_domain *d, const uint64_t *pfns, uint64_t n,
             break;
         }
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return (int64_t)i;
 }
 

@@ -290,7 +290,7 @@ static int check_iova_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
     if (pages > d->max_pfn)
         return IOVA_E_SIZE;
     bool tree = iova_type_uses_tree(c);
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int64_t x = range_start_locked(d, pfn);
     int r = x < 0 ? (int)x : 0;
     if (!r) {
@@ -303,7 +303,7 @@ static int check_iova_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
         else if ((tree || pages > FAST_ROUNDED_MAX) && size != pages)
             r = IOVA_E_SIZE;
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return r;
 }
 
@@ -336,7 +336,7 @@ static int free_reset_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                            uint32_t *events)
 {
     struct iova_domain *d = c->iovad;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     int64_t x = range_start_locked(d, pfn);
     int r = x == IOVA_E_ANCHOR ? IOVA_E_NOTFOUND : x < 0 ? (int)x : 0;
     if (!r) {
@@ -350,7 +350,7 @@ static int free_reset_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
         else
             iova_set_flag(&d->tree, (uint32_t)x, IOVA_NODE_RETIRED);
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     if (r)
         return r;
     c->retired_pfns += pages;
@@ -717,9 +717,9 @@ int iova_cookie_get_stats(struct iova_cookie *c, struct iova_cookie_stats *st)
     } else if (c->type == IOVA_COOKIE_RESET_WHEN_EMPTY) {
         /* nothing of the domain is reused before the reset: live, retired
          * and reserved ranges alike */
-        pthread_mutex_lock(&c->iovad->tree_lock);
+        iova_mutex_lock(&c->iovad->tree_lock);
         st->held_pfns = c->iovad->tree.pfns;
-        pthread_mutex_unlock(&c->iovad->tree_lock);
+        iova_mutex_unlock(&c->iovad->tree_lock);
     }
     if (c->fq) {
         st->fq_queued = c->fq->queued;
@@ -741,7 +741,7 @@ static const char *check_reset_counts(struct iova_cookie *c)
     struct iova_domain *d = c->iovad;
     const struct iova_tree *t = &d->tree;
     uint64_t retired = 0, held = 0, held_ranges = 0;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x)) {
         if (x == d->anchor)
             continue;
@@ -754,7 +754,7 @@ static const char *check_reset_counts(struct iova_cookie *c)
             held_ranges++;
         }
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     if (retired < c->retired_pfns)
         return "the tree holds fewer retired pfns than were freed";
     if (held < c->live_pfns || held_ranges < c->live_ranges)
@@ -791,7 +791,7 @@ static const char *check_live_set(struct iova_cookie *c)
         return "the set of live ranges disagrees with their count";
     struct iova_domain *d = c->iovad;
     const char *why = NULL;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     for (uint64_t i = 0; !why && c->live.slots && i <= c->live.mask; i++) {
         uint64_t pfn = c->live.slots[i];
         if (pfn == PFN_SET_EMPTY)
@@ -802,7 +802,7 @@ static const char *check_live_set(struct iova_cookie *c)
         else if (iova_flags(&d->tree, (uint32_t)x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED))
             why = "a live range is cached or retired";
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return why;
 }
 

@@ -118,9 +118,9 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
     pthread_mutex_lock(&c->lock);
     struct iova_domain *d = c->iovad;
     if (d) {
-        pthread_mutex_lock(&d->tree_lock);
+        iova_mutex_lock(&d->tree_lock);
         if (d->closed) {
-            pthread_mutex_unlock(&d->tree_lock);
+            iova_mutex_unlock(&d->tree_lock);
             pthread_mutex_unlock(&c->lock);
             return IOVA_E_CLOSED;
         }
@@ -146,7 +146,7 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
         save_retired(&w, d);
     save_fq(&w, c->fq);
     if (d)
-        pthread_mutex_unlock(&d->tree_lock);
+        iova_mutex_unlock(&d->tree_lock);
     pthread_mutex_unlock(&c->lock);
     return (int64_t)w.n;
 }
@@ -221,7 +221,7 @@ static int restore_retired(struct iova_cookie *c, struct reader *r,
     if (n && !nodes)
         return IOVA_E_NOMEM;
     int rc = 0;
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     struct iova_tree *t = &d->tree;
     for (uint64_t i = 0; i < n && !rc; i++) {
         uint64_t lo = get(r);
@@ -236,7 +236,7 @@ static int restore_retired(struct iova_cookie *c, struct reader *r,
     if (!rc)
         for (uint64_t i = 0; i < n; i++)
             iova_set_flag(t, nodes[i], IOVA_NODE_RETIRED);
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     if (rc) {
         free(nodes);
         return rc;
@@ -250,12 +250,12 @@ static int restore_retired(struct iova_cookie *c, struct reader *r,
  * allocated (not sitting in a cache) and at least `pages` long. */
 static bool queued_range_ok(struct iova_domain *d, uint64_t pfn, uint64_t pages)
 {
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&d->tree_lock);
     uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(&d->tree, pfn);
     bool ok = x != IOVA_NIL && x != d->anchor && d->tree.nodes[x].lo == pfn &&
               !(iova_flags(&d->tree, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) &&
               pages >= 1 && pages - 1 <= d->tree.nodes[x].hi - pfn;
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     return ok;
 }
 
@@ -383,10 +383,10 @@ struct iova_cookie *iova_cookie_restore(const uint64_t *in, uint64_t n,
     }
     if (rc) {
         if (nmarked) {
-            pthread_mutex_lock(&iovad->tree_lock);
+            iova_mutex_lock(&iovad->tree_lock);
             for (uint64_t i = 0; i < nmarked; i++)
                 iova_clear_flag(&iovad->tree, marked[i], IOVA_NODE_RETIRED);
-            pthread_mutex_unlock(&iovad->tree_lock);
+            iova_mutex_unlock(&iovad->tree_lock);
         }
         free(marked);
         iova_cookie_destroy(c);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "iova.h"
+#include "iova_mutex.h"
 
 /* Node indices are 26 bits: the top bits of the two link words carry the
  * AVL height and the node flags, keeping a node at 48 bytes.
@@ -77,13 +78,13 @@ struct iova_magazine {
 };
 
 struct iova_cpu_rcache {
-    pthread_mutex_t lock;
+    iova_mutex lock;
     struct iova_magazine *loaded;
     struct iova_magazine *prev;
 };
 
 struct iova_depot {
-    pthread_mutex_t lock;
+    iova_mutex lock;
     struct iova_magazine **mags;  /* full magazines, mags[len-1] the newest */
     uint64_t len;
     uint64_t cap;
@@ -92,7 +93,7 @@ struct iova_depot {
 };
 
 struct iova_domain {
-    pthread_mutex_t tree_lock;
+    iova_mutex tree_lock;
     struct iova_tree tree;
     int kernel;                   /* IOVA_KERNEL_6_12 or IOVA_KERNEL_4_10 */
     int search_mode;
@@ -115,7 +116,7 @@ struct iova_domain {
     struct iova_cpu_rcache *cpu_rc;   /* [class * ncpus + cpu] */
     struct iova_depot depot[IOVA_RANGE_CACHE_MAX_SIZE];
 
-    pthread_mutex_t work_lock;
+    iova_mutex work_lock;
     uint64_t clock_ms;
 };
 

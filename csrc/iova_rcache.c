@@ -72,7 +72,7 @@ int iova_rcache_init(struct iova_domain *d)
     if (!d->cpu_rc)
         return IOVA_E_NOMEM;
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
-        pthread_mutex_init(&d->cpu_rc[i].lock, NULL);
+        iova_mutex_init(&d->cpu_rc[i].lock);
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++) {
         d->cpu_rc[i].loaded = iova_mag_alloc(d);
         d->cpu_rc[i].prev = iova_mag_alloc(d);
@@ -181,9 +181,9 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
     uint32_t node = IOVA_NIL;
     bool has = true;
 
-    pthread_mutex_lock(&c->lock);
+    iova_mutex_lock(&c->lock);
     if (d->closed) {
-        pthread_mutex_unlock(&c->lock);
+        iova_mutex_unlock(&c->lock);
         return 0;
     }
     if (c->loaded->count) {
@@ -193,13 +193,13 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
         c->loaded = c->prev;
         c->prev = tmp;
     } else {
-        pthread_mutex_lock(&dp->lock);
+        iova_mutex_lock(&dp->lock);
         has = dp->len > 0;
         if (has) {
             free(c->loaded);
             c->loaded = dp->mags[--dp->len];
         }
-        pthread_mutex_unlock(&dp->lock);
+        iova_mutex_unlock(&dp->lock);
     }
     if (has) {
         if (d->kernel == IOVA_KERNEL_6_12)
@@ -208,15 +208,15 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
             pfn = mag_pop_410(c->loaded, limit_pfn, &node);
     }
     if (pfn) {
-        pthread_mutex_lock(&d->tree_lock);
+        iova_mutex_lock(&d->tree_lock);
         uint32_t i = iova_cached_node_locked(d, pfn, node);
         if (i != IOVA_NIL) {
             iova_clear_flag(&d->tree, i, IOVA_NODE_CACHED);
             d->cached_ranges--;
         }
-        pthread_mutex_unlock(&d->tree_lock);
+        iova_mutex_unlock(&d->tree_lock);
     }
-    pthread_mutex_unlock(&c->lock);
+    iova_mutex_unlock(&c->lock);
     return pfn;
 }
 
@@ -242,18 +242,18 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
             *inserted = false;
             return NULL;
         }
-        pthread_mutex_lock(&dp->lock);
+        iova_mutex_lock(&dp->lock);
         if (dp->len >= d->depot_max) {
             evicted = c->loaded;               /* 4.10: depot full */
         } else if (iova_depot_push(dp, c->loaded) != 0) {
-            pthread_mutex_unlock(&dp->lock);
+            iova_mutex_unlock(&dp->lock);
             free(fresh);
             *inserted = false;
             return NULL;
         } else if (d->kernel == IOVA_KERNEL_6_12) {
             arm_trim(d, dp);
         }
-        pthread_mutex_unlock(&dp->lock);
+        iova_mutex_unlock(&dp->lock);
         c->loaded = fresh;
     }
     c->loaded->pfns[c->loaded->count] = pfn;
@@ -290,14 +290,14 @@ static void flush_cpu_locked_caches(struct iova_domain *d, unsigned cpu)
 {
     for (unsigned k = 0; k < CACHED_CLASSES; k++) {
         struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
-        pthread_mutex_lock(&c->lock);
+        iova_mutex_lock(&c->lock);
         if (!d->closed) {
-            pthread_mutex_lock(&d->tree_lock);
+            iova_mutex_lock(&d->tree_lock);
             mag_free_pfns(d, c->loaded);
             mag_free_pfns(d, c->prev);
-            pthread_mutex_unlock(&d->tree_lock);
+            iova_mutex_unlock(&d->tree_lock);
         }
-        pthread_mutex_unlock(&c->lock);
+        iova_mutex_unlock(&c->lock);
     }
 }
 
@@ -305,17 +305,17 @@ static void flush_depot_all(struct iova_domain *d)
 {
     for (unsigned k = 0; k < CACHED_CLASSES; k++) {
         struct iova_depot *dp = &d->depot[k];
-        pthread_mutex_lock(&dp->lock);
+        iova_mutex_lock(&dp->lock);
         if (!d->closed) {
-            pthread_mutex_lock(&d->tree_lock);
+            iova_mutex_lock(&d->tree_lock);
             while (dp->len) {
                 struct iova_magazine *m = dp->mags[--dp->len];
                 mag_free_pfns(d, m);
                 free(m);
             }
-            pthread_mutex_unlock(&d->tree_lock);
+            iova_mutex_unlock(&d->tree_lock);
         }
-        pthread_mutex_unlock(&dp->lock);
+        iova_mutex_unlock(&dp->lock);
     }
 }
 
@@ -333,10 +333,10 @@ static int64_t alloc_fast_one(struct iova_domain *d, uint64_t size,
     if (!mainline)
         flush = true;                      /* 4.10 always retries once */
     for (;;) {
-        pthread_mutex_lock(&d->tree_lock);
+        iova_mutex_lock(&d->tree_lock);
         int64_t r = d->closed ? IOVA_E_CLOSED
                               : iova_alloc_locked(d, size, limit_pfn, true);
-        pthread_mutex_unlock(&d->tree_lock);
+        iova_mutex_unlock(&d->tree_lock);
         if (r != IOVA_E_NOSPC)
             return r;
         if (!flush)
@@ -400,38 +400,38 @@ static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
     struct iova_path p;
     /* pfn 0 is the fast path's "nothing" value, so it is never cached. */
     if (k >= CACHED_CLASSES || pfn == 0) {
-        pthread_mutex_lock(&d->tree_lock);
+        iova_mutex_lock(&d->tree_lock);
         i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size, &p);
         if (i >= 0)
             iova_remove_found_locked(d, (uint32_t)i, &p);
-        pthread_mutex_unlock(&d->tree_lock);
+        iova_mutex_unlock(&d->tree_lock);
         return i < 0 ? (int)i : 0;
     }
     struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
-    pthread_mutex_lock(&c->lock);
-    pthread_mutex_lock(&d->tree_lock);
+    iova_mutex_lock(&c->lock);
+    iova_mutex_lock(&d->tree_lock);
     i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size, &p);
     if (i >= 0) {
         iova_set_flag(&d->tree, (uint32_t)i, IOVA_NODE_CACHED);
         d->cached_ranges++;
     }
-    pthread_mutex_unlock(&d->tree_lock);
+    iova_mutex_unlock(&d->tree_lock);
     if (i < 0) {
-        pthread_mutex_unlock(&c->lock);
+        iova_mutex_unlock(&c->lock);
         return (int)i;
     }
     bool inserted;
     struct iova_magazine *evicted = rcache_insert(d, k, c, pfn, (uint32_t)i, &inserted);
     if (evicted || !inserted) {
-        pthread_mutex_lock(&d->tree_lock);
+        iova_mutex_lock(&d->tree_lock);
         if (evicted)
             mag_free_pfns(d, evicted);
         if (!inserted)                     /* no magazine to be had: the tree takes it */
             iova_release_cached_pfn_locked(d, pfn, (uint32_t)i);
-        pthread_mutex_unlock(&d->tree_lock);
+        iova_mutex_unlock(&d->tree_lock);
         free(evicted);
     }
-    pthread_mutex_unlock(&c->lock);
+    iova_mutex_unlock(&c->lock);
     return 0;
 }
 
@@ -542,30 +542,30 @@ int iova_flush_rcaches(struct iova_domain *d)
 static void run_trim(struct iova_domain *d, unsigned k)
 {
     struct iova_depot *dp = &d->depot[k];
-    pthread_mutex_lock(&dp->lock);
+    iova_mutex_lock(&dp->lock);
     dp->work_pending = false;
     if (!d->closed && dp->len > d->ncpus) {
         struct iova_magazine *m = dp->mags[--dp->len];
-        pthread_mutex_lock(&d->tree_lock);
+        iova_mutex_lock(&d->tree_lock);
         mag_free_pfns(d, m);
-        pthread_mutex_unlock(&d->tree_lock);
+        iova_mutex_unlock(&d->tree_lock);
         free(m);
         arm_trim(d, dp);
     }
-    pthread_mutex_unlock(&dp->lock);
+    iova_mutex_unlock(&dp->lock);
 }
 
 int64_t iova_run_pending_work(struct iova_domain *d)
 {
     if (!d)
         return IOVA_E_CLOSED;
-    pthread_mutex_lock(&d->work_lock);
+    iova_mutex_lock(&d->work_lock);
     int64_t ran = d->closed ? IOVA_E_CLOSED : 0;
     bool pending[CACHED_CLASSES];
     for (unsigned k = 0; ran >= 0 && k < CACHED_CLASSES; k++) {
-        pthread_mutex_lock(&d->depot[k].lock);
+        iova_mutex_lock(&d->depot[k].lock);
         pending[k] = d->depot[k].work_pending;
-        pthread_mutex_unlock(&d->depot[k].lock);
+        iova_mutex_unlock(&d->depot[k].lock);
     }
     /* Only what was pending when called runs; re-armed items wait. */
     for (unsigned k = 0; ran >= 0 && k < CACHED_CLASSES; k++) {
@@ -574,7 +574,7 @@ int64_t iova_run_pending_work(struct iova_domain *d)
             ran++;
         }
     }
-    pthread_mutex_unlock(&d->work_lock);
+    iova_mutex_unlock(&d->work_lock);
     return ran;
 }
 
@@ -582,9 +582,9 @@ int64_t iova_advance(struct iova_domain *d, uint64_t ms)
 {
     if (!d)
         return IOVA_E_CLOSED;
-    pthread_mutex_lock(&d->work_lock);
+    iova_mutex_lock(&d->work_lock);
     if (d->closed) {
-        pthread_mutex_unlock(&d->work_lock);
+        iova_mutex_unlock(&d->work_lock);
         return IOVA_E_CLOSED;
     }
     uint64_t now = clock_now(d);
@@ -595,13 +595,13 @@ int64_t iova_advance(struct iova_domain *d, uint64_t ms)
         uint64_t due = 0;
         for (unsigned k = 0; k < CACHED_CLASSES; k++) {
             struct iova_depot *dp = &d->depot[k];
-            pthread_mutex_lock(&dp->lock);
+            iova_mutex_lock(&dp->lock);
             if (dp->work_pending && dp->work_due_ms <= target &&
                 (next < 0 || dp->work_due_ms < due)) {
                 next = (int)k;
                 due = dp->work_due_ms;
             }
-            pthread_mutex_unlock(&dp->lock);
+            iova_mutex_unlock(&dp->lock);
         }
         if (next < 0)
             break;
@@ -611,7 +611,7 @@ int64_t iova_advance(struct iova_domain *d, uint64_t ms)
         ran++;
     }
     __atomic_store_n(&d->clock_ms, target, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&d->work_lock);
+    iova_mutex_unlock(&d->work_lock);
     return ran;
 }
 
@@ -626,19 +626,19 @@ int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,
     for (unsigned k = 0; k < CACHED_CLASSES; k++) {
         for (unsigned cpu = 0; cpu < d->ncpus; cpu++) {
             struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
-            pthread_mutex_lock(&c->lock);
+            iova_mutex_lock(&c->lock);
             if (d->closed) {
                 r = IOVA_E_CLOSED;
             } else {
                 loaded[k * d->ncpus + cpu] = c->loaded->count;
                 prev[k * d->ncpus + cpu] = c->prev->count;
             }
-            pthread_mutex_unlock(&c->lock);
+            iova_mutex_unlock(&c->lock);
         }
-        pthread_mutex_lock(&d->depot[k].lock);
+        iova_mutex_lock(&d->depot[k].lock);
         depot[k] = d->depot[k].len;
         pending[k] = d->depot[k].work_pending;
-        pthread_mutex_unlock(&d->depot[k].lock);
+        iova_mutex_unlock(&d->depot[k].lock);
     }
     return r;
 }
@@ -680,17 +680,17 @@ static void collect(void *p, unsigned k, uint64_t pfn, uint32_t node)
 static void lock_caches(struct iova_domain *d)
 {
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
-        pthread_mutex_lock(&d->cpu_rc[i].lock);
+        iova_mutex_lock(&d->cpu_rc[i].lock);
     for (unsigned k = 0; k < CACHED_CLASSES; k++)
-        pthread_mutex_lock(&d->depot[k].lock);
+        iova_mutex_lock(&d->depot[k].lock);
 }
 
 static void unlock_caches(struct iova_domain *d)
 {
     for (unsigned k = CACHED_CLASSES; k-- > 0;)
-        pthread_mutex_unlock(&d->depot[k].lock);
+        iova_mutex_unlock(&d->depot[k].lock);
     for (unsigned i = CACHED_CLASSES * d->ncpus; i-- > 0;)
-        pthread_mutex_unlock(&d->cpu_rc[i].lock);
+        iova_mutex_unlock(&d->cpu_rc[i].lock);
 }
 
 int64_t iova_rcache_pfns(struct iova_domain *d, uint64_t *out, uint64_t cap)
