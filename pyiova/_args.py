@@ -16,6 +16,7 @@ unconverted.
 """
 import array
 import operator
+import struct
 import sys
 
 from . import errors
@@ -34,10 +35,13 @@ U64_ARRAY = ffi.typeof("uint64_t[]")
 # array typecodes that hold 8-byte integers on this machine ('L' is 4 bytes on
 # some platforms): such an array is handed to C as it is.
 U64_CODES = frozenset(c for c in "QqLlNn" if c in array.typecodes and _array(c).itemsize == 8)
-# buffer formats of 8-byte integers in native byte order ("<" only where that
-# is native: a big-endian numpy array read as native would give other values)
+# Buffer formats of 8-byte integers in native byte order: q/Q in any native
+# spelling, and l/L/n/N where the native long is 8 bytes ('<L' is 4 bytes in
+# struct's standard sizes). '<' only where that is native: a big-endian numpy
+# array read as native would give other values.
 _NATIVE = ("", "@", "=") + (("<",) if sys.byteorder == "little" else (">", "!"))
-_U64_FORMATS = frozenset(p + c for p in _NATIVE for c in "QqLlNn")
+_U64_FORMATS = frozenset([p + c for p in _NATIVE for c in "Qq"] +
+                         [p + c for p in ("", "@") for c in "LlNn" if struct.calcsize(c) == 8])
 _BYTE_FORMATS = frozenset(p + c for p in _NATIVE for c in "Bbc")
 
 
@@ -144,17 +148,17 @@ def u64_cdata(name, values):
     except TypeError:
         arr = _items_array(name, values)
         return _from_buffer(U64_ARRAY, arr), len(arr)
-    # The view is released before anything else happens: a raise with it
-    # alive would keep an export of the caller's buffer in this frame.
-    fmt, itemsize, nbytes, contiguous = view.format, view.itemsize, view.nbytes, \
-        view.c_contiguous
-    src = values if contiguous else view.tobytes()
+    # (the view goes with this frame; it is released before a raise, which
+    # would keep an export of the caller's buffer alive in the traceback)
+    fmt = view.format
+    if fmt in _U64_FORMATS or fmt in _BYTE_FORMATS and view.nbytes % 8 == 0:
+        if view.c_contiguous:
+            return _from_buffer(U64_ARRAY, values), view.nbytes >> 3
+        data = view.tobytes()
+        return _from_buffer(U64_ARRAY, data), len(data) >> 3
     view.release()
-    if not (fmt in _U64_FORMATS and itemsize == 8
-            or fmt in _BYTE_FORMATS and nbytes % 8 == 0):
-        raise errors.IovaTypeError("%s must hold 8-byte integers, not a buffer of format %r"
-                                   % (name, fmt))
-    return _from_buffer(U64_ARRAY, src), nbytes >> 3
+    raise errors.IovaTypeError("%s must hold 8-byte integers, not a buffer of format %r"
+                               % (name, fmt))
 
 
 def u64_buffer(name, values):
