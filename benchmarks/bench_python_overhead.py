@@ -31,7 +31,14 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+# Run as a script, Python puts benchmarks/ first on the path, not the
+# checkout: `import pyiova` would then measure whichever pyiova is installed
+# (another checkout, say) against this checkout's C program. The checkout
+# comes first, unless PYIOVA_BENCH_INSTALLED=1 asks for the installed one.
+if os.environ.get("PYIOVA_BENCH_INSTALLED", "") in ("", "0"):
+    sys.path.insert(0, ROOT)
 
+import pyiova  # noqa: E402
 from pyiova import IovaDomain  # noqa: E402
 from pyiova._pyiova import lib  # noqa: E402
 
@@ -141,55 +148,83 @@ def single_call_costs(repeats):
 
 # ---- 2. batch churn, the C program's sequence ------------------------------
 
-def batch_churn_ns(pairs, repeats, fast):
+def _victim_sizes(init, rounds):
+    """Per round, the sizes of the ranges it frees. They follow from the
+    sequence alone (not from the pfns handed out), so they are gathered
+    before the clock starts, as the C program's sizes are generated before
+    its clock starts: the timed loop then holds the batch calls and the
+    pfn bookkeeping only, not a second numpy gather and scatter per round
+    that C does not pay."""
+    sizes = list(init)
+    out = []
+    for v, new in rounds:
+        out.append([sizes[k] for k in v])
+        for k, s in zip(v, new):
+            sizes[k] = s
+    return out
+
+
+def batch_churn_ns(pairs, repeats, fast, calls=True):
+    """ns per alloc+free pair replaying the C program's rounds. calls=False
+    replaces the batch calls by stand-ins returning ready results: what is
+    left is the replay's own bookkeeping, which the first figure includes."""
     init, rounds = c_sequence(pairs)
     init_arr = array.array("Q", init)
+    gone_sizes = _victim_sizes(init, rounds)
     if np is not None:
-        rounds_b = [(np.array(v, dtype=np.intp), np.array(s, dtype=np.uint64)) for v, s in rounds]
+        rounds_b = [(np.array(v, dtype=np.intp), np.array(s, dtype=np.uint64),
+                     np.array(g, dtype=np.uint64)) for (v, s), g in zip(rounds, gone_sizes)]
     else:
-        rounds_b = [(v, array.array("Q", s)) for v, s in rounds]
+        rounds_b = [(v, array.array("Q", s), array.array("Q", g))
+                    for (v, s), g in zip(rounds, gone_sizes)]
 
     def run():
         d = IovaDomain(4096, 1, ncpus=1)
         pf = d.alloc_many(init_arr, LIMIT32, True)
+        if fast:
+            fm, am = d.free_fast_many, d.alloc_fast_many
+        else:
+            fm, am = d.free_many, d.alloc_many
+        if not calls:
+            ready = array.array("Q", range(1, ROUND + 1))
+            fm = lambda *args: None                 # noqa: E731
+            am = lambda *args: ready                # noqa: E731
         if np is not None:
             live = np.frombuffer(pf, dtype=np.uint64).copy()
-            sizes = np.array(init, dtype=np.uint64)
         else:
-            live, sizes = list(pf), list(init)
+            live = list(pf)
         t0 = time.perf_counter()
         if np is not None:
             frombuffer, u64 = np.frombuffer, np.uint64
             if fast:
-                fm, am = d.free_fast_many, d.alloc_fast_many
-                for v, new in rounds_b:
-                    fm(live[v], sizes[v], 0)
+                for v, new, gone_size in rounds_b:
+                    fm(live[v], gone_size, 0)
                     live[v] = frombuffer(am(new, LIMIT32, True, 0), dtype=u64)
-                    sizes[v] = new
             else:
-                fm, am = d.free_many, d.alloc_many
-                for v, new in rounds_b:
+                for v, new, _ in rounds_b:
                     fm(live[v])
                     live[v] = frombuffer(am(new, LIMIT32, True), dtype=u64)
         else:
-            for v, new in rounds_b:
+            for v, new, gone_size in rounds_b:
                 gone = array.array("Q", [live[k] for k in v])
                 if fast:
-                    d.free_fast_many(gone, array.array("Q", [sizes[k] for k in v]), 0)
-                    out = d.alloc_fast_many(new, LIMIT32, True, 0)
+                    fm(gone, gone_size, 0)
+                    out = am(new, LIMIT32, True, 0)
                 else:
-                    d.free_many(gone)
-                    out = d.alloc_many(new, LIMIT32, True)
-                for k, p, s in zip(v, out, new):
+                    fm(gone)
+                    out = am(new, LIMIT32, True)
+                for k, p in zip(v, out):
                     live[k] = p
-                    sizes[k] = s
         t = time.perf_counter() - t0
         assert all(live), "an allocation failed"
-        digests.add(fnv1a(int(p) for p in live))
+        if calls:
+            digests.add(fnv1a(int(p) for p in live))
         return t
 
     digests = set()
     ns = best_of(repeats, run) / (len(rounds) * ROUND) * 1e9
+    if not calls:
+        return ns, None
     assert len(digests) == 1
     return ns, digests.pop()
 
@@ -266,6 +301,7 @@ def main():
     print("# Python %s, numpy %s, pairs %d, best of %d" % (
         sys.version.split()[0], np.__version__ if np is not None else "absent",
         args.pairs, args.repeats))
+    print("# pyiova from %s" % os.path.dirname(pyiova.__file__))
     if stale_extension():
         print("# WARNING: csrc/ is newer than the built extension; rebuild "
               "(pip install -e . --no-build-isolation) before trusting the ratios")
@@ -290,7 +326,7 @@ def main():
     # One C run, then one run of each Python measurement, --repeats times
     # over, keeping the best of each: on a shared machine a burst of other
     # load then hits both sides alike instead of deciding a ratio alone.
-    c, notes, py, hits = {}, {}, {}, {}
+    c, notes, py, hits, books = {}, {}, {}, {}, {}
     for _ in range(args.repeats):
         if not args.no_c:
             once, notes = c_figures(args.pairs, 1)
@@ -298,6 +334,8 @@ def main():
         for name, _, fast in rows:
             ns, digest = batch_churn_ns(args.pairs, 1, fast)
             py[name] = (min(ns, py.get(name, (ns,))[0]), digest)
+            ns, _ = batch_churn_ns(args.pairs, 1, fast, calls=False)
+            books[name] = min(ns, books.get(name, ns))
         for batch in HIT_BATCHES:
             hits[batch] = min(rcache_hit_ns(batch, args.pairs, 1), hits.get(batch, float("inf")))
     print("   %-6s %12s %16s %16s %10s" % ("path", "Python batch", "C batch calls", "C single calls",
@@ -313,6 +351,8 @@ def main():
                      "" if same else "  (WARNING: the final live sets differ)"))
         else:
             print("   %-6s %12.1f" % (name, ns))
+    print("   (of the Python figures, the replay's own numpy bookkeeping, no calls: %s)"
+          % ", ".join("%s %.1f ns" % (name, books[name]) for name, _, _ in rows))
 
     print("\n3. rcache-hit batches (alloc_fast_many + free_fast_many)")
     for batch in HIT_BATCHES:

@@ -5,15 +5,94 @@ or OverflowError; these helpers find which argument it was and build the
 pyiova exception that names it, and turn the caller's batch (any buffer of
 8-byte integers, raw bytes, or an iterable of ints) into a uint64_t[] the C
 core can read in place.
+
+The bindings call cffi first with plain ints (`type(x) is int`) and come
+here only when that fails or the value is not a plain int, so a check costs
+nothing on the hot path. What counts as an integer is what operator.index
+accepts (numpy integers, IntEnum, any __index__), except bool: True is not
+a size. cffi itself would take bools, and any object with __int__ (a
+Decimal, numpy.float32) truncated, so nothing but a plain int goes to it
+unconverted.
 """
 import array
+import operator
+import struct
+import sys
 
 from . import errors
 from ._pyiova import ffi
 
-__all__ = ["check_u64", "bad_argument", "u64_buffer"]
+__all__ = ["check_u64", "bad_argument", "u64_buffer", "as_integer", "as_u64", "as_flag", "as_cpu",
+           "u64_cdata", "release", "U64_CODES", "U64_ARRAY"]
 
 _U64_MAX = (1 << 64) - 1
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+
+_array = array.array
+_from_buffer = ffi.from_buffer
+release = ffi.release
+U64_ARRAY = ffi.typeof("uint64_t[]")
+# array typecodes that hold 8-byte integers on this machine ('L' is 4 bytes on
+# some platforms): such an array is handed to C as it is.
+U64_CODES = frozenset(c for c in "QqLlNn" if c in array.typecodes and _array(c).itemsize == 8)
+# Buffer formats of 8-byte integers in native byte order: q/Q in any native
+# spelling, and l/L/n/N where the native long is 8 bytes ('<L' is 4 bytes in
+# struct's standard sizes). '<' only where that is native: a big-endian numpy
+# array read as native would give other values.
+_NATIVE = ("", "@", "=") + (("<",) if sys.byteorder == "little" else (">", "!"))
+_U64_FORMATS = frozenset([p + c for p in _NATIVE for c in "Qq"] +
+                         [p + c for p in ("", "@") for c in "LlNn" if struct.calcsize(c) == 8])
+_BYTE_FORMATS = frozenset(p + c for p in _NATIVE for c in "Bbc")
+
+
+# ---- scalars: the slow path, after a plain-int fast path refused -------------
+
+def _integer(name, value):
+    """value as an int through __index__, or raise IovaTypeError naming it."""
+    if isinstance(value, bool):
+        raise errors.IovaTypeError("%s must be an integer, not bool (%r)" % (name, value))
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise errors.IovaTypeError("%s must be an integer, not %s (%r)"
+                                   % (name, type(value).__name__, value)) from None
+
+
+def as_integer(name, value):
+    """value as an int of any sign, else raise IovaTypeError naming it."""
+    return value if type(value) is int else _integer(name, value)
+
+
+def as_u64(name, value):
+    """value as an int in 0..2**64-1, else raise the pyiova error naming it."""
+    v = value if type(value) is int else _integer(name, value)
+    if v < 0 or v > _U64_MAX:
+        raise errors.IovaValueError("%s %d is out of range (0..2**64-1)" % (name, v)) from None
+    return v
+
+
+def as_flag(name, value):
+    """A C flag (0 or 1) from a bool or an integer; anything else (None, a
+    string) is refused rather than read as true or false."""
+    if value is True or value is False:
+        return int(value)
+    try:
+        return 1 if operator.index(value) else 0
+    except TypeError:
+        raise errors.IovaTypeError("%s must be a bool, not %s (%r)"
+                                   % (name, type(value).__name__, value)) from None
+
+
+def as_cpu(value, ncpus, allow_none=True):
+    """A CPU slot as the C int the core takes (-1 for None: this thread's
+    slot). An integer beyond a C int cannot be a slot: IovaCpuError here,
+    since C never sees it; the core checks every other value itself."""
+    if value is None and allow_none:
+        return -1
+    v = value if type(value) is int else _integer("cpu", value)
+    if v < _INT_MIN or v > _INT_MAX:
+        raise errors.IovaCpuError("cpu %d is not in 0..%d" % (v, ncpus - 1)) from None
+    return v
 
 
 def check_u64(name, value):
@@ -40,30 +119,50 @@ def bad_argument(**named):
         "%s=%r" % kv for kv in named.items()))
 
 
-def u64_buffer(name, values):
-    """(cffi uint64_t[] over values, the object owning the memory, count)."""
-    if type(values) is array.array and values.itemsize == 8 and values.typecode in "QqLl":
-        return ffi.from_buffer("uint64_t[]", values), values, len(values)   # the common case
+# ---- batches ------------------------------------------------------------------
+
+def _items_array(name, values):
+    """An array('Q') of an iterable's integers, or the error naming the first
+    item that is not one."""
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        raise errors.IovaTypeError("%s must be a buffer or an iterable of integers, not %s"
+                                   % (name, type(values).__name__))
+    items = values if type(values) is list else list(values)
+    if set(map(type, items)) <= {int}:          # plain ints: array() checks the range
+        try:
+            return _array("Q", items)
+        except OverflowError:
+            pass
+    return _array("Q", [as_u64("%s[%d]" % (name, i), v) for i, v in enumerate(items)])
+
+
+def u64_cdata(name, values):
+    """(a cffi uint64_t[] over values, its length). A contiguous buffer of
+    8-byte integers (array('Q'), numpy uint64/int64, bytes) is read in place;
+    other iterables are copied. The cdata keeps its source alive; a caller
+    that raises while holding one must release() it first (see iova.py)."""
+    if type(values) is _array and values.typecode in U64_CODES:
+        return _from_buffer(U64_ARRAY, values), len(values)
     try:
         view = memoryview(values)
     except TypeError:
-        view = None
-    if view is not None:
-        fmt = view.format.lstrip("@=<>!")
-        if fmt in ("Q", "q", "L", "l", "N", "n") and view.itemsize == 8 or \
-                fmt in ("B", "b", "c") and view.nbytes % 8 == 0:
-            if not view.c_contiguous:
-                values = view = memoryview(view.tobytes())
-            return ffi.from_buffer("uint64_t[]", values), values, view.nbytes // 8
-        raise errors.IovaTypeError("%s must hold 8-byte integers, not a buffer of format %r"
-                                   % (name, view.format))
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise errors.IovaTypeError("%s must be a buffer or an iterable of integers, not %s"
-                                   % (name, type(values).__name__))
-    items = list(values)
-    for i, v in enumerate(items):
-        exc = check_u64("%s[%d]" % (name, i), v)
-        if exc is not None:
-            raise exc
-    arr = array.array("Q", items)
-    return ffi.from_buffer("uint64_t[]", arr), arr, len(arr)
+        arr = _items_array(name, values)
+        return _from_buffer(U64_ARRAY, arr), len(arr)
+    # (the view goes with this frame; it is released before a raise, which
+    # would keep an export of the caller's buffer alive in the traceback)
+    fmt = view.format
+    if fmt in _U64_FORMATS or fmt in _BYTE_FORMATS and view.nbytes % 8 == 0:
+        if view.c_contiguous:
+            return _from_buffer(U64_ARRAY, values), view.nbytes >> 3
+        data = view.tobytes()
+        return _from_buffer(U64_ARRAY, data), len(data) >> 3
+    view.release()
+    raise errors.IovaTypeError("%s must hold 8-byte integers, not a buffer of format %r"
+                               % (name, fmt))
+
+
+def u64_buffer(name, values):
+    """(cffi uint64_t[] over values, an iterable of its integers, count): the
+    older form of u64_cdata, for callers that also read the values."""
+    buf, n = u64_cdata(name, values)
+    return buf, buf, n

@@ -19,6 +19,9 @@ import threading
 import weakref
 
 from . import errors
+from ._args import as_cpu as _as_cpu
+from ._args import as_integer as _as_integer
+from ._args import as_u64 as _as_u64
 from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
 from .iova import IovaDomain
 
@@ -29,6 +32,7 @@ FQ_SIZE = 256          # entries per CPU ring (mainline)
 FQ_TIMEOUT_MS = 10     # the flush queue's timer
 
 _U32_MAX = (1 << 32) - 1
+_U64_MAX = (1 << 64) - 1
 # Cookies of domains that have no iova_cookie slot (any object can hold one).
 _cookies = weakref.WeakKeyDictionary()
 
@@ -39,6 +43,25 @@ def _min_not_zero(a, b):
     if not b:
         return a
     return min(a, b)
+
+
+def _regions(reserved):
+    """The reserved regions as (lo, hi) byte addresses, each checked, so that
+    init_domain refuses a bad one before it builds anything."""
+    try:
+        items = list(reserved)
+    except TypeError:
+        raise errors.IovaTypeError("reserved must be an iterable of (lo, hi) pairs, not %s (%r)"
+                                   % (type(reserved).__name__, reserved)) from None
+    regions = []
+    for i, region in enumerate(items):
+        try:
+            lo, hi = region
+        except (TypeError, ValueError):
+            raise errors.IovaTypeError("reserved[%d] must be a (lo, hi) pair, not %r"
+                                       % (i, region)) from None
+        regions.append((_as_u64("reserved[%d] lo" % i, lo), _as_u64("reserved[%d] hi" % i, hi)))
+    return regions
 
 
 class DmaCookie:
@@ -96,8 +119,17 @@ class DmaCookie:
         """iommu_dma_init_domain: the first device attach. Re-initialising
         with another granule or start is refused, as in the kernel."""
         if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
-                or granule & (granule - 1):
-            raise errors.IovaValueError("granule %r is not a power of two" % (granule,))
+                or granule & (granule - 1) or granule > _U64_MAX:
+            raise errors.IovaValueError("granule %r is not a power of two in 2..2**63"
+                                        % (granule,))
+        # every argument is checked before the cookie changes at all
+        aperture_start = _as_u64("aperture_start", aperture_start)
+        aperture_end = _as_u64("aperture_end", aperture_end)
+        if end_pfn is not None:
+            end_pfn = _as_u64("end_pfn", end_pfn)
+        if self.msi_base is not None:
+            self.msi_base = _as_u64("msi_base", self.msi_base)
+        reserved = _regions(reserved)
         with self._init_lock:
             return self._init_locked(granule, aperture_start, aperture_end, force_aperture,
                                      end_pfn, flush_queue, reserved)
@@ -175,6 +207,8 @@ class DmaCookie:
     def dma_limit(self, dev, dma_limit):
         """The limit the kernel applies: the device's bus limit, then the
         aperture when the domain forces it."""
+        if type(dma_limit) is not int or dma_limit < 0 or dma_limit > _U64_MAX:
+            dma_limit = _as_u64("dma_limit", dma_limit)
         bus = getattr(dev, "bus_dma_limit", 0)
         limit = _min_not_zero(dma_limit, bus) if bus else dma_limit
         if self.force_aperture and limit > self.aperture_end:
@@ -188,6 +222,8 @@ class DmaCookie:
         if allocator is None:
             self._need_init()
         granule = self.granule
+        if type(size) is not int:
+            size = _as_integer("size", size)
         if size <= 0 or size & (granule - 1):
             raise errors.IovaValueError("size %#x is not a positive multiple of the granule %#x"
                                         % (size, granule))
@@ -197,7 +233,8 @@ class DmaCookie:
             pfn, _ = allocator.alloc(pages, 0)
             return pfn << shift
         limit = self.dma_limit(dev, dma_limit)
-        try_32 = (limit > _U32_MAX and dev.is_pci and not self.forcedac
+        # a device without is_pci (None in trace replay) is not PCI
+        try_32 = (limit > _U32_MAX and getattr(dev, "is_pci", False) and not self.forcedac
                   and dev not in self._no_32bit)
         try:
             pfn, ev = allocator.alloc(pages, limit >> shift, try_32bit=try_32, cpu=cpu)
@@ -217,8 +254,19 @@ class DmaCookie:
         """iommu_dma_free_iova: at once, or (lazy, with a flush queue)
         queued until a flush covers it. Returns True when queued."""
         self._need_init()
+        # the allocator checks the pfn and the page count against what it
+        # handed out; a value no uint64_t can hold never reaches it
+        if type(iova) is not int:
+            iova = _as_integer("iova", iova)
+        if type(size) is not int:
+            size = _as_integer("size", size)
         pages = size >> self.shift
         pfn = iova >> self.shift
+        if not 0 <= iova <= _U64_MAX:
+            raise errors.IovaValueError("iova %#x (pfn %d) is not in 0..2**64-1" % (iova, pfn))
+        if not 0 <= size <= _U64_MAX:
+            raise errors.IovaValueError("size %#x (%d pages) is not in 0..2**64-1"
+                                        % (size, pages))
         if lazy and self.flush_queue:
             for _ in range(2):
                 ev = self.allocator.free_lazy(pfn, pages, self.clock_ms, cpu=cpu)
@@ -233,6 +281,13 @@ class DmaCookie:
     def advance(self, ms, *, cpu=0):
         """Moves the cookie's clock; fires the flush-queue timer when due, and
         the depot trim work of its IOVA domain."""
+        # checked before the clock moves: a refused call changes nothing
+        if type(ms) is not int or ms < 0 or ms > _U64_MAX:
+            ms = _as_u64("ms", ms)
+        if self.flush_queue:
+            ring = _as_cpu(cpu, self.ncpus, allow_none=False)
+            if not 0 <= ring < self.ncpus:
+                raise errors.IovaCpuError("cpu %r is not in 0..%d" % (cpu, self.ncpus - 1))
         self.clock_ms += ms
         if self.flush_queue:
             due = self.allocator.fq_due

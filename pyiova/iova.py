@@ -8,9 +8,13 @@ import array
 import os
 
 from . import errors
-from ._args import bad_argument as _bad_argument
-from ._args import check_u64 as _index
-from ._args import u64_buffer as _as_u64_buffer
+from ._args import U64_ARRAY as _U64A
+from ._args import U64_CODES as _U64_CODES
+from ._args import as_cpu as _as_cpu
+from ._args import as_flag as _as_flag
+from ._args import as_u64 as _as_u64
+from ._args import release as _release
+from ._args import u64_cdata as _u64_cdata
 from ._pyiova import ffi, lib
 
 __all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES"]
@@ -21,14 +25,49 @@ SEARCH_MODES = {"augmented": lib.IOVA_SEARCH_AUGMENTED, "linear": lib.IOVA_SEARC
 _SEARCH_NAMES = {v: k for k, v in SEARCH_MODES.items()}
 CACHED_CLASSES = lib.IOVA_RANGE_CACHE_MAX_SIZE
 _U64_MAX = (1 << 64) - 1
+_UINT_MAX = (1 << 32) - 1
 
-# Bound once: attribute lookups on `lib` cost more than the calls themselves.
+# Bound once: attribute lookups on `lib` and `ffi` cost more than the calls
+# themselves, and a ctype object spares cffi parsing a type string per call.
 _alloc = lib.iova_alloc
 _free = lib.iova_free
 _alloc_fast = lib.iova_alloc_fast
 _free_fast = lib.iova_free_fast
 _find = lib.iova_find
-_new_u64x2 = ffi.new
+_alloc_many = lib.iova_alloc_many
+_free_many = lib.iova_free_many
+_alloc_fast_many = lib.iova_alloc_fast_many
+_free_fast_many = lib.iova_free_fast_many
+_new = ffi.new
+_from_buffer = ffi.from_buffer
+_array = array.array
+_U64P = ffi.typeof("uint64_t *")
+_INTP = ffi.typeof("int *")
+_U64X2 = ffi.typeof("uint64_t[2]")
+
+# The batch calls' result: slicing a zeroed template copies it at memcpy
+# speed, where array("Q", bytes(8 * n)) builds and copies a bytes object.
+_ZN = 4096
+_ZEROS = _array("Q", bytes(8 * _ZN))
+
+# Out-parameter cells (a failing batch's index, its error code) for the batch
+# calls to borrow: ffi.new costs more than a list pop and append. The C call
+# runs without the GIL, so each call takes a cell of its own; list.pop and
+# list.append are atomic, and an empty pool just means a new cell. A cell
+# goes back only after a call that succeeded, which does not write it, so a
+# pooled cell reads 0 as a new one does (the error paths read an index that
+# the core may not have set).
+_u64_cells = []
+_int_cells = []
+
+
+def _choice(name, value, table):
+    """table[value], or IovaValueError naming value (unhashable ones too)."""
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        raise errors.IovaValueError("%s %r is not one of %s"
+                                    % (name, value, sorted(table))) from None
 
 
 class IovaDomain:
@@ -49,19 +88,13 @@ class IovaDomain:
 
     def __init__(self, granule=4096, start_pfn=1, *, ncpus=None, kernel="6.12",
                  dma_32bit_pfn=None, search="augmented"):
-        for name, value in (("granule", granule), ("start_pfn", start_pfn)):
-            exc = _index(name, value)
-            if exc is not None:
-                raise exc
-        if kernel not in KERNELS:
-            raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, sorted(KERNELS)))
-        if search not in SEARCH_MODES:
-            raise errors.IovaValueError("search %r is not one of %s" % (search, sorted(SEARCH_MODES)))
+        granule = _as_u64("granule", granule)
+        start_pfn = _as_u64("start_pfn", start_pfn)
+        kernel_id = _choice("kernel", kernel, KERNELS)
+        search_id = _choice("search", search, SEARCH_MODES)
         if ncpus is None:
             ncpus = min(os.cpu_count() or 1, lib.IOVA_MAX_CPUS)
-        exc = _index("ncpus", ncpus)
-        if exc is not None:
-            raise exc
+        ncpus = _as_u64("ncpus", ncpus)
         if kernel == "6.12":
             if dma_32bit_pfn is not None:
                 raise errors.IovaValueError(
@@ -71,14 +104,14 @@ class IovaDomain:
         elif dma_32bit_pfn is None:
             dma32_arg = 0
         else:
-            exc = _index("dma_32bit_pfn", dma_32bit_pfn)
-            if exc is not None:
-                raise exc
-            if dma_32bit_pfn == 0:
+            dma32_arg = _as_u64("dma_32bit_pfn", dma_32bit_pfn)
+            if dma32_arg == 0:
                 raise errors.IovaValueError("dma_32bit_pfn must be at least 1, not 0")
-            dma32_arg = dma_32bit_pfn
         err = ffi.new("int *")
-        d = lib.iova_domain_new(granule, start_pfn, ncpus, KERNELS[kernel], dma32_arg, err)
+        # An ncpus beyond C's unsigned goes in as the largest one, which the
+        # core refuses as it refuses any count above IOVA_MAX_CPUS.
+        d = lib.iova_domain_new(granule, start_pfn, min(ncpus, _UINT_MAX), kernel_id, dma32_arg,
+                                err)
         if d == ffi.NULL:
             code = err[0]
             if code == lib.IOVA_E_NOMEM:
@@ -93,8 +126,8 @@ class IovaDomain:
             }.get(code, "bad domain parameters (code %d)" % code)
             raise errors.IovaValueError(what)
         self._adopt(d)
-        if search != "augmented":
-            lib.iova_set_search_mode(self._d, SEARCH_MODES[search])
+        if search_id != lib.IOVA_SEARCH_AUGMENTED:
+            lib.iova_set_search_mode(self._d, search_id)
 
     def _adopt(self, d):
         """Takes ownership of a C domain and mirrors its constants."""
@@ -160,13 +193,21 @@ class IovaDomain:
 
     # ---- the tree -------------------------------------------------------
 
+    # Each call tries cffi with plain ints first (`type(x) is int` costs next
+    # to nothing); cffi's TypeError or OverflowError sends it to the checks in
+    # _args, which name the bad value, or convert an integer that is not a
+    # plain int (numpy, IntEnum, __index__), after which C is called again.
+
     def alloc(self, size, limit_pfn, size_aligned=False):
         """alloc_iova: the new range's pfn_lo. Raises IovaExhausted."""
         try:
+            if type(size) is not int or type(limit_pfn) is not int:
+                raise TypeError
             r = _alloc(self._d, size, limit_pfn, size_aligned)
         except (TypeError, OverflowError):
-            raise _bad_argument(size=size, limit_pfn=limit_pfn,
-                                size_aligned=int(bool(size_aligned))) from None
+            size = _as_u64("size", size)
+            limit_pfn = _as_u64("limit_pfn", limit_pfn)
+            r = _alloc(self._d, size, limit_pfn, _as_flag("size_aligned", size_aligned))
         if r < 0:
             raise self._error(r, size=size, limit_pfn=limit_pfn)
         return r
@@ -174,19 +215,25 @@ class IovaDomain:
     def free(self, pfn):
         """free_iova: frees the range containing pfn. Raises IovaNotFound."""
         try:
+            if type(pfn) is not int:
+                raise TypeError
             r = _free(self._d, pfn)
         except (TypeError, OverflowError):
-            raise _bad_argument(pfn=pfn) from None
+            pfn = _as_u64("pfn", pfn)
+            r = _free(self._d, pfn)
         if r:
             raise self._error(r, pfn=pfn)
 
     def find(self, pfn):
         """find_iova: (lo, hi) of the range containing pfn, or None."""
-        out = _new_u64x2("uint64_t[2]")
+        out = _new(_U64X2)
         try:
+            if type(pfn) is not int:
+                raise TypeError
             r = _find(self._d, pfn, out)
         except (TypeError, OverflowError):
-            raise _bad_argument(pfn=pfn) from None
+            pfn = _as_u64("pfn", pfn)
+            r = _find(self._d, pfn, out)
         if r < 0:
             raise self._error(r, pfn=pfn)
         return (out[0], out[1]) if r else None
@@ -194,11 +241,10 @@ class IovaDomain:
     def reserve(self, lo, hi):
         """reserve_iova: the (lo, hi) of the range that now covers the top of
         [lo, hi] (a new node, or an existing one that was widened/covered)."""
-        out = _new_u64x2("uint64_t[2]")
-        try:
-            r = lib.iova_reserve(self._d, lo, hi, out)
-        except (TypeError, OverflowError):
-            raise _bad_argument(lo=lo, hi=hi) from None
+        lo = _as_u64("lo", lo)
+        hi = _as_u64("hi", hi)
+        out = _new(_U64X2)
+        r = lib.iova_reserve(self._d, lo, hi, out)
         if r:
             what = "lo" if lo > self.max_pfn else "hi"
             raise self._error(r, lo=lo, hi=hi, what=what)
@@ -262,9 +308,7 @@ class IovaDomain:
 
     @search.setter
     def search(self, mode):
-        if mode not in SEARCH_MODES:
-            raise errors.IovaValueError("search %r is not one of %s" % (mode, sorted(SEARCH_MODES)))
-        r = lib.iova_set_search_mode(self._d, SEARCH_MODES[mode])
+        r = lib.iova_set_search_mode(self._d, _choice("search", mode, SEARCH_MODES))
         if r:
             raise self._error(r)
 
@@ -278,41 +322,87 @@ class IovaDomain:
             raise self._error(r)
 
     # ---- batches --------------------------------------------------------
+    #
+    # A batch goes to C in place when it is an array of 8-byte integers (or
+    # any such buffer: numpy, bytes); an iterable is copied once. The cffi
+    # views over the caller's buffers are released before any raise: an
+    # exception a caller keeps holds this frame, and CPython before 3.12.7
+    # (gh-77894) can crash collecting a memoryview that a live export in such
+    # a frame still points at.
+
+    def _batch_closed(self):
+        """For an empty batch, which the core returns from at once: a closed
+        domain still raises IovaClosed, as for any other batch."""
+        self._state()
 
     def alloc_many(self, sizes, limit_pfn, size_aligned=False):
         """One alloc per size in one C call; an array('Q') of pfns, 0 where
         the allocation failed. Bad sizes are refused before anything is done."""
-        buf, keep, n = _as_u64_buffer("sizes", sizes)
-        out = array.array("Q", bytes(8 * n))
-        bad = ffi.new("uint64_t *")
+        if type(sizes) is _array and sizes.typecode in _U64_CODES:
+            n = len(sizes)
+            buf = _from_buffer(_U64A, sizes)
+        else:
+            buf, n = _u64_cdata("sizes", sizes)
+        out = _ZEROS[:n] if n <= _ZN else _array("Q", bytes(8 * n))
+        obuf = _from_buffer(_U64A, out)
         try:
-            r = lib.iova_alloc_many(self._d, buf, ffi.from_buffer("uint64_t[]", out), n,
-                                    limit_pfn, size_aligned, bad)
+            bad = _u64_cells.pop()
+        except IndexError:
+            bad = _new(_U64P)
+        try:
+            if type(limit_pfn) is not int:
+                raise TypeError
+            r = _alloc_many(self._d, buf, obuf, n, limit_pfn, size_aligned, bad)
         except (TypeError, OverflowError):
-            raise _bad_argument(limit_pfn=limit_pfn) from None
+            try:
+                limit_pfn = _as_u64("limit_pfn", limit_pfn)
+                flag = _as_flag("size_aligned", size_aligned)
+            except BaseException:
+                _release(buf)
+                _release(obuf)
+                raise
+            r = _alloc_many(self._d, buf, obuf, n, limit_pfn, flag, bad)
         if r < 0:
             i = bad[0]
-            exc = self._error(r, size=buf[i] if i < n else None, limit_pfn=limit_pfn)
+            size = buf[i] if i < n else None
+            _release(buf)
+            _release(obuf)
             if r == lib.IOVA_E_SIZE:
                 exc = errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
-                                            % (i, buf[i], self.max_pfn))
+                                            % (i, size, self.max_pfn))
+            else:
+                exc = self._error(r, size=size, limit_pfn=limit_pfn)
             # what was allocated before the failure stays allocated: say what
             exc.index = exc.done = i
             exc.pfns = out
             raise exc
+        _u64_cells.append(bad)
         return out
 
     def free_many(self, pfns):
         """free for each pfn in one C call. Stops at the first pfn it cannot
         free, raising what free would; `done` on the exception says how many
         were freed before it."""
-        buf, keep, n = _as_u64_buffer("pfns", pfns)
-        err = ffi.new("int *")
-        done = lib.iova_free_many(self._d, buf, n, err)
-        if err[0]:
-            exc = self._error(err[0], pfn=buf[done])
-            exc.index = exc.done = done
-            raise exc
+        if type(pfns) is _array and pfns.typecode in _U64_CODES:
+            n = len(pfns)
+            buf = _from_buffer(_U64A, pfns)
+        else:
+            buf, n = _u64_cdata("pfns", pfns)
+        try:
+            err = _int_cells.pop()
+        except IndexError:
+            err = _new(_INTP)
+        done = _free_many(self._d, buf, n, err)
+        # the core sets *err only on a short count, or for a closed domain
+        if done != n or not n:
+            code = err[0]
+            if code:
+                pfn = buf[done] if done < n else None
+                _release(buf)
+                exc = self._error(code, pfn=pfn)
+                exc.index = exc.done = done
+                raise exc
+        _int_cells.append(err)
 
     # ---- the rcache -----------------------------------------------------
 
@@ -320,10 +410,19 @@ class IovaDomain:
         """alloc_iova_fast on `cpu` (None: this thread's slot). Raises
         IovaExhausted where the kernel returns 0."""
         try:
-            r = _alloc_fast(self._d, size, limit_pfn, flush_rcache,
-                            -1 if cpu is None else cpu)
+            if type(size) is not int or type(limit_pfn) is not int:
+                raise TypeError
+            if cpu is None:
+                r = _alloc_fast(self._d, size, limit_pfn, flush_rcache, -1)
+            elif type(cpu) is int:
+                r = _alloc_fast(self._d, size, limit_pfn, flush_rcache, cpu)
+            else:
+                raise TypeError
         except (TypeError, OverflowError):
-            raise _bad_argument(size=size, limit_pfn=limit_pfn, cpu=cpu) from None
+            size = _as_u64("size", size)
+            limit_pfn = _as_u64("limit_pfn", limit_pfn)
+            flag = _as_flag("flush_rcache", flush_rcache)
+            r = _alloc_fast(self._d, size, limit_pfn, flag, _as_cpu(cpu, self.ncpus))
         if r <= 0:
             if r == 0:
                 r = lib.IOVA_E_NOSPC
@@ -333,69 +432,140 @@ class IovaDomain:
     def free_fast(self, pfn, size, cpu=None):
         """free_iova_fast: into `cpu`'s magazines, or the tree for big sizes."""
         try:
-            r = _free_fast(self._d, pfn, size, -1 if cpu is None else cpu)
+            if type(pfn) is not int or type(size) is not int:
+                raise TypeError
+            if cpu is None:
+                r = _free_fast(self._d, pfn, size, -1)
+            elif type(cpu) is int:
+                r = _free_fast(self._d, pfn, size, cpu)
+            else:
+                raise TypeError
         except (TypeError, OverflowError):
-            raise _bad_argument(pfn=pfn, size=size, cpu=cpu) from None
+            pfn = _as_u64("pfn", pfn)
+            size = _as_u64("size", size)
+            r = _free_fast(self._d, pfn, size, _as_cpu(cpu, self.ncpus))
         if r:
             raise self._error(r, pfn=pfn, size=size, cpu=cpu)
 
     def alloc_fast_many(self, sizes, limit_pfn, flush_rcache=True, cpu=None):
         """alloc_fast per size in one C call; array('Q'), 0 where it failed."""
-        buf, keep, n = _as_u64_buffer("sizes", sizes)
-        out = array.array("Q", bytes(8 * n))
-        bad = ffi.new("uint64_t *")
+        if type(sizes) is _array and sizes.typecode in _U64_CODES:
+            n = len(sizes)
+            buf = _from_buffer(_U64A, sizes)
+        else:
+            buf, n = _u64_cdata("sizes", sizes)
+        out = _ZEROS[:n] if n <= _ZN else _array("Q", bytes(8 * n))
+        obuf = _from_buffer(_U64A, out)
         try:
-            r = lib.iova_alloc_fast_many(self._d, buf, ffi.from_buffer("uint64_t[]", out), n,
-                                         limit_pfn, flush_rcache, -1 if cpu is None else cpu,
-                                         bad)
+            bad = _u64_cells.pop()
+        except IndexError:
+            bad = _new(_U64P)
+        try:
+            if type(limit_pfn) is not int:
+                raise TypeError
+            if cpu is None:
+                r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flush_rcache, -1, bad)
+            elif type(cpu) is int:
+                r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flush_rcache, cpu, bad)
+            else:
+                raise TypeError
         except (TypeError, OverflowError):
-            raise _bad_argument(limit_pfn=limit_pfn, cpu=cpu) from None
-        if r < 0:
+            try:
+                limit_pfn = _as_u64("limit_pfn", limit_pfn)
+                flag = _as_flag("flush_rcache", flush_rcache)
+                c = _as_cpu(cpu, self.ncpus)
+            except BaseException:
+                _release(buf)
+                _release(obuf)
+                raise
+            r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flag, c, bad)
+        if r < 0 or not n:
             i = bad[0]
+            size = buf[i] if i < n else None
+            _release(buf)
+            _release(obuf)
+            if not n and r >= 0:
+                self._batch_closed()
+                _u64_cells.append(bad)
+                return out
             if r == lib.IOVA_E_SIZE:
-                raise errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
-                                            % (i, buf[i], self.max_pfn))
-            exc = self._error(r, limit_pfn=limit_pfn, cpu=cpu, size=buf[i] if i < n else None)
+                exc = errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
+                                            % (i, size, self.max_pfn))
+            else:
+                exc = self._error(r, limit_pfn=limit_pfn, cpu=cpu, size=size)
             exc.index = exc.done = i
             exc.pfns = out
             raise exc
+        _u64_cells.append(bad)
         return out
 
     def free_fast_many(self, pfns, sizes, cpu=None):
         """free_fast(pfns[i], sizes[i]) in one C call; stops at the first
         failure like free_many."""
-        pbuf, pkeep, n = _as_u64_buffer("pfns", pfns)
-        sbuf, skeep, m = _as_u64_buffer("sizes", sizes)
-        if m != n:
-            raise errors.IovaValueError("pfns has %d items but sizes has %d" % (n, m))
-        err = ffi.new("int *")
+        if type(pfns) is _array and pfns.typecode in _U64_CODES:
+            n = len(pfns)
+            pbuf = _from_buffer(_U64A, pfns)
+        else:
+            pbuf, n = _u64_cdata("pfns", pfns)
         try:
-            done = lib.iova_free_fast_many(self._d, pbuf, sbuf, n, -1 if cpu is None else cpu,
-                                           err)
+            if type(sizes) is _array and sizes.typecode in _U64_CODES:
+                m = len(sizes)
+                sbuf = _from_buffer(_U64A, sizes)
+            else:
+                sbuf, m = _u64_cdata("sizes", sizes)
+        except BaseException:
+            _release(pbuf)
+            raise
+        if m != n:
+            _release(pbuf)
+            _release(sbuf)
+            raise errors.IovaValueError("pfns has %d items but sizes has %d" % (n, m))
+        try:
+            err = _int_cells.pop()
+        except IndexError:
+            err = _new(_INTP)
+        try:
+            if cpu is None:
+                done = _free_fast_many(self._d, pbuf, sbuf, n, -1, err)
+            elif type(cpu) is int:
+                done = _free_fast_many(self._d, pbuf, sbuf, n, cpu, err)
+            else:
+                raise TypeError
         except (TypeError, OverflowError):
-            raise _bad_argument(cpu=cpu) from None
-        if err[0]:
-            i = done
-            exc = self._error(err[0], pfn=pbuf[i] if i < n else None,
-                              size=sbuf[i] if i < n else None, cpu=cpu)
-            exc.index = exc.done = done
-            raise exc
+            try:
+                c = _as_cpu(cpu, self.ncpus)
+            except BaseException:
+                _release(pbuf)
+                _release(sbuf)
+                raise
+            done = _free_fast_many(self._d, pbuf, sbuf, n, c, err)
+        # the core sets *err only on a short count, or before the first item
+        if done != n or not n:
+            code = err[0]
+            pfn, size = (pbuf[done], sbuf[done]) if done < n else (None, None)
+            _release(pbuf)
+            _release(sbuf)
+            if code:
+                exc = self._error(code, pfn=pfn, size=size, cpu=cpu)
+                exc.index = exc.done = done
+                raise exc
+            self._batch_closed()
+        _int_cells.append(err)
 
     def current_cpu(self):
         """The CPU slot this thread uses when cpu=None."""
         return lib.iova_current_cpu(self._d)
 
-    def _cpu_call(self, fn, cpu):
-        try:
-            r = fn(self._d, cpu)
-        except (TypeError, OverflowError):
-            raise _bad_argument(cpu=cpu) from None
-        if r:
-            raise self._error(r, cpu=cpu)
-
     def flush_cpu(self, cpu):
         """free_cpu_cached_iovas: every pfn in cpu's magazines back to the tree."""
-        self._cpu_call(lib.iova_flush_cpu, cpu)
+        try:
+            if type(cpu) is not int:
+                raise TypeError
+            r = lib.iova_flush_cpu(self._d, cpu)
+        except (TypeError, OverflowError):
+            r = lib.iova_flush_cpu(self._d, _as_cpu(cpu, self.ncpus, allow_none=False))
+        if r:
+            raise self._error(r, cpu=cpu)
 
     def flush_depot(self):
         """free_global_cached_iovas: every depot magazine back to the tree."""
@@ -419,10 +589,12 @@ class IovaDomain:
     def advance(self, ms):
         """Moves the simulated clock by ms, running trim work as it falls due;
         returns how many items ran."""
-        exc = _index("ms", ms)
-        if exc is not None:
-            raise exc
-        r = lib.iova_advance(self._d, ms)
+        try:
+            if type(ms) is not int:
+                raise TypeError
+            r = lib.iova_advance(self._d, ms)
+        except (TypeError, OverflowError):
+            r = lib.iova_advance(self._d, _as_u64("ms", ms))
         if r < 0:
             raise self._error(r)
         return r
