@@ -89,40 +89,18 @@ def _call(f):
 
 
 KNOWN_ISSUES = [
-    # IovaDomain(ncpus=2**32) hands its argument to cffi unchecked:
-    # OverflowError (PfnAllocator checks its own arguments first)
-    ("unchecked-int-arguments",
-     lambda f: f.tag == "undocumented" and f.exc_name in ("OverflowError", "TypeError")
-     and _call(f) == "IovaDomain"),
-    # IovaDomain(kernel=[]), IovaDomain(search={}), dom.search = []: the
-    # membership test on a dict raises TypeError for an unhashable value
-    ("unhashable-choice",
-     lambda f: f.tag == "undocumented" and f.exc_name == "TypeError"
-     and _call(f) in ("IovaDomain", "IovaDomain.search=")),
-    # an object with __index__ but no __int__ passes check_u64 and is then
-    # refused by cffi ("an integer is required"): advance() lets the bare
-    # TypeError out, other calls raise an IovaTypeError naming no culprit
-    ("index-only-integers",
-     lambda f: f.tag == "undocumented" and f.exc_name == "TypeError" and "IntLike" in f.where),
-    # free_many([]) on a closed domain: the error path names pfns[0] of an
-    # empty batch (IndexError from cffi)
-    ("free-many-empty-closed",
-     lambda f: f.tag == "undocumented" and f.exc_name == "IndexError"
-     and _call(f) == "IovaDomain.free_many"),
-    # DmaCookie does arithmetic on its arguments before any check: TypeError,
-    # AttributeError (dev=None with a 64-bit limit), ValueError (reserved)
-    ("cookie-unchecked-arguments",
-     lambda f: f.tag == "undocumented" and _call(f).startswith("DmaCookie")
-     and f.exc_name in ("TypeError", "AttributeError", "ValueError", "OverflowError")),
+    # (name, predicate on a Finding): every issue found so far is fixed; each
+    # keeps a regression test in tests/test_fuzz.py. A new finding that
+    # cannot be fixed at once goes here, with a strict-xfail test there.
 ]
 
 
 # CPython before 3.12.7 (gh-77894) crashes when the GC clears a memoryview
 # that something still holds a buffer export of. IovaDomain's batch calls
-# raise while a cffi export of a memoryview batch sits in their frame, and the
-# exception's traceback refers to that frame: any caller that keeps the
-# exception (a cycle through its own frame) can crash the interpreter at the
-# next collection. tests/test_fuzz.py has the reproduction, in a subprocess.
+# release their exports before raising, so a kept exception is harmless;
+# the harness still cuts its findings loose from their frames (below) as a
+# safeguard, since a crash would end the run. tests/test_fuzz.py keeps the
+# reproduction, in a subprocess.
 MEMORYVIEW_CYCLE_CRASH = sys.version_info < (3, 12, 7)
 
 
