@@ -100,4 +100,5 @@ def _restore_allocator(type_name, iovad, data):
     allocator.type = atype
     allocator.iovad = iovad
     allocator._c = c
+    allocator._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
     return allocator
