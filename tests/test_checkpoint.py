@@ -694,6 +694,21 @@ def test_corrupted_words_of_the_new_parts_are_refused(name):
     _restore_allocator(atype, dom, data).check()     # the words as saved are fine on it
 
 
+@pytest.mark.parametrize("state", sorted(SAVED_STATES))
+def test_out_of_memory_while_restoring_the_new_parts(state):
+    """Each allocation of a restore (the live set, the MSI stack, the rings
+    and their set) failing in turn: a MemoryError, the domain untouched."""
+    atype, iovad, data = SAVED_STATES[state]
+    dom = copy.deepcopy(iovad) if iovad is not None else None
+    before = dom.save() if dom is not None else None
+    # the scenario ends with the first restore that meets no failure
+    twin = []
+    assert each_failure_point(lambda: twin.append(_restore_allocator(atype, dom, data))) > 0
+    assert len(twin) == 1
+    assert (dom.save() if dom is not None else None) == before
+    twin[0].check()
+
+
 # ---- IOMMU domains, drivers, devices: the simulated system as a graph ---------------------
 
 DRIVERS = {
