@@ -892,6 +892,18 @@ def test_truncated_checkpoints_raise_a_clear_error():
     assert checkpoint.loads(CHECKPOINT).done == 1500
 
 
+def test_a_damaged_memo_index_is_a_checkpoint_error_not_a_memory_error():
+    """LONG_BINPUT of index 2**32 - 1 makes pickle size its memo for it
+    (64 GiB): a damaged byte turned a MEMOIZE into one in a fuzzed run."""
+    with pytest.raises(CheckpointError, match="memory"):
+        checkpoint.loads(b"\x80\x04N" + b"r\xff\xff\xff\xff" + b".")
+
+
+def test_running_out_of_memory_while_restoring_is_still_a_memory_error():
+    blob = checkpoint.dumps(make_cookie("iova-lazy"))
+    assert each_failure_point(lambda: checkpoint.loads(blob)) > 0
+
+
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_damaged_checkpoints_raise_an_iova_error_or_load(data):
