@@ -37,29 +37,29 @@
 
 /* ---- sets of pfns ------------------------------------------------------- */
 
-static uint64_t set_home(const struct pfn_set *s, uint64_t pfn)
+static uint64_t pfn_set_home(const struct pfn_set *s, uint64_t pfn)
 {
     uint64_t h = pfn * 0x9E3779B97F4A7C15ull;   /* Fibonacci hashing: pfns are dense */
     return (h ^ h >> 32) & s->mask;
 }
 
 /* The slot holding pfn, or the empty slot where it would go. */
-static uint64_t set_slot(const struct pfn_set *s, uint64_t pfn)
+static uint64_t pfn_set_slot(const struct pfn_set *s, uint64_t pfn)
 {
-    uint64_t i = set_home(s, pfn);
+    uint64_t i = pfn_set_home(s, pfn);
     while (s->slots[i] != PFN_SET_EMPTY && s->slots[i] != pfn)
         i = (i + 1) & s->mask;
     return i;
 }
 
-static bool set_holds(const struct pfn_set *s, uint64_t pfn)
+bool pfn_set_holds(const struct pfn_set *s, uint64_t pfn)
 {
-    return s->slots && s->slots[set_slot(s, pfn)] == pfn;
+    return s->slots && s->slots[pfn_set_slot(s, pfn)] == pfn;
 }
 
 /* Room for `more` entries beyond the present ones (growing keeps the set at
  * most half full); IOVA_E_NOMEM leaves it as it was. */
-static int set_reserve(struct pfn_set *s, uint64_t more)
+int pfn_set_reserve(struct pfn_set *s, uint64_t more)
 {
     uint64_t want = 2 * (s->count + more);
     if (s->slots && want <= s->mask + 1)
@@ -73,7 +73,7 @@ static int set_reserve(struct pfn_set *s, uint64_t more)
     memset(grown.slots, 0xFF, n * sizeof(uint64_t));             /* all PFN_SET_EMPTY */
     for (uint64_t i = 0; s->slots && i <= s->mask; i++)
         if (s->slots[i] != PFN_SET_EMPTY) {
-            grown.slots[set_slot(&grown, s->slots[i])] = s->slots[i];
+            grown.slots[pfn_set_slot(&grown, s->slots[i])] = s->slots[i];
             grown.count++;
         }
     free(s->slots);
@@ -81,25 +81,25 @@ static int set_reserve(struct pfn_set *s, uint64_t more)
     return 0;
 }
 
-/* pfn must not be in the set, and set_reserve must have made room. */
-static void set_add(struct pfn_set *s, uint64_t pfn)
+/* pfn must not be in the set, and pfn_set_reserve must have made room. */
+void pfn_set_add(struct pfn_set *s, uint64_t pfn)
 {
-    s->slots[set_slot(s, pfn)] = pfn;
+    s->slots[pfn_set_slot(s, pfn)] = pfn;
     s->count++;
 }
 
 /* Removes pfn, moving the later entries of its probe run back so that each
  * stays reachable from its home slot, without tombstones. */
-static bool set_remove(struct pfn_set *s, uint64_t pfn)
+bool pfn_set_remove(struct pfn_set *s, uint64_t pfn)
 {
     if (!s->slots)
         return false;
     uint64_t *t = s->slots, m = s->mask;
-    uint64_t hole = set_slot(s, pfn);
+    uint64_t hole = pfn_set_slot(s, pfn);
     if (t[hole] != pfn)
         return false;
     for (uint64_t j = (hole + 1) & m; t[j] != PFN_SET_EMPTY; j = (j + 1) & m) {
-        uint64_t home = set_home(s, t[j]);
+        uint64_t home = pfn_set_home(s, t[j]);
         /* t[j] stays unless the hole lies cyclically in [home, j) */
         bool stays = hole < j ? hole < home && home <= j : hole < home || home <= j;
         if (!stays) {
@@ -112,7 +112,7 @@ static bool set_remove(struct pfn_set *s, uint64_t pfn)
     return true;
 }
 
-static void set_release(struct pfn_set *s)
+void pfn_set_release(struct pfn_set *s)
 {
     free(s->slots);
     s->slots = NULL;
@@ -173,7 +173,7 @@ static void fq_release(struct iova_fq *fq)
         for (unsigned i = 0; i < fq->ncpus; i++)
             free(fq->rings[i].entries);
     free(fq->rings);
-    set_release(&fq->queued_pfns);
+    pfn_set_release(&fq->queued_pfns);
     free(fq);
 }
 
@@ -185,7 +185,7 @@ void iova_cookie_destroy(struct iova_cookie *c)
         iova_wrap_release(&c->wrap);
     fq_release(c->fq);
     free(c->msi_starts);
-    set_release(&c->live);
+    pfn_set_release(&c->live);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -345,7 +345,7 @@ static int free_reset_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
             r = IOVA_E_NOT_LIVE;
         else if (n->hi - n->lo + 1 != pages)
             r = IOVA_E_SIZE;                     /* a wrong count could reset too early */
-        else if (!set_holds(&c->live, pfn))
+        else if (!pfn_set_holds(&c->live, pfn))
             r = IOVA_E_NOT_LIVE;                 /* not the cookie's: a reserved region */
         else
             iova_set_flag(&d->tree, (uint32_t)x, IOVA_NODE_RETIRED);
@@ -396,7 +396,7 @@ int64_t iova_cookie_alloc(struct iova_cookie *c, uint64_t pages,
     pthread_mutex_lock(&c->lock);
     /* room to remember the range first: once allocated, it must be kept */
     bool tracked = c->type == IOVA_COOKIE_IOVA || c->type == IOVA_COOKIE_RESET_WHEN_EMPTY;
-    if (tracked && set_reserve(&c->live, 1)) {
+    if (tracked && pfn_set_reserve(&c->live, 1)) {
         pthread_mutex_unlock(&c->lock);
         return IOVA_E_NOMEM;
     }
@@ -429,8 +429,8 @@ int64_t iova_cookie_alloc(struct iova_cookie *c, uint64_t pages,
         c->live_pfns += counted_pages(c, pages);
         /* already there only if the domain was changed behind the cookie;
          * check() then finds live_ranges and the set disagree */
-        if (tracked && !set_holds(&c->live, (uint64_t)r))
-            set_add(&c->live, (uint64_t)r);
+        if (tracked && !pfn_set_holds(&c->live, (uint64_t)r))
+            pfn_set_add(&c->live, (uint64_t)r);
     } else if (r == IOVA_E_NOSPC) {
         c->failures++;
     }
@@ -449,14 +449,14 @@ int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     int r;
     pthread_mutex_lock(&c->lock);
     uint64_t counted = counted_pages(c, pages);
-    if (c->fq && set_holds(&c->fq->queued_pfns, pfn)) {
+    if (c->fq && pfn_set_holds(&c->fq->queued_pfns, pfn)) {
         r = IOVA_E_QUEUED;              /* freed now, it would be freed again at its flush */
     } else if (pages == 0 || counted > c->live_pfns) {
         r = c->live_ranges ? IOVA_E_SIZE : IOVA_E_NOT_LIVE;
     } else {
         switch (c->type) {
         case IOVA_COOKIE_IOVA:
-            if (set_holds(&c->live, pfn)) {
+            if (pfn_set_holds(&c->live, pfn)) {
                 r = free_iova_type(c, pfn, pages, cpu);
             } else {
                 /* the domain's own reason if it has one, else: a range the
@@ -490,7 +490,7 @@ int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
         c->frees++;
         c->live_ranges--;
         c->live_pfns -= counted;
-        set_remove(&c->live, pfn);
+        pfn_set_remove(&c->live, pfn);
     }
     pthread_mutex_unlock(&c->lock);
     if (events)
@@ -557,7 +557,7 @@ int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
             return IOVA_E_NOMEM;
         }
     }
-    if (set_reserve(&fq->queued_pfns, (uint64_t)ncpus * ring_size)) {
+    if (pfn_set_reserve(&fq->queued_pfns, (uint64_t)ncpus * ring_size)) {
         fq_release(fq);
         return IOVA_E_NOMEM;
     }
@@ -589,7 +589,7 @@ static int fq_retire(struct iova_cookie *c, struct fq_ring *ring, int cpu)
             fq->lost++;
             ret = IOVA_E_FQ_LOST;
         }
-        set_remove(&fq->queued_pfns, e->pfn);
+        pfn_set_remove(&fq->queued_pfns, e->pfn);
         ring->head = (ring->head + 1) % fq->size;
         ring->count--;
         fq->queued--;
@@ -613,11 +613,11 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
         r = IOVA_E_CPU;
     } else {
         slot = cpu == -1 ? (unsigned)iova_current_cpu(c->iovad) % fq->ncpus : (unsigned)cpu;
-        if (set_holds(&fq->queued_pfns, pfn))
+        if (pfn_set_holds(&fq->queued_pfns, pfn))
             r = IOVA_E_QUEUED;
         else if (pages == 0 || counted_pages(c, pages) > c->live_pfns)
             r = IOVA_E_SIZE;
-        else if ((r = check_iova_free(c, pfn, pages)) == 0 && !set_holds(&c->live, pfn))
+        else if ((r = check_iova_free(c, pfn, pages)) == 0 && !pfn_set_holds(&c->live, pfn))
             r = IOVA_E_NOT_LIVE;
     }
     if (!r) {
@@ -636,8 +636,8 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
             e->counter = fq->started;
             ring->count++;
             fq->queued++;
-            set_add(&fq->queued_pfns, pfn);
-            set_remove(&c->live, pfn);
+            pfn_set_add(&fq->queued_pfns, pfn);
+            pfn_set_remove(&c->live, pfn);
             if (!fq->timer_armed) {
                 fq->timer_armed = true;
                 fq->timer_due_ms = now_ms + fq->timeout_ms;
@@ -770,7 +770,7 @@ static const char *check_fq(const struct iova_fq *fq)
         const struct fq_ring *ring = &fq->rings[i];
         queued += ring->count;
         for (unsigned k = 0; k < ring->count; k++)
-            if (!set_holds(&fq->queued_pfns, ring->entries[(ring->head + k) % fq->size].pfn))
+            if (!pfn_set_holds(&fq->queued_pfns, ring->entries[(ring->head + k) % fq->size].pfn))
                 return "a queued entry is missing from the set of queued pfns";
     }
     for (uint64_t i = 0; i <= fq->queued_pfns.mask; i++)

@@ -43,6 +43,16 @@ struct pfn_set {
 
 #define PFN_SET_EMPTY UINT64_MAX
 
+/* iova_cookie.c; the cookie's save and restore use them too. */
+bool pfn_set_holds(const struct pfn_set *s, uint64_t pfn);
+/* Room for `more` entries beyond the present ones; IOVA_E_NOMEM leaves the
+ * set as it was. */
+int pfn_set_reserve(struct pfn_set *s, uint64_t more);
+/* pfn must not be in the set yet, and pfn_set_reserve must have made room. */
+void pfn_set_add(struct pfn_set *s, uint64_t pfn);
+bool pfn_set_remove(struct pfn_set *s, uint64_t pfn);
+void pfn_set_release(struct pfn_set *s);
+
 struct fq_entry {
     uint64_t pfn;
     uint64_t pages;

@@ -6,21 +6,33 @@
  * WRAPAROUND every range it holds (live, awaiting the wrap's flush, or
  * reserved), the cursor and the wrap count; for RESET_WHEN_EMPTY which
  * ranges of its iova_domain are freed but kept out of reuse (the domain's
- * own save knows nothing of that flag); and the flush queue: its counters,
- * its timer, and every queued entry of every ring in queue order.
+ * own save knows nothing of that flag); for MSI where each live allocation
+ * starts (only the latest may be undone); for IOVA and RESET_WHEN_EMPTY
+ * which ranges of the domain the cookie handed out (the domain cannot tell
+ * them from reserved regions, so this is saved, not rebuilt); and the flush
+ * queue: its counters, its timer, and every queued entry of every ring in
+ * queue order.
  *
- * Not saved, because no answer depends on it: the wraparound tree's shape
- * and a ring's head position (a restored ring starts at slot 0).
+ * Not saved, because no answer depends on it: the wraparound tree's shape,
+ * a ring's head position (a restored ring starts at slot 0), the layout of
+ * the pfn sets (rebuilt; the set of queued pfns from the rings' entries)
+ * and the spare room of the MSI stack.
  *
- * Layout (version 1):
+ * Layout (version 2):
  *   magic, version, type, granule, start_pfn, end_pfn, msi_next, tree_only,
  *   allocs, frees, failures, live_ranges, live_pfns, retired_pfns, resets,
  *   WRAPAROUND:       cursor, wraps, nranges, per range: lo, hi, kind
  *                     (kind 0 live, 1 awaiting the flush, 2 reserved)
  *   RESET_WHEN_EMPTY: nretired, per retired range: lo
+ *   MSI:              depth, per live allocation (oldest first): start
+ *   IOVA, RESET_WHEN_EMPTY:
+ *                     nlive, per live range handed out (ascending): start
  *   has_fq, and if 1: ncpus, ring_size, timeout_ms, started, finished,
- *                     timer_armed, timer_due_ms, queued, flushes,
+ *                     timer_armed, timer_due_ms, queued, flushes, lost,
  *                     per ring: count, per entry (oldest first): pfn, pages, counter
+ *
+ * Version 1 lacked the MSI stack, the live set and `lost`; a cookie
+ * restored from it could not check its frees, so it is refused.
  *
  * Restoring checks every word as it reads it, builds a cookie that nobody
  * else can see yet, and finally runs the cookie's validator. On any failure
@@ -34,7 +46,7 @@
 #include "iova_cookie_save.h"
 
 #define COOKIE_SAVE_MAGIC   0x7079696f76610002ull   /* "pyiova" + format family */
-#define COOKIE_SAVE_VERSION 1
+#define COOKIE_SAVE_VERSION 2
 
 #define WRAP_LIVE     0
 #define WRAP_RETIRED  1
@@ -84,6 +96,33 @@ static void save_retired(struct writer *w, const struct iova_domain *d)
             put(w, t->nodes[x].lo);
 }
 
+/* MSI: the undo stack, oldest first. */
+static void save_msi(struct writer *w, const struct iova_cookie *c)
+{
+    put(w, c->msi_depth);
+    for (uint64_t i = 0; i < c->msi_depth; i++)
+        put(w, c->msi_starts[i]);
+}
+
+/* IOVA, RESET_WHEN_EMPTY: the live ranges the cookie handed out, found by
+ * walking the domain's tree so that they come out in ascending order - the
+ * same words for a cookie and its copy, whatever their sets' layout. A
+ * member that is not a range start (a domain changed behind the cookie) is
+ * left out; the restore then finds the count short and refuses. tree_lock
+ * held. */
+static void save_live(struct writer *w, const struct iova_cookie *c)
+{
+    const struct iova_domain *d = c->iovad;
+    const struct iova_tree *t = &d->tree;
+    uint64_t n = 0;
+    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
+        n += x != d->anchor && pfn_set_holds(&c->live, t->nodes[x].lo);
+    put(w, n);
+    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
+        if (x != d->anchor && pfn_set_holds(&c->live, t->nodes[x].lo))
+            put(w, t->nodes[x].lo);
+}
+
 static void save_fq(struct writer *w, const struct iova_fq *fq)
 {
     put(w, fq != NULL);
@@ -98,6 +137,7 @@ static void save_fq(struct writer *w, const struct iova_fq *fq)
     put(w, fq->timer_due_ms);
     put(w, fq->queued);
     put(w, fq->flushes);
+    put(w, fq->lost);
     for (unsigned i = 0; i < fq->ncpus; i++) {
         const struct fq_ring *r = &fq->rings[i];
         put(w, r->count);
@@ -144,6 +184,10 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
         save_wrap(&w, &c->wrap);
     else if (c->type == IOVA_COOKIE_RESET_WHEN_EMPTY)
         save_retired(&w, d);
+    if (c->type == IOVA_COOKIE_MSI)
+        save_msi(&w, c);
+    else if (d)
+        save_live(&w, c);
     save_fq(&w, c->fq);
     if (d)
         iova_mutex_unlock(&d->tree_lock);
@@ -246,15 +290,38 @@ static int restore_retired(struct iova_cookie *c, struct reader *r,
     return 0;
 }
 
-/* A queued entry must be the start of a range of the domain that is
- * allocated (not sitting in a cache) and at least `pages` long. */
-static bool queued_range_ok(struct iova_domain *d, uint64_t pfn, uint64_t pages)
+/* The largest size alloc_iova_fast rounds up, and the largest size class
+ * free_iova_fast tells apart (iova_cookie.c's FAST_ROUNDED_MAX). */
+#define FAST_ROUNDED_MAX (1ull << (IOVA_RANGE_CACHE_MAX_SIZE - 1))
+
+static unsigned cached_class(uint64_t pages)
 {
+    unsigned k = iova_size_class(pages);
+    return k > IOVA_RANGE_CACHE_MAX_SIZE ? IOVA_RANGE_CACHE_MAX_SIZE : k;
+}
+
+/* Whether free_lazy could have queued (pfn, pages): the start of a range
+ * of the domain that is allocated (not cached, not retired), not handed
+ * out as live any more, and `pages` a size the free accepts for it - its
+ * own size on the tree paths and beyond the cached classes, else one of
+ * its size class. An entry the retire would refuse would be lost. */
+static bool queued_range_ok(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
+{
+    struct iova_domain *d = c->iovad;
+    bool tree = d->kernel == IOVA_KERNEL_4_10 || c->tree_only;
+    if (pages == 0 || pfn_set_holds(&c->live, pfn))
+        return false;
     iova_mutex_lock(&d->tree_lock);
     uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(&d->tree, pfn);
     bool ok = x != IOVA_NIL && x != d->anchor && d->tree.nodes[x].lo == pfn &&
-              !(iova_flags(&d->tree, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) &&
-              pages >= 1 && pages - 1 <= d->tree.nodes[x].hi - pfn;
+              !(iova_flags(&d->tree, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED));
+    if (ok) {
+        uint64_t size = d->tree.nodes[x].hi - pfn + 1;
+        if (tree || pages > FAST_ROUNDED_MAX)
+            ok = pages == size;
+        else
+            ok = cached_class(pages) == cached_class(size);
+    }
     iova_mutex_unlock(&d->tree_lock);
     return ok;
 }
@@ -270,9 +337,10 @@ static int restore_fq(struct iova_cookie *c, struct reader *r)
     if (r->bad || c->type != IOVA_COOKIE_IOVA || c->iovad->kernel != IOVA_KERNEL_6_12 ||
         ncpus < 1 || ncpus > FQ_MAX_CPUS || size < 1 || size > FQ_MAX_SIZE)
         return IOVA_E_STATE;
-    /* Each ring needs at least its count word: refuse sizes the words
-     * cannot describe before allocating anything for them. */
-    if (!room_for(r, ncpus + 6, 1))
+    /* Seven counter words follow, then each ring needs its count word:
+     * refuse sizes the words cannot describe before allocating anything
+     * for them. */
+    if (!room_for(r, ncpus + 7, 1))
         return IOVA_E_STATE;
     int rc = iova_cookie_fq_init(c, (unsigned)ncpus, (unsigned)size, timeout);
     if (rc)
@@ -284,6 +352,7 @@ static int restore_fq(struct iova_cookie *c, struct reader *r)
     fq->timer_due_ms = get(r);
     fq->queued = get(r);
     fq->flushes = get(r);
+    fq->lost = get(r);
     if (r->bad || armed > 1 || fq->finished > fq->started)
         return IOVA_E_STATE;
     fq->timer_armed = armed != 0;
@@ -299,10 +368,14 @@ static int restore_fq(struct iova_cookie *c, struct reader *r)
             e->pfn = get(r);
             e->pages = get(r);
             e->counter = get(r);
-            /* counters never go down along a ring, nor beyond the flushes started */
+            /* counters never go down along a ring, nor beyond the flushes
+             * started; a range has at most one place in the queue (the
+             * set was sized for every ring full by fq_init) */
             if (r->bad || e->counter > fq->started || e->counter < prev_counter ||
-                !queued_range_ok(c->iovad, e->pfn, e->pages))
+                !queued_range_ok(c, e->pfn, e->pages) ||
+                pfn_set_holds(&fq->queued_pfns, e->pfn))
                 return IOVA_E_STATE;
+            pfn_set_add(&fq->queued_pfns, e->pfn);
             prev_counter = e->counter;
         }
         ring->head = 0;
@@ -310,6 +383,67 @@ static int restore_fq(struct iova_cookie *c, struct reader *r)
         total += count;
     }
     return total == fq->queued ? 0 : IOVA_E_STATE;
+}
+
+/* MSI: the undo stack. The frees undo the latest allocation, whole, so
+ * the live allocations lie back to back from start_pfn up to msi_next:
+ * the first starts at start_pfn, each later one above the one before, the
+ * latest below msi_next, and msi_next - start_pfn is what is live. */
+static int restore_msi(struct iova_cookie *c, struct reader *r)
+{
+    uint64_t depth = get(r);
+    if (!room_for(r, depth, 1) || depth != c->live_ranges ||
+        c->msi_next - c->start_pfn != c->live_pfns)
+        return IOVA_E_STATE;
+    if (!depth)
+        return 0;
+    c->msi_starts = iova_malloc(depth * sizeof(*c->msi_starts));
+    if (!c->msi_starts)
+        return IOVA_E_NOMEM;
+    c->msi_cap = depth;                 /* msi_push grows it from there */
+    for (uint64_t i = 0; i < depth; i++) {
+        uint64_t start = get(r);
+        if (i == 0 ? start != c->start_pfn : start <= c->msi_starts[i - 1])
+            return IOVA_E_STATE;
+        c->msi_starts[c->msi_depth++] = start;
+    }
+    return c->msi_starts[depth - 1] < c->msi_next ? 0 : IOVA_E_STATE;
+}
+
+/* IOVA, RESET_WHEN_EMPTY: the live ranges the cookie handed out, each the
+ * start of a range of the domain that is neither cached nor retired, in
+ * ascending order (so none twice), as many as live_ranges, and together at
+ * least live_pfns long (a reserve may have widened one in place, never
+ * shrunk it). Queued ranges are checked against this set afterwards. */
+static int restore_live(struct iova_cookie *c, struct reader *r)
+{
+    struct iova_domain *d = c->iovad;
+    uint64_t n = get(r);
+    if (!room_for(r, n, 1) || n != c->live_ranges)
+        return IOVA_E_STATE;
+    if (n && pfn_set_reserve(&c->live, n))
+        return IOVA_E_NOMEM;
+    int rc = 0;
+    uint64_t pfns = 0, prev = 0;
+    iova_mutex_lock(&d->tree_lock);
+    struct iova_tree *t = &d->tree;
+    for (uint64_t i = 0; i < n && !rc; i++) {
+        uint64_t lo = get(r);
+        uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(t, lo);
+        if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != lo ||
+            (iova_flags(t, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) || (i && lo <= prev)) {
+            rc = IOVA_E_STATE;
+        } else {
+            uint64_t size = t->nodes[x].hi - lo + 1;
+            pfns = pfns > UINT64_MAX - size ? UINT64_MAX : pfns + size;
+            pfn_set_add(&c->live, lo);
+            prev = lo;
+        }
+    }
+    iova_mutex_unlock(&d->tree_lock);
+    if (!rc && pfns < c->live_pfns)
+        rc = IOVA_E_STATE;
+    return rc;
 }
 
 /* The header's values for the type, or IOVA_E_STATE. */
@@ -371,8 +505,12 @@ struct iova_cookie *iova_cookie_restore(const uint64_t *in, uint64_t n,
         rc = restore_wrap(c, &r);
     else if (!rc && type == IOVA_COOKIE_RESET_WHEN_EMPTY)
         rc = restore_retired(c, &r, &marked, &nmarked);
+    if (!rc && type == IOVA_COOKIE_MSI)
+        rc = restore_msi(c, &r);
+    else if (!rc && needs_domain)
+        rc = restore_live(c, &r);        /* after the retired ranges: live is not retired */
     if (!rc)
-        rc = restore_fq(c, &r);
+        rc = restore_fq(c, &r);          /* after the live set: queued is not live */
     if (!rc && (r.bad || r.pos != r.n))
         rc = IOVA_E_STATE;
     if (!rc) {
@@ -396,4 +534,14 @@ struct iova_cookie *iova_cookie_restore(const uint64_t *in, uint64_t n,
     free(marked);
     *err = 0;
     return c;
+}
+
+int iova_cookie_fq_rings(struct iova_cookie *c)
+{
+    if (!c)
+        return IOVA_E_CLOSED;
+    pthread_mutex_lock(&c->lock);
+    int n = c->fq ? (int)c->fq->ncpus : 0;
+    pthread_mutex_unlock(&c->lock);
+    return n;
 }

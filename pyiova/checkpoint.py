@@ -52,8 +52,16 @@ def loads(data):
         raise errors.IovaTypeError("loads() needs bytes, not %s" % type(data).__name__)
     try:
         return pickle.loads(data)
-    except (errors.IovaError, MemoryError):
+    except errors.IovaError:
         raise
+    except MemoryError as exc:
+        # A restore running out of memory raises from a Python frame below
+        # this one; pickle's own MemoryError, with none below, comes from a
+        # damaged length or memo index asking for absurd amounts.
+        if exc.__traceback__ is None or exc.__traceback__.tb_next is not None:
+            raise
+        raise CheckpointError("not a readable checkpoint: a damaged size asks for more "
+                              "memory than there is") from exc
     except Exception as exc:
         raise CheckpointError("not a readable checkpoint: %s: %s"
                               % (type(exc).__name__, exc)) from exc
@@ -100,4 +108,5 @@ def _restore_allocator(type_name, iovad, data):
     allocator.type = atype
     allocator.iovad = iovad
     allocator._c = c
+    allocator._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
     return allocator

@@ -5,6 +5,7 @@ does; damaged checkpoints are refused with an IovaError and nothing leaks."""
 import copy
 import pickle
 import random
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -16,11 +17,13 @@ from test_lifetime import ROUNDS, assert_flat
 from pyiova import IovaDomain, IovaError, IovaValueError, checkpoint, dma
 from pyiova import device as device_module
 from pyiova._iommu_native import IoPgtable, Iotlb
-from pyiova.checkpoint import CheckpointError
+from pyiova._pyiova import lib
+from pyiova.allocators import EV_QUEUED, EV_RESET, PfnAllocator
+from pyiova.checkpoint import CheckpointError, _restore_allocator
 from pyiova.cookie import DmaCookie, put_dma_cookie
 from pyiova.device import DMA_BIT_MASK, Device
 from pyiova.drivers import GenericIommu, IpmmuVmsa
-from pyiova.errors import IovaClosed, IovaExhausted
+from pyiova.errors import IovaClosed, IovaCpuError, IovaExhausted, IovaInvalidFree
 from pyiova.iommu import DomainAttr, DomainType, IovaAllocator
 from pyiova.sim import Simulation, simulate
 
@@ -332,6 +335,380 @@ def test_allocator_saves_fit_only_their_own_domain():
         fn(atype, copy.deepcopy(iovad), words[:-8])
 
 
+
+@pytest.mark.parametrize("kind", sorted(COOKIES))
+def test_a_copy_saves_to_the_same_words(kind):
+    """The words are canonical: a copy's own save is the original's, so
+    nothing the restore rebuilt (pfn sets, ring heads, tree shapes) differs
+    in what it decides."""
+    fn, atype, iovad, words = SAVED_ALLOCATORS[kind]
+    twin = fn(atype, copy.deepcopy(iovad), words)
+    assert twin.__reduce__()[1][2] == words
+    assert pickled(twin).__reduce__()[1][2] == words
+
+
+# ---- what the cookie's frees check survives a checkpoint -----------------------------------
+
+TOP_PFN = (1 << 40) - 1
+# A reserved region of the domain: never the cookie's. Two pages, the size
+# of the lazy ranges and below what is live, so that only whose it is
+# refuses its free.
+RESERVED = (0x80000, 0x80001)
+
+
+def attempt(fn, *args, **kw):
+    """What a call did: its result, or the class and message of its refusal."""
+    try:
+        return ("ok", fn(*args, **kw))
+    except IovaError as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def lazy_allocator():
+    """An IOVA allocator with a flush queue: one range cached, six queued
+    over two rings, seventeen live, and a reserved region. Every range is 2
+    pages, so that a range of the words can stand in for another."""
+    a = PfnAllocator("iova", ncpus=2)
+    a.iovad.reserve(*RESERVED)
+    a.enable_flush_queue(2, 8, 10)
+    pfns = [a.alloc(2, TOP_PFN, cpu=i % 2)[0] for i in range(24)]
+    a.free(pfns[0], 2, cpu=0)
+    for i, p in enumerate(pfns[1:7]):
+        assert a.free_lazy(p, 2, i, cpu=i % 2) & EV_QUEUED
+    return a, pfns[0], pfns[1:7], pfns[7:]
+
+
+def lazy_script(a, cached, queued, live):
+    """Refusals first, then the queue drains, is flushed, and is reused."""
+    out = [attempt(a.free_lazy, queued[0], 2, 20, cpu=1),   # queued already
+           attempt(a.free, queued[1], 2, cpu=0),            # ...and a strict free of one
+           attempt(a.free, RESERVED[0], RESERVED[1] - RESERVED[0] + 1),
+           attempt(a.free_lazy, RESERVED[0], RESERVED[1] - RESERVED[0] + 1, 20),
+           attempt(a.free, cached, 2),
+           attempt(a.free, live[0] + 1, 1),
+           attempt(a.free_lazy, live[0], 4, 20),           # another size class
+           attempt(a.free_lazy, live[0], 2, 20, cpu=5)]    # no such ring
+    for i, p in enumerate(live):
+        ev = a.free_lazy(p, 2, 30 + i, cpu=i % 2)
+        if not ev & EV_QUEUED:                              # ring full: flush, retry
+            a.fq_flushed()
+            ev = a.free_lazy(p, 2, 30 + i, cpu=i % 2)
+        out.append(ev)
+    out += [a.fq_due, attempt(a.fq_flushed, True, 1), a.fq_due,
+            attempt(a.free_lazy, queued[0], 2, 60)]        # retired: in an rcache now
+    out += [attempt(a.alloc, 1 + i % 3, TOP_PFN, cpu=i % 2) for i in range(30)]
+    out += [a.stats(), a.iovad.ranges(), a.iovad.cached_pfns()]
+    a.check()
+    return out
+
+
+def msi_allocator():
+    """Six live MSI allocations of 1, 2, 3, 1, 2, 3 pages (a seventh undone)."""
+    a = PfnAllocator("msi", start_pfn=0x8000, end_pfn=0x8fff)
+    starts = [a.alloc(1 + i % 3, 0)[0] for i in range(7)]
+    a.free(starts[-1], 1 + 6 % 3)
+    return a, starts[:-1], [1 + i % 3 for i in range(6)]
+
+
+def msi_script(a, starts, sizes):
+    """Only the latest allocation can be undone, whole; then in order."""
+    out = [attempt(a.free, starts[0], sizes[0]),
+           attempt(a.free, starts[-1] + 1, sizes[-1] - 1),
+           attempt(a.free, starts[-1], sizes[-1] + 1)]
+    for p, n in reversed(list(zip(starts, sizes))[2:]):
+        out.append(attempt(a.free, p, n))
+    out.append(attempt(a.free, starts[0], sizes[0]))      # still not the latest
+    out += [attempt(a.alloc, 2, 0) for _ in range(5)]
+    out.append(a.stats())
+    a.check()
+    return out
+
+
+def reset_allocator():
+    """Reset-when-empty: ten 3-page ranges, the first three freed (retired,
+    not reused), and a reserved region."""
+    a = PfnAllocator("reset-when-empty", ncpus=1)
+    a.iovad.reserve(*RESERVED)
+    pfns = [a.alloc(3, TOP_PFN)[0] for _ in range(10)]
+    for p in pfns[:3]:
+        a.free(p, 3)
+    return a, pfns[:3], pfns[3:]
+
+
+def reset_script(a, retired, live):
+    out = [attempt(a.free, RESERVED[0], RESERVED[1] - RESERVED[0] + 1),
+           attempt(a.free, retired[0], 3),
+           attempt(a.free, live[0], 2)]
+    out += [attempt(a.free, p, 3) for p in live]           # the last one resets
+    out += [attempt(a.alloc, 3, TOP_PFN) for _ in range(4)]
+    out += [a.stats(), a.iovad.ranges()]
+    a.check()
+    return out
+
+
+def continues_alike(make, script):
+    """The copies, taken after make(), give the very answers the original
+    gives to script; returns them."""
+    a, *args = make()
+    copies = [COPIES[how](a) for how in sorted(COPIES)]
+    expected = script(a, *args)
+    for twin in copies:
+        assert script(twin, *args) == expected
+    return expected
+
+
+def refused(outcome, cls):
+    return outcome[0] == cls.__name__
+
+
+def test_a_lazy_copy_refuses_what_the_original_refuses():
+    out = continues_alike(lazy_allocator, lazy_script)
+    assert [o[0] for o in out[:8]] == ["IovaInvalidFree"] * 7 + ["IovaCpuError"]
+    assert "flush queue" in out[0][1] and "not handed out" in out[2][1]
+    assert all(ev & EV_QUEUED for ev in out[8:25])
+    assert out[25] is not None and out[26] == ("ok", None) and out[27] is None
+    assert out[28][0] != "ok"
+
+
+def test_an_msi_copy_undoes_in_the_original_order():
+    out = continues_alike(msi_allocator, msi_script)
+    assert [o[0] for o in out[:3]] == ["IovaInvalidFree"] * 3
+    assert out[3:7] == [("ok", 0)] * 4                     # the four latest undone
+    assert refused(out[7], IovaInvalidFree)
+    _, starts, _ = msi_allocator()
+    assert out[8] == ("ok", (starts[2], 0))                # the space is reused at once
+
+
+def test_a_reset_when_empty_copy_refuses_and_resets_like_the_original():
+    out = continues_alike(reset_allocator, reset_script)
+    assert all(o[0] != "ok" for o in out[:3])
+    assert "not handed out" in out[0][1] and "not handed out" in out[1][1]
+    assert [o[1] & EV_RESET for o in out[3:10]] == [0] * 6 + [EV_RESET]
+    assert out[-2]["resets"] == 1
+
+
+def test_lost_flush_queue_entries_are_counted_in_the_copy_too():
+    a = PfnAllocator("iova", ncpus=1)
+    a.enable_flush_queue(1, 4, 10)
+    p = a.alloc(2, TOP_PFN)[0]
+    a.free_lazy(p, 2, 0)
+    a.iovad.free(p)                                        # behind the queue's back
+    with pytest.raises(IovaInvalidFree):
+        a.fq_flushed(all_rings=True)
+    assert a.stats()["fq_lost"] == 1
+    for how in sorted(COPIES):
+        twin = COPIES[how](a)
+        assert twin.stats() == a.stats()
+        twin.check()
+
+
+# Saved words of the three states above; `layout` finds their parts.
+LAZY = lazy_allocator()
+SAVED_STATES = {"lazy": LAZY[0].__reduce__()[1], "msi": msi_allocator()[0].__reduce__()[1],
+                "reset": reset_allocator()[0].__reduce__()[1]}
+
+
+def as_words(data):
+    return list(struct.unpack("<%dQ" % (len(data) // 8), data))
+
+
+def layout(w):
+    """Where each part of a saved cookie starts, following the layout
+    csrc/iova_cookie_save.c documents (version 2)."""
+    assert w[1] == 2
+    pos, at = 15, {}
+    if w[2] == lib.IOVA_COOKIE_WRAPAROUND:
+        pos += 3 + 3 * w[pos + 2]
+    if w[2] == lib.IOVA_COOKIE_RESET_WHEN_EMPTY:
+        at["retired"] = pos
+        pos += 1 + w[pos]
+    if w[2] == lib.IOVA_COOKIE_MSI:
+        at["msi"] = pos
+        pos += 1 + w[pos]
+    if w[2] in (lib.IOVA_COOKIE_IOVA, lib.IOVA_COOKIE_RESET_WHEN_EMPTY):
+        at["live"] = pos
+        pos += 1 + w[pos]
+    at["fq"], at["rings"] = pos, []              # has_fq, then ten words when 1
+    if w[pos]:
+        ncpus, pos = w[pos + 1], pos + 11
+    else:
+        pos += 1
+    for _ in range(ncpus if w[at["fq"]] else 0):
+        at["rings"].append(pos)
+        pos += 1 + 3 * w[pos]
+    assert pos == len(w)
+    return at
+
+
+def members(w, at):
+    """The members of the counted part whose count is at w[at], as a slice."""
+    return slice(at + 1, at + 1 + w[at])
+
+
+def entry(at, ring, k):
+    """Where the k-th queued entry (pfn, pages, counter) of a ring starts."""
+    return at["rings"][ring] + 1 + 3 * k
+
+
+def replace_live(w, at, pfn):
+    """The live set with its last member swapped for pfn, still ascending:
+    every other word stays consistent, only pfn is wrong."""
+    live = members(w, at["live"])
+    w[live] = sorted(w[live][:-1] + [pfn])
+
+
+def drop_last(w, count_at):
+    """One member fewer in the part counted at count_at, count included."""
+    del w[members(w, count_at).stop - 1]
+    w[count_at] -= 1
+
+
+CORRUPTIONS = {}       # name: (state, change(words, layout))
+
+
+def corruption(name, state):
+    def register(change):
+        CORRUPTIONS[name] = (state, change)
+        return change
+    return register
+
+
+@corruption("version 1", "lazy")
+def _(w, at):
+    w[1] = 1
+
+
+@corruption("a live range left out", "lazy")
+def _(w, at):
+    drop_last(w, at["live"])
+
+
+@corruption("a live pfn inside a range", "lazy")
+def _(w, at):
+    w[at["live"] + 1] += 1
+
+
+@corruption("live pfns out of order", "lazy")
+def _(w, at):
+    i = at["live"] + 1
+    w[i], w[i + 1] = w[i + 1], w[i]
+
+
+@corruption("a live pfn twice", "lazy")
+def _(w, at):
+    w[at["live"] + 2] = w[at["live"] + 1]
+
+
+@corruption("a queued range also live", "lazy")
+def _(w, at):
+    replace_live(w, at, w[entry(at, 0, 0)])
+
+
+@corruption("a cached range live", "lazy")
+def _(w, at):
+    replace_live(w, at, LAZY[1])
+
+
+@corruption("a live range also queued", "lazy")
+def _(w, at):
+    w[entry(at, 0, 0)] = w[at["live"] + 1]
+
+
+@corruption("queued twice in a ring", "lazy")
+def _(w, at):
+    first, second = entry(at, 0, 0), entry(at, 0, 1)
+    w[second:second + 2] = w[first:first + 2]
+
+
+@corruption("queued in two rings", "lazy")
+def _(w, at):
+    first, other = entry(at, 0, 0), entry(at, 1, 0)
+    w[other:other + 2] = w[first:first + 2]
+
+
+@corruption("queued with another size class", "lazy")
+def _(w, at):
+    w[entry(at, 0, 0) + 1] = 4                   # the range is 2 pages
+
+
+@corruption("queued count off", "lazy")
+def _(w, at):
+    w[at["fq"] + 8] += 1
+
+
+@corruption("MSI stack one short", "msi")
+def _(w, at):
+    drop_last(w, at["msi"])
+
+
+@corruption("MSI stack one long", "msi")
+def _(w, at):
+    w.insert(members(w, at["msi"]).stop, w[6] - 1)
+    w[at["msi"]] += 1
+
+
+@corruption("MSI first not at the start", "msi")
+def _(w, at):
+    w[at["msi"] + 1] = w[4] + 1
+
+
+@corruption("MSI stack out of order", "msi")
+def _(w, at):
+    i = at["msi"] + 2
+    w[i], w[i + 1] = w[i + 1], w[i]
+
+
+@corruption("MSI latest at the bump pointer", "msi")
+def _(w, at):
+    w[members(w, at["msi"]).stop - 1] = w[6]
+
+
+@corruption("MSI bump pointer moved", "msi")
+def _(w, at):
+    w[6] += 1
+
+
+@corruption("a retired range live", "reset")
+def _(w, at):
+    replace_live(w, at, w[at["retired"] + 1])
+
+
+@corruption("reset live count off", "reset")
+def _(w, at):
+    w[at["live"]] += 1
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_corrupted_words_of_the_new_parts_are_refused(name):
+    state, change = CORRUPTIONS[name]
+    atype, iovad, data = SAVED_STATES[state]
+    good = as_words(data)
+    bad = list(good)
+    change(bad, layout(good))
+    assert bad != good
+    dom = copy.deepcopy(iovad) if iovad is not None else None
+    before = dom.save() if dom is not None else None
+    with pytest.raises(IovaValueError):
+        _restore_allocator(atype, dom, struct.pack("<%dQ" % len(bad), *bad))
+    assert (dom.save() if dom is not None else None) == before
+    _restore_allocator(atype, dom, data).check()     # the words as saved are fine on it
+
+
+@pytest.mark.parametrize("state", sorted(SAVED_STATES))
+def test_out_of_memory_while_restoring_the_new_parts(state):
+    """Each allocation of a restore (the live set, the MSI stack, the rings
+    and their set) failing in turn: a MemoryError, the domain untouched."""
+    atype, iovad, data = SAVED_STATES[state]
+    dom = copy.deepcopy(iovad) if iovad is not None else None
+    before = dom.save() if dom is not None else None
+    # the scenario ends with the first restore that meets no failure
+    twin = []
+    assert each_failure_point(lambda: twin.append(_restore_allocator(atype, dom, data))) > 0
+    assert len(twin) == 1
+    assert (dom.save() if dom is not None else None) == before
+    twin[0].check()
+
+
 # ---- IOMMU domains, drivers, devices: the simulated system as a graph ---------------------
 
 DRIVERS = {
@@ -513,6 +890,18 @@ def test_truncated_checkpoints_raise_a_clear_error():
     with pytest.raises(IovaError):
         checkpoint.loads("a str")
     assert checkpoint.loads(CHECKPOINT).done == 1500
+
+
+def test_a_damaged_memo_index_is_a_checkpoint_error_not_a_memory_error():
+    """LONG_BINPUT of index 2**32 - 1 makes pickle size its memo for it
+    (64 GiB): a damaged byte turned a MEMOIZE into one in a fuzzed run."""
+    with pytest.raises(CheckpointError, match="memory"):
+        checkpoint.loads(b"\x80\x04N" + b"r\xff\xff\xff\xff" + b".")
+
+
+def test_running_out_of_memory_while_restoring_is_still_a_memory_error():
+    blob = checkpoint.dumps(make_cookie("iova-lazy"))
+    assert each_failure_point(lambda: checkpoint.loads(blob)) > 0
 
 
 @settings(max_examples=150, deadline=None)

@@ -2,7 +2,8 @@
  * test_core.c - a C driver for the IOVA core, meant to run under valgrind
  * memcheck and under ASan+UBSan with LeakSanitizer (tools/leakcheck.sh).
  *
- * It drives every public entry point of iova.h, iova_cookie.h and iova_mem.h
+ * It drives every public entry point of iova.h, iova_cookie.h and iova_mem.h,
+ * and the save and restore of cookies, page tables and IOTLBs,
  * through ordinary use, through every allocation failure the injector can
  * produce, and through hostile saved states, then destroys everything it
  * made. Its own assertions check results and check() after each phase; the
@@ -15,6 +16,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -22,8 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io_pgtable.h"
+#include "iotlb.h"
 #include "iova.h"
 #include "iova_cookie.h"
+#include "iova_cookie_save.h"
 #include "iova_mem.h"
 
 static int failures;
@@ -439,6 +444,140 @@ static void hostile_restores(void)
 
 /* ---- cookies ------------------------------------------------------------- */
 
+/* Words of a save call that sizes first, then copies; NULL if it failed. */
+#define SAVE_WORDS(save, obj, n_out)                                            \
+    ({                                                                          \
+        int64_t _n = save(obj, NULL, 0);                                        \
+        uint64_t *_w = _n > 0 ? malloc((size_t)_n * sizeof(uint64_t)) : NULL;   \
+        CHECK(_w != NULL);                                                      \
+        if (_w && save(obj, _w, (uint64_t)_n) != _n) {                          \
+            CHECK(!"the state changed between two saves");                     \
+            free(_w);                                                           \
+            _w = NULL;                                                          \
+        }                                                                       \
+        *(n_out) = _w ? (uint64_t)_n : 0;                                       \
+        _w;                                                                     \
+    })
+
+static struct iova_domain *copy_domain(const uint64_t *w, uint64_t n)
+{
+    int err = 0;
+    struct iova_domain *d = iova_restore(w, n, &err);
+    CHECK(d != NULL);
+    return d;
+}
+
+/* A hostile restore of cookie words on a fresh copy of the domain (dw, dn;
+ * dn 0 for the types without one): refused with the domain left exactly
+ * as it was, or accepted, sound, and usable. Returns whether refused. */
+static bool hostile_cookie_restore(const uint64_t *w, uint64_t n, const uint64_t *dw,
+                                   uint64_t dn)
+{
+    struct iova_domain *d = dn ? copy_domain(dw, dn) : NULL;
+    if (dn && !d)
+        return true;
+    int err = 0;
+    struct iova_cookie *c = iova_cookie_restore(w, n, d, &err);
+    bool refused = c == NULL;
+    if (refused) {
+        CHECK(err == IOVA_E_STATE);
+        if (d) {
+            uint64_t m;
+            uint64_t *after = SAVE_WORDS(iova_save, d, &m);
+            CHECK(after && m == dn && memcmp(after, dw, (size_t)m * sizeof(uint64_t)) == 0);
+            free(after);
+        }
+    } else {
+        check_cookie(c, "accepted hostile cookie restore");
+        uint32_t ev;
+        for (int i = 0; i < 20; i++) {
+            int64_t p = iova_cookie_alloc(c, 1 + (uint64_t)i % 3, TOP32, 0, 0, &ev);
+            if (p >= 0 && i % 2)
+                iova_cookie_free(c, (uint64_t)p, 1 + (uint64_t)i % 3, 0, &ev);
+        }
+        check_cookie(c, "accepted hostile cookie restore, after use");
+        iova_cookie_destroy(c);
+    }
+    if (d)
+        iova_domain_destroy(d);
+    return refused;
+}
+
+/* Saves cookie c (and d, the domain it runs on, or NULL), restores both,
+ * checks that the copy saves to the very same words, and that truncated,
+ * outdated or damaged words are refused without a trace. Returns the
+ * copy, on *dcopy (the caller destroys both), to be driven on. */
+static struct iova_cookie *cookie_copy(struct iova_cookie *c, struct iova_domain *d,
+                                       struct iova_domain **dcopy, const char *where)
+{
+    uint64_t n = 0, dn = 0;
+    uint64_t *w = SAVE_WORDS(iova_cookie_save, c, &n);
+    uint64_t *dw = d ? SAVE_WORDS(iova_save, d, &dn) : NULL;
+    *dcopy = NULL;
+    if (!w || (d && !dw)) {
+        free(w);
+        free(dw);
+        return NULL;
+    }
+    *dcopy = d ? copy_domain(dw, dn) : NULL;
+    int err = -1;
+    struct iova_cookie *copy = iova_cookie_restore(w, n, *dcopy, &err);
+    CHECK(copy != NULL);
+    CHECK_EQ(err, 0);
+    if (copy) {
+        check_cookie(copy, where);
+        uint64_t m = 0;
+        uint64_t *again = SAVE_WORDS(iova_cookie_save, copy, &m);
+        CHECK(again && m == n && memcmp(again, w, (size_t)n * sizeof(uint64_t)) == 0);
+        free(again);
+    }
+
+    uint64_t *bad = malloc((size_t)(n + 1) * sizeof(uint64_t));
+    memcpy(bad, w, (size_t)n * sizeof(uint64_t));
+    CHECK(hostile_cookie_restore(bad, n - 1, dw, dn));          /* truncated */
+    bad[n] = 0;
+    CHECK(hostile_cookie_restore(bad, n + 1, dw, dn));          /* a word too many */
+    bad[1] = 1;                                                 /* format version 1 */
+    CHECK(hostile_cookie_restore(bad, n, dw, dn));
+    /* the domain types need their domain; the others take none */
+    if (d) {
+        err = 0;
+        CHECK(iova_cookie_restore(w, n, NULL, &err) == NULL);
+        CHECK_EQ(err, IOVA_E_STATE);
+    } else {
+        struct iova_domain *other = new_domain(IOVA_KERNEL_6_12, 1);
+        CHECK(iova_cookie_restore(w, n, other, &err) == NULL);
+        CHECK_EQ(err, IOVA_E_STATE);
+        iova_domain_destroy(other);
+    }
+    /* words nudged by one or replaced, one to three at a time: many of
+     * them still look plausible, so they reach the consistency checks */
+    int refusals = 0;
+    for (int t = 0; t < 150; t++) {
+        memcpy(bad, w, (size_t)n * sizeof(uint64_t));
+        for (int k = 0, m = 1 + (int)rnd_below(3); k < m; k++) {
+            uint64_t i = 2 + rnd_below(n - 2);                 /* past magic and version */
+            uint64_t how = rnd_below(4);
+            bad[i] = how == 0 ? bad[i] + 1 : how == 1 ? bad[i] - 1
+                   : how == 2 ? bad[rnd_below(n)] : rnd();
+        }
+        refusals += hostile_cookie_restore(bad, n, dw, dn);
+    }
+    CHECK(refusals > 0);
+    free(bad);
+    free(w);
+    free(dw);
+    return copy;
+}
+
+/* Destroys a copy made by cookie_copy. */
+static void drop_copy(struct iova_cookie *copy, struct iova_domain *dcopy)
+{
+    iova_cookie_destroy(copy);
+    if (dcopy)
+        iova_domain_destroy(dcopy);
+}
+
 static void exercise_cookie_iova(int kernel)
 {
     struct iova_domain *d = new_domain(kernel, 2);
@@ -506,9 +645,41 @@ static void exercise_cookie_iova(int kernel)
         CHECK_EQ(iova_cookie_get_stats(c, &st), 0);
         CHECK(st.fq_queued > 0);
         CHECK_EQ(st.fq_lost, 0);
+        /* a copy knows what is queued and what is not the cookie's */
+        struct iova_domain *dc;
+        struct iova_cookie *cc = cookie_copy(c, d, &dc, "copy of an iova cookie, fq");
+        if (cc) {
+            CHECK_EQ(iova_cookie_free_lazy(cc, (uint64_t)p[599], 1 + 599 % 4, 1, 600, &ev),
+                     IOVA_E_QUEUED);
+            CHECK_EQ(iova_cookie_free(cc, 0x80000, 4, 0, &ev), IOVA_E_NOT_LIVE);
+            struct iova_cookie_stats st2;
+            CHECK_EQ(iova_cookie_fq_flushed(c, 1, 0), 0);
+            CHECK_EQ(iova_cookie_fq_flushed(cc, 1, 0), 0);
+            CHECK_EQ(iova_cookie_get_stats(c, &st), 0);
+            CHECK_EQ(iova_cookie_get_stats(cc, &st2), 0);
+            CHECK(memcmp(&st, &st2, sizeof(st)) == 0);
+            CHECK_EQ(st.fq_queued, 0);
+            for (int i = 0; i < 50; i++) {
+                uint64_t size = 1 + (uint64_t)i % 4;
+                int64_t q = iova_cookie_alloc(c, size, TOP32, 0, i % 2, &ev);
+                CHECK_EQ(iova_cookie_alloc(cc, size, TOP32, 0, i % 2, &ev), q);
+                /* queued again, so that destroying the cookie frees entries */
+                if (q > 0 && i % 3 == 0)
+                    CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)q, size, i % 2, 700, &ev), 0);
+            }
+            drop_copy(cc, dc);
+        }
         /* entries are left queued: destroying the cookie must free the rings */
     } else {
         CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), IOVA_E_COOKIE);
+        struct iova_domain *dc;
+        struct iova_cookie *cc = cookie_copy(c, d, &dc, "copy of a 4.10 iova cookie");
+        if (cc) {
+            CHECK_EQ(iova_cookie_free(cc, 0x80000, 4, 0, &ev), IOVA_E_NOT_LIVE);
+            CHECK_EQ(iova_cookie_free(cc, (uint64_t)p[301], 2, 0, &ev), 0);
+            CHECK_EQ(iova_cookie_free(cc, (uint64_t)p[301], 2, 0, &ev), IOVA_E_NOTFOUND);
+            drop_copy(cc, dc);
+        }
     }
     CHECK_EQ(iova_cookie_get_stats(c, &st), 0);
     CHECK_EQ(iova_cookie_wrap_ranges(c, NULL, 0), IOVA_E_COOKIE);
@@ -573,6 +744,19 @@ static void exercise_cookie_wrap(void)
     free(out);
     CHECK_EQ(iova_cookie_fq_init(c, 1, 16, 10), IOVA_E_COOKIE);
     check_cookie(c, "wraparound");
+    struct iova_domain *none;
+    struct iova_cookie *cc = cookie_copy(c, NULL, &none, "copy of a wraparound cookie");
+    if (cc) {
+        for (int i = 0; i < 500; i++) {
+            int64_t a = iova_cookie_alloc(c, 3, 4000, 0, 0, &ev);
+            CHECK_EQ(iova_cookie_alloc(cc, 3, 4000, 0, 0, &ev), a);
+            if (a > 0 && i % 2) {
+                CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 3, 0, &ev), 0);
+                CHECK_EQ(iova_cookie_free(cc, (uint64_t)a, 3, 0, &ev), 0);
+            }
+        }
+        drop_copy(cc, none);
+    }
     iova_cookie_destroy(c);
 
     CHECK(iova_cookie_new(IOVA_COOKIE_WRAPAROUND, NULL, 3, 1, 10, &err) == NULL);
@@ -594,6 +778,17 @@ static void exercise_cookie_msi(void)
     int64_t b = iova_cookie_alloc(c, 3, 0, 0, 0, &ev);
     CHECK_EQ(a, 0x100);
     CHECK_EQ(b, 0x102);
+    /* the copy undoes in the same order, and only that */
+    struct iova_domain *none;
+    struct iova_cookie *cc = cookie_copy(c, NULL, &none, "copy of an msi cookie");
+    if (cc) {
+        CHECK_EQ(iova_cookie_free(cc, (uint64_t)a, 2, 0, &ev), IOVA_E_NOT_LIVE);
+        CHECK_EQ(iova_cookie_free(cc, (uint64_t)b, 3, 0, &ev), 0);
+        CHECK_EQ(iova_cookie_free(cc, (uint64_t)a, 2, 0, &ev), 0);
+        CHECK_EQ(iova_cookie_alloc(cc, 4, 0, 0, 0, &ev), 0x100);
+        check_cookie(cc, "msi copy after its undos");
+        drop_copy(cc, none);
+    }
     CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 2, 0, &ev), IOVA_E_NOT_LIVE);   /* not the latest */
     CHECK_EQ(iova_cookie_free(c, (uint64_t)b + 1, 2, 0, &ev), IOVA_E_NOT_LIVE); /* a part */
     CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 2, 0, &ev), IOVA_E_SIZE);
@@ -643,6 +838,19 @@ static void exercise_cookie_reset(void)
     /* the window is not the cookie's to free, even with enough pfns live */
     int64_t big = iova_cookie_alloc(c, 512, TOP32, 0, 0, &ev);
     CHECK(big > 0);
+    int64_t small = iova_cookie_alloc(c, 7, TOP32, 0, 0, &ev);
+    CHECK(small > 0);
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)small, 7, 0, &ev), 0);   /* retired */
+    struct iova_domain *dc;
+    struct iova_cookie *cc = cookie_copy(c, d, &dc, "copy of a reset-when-empty cookie");
+    if (cc) {
+        CHECK_EQ(iova_cookie_free(cc, 0xFEE00, 256, 0, &ev), IOVA_E_NOT_LIVE);
+        CHECK_EQ(iova_cookie_free(cc, (uint64_t)small, 7, 0, &ev), IOVA_E_NOT_LIVE);
+        CHECK_EQ(iova_cookie_free(cc, (uint64_t)big, 512, 0, &ev), 0);
+        CHECK(ev & IOVA_EV_RESET);
+        check_cookie(cc, "reset-when-empty copy after its reset");
+        drop_copy(cc, dc);
+    }
     CHECK_EQ(iova_cookie_free(c, 0xFEE00, 256, 0, &ev), IOVA_E_NOT_LIVE);
     CHECK_EQ(iova_cookie_free(c, (uint64_t)big, 512, 0, &ev), 0);
     CHECK(ev & IOVA_EV_RESET);
@@ -661,6 +869,137 @@ static void exercise_cookie_reset(void)
         iova_cookie_destroy(c);
     }
     iova_domain_destroy(d);
+}
+
+/* ---- page tables and IOTLBs saved and restored --------------------------- */
+
+#define PGSIZES ((1ull << 12) | (1ull << 21) | (1ull << 30))
+
+/* A page table with pages, blocks and a split block, and an IOTLB that
+ * holds entries and stale records (unmaps without an invalidation). */
+static void busy_hardware(io_pgtable **pt, iotlb **tlb)
+{
+    CHECK_EQ(io_pgtable_create(12, 48, 48, PGSIZES, pt), 0);
+    CHECK_EQ(iotlb_create(32, 4, 20, tlb), 0);
+    if (!*pt || !*tlb)
+        return;
+    uint64_t unmapped;
+    for (uint64_t i = 0; i < 64; i++) {
+        uint64_t size = i % 3 == 0 ? 1ull << 21 : 4096ull << (i % 2);
+        uint64_t iova = (i << 22) + (i % 3 == 0 ? 0 : 4096 * (i % 7));
+        CHECK_EQ(io_pgtable_map(*pt, iova, (i + 1) << 22, size,
+                                IO_PGTABLE_PROT_READ | (i % 2 ? IO_PGTABLE_PROT_WRITE : 0)), 0);
+    }
+    struct iotlb_result res;
+    for (uint64_t i = 0; i < 200; i++) {
+        uint64_t k = i % 64;
+        uint64_t iova = (k << 22) + (k % 3 == 0 ? 4096 * (i % 5) : 4096 * (k % 7));
+        int r = iotlb_access(*tlb, *pt, iova, (uint32_t)(i & 1), i, 3, &res);
+        CHECK(r == 0 || r == -EACCES || r == -EFAULT);
+        if (i % 17 == 0)     /* a page out of a block: the block is split */
+            CHECK_EQ(io_pgtable_unmap(*pt, k << 22, 4096, &unmapped), 0);
+    }
+    /* unmapped under a cached entry, with no invalidation: the next hit
+     * on it is stale */
+    for (uint64_t k = 50; k < 64; k++) {
+        if (k % 3 == 0)
+            continue;
+        uint64_t iova = (k << 22) + 4096 * (k % 7);
+        CHECK_EQ(iotlb_access(*tlb, *pt, iova, 0, 300 + k, 3, &res), 0);
+        CHECK_EQ(io_pgtable_unmap(*pt, iova, 4096ull << (k % 2), &unmapped), 0);
+        CHECK_EQ(iotlb_access(*tlb, *pt, iova, 0, 400 + k, 3, &res), 0);
+        CHECK(res.flags & IOTLB_STALE);
+    }
+    struct iotlb_stats st;
+    CHECK_EQ(iotlb_get_stats(*tlb, &st), 0);
+    CHECK(st.stale_hits > 0 && st.records_kept > 0);
+}
+
+/* Restores words with restore(), expecting -EBADMSG or a sound result. */
+#define HOSTILE_HW(restore, check, destroy, w, n)                               \
+    ({                                                                          \
+        __typeof__(destroy) *_d = destroy;                                      \
+        void *_o = NULL;                                                        \
+        int _r = restore(w, n, (void *)&_o);                                    \
+        CHECK(_r == 0 || _r == -EBADMSG);                                       \
+        if (_r == 0) {                                                          \
+            uint32_t _inv = 0;                                                  \
+            CHECK_EQ(check(_o, &_inv), 0);                                      \
+            _d(_o);                                                             \
+        }                                                                       \
+        _r != 0;                                                                \
+    })
+
+static void hardware_saves(void)
+{
+    io_pgtable *pt = NULL;
+    iotlb *tlb = NULL;
+    busy_hardware(&pt, &tlb);
+    uint64_t pn = 0, tn = 0;
+    uint64_t *pw = pt ? SAVE_WORDS(io_pgtable_save, pt, &pn) : NULL;
+    uint64_t *tw = tlb ? SAVE_WORDS(iotlb_save, tlb, &tn) : NULL;
+    io_pgtable *pt2 = NULL;
+    iotlb *tlb2 = NULL;
+    if (pw && tw) {
+        CHECK_EQ(io_pgtable_restore(pw, pn, &pt2), 0);
+        CHECK_EQ(iotlb_restore(tw, tn, &tlb2), 0);
+    }
+    if (pt2 && tlb2) {
+        uint64_t m;
+        uint64_t *again = SAVE_WORDS(io_pgtable_save, pt2, &m);
+        CHECK(again && m == pn && memcmp(again, pw, (size_t)m * 8) == 0);
+        free(again);
+        again = SAVE_WORDS(iotlb_save, tlb2, &m);
+        CHECK(again && m == tn && memcmp(again, tw, (size_t)m * 8) == 0);
+        free(again);
+        /* the copies translate, hit, go stale and evict as the originals */
+        struct iotlb_result a, b;
+        for (uint64_t i = 0; i < 300; i++) {
+            uint64_t iova = ((i * 7) % 64) << 22 | 4096 * (i % 9);
+            int ra = iotlb_access(tlb, pt, iova, (uint32_t)(i & 1), 1000 + i, 4, &a);
+            int rb = iotlb_access(tlb2, pt2, iova, (uint32_t)(i & 1), 1000 + i, 4, &b);
+            CHECK_EQ(ra, rb);
+            if (ra == 0 || ra == -EACCES)
+                CHECK(a.paddr == b.paddr && a.flags == b.flags);
+        }
+        struct iotlb_stats sa, sb;
+        CHECK_EQ(iotlb_get_stats(tlb, &sa), 0);
+        CHECK_EQ(iotlb_get_stats(tlb2, &sb), 0);
+        CHECK(memcmp(&sa, &sb, sizeof(sa)) == 0);
+        uint32_t inv = 0;
+        CHECK_EQ(io_pgtable_check(pt2, &inv), 0);
+        CHECK_EQ(iotlb_check(tlb2, &inv), 0);
+    }
+    io_pgtable_destroy(pt2);
+    iotlb_destroy(tlb2);
+
+    /* truncated, extended and damaged words: refused, or sound */
+    for (int which = 0; pw && tw && which < 2; which++) {
+        uint64_t n = which ? tn : pn;
+        const uint64_t *good = which ? tw : pw;
+        uint64_t *bad = malloc((size_t)(n + 1) * 8);
+        int refusals = 0;
+        for (int t = 0; t < 200; t++) {
+            memcpy(bad, good, (size_t)n * 8);
+            bad[n] = rnd();
+            uint64_t len = t == 0 ? n - 1 : t == 1 ? n + 1 : n;
+            for (int k = 0; t >= 2 && k < 1 + (int)rnd_below(3); k++) {
+                uint64_t i = rnd_below(n), how = rnd_below(3);
+                bad[i] = how == 0 ? bad[i] + 1 : how == 1 ? bad[i] - 1 : rnd();
+            }
+            bool r = which ? HOSTILE_HW(iotlb_restore, iotlb_check, iotlb_destroy, bad, len)
+                           : HOSTILE_HW(io_pgtable_restore, io_pgtable_check,
+                                        io_pgtable_destroy, bad, len);
+            CHECK(t >= 2 || r);
+            refusals += r;
+        }
+        CHECK(refusals > 2);
+        free(bad);
+    }
+    free(pw);
+    free(tw);
+    io_pgtable_destroy(pt);
+    iotlb_destroy(tlb);
 }
 
 /* ---- every allocation failure, in turn ----------------------------------- */
@@ -776,6 +1115,103 @@ static int fp_cookies(void)
     return ret;
 }
 
+/* Restoring saved states with every allocation failing in turn: words
+ * saved once beforehand (fp_saved), so that only the restore allocates. */
+static struct {
+    uint64_t *cookie, *domain, *pgtable, *iotlb;
+    uint64_t ncookie, ndomain, npgtable, niotlb;
+} fp_saved;
+
+static int fp_cookie_restore(void)
+{
+    int err = 0;
+    struct iova_domain *d = NULL;
+    if (fp_saved.ndomain) {
+        d = iova_restore(fp_saved.domain, fp_saved.ndomain, &err);
+        if (!d)
+            return err;
+    }
+    struct iova_cookie *c = iova_cookie_restore(fp_saved.cookie, fp_saved.ncookie, d, &err);
+    iova_mem_fail_after(-1);
+    if (c) {
+        check_cookie(c, "cookie restored at a failure point");
+        iova_cookie_destroy(c);
+    } else if (d) {
+        check_domain(d, "domain after a cookie restore failed");
+    }
+    if (d)
+        iova_domain_destroy(d);
+    return c ? 0 : err;
+}
+
+static int fp_hardware_restore(void)
+{
+    io_pgtable *pt = NULL;
+    iotlb *tlb = NULL;
+    int r = io_pgtable_restore(fp_saved.pgtable, fp_saved.npgtable, &pt);
+    if (!r)
+        r = iotlb_restore(fp_saved.iotlb, fp_saved.niotlb, &tlb);
+    io_pgtable_destroy(pt);
+    iotlb_destroy(tlb);
+    return r == -ENOMEM ? IOVA_E_NOMEM : r;
+}
+
+/* Each type of cookie in a state with every part of its words in use, and
+ * the page table and IOTLB, restored through every failure point. */
+static void restores_at_failure_points(void)
+{
+    uint32_t ev;
+    int err;
+    for (int type = 0; type < 4; type++) {
+        struct iova_domain *d = NULL;
+        if (type == IOVA_COOKIE_IOVA || type == IOVA_COOKIE_RESET_WHEN_EMPTY)
+            d = new_domain(IOVA_KERNEL_6_12, 2);
+        struct iova_cookie *c = iova_cookie_new(type, d, 4096, 0x100, 0x8FF, &err);
+        CHECK(c != NULL);
+        if (!c) {
+            if (d)
+                iova_domain_destroy(d);
+            continue;
+        }
+        if (type == IOVA_COOKIE_IOVA)
+            CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), 0);
+        for (int i = 0; i < 40; i++) {
+            uint64_t size = 1 + (uint64_t)i % 3;
+            int64_t p = iova_cookie_alloc(c, size, TOP32, 0, i % 2, &ev);
+            CHECK(p > 0);
+            if (p <= 0 || i % 4 || type == IOVA_COOKIE_MSI)
+                continue;
+            if (type == IOVA_COOKIE_IOVA)
+                CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)p, size, i / 4 % 2, 0, &ev), 0);
+            else
+                CHECK_EQ(iova_cookie_free(c, (uint64_t)p, size, 0, &ev), 0);
+        }
+        fp_saved.cookie = SAVE_WORDS(iova_cookie_save, c, &fp_saved.ncookie);
+        fp_saved.ndomain = 0;
+        fp_saved.domain = d ? SAVE_WORDS(iova_save, d, &fp_saved.ndomain) : NULL;
+        if (fp_saved.cookie && (!d || fp_saved.domain))
+            each_failure_point("cookie restore", fp_cookie_restore);
+        free(fp_saved.cookie);
+        free(fp_saved.domain);
+        iova_cookie_destroy(c);
+        if (d)
+            iova_domain_destroy(d);
+    }
+    io_pgtable *pt = NULL;
+    iotlb *tlb = NULL;
+    busy_hardware(&pt, &tlb);
+    if (pt && tlb) {
+        fp_saved.pgtable = SAVE_WORDS(io_pgtable_save, pt, &fp_saved.npgtable);
+        fp_saved.iotlb = SAVE_WORDS(iotlb_save, tlb, &fp_saved.niotlb);
+        if (fp_saved.pgtable && fp_saved.iotlb)
+            each_failure_point("hardware restore", fp_hardware_restore);
+        free(fp_saved.pgtable);
+        free(fp_saved.iotlb);
+    }
+    io_pgtable_destroy(pt);
+    iotlb_destroy(tlb);
+}
+
 /* ---- threads ------------------------------------------------------------- */
 
 struct worker {
@@ -841,9 +1277,11 @@ int main(void)
     exercise_cookie_wrap();
     exercise_cookie_msi();
     exercise_cookie_reset();
+    hardware_saves();
     each_failure_point("domain", fp_domain);
     each_failure_point("grow", fp_grow);
     each_failure_point("cookies", fp_cookies);
+    restores_at_failure_points();
     threads();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
