@@ -54,7 +54,8 @@ static uint64_t pfn_set_slot(const struct pfn_set *s, uint64_t pfn)
 
 bool pfn_set_holds(const struct pfn_set *s, uint64_t pfn)
 {
-    return s->slots && s->slots[pfn_set_slot(s, pfn)] == pfn;
+    /* PFN_SET_EMPTY marks a free slot, so it is never a member */
+    return pfn != PFN_SET_EMPTY && s->slots && s->slots[pfn_set_slot(s, pfn)] == pfn;
 }
 
 /* Room for `more` entries beyond the present ones (growing keeps the set at

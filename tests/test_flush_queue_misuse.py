@@ -204,3 +204,17 @@ def test_a_strict_free_after_the_reset_refuses_the_old_ranges():
     with pytest.raises(IovaInvalidFree, match="%#x" % p):
         a.free(p, 2)                               # gone with the reset
     a.check()
+
+
+def test_the_top_pfn_is_never_taken_for_a_queued_one():
+    # 2**64 - 1 is the queue's set's mark for a free slot: a free naming it
+    # must be judged as a pfn nothing holds, not as one waiting in the queue
+    a = fq_allocator()
+    p, _ = a.alloc(1, TOP32, cpu=0)
+    a.free_lazy(p, 1, 0, cpu=0)
+    top = (1 << 64) - 1
+    for free in (lambda: a.free(top, 1), lambda: a.free_lazy(top, 1, 0, cpu=0)):
+        with pytest.raises(IovaInvalidFree) as e:
+            free()
+        assert "queue" not in str(e.value)
+    a.check()
