@@ -123,7 +123,9 @@ static inline uint64_t align_up(uint64_t x, unsigned k)
     return (x + m) & ~m;           /* gap_lo <= 2^63 here, so this cannot wrap */
 }
 
-uint64_t iova_gap_fit(uint64_t gap_lo, uint64_t end)
+/* Inline: the path repair asks for it at most levels of every insert and
+ * erase, and the call costs as much as the arithmetic. */
+static inline uint64_t gap_fit(uint64_t gap_lo, uint64_t end)
 {
     if (end <= gap_lo)
         return 0;
@@ -142,6 +144,11 @@ uint64_t iova_gap_fit(uint64_t gap_lo, uint64_t end)
     return best;
 }
 
+uint64_t iova_gap_fit(uint64_t gap_lo, uint64_t end)
+{
+    return gap_fit(gap_lo, end);
+}
+
 static inline uint64_t own_len(const struct iova_node *n)
 {
     return n->lo - n->gap_lo;
@@ -149,7 +156,7 @@ static inline uint64_t own_len(const struct iova_node *n)
 
 static inline uint64_t own_fit(const struct iova_node *n)
 {
-    return iova_gap_fit(n->gap_lo, n->lo);
+    return gap_fit(n->gap_lo, n->lo);
 }
 
 /* ---- AVL ---------------------------------------------------------------- */
