@@ -48,6 +48,7 @@
  */
 #include "io_pgtable.h"
 #include "iova_mem_internal.h"
+#include "save_words.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -883,21 +884,8 @@ static uint64_t *pt_stat_word(struct io_pgtable_stats *s, unsigned i)
     return fixed[i];
 }
 
-struct pt_writer {
-    uint64_t *out;
-    uint64_t cap;
-    uint64_t n;
-};
-
-static void pt_put(struct pt_writer *w, uint64_t v)
-{
-    if (w->n < w->cap)
-        w->out[w->n] = v;
-    w->n++;
-}
-
 static void pt_save_table(const io_pgtable *pt, const struct pt_table *t, unsigned lvl,
-                          uint64_t base, struct pt_writer *w)
+                          uint64_t base, struct words_writer *w)
 {
     unsigned sh = lvl_shift(pt, lvl);
 
@@ -911,32 +899,32 @@ static void pt_save_table(const io_pgtable *pt, const struct pt_table *t, unsign
             pt_save_table(pt, pte_table(e), lvl + 1, cb, w);
             continue;
         }
-        pt_put(w, cb);
-        pt_put(w, pte_paddr(e));
-        pt_put(w, pte_prot(e));
-        pt_put(w, lvl);
+        words_put(w, cb);
+        words_put(w, pte_paddr(e));
+        words_put(w, pte_prot(e));
+        words_put(w, lvl);
     }
 }
 
 int64_t io_pgtable_save(io_pgtable *pt, uint64_t *out, uint64_t cap)
 {
-    struct pt_writer w = { out, out ? cap : 0, 0 };
+    struct words_writer w = words_writer(out, cap);
     uint64_t nleaves = 0;
 
     if (!pt)
         return -EINVAL;
     pthread_mutex_lock(&pt->lock);
-    pt_put(&w, PT_SAVE_MAGIC);
-    pt_put(&w, PT_SAVE_VERSION);
-    pt_put(&w, pt->gshift);
-    pt_put(&w, pt->ias);
-    pt_put(&w, pt->oas);
-    pt_put(&w, pt->pgsize_bitmap);
+    words_put(&w, PT_SAVE_MAGIC);
+    words_put(&w, PT_SAVE_VERSION);
+    words_put(&w, pt->gshift);
+    words_put(&w, pt->ias);
+    words_put(&w, pt->oas);
+    words_put(&w, pt->pgsize_bitmap);
     for (unsigned i = 0; i < PT_STAT_WORDS; i++)
-        pt_put(&w, *pt_stat_word(&pt->st, i));
+        words_put(&w, *pt_stat_word(&pt->st, i));
     for (unsigned l = 0; l < IO_PGTABLE_LEVELS; l++)
         nleaves += pt->st.live_leaves[l];
-    pt_put(&w, nleaves);
+    words_put(&w, nleaves);
     pt_save_table(pt, pt->root, pt->start_level, 0, &w);
     pthread_mutex_unlock(&pt->lock);
     return (int64_t)w.n;

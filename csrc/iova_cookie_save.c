@@ -42,6 +42,7 @@
 #include <stdlib.h>
 
 #include "iova_mem_internal.h"
+#include "save_words.h"
 #include "iova_cookie_internal.h"
 #include "iova_cookie_save.h"
 
@@ -55,53 +56,40 @@
 #define FQ_MAX_CPUS   IOVA_MAX_CPUS
 #define FQ_MAX_SIZE   (1u << 20)                     /* what iova_cookie_fq_init accepts */
 
-struct writer {
-    uint64_t *out;
-    uint64_t cap;
-    uint64_t n;
-};
-
-static void put(struct writer *w, uint64_t v)
-{
-    if (w->n < w->cap)
-        w->out[w->n] = v;
-    w->n++;
-}
-
-static void save_wrap(struct writer *w, const struct iova_wrap *wr)
+static void save_wrap(struct words_writer *w, const struct iova_wrap *wr)
 {
     const struct iova_tree *t = &wr->tree;
-    put(w, wr->cursor);
-    put(w, wr->wraps);
-    put(w, t->count - 1);                            /* the sentinel is implied */
+    words_put(w, wr->cursor);
+    words_put(w, wr->wraps);
+    words_put(w, t->count - 1);                            /* the sentinel is implied */
     for (uint32_t x = iova_tree_first(t); x != wr->sentinel; x = iova_tree_next(t, x)) {
         unsigned f = iova_flags(t, x);
-        put(w, t->nodes[x].lo);
-        put(w, t->nodes[x].hi);
-        put(w, (f & IOVA_NODE_RETIRED) ? WRAP_RETIRED
+        words_put(w, t->nodes[x].lo);
+        words_put(w, t->nodes[x].hi);
+        words_put(w, (f & IOVA_NODE_RETIRED) ? WRAP_RETIRED
                : (f & IOVA_NODE_RESERVED) ? WRAP_RESERVED : WRAP_LIVE);
     }
 }
 
 /* The retired ranges of a RESET_WHEN_EMPTY cookie's domain; tree_lock held. */
-static void save_retired(struct writer *w, const struct iova_domain *d)
+static void save_retired(struct words_writer *w, const struct iova_domain *d)
 {
     const struct iova_tree *t = &d->tree;
     uint64_t n = 0;
     for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
         n += x != d->anchor && (iova_flags(t, x) & IOVA_NODE_RETIRED);
-    put(w, n);
+    words_put(w, n);
     for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
         if (x != d->anchor && (iova_flags(t, x) & IOVA_NODE_RETIRED))
-            put(w, t->nodes[x].lo);
+            words_put(w, t->nodes[x].lo);
 }
 
 /* MSI: the undo stack, oldest first. */
-static void save_msi(struct writer *w, const struct iova_cookie *c)
+static void save_msi(struct words_writer *w, const struct iova_cookie *c)
 {
-    put(w, c->msi_depth);
+    words_put(w, c->msi_depth);
     for (uint64_t i = 0; i < c->msi_depth; i++)
-        put(w, c->msi_starts[i]);
+        words_put(w, c->msi_starts[i]);
 }
 
 /* IOVA, RESET_WHEN_EMPTY: the live ranges the cookie handed out, found by
@@ -110,42 +98,42 @@ static void save_msi(struct writer *w, const struct iova_cookie *c)
  * member that is not a range start (a domain changed behind the cookie) is
  * left out; the restore then finds the count short and refuses. tree_lock
  * held. */
-static void save_live(struct writer *w, const struct iova_cookie *c)
+static void save_live(struct words_writer *w, const struct iova_cookie *c)
 {
     const struct iova_domain *d = c->iovad;
     const struct iova_tree *t = &d->tree;
     uint64_t n = 0;
     for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
         n += x != d->anchor && pfn_set_holds(&c->live, t->nodes[x].lo);
-    put(w, n);
+    words_put(w, n);
     for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
         if (x != d->anchor && pfn_set_holds(&c->live, t->nodes[x].lo))
-            put(w, t->nodes[x].lo);
+            words_put(w, t->nodes[x].lo);
 }
 
-static void save_fq(struct writer *w, const struct iova_fq *fq)
+static void save_fq(struct words_writer *w, const struct iova_fq *fq)
 {
-    put(w, fq != NULL);
+    words_put(w, fq != NULL);
     if (!fq)
         return;
-    put(w, fq->ncpus);
-    put(w, fq->size);
-    put(w, fq->timeout_ms);
-    put(w, fq->started);
-    put(w, fq->finished);
-    put(w, fq->timer_armed);
-    put(w, fq->timer_due_ms);
-    put(w, fq->queued);
-    put(w, fq->flushes);
-    put(w, fq->lost);
+    words_put(w, fq->ncpus);
+    words_put(w, fq->size);
+    words_put(w, fq->timeout_ms);
+    words_put(w, fq->started);
+    words_put(w, fq->finished);
+    words_put(w, fq->timer_armed);
+    words_put(w, fq->timer_due_ms);
+    words_put(w, fq->queued);
+    words_put(w, fq->flushes);
+    words_put(w, fq->lost);
     for (unsigned i = 0; i < fq->ncpus; i++) {
         const struct fq_ring *r = &fq->rings[i];
-        put(w, r->count);
+        words_put(w, r->count);
         for (unsigned k = 0; k < r->count; k++) {
             const struct fq_entry *e = &r->entries[(r->head + k) % fq->size];
-            put(w, e->pfn);
-            put(w, e->pages);
-            put(w, e->counter);
+            words_put(w, e->pfn);
+            words_put(w, e->pages);
+            words_put(w, e->counter);
         }
     }
 }
@@ -154,7 +142,7 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
 {
     if (!c)
         return IOVA_E_CLOSED;
-    struct writer w = { out, out ? cap : 0, 0 };
+    struct words_writer w = words_writer(out, cap);
     pthread_mutex_lock(&c->lock);
     struct iova_domain *d = c->iovad;
     if (d) {
@@ -165,21 +153,21 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
             return IOVA_E_CLOSED;
         }
     }
-    put(&w, COOKIE_SAVE_MAGIC);
-    put(&w, COOKIE_SAVE_VERSION);
-    put(&w, (uint64_t)c->type);
-    put(&w, c->granule);
-    put(&w, c->start_pfn);
-    put(&w, c->end_pfn);
-    put(&w, c->msi_next);
-    put(&w, c->tree_only);
-    put(&w, c->allocs);
-    put(&w, c->frees);
-    put(&w, c->failures);
-    put(&w, c->live_ranges);
-    put(&w, c->live_pfns);
-    put(&w, c->retired_pfns);
-    put(&w, c->resets);
+    words_put(&w, COOKIE_SAVE_MAGIC);
+    words_put(&w, COOKIE_SAVE_VERSION);
+    words_put(&w, (uint64_t)c->type);
+    words_put(&w, c->granule);
+    words_put(&w, c->start_pfn);
+    words_put(&w, c->end_pfn);
+    words_put(&w, c->msi_next);
+    words_put(&w, c->tree_only);
+    words_put(&w, c->allocs);
+    words_put(&w, c->frees);
+    words_put(&w, c->failures);
+    words_put(&w, c->live_ranges);
+    words_put(&w, c->live_pfns);
+    words_put(&w, c->retired_pfns);
+    words_put(&w, c->resets);
     if (c->type == IOVA_COOKIE_WRAPAROUND)
         save_wrap(&w, &c->wrap);
     else if (c->type == IOVA_COOKIE_RESET_WHEN_EMPTY)
@@ -197,39 +185,23 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
 
 /* ---- restoring ----------------------------------------------------------- */
 
-struct reader {
-    const uint64_t *in;
-    uint64_t n;
-    uint64_t pos;
-    bool bad;
-};
-
-static uint64_t get(struct reader *r)
-{
-    if (r->pos >= r->n) {
-        r->bad = true;
-        return 0;
-    }
-    return r->in[r->pos++];
-}
-
 /* Whether `count` items of `words` words each can still follow. */
-static bool room_for(const struct reader *r, uint64_t count, uint64_t words)
+static bool room_for(const struct words_reader *r, uint64_t count, uint64_t words)
 {
     return !r->bad && count <= (r->n - r->pos) / words;
 }
 
-static int restore_wrap(struct iova_cookie *c, struct reader *r)
+static int restore_wrap(struct iova_cookie *c, struct words_reader *r)
 {
     struct iova_wrap *w = &c->wrap;
-    uint64_t cursor = get(r), wraps = get(r), nranges = get(r);
+    uint64_t cursor = words_get(r), wraps = words_get(r), nranges = words_get(r);
     if (r->bad || cursor < w->start_pfn || cursor > w->end_pfn + 1 ||
         nranges > IOVA_MAX_NODES - 1 || !room_for(r, nranges, 3))
         return IOVA_E_STATE;
     bool have_prev = false;
     uint64_t prev_hi = 0;
     for (uint64_t i = 0; i < nranges; i++) {
-        uint64_t lo = get(r), hi = get(r), kind = get(r);
+        uint64_t lo = words_get(r), hi = words_get(r), kind = words_get(r);
         if (r->bad || lo > hi || lo < w->start_pfn || hi > w->end_pfn ||
             (have_prev && lo <= prev_hi) || kind > WRAP_RESERVED)
             return IOVA_E_STATE;
@@ -254,11 +226,11 @@ static int restore_wrap(struct iova_cookie *c, struct reader *r)
 
 /* Flags the domain's retired ranges. On success *marked holds the nodes
  * flagged (the caller clears them if the restore fails later). */
-static int restore_retired(struct iova_cookie *c, struct reader *r,
+static int restore_retired(struct iova_cookie *c, struct words_reader *r,
                            uint32_t **marked, uint64_t *nmarked)
 {
     struct iova_domain *d = c->iovad;
-    uint64_t n = get(r);
+    uint64_t n = words_get(r);
     if (!room_for(r, n, 1) || n > IOVA_MAX_NODES)
         return IOVA_E_STATE;
     uint32_t *nodes = n ? iova_malloc(n * sizeof(*nodes)) : NULL;
@@ -268,7 +240,7 @@ static int restore_retired(struct iova_cookie *c, struct reader *r,
     iova_mutex_lock(&d->tree_lock);
     struct iova_tree *t = &d->tree;
     for (uint64_t i = 0; i < n && !rc; i++) {
-        uint64_t lo = get(r);
+        uint64_t lo = words_get(r);
         uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(t, lo);
         if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != lo ||
             (iova_flags(t, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) ||
@@ -326,14 +298,14 @@ static bool queued_range_ok(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
     return ok;
 }
 
-static int restore_fq(struct iova_cookie *c, struct reader *r)
+static int restore_fq(struct iova_cookie *c, struct words_reader *r)
 {
-    uint64_t has = get(r);
+    uint64_t has = words_get(r);
     if (r->bad || has > 1)
         return IOVA_E_STATE;
     if (!has)
         return 0;
-    uint64_t ncpus = get(r), size = get(r), timeout = get(r);
+    uint64_t ncpus = words_get(r), size = words_get(r), timeout = words_get(r);
     if (r->bad || c->type != IOVA_COOKIE_IOVA || c->iovad->kernel != IOVA_KERNEL_6_12 ||
         ncpus < 1 || ncpus > FQ_MAX_CPUS || size < 1 || size > FQ_MAX_SIZE)
         return IOVA_E_STATE;
@@ -346,28 +318,28 @@ static int restore_fq(struct iova_cookie *c, struct reader *r)
     if (rc)
         return rc == IOVA_E_NOMEM ? rc : IOVA_E_STATE;
     struct iova_fq *fq = c->fq;
-    fq->started = get(r);
-    fq->finished = get(r);
-    uint64_t armed = get(r);
-    fq->timer_due_ms = get(r);
-    fq->queued = get(r);
-    fq->flushes = get(r);
-    fq->lost = get(r);
+    fq->started = words_get(r);
+    fq->finished = words_get(r);
+    uint64_t armed = words_get(r);
+    fq->timer_due_ms = words_get(r);
+    fq->queued = words_get(r);
+    fq->flushes = words_get(r);
+    fq->lost = words_get(r);
     if (r->bad || armed > 1 || fq->finished > fq->started)
         return IOVA_E_STATE;
     fq->timer_armed = armed != 0;
     uint64_t total = 0;
     for (unsigned i = 0; i < fq->ncpus; i++) {
         struct fq_ring *ring = &fq->rings[i];
-        uint64_t count = get(r);
+        uint64_t count = words_get(r);
         if (r->bad || count > fq->size || !room_for(r, count, 3))
             return IOVA_E_STATE;
         uint64_t prev_counter = 0;
         for (uint64_t k = 0; k < count; k++) {
             struct fq_entry *e = &ring->entries[k];
-            e->pfn = get(r);
-            e->pages = get(r);
-            e->counter = get(r);
+            e->pfn = words_get(r);
+            e->pages = words_get(r);
+            e->counter = words_get(r);
             /* counters never go down along a ring, nor beyond the flushes
              * started; a range has at most one place in the queue (the
              * set was sized for every ring full by fq_init) */
@@ -389,9 +361,9 @@ static int restore_fq(struct iova_cookie *c, struct reader *r)
  * the live allocations lie back to back from start_pfn up to msi_next:
  * the first starts at start_pfn, each later one above the one before, the
  * latest below msi_next, and msi_next - start_pfn is what is live. */
-static int restore_msi(struct iova_cookie *c, struct reader *r)
+static int restore_msi(struct iova_cookie *c, struct words_reader *r)
 {
-    uint64_t depth = get(r);
+    uint64_t depth = words_get(r);
     if (!room_for(r, depth, 1) || depth != c->live_ranges ||
         c->msi_next - c->start_pfn != c->live_pfns)
         return IOVA_E_STATE;
@@ -402,7 +374,7 @@ static int restore_msi(struct iova_cookie *c, struct reader *r)
         return IOVA_E_NOMEM;
     c->msi_cap = depth;                 /* msi_push grows it from there */
     for (uint64_t i = 0; i < depth; i++) {
-        uint64_t start = get(r);
+        uint64_t start = words_get(r);
         if (i == 0 ? start != c->start_pfn : start <= c->msi_starts[i - 1])
             return IOVA_E_STATE;
         c->msi_starts[c->msi_depth++] = start;
@@ -415,10 +387,10 @@ static int restore_msi(struct iova_cookie *c, struct reader *r)
  * ascending order (so none twice), as many as live_ranges, and together at
  * least live_pfns long (a reserve may have widened one in place, never
  * shrunk it). Queued ranges are checked against this set afterwards. */
-static int restore_live(struct iova_cookie *c, struct reader *r)
+static int restore_live(struct iova_cookie *c, struct words_reader *r)
 {
     struct iova_domain *d = c->iovad;
-    uint64_t n = get(r);
+    uint64_t n = words_get(r);
     if (!room_for(r, n, 1) || n != c->live_ranges)
         return IOVA_E_STATE;
     if (n && pfn_set_reserve(&c->live, n))
@@ -428,7 +400,7 @@ static int restore_live(struct iova_cookie *c, struct reader *r)
     iova_mutex_lock(&d->tree_lock);
     struct iova_tree *t = &d->tree;
     for (uint64_t i = 0; i < n && !rc; i++) {
-        uint64_t lo = get(r);
+        uint64_t lo = words_get(r);
         uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(t, lo);
         if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != lo ||
             (iova_flags(t, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) || (i && lo <= prev)) {
@@ -447,17 +419,17 @@ static int restore_live(struct iova_cookie *c, struct reader *r)
 }
 
 /* The header's values for the type, or IOVA_E_STATE. */
-static int restore_header(struct iova_cookie *c, struct reader *r, uint64_t granule,
+static int restore_header(struct iova_cookie *c, struct words_reader *r, uint64_t granule,
                           uint64_t start, uint64_t end)
 {
-    uint64_t msi_next = get(r), tree_only = get(r);
-    c->allocs = get(r);
-    c->frees = get(r);
-    c->failures = get(r);
-    c->live_ranges = get(r);
-    c->live_pfns = get(r);
-    c->retired_pfns = get(r);
-    c->resets = get(r);
+    uint64_t msi_next = words_get(r), tree_only = words_get(r);
+    c->allocs = words_get(r);
+    c->frees = words_get(r);
+    c->failures = words_get(r);
+    c->live_ranges = words_get(r);
+    c->live_pfns = words_get(r);
+    c->retired_pfns = words_get(r);
+    c->resets = words_get(r);
     if (r->bad || granule != c->granule || start != c->start_pfn || end != c->end_pfn)
         return IOVA_E_STATE;
     if (c->type == IOVA_COOKIE_MSI) {
@@ -483,9 +455,9 @@ struct iova_cookie *iova_cookie_restore(const uint64_t *in, uint64_t n,
     int dummy;
     if (!err)
         err = &dummy;
-    struct reader r = { in, in ? n : 0, 0, false };
-    uint64_t magic = get(&r), version = get(&r), type = get(&r);
-    uint64_t granule = get(&r), start = get(&r), end = get(&r);
+    struct words_reader r = words_reader(in, n);
+    uint64_t magic = words_get(&r), version = words_get(&r), type = words_get(&r);
+    uint64_t granule = words_get(&r), start = words_get(&r), end = words_get(&r);
     bool needs_domain = type == IOVA_COOKIE_IOVA || type == IOVA_COOKIE_RESET_WHEN_EMPTY;
     if (r.bad || magic != COOKIE_SAVE_MAGIC || version != COOKIE_SAVE_VERSION ||
         type > IOVA_COOKIE_RESET_WHEN_EMPTY || needs_domain != (iovad != NULL)) {

@@ -24,62 +24,50 @@
 #include <string.h>
 
 #include "iova_mem_internal.h"
+#include "save_words.h"
 #include "iova_internal.h"
 
 #define SAVE_MAGIC   0x7079696f76610001ull   /* "pyiova" + format family */
 #define SAVE_VERSION 1
 
-struct writer {
-    uint64_t *out;
-    uint64_t cap;
-    uint64_t n;
-};
-
-static void put(struct writer *w, uint64_t v)
+static void put_mag(struct words_writer *w, const struct iova_magazine *m)
 {
-    if (w->n < w->cap)
-        w->out[w->n] = v;
-    w->n++;
-}
-
-static void put_mag(struct writer *w, const struct iova_magazine *m)
-{
-    put(w, m->count);
+    words_put(w, m->count);
     for (uint32_t i = 0; i < m->count; i++)
-        put(w, m->pfns[i]);
+        words_put(w, m->pfns[i]);
 }
 
 int64_t iova_save(struct iova_domain *d, uint64_t *out, uint64_t cap)
 {
     if (!d)
         return IOVA_E_CLOSED;
-    struct writer w = { out, out ? cap : 0, 0 };
+    struct words_writer w = words_writer(out, cap);
     iova_lock_all(d);
     if (d->closed) {
         iova_unlock_all(d);
         return IOVA_E_CLOSED;
     }
     const struct iova_tree *t = &d->tree;
-    put(&w, SAVE_MAGIC);
-    put(&w, SAVE_VERSION);
-    put(&w, (uint64_t)d->kernel);
-    put(&w, d->granule);
-    put(&w, d->start_pfn);
-    put(&w, d->ncpus);
-    put(&w, d->dma_32bit_pfn);
-    put(&w, (uint64_t)d->search_mode);
-    put(&w, d->max32_alloc_size);
-    put(&w, d->clock_ms);
-    put(&w, d->cached_node == IOVA_NIL ? 0 : t->nodes[d->cached_node].lo);
-    put(&w, d->cached32_node != IOVA_NIL);
-    put(&w, d->cached32_node == IOVA_NIL ? 0 : t->nodes[d->cached32_node].lo);
-    put(&w, t->count - (d->anchor != IOVA_NIL));
+    words_put(&w, SAVE_MAGIC);
+    words_put(&w, SAVE_VERSION);
+    words_put(&w, (uint64_t)d->kernel);
+    words_put(&w, d->granule);
+    words_put(&w, d->start_pfn);
+    words_put(&w, d->ncpus);
+    words_put(&w, d->dma_32bit_pfn);
+    words_put(&w, (uint64_t)d->search_mode);
+    words_put(&w, d->max32_alloc_size);
+    words_put(&w, d->clock_ms);
+    words_put(&w, d->cached_node == IOVA_NIL ? 0 : t->nodes[d->cached_node].lo);
+    words_put(&w, d->cached32_node != IOVA_NIL);
+    words_put(&w, d->cached32_node == IOVA_NIL ? 0 : t->nodes[d->cached32_node].lo);
+    words_put(&w, t->count - (d->anchor != IOVA_NIL));
     for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x)) {
         if (x == d->anchor)
             continue;
-        put(&w, t->nodes[x].lo);
-        put(&w, t->nodes[x].hi);
-        put(&w, iova_flags(t, x) & IOVA_NODE_CACHED);
+        words_put(&w, t->nodes[x].lo);
+        words_put(&w, t->nodes[x].hi);
+        words_put(&w, iova_flags(t, x) & IOVA_NODE_CACHED);
     }
     for (unsigned k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++) {
         for (unsigned cpu = 0; cpu < d->ncpus; cpu++) {
@@ -88,30 +76,14 @@ int64_t iova_save(struct iova_domain *d, uint64_t *out, uint64_t cap)
             put_mag(&w, c->prev);
         }
         const struct iova_depot *dp = &d->depot[k];
-        put(&w, dp->len);
+        words_put(&w, dp->len);
         for (uint64_t j = 0; j < dp->len; j++)
             put_mag(&w, dp->mags[j]);
-        put(&w, dp->work_pending);
-        put(&w, dp->work_due_ms);
+        words_put(&w, dp->work_pending);
+        words_put(&w, dp->work_due_ms);
     }
     iova_unlock_all(d);
     return (int64_t)w.n;
-}
-
-struct reader {
-    const uint64_t *in;
-    uint64_t n;
-    uint64_t pos;
-    bool bad;
-};
-
-static uint64_t get(struct reader *r)
-{
-    if (r->pos >= r->n) {
-        r->bad = true;
-        return 0;
-    }
-    return r->in[r->pos++];
 }
 
 /* Reads a magazine of size class k. Each pfn must be what free_fast could
@@ -119,16 +91,16 @@ static uint64_t get(struct reader *r)
  * range flagged CACHED, of class k. The validator would take a pfn inside
  * a cached range, or a range of another class, and alloc_fast would then
  * hand out a pfn that starts nothing, or the wrong number of pages. */
-static bool get_mag(struct reader *r, const struct iova_domain *d, unsigned k,
+static bool get_mag(struct words_reader *r, const struct iova_domain *d, unsigned k,
                     struct iova_magazine *m)
 {
     const struct iova_tree *t = &d->tree;
-    uint64_t count = get(r);
+    uint64_t count = words_get(r);
     if (r->bad || count > d->mag_size)
         return false;
     m->count = 0;
     for (uint32_t i = 0; i < (uint32_t)count; i++) {
-        uint64_t pfn = get(r);
+        uint64_t pfn = words_get(r);
         uint32_t x = r->bad || pfn == 0 ? IOVA_NIL
                                         : iova_tree_find((struct iova_tree *)t, pfn);
         if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != pfn ||
@@ -142,17 +114,17 @@ static bool get_mag(struct reader *r, const struct iova_domain *d, unsigned k,
     return true;
 }
 
-static int restore_into(struct iova_domain *d, struct reader *r,
+static int restore_into(struct iova_domain *d, struct words_reader *r,
                         uint64_t cached_lo, bool has32, uint64_t cached32_lo)
 {
     struct iova_tree *t = &d->tree;
-    uint64_t nranges = get(r);
+    uint64_t nranges = words_get(r);
     if (r->bad || nranges > IOVA_MAX_NODES)
         return IOVA_E_STATE;
     bool have_prev = false;
     uint64_t prev_hi = 0;
     for (uint64_t i = 0; i < nranges; i++) {
-        uint64_t lo = get(r), hi = get(r), flags = get(r);
+        uint64_t lo = words_get(r), hi = words_get(r), flags = words_get(r);
         if (r->bad || lo > hi || hi > d->max_pfn || (have_prev && lo <= prev_hi) ||
             (flags & ~(uint64_t)IOVA_NODE_CACHED))
             return IOVA_E_STATE;
@@ -188,7 +160,7 @@ static int restore_into(struct iova_domain *d, struct reader *r,
                 return IOVA_E_STATE;
         }
         struct iova_depot *dp = &d->depot[k];
-        uint64_t len = get(r);
+        uint64_t len = words_get(r);
         if (r->bad || len > d->depot_max || len > (r->n - r->pos))
             return IOVA_E_STATE;
         for (uint64_t j = 0; j < len; j++) {
@@ -204,8 +176,8 @@ static int restore_into(struct iova_domain *d, struct reader *r,
                 return IOVA_E_NOMEM;
             }
         }
-        dp->work_pending = get(r) != 0;
-        dp->work_due_ms = get(r);
+        dp->work_pending = words_get(r) != 0;
+        dp->work_due_ms = words_get(r);
     }
     if (r->bad || r->pos != r->n)
         return IOVA_E_STATE;
@@ -217,11 +189,11 @@ struct iova_domain *iova_restore(const uint64_t *in, uint64_t n, int *err)
     int dummy;
     if (!err)
         err = &dummy;
-    struct reader r = { in, in ? n : 0, 0, false };
-    uint64_t magic = get(&r), version = get(&r), kernel = get(&r), granule = get(&r);
-    uint64_t start = get(&r), ncpus = get(&r), dma32 = get(&r), mode = get(&r);
-    uint64_t max32 = get(&r), clock = get(&r);
-    uint64_t cached_lo = get(&r), has32 = get(&r), cached32_lo = get(&r);
+    struct words_reader r = words_reader(in, n);
+    uint64_t magic = words_get(&r), version = words_get(&r), kernel = words_get(&r), granule = words_get(&r);
+    uint64_t start = words_get(&r), ncpus = words_get(&r), dma32 = words_get(&r), mode = words_get(&r);
+    uint64_t max32 = words_get(&r), clock = words_get(&r);
+    uint64_t cached_lo = words_get(&r), has32 = words_get(&r), cached32_lo = words_get(&r);
     if (r.bad || magic != SAVE_MAGIC || version != SAVE_VERSION || ncpus > IOVA_MAX_CPUS ||
         (kernel != IOVA_KERNEL_6_12 && kernel != IOVA_KERNEL_4_10) ||
         (mode != IOVA_SEARCH_AUGMENTED && mode != IOVA_SEARCH_LINEAR)) {
