@@ -543,6 +543,23 @@ def _fill_counters(res, dom, cookie, first, last):
     res.fragmentation = (1.0 - res.largest_free_pfns / res.free_pfns) if res.free_pfns else 0.0
 
 
+def _checked_run(workload, policy, driver, ops, params, kernel, max_failures):
+    """The workload simulate() and Simulation run, once every argument is
+    known to be sound; IovaValueError or PolicyNotApplicable otherwise."""
+    wl = get_workload(workload, **(params or {}))
+    if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
+        raise errors.IovaValueError("ops must be an integer >= 0, not %r" % (ops,))
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
+        raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
+                                    % (max_failures,))
+    if kernel not in ("6.12", "4.10"):
+        raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
+    why = not_applicable(policy, driver, kernel)
+    if why:
+        raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
+    return wl
+
+
 def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
              progress: Optional[Callable[[int, str], None]] = None, *, params=None,
              kernel="6.12",
@@ -560,17 +577,7 @@ def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
     progress      called now and then as progress(operations done, policy name)
     timeline      record TIMELINE_SAMPLES samples of the address space (for plots)
     """
-    wl = get_workload(workload, **(params or {}))
-    if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
-        raise errors.IovaValueError("ops must be an integer >= 0, not %r" % (ops,))
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-        raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
-                                    % (max_failures,))
-    if kernel not in ("6.12", "4.10"):
-        raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
-    why = not_applicable(policy, driver, kernel)
-    if why:
-        raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
+    wl = _checked_run(workload, policy, driver, ops, params, kernel, max_failures)
     res = SimResult(wl.name, policy, driver, seed, kernel=kernel, ops_requested=ops,
                     params=wl.params)
     dom, dev, cookie = _setup(wl, POLICIES[policy], driver, seed, kernel, drop_rate)
@@ -603,18 +610,7 @@ class Simulation:
     def __init__(self, workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1, *,
                  params=None, kernel="6.12", max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0,
                  timeline=False):
-        wl = get_workload(workload, **(params or {}))
-        if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
-            raise errors.IovaValueError("ops must be an integer >= 0, not %r" % (ops,))
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or \
-                max_failures < 1:
-            raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
-                                        % (max_failures,))
-        if kernel not in ("6.12", "4.10"):
-            raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
-        why = not_applicable(policy, driver, kernel)
-        if why:
-            raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
+        wl = _checked_run(workload, policy, driver, ops, params, kernel, max_failures)
         self.workload = wl
         self.seed = seed
         self.total = ops
