@@ -77,6 +77,19 @@ def _fmt(x):
     return "%#x" % x if isinstance(x, int) else repr(x)
 
 
+def _restore_native(data, what, a_what, ctype, restore):
+    """restore(words, n, out) over save()'s bytes, the errors mapped:
+    (the new C object, the words)."""
+    words, n, _ = load_words(data, what)
+    out = ffi.new(ctype)
+    rc = restore(words, n, out)
+    if rc == -errno.ENOMEM:
+        raise ierr.IommuNoMemory("no memory to restore %s" % a_what)
+    if rc:
+        raise errors.IovaValueError("the saved %s is corrupt or inconsistent" % what)
+    return out[0], words
+
+
 class IoPgtable:
     """An LPAE-style I/O page table: iova -> physical address, with pages and
     blocks of the sizes in pgsize_bitmap.
@@ -145,15 +158,10 @@ class IoPgtable:
     def restore(cls, data):
         """A new table from save()'s bytes: it translates, counts and changes
         as the original would. IovaValueError if they are not a sound table."""
-        words, n, keep = load_words(data, "page table")
-        out = ffi.new("io_pgtable **")
-        rc = lib.io_pgtable_restore(words, n, out)
-        if rc == -errno.ENOMEM:
-            raise ierr.IommuNoMemory("no memory to restore a page table")
-        if rc:
-            raise errors.IovaValueError("the saved page table is corrupt or inconsistent")
+        p, _ = _restore_native(data, "page table", "a page table", "io_pgtable **",
+                               lib.io_pgtable_restore)
         self = cls.__new__(cls)
-        self._adopt(out[0])
+        self._adopt(p)
         return self
 
     def __reduce__(self):
@@ -390,15 +398,9 @@ class Iotlb:
         """A new IOTLB from save()'s bytes: it hits, misses, evicts and
         records as the original would. IovaValueError if they are not a
         sound IOTLB."""
-        words, n, keep = load_words(data, "IOTLB")
-        out = ffi.new("iotlb **")
-        rc = lib.iotlb_restore(words, n, out)
-        if rc == -errno.ENOMEM:
-            raise ierr.IommuNoMemory("no memory to restore an IOTLB")
-        if rc:
-            raise errors.IovaValueError("the saved IOTLB is corrupt or inconsistent")
+        p, words = _restore_native(data, "IOTLB", "an IOTLB", "iotlb **", lib.iotlb_restore)
         self = cls.__new__(cls)
-        self._adopt(out[0], words[4])
+        self._adopt(p, words[4])
         return self
 
     def __reduce__(self):
