@@ -335,6 +335,19 @@ class IovaDomain:
         domain still raises IovaClosed, as for any other batch."""
         self._state()
 
+    def _batch_alloc_error(self, r, i, size, out, **ctx):
+        """The exception for a batch alloc that failed at sizes[i] with code r;
+        what was allocated before the failure stays allocated, and the
+        exception says what (.index, .done, .pfns)."""
+        if r == lib.IOVA_E_SIZE:
+            exc = errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
+                                        % (i, size, self.max_pfn))
+        else:
+            exc = self._error(r, size=size, **ctx)
+        exc.index = exc.done = i
+        exc.pfns = out
+        return exc
+
     def alloc_many(self, sizes, limit_pfn, size_aligned=False):
         """One alloc per size in one C call; an array('Q') of pfns, 0 where
         the allocation failed. Bad sizes are refused before anything is done."""
@@ -367,15 +380,7 @@ class IovaDomain:
             size = buf[i] if i < n else None
             _release(buf)
             _release(obuf)
-            if r == lib.IOVA_E_SIZE:
-                exc = errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
-                                            % (i, size, self.max_pfn))
-            else:
-                exc = self._error(r, size=size, limit_pfn=limit_pfn)
-            # what was allocated before the failure stays allocated: say what
-            exc.index = exc.done = i
-            exc.pfns = out
-            raise exc
+            raise self._batch_alloc_error(r, i, size, out, limit_pfn=limit_pfn)
         _u64_cells.append(bad)
         return out
 
@@ -488,14 +493,7 @@ class IovaDomain:
                 self._batch_closed()
                 _u64_cells.append(bad)
                 return out
-            if r == lib.IOVA_E_SIZE:
-                exc = errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
-                                            % (i, size, self.max_pfn))
-            else:
-                exc = self._error(r, limit_pfn=limit_pfn, cpu=cpu, size=size)
-            exc.index = exc.done = i
-            exc.pfns = out
-            raise exc
+            raise self._batch_alloc_error(r, i, size, out, limit_pfn=limit_pfn, cpu=cpu)
         _u64_cells.append(bad)
         return out
 
