@@ -42,7 +42,10 @@ def _cdef_text(header):
 
 
 def _compile_args():
-    args = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    args = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wno-unused-parameter",
+            # Only PyInit_ needs exporting: hidden, the core's calls between
+            # its own files are direct instead of through the PLT.
+            "-fvisibility=hidden"]
     link = ["-pthread"]
     if os.environ.get("PYIOVA_DEBUG"):
         args += ["-O0", "-g", "-DPYIOVA_DEBUG=1"]
