@@ -25,6 +25,7 @@
  * augmented one prunes whole subtrees whose best gap is too small, so it
  * costs O(log n) however fragmented the space is.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,9 +188,10 @@ static inline void set_right(struct iova_tree *t, uint32_t i, uint32_t c)
  */
 static inline void set_child(struct iova_tree *t, uint32_t x, bool right, uint32_t c)
 {
-    struct iova_node *n = iova_n(t, x);
-    uint32_t *links[2] = { &n->left_h, &n->right_f };
-    uint32_t *link = links[right];
+    _Static_assert(offsetof(struct iova_node, right_f) ==
+                   offsetof(struct iova_node, left_h) + sizeof(uint32_t),
+                   "the two link words are adjacent");
+    uint32_t *link = &iova_n(t, x)->left_h + right;
     *link = (*link & ~IOVA_IDX_MASK) | c;
 }
 
