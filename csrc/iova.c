@@ -320,6 +320,8 @@ int64_t iova_alloc_locked(struct iova_domain *d, uint64_t size,
                     : alloc_410(d, node, size, limit_pfn, size_aligned);
     if (r < 0)
         iova_tree_node_free(&d->tree, node);
+    else
+        iova_note_live(d, (uint64_t)r, node);
     return r;
 }
 

@@ -41,6 +41,9 @@
 
 #define IOVA_U64_MAX UINT64_MAX
 
+#define IOVA_LIVE_HINT_BITS 12
+#define IOVA_LIVE_HINTS (1u << IOVA_LIVE_HINT_BITS)
+
 /*
  * One range [lo, hi] of allocated (or reserved, or cached) pfns, plus what
  * the O(log n) search needs: each node owns the free gap [gap_lo, lo) just
@@ -118,7 +121,30 @@ struct iova_domain {
 
     iova_mutex work_lock;
     uint64_t clock_ms;
+
+    /* Where recently allocated ranges live, by pfn: a free_fast that the
+     * magazines take needs only to prove the pfn starts a live, uncached
+     * range, and the node found here proves it without a descent (whose
+     * mispredicted turns cost more than the rest of a cached free). A slot
+     * is only a guess - stale, overwritten or never set, it fails the check
+     * and the lookup runs as before - so nothing needs to clear it. A fixed
+     * size per domain (IOVA_LIVE_HINTS slots, allocated with the rcache),
+     * not per range. tree_lock. */
+    uint32_t *live_hint;
 };
+
+static inline unsigned iova_live_hint_slot(uint64_t pfn)
+{
+    /* Fibonacci hashing: pfns of one size class share their low bits. */
+    return (unsigned)((pfn * 0x9E3779B97F4A7C15ull) >> (64 - IOVA_LIVE_HINT_BITS));
+}
+
+/* Node `node` now holds a live range starting at pfn; tree_lock held. */
+static inline void iova_note_live(struct iova_domain *d, uint64_t pfn, uint32_t node)
+{
+    if (d->live_hint)              /* NULL only once the domain is closed */
+        d->live_hint[iova_live_hint_slot(pfn)] = node;
+}
 
 /* The kernel's roundup_pow_of_two, for sizes of at most 2^63 pages. */
 static inline uint64_t roundup_pow_of_two(uint64_t x)

@@ -68,8 +68,9 @@ int iova_rcache_init(struct iova_domain *d)
     bool mainline = d->kernel == IOVA_KERNEL_6_12;
     d->mag_size = mainline ? 127 : 128;
     d->depot_max = mainline ? UINT64_MAX : 32;
+    d->live_hint = iova_calloc(IOVA_LIVE_HINTS, sizeof(*d->live_hint));
     d->cpu_rc = iova_calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
-    if (!d->cpu_rc)
+    if (!d->live_hint || !d->cpu_rc)
         return IOVA_E_NOMEM;
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
         iova_mutex_init(&d->cpu_rc[i].lock);
@@ -84,6 +85,8 @@ int iova_rcache_init(struct iova_domain *d)
 
 void iova_rcache_release(struct iova_domain *d)
 {
+    free(d->live_hint);
+    d->live_hint = NULL;
     if (d->cpu_rc) {
         for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++) {
             free(d->cpu_rc[i].loaded);
@@ -213,6 +216,7 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
         if (i != IOVA_NIL) {
             iova_clear_flag(&d->tree, i, IOVA_NODE_CACHED);
             d->cached_ranges--;
+            iova_note_live(d, pfn, i);
         }
         iova_mutex_unlock(&d->tree_lock);
     }
@@ -365,14 +369,32 @@ int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
     return alloc_fast_one(d, size, limit_pfn, flush_rcache != 0, c);
 }
 
+/* The node d->live_hint names for pfn, if it is a live, uncached range
+ * starting at pfn; IOVA_NIL otherwise. Ranges are disjoint, so a live node
+ * whose lo is pfn is the one a lookup would find. tree_lock held. */
+static uint32_t hinted_node(struct iova_domain *d, uint64_t pfn)
+{
+    const struct iova_tree *t = &d->tree;
+    uint32_t i = d->live_hint ? d->live_hint[iova_live_hint_slot(pfn)] : IOVA_NIL;
+    if (i == IOVA_NIL || i >= t->top || i == d->anchor ||
+        t->nodes[i].lo != pfn || iova_flags(t, i) != 0)
+        return IOVA_NIL;
+    return i;
+}
+
 /* Checks that pfn starts a live, uncached range of size's class; tree_lock
- * held. Returns the node or a negative code; *p is the way down to it, for
- * a free that goes straight to the tree. */
+ * held. Returns the node or a negative code. With p, *p is the way down to
+ * it, for a free that goes straight to the tree; without, the free goes to
+ * a magazine and the hint may stand in for the lookup. */
 static int64_t validate_fast_free(struct iova_domain *d, uint64_t pfn,
                                   uint64_t size, struct iova_path *p)
 {
     struct iova_tree *t = &d->tree;
-    uint32_t i = iova_tree_find_path(t, pfn, p);
+    uint32_t i = p ? IOVA_NIL : hinted_node(d, pfn);
+    if (i == IOVA_NIL) {
+        struct iova_path unused;
+        i = iova_tree_find_path(t, pfn, p ? p : &unused);
+    }
     if (i == IOVA_NIL)
         return IOVA_E_NOTFOUND;
     if (i == d->anchor)
@@ -410,7 +432,7 @@ static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
     struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
     iova_mutex_lock(&c->lock);
     iova_mutex_lock(&d->tree_lock);
-    i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size, &p);
+    i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size, NULL);
     if (i >= 0) {
         iova_set_flag(&d->tree, (uint32_t)i, IOVA_NODE_CACHED);
         d->cached_ranges++;
