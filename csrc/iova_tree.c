@@ -493,11 +493,14 @@ uint32_t iova_tree_last(const struct iova_tree *t)
     return x;
 }
 
-uint32_t iova_tree_lowest_lo_ge(const struct iova_tree *t, uint64_t key)
+/* The lowest node whose lo (or hi) is >= key. One descent serves both
+ * keys: ranges are disjoint, so hi is ordered like lo. */
+static inline uint32_t lowest_ge(const struct iova_tree *t, uint64_t key, bool by_hi)
 {
     uint32_t x = t->root, best = IOVA_NIL;
     while (x != IOVA_NIL) {
-        if (t->nodes[x].lo >= key) {
+        const struct iova_node *n = iova_n(t, x);
+        if ((by_hi ? n->hi : n->lo) >= key) {
             best = x;
             x = iova_left(t, x);
         } else {
@@ -507,19 +510,14 @@ uint32_t iova_tree_lowest_lo_ge(const struct iova_tree *t, uint64_t key)
     return best;
 }
 
+uint32_t iova_tree_lowest_lo_ge(const struct iova_tree *t, uint64_t key)
+{
+    return lowest_ge(t, key, false);
+}
+
 uint32_t iova_tree_lowest_hi_ge(const struct iova_tree *t, uint64_t key)
 {
-    /* hi is ordered like lo, since ranges are disjoint */
-    uint32_t x = t->root, best = IOVA_NIL;
-    while (x != IOVA_NIL) {
-        if (t->nodes[x].hi >= key) {
-            best = x;
-            x = iova_left(t, x);
-        } else {
-            x = iova_right(t, x);
-        }
-    }
-    return best;
+    return lowest_ge(t, key, true);
 }
 
 uint32_t iova_tree_next(const struct iova_tree *t, uint32_t i)
