@@ -350,14 +350,41 @@ static uint64_t live_digest(const uint64_t *pfn, int n)
     return h;
 }
 
-static double churn_rounds(int mode, const struct rounds *rs, bool fast, bool many,
-                           uint64_t *digest)
+static void free_rounds(struct rounds *r)
 {
-    uint64_t pfn[LIVE], size[LIVE], gone[ROUND], gsize[ROUND], fresh[ROUND], bad;
+    free(r->victim);
+    free(r->size);
+}
+
+/* One run of the rounds churn, in three steps so that a caller can time the
+ * middle one alone: churn_start() makes the domain and its live set,
+ * churn_run() replays every round, churn_end() digests the final live set
+ * and destroys the domain. */
+struct churn {
+    struct iova_domain *d;
+    const struct rounds *rs;
+    bool fast, many;
+    uint64_t pfn[LIVE], size[LIVE];
+};
+
+static void churn_start(struct churn *c, int mode, const struct rounds *rs, bool fast,
+                        bool many)
+{
+    c->d = domain(1, mode);
+    c->rs = rs;
+    c->fast = fast;
+    c->many = many;
+    prefill(c->d, c->pfn, c->size);
+}
+
+static void churn_run(struct churn *c)
+{
+    struct iova_domain *d = c->d;
+    const struct rounds *rs = c->rs;
+    const bool fast = c->fast, many = c->many;
+    uint64_t *pfn = c->pfn, *size = c->size;
+    uint64_t gone[ROUND], gsize[ROUND], fresh[ROUND], bad;
     int err;
-    struct iova_domain *d = domain(1, mode);
-    prefill(d, pfn, size);
-    double t0 = now_ns();
     for (long i = 0; i < rs->n; i++) {
         const uint32_t *v = rs->victim + i * ROUND;
         const uint64_t *ns = rs->size + i * ROUND;
@@ -394,9 +421,25 @@ static double churn_rounds(int mode, const struct rounds *rs, bool fast, bool ma
             size[v[j]] = ns[j];
         }
     }
+}
+
+static uint64_t churn_end(struct churn *c)
+{
+    uint64_t digest = live_digest(c->pfn, LIVE);
+    iova_domain_destroy(c->d);
+    return digest;
+}
+
+/* ns per alloc+free pair of one timed run; *digest is the final live set */
+static double churn_rounds(int mode, const struct rounds *rs, bool fast, bool many,
+                           uint64_t *digest)
+{
+    struct churn c;
+    churn_start(&c, mode, rs, fast, many);
+    double t0 = now_ns();
+    churn_run(&c);
     double t = now_ns() - t0;
-    *digest = live_digest(pfn, LIVE);
-    iova_domain_destroy(d);
+    *digest = churn_end(&c);
     return t / (rs->n * ROUND);
 }
 
@@ -453,8 +496,7 @@ static void run_churn(int mode)
                 report(&r);
             }
         }
-        free(rs.victim);
-        free(rs.size);
+        free_rounds(&rs);
     }
 }
 
@@ -495,6 +537,34 @@ static void hit_rounds(struct iova_domain *d, int cpu, const uint64_t *sizes,
     }
 }
 
+/* h's sizes: `batch` of them, 1..32 pages, from seed 3 */
+static uint64_t *hit_sizes(long batch)
+{
+    uint64_t *sizes = malloc(sizeof(*sizes) * batch);
+    if (!sizes)
+        die("malloc", 0);
+    seed(3);
+    for (long i = 0; i < batch; i++)
+        sizes[i] = 1 + rnd_below(32);
+    return sizes;
+}
+
+/* One timed run of h on a fresh domain: ns per alloc+free pair of `rounds`
+ * rounds of `batch` hits, as batch calls (many) or single calls. */
+static double hits_once(int mode, const uint64_t *sizes, uint64_t *pfns, long batch,
+                        long rounds, bool many)
+{
+    struct iova_domain *d = hit_domain(mode, 1, 0, sizes, pfns, batch);
+    uint64_t n0 = state(d).nodes;
+    double t0 = now_ns();
+    hit_rounds(d, 0, sizes, pfns, batch, rounds, many);
+    double t = (now_ns() - t0) / (rounds * batch);
+    if (state(d).nodes != n0)
+        die("the rcache-hit loop missed the cache", 0);
+    iova_domain_destroy(d);
+    return t;
+}
+
 static void run_hits(int mode)
 {
     if (!wanted("h"))
@@ -502,30 +572,18 @@ static void run_hits(int mode)
     static const long batches[] = { 64, 1024 };
     for (unsigned b = 0; b < 2; b++) {
         long batch = batches[b];
-        uint64_t *sizes = malloc(sizeof(*sizes) * batch);
+        uint64_t *sizes = hit_sizes(batch);
         uint64_t *pfns = malloc(sizeof(*pfns) * batch);
-        if (!sizes || !pfns)
+        if (!pfns)
             die("malloc", 0);
-        seed(3);
-        for (long i = 0; i < batch; i++)
-            sizes[i] = 1 + rnd_below(32);
         long rounds = opt.pairs / batch;
         for (int many = 1; many >= 0; many--) {
             if (!many && b)
                 continue;              /* single calls do not care about the batch */
-            double best = 1e30;
-            for (int rep = 0; rep < opt.repeats; rep++) {
-                struct iova_domain *d = hit_domain(mode, 1, 0, sizes, pfns, batch);
-                uint64_t n0 = state(d).nodes;
-                double t0 = now_ns();
-                hit_rounds(d, 0, sizes, pfns, batch, rounds, many);
-                double t = (now_ns() - t0) / (rounds * batch);
-                if (state(d).nodes != n0)
-                    die("the rcache-hit loop missed the cache", 0);
-                if (t < best)
+            double best = 1e30, t;
+            for (int rep = 0; rep < opt.repeats; rep++)
+                if ((t = hits_once(mode, sizes, pfns, batch, rounds, many)) < best)
                     best = t;
-                iova_domain_destroy(d);
-            }
             char name[32];
             snprintf(name, sizeof(name), many ? "h.many%ld" : "h.single", batch);
             struct result r = { .name = name, .mode = mode_name(mode),
