@@ -2,8 +2,9 @@
  * bench_iova.c - the C core timed on its own, with no Python in the way.
  *
  * Built from the very csrc/ C files the Python extension is built from
- * (see benchmarks/Makefile), so the ns/op printed here is the floor that
- * benchmarks/bench_python_overhead.py divides the Python figures by.
+ * (see benchmarks/Makefile), so the ns/op printed here is the floor the
+ * Python figures are measured against (benchmarks/bench_python_overhead.py
+ * times the same loops in its own process, through libbench_iova.so below).
  *
  * The cases are those of the kernel's own userspace measurements
  * (kernel-iova-semantics.md section 11), run once per search mode so the two
@@ -36,6 +37,11 @@
  *
  * Every random choice comes from one fixed-seed generator, so each run does
  * exactly the same calls (callgrind gives identical counts run to run).
+ *
+ * Built with -DBENCH_IOVA_LIBRARY (make libbench_iova.so), this file is a
+ * shared library instead of a program: no main(), and the a.rounds,
+ * b.rounds and h loops exported through the entry points of
+ * bench_iova_lib.h, for a Python process to time in-process.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -959,6 +965,72 @@ static void run_mem(void)
     }
 }
 
+#ifdef BENCH_IOVA_LIBRARY
+
+/* ---- libbench_iova.so: the entry points --------------------------------- */
+
+/* Built with -fvisibility=hidden: these are the only symbols exported. */
+#pragma GCC visibility push(default)
+#include "bench_iova_lib.h"
+#pragma GCC visibility pop
+
+double bench_rounds_ns(long pairs, int fast, int many, uint64_t *digest)
+{
+    if (pairs < ROUND)
+        return -1;
+    struct rounds rs = make_rounds(pairs);
+    double t = churn_rounds(IOVA_SEARCH_AUGMENTED, &rs, fast, many, digest);
+    free_rounds(&rs);
+    return t;
+}
+
+struct bench_rounds {
+    struct rounds rs;
+    struct churn c;
+};
+
+struct bench_rounds *bench_rounds_new(long pairs, int fast, int many)
+{
+    if (pairs < ROUND)
+        return NULL;
+    struct bench_rounds *b = malloc(sizeof(*b));
+    if (!b)
+        die("malloc", 0);
+    b->rs = make_rounds(pairs);
+    churn_start(&b->c, IOVA_SEARCH_AUGMENTED, &b->rs, fast, many);
+    return b;
+}
+
+void bench_rounds_run(struct bench_rounds *b)
+{
+    churn_run(&b->c);
+}
+
+uint64_t bench_rounds_end(struct bench_rounds *b)
+{
+    uint64_t digest = churn_end(&b->c);
+    free_rounds(&b->rs);
+    free(b);
+    return digest;
+}
+
+double bench_hits_ns(long pairs, long batch)
+{
+    if (batch < 1)
+        return -1;
+    uint64_t *sizes = hit_sizes(batch);
+    uint64_t *pfns = malloc(sizeof(*pfns) * batch);
+    if (!pfns)
+        die("malloc", 0);
+    long rounds = pairs / batch > 0 ? pairs / batch : 1;
+    double t = hits_once(IOVA_SEARCH_AUGMENTED, sizes, pfns, batch, rounds, true);
+    free(sizes);
+    free(pfns);
+    return t;
+}
+
+#else /* the program */
+
 /* ---- main --------------------------------------------------------------- */
 
 static void usage(void)
@@ -1045,3 +1117,5 @@ int main(int argc, char **argv)
     }
     return 0;
 }
+
+#endif /* BENCH_IOVA_LIBRARY */
