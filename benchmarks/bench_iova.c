@@ -2,8 +2,9 @@
  * bench_iova.c - the C core timed on its own, with no Python in the way.
  *
  * Built from the very csrc/ C files the Python extension is built from
- * (see benchmarks/Makefile), so the ns/op printed here is the floor that
- * benchmarks/bench_python_overhead.py divides the Python figures by.
+ * (see benchmarks/Makefile), so the ns/op printed here is the floor the
+ * Python figures are measured against (benchmarks/bench_python_overhead.py
+ * times the same loops in its own process, through libbench_iova.so below).
  *
  * The cases are those of the kernel's own userspace measurements
  * (kernel-iova-semantics.md section 11), run once per search mode so the two
@@ -36,6 +37,11 @@
  *
  * Every random choice comes from one fixed-seed generator, so each run does
  * exactly the same calls (callgrind gives identical counts run to run).
+ *
+ * Built with -DBENCH_IOVA_LIBRARY (make libbench_iova.so), this file is a
+ * shared library instead of a program: no main(), and the a.rounds,
+ * b.rounds and h loops exported through the entry points of
+ * bench_iova_lib.h, for a Python process to time in-process.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -350,14 +356,41 @@ static uint64_t live_digest(const uint64_t *pfn, int n)
     return h;
 }
 
-static double churn_rounds(int mode, const struct rounds *rs, bool fast, bool many,
-                           uint64_t *digest)
+static void free_rounds(struct rounds *r)
 {
-    uint64_t pfn[LIVE], size[LIVE], gone[ROUND], gsize[ROUND], fresh[ROUND], bad;
+    free(r->victim);
+    free(r->size);
+}
+
+/* One run of the rounds churn, in three steps so that a caller can time the
+ * middle one alone: churn_start() makes the domain and its live set,
+ * churn_run() replays every round, churn_end() digests the final live set
+ * and destroys the domain. */
+struct churn {
+    struct iova_domain *d;
+    const struct rounds *rs;
+    bool fast, many;
+    uint64_t pfn[LIVE], size[LIVE];
+};
+
+static void churn_start(struct churn *c, int mode, const struct rounds *rs, bool fast,
+                        bool many)
+{
+    c->d = domain(1, mode);
+    c->rs = rs;
+    c->fast = fast;
+    c->many = many;
+    prefill(c->d, c->pfn, c->size);
+}
+
+static void churn_run(struct churn *c)
+{
+    struct iova_domain *d = c->d;
+    const struct rounds *rs = c->rs;
+    const bool fast = c->fast, many = c->many;
+    uint64_t *pfn = c->pfn, *size = c->size;
+    uint64_t gone[ROUND], gsize[ROUND], fresh[ROUND], bad;
     int err;
-    struct iova_domain *d = domain(1, mode);
-    prefill(d, pfn, size);
-    double t0 = now_ns();
     for (long i = 0; i < rs->n; i++) {
         const uint32_t *v = rs->victim + i * ROUND;
         const uint64_t *ns = rs->size + i * ROUND;
@@ -394,9 +427,25 @@ static double churn_rounds(int mode, const struct rounds *rs, bool fast, bool ma
             size[v[j]] = ns[j];
         }
     }
+}
+
+static uint64_t churn_end(struct churn *c)
+{
+    uint64_t digest = live_digest(c->pfn, LIVE);
+    iova_domain_destroy(c->d);
+    return digest;
+}
+
+/* ns per alloc+free pair of one timed run; *digest is the final live set */
+static double churn_rounds(int mode, const struct rounds *rs, bool fast, bool many,
+                           uint64_t *digest)
+{
+    struct churn c;
+    churn_start(&c, mode, rs, fast, many);
+    double t0 = now_ns();
+    churn_run(&c);
     double t = now_ns() - t0;
-    *digest = live_digest(pfn, LIVE);
-    iova_domain_destroy(d);
+    *digest = churn_end(&c);
     return t / (rs->n * ROUND);
 }
 
@@ -453,8 +502,7 @@ static void run_churn(int mode)
                 report(&r);
             }
         }
-        free(rs.victim);
-        free(rs.size);
+        free_rounds(&rs);
     }
 }
 
@@ -495,6 +543,34 @@ static void hit_rounds(struct iova_domain *d, int cpu, const uint64_t *sizes,
     }
 }
 
+/* h's sizes: `batch` of them, 1..32 pages, from seed 3 */
+static uint64_t *hit_sizes(long batch)
+{
+    uint64_t *sizes = malloc(sizeof(*sizes) * batch);
+    if (!sizes)
+        die("malloc", 0);
+    seed(3);
+    for (long i = 0; i < batch; i++)
+        sizes[i] = 1 + rnd_below(32);
+    return sizes;
+}
+
+/* One timed run of h on a fresh domain: ns per alloc+free pair of `rounds`
+ * rounds of `batch` hits, as batch calls (many) or single calls. */
+static double hits_once(int mode, const uint64_t *sizes, uint64_t *pfns, long batch,
+                        long rounds, bool many)
+{
+    struct iova_domain *d = hit_domain(mode, 1, 0, sizes, pfns, batch);
+    uint64_t n0 = state(d).nodes;
+    double t0 = now_ns();
+    hit_rounds(d, 0, sizes, pfns, batch, rounds, many);
+    double t = (now_ns() - t0) / (rounds * batch);
+    if (state(d).nodes != n0)
+        die("the rcache-hit loop missed the cache", 0);
+    iova_domain_destroy(d);
+    return t;
+}
+
 static void run_hits(int mode)
 {
     if (!wanted("h"))
@@ -502,30 +578,18 @@ static void run_hits(int mode)
     static const long batches[] = { 64, 1024 };
     for (unsigned b = 0; b < 2; b++) {
         long batch = batches[b];
-        uint64_t *sizes = malloc(sizeof(*sizes) * batch);
+        uint64_t *sizes = hit_sizes(batch);
         uint64_t *pfns = malloc(sizeof(*pfns) * batch);
-        if (!sizes || !pfns)
+        if (!pfns)
             die("malloc", 0);
-        seed(3);
-        for (long i = 0; i < batch; i++)
-            sizes[i] = 1 + rnd_below(32);
         long rounds = opt.pairs / batch;
         for (int many = 1; many >= 0; many--) {
             if (!many && b)
                 continue;              /* single calls do not care about the batch */
-            double best = 1e30;
-            for (int rep = 0; rep < opt.repeats; rep++) {
-                struct iova_domain *d = hit_domain(mode, 1, 0, sizes, pfns, batch);
-                uint64_t n0 = state(d).nodes;
-                double t0 = now_ns();
-                hit_rounds(d, 0, sizes, pfns, batch, rounds, many);
-                double t = (now_ns() - t0) / (rounds * batch);
-                if (state(d).nodes != n0)
-                    die("the rcache-hit loop missed the cache", 0);
-                if (t < best)
+            double best = 1e30, t;
+            for (int rep = 0; rep < opt.repeats; rep++)
+                if ((t = hits_once(mode, sizes, pfns, batch, rounds, many)) < best)
                     best = t;
-                iova_domain_destroy(d);
-            }
             char name[32];
             snprintf(name, sizeof(name), many ? "h.many%ld" : "h.single", batch);
             struct result r = { .name = name, .mode = mode_name(mode),
@@ -901,6 +965,72 @@ static void run_mem(void)
     }
 }
 
+#ifdef BENCH_IOVA_LIBRARY
+
+/* ---- libbench_iova.so: the entry points --------------------------------- */
+
+/* Built with -fvisibility=hidden: these are the only symbols exported. */
+#pragma GCC visibility push(default)
+#include "bench_iova_lib.h"
+#pragma GCC visibility pop
+
+double bench_rounds_ns(long pairs, int fast, int many, uint64_t *digest)
+{
+    if (pairs < ROUND)
+        return -1;
+    struct rounds rs = make_rounds(pairs);
+    double t = churn_rounds(IOVA_SEARCH_AUGMENTED, &rs, fast, many, digest);
+    free_rounds(&rs);
+    return t;
+}
+
+struct bench_rounds {
+    struct rounds rs;
+    struct churn c;
+};
+
+struct bench_rounds *bench_rounds_new(long pairs, int fast, int many)
+{
+    if (pairs < ROUND)
+        return NULL;
+    struct bench_rounds *b = malloc(sizeof(*b));
+    if (!b)
+        die("malloc", 0);
+    b->rs = make_rounds(pairs);
+    churn_start(&b->c, IOVA_SEARCH_AUGMENTED, &b->rs, fast, many);
+    return b;
+}
+
+void bench_rounds_run(struct bench_rounds *b)
+{
+    churn_run(&b->c);
+}
+
+uint64_t bench_rounds_end(struct bench_rounds *b)
+{
+    uint64_t digest = churn_end(&b->c);
+    free_rounds(&b->rs);
+    free(b);
+    return digest;
+}
+
+double bench_hits_ns(long pairs, long batch)
+{
+    if (batch < 1)
+        return -1;
+    uint64_t *sizes = hit_sizes(batch);
+    uint64_t *pfns = malloc(sizeof(*pfns) * batch);
+    if (!pfns)
+        die("malloc", 0);
+    long rounds = pairs / batch > 0 ? pairs / batch : 1;
+    double t = hits_once(IOVA_SEARCH_AUGMENTED, sizes, pfns, batch, rounds, true);
+    free(sizes);
+    free(pfns);
+    return t;
+}
+
+#else /* the program */
+
 /* ---- main --------------------------------------------------------------- */
 
 static void usage(void)
@@ -987,3 +1117,5 @@ int main(int argc, char **argv)
     }
     return 0;
 }
+
+#endif /* BENCH_IOVA_LIBRARY */
