@@ -177,8 +177,10 @@ class Replay:
         self.init = array.array("Q", init)
         gone_sizes = _victim_sizes(init, rounds)
         if np is not None:
-            self.rounds = [(np.array(v, dtype=np.intp), np.array(s, dtype=np.uint64),
-                            np.array(g, dtype=np.uint64))
+            # Victim slots index the numpy live set; sizes stay array('Q'),
+            # the form the batch calls read in place at the lowest cost.
+            self.rounds = [(np.array(v, dtype=np.intp), array.array("Q", s),
+                            array.array("Q", g))
                            for (v, s), g in zip(rounds, gone_sizes)]
         else:
             self.rounds = [(v, array.array("Q", s), array.array("Q", g))
@@ -206,15 +208,17 @@ class Replay:
             fm = lambda *args: None                 # noqa: E731
             am = lambda *args: ready                # noqa: E731
         if np is not None:
-            frombuffer, u64 = np.frombuffer, np.uint64
+            # a dtype instance: given the type np.uint64, frombuffer spends
+            # as long converting it as it does on the array
+            frombuffer, u64 = np.frombuffer, np.dtype(np.uint64)
             if fast:
                 for v, new, gone_size in self.rounds:
                     fm(live[v], gone_size, 0)
-                    live[v] = frombuffer(am(new, LIMIT32, True, 0), dtype=u64)
+                    live[v] = frombuffer(am(new, LIMIT32, True, 0), u64)
             else:
                 for v, new, _ in self.rounds:
                     fm(live[v])
-                    live[v] = frombuffer(am(new, LIMIT32, True), dtype=u64)
+                    live[v] = frombuffer(am(new, LIMIT32, True), u64)
             return live
         for v, new, gone_size in self.rounds:
             gone = array.array("Q", [live[k] for k in v])

@@ -123,10 +123,10 @@ class Churn:
     def run_batch(self, d, live, sizes=None):
         free_many, alloc_many, limit = d.free_many, d.alloc_many, self.limit
         if np is not None:
-            frombuffer, u64 = np.frombuffer, np.uint64
+            frombuffer, u64 = np.frombuffer, np.dtype(np.uint64)
             for v, new in zip(self.victims_np, self.sizes_np):
                 free_many(live[v])
-                live[v] = frombuffer(alloc_many(new, limit, True), dtype=u64)
+                live[v] = frombuffer(alloc_many(new, limit, True), u64)
             return live
         for v, new in zip(self.victims, self.sizes_arr):
             free_many(array.array("Q", [live[k] for k in v]))
@@ -149,10 +149,10 @@ class Churn:
     def run_fast_batch(self, d, live, sizes):
         free_many, alloc_many, limit = d.free_fast_many, d.alloc_fast_many, self.limit
         if np is not None:
-            frombuffer, u64 = np.frombuffer, np.uint64
+            frombuffer, u64 = np.frombuffer, np.dtype(np.uint64)
             for v, new in zip(self.victims_np, self.sizes_np):
                 free_many(live[v], sizes[v], 0)
-                live[v] = frombuffer(alloc_many(new, limit, True, 0), dtype=u64)
+                live[v] = frombuffer(alloc_many(new, limit, True, 0), u64)
                 sizes[v] = new
             return live
         for v, new in zip(self.victims, self.sizes_arr):
