@@ -21,6 +21,7 @@ import array
 import os
 import shutil
 import subprocess
+import time
 
 import cffi
 
@@ -231,3 +232,36 @@ class Replay:
             for k, p in zip(v, out):
                 live[k] = p
         return live
+
+    def run_calls_timed(self, d, live, fast):
+        """run(), but timing the batch calls alone: returns the live set and
+        the seconds spent inside the calls, wrappers, buffer exports and the
+        C core included. What a caller does around them - here numpy's
+        gather of the victims' pfns and scatter of the new ones, which the
+        C loop does in a few C instructions - is left out. The clock reads
+        add about 1 ns per pair."""
+        if np is None:
+            t0 = time.perf_counter()
+            live = self.run(d, live, fast)
+            return live, time.perf_counter() - t0
+        clock, inside = time.perf_counter, 0.0
+        frombuffer, u64 = np.frombuffer, np.dtype(np.uint64)
+        if fast:
+            fm, am = d.free_fast_many, d.alloc_fast_many
+            for v, new, gone_size in self.rounds:
+                gone = live[v]
+                t0 = clock()
+                fm(gone, gone_size, 0)
+                out = am(new, LIMIT32, True, 0)
+                inside += clock() - t0
+                live[v] = frombuffer(out, u64)
+        else:
+            fm, am = d.free_many, d.alloc_many
+            for v, new, _ in self.rounds:
+                gone = live[v]
+                t0 = clock()
+                fm(gone)
+                out = am(new, LIMIT32, True)
+                inside += clock() - t0
+                live[v] = frombuffer(out, u64)
+        return live, inside
