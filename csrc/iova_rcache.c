@@ -21,9 +21,11 @@
  *       and a 4.10 depot at most 32 magazines.
  * So every allocated pfn is in exactly one place: live, cached, or free.
  *
- * Unlike the kernel, which trusts its callers, free_fast looks the range up
- * in the tree (briefly taking tree_lock) so that a double free or a wrong
- * size can be refused instead of corrupting the domain.
+ * Unlike the kernel, which trusts its callers, free_fast proves the range
+ * live and uncached first (briefly taking tree_lock) so that a double free
+ * or a wrong size can be refused instead of corrupting the domain: by the
+ * node d->live_hint names for the pfn when that node checks out, else by a
+ * tree lookup.
  */
 #include <stdio.h>
 #include <stdlib.h>
