@@ -18,7 +18,9 @@
  *       is cached under, and no pfn is cached twice;
  *   R2  the number of CACHED nodes equals the number of cached pfns;
  *   R3  magazines hold at most mag_size pfns, depot magazines exactly that,
- *       and a 4.10 depot at most 32 magazines.
+ *       and a 4.10 depot at most 32 magazines;
+ *   R4  every live_hint slot names a pool slot (its contents are guesses,
+ *       checked where used, but reading them must stay in bounds).
  * So every allocated pfn is in exactly one place: live, cached, or free.
  *
  * Unlike the kernel, which trusts its callers, free_fast proves the range
@@ -771,6 +773,9 @@ int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len)
         if (d->cpu_rc[i].loaded->count > d->mag_size ||
             d->cpu_rc[i].prev->count > d->mag_size)
             why = "a magazine holds more than its size (R3)";
+    for (unsigned h = 0; !why && d->live_hint && h < IOVA_LIVE_HINTS; h++)
+        if (d->live_hint[h] >= d->tree.top && d->live_hint[h] != IOVA_NIL)
+            why = "a live_hint slot names no pool slot (R4)";
     for (unsigned k = 0; !why && k < CACHED_CLASSES; k++) {
         const struct iova_depot *dp = &d->depot[k];
         if (dp->len > d->depot_max)
