@@ -200,6 +200,24 @@ class Replay:
         """Every round on d; returns the live set. calls=False replaces the
         batch calls by stand-ins returning a ready result: what is left is
         the replay's own bookkeeping, a part of the figure with calls."""
+        return self._rounds(d, live, fast, calls, None)[0]
+
+    def run_calls_timed(self, d, live, fast):
+        """run(), but timing the batch calls alone: returns the live set and
+        the seconds spent inside the calls, wrappers, buffer exports and the
+        C core included. What a caller does around them - here numpy's
+        gather of the victims' pfns and scatter of the new ones, which the
+        C loop does in a few C instructions - is left out. The clock reads
+        add about 1 ns per pair. Without numpy, the whole replay is timed."""
+        if np is None:
+            t0 = time.perf_counter()
+            live = self.run(d, live, fast)
+            return live, time.perf_counter() - t0
+        return self._rounds(d, live, fast, True, time.perf_counter)
+
+    def _rounds(self, d, live, fast, calls, clock):
+        """The loop behind run() and run_calls_timed(): (live set, seconds
+        inside the batch calls, or 0.0 without a clock)."""
         if fast:
             fm, am = d.free_fast_many, d.alloc_fast_many
         else:
@@ -208,19 +226,25 @@ class Replay:
             ready = array.array("Q", range(1, ROUND + 1))
             fm = lambda *args: None                 # noqa: E731
             am = lambda *args: ready                # noqa: E731
+        inside = 0.0
         if np is not None:
             # a dtype instance: given the type np.uint64, frombuffer spends
             # as long converting it as it does on the array
             frombuffer, u64 = np.frombuffer, np.dtype(np.uint64)
-            if fast:
-                for v, new, gone_size in self.rounds:
-                    fm(live[v], gone_size, 0)
-                    live[v] = frombuffer(am(new, LIMIT32, True, 0), u64)
-            else:
-                for v, new, _ in self.rounds:
-                    fm(live[v])
-                    live[v] = frombuffer(am(new, LIMIT32, True), u64)
-            return live
+            for v, new, gone_size in self.rounds:
+                gone = live[v]
+                if clock:
+                    t0 = clock()
+                if fast:
+                    fm(gone, gone_size, 0)
+                    out = am(new, LIMIT32, True, 0)
+                else:
+                    fm(gone)
+                    out = am(new, LIMIT32, True)
+                if clock:
+                    inside += clock() - t0
+                live[v] = frombuffer(out, u64)
+            return live, inside
         for v, new, gone_size in self.rounds:
             gone = array.array("Q", [live[k] for k in v])
             if fast:
@@ -231,37 +255,4 @@ class Replay:
                 out = am(new, LIMIT32, True)
             for k, p in zip(v, out):
                 live[k] = p
-        return live
-
-    def run_calls_timed(self, d, live, fast):
-        """run(), but timing the batch calls alone: returns the live set and
-        the seconds spent inside the calls, wrappers, buffer exports and the
-        C core included. What a caller does around them - here numpy's
-        gather of the victims' pfns and scatter of the new ones, which the
-        C loop does in a few C instructions - is left out. The clock reads
-        add about 1 ns per pair."""
-        if np is None:
-            t0 = time.perf_counter()
-            live = self.run(d, live, fast)
-            return live, time.perf_counter() - t0
-        clock, inside = time.perf_counter, 0.0
-        frombuffer, u64 = np.frombuffer, np.dtype(np.uint64)
-        if fast:
-            fm, am = d.free_fast_many, d.alloc_fast_many
-            for v, new, gone_size in self.rounds:
-                gone = live[v]
-                t0 = clock()
-                fm(gone, gone_size, 0)
-                out = am(new, LIMIT32, True, 0)
-                inside += clock() - t0
-                live[v] = frombuffer(out, u64)
-        else:
-            fm, am = d.free_many, d.alloc_many
-            for v, new, _ in self.rounds:
-                gone = live[v]
-                t0 = clock()
-                fm(gone)
-                out = am(new, LIMIT32, True)
-                inside += clock() - t0
-                live[v] = frombuffer(out, u64)
         return live, inside
