@@ -231,28 +231,24 @@ class Replay:
             # a dtype instance: given the type np.uint64, frombuffer spends
             # as long converting it as it does on the array
             frombuffer, u64 = np.frombuffer, np.dtype(np.uint64)
-            for v, new, gone_size in self.rounds:
-                gone = live[v]
-                if clock:
-                    t0 = clock()
-                if fast:
-                    fm(gone, gone_size, 0)
-                    out = am(new, LIMIT32, True, 0)
-                else:
-                    fm(gone)
-                    out = am(new, LIMIT32, True)
-                if clock:
-                    inside += clock() - t0
-                live[v] = frombuffer(out, u64)
-            return live, inside
         for v, new, gone_size in self.rounds:
-            gone = array.array("Q", [live[k] for k in v])
+            if np is not None:
+                gone = live[v]
+            else:
+                gone = array.array("Q", [live[k] for k in v])
+            if clock:
+                t0 = clock()
             if fast:
                 fm(gone, gone_size, 0)
                 out = am(new, LIMIT32, True, 0)
             else:
                 fm(gone)
                 out = am(new, LIMIT32, True)
-            for k, p in zip(v, out):
-                live[k] = p
+            if clock:
+                inside += clock() - t0
+            if np is not None:
+                live[v] = frombuffer(out, u64)
+            else:
+                for k, p in zip(v, out):
+                    live[k] = p
         return live, inside
