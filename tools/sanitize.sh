@@ -53,16 +53,22 @@ fi
 find "$TREE" \( -name '*.so' -o -name '*.o' -o -name '__pycache__' -o -name '*.egg-info' \) \
     -prune -exec rm -rf {} +
 
-# --system-site-packages: cffi, pytest and hypothesis come from the host, so
-# the script needs no network; only pyiova itself is installed here. No pip
-# of its own either: a venv's seeded setuptools would shadow the host's newer
-# one, which pyproject.toml needs.
-"$PYTHON" -m venv --system-site-packages --without-pip "$WORK/venv"
+# The venv sees the packages of the interpreter running this script (cffi,
+# pytest, hypothesis: whatever the caller installed, usually through
+# `pip install -e ".[test]"`) through a .pth line, so only pyiova itself is
+# installed here. A plain path line does not run that environment's own .pth
+# hooks, so its editable pyiova cannot shadow the copy.
+# The build runs with build isolation: pip installs what pyproject.toml's
+# [build-system] requires names, so a fresh machine whose interpreter bundles
+# an older setuptools builds exactly as `pip install -e .` does.
+"$PYTHON" -m venv "$WORK/venv"
 VPY=$WORK/venv/bin/python
+"$PYTHON" -c 'import site, sys; print("\n".join(site.getsitepackages()))' \
+    >"$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/host-packages.pth"
 
 echo "sanitize: building with -fsanitize=$SANITIZERS in $TREE" >&2
 (cd "$TREE" && PYIOVA_SANITIZE=$SANITIZERS "$VPY" -m pip install -q --no-deps \
-    --no-build-isolation -e . >"$LOGS/build.log" 2>&1) || {
+    -e . >"$LOGS/build.log" 2>&1) || {
     cat "$LOGS/build.log" >&2
     echo "sanitize: build failed" >&2
     exit 2
