@@ -191,8 +191,9 @@ static void exercise_domain(int kernel)
     check_domain(d, "after batches");
 
     /* enough fast frees on one cpu and class to fill both magazines and
-     * push several into the depot, so trim work has something to trim */
-    enum { MANY = 127 * 8 };
+     * push several into the depot, so trim work has something to trim;
+     * where the depot holds 32 (6.1, 4.10), enough to fill it and spill */
+    const int MANY = kernel == IOVA_KERNEL_6_12 ? 127 * 8 : 128 * 36;
     uint64_t *many = calloc(MANY, sizeof(uint64_t));
     for (int i = 0; i < MANY; i++) {
         int64_t p = iova_alloc(d, 2, TOP32, 1);
@@ -207,6 +208,10 @@ static void exercise_domain(int kernel)
     uint64_t depot[6];
     CHECK_EQ(iova_rcache_stats(d, loaded, prev, depot, pending), 0);
     CHECK(depot[1] > 0);
+    if (kernel != IOVA_KERNEL_6_12) {
+        CHECK_EQ(depot[1], IOVA_DEPOT_MAX_MAGS);
+        CHECK_EQ(pending[1], 0);
+    }
     CHECK(iova_rcache_pfns(d, NULL, 0) > 0);
     CHECK(iova_run_pending_work(d) >= 0);
     CHECK(iova_advance(d, 1000) >= 0);
@@ -608,7 +613,7 @@ static void exercise_cookie_iova(int kernel)
         /* the tree path frees whole ranges, of the size handed out */
         CHECK_EQ(iova_cookie_free(c, (uint64_t)p[300], 2, 0, &ev), IOVA_E_SIZE);
     }
-    if (kernel == IOVA_KERNEL_6_12) {
+    if (kernel != IOVA_KERNEL_4_10) {
         CHECK_EQ(iova_cookie_fq_init(c, 3, 16, 10), IOVA_E_CPU);     /* 2 CPUs */
         CHECK_EQ(iova_cookie_fq_init(c, 2, 0, 10), IOVA_E_RANGE);
         CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), 0);
@@ -1292,10 +1297,12 @@ int main(void)
         CHECK(iova_alloc(leaked, 1, TOP32, 0) > 0);
     }
     exercise_domain(IOVA_KERNEL_6_12);
+    exercise_domain(IOVA_KERNEL_6_1);
     exercise_domain(IOVA_KERNEL_4_10);
     bad_domain_parameters();
     hostile_restores();
     exercise_cookie_iova(IOVA_KERNEL_6_12);
+    exercise_cookie_iova(IOVA_KERNEL_6_1);
     exercise_cookie_iova(IOVA_KERNEL_4_10);
     exercise_cookie_wrap();
     exercise_cookie_msi();
