@@ -250,12 +250,12 @@ class DmaCookie:
             pfn, ev = allocator.alloc(pages, limit >> shift, try_32bit=try_32, cpu=cpu)
         except errors.IovaExhausted as exc:
             ev = getattr(exc, "events", 0)
-            if ev & EV_NO_32BIT and self._sticky_32bit:
+            if ev & EV_NO_32BIT and self.sticky_no_32bit:
                 self._no_32bit.add(dev)
             self._events(ev)
             return 0
         if ev:
-            if ev & EV_NO_32BIT and self._sticky_32bit:
+            if ev & EV_NO_32BIT and self.sticky_no_32bit:
                 self._no_32bit.add(dev)       # sticky: "Using N-bit DMA addresses"
             self._events(ev)
         return pfn << shift
@@ -308,9 +308,9 @@ class DmaCookie:
             self.iovad.advance(ms)
 
     @property
-    def _sticky_32bit(self):
-        """6.12 stops a PCI device's below-4 GiB attempts for good once one
-        fails (a per-device flag since 6.4); 6.1 and 4.10 try every time."""
+    def sticky_no_32bit(self):
+        """Whether a failed 32-bit-first attempt ends them for the device
+        (6.12), rather than being made again on every allocation (6.1, 4.10)."""
         return self.kernel == "6.12"
 
     def uses_32bit_first(self, dev):
