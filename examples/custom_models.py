@@ -31,6 +31,7 @@ from pyiova.dma import DmaDirection
 from pyiova.drivers import GenericIommu, register_driver
 from pyiova.workloads import (ACCESS, ADVANCE, MAP_PAGE, UNMAP_PAGE, Param, Workload,
                               parse_size, register_workload)
+from pyiova.workloads.base import integer
 
 PAGE = 4096
 
@@ -68,7 +69,7 @@ class SlabWorkload(Workload):
     PARAMS = {
         "large": Param("1M", parse_size, "the large buffer"),
         "small": Param("8K", parse_size, "each small buffer"),
-        "per_round": Param("32", lambda v: int(v), "small buffers kept per round"),
+        "per_round": Param(32, integer(1, 4096), "small buffers mapped per round"),
     }
 
     def _generate(self, rng):

@@ -15,6 +15,7 @@ pyiova version and error (None when the cell ran).
 import dataclasses
 import json
 import traceback
+import typing
 
 from .. import __version__
 from ..drivers.registry import DRIVER_SPECS
@@ -22,12 +23,15 @@ from ..sim import PolicyNotApplicable, SimResult, not_applicable, simulate
 from ..workloads import WORKLOADS, get_workload
 from .grid import canonical
 
-__all__ = ["run_cell", "columns", "reserved_columns", "plugins_for", "CELL_COLUMNS",
+__all__ = ["run_cell", "error_row", "base_row", "columns", "reserved_columns", "plugins_for", "column_kinds",
+           "numeric_columns", "CELL_COLUMNS",
            "TIMING_COLUMNS"]
 
 CELL_COLUMNS = ("cell", "workload", "policy", "driver", "kernel")
 RUN_COLUMNS = ("seed", "ops_requested", "drop_rate", "max_failures")
 TAIL_COLUMNS = ("verdict", "engine", "pyiova_version", "error")
+# Text columns that are never None (an empty CSV field reads back as "")
+TEXT_COLUMNS = ("note",)
 # Columns that measure time, not the model: they differ between two runs of
 # the same cell, every other column is equal.
 TIMING_COLUMNS = ("elapsed_s", "ops_per_sec")
@@ -37,6 +41,30 @@ _SKIPPED_FIELDS = ("timeline", "failure_ops")
 
 def _result_fields():
     return [f.name for f in dataclasses.fields(SimResult) if f.name not in _SKIPPED_FIELDS]
+
+
+def column_kinds():
+    """{column: bool, int, float or str} for the columns every sweep has."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(SimResult).items():
+        if name in _SKIPPED_FIELDS:
+            continue
+        kind = hint
+        if typing.get_origin(hint) is typing.Union:         # Optional[int]
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            kind = args[0] if len(args) == 1 else hint
+        kinds[name] = kind if kind in (bool, int, float) else str
+    kinds.update(cell=str, workload=str, policy=str, driver=str, kernel=str, seed=int,
+                 ops_requested=int, drop_rate=float, max_failures=int, params=str, verdict=str,
+                 engine=str, pyiova_version=str, error=str)
+    return kinds
+
+
+def numeric_columns():
+    """The columns every sweep has that hold measured numbers (what a
+    summary summarises, the cell's own columns aside)."""
+    return [c for c, k in column_kinds().items()
+            if k in (int, float) and c not in RUN_COLUMNS]
 
 
 def columns(param_names):
@@ -70,7 +98,7 @@ def _adopt(plugins):
         (WORKLOADS if kind == "workload" else DRIVER_SPECS).adopt(name, obj)
 
 
-def _base_row(cell):
+def base_row(cell):
     row = dict(zip(CELL_COLUMNS, (cell.key, cell.workload, cell.policy, cell.driver,
                                   cell.kernel)))
     for name, value in cell.params:
@@ -101,16 +129,12 @@ def _result(cell, engine):
 
 def run_cell(cell, plugins=(), engine=None):
     """The row of one cell (see the module's docstring)."""
-    row = _base_row(cell)
     try:
         _adopt(plugins)
         result = _result(cell, engine)
     except Exception as exc:        # the cell's error is its row, not the sweep's end
-        for name in _result_fields():
-            row.setdefault(name, None)
-        row.update(verdict="error", engine=None, pyiova_version=__version__,
-                   error=_error_text(exc))
-        return row
+        return error_row(cell, _error_text(exc))
+    row = base_row(cell)
     d = result.as_dict()
     for name, value in d.items():
         if name == "params":
@@ -121,6 +145,16 @@ def run_cell(cell, plugins=(), engine=None):
     elif not d["engine"]:
         row["engine"] = None
     row.update(pyiova_version=__version__, error=None)
+    return row
+
+
+def error_row(cell, error):
+    """The row of a cell that did not run: its own columns, the error's text,
+    nothing measured."""
+    row = base_row(cell)
+    for name in _result_fields():
+        row.setdefault(name, None)
+    row.update(note="", verdict="error", engine=None, pyiova_version=__version__, error=error)
     return row
 
 

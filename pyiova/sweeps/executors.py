@@ -16,11 +16,11 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from .. import __version__, errors
-from .cell import run_cell
+from .. import errors
+from .cell import error_row, run_cell
 
-__all__ = ["run_serial", "run_processes", "run_dask", "default_workers", "MISSING_DISTRIBUTED",
-           "lost_row"]
+__all__ = ["run_serial", "run_processes", "run_dask", "default_workers", "require_distributed",
+           "MISSING_DISTRIBUTED"]
 
 MISSING_DISTRIBUTED = ("running on a Dask cluster needs distributed, which is not installed; "
                        "install it with:  pip install 'pyiova[dask]'  (or: pip install "
@@ -37,16 +37,6 @@ def default_workers():
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def lost_row(cell, why):
-    """The row of a cell that no worker could finish."""
-    from .cell import _base_row, _result_fields
-    row = _base_row(cell)
-    for name in _result_fields():
-        row.setdefault(name, None)
-    row.update(verdict="error", engine=None, pyiova_version=__version__, error=why)
-    return row
 
 
 def run_serial(cells, plugins, engine, on_row):
@@ -78,7 +68,7 @@ def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None)
                     _died(cell, deaths, todo, on_row)
                     continue
                 except Exception as exc:    # the cell could not reach run_cell (pickling)
-                    row = lost_row(cell, "%s: %s" % (type(exc).__name__, exc))
+                    row = error_row(cell, "%s: %s" % (type(exc).__name__, exc))
                 on_row(row)
             if broken:
                 pool.shutdown(wait=True)
@@ -103,18 +93,24 @@ def _submit(pool, todo, running, deaths, workers, plugins, engine):
 def _died(cell, deaths, todo, on_row):
     deaths[cell] = deaths.get(cell, 0) + 1
     if deaths[cell] > WORKER_DEATHS_ALLOWED:
-        on_row(lost_row(cell, "WorkerDied: the worker process running this cell died, "
+        on_row(error_row(cell, "WorkerDied: the worker process running this cell died, "
                               "also when it ran alone (killed, out of memory, or a crash)"))
     else:
         todo.append(cell)
 
 
-def dask_client(scheduler, workers=None):
-    """(a distributed.Client, the LocalCluster to close or None)."""
+def require_distributed():
+    """distributed, or the IovaValueError saying how to install it."""
     try:
         import distributed
     except ImportError:
         raise errors.IovaValueError(MISSING_DISTRIBUTED) from None
+    return distributed
+
+
+def dask_client(scheduler, workers=None):
+    """(a distributed.Client, the LocalCluster to close or None)."""
+    distributed = require_distributed()
     if isinstance(scheduler, distributed.Client):
         return scheduler, None
     if scheduler == "local":
@@ -134,20 +130,20 @@ def dask_client(scheduler, workers=None):
 
 
 def run_dask(cells, plugins, engine, on_row, scheduler="local", workers=None):
-    import distributed
     client, cluster = dask_client(scheduler, workers)
+    from distributed import as_completed
     futures = {}
     try:
         for cell in cells:
             # pure=False: a cell is a run, not a value to share between equal calls
             futures[client.submit(run_cell, cell, plugins, engine, pure=False,
                                   key="pyiova-cell-%s" % _task_key(cell))] = cell
-        for fut in distributed.as_completed(futures):
+        for fut in as_completed(futures):
             cell = futures.pop(fut)
             try:
                 row = fut.result()
             except Exception as exc:       # a worker lost (KilledWorker) and the like
-                row = lost_row(cell, "%s: %s" % (type(exc).__name__, exc))
+                row = error_row(cell, "%s: %s" % (type(exc).__name__, exc))
             on_row(row)
     finally:
         if futures:

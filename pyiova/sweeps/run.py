@@ -4,7 +4,7 @@ import time
 from .. import errors
 from ..sim import DEFAULT_MAX_FAILURES, DEFAULT_OPS, DEFAULT_POLICIES
 from . import executors
-from .cell import columns, plugins_for, reserved_columns
+from .cell import base_row, columns, plugins_for, reserved_columns
 from .grid import expand
 from .store import RowWriter, read_rows
 from .table import SweepResult
@@ -52,6 +52,8 @@ def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12",
                                     % (executor, ", ".join(EXECUTORS)))
     if scheduler is not None and executor != "dask":
         raise errors.IovaValueError("a scheduler is for executor='dask', not %r" % executor)
+    if executor == "dask":
+        executors.require_distributed()
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         raise errors.IovaValueError("workers must be an integer >= 1, not %r" % (workers,))
@@ -70,7 +72,10 @@ def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12",
         found = {r["cell"]: r for r in read_rows(out)}
         if retry_failed:
             found = {k: r for k, r in found.items() if not r.get("error")}
-    rows = {c.key: found[c.key] for c in cells if c.key in found}
+    # a row read back keeps the cell's own columns as this sweep writes them
+    # (a CSV file gives back text where a parameter was a list)
+    rows = {c.key: dict(found[c.key], **base_row(c)) for c in cells if c.key in found}
+    reused = len(rows)
     todo = [c for c in cells if c.key not in rows]
     total = len(cells)
     writer = RowWriter(out, cols) if out is not None else None
@@ -98,4 +103,4 @@ def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12",
         if writer is not None:
             writer.close(finished)
     return SweepResult([rows[c.key] for c in cells], cols, list(params),
-                       took=time.perf_counter() - t0, executor=executor)
+                       took=time.perf_counter() - t0, executor=executor, reused=reused)

@@ -20,7 +20,7 @@ import json
 import os
 
 from .. import errors
-from ..sim import SimResult
+from .cell import TEXT_COLUMNS, column_kinds
 
 __all__ = ["file_format", "read_rows", "RowWriter", "MISSING_PYARROW"]
 
@@ -50,24 +50,6 @@ def _journal(path):
 
 # ---- reading --------------------------------------------------------------------------
 
-def _column_types():
-    """What each known column holds, for reading CSV text back."""
-    types = {}
-    for f in SimResult.__dataclass_fields__.values():
-        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if "bool" in t:
-            types[f.name] = bool
-        elif "int" in t:
-            types[f.name] = int
-        elif "float" in t:
-            types[f.name] = float
-        else:
-            types[f.name] = str
-    types.update(seed=int, ops_requested=int, drop_rate=float, max_failures=int, params=str,
-                 cell=str, verdict=str, engine=str, pyiova_version=str, error=str)
-    return types
-
-
 def _guess(text):
     """A parameter column's value: an int or float when it reads as one."""
     for kind in (int, float):
@@ -82,7 +64,7 @@ def _guess(text):
 
 def _typed(name, text, types):
     if text == "":
-        return None
+        return "" if name in TEXT_COLUMNS else None
     kind = types.get(name)
     if kind is None:
         return _guess(text)
@@ -97,7 +79,7 @@ def _typed(name, text, types):
 
 
 def _read_csv(path):
-    types = _column_types()
+    types = column_kinds()
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)

@@ -28,12 +28,13 @@ _SHOWN = ("verdict", "ops", "failures", "first_failure_op", "peak_live_pfns", "f
 
 
 class SweepResult:
-    def __init__(self, rows, columns, param_names=(), took=None, executor=None):
+    def __init__(self, rows, columns, param_names=(), took=None, executor=None, reused=0):
         self.rows = list(rows)
         self.columns = list(columns)
         self.param_names = list(param_names)
         self.took = took              # seconds the sweep ran (None when read from a file)
         self.executor = executor
+        self.reused = reused          # rows found in the output file, not run again
 
     @classmethod
     def read(cls, path):
@@ -63,8 +64,8 @@ class SweepResult:
     def group_columns(self):
         """What a summary groups by: every column naming the cell but the
         seed (and the cell's key)."""
-        return [c for c in ("workload", "policy", "driver", "kernel") + tuple(self.param_names)
-                + ("ops_requested", "drop_rate", "max_failures")]
+        return (["workload", "policy", "driver", "kernel"] + self.param_names +
+                ["ops_requested", "drop_rate", "max_failures"])
 
     def summary(self):
         return summarize(self.rows, self.group_columns,
