@@ -376,3 +376,103 @@ def test_columns_carry_every_result_field():
     for c in ("cell", "ring_size", "drop_rate", "max_failures", "verdict", "engine",
               "pyiova_version", "error"):
         assert c in cols
+
+
+# ---- the command ----------------------------------------------------------------------
+
+def run_cli(capsys, *argv):
+    from pyiova import cli
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code or 0, out, err
+
+
+CLI_SMALL = ["usb", "--policies", "iova,wraparound,reset-when-empty", "-p", "ring_size=64K,1M",
+             "-p", "sizes=1M", "--seeds", "1..2", "--ops", "20k"]
+
+
+def test_sweep_command_prints_the_summary_and_writes_the_file(capsys, tmp_path):
+    out = str(tmp_path / "s.csv")
+    code, text, _ = run_cli(capsys, "sweep", *CLI_SMALL, "--out", out, "--metrics",
+                            "failures,first_failure_op")
+    assert code == 0
+    assert "pyiova sweep: 12 cells, 12 run in" in text
+    assert "failures: mean over seeds" in text and "first_failure_op: mean" in text
+    assert "stale_translations: mean" not in text
+    group = next(line for line in text.splitlines() if line.startswith("reset-when-empty"))
+    assert "1,048,576" in group or "65,536" in group
+    assert "2 FAILS" in group
+    code, text, _ = run_cli(capsys, "sweep", *CLI_SMALL, "--out", out, "--seeds", "1..3")
+    assert code == 0 and "18 cells (12 found in %s, not run again), 6 run" % out in text
+
+
+def test_sweep_command_json_lines(capsys):
+    code, text, _ = run_cli(capsys, "sweep", *CLI_SMALL, "--json", "--serial")
+    assert code == 0
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == 3 * 2 * 2
+    assert {r["ring_size"] for r in rows} == {64 << 10, 1 << 20}
+    assert {r["sizes"] for r in rows} == {str(1 << 20)}
+    assert all(r["ops_requested"] == 20_000 for r in rows)
+
+
+def test_sweep_command_on_a_dask_local_cluster(capsys):
+    pytest.importorskip("distributed")
+    argv = ["sweep", "usb", "--policies", "iova,wraparound", "-p", "inflight=1,4",
+            "--seeds", "1..2", "--ops", "500", "--json", "--workers", "2"]
+    code, text, _ = run_cli(capsys, *argv, "--scheduler", "local")
+    assert code == 0
+    on_dask = [json.loads(line) for line in text.splitlines()]
+    code, text, _ = run_cli(capsys, *argv)
+    local = [json.loads(line) for line in text.splitlines()]
+    assert len(on_dask) == 8 and model_columns(on_dask) == model_columns(local)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-p", "ring_size=64K,huge"], "huge"),
+    (["-p", "floppy=1"], "floppy"),
+    (["--seeds", "5..1"], "empty"),
+    (["--policies", "iova,,wraparound"], "policy"),
+    (["--ops", "lots"], "count of operations"),
+    (["--drop-rate", "0.5,2"], "[0, 1]"),
+    (["--metrics", "verdict"], "numeric"),
+    (["--plot", "x.png"], "nothing is swept"),
+    (["-p", "inflight=1,2", "--plot", "x.png", "--x", "kernel"], "not swept"),
+    (["--scheduler", "local", "--serial"], "not allowed"),
+])
+def test_sweep_command_refuses_bad_arguments_before_running(capsys, tmp_path, argv, message):
+    out = str(tmp_path / "never.csv")
+    code, _, err = run_cli(capsys, "sweep", "usb", "--ops", "100M", "--seeds", "1..50",
+                           "--out", out, *argv)
+    assert code == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not os.path.exists(out)
+
+
+def test_retry_failed_needs_a_file(capsys):
+    code, _, err = run_cli(capsys, "sweep", "usb", "--ops", "100M", "--retry-failed")
+    assert code == 2 and "--retry-failed goes with --out" in err
+
+
+def test_sweep_command_exits_1_when_a_cell_failed(capsys, plugins):
+    code, text, err = run_cli(capsys, "sweep", "pingpong", "--policies", "iova", "--drivers",
+                              "generic", "-p", "fail_seed=2", "--seeds", "1..3", "--ops", "100")
+    assert code == 1
+    assert "1 of 3 cells failed" in err and "refuses seed 2" in err
+    assert "2 ok, 1 error" in text
+
+
+def test_sweep_command_plot(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = str(tmp_path / "s.png")
+    code, text, _ = run_cli(capsys, "sweep", *CLI_SMALL, "--plot", png)
+    assert code == 0 and "plot written to %s" % png in text
+    with open(png, "rb") as f:
+        assert f.read(4) == b"\x89PNG"
+
+
+def test_sweep_help_has_examples(capsys):
+    code, text, _ = run_cli(capsys, "sweep", "--help")
+    assert code == 0 and "examples:" in text and "--scheduler" in text and "--seeds" in text

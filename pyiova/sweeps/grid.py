@@ -65,16 +65,13 @@ def parse_seeds(text):
         part = part.strip()
         lo, dots, hi = part.partition("..")
         try:
-            if dots:
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise errors.IovaValueError("seed range %r is empty (%d > %d)" % (part, a, b))
-                out.extend(range(a, b + 1))
-            else:
-                out.append(int(part))
+            bounds = (int(lo), int(hi)) if dots else (int(part),) * 2
         except ValueError:
             raise errors.IovaValueError("%r is not a seed list (examples: 1..20, 1,5,9, "
                                         "1..5,10)" % text) from None
+        if bounds[1] < bounds[0]:
+            raise errors.IovaValueError("seed range %r is empty (%d > %d)" % ((part,) + bounds))
+        out.extend(range(bounds[0], bounds[1] + 1))
     return _unique(out, "seed")
 
 
