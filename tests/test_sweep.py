@@ -252,7 +252,8 @@ def test_summary_statistics_by_hand():
     a = by["a", "x"]
     half = 3.1824 * math.sqrt(((1.5 ** 2) * 2 + (0.5 ** 2) * 2) / 3) / 2
     assert (a["n"], a["mean"], a["min"], a["max"]) == (4, 2.5, 1, 4)
-    assert a["ci95_low"] == pytest.approx(2.5 - half) and a["ci95_high"] == pytest.approx(2.5 + half)
+    assert a["ci95_low"] == pytest.approx(2.5 - half)
+    assert a["ci95_high"] == pytest.approx(2.5 + half)
     y = by["a", "y"]
     assert (y["n"], y["mean"], y["ci95_low"], y["ci95_high"]) == (3, 10.0, 10.0, 10.0)
     b = by["b", "x"]
@@ -270,7 +271,8 @@ def test_a_sweeps_summary_groups_over_the_seeds():
     s = r.summary()
     groups = {(g["policy"], g["ring_size"]) for g in s.groups}
     assert len(groups) == 6 and all(g["cells"] == 3 for g in s.groups)
-    stale = {(x["policy"], x["ring_size"]): x for x in s.rows if x["metric"] == "stale_translations"}
+    stale = {(x["policy"], x["ring_size"]): x for x in s.rows
+             if x["metric"] == "stale_translations"}
     vals = [row["stale_translations"] for row in r.rows
             if row["policy"] == "iova" and row["ring_size"] == 64 << 10]
     assert stale["iova", 64 << 10]["mean"] == pytest.approx(sum(vals) / 3)

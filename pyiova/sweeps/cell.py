@@ -23,8 +23,8 @@ from ..sim import PolicyNotApplicable, SimResult, not_applicable, simulate
 from ..workloads import WORKLOADS, get_workload
 from .grid import canonical
 
-__all__ = ["run_cell", "error_row", "base_row", "columns", "reserved_columns", "plugins_for", "column_kinds",
-           "numeric_columns", "CELL_COLUMNS",
+__all__ = ["run_cell", "error_row", "base_row", "columns", "reserved_columns", "plugins_for",
+           "column_kinds", "numeric_columns", "CELL_COLUMNS",
            "TIMING_COLUMNS"]
 
 CELL_COLUMNS = ("cell", "workload", "policy", "driver", "kernel")

@@ -53,7 +53,7 @@ def _count(text):
 
 def _list_of(item):
     def parse(text):
-        parts = [p for p in text.split(",")]
+        parts = text.split(",")
         if any(not p.strip() for p in parts):
             raise argparse.ArgumentTypeError("%r has an empty item" % text)
         return tuple(item(p) for p in parts)

@@ -80,6 +80,10 @@ def plot_sweep(result, path, x=None, metrics=None, title=None):
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     pos, labels, scale = _x_axis(list(dict.fromkeys(r[xcol] for r in rows)))
     colors = {p: "C%d" % (i % 10) for i, p in enumerate(policies)}
+    from matplotlib.ticker import FuncFormatter
+
+    from ..workloads import format_size
+    as_size = FuncFormatter(lambda v, _: format_size(int(v)) if v >= 1 else "")
 
     fig = Figure(figsize=(3.6 * len(facets) + 1.5, 2.4 * len(metrics) + 0.8),
                  layout="constrained")
@@ -101,6 +105,8 @@ def plot_sweep(result, path, x=None, metrics=None, title=None):
                                 color=colors[pol], alpha=0.18, lw=0)
             if scale == "log2":
                 ax.set_xscale("log", base=2)
+                if min(pos) >= 1024:            # sizes: 64K, 1M rather than 2^16, 2^20
+                    ax.xaxis.set_major_formatter(as_size)
             elif scale == "log":
                 ax.set_xscale("log")
             if labels is not None:

@@ -16,6 +16,7 @@ columns (another parameter swept) is rewritten once with the columns of
 both.
 """
 import csv
+import importlib.util
 import json
 import os
 
@@ -36,11 +37,8 @@ def file_format(path):
     if fmt is None:
         raise errors.IovaValueError("cannot tell the format of %r from its name: use .csv, "
                                     ".jsonl or .parquet" % (path,))
-    if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise errors.IovaValueError(MISSING_PYARROW) from None
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise errors.IovaValueError(MISSING_PYARROW)
     return fmt
 
 

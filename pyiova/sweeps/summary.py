@@ -9,7 +9,7 @@ less than the seeds run; an interval needs n >= 2.
 import math
 import numbers
 
-from ..tables import html_table, text_table, to_pandas
+from ..tables import cell_text, html_table, text_table, to_pandas
 
 __all__ = ["summarize", "SweepSummary", "t_975", "HEADLINE_METRICS"]
 
@@ -124,7 +124,6 @@ class SweepSummary:
 def _interval(r):
     if r["ci95_low"] is None:
         return None
-    from ..tables import cell_text
     return "%s .. %s" % (cell_text(r["ci95_low"]), cell_text(r["ci95_high"]))
 
 

@@ -11,6 +11,8 @@
 
 In Jupyter a SweepResult shows as a table (its first and last rows).
 """
+import os
+
 from ..tables import html_table, to_pandas
 from .cell import CELL_COLUMNS, RUN_COLUMNS
 from .store import RowWriter, read_rows
@@ -79,7 +81,6 @@ class SweepResult:
 
     def write(self, path):
         """Writes the whole table to path (format by its name); returns path."""
-        import os
         if os.path.exists(path):
             os.remove(path)
         w = RowWriter(path, self.columns)

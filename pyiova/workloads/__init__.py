@@ -27,7 +27,8 @@ from .nvme import NvmeWorkload
 from .randomized import RandomWorkload
 from .usb import UsbWorkload
 
-__all__ = ["WORKLOADS", "get_workload", "describe", "register_workload", "generator_workload", "Workload", "WorkloadError", "Param",
+__all__ = ["WORKLOADS", "get_workload", "describe", "register_workload", "generator_workload",
+           "Workload", "WorkloadError", "Param",
            "UsbWorkload", "NicWorkload", "NvmeWorkload", "RandomWorkload", "OP_NAMES",
            "format_op", "format_size", "parse_size", "ACCESS", "MAP_PAGE", "UNMAP_PAGE",
            "MAP_SG", "UNMAP_SG", "ALLOC_COHERENT", "FREE_COHERENT", "ADVANCE"]
