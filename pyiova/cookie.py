@@ -240,12 +240,12 @@ class DmaCookie:
             pfn, ev = allocator.alloc(pages, limit >> shift, try_32bit=try_32, cpu=cpu)
         except errors.IovaExhausted as exc:
             ev = getattr(exc, "events", 0)
-            if ev & EV_NO_32BIT and self.kernel == "6.12":
+            if ev & EV_NO_32BIT and self.sticky_no_32bit:
                 self._no_32bit.add(dev)
             self._events(ev)
             return 0
         if ev:
-            if ev & EV_NO_32BIT and self.kernel == "6.12":
+            if ev & EV_NO_32BIT and self.sticky_no_32bit:
                 self._no_32bit.add(dev)       # sticky: "Using N-bit DMA addresses"
             self._events(ev)
         return pfn << shift
@@ -296,6 +296,12 @@ class DmaCookie:
                 self.allocator.fq_flushed(all_rings=True, cpu=cpu)
         if self.iovad is not None:
             self.iovad.advance(ms)
+
+    @property
+    def sticky_no_32bit(self):
+        """Whether a failed 32-bit-first attempt ends them for the device
+        (mainline), rather than being made again on every allocation (4.10)."""
+        return self.kernel == "6.12"
 
     def uses_32bit_first(self, dev):
         """Whether the next allocation for dev tries below 4 GiB first."""

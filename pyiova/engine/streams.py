@@ -112,6 +112,17 @@ class NativeStream:
             out.extend(records.unpack(bytes(buf)))
         return out
 
+    def tuples(self):
+        """The operations from here on, as tuples (the Python engine's form)."""
+        while True:
+            op = self.current()
+            self.skip(1)
+            yield op
+
+    @property
+    def exhausted(self):
+        return False
+
     def current(self):
         """The operation at the stream's position, not consumed."""
         k = lib.sim_gen_peek(self._g, self._peek, _PEEK)
@@ -180,9 +191,15 @@ class PackedStream:
         self._fill()
         return records.decode(self._buf, self._pos, self._extra)
 
+    def tuples(self):
+        while self._fill():
+            op = self.current()
+            self.skip(1)
+            yield op
 
-def stream_for(workload, seed, ops):
+
+def stream_for(workload, seed, make_ops):
     """The record source for a run: the C generator when the workload has
-    one, else `ops` (its Python operations) packed."""
+    one, else make_ops() (its Python operations) packed."""
     stream, _ = native_stream(workload, seed)
-    return stream if stream is not None else PackedStream(ops)
+    return stream if stream is not None else PackedStream(make_ops())
