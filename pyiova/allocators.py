@@ -252,10 +252,10 @@ class PfnAllocator:
         ev = _new_events("uint32_t *")
         r = _cookie_free_lazy(self._c, pfn, pages, c, now_ms, ev)
         if r and r != lib.IOVA_E_FQ_FULL:
-            raise self.free_lazy_error(r, pfn, pages, cpu)
+            raise self._free_lazy_error(r, pfn, pages, cpu)
         return ev[0]
 
-    def free_lazy_error(self, code, pfn, pages, cpu):
+    def _free_lazy_error(self, code, pfn, pages, cpu):
         """The exception for free_lazy's C code `code`."""
         if code == lib.IOVA_E_CPU and self._fq_rings:
             return self._ring_error(cpu)
@@ -276,9 +276,9 @@ class PfnAllocator:
             c = 0                                  # not used without all_rings
         r = lib.iova_cookie_fq_flushed(self._c, 1 if all_rings else 0, c)
         if r:
-            raise self.fq_flushed_error(r, cpu)
+            raise self._fq_flushed_error(r, cpu)
 
-    def fq_flushed_error(self, code, cpu):
+    def _fq_flushed_error(self, code, cpu):
         """The exception for fq_flushed's C code `code`."""
         if code == lib.IOVA_E_CPU and self._fq_rings:
             return self._ring_error(cpu)

@@ -820,14 +820,19 @@ class Simulation:
         if self._ops is None:
             # a new or restored run: the stream again from the seed, up to where it stands
             self._ops = self._stream()
-        if self._res.engine == "c":
-            _run_native(self._ops, n, self.total, self._dev, self._dom, self._cookie,
-                        self._res, self.max_failures, progress, self.timeline, self._first,
-                        self._last, self._state)
-        else:
-            _run(itertools.islice(self._ops, n), self.total, self._dev, self._dom,
-                 self._cookie, self._res, self.max_failures, progress, self.timeline,
-                 self._first, self._last, self._state)
+        try:
+            if self._res.engine == "c":
+                _run_native(self._ops, n, self.total, self._dev, self._dom, self._cookie,
+                            self._res, self.max_failures, progress, self.timeline,
+                            self._first, self._last, self._state)
+            else:
+                _run(itertools.islice(self._ops, n), self.total, self._dev, self._dom,
+                     self._cookie, self._res, self.max_failures, progress, self.timeline,
+                     self._first, self._last, self._state)
+        except BaseException:
+            # the operation that raised is not done: a later run starts with it again
+            self._ops = None
+            raise
         return self
 
     def _stream(self):

@@ -287,9 +287,9 @@ class NativeEngine:
         if where == lib.SIM_AT_FREE:
             return allocator._error(code, pfn=a0, pages=a1, cpu=cpu)
         if where == lib.SIM_AT_FREE_LAZY:
-            return allocator.free_lazy_error(code, a0, a1, cpu)
+            return allocator._free_lazy_error(code, a0, a1, cpu)
         if where == lib.SIM_AT_FQ_FLUSHED:
-            return allocator.fq_flushed_error(code, a1)
+            return allocator._fq_flushed_error(code, a1)
         if where == lib.SIM_AT_FQ_FULL:
             return errors.IovaError("flush queue still full after a flush")
         if where == lib.SIM_AT_ACCESS:
