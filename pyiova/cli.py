@@ -301,6 +301,9 @@ def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
                         "(default: 1.0; 0 turns the erratum off)")
     p.add_argument("--max-failures", type=_positive, default=None, metavar="N",
                    help="stop a run after N failed maps (default: 1000)")
+    p.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
+                   help="the simulation engine: c (fast), python (the reference loop, the "
+                        "same results), auto: c where the driver allows (default)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it only ever shows on a terminal)")
@@ -428,7 +431,7 @@ def _demo(args):
 def _sim_kwargs(args):
     from .sim import DEFAULT_MAX_FAILURES
     return dict(kernel=args.kernel, drop_rate=args.drop_rate,
-                max_failures=args.max_failures or DEFAULT_MAX_FAILURES)
+                max_failures=args.max_failures or DEFAULT_MAX_FAILURES, engine=args.engine)
 
 
 def _workload(args):

@@ -7,7 +7,47 @@ the natural one, the class also derives from it, so ``except ValueError`` and
 
 
 class IovaError(Exception):
-    """Base class of every pyiova error."""
+    """Base class of every pyiova error.
+
+    An error a caller expects and catches by the thousand (IovaExhausted
+    from a full domain) is made with later(): its message is formatted the
+    first time anything reads it (str, repr, args, a traceback, a pickle),
+    so that a failing call costs about what a succeeding one does.
+    """
+
+    @classmethod
+    def later(cls, fmt, *values):
+        """An exception of this class whose message is fmt % values."""
+        exc = cls.__new__(cls)
+        exc._later = (fmt, values)
+        return exc
+
+    def _format_later(self):
+        later = self.__dict__.pop("_later", None)
+        if later is not None:
+            BaseException.args.__set__(self, (later[0] % later[1],))
+
+    @property
+    def args(self):
+        self._format_later()
+        return BaseException.args.__get__(self)
+
+    @args.setter
+    def args(self, value):
+        self.__dict__.pop("_later", None)
+        BaseException.args.__set__(self, value)
+
+    def __str__(self):
+        self._format_later()
+        return super().__str__()
+
+    def __repr__(self):
+        self._format_later()
+        return super().__repr__()
+
+    def __reduce__(self):
+        self._format_later()
+        return super().__reduce__()
 
 
 class IovaExhausted(IovaError):
