@@ -469,10 +469,19 @@ static int pt_map_locked(io_pgtable *pt, uint64_t iova, uint64_t paddr,
         unsigned lvl = pt_pick_level(pt, (iova + done) | (paddr + done), size - done);
 
         if (lvl == 3 && leaves && (iova + done) >> leaves_span == leaves_key) {
-            leaves->e[lvl_index(pt, 3, iova + done)] = pte_make_leaf(paddr + done, prot);
-            leaves->nvalid++;
-            pt_leaf_added(pt, 3);
-            done += lvl_size(pt, 3);
+            /* the rest of this table, up to where a larger step could start */
+            uint64_t page = lvl_size(pt, 3), i = lvl_index(pt, 3, iova + done);
+            uint64_t n = (size - done) >> lvl_shift(pt, 3);
+            if (n > leaves->nentries - i)
+                n = leaves->nentries - i;
+            for (uint64_t k = 0; k < n; k++)
+                leaves->e[i + k] = pte_make_leaf(paddr + done + k * page, prot);
+            leaves->nvalid += (uint32_t)n;
+            pt->st.live_leaves[3] += n;
+            pt->st.mapped_bytes += n * page;
+            pt->st.leaves_installed += n;
+            pt->st.bytes_mapped_total += n * page;
+            done += n * page;
             continue;
         }
         rc = pt_install_in(pt, iova + done, paddr + done, lvl, prot, &leaves);
@@ -598,20 +607,27 @@ static uint64_t pt_unmap_leaves(io_pgtable *pt, uint64_t iova, uint64_t size)
             return 0;
         t = pte_table(e);
     }
-    uint64_t page = lvl_size(pt, 3), done = 0;
-    uint64_t key = iova >> lvl_shift(pt, 2);
-    /* every step but the last one of the unmap, and none that empties t */
-    while (done + page < size && t->nvalid > 1 && (iova + done) >> lvl_shift(pt, 2) == key &&
-           pt_pick_level(pt, iova + done, size - done) == 3) {
-        pte_t *e = &t->e[lvl_index(pt, 3, iova + done)];
-        if (!pte_valid(*e))
-            break;
-        pt_leaf_removed(pt, 3);
-        *e = 0;
+    /* Only a step at the table's first entry can be larger than a page
+     * (the table spans one block); past it every step is a page. */
+    if (lvl_index(pt, 3, iova) == 0 && pt_pick_level(pt, iova, size) != 3)
+        return 0;
+    uint64_t page = lvl_size(pt, 3);
+    uint64_t first = lvl_index(pt, 3, iova), last = t->nentries;
+    uint64_t pages = (size >> lvl_shift(pt, 3)) - 1;    /* all but the unmap's last step */
+    if (pages < last - first)
+        last = first + pages;
+    uint64_t i = first;
+    /* and none that would empty the table: pt_unmap_step frees it */
+    for (; i < last && t->nvalid > 1 && pte_valid(t->e[i]); i++) {
+        t->e[i] = 0;
         t->nvalid--;
-        done += page;
     }
-    return done;
+    uint64_t n = i - first;
+    pt->st.live_leaves[3] -= n;
+    pt->st.mapped_bytes -= n * page;
+    pt->st.leaves_removed += n;
+    pt->st.bytes_unmapped_total += n * page;
+    return n * page;
 }
 
 static int pt_unmap_locked(io_pgtable *pt, uint64_t iova, uint64_t size, uint64_t *unmapped)
