@@ -573,8 +573,26 @@ def _bench(args):
     for pol in args.policies:
         if pol not in runnable:
             print("%s: not run (%s)" % (pol, not_applicable(pol, args.driver, args.kernel)))
+    if runnable and args.engine != "python":
+        print(_engine_line(by[names[0], runnable[0]], args))
     print("\n(%.1f s in all)" % took)
     return 0
+
+
+def _engine_line(r, args):
+    """The engines side by side on the table's first run: the same run again
+    through the Python engine (the reference), its ops/s against the C
+    engine's."""
+    from .sim import simulate
+    if r.engine != "c":
+        return "\nengine: the Python engine ran these (%s)" % r.engine_note
+    kw = _sim_kwargs(args)
+    kw["engine"] = "python"
+    ref = simulate(r.workload, r.policy, args.driver, args.ops, args.seed, **kw)
+    return ("\nengine: %s %s through the C engine %s ops/s, through the Python engine %s "
+            "ops/s: %.1fx" % (r.workload, r.policy, format(int(r.ops_per_sec), ","),
+                               format(int(ref.ops_per_sec), ","),
+                               r.ops_per_sec / ref.ops_per_sec if ref.ops_per_sec else 0.0))
 
 
 # ---- replay ---------------------------------------------------------------------------
