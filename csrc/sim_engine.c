@@ -963,6 +963,8 @@ int64_t sim_engine_take_failure_ops(struct sim_engine *e, uint64_t *out, uint64_
     if (!e || (cap && !out))
         return SIM_E_INVAL;
     uint64_t n = e->nfailure_ops < cap ? e->nfailure_ops : cap;
+    if (!n)
+        return 0;
     memcpy(out, e->failure_ops, n * sizeof(uint64_t));
     memmove(e->failure_ops, e->failure_ops + n, (e->nfailure_ops - n) * sizeof(uint64_t));
     e->nfailure_ops -= n;
