@@ -98,6 +98,8 @@ class NativeEngine:
     def load(self, state):
         """A new C engine from the Python objects and the run's _RunState."""
         self.close()
+        # read again: what it says of the driver's state changes between runs
+        self.profile = self.dom.ops.engine_profile(self.dom)
         dom, cookie, prof = self.dom, self.cookie, self.profile
         phys = cookie.__dict__.get("dma_phys")
         st = ffi.new("struct sim_state *")
