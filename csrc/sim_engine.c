@@ -18,6 +18,7 @@
 #include "iova.h"
 #include "iova_cookie.h"
 #include "iova_mem_internal.h"
+#include "sim_array.h"
 #include "sim_engine.h"
 #include "sim_random_internal.h"
 #include "sim_workloads_internal.h"
@@ -148,14 +149,8 @@ static struct spare_class *spare_class(struct sim_engine *e, uint64_t pages, boo
             return &e->spares[i];
     if (!make)
         return NULL;
-    if (e->nspares == e->spares_cap) {
-        uint64_t cap = e->spares_cap ? 2 * e->spares_cap : 8;
-        struct spare_class *n = iova_realloc(e->spares, cap * sizeof(*n));
-        if (!n)
-            return NULL;
-        e->spares = n;
-        e->spares_cap = cap;
-    }
+    if (!sim_array_room((void **)&e->spares, e->nspares, &e->spares_cap, sizeof(*e->spares), 8))
+        return NULL;
     struct spare_class *c = &e->spares[e->nspares++];
     memset(c, 0, sizeof(*c));
     c->pages = pages;
@@ -170,14 +165,8 @@ static int phys_free(struct sim_engine *e, uint64_t paddr, uint64_t size)
     struct spare_class *c = spare_class(e, pages, true);
     if (!c)
         return SIM_E_NOMEM;
-    if (c->count == c->cap) {
-        uint64_t cap = c->cap ? 2 * c->cap : 8;
-        uint64_t *n = iova_realloc(c->paddr, cap * sizeof(*n));
-        if (!n)
-            return SIM_E_NOMEM;
-        c->paddr = n;
-        c->cap = cap;
-    }
+    if (!sim_array_room((void **)&c->paddr, c->count, &c->cap, sizeof(*c->paddr), 8))
+        return SIM_E_NOMEM;
     c->paddr[c->count++] = paddr;
     return 0;
 }
@@ -235,15 +224,10 @@ static enum step map_failed(struct sim_engine *e)
         st->maps_before = st->maps;
     }
     if (st->failures <= e->cfg.failure_ops_cap) {
-        if (e->nfailure_ops == e->failure_ops_cap) {
-            uint64_t cap = e->failure_ops_cap ? 2 * e->failure_ops_cap : 64;
-            uint64_t *n = iova_realloc(e->failure_ops, cap * sizeof(*n));
-            if (!n) {
-                st->failures--;
-                return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
-            }
-            e->failure_ops = n;
-            e->failure_ops_cap = cap;
+        if (!sim_array_room((void **)&e->failure_ops, e->nfailure_ops, &e->failure_ops_cap,
+                            sizeof(*e->failure_ops), 64)) {
+            st->failures--;
+            return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
         }
         e->failure_ops[e->nfailure_ops++] = st->pos;
     }
@@ -495,13 +479,21 @@ static void count_map(struct sim_engine *e, uint64_t live_pfns)
         st->peak = st->live;
 }
 
-static enum step op_access(struct sim_engine *e, const struct sim_op *op)
+/* The mapping op's handle holds; NULL, counted as skipped, when none (its
+ * map failed: sim._run skips what names it). */
+static struct entry *mapped(struct sim_engine *e, const struct sim_op *op)
 {
     struct entry *s = find(e, op->handle);
-    if (!s) {
+    if (!s)
         e->st.skipped++;
+    return s;
+}
+
+static enum step op_access(struct sim_engine *e, const struct sim_op *op)
+{
+    struct entry *s = mapped(e, op);
+    if (!s)
         return STEP_OK;
-    }
     uint64_t a = s->m.dma_addr + op->arg;
     if (a < op->arg || a > e->cfg.dma_mask || op->write > 1)
         return STEP_FALLBACK;               /* Device.dma_access refuses it */
@@ -558,11 +550,9 @@ static enum step unmapped(struct sim_engine *e, struct entry *s, enum step step)
 
 static enum step op_unmap_page(struct sim_engine *e, const struct sim_op *op)
 {
-    struct entry *s = find(e, op->handle);
-    if (!s) {
-        e->st.skipped++;
+    struct entry *s = mapped(e, op);
+    if (!s)
         return STEP_OK;
-    }
     if (s->m.orphan || s->m.kind != SIM_KIND_PAGE || s->m.size != op->size || s->m.dir != op->dir)
         return STEP_FALLBACK;                 /* _take refuses it */
     return unmapped(e, s, unmap_range(e, s->m.iova, s->m.length, op->cpu, e->cfg.lazy));
@@ -632,11 +622,9 @@ static enum step op_map_sg(struct sim_engine *e, const struct sim_op *op)
 
 static enum step op_unmap_sg(struct sim_engine *e, const struct sim_op *op)
 {
-    struct entry *s = find(e, op->handle);
-    if (!s) {
-        e->st.skipped++;
+    struct entry *s = mapped(e, op);
+    if (!s)
         return STEP_OK;
-    }
     if (s->m.orphan || s->m.kind != SIM_KIND_SG || s->m.dir != op->dir)
         return STEP_FALLBACK;
     return unmapped(e, s, unmap_range(e, s->m.iova, s->m.length, op->cpu, e->cfg.lazy));
@@ -680,11 +668,9 @@ static enum step op_alloc_coherent(struct sim_engine *e, const struct sim_op *op
 
 static enum step op_free_coherent(struct sim_engine *e, const struct sim_op *op)
 {
-    struct entry *s = find(e, op->handle);
-    if (!s) {
-        e->st.skipped++;
+    struct entry *s = mapped(e, op);
+    if (!s)
         return STEP_OK;
-    }
     if (s->m.orphan || s->m.kind != SIM_KIND_COHERENT)
         return STEP_FALLBACK;
     enum step step = unmap_range(e, s->m.iova, s->m.length, op->cpu, e->cfg.lazy);

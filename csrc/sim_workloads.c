@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "iova_mem_internal.h"
+#include "sim_array.h"
 #include "sim_random_internal.h"
 #include "sim_workloads_internal.h"
 
@@ -91,15 +92,9 @@ struct sim_gen {
 
 static struct sim_op *append(struct sim_gen *g)
 {
-    if (g->len == g->cap) {
-        uint64_t cap = g->cap ? 2 * g->cap : 256;
-        struct sim_op *n = iova_realloc(g->q, cap * sizeof(*n));
-        if (!n) {
-            g->error = SIM_E_NOMEM;
-            return NULL;
-        }
-        g->q = n;
-        g->cap = cap;
+    if (!sim_array_room((void **)&g->q, g->len, &g->cap, sizeof(*g->q), 256)) {
+        g->error = SIM_E_NOMEM;
+        return NULL;
     }
     struct sim_op *op = &g->q[g->len++];
     memset(op, 0, sizeof(*op));
@@ -141,6 +136,27 @@ static uint64_t draw_page(struct sim_gen *g, uint64_t base, uint32_t bits)
 static uint64_t trunc_u64(double x)
 {
     return (uint64_t)x;
+}
+
+/* A MAP_SG record and its segments: `size` bytes cut into segments whose
+ * length seg_len draws (capped by what is left), each at a page drawn after
+ * its length, as both Python generators do. */
+static void emit_sg(struct sim_gen *g, uint64_t h, uint64_t size, uint8_t dir, int32_t cpu,
+                    uint64_t (*seg_len)(struct sim_gen *), uint64_t phys_base, uint32_t phys_bits)
+{
+    uint64_t at = g->len, left = size, nsegs = 0;
+    emit(g, SIM_OP_MAP_SG, h, 0, 0, dir, 0, cpu);
+    while (left && !g->error) {
+        uint64_t n = seg_len(g);
+        if (n > left)
+            n = left;
+        uint64_t paddr = draw_page(g, phys_base, phys_bits);
+        emit(g, SIM_OP_SEGMENT, 0, paddr, n, 0, 0, NO_CPU);
+        left -= n;
+        nsegs++;
+    }
+    if (!g->error)
+        g->q[at].arg = nsegs;
 }
 
 /* ---- usb.py ------------------------------------------------------------------ */
@@ -266,6 +282,14 @@ static void nic_step(struct sim_gen *g)
 
 /* ---- nvme.py ----------------------------------------------------------------- */
 
+/* 1 << (seg_lo + int(rand() * seg_octaves)) */
+static uint64_t nvme_seg_len(struct sim_gen *g)
+{
+    const struct sim_nvme_params *p = &g->u.nvme.p;
+    uint64_t octaves = p->seg_max_log2 - p->seg_min_log2 + 1;
+    return 1ull << (p->seg_min_log2 + trunc_u64(draw(g) * (double)octaves));
+}
+
 static void nvme_step(struct sim_gen *g)
 {
     __typeof__(g->u.nvme) *u = &g->u.nvme;
@@ -283,7 +307,6 @@ static void nvme_step(struct sim_gen *g)
     uint64_t q = trunc_u64(draw(g) * (double)p->queues);
     struct nvme_queue *Q = &u->queues[q];
     uint64_t octaves = p->max_log2 - p->min_log2 + 1;
-    uint64_t seg_octaves = p->seg_max_log2 - p->seg_min_log2 + 1;
     if (Q->nfree && (!Q->nbusy || draw(g) < 0.5)) {
         uint64_t tag = Q->free_tags[--Q->nfree];
         uint64_t h = p->cmd_base + q * p->depth + tag;
@@ -295,20 +318,7 @@ static void nvme_step(struct sim_gen *g)
             uint64_t paddr = draw_page(g, p->phys_base, p->phys_bits);
             emit(g, SIM_OP_MAP_PAGE, h, paddr, size, d, 0, (int32_t)q);
         } else {
-            uint64_t at = g->len;
-            emit(g, SIM_OP_MAP_SG, h, 0, 0, d, 0, (int32_t)q);
-            uint64_t left = size, nsegs = 0;
-            while (left && !g->error) {
-                uint64_t n = 1ull << (p->seg_min_log2 + trunc_u64(draw(g) * (double)seg_octaves));
-                if (n > left)
-                    n = left;
-                uint64_t paddr = draw_page(g, p->phys_base, p->phys_bits);
-                emit(g, SIM_OP_SEGMENT, 0, paddr, n, 0, 0, NO_CPU);
-                left -= n;
-                nsegs++;
-            }
-            if (!g->error)
-                g->q[at].arg = nsegs;
+            emit_sg(g, h, size, d, (int32_t)q, nvme_seg_len, p->phys_base, p->phys_bits);
         }
         Q->cmd[tag] = (struct nvme_cmd){ .size = size, .is_read = is_read, .sg = sg };
         Q->busy[Q->nbusy++] = tag;
@@ -348,15 +358,9 @@ static bool due_before(const struct due *a, const struct due *b)
 static bool heap_push(struct sim_gen *g, struct due d)
 {
     __typeof__(g->u.rnd) *u = &g->u.rnd;
-    if (u->nheap == u->heap_cap) {
-        uint64_t cap = u->heap_cap ? 2 * u->heap_cap : 64;
-        struct due *n = iova_realloc(u->heap, cap * sizeof(*n));
-        if (!n) {
-            g->error = SIM_E_NOMEM;
-            return false;
-        }
-        u->heap = n;
-        u->heap_cap = cap;
+    if (!sim_array_room((void **)&u->heap, u->nheap, &u->heap_cap, sizeof(*u->heap), 64)) {
+        g->error = SIM_E_NOMEM;
+        return false;
     }
     uint64_t i = u->nheap++;
     while (i && due_before(&d, &u->heap[(i - 1) / 2])) {
@@ -386,6 +390,12 @@ static struct due heap_pop(struct sim_gen *g)
     if (n)
         u->heap[i] = last;
     return top;
+}
+
+/* (1 + int(rand() * 16)) * PAGE */
+static uint64_t random_seg_len(struct sim_gen *g)
+{
+    return (1 + trunc_u64(draw(g) * 16)) * g->u.rnd.p.page;
 }
 
 /* One turn of the loop; false when it yielded nothing (the live set was full). */
@@ -424,19 +434,7 @@ static bool random_turn(struct sim_gen *g)
     uint8_t kind;
     if (r < p->sg_ratio) {
         kind = RND_SG;
-        uint64_t at = g->len, left = size, nsegs = 0;
-        emit(g, SIM_OP_MAP_SG, u->handle, 0, 0, d, 0, NO_CPU);
-        while (left && !g->error) {
-            uint64_t n = (1 + trunc_u64(draw(g) * 16)) * p->page;
-            if (n > left)
-                n = left;
-            uint64_t paddr = draw_page(g, p->phys_base, p->phys_bits);
-            emit(g, SIM_OP_SEGMENT, 0, paddr, n, 0, 0, NO_CPU);
-            left -= n;
-            nsegs++;
-        }
-        if (!g->error)
-            g->q[at].arg = nsegs;
+        emit_sg(g, u->handle, size, d, NO_CPU, random_seg_len, p->phys_base, p->phys_bits);
     } else if (r < u->coh_cut) {
         kind = RND_COHERENT;
         emit(g, SIM_OP_ALLOC_COHERENT, u->handle, 0, size, 0, 0, NO_CPU);
