@@ -40,7 +40,7 @@ from pyiova.workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MA
 SEEDS = range(1, 1 + int(os.environ.get("PYIOVA_ENGINE_SEEDS", "1")))
 OPS = int(os.environ.get("PYIOVA_ENGINE_OPS", "3000"))
 EXAMPLES = int(os.environ.get("PYIOVA_ENGINE_EXAMPLES", "150"))
-KERNELS = ("6.12", "4.10")
+KERNELS = ("6.12", "6.1", "4.10")
 IN, OUT, BIDI, NONE = (DmaDirection.FROM_DEVICE, DmaDirection.TO_DEVICE,
                        DmaDirection.BIDIRECTIONAL, DmaDirection.NONE)
 

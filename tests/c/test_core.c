@@ -1451,6 +1451,7 @@ static void exercise_engine_records(void)
     iova_cookie_get_stats(r.c, &cs);
     CHECK_EQ(cs.live_ranges, 1);                 /* handle 7 only: 9 was given back */
     rig_destroy(&r);
+}
 
 /* A 6.1 depot holds at most 32 full magazines and never has trim work;
  * the validator's R3 says so when either is made false. */
