@@ -50,6 +50,8 @@ _INTP = ffi.typeof("int *")
 _U64X2 = ffi.typeof("uint64_t[2]")
 _E_NOSPC = lib.IOVA_E_NOSPC
 _Exhausted = errors.IovaExhausted
+_Later = errors.LaterMessage
+_NOSPC_MESSAGE = "no free range of %d pages at or below limit_pfn %#x"
 
 # The batch calls' result: slicing a zeroed template copies it at memcpy
 # speed, where array("Q", bytes(8 * n)) builds and copies a bytes object.
@@ -154,8 +156,7 @@ class IovaDomain:
     def _alloc_error(self, code, size, limit_pfn, cpu=None):
         """An allocation's failure; no room (the common one) is cheap."""
         if code == _E_NOSPC:
-            return _Exhausted.later("no free range of %d pages at or below limit_pfn %#x",
-                                    size, limit_pfn)
+            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit_pfn)))
         return self._error(code, size=size, limit_pfn=limit_pfn, cpu=cpu)
 
     def _error(self, code, **named):
@@ -165,8 +166,7 @@ class IovaDomain:
         pfn = named.get("pfn")
         E = lib
         if code == E.IOVA_E_NOSPC:
-            return _Exhausted.later("no free range of %d pages at or below limit_pfn %#x",
-                                    size, limit)
+            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit)))
         if code == E.IOVA_E_SIZE:
             return errors.IovaValueError("size %r is not in 1..%#x" % (size, self.max_pfn))
         if code == E.IOVA_E_LIMIT:
