@@ -11,6 +11,12 @@ workload into a DMA API call (pyiova.dma) or a device access through the
 IOTLB (Device.dma_access). The same seed gives every policy the same
 operations.
 
+Two engines do that and give the same results (docs/engine.md): _run, the
+Python loop through the DMA API (engine="python": the reference, and the
+engine for drivers written in Python), and _run_native, the C engine
+(csrc/sim_engine.c) over the same C structures, the default wherever the
+driver declares its behaviour (IommuDriver.engine_profile).
+
 Policies (the same names on the command line):
 
     iova              the kernel default: tree + per-CPU rcache, strict invalidation
