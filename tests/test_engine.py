@@ -466,6 +466,10 @@ def test_a_python_workload_runs_on_the_c_engine_through_records():
     py, c = both(Listed(ops, pci=True, bits=64, ncpus=4), "iova", "generic", ops=4000)
     assert py == c
     assert py["result"]["maps"] > 0
+    # a stream that ends before the run asked for: both stop where it ends
+    short = [simulate(Listed(ops[:100], ncpus=4), "iova", "ipmmu", ops=500, engine=engine)
+             for engine in ("python", "c")]
+    assert short[0].ops == short[1].ops == 100 and outcome(short[0]) == outcome(short[1])
 
 
 def test_engine_names_are_checked():
