@@ -866,7 +866,8 @@ void sim_engine_destroy(struct sim_engine *e)
 int sim_engine_add_mapping(struct sim_engine *e, const struct sim_mapping *m,
                            const uint64_t *segs)
 {
-    if (!e || !m || m->kind < SIM_KIND_PAGE || m->kind > SIM_KIND_COHERENT || m->orphan > 1 || find(e, m->handle) ||
+    if (!e || !m || m->kind < SIM_KIND_PAGE || m->kind > SIM_KIND_COHERENT || m->orphan > 1 ||
+        find(e, m->handle) ||
         (m->kind == SIM_KIND_SG && (!m->nsegs || !segs)) || m->dir >= DIR_NONE ||
         m->nsegs > (UINT64_MAX >> 4))
         return SIM_E_INVAL;
