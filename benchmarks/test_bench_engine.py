@@ -6,12 +6,13 @@ under "benchmark notes".
     pytest benchmarks/test_bench_engine.py --benchmark-only              100k operations
     pytest benchmarks/test_bench_engine.py --benchmark-only --run-slow   1M operations
 
-The driver is the generic one, where every policy runs.
+Both drivers: the generic one (every policy runs) and the IPMMU (all but
+iova-lazy).
 """
 import pytest
 
 import workloads
-from pyiova.sim import DEFAULT_POLICIES, simulate
+from pyiova.sim import DEFAULT_POLICIES, not_applicable, simulate
 
 WORKLOADS = ("usb", "nic", "nvme", "random")
 _seen = {}
@@ -27,21 +28,24 @@ def _outcome(r):
 @pytest.mark.parametrize("engine", ["c", "python"])
 @pytest.mark.parametrize("policy", DEFAULT_POLICIES)
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_engines(benchmark, request, workload, policy, engine):
+@pytest.mark.parametrize("driver", ["generic", "ipmmu"])
+def test_engines(benchmark, request, driver, workload, policy, engine):
+    if not_applicable(policy, driver):
+        pytest.skip(not_applicable(policy, driver))
     ops = 1_000_000 if request.config.getoption("--run-slow") else 100_000
-    benchmark.group = "engine-%s-%s-%dk" % (workload, policy, ops // 1000)
-    r = benchmark.pedantic(simulate, args=(workload, policy, "generic"),
+    benchmark.group = "engine-%s-%s-%s-%dk" % (driver, workload, policy, ops // 1000)
+    r = benchmark.pedantic(simulate, args=(workload, policy, driver),
                            kwargs=dict(ops=ops, seed=1, engine=engine), rounds=1, iterations=1)
     assert r.engine == engine
     benchmark.extra_info.update(ops=r.ops, ops_per_sec=r.ops_per_sec, verdict=r.verdict)
-    key = (workload, policy, ops)
+    key = (driver, workload, policy, ops)
     other = _seen.setdefault(key, {})
     other[engine] = r
     if len(other) == 2:
         c, py = other["c"], other["python"]
         assert _outcome(c) == _outcome(py)            # the same run, whichever engine
-        workloads.NOTES.append("engine %-7s %-17s %dk ops: C %11s ops/s, Python %9s ops/s: "
-                               "%5.1fx" % (workload, policy, ops // 1000,
+        workloads.NOTES.append("engine %-7s %-7s %-17s %dk ops: C %11s ops/s, Python %9s "
+                               "ops/s: %5.1fx" % (driver, workload, policy, ops // 1000,
                                            format(int(c.ops_per_sec), ","),
                                            format(int(py.ops_per_sec), ","),
                                            c.ops_per_sec / py.ops_per_sec))
