@@ -502,3 +502,21 @@ def test_seeds_that_are_not_integers_give_the_same_stream():
         stream, _ = native_stream(wl, seed)
         assert stream.take(500) == list(wl.ops(500, seed))
     assert random.Random("text").random() == random.Random("text").random()
+
+
+def test_simulations_in_threads_give_what_they_give_alone():
+    import threading
+    cases = [("usb", "iova", "ipmmu"), ("nvme", "iova-lazy", "generic"),
+             ("random", "wraparound", "generic"), ("nic", "reset-when-empty", "ipmmu")]
+    alone = [outcome(simulate(w, p, d, ops=20_000, seed=7)) for w, p, d in cases]
+    together = [None] * len(cases)
+
+    def run(i):
+        w, p, d = cases[i]
+        together[i] = outcome(simulate(w, p, d, ops=20_000, seed=7))
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
