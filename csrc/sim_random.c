@@ -24,14 +24,22 @@ int sim_mt_valid(const struct sim_mt *m)
     return m && m->index <= MT_N ? 0 : -1;
 }
 
-/* The next block of 624 words. */
+static inline uint32_t mt_mix(uint32_t upper, uint32_t lower, uint32_t far)
+{
+    uint32_t y = (upper & MT_UPPER) | (lower & MT_LOWER);
+    return far ^ (y >> 1) ^ ((y & 1u) ? MT_MATRIX : 0u);
+}
+
+/* The next block of 624 words (in three runs, so no index wraps). */
 static void mt_twist(struct sim_mt *m)
 {
     uint32_t *mt = m->mt;
-    for (int k = 0; k < MT_N; k++) {
-        uint32_t y = (mt[k] & MT_UPPER) | (mt[(k + 1) % MT_N] & MT_LOWER);
-        mt[k] = mt[(k + MT_M) % MT_N] ^ (y >> 1) ^ ((y & 1u) ? MT_MATRIX : 0u);
-    }
+    int k = 0;
+    for (; k < MT_N - MT_M; k++)
+        mt[k] = mt_mix(mt[k], mt[k + 1], mt[k + MT_M]);
+    for (; k < MT_N - 1; k++)
+        mt[k] = mt_mix(mt[k], mt[k + 1], mt[k + MT_M - MT_N]);
+    mt[MT_N - 1] = mt_mix(mt[MT_N - 1], mt[0], mt[MT_M - 1]);
     m->index = 0;
 }
 
