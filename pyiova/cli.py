@@ -305,6 +305,9 @@ def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
                         "(default: 1.0; 0 turns the erratum off)")
     p.add_argument("--max-failures", type=_positive, default=None, metavar="N",
                    help="stop a run after N failed maps (default: 1000)")
+    p.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
+                   help="the simulation engine: c (fast), python (the reference loop, the "
+                        "same results), auto: c where the driver allows (default)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it only ever shows on a terminal)")
@@ -436,7 +439,7 @@ def _demo(args):
 def _sim_kwargs(args):
     from .sim import DEFAULT_MAX_FAILURES
     return dict(kernel=args.kernel, drop_rate=args.drop_rate,
-                max_failures=args.max_failures or DEFAULT_MAX_FAILURES)
+                max_failures=args.max_failures or DEFAULT_MAX_FAILURES, engine=args.engine)
 
 
 def _workload(args):
@@ -578,8 +581,26 @@ def _bench(args):
     for pol in args.policies:
         if pol not in runnable:
             print("%s: not run (%s)" % (pol, not_applicable(pol, args.driver, args.kernel)))
+    if runnable and args.engine != "python":
+        print(_engine_line(by[names[0], runnable[0]], args))
     print("\n(%.1f s in all)" % took)
     return 0
+
+
+def _engine_line(r, args):
+    """The engines side by side on the table's first run: the same run again
+    through the Python engine (the reference), its ops/s against the C
+    engine's."""
+    from .sim import simulate
+    if r.engine != "c":
+        return "\nengine: the Python engine ran these (%s)" % r.engine_note
+    kw = _sim_kwargs(args)
+    kw["engine"] = "python"
+    ref = simulate(r.workload, r.policy, args.driver, args.ops, args.seed, **kw)
+    return ("\nengine: %s %s through the C engine %s ops/s, through the Python engine %s "
+            "ops/s: %.1fx" % (r.workload, r.policy, format(int(r.ops_per_sec), ","),
+                               format(int(ref.ops_per_sec), ","),
+                               r.ops_per_sec / ref.ops_per_sec if ref.ops_per_sec else 0.0))
 
 
 # ---- replay ---------------------------------------------------------------------------

@@ -48,6 +48,10 @@ _array = array.array
 _U64P = ffi.typeof("uint64_t *")
 _INTP = ffi.typeof("int *")
 _U64X2 = ffi.typeof("uint64_t[2]")
+_E_NOSPC = lib.IOVA_E_NOSPC
+_Exhausted = errors.IovaExhausted
+_Later = errors.LaterMessage
+_NOSPC_MESSAGE = "no free range of %d pages at or below limit_pfn %#x"
 
 # The batch calls' result: slicing a zeroed template copies it at memcpy
 # speed, where array("Q", bytes(8 * n)) builds and copies a bytes object.
@@ -149,6 +153,12 @@ class IovaDomain:
 
     # ---- errors ---------------------------------------------------------
 
+    def _alloc_error(self, code, size, limit_pfn, cpu=None):
+        """An allocation's failure; no room (the common one) is cheap."""
+        if code == _E_NOSPC:
+            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit_pfn)))
+        return self._error(code, size=size, limit_pfn=limit_pfn, cpu=cpu)
+
     def _error(self, code, **named):
         """The exception for a negative return code, naming the values."""
         size = named.get("size")
@@ -156,8 +166,7 @@ class IovaDomain:
         pfn = named.get("pfn")
         E = lib
         if code == E.IOVA_E_NOSPC:
-            return errors.IovaExhausted(
-                "no free range of %d pages at or below limit_pfn %#x" % (size, limit))
+            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit)))
         if code == E.IOVA_E_SIZE:
             return errors.IovaValueError("size %r is not in 1..%#x" % (size, self.max_pfn))
         if code == E.IOVA_E_LIMIT:
@@ -215,7 +224,7 @@ class IovaDomain:
             limit_pfn = _as_u64("limit_pfn", limit_pfn)
             r = _alloc(self._d, size, limit_pfn, _as_flag("size_aligned", size_aligned))
         if r < 0:
-            raise self._error(r, size=size, limit_pfn=limit_pfn)
+            raise self._alloc_error(r, size, limit_pfn)
         return r
 
     def free(self, pfn):
@@ -435,9 +444,7 @@ class IovaDomain:
             flag = _as_flag("flush_rcache", flush_rcache)
             r = _alloc_fast(self._d, size, limit_pfn, flag, _as_cpu(cpu, self.ncpus))
         if r <= 0:
-            if r == 0:
-                r = lib.IOVA_E_NOSPC
-            raise self._error(r, size=size, limit_pfn=limit_pfn, cpu=cpu)
+            raise self._alloc_error(r or _E_NOSPC, size, limit_pfn, cpu)
         return r
 
     def free_fast(self, pfn, size, cpu=None):

@@ -32,7 +32,8 @@ import random
 from .. import errors
 from .. import iommu_errors as ierr
 from .._iommu_native import SZ_1G, SZ_2M, SZ_4K
-from ..iommu import DomainGeometry, DomainType, IommuDriver, IovaAllocator
+from ..iommu import (DomainGeometry, DomainType, EngineProfile, IommuDriver, IovaAllocator,
+                     declares_own)
 
 __all__ = ["IpmmuVmsa"]
 
@@ -183,6 +184,23 @@ class IpmmuVmsa(IommuDriver):
 
     def domain_reset(self, domain):
         self.flush_iotlb_all(domain)
+
+    # -- the C simulation engine -----------------------------------------------
+    def engine_profile(self, domain):
+        priv = domain.priv
+        mmu = getattr(priv, "mmu", None)
+        own = ("_flush_context",)
+        if mmu is None or domain.pgtable is None or domain.iotlb is None or \
+                not declares_own(self, IpmmuVmsa, own) or not declares_own(mmu, IpmmuVmsa, own):
+            return None
+        return EngineProfile("context",
+                             skip_syncs=domain.iova_allocator is IovaAllocator.WRAPAROUND,
+                             erratum=mmu.erratum, drop_rate=mmu.erratum_drop_rate,
+                             rng=mmu._rng, flush_when_idle=mmu.flush_when_idle,
+                             dirty=priv.dirty)
+
+    def engine_store(self, domain, dirty):
+        domain.priv.dirty = bool(dirty)
 
     def __repr__(self):
         return "<IpmmuVmsa %s contexts %d/%d%s>" % (
