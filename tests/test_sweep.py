@@ -115,6 +115,23 @@ def test_local_processes_give_the_rows_of_one_process():
     assert model_columns(procs.rows) == model_columns(serial.rows)
 
 
+def test_each_row_says_which_engine_ran_it():
+    from pyiova.drivers import DRIVER_SPECS, register_driver
+    auto = sweep("usb", policies="iova", seeds=[1], ops=500, executor="serial")
+    ref = sweep("usb", policies="iova", seeds=[1], ops=500, executor="serial", engine="python")
+    assert (auto.rows[0]["engine"], ref.rows[0]["engine"]) == ("c", "python")
+    assert model_columns(auto.rows)[0] == dict(model_columns(ref.rows)[0], engine="c",
+                                               engine_note="")
+    register_driver(sweep_plugins.ForgetfulIommu, "forgetful")
+    try:
+        own = sweep("usb", policies="iova", drivers="forgetful", seeds=[1], ops=500, workers=2)
+    finally:
+        DRIVER_SPECS.unregister("forgetful")
+    assert own.rows[0]["engine"] == "python" and "profile" in own.rows[0]["engine_note"]
+    with pytest.raises(errors.IovaValueError, match="engine"):
+        sweep("usb", seeds=[1], ops=10, engine="fast")
+
+
 def test_a_policy_that_cannot_run_is_an_n_a_row():
     r = sweep("usb", policies="iova,iova-lazy", seeds=[1], ops=100, executor="serial")
     lazy = r.rows[1]

@@ -30,8 +30,10 @@ __all__ = ["run_cell", "error_row", "base_row", "columns", "reserved_columns", "
 CELL_COLUMNS = ("cell", "workload", "policy", "driver", "kernel")
 RUN_COLUMNS = ("seed", "ops_requested", "drop_rate", "max_failures")
 TAIL_COLUMNS = ("verdict", "engine", "pyiova_version", "error")
-# Text columns that are never None (an empty CSV field reads back as "")
-TEXT_COLUMNS = ("note",)
+# Text columns of a result (note, engine, engine_note): never None, "" when
+# there is nothing to say, so that an empty CSV field reads back as it was
+TEXT_COLUMNS = tuple(f.name for f in dataclasses.fields(SimResult)
+                     if f.type in (str, "str") and f.default == "")
 # Columns that measure time, not the model: they differ between two runs of
 # the same cell, every other column is equal.
 TIMING_COLUMNS = ("elapsed_s", "ops_per_sec")
@@ -115,11 +117,10 @@ def _result(cell, engine):
         wl = get_workload(cell.workload, **params)
         return SimResult(wl.name, cell.policy, cell.driver, cell.seed, kernel=cell.kernel,
                          applicable=False, note=why, ops_requested=cell.ops, params=wl.params)
-    kw = {} if engine is None else {"engine": engine}
     try:
         return simulate(cell.workload, cell.policy, cell.driver, cell.ops, cell.seed,
                         params=params, kernel=cell.kernel, max_failures=cell.max_failures,
-                        drop_rate=cell.drop_rate, **kw)
+                        drop_rate=cell.drop_rate, engine=engine)
     except PolicyNotApplicable as exc:      # a registered driver may refuse at set-up
         wl = get_workload(cell.workload, **params)
         return SimResult(wl.name, cell.policy, cell.driver, cell.seed, kernel=cell.kernel,
@@ -127,7 +128,7 @@ def _result(cell, engine):
                          params=wl.params)
 
 
-def run_cell(cell, plugins=(), engine=None):
+def run_cell(cell, plugins=(), engine="auto"):
     """The row of one cell (see the module's docstring)."""
     try:
         _adopt(plugins)
@@ -140,10 +141,6 @@ def run_cell(cell, plugins=(), engine=None):
         if name == "params":
             value = json.dumps(value, sort_keys=True)
         row.setdefault(name, value)
-    if "engine" not in d:               # a SimResult that does not say: the Python loop
-        row["engine"] = "python" if result.applicable else None
-    elif not d["engine"]:
-        row["engine"] = None
     row.update(pyiova_version=__version__, error=None)
     return row
 
@@ -154,7 +151,8 @@ def error_row(cell, error):
     row = base_row(cell)
     for name in _result_fields():
         row.setdefault(name, None)
-    row.update(note="", verdict="error", engine=None, pyiova_version=__version__, error=error)
+    row.update({c: "" for c in TEXT_COLUMNS})
+    row.update(verdict="error", pyiova_version=__version__, error=error)
     return row
 
 

@@ -94,7 +94,7 @@ def add_parser(sub, formatter_class):
     """Adds the sweep command to the pyiova command's subparsers."""
     from ..cli import _positive
     from ..iova import KERNELS
-    from ..sim import DEFAULT_POLICIES, DRIVERS, POLICIES
+    from ..sim import DEFAULT_POLICIES, DRIVERS, ENGINES, POLICIES
     from ..workloads import WORKLOADS
     from .run import DEFAULT_SEEDS
     s = sub.add_parser(
@@ -124,6 +124,9 @@ def add_parser(sub, formatter_class):
                    help="ipmmu: probability that an unmap-path flush is lost (default: 1.0)")
     s.add_argument("--max-failures", type=_positive, default=None, metavar="N",
                    help="stop a run after N failed maps (default: 1000)")
+    s.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="the simulation engine: c (fast), python (the reference loop, the "
+                        "same results), auto: c where the driver allows (default)")
     s.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="processes (or LocalCluster workers) to run cells on (default: every "
                         "core)")
@@ -195,7 +198,8 @@ def _run(args):
         result = sweep(args.workloads, args.policies, args.drivers, args.kernels, params,
                        args.seeds, list(args.ops), list(args.drop_rate),
                        args.max_failures or DEFAULT_MAX_FAILURES,
-                       executor="serial" if args.serial else None, workers=args.workers,
+                       engine=args.engine, executor="serial" if args.serial else None,
+                       workers=args.workers,
                        scheduler=args.scheduler, out=args.out, retry_failed=args.retry_failed,
                        progress=progress)
     except IovaError as exc:

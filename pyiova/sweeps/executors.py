@@ -26,6 +26,8 @@ MISSING_DISTRIBUTED = ("running on a Dask cluster needs distributed, which is no
                        "install it with:  pip install 'pyiova[dask]'  (or: pip install "
                        "distributed)")
 
+IN_FLIGHT_PER_WORKER = 2
+
 # Times a cell may be running when its worker process dies before it is
 # given up (the second time it is no accident).
 WORKER_DEATHS_ALLOWED = 1
@@ -45,9 +47,11 @@ def run_serial(cells, plugins, engine, on_row):
 
 
 def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None):
-    """At most `workers` cells in flight, so the cells a dying worker took
-    with it are known. Those are suspects: each is tried again alone, and
-    one that takes its worker down then is the cause."""
+    """At most IN_FLIGHT_PER_WORKER cells per worker in flight (one running,
+    the next ready, so a worker never waits for this process), so the cells
+    a dying worker may have taken with it are known. Those are suspects:
+    each is tried again alone, and one that takes its worker down then is
+    the cause."""
     workers = workers or default_workers()
     todo = list(reversed(cells))
     deaths = {}
@@ -81,7 +85,7 @@ def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None)
 
 def _submit(pool, todo, running, deaths, workers, plugins, engine):
     """Fills the free workers from todo; a suspect cell runs alone."""
-    while todo and len(running) < workers:
+    while todo and len(running) < workers * IN_FLIGHT_PER_WORKER:
         if any(c in deaths for c in running.values()):
             return
         if todo[-1] in deaths and running:

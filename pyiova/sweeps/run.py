@@ -2,7 +2,7 @@
 import time
 
 from .. import errors
-from ..sim import DEFAULT_MAX_FAILURES, DEFAULT_OPS, DEFAULT_POLICIES
+from ..sim import DEFAULT_MAX_FAILURES, DEFAULT_OPS, DEFAULT_POLICIES, ENGINES
 from . import executors
 from .cell import base_row, columns, plugins_for, reserved_columns
 from .grid import expand
@@ -17,7 +17,7 @@ DEFAULT_SEEDS = range(1, 6)
 
 def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12", params=None,
           seeds=DEFAULT_SEEDS, ops=DEFAULT_OPS, drop_rates=1.0,
-          max_failures=DEFAULT_MAX_FAILURES, *, engine=None, executor=None, workers=None,
+          max_failures=DEFAULT_MAX_FAILURES, *, engine="auto", executor=None, workers=None,
           scheduler=None, out=None, retry_failed=False, progress=None, mp_context=None):
     """Runs simulate() for every cell of workloads x policies x drivers x
     kernels x parameter values x drop rates x ops x seeds; a SweepResult,
@@ -31,7 +31,8 @@ def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12",
                   the workloads that have it
     seeds, ops, drop_rates
                   one value or a list (range) of values
-    engine        passed to simulate() when given ("auto", "c", "python")
+    engine        simulate()'s: "auto" (the C engine where it can run the cell),
+                  "c" or "python"; each row's `engine` says which ran it
     executor      "processes" (the default: `workers` local processes, all
                   cores when None), "serial" (this process), or "dask"
                   (the default when scheduler is given)
@@ -47,6 +48,8 @@ def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12",
     elapsed_s, ops_per_sec), whichever executor runs it."""
     if executor is None:
         executor = "dask" if scheduler is not None else "processes"
+    if engine not in ENGINES:
+        raise errors.IovaValueError("engine %r is not one of %s" % (engine, ", ".join(ENGINES)))
     if executor not in EXECUTORS:
         raise errors.IovaValueError("executor %r is not one of %s"
                                     % (executor, ", ".join(EXECUTORS)))
