@@ -11,6 +11,7 @@ import pytest
 
 import pyiova
 import sweep_plugins
+from test_cli import run as run_cli
 from pyiova import errors
 from pyiova.sim import simulate
 from pyiova.sweeps import SweepResult, param_alternatives, parse_seeds, sweep
@@ -398,16 +399,6 @@ def test_columns_carry_every_result_field():
 
 
 # ---- the command ----------------------------------------------------------------------
-
-def run_cli(capsys, *argv):
-    from pyiova import cli
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code or 0, out, err
-
 
 CLI_SMALL = ["usb", "--policies", "iova,wraparound,reset-when-empty", "-p", "ring_size=64K,1M",
              "-p", "sizes=1M", "--seeds", "1..2", "--ops", "20k"]

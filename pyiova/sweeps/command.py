@@ -60,16 +60,6 @@ def _list_of(item):
     return parse
 
 
-def _rate(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError("%r is not in [0, 1]" % text)
-    return v
-
-
 def _seeds(text):
     from ..errors import IovaError
     from .grid import parse_seeds
@@ -92,7 +82,7 @@ def _names(known, what):
 
 def add_parser(sub, formatter_class):
     """Adds the sweep command to the pyiova command's subparsers."""
-    from ..cli import _positive
+    from ..cli import _positive, _rate
     from ..iova import KERNELS
     from ..sim import DEFAULT_POLICIES, DRIVERS, ENGINES, POLICIES
     from ..workloads import WORKLOADS
