@@ -486,3 +486,21 @@ def test_sweep_command_plot(capsys, tmp_path):
 def test_sweep_help_has_examples(capsys):
     code, text, _ = run_cli(capsys, "sweep", "--help")
     assert code == 0 and "examples:" in text and "--scheduler" in text and "--seeds" in text
+
+
+def test_sweep_command_progress_bar_counts_cells(monkeypatch, capsys):
+    import io
+    import sys
+
+    from pyiova import cli
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setitem(sys.modules, "tqdm", None)         # the built-in bar
+    monkeypatch.setattr(cli._Bar, "DELAY", 0.0)
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert cli.main(["sweep", *CLI_SMALL, "--serial"]) == 0
+    bar = tty.getvalue()
+    assert "12/12 cells" in bar and "100%" in bar and "s left" in bar
