@@ -50,6 +50,20 @@ def test_a_generator_function_is_a_workload_with_its_keywords_as_parameters(regi
     assert "pingpong: Map a page" in describe("pingpong")
 
 
+def test_a_generator_workloads_parameters_parse_by_their_defaults_type():
+    def gen(rng, count=3, ratio=0.5, flag=False, label="x", sizes=(1, 2)):
+        while True:
+            yield (7, 1)                # ADVANCE
+    cls = generator_workload(gen, "typed")
+    wl = cls(count="16", ratio="0.25", flag="yes", label="y", sizes=[4])
+    assert (wl.count, wl.ratio, wl.flag, wl.label, wl.sizes) == (16, 0.25, True, "y", [4])
+    for bad in (dict(count="2.5"), dict(ratio="nan"), dict(ratio="inf"), dict(flag="maybe"),
+                dict(count=True), dict(label=3)):
+        with pytest.raises(WorkloadError, match="typed"):
+            cls(**bad)
+    assert generator_workload(gen, "typed") is cls           # made once per function and name
+
+
 def test_registered_workloads_and_drivers_run_everywhere(registered):
     r = simulate("pingpong", "iova", "forgetful", ops=3000, seed=2, drop_rate=0.5)
     assert r.workload == "pingpong" and r.driver == "forgetful" and r.ops == 3000

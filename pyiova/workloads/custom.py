@@ -25,10 +25,10 @@ as the function can be imported by its module and name.
 """
 import copyreg
 import inspect
+import math
 import threading
 
 from .. import errors
-from . import base
 from .base import Param, Workload, WorkloadError, boolean, integer
 
 __all__ = ["generator_workload", "as_workload_class", "DEVICE_OPTIONS"]
@@ -38,7 +38,19 @@ __all__ = ["generator_workload", "as_workload_class", "DEVICE_OPTIONS"]
 DEVICE_OPTIONS = {"summary": "", "device_name": None, "dma_bits": 32, "coherent_bits": None,
                   "is_pci": False, "ncpus": 1}
 
-_float = base._number(float)
+
+
+def _float(value):
+    """A finite number (a float parameter's parser)."""
+    if isinstance(value, bool):
+        raise WorkloadError("%r is not a number" % (value,))
+    try:
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise WorkloadError("%r is not a number" % (value,)) from None
+    if not math.isfinite(v):
+        raise WorkloadError("%r is not a finite number" % (value,))
+    return v
 
 
 def _text(value):
