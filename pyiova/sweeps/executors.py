@@ -86,17 +86,17 @@ def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None)
 def _submit(pool, todo, running, deaths, workers, plugins, engine):
     """Fills the free workers from todo; a suspect cell runs alone."""
     while todo and len(running) < workers * IN_FLIGHT_PER_WORKER:
-        if any(c in deaths for c in running.values()):
+        if any(c.key in deaths for c in running.values()):
             return
-        if todo[-1] in deaths and running:
+        if todo[-1].key in deaths and running:
             return
         cell = todo.pop()
         running[pool.submit(run_cell, cell, plugins, engine)] = cell
 
 
 def _died(cell, deaths, todo, on_row):
-    deaths[cell] = deaths.get(cell, 0) + 1
-    if deaths[cell] > WORKER_DEATHS_ALLOWED:
+    deaths[cell.key] = deaths.get(cell.key, 0) + 1
+    if deaths[cell.key] > WORKER_DEATHS_ALLOWED:
         on_row(error_row(cell, "WorkerDied: the worker process running this cell died, "
                               "also when it ran alone (killed, out of memory, or a crash)"))
     else:
