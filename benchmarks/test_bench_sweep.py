@@ -21,6 +21,7 @@ Both groups check that the rows are the same, timing columns aside.
 
     pytest benchmarks/test_bench_sweep.py --benchmark-only [--run-slow]
 """
+import resource
 import time
 
 import pytest
@@ -65,21 +66,30 @@ def cores_free(n=3_000_000):
     return min(float(workers), workers * alone / together)
 
 
+def _cpu_seconds():
+    """CPU time of this process and of its finished children (a process
+    pool's workers, once it is shut down)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
 def _interleaved(ways, chunks, **kw):
-    """{way: (seconds, rows)}: the sweep of each chunk of seeds run each
-    way in turn, the first way alternating, so that a machine whose speed
-    drifts (it is shared) weighs on both alike."""
+    """{way: (seconds, CPU seconds, rows)}: the sweep of each chunk of seeds
+    run each way in turn, the first way alternating, so that a machine whose
+    speed drifts (it is shared) weighs on both alike."""
     took = {w: 0.0 for w in ways}
+    cpu = {w: 0.0 for w in ways}
     rows = {w: [] for w in ways}
     for i, seeds in enumerate(chunks):
         order = list(ways)
         for way in (order if i % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_seconds()
             result = sweep("usb", seeds=seeds, **dict(kw, **ways[way]))
             took[way] += time.perf_counter() - t0
+            cpu[way] += _cpu_seconds() - c0
             assert not result.errors
             rows[way] += _model(result.rows)
-    return {w: (took[w], rows[w]) for w in ways}
+    return {w: (took[w], cpu[w], rows[w]) for w in ways}
 
 
 @pytest.mark.parametrize("size", ["quick", pytest.param("full", marks=pytest.mark.slow)])
@@ -91,18 +101,21 @@ def test_sweep_on_every_core(benchmark, size):
     got = benchmark.pedantic(_interleaved, args=(ways, chunks), kwargs=dict(GRID, ops=ops),
                              rounds=1, iterations=1)
     free = (free + cores_free()) / 2
-    (serial, serial_rows), (procs, procs_rows) = got["serial"], got["processes"]
+    (serial, serial_cpu, serial_rows) = got["serial"]
+    (procs, procs_cpu, procs_rows) = got["processes"]
     cells = 4 * 5 * sum(map(len, chunks))
     assert len(procs_rows) == cells and procs_rows == serial_rows
     ratio = procs / serial
     benchmark.extra_info.update(cells=cells, ops=ops, workers=default_workers(),
                                 serial_s=serial, processes_s=procs, processes_over_serial=ratio,
+                                serial_cpu_s=serial_cpu, processes_cpu_s=procs_cpu,
                                 cores_free=free)
     note(benchmark, "%d cells of %s ops on %d processes: %.1f s against %.1f s one after "
-                    "another in this process, %.2fx (target <= %.1f); cores free for us "
-                    "before and after: %.1f of %d"
+                    "another in this process, %.2fx (target <= %.1f); CPU time %.1f s against "
+                    "%.1f s (%.2fx: what the processes add); cores free for us before and "
+                    "after: %.1f of %d"
          % (cells, format(ops, ","), default_workers(), procs, serial, ratio, CORES_TARGET,
-            free, default_workers()))
+            procs_cpu, serial_cpu, procs_cpu / serial_cpu, free, default_workers()))
     assert ratio <= CORES_TARGET
 
 
@@ -139,7 +152,7 @@ def test_dask_against_local_processes(benchmark, dask_client, size):
     got = benchmark.pedantic(_interleaved, args=(ways, chunks),
                              kwargs=dict(policies="iova,wraparound", ops=ops),
                              rounds=1, iterations=1)
-    (local, local_rows), (dask, dask_rows) = got["processes"], got["dask"]
+    (local, _, local_rows), (dask, _, dask_rows) = got["processes"], got["dask"]
     assert dask_rows == local_rows
     ratio = dask / local
     benchmark.extra_info.update(cells=len(local_rows), ops=ops, processes_s=local, dask_s=dask,
