@@ -14,9 +14,9 @@ The modules: grid (the cells), cell (one cell -> one row), executors
 (SweepResult), summary, plot, command (`pyiova sweep`).
 """
 from .grid import Cell, param_alternatives, parse_seeds
-from .run import DEFAULT_SEEDS, EXECUTORS, sweep
+from .run import DEFAULT_SEEDS, DEFAULT_SWEEP_OPS, EXECUTORS, sweep
 from .summary import SweepSummary
 from .table import SweepResult
 
 __all__ = ["sweep", "SweepResult", "SweepSummary", "Cell", "parse_seeds", "param_alternatives",
-           "EXECUTORS", "DEFAULT_SEEDS"]
+           "EXECUTORS", "DEFAULT_SEEDS", "DEFAULT_SWEEP_OPS"]

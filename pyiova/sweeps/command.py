@@ -86,7 +86,7 @@ def add_parser(sub, formatter_class):
     from ..iova import KERNELS
     from ..sim import DEFAULT_POLICIES, DRIVERS, ENGINES, POLICIES
     from ..workloads import WORKLOADS
-    from .run import DEFAULT_SEEDS
+    from .run import DEFAULT_SEEDS, DEFAULT_SWEEP_OPS
     s = sub.add_parser(
         "sweep", help="many runs: workloads x policies x drivers x parameters x seeds, "
                       "on every core or a Dask cluster",
@@ -108,8 +108,9 @@ def add_parser(sub, formatter_class):
                         "--help` lists the parameters)")
     s.add_argument("--seeds", type=_seeds, default=tuple(DEFAULT_SEEDS), metavar="SEEDS",
                    help="seeds: 1..20, 1,5,9 or 1..5,10 (default: 1..%d)" % DEFAULT_SEEDS[-1])
-    s.add_argument("--ops", type=_list_of(_count), default=(200_000,), metavar="N[,N...]",
-                   help="operations per run: 200000, 200k, 1M (default: 200k)")
+    s.add_argument("--ops", type=_list_of(_count), default=(DEFAULT_SWEEP_OPS,),
+                   metavar="N[,N...]", help="operations per run: 200000, 200k, 1M (default: "
+                                            "%s)" % format(DEFAULT_SWEEP_OPS, ","))
     s.add_argument("--drop-rate", type=_list_of(_rate), default=(1.0,), metavar="P[,P...]",
                    help="ipmmu: probability that an unmap-path flush is lost (default: 1.0)")
     s.add_argument("--max-failures", type=_positive, default=None, metavar="N",

@@ -2,21 +2,22 @@
 import time
 
 from .. import errors
-from ..sim import DEFAULT_MAX_FAILURES, DEFAULT_OPS, DEFAULT_POLICIES, ENGINES
+from ..sim import DEFAULT_MAX_FAILURES, DEFAULT_POLICIES, ENGINES
 from . import executors
 from .cell import base_row, columns, plugins_for, reserved_columns
 from .grid import expand
 from .store import RowWriter, read_rows
 from .table import SweepResult
 
-__all__ = ["sweep", "EXECUTORS", "DEFAULT_SEEDS"]
+__all__ = ["sweep", "EXECUTORS", "DEFAULT_SEEDS", "DEFAULT_SWEEP_OPS"]
 
 EXECUTORS = ("processes", "serial", "dask")
 DEFAULT_SEEDS = range(1, 6)
+DEFAULT_SWEEP_OPS = 200_000         # per cell: a sweep is many runs
 
 
 def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12", params=None,
-          seeds=DEFAULT_SEEDS, ops=DEFAULT_OPS, drop_rates=1.0,
+          seeds=DEFAULT_SEEDS, ops=DEFAULT_SWEEP_OPS, drop_rates=1.0,
           max_failures=DEFAULT_MAX_FAILURES, *, engine="auto", executor=None, workers=None,
           scheduler=None, out=None, retry_failed=False, progress=None, mp_context=None):
     """Runs simulate() for every cell of workloads x policies x drivers x
@@ -43,6 +44,8 @@ def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12",
                   failed are, with retry_failed=True)
     progress      called as progress(cells done, cells in all, row) after
                   each cell (rows read from `out` count as done at the start)
+    mp_context    the multiprocessing context of the local processes
+                  (default: the platform's)
 
     A cell's row depends on nothing but the cell (timing columns aside:
     elapsed_s, ops_per_sec), whichever executor runs it."""
