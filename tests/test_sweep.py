@@ -452,6 +452,9 @@ def test_sweep_command_on_a_dask_local_cluster(capsys):
     (["--plot", "x.png"], "nothing is swept"),
     (["-p", "inflight=1,2", "--plot", "x.png", "--x", "kernel"], "not swept"),
     (["--scheduler", "local", "--serial"], "not allowed"),
+    (["--out", "/nonexistent-folder/s.csv"], "not a writable folder"),
+    (["--out", "/tmp"], "it is a folder"),
+    (["--out", "s.xlsx"], ".csv"),
 ])
 def test_sweep_command_refuses_bad_arguments_before_running(capsys, tmp_path, argv, message):
     out = str(tmp_path / "never.csv")

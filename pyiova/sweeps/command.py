@@ -6,8 +6,8 @@
 prints the cells and their verdicts over the seeds, then one table per
 metric (mean, min, max, 95% interval of the mean over the seeds); --json
 prints the rows instead, one JSON object per line. Exit status: 0 when every
-cell ran, 1 when some cell failed (its row holds the error), and the pyiova
-command's others (2 bad arguments, 3 --plot without matplotlib, 130 Ctrl-C).
+cell ran, 1 when some cell failed (its row holds the error) or --out could
+not be written, and the pyiova command's others (2 bad arguments, 3 --plot without matplotlib, 130 Ctrl-C).
 """
 import argparse
 import json
@@ -170,7 +170,7 @@ def _run(args):
     if args.retry_failed and not args.out:
         raise _Usage("--retry-failed goes with --out FILE")
     metrics = _metrics(args)
-    why = _bad_metrics(metrics, params) or _bad_x(args, params)
+    why = _bad_metrics(metrics, params) or _bad_x(args, params) or _bad_out(args)
     if why:
         raise _Usage(why)
     if not _check_plot(args):
@@ -195,6 +195,9 @@ def _run(args):
                        progress=progress)
     except IovaError as exc:
         raise _Usage(str(exc)) from None
+    except OSError as exc:          # the file could not be read or written
+        sys.stderr.write("pyiova: %s: %s\n" % (args.out, exc.strerror or exc))
+        return EXIT_CELL_FAILED
     finally:
         if bar is not None:
             bar.close()
@@ -225,6 +228,19 @@ def _bad_metrics(metrics, params):
     if bad or not metrics:
         return "--metrics: no numeric column %s (there are: %s)" % (
             ", ".join(bad) or "named", ", ".join(known))
+    return None
+
+
+def _bad_out(args):
+    """Why --out FILE cannot be written (None if it can), before the run."""
+    if not args.out:
+        return None
+    import os
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(args.out):
+        return "--out %s: it is a folder" % args.out
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        return "--out %s: %s is not a writable folder" % (args.out, folder)
     return None
 
 
