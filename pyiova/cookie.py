@@ -24,6 +24,7 @@ from ._args import as_integer as _as_integer
 from ._args import as_u64 as _as_u64
 from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
 from .iova import IovaDomain
+from .phys import PhysAllocator
 
 __all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
            "FQ_SIZE", "FQ_TIMEOUT_MS"]
@@ -102,6 +103,7 @@ class DmaCookie:
         self.flushes = 0               # full IOTLB flushes the cookie asked for
         self.resets = 0
         self.dma_mappings = {}         # live DMA API mappings (pyiova.dma)
+        self.dma_phys = PhysAllocator()  # pages of its coherent buffers (pyiova.dma)
         self._init_lock = threading.Lock()   # devices may probe from several threads
 
     # ---- setup ----------------------------------------------------------------
@@ -127,15 +129,25 @@ class DmaCookie:
         aperture_end = _as_u64("aperture_end", aperture_end)
         if end_pfn is not None:
             end_pfn = _as_u64("end_pfn", end_pfn)
-        if self.msi_base is not None:
-            self.msi_base = _as_u64("msi_base", self.msi_base)
+        msi_base = None
+        if self.type is AllocatorType.MSI:
+            msi_base = aperture_start if self.msi_base is None else \
+                _as_u64("msi_base", self.msi_base)
+            if msi_base >> (granule.bit_length() - 1) == 0:
+                # alloc_iova answers 0 for "no space": a doorbell at IOVA 0
+                # would read as a failure, and be leaked
+                raise errors.IovaValueError(
+                    "msi_base %#x is in the first %#x-byte page: IOVA 0 is what alloc_iova "
+                    "returns for a failure" % (msi_base, granule))
+        elif self.msi_base is not None:
+            _as_u64("msi_base", self.msi_base)
         reserved = _regions(reserved)
         with self._init_lock:
             return self._init_locked(granule, aperture_start, aperture_end, force_aperture,
-                                     end_pfn, flush_queue, reserved)
+                                     end_pfn, flush_queue, reserved, msi_base)
 
     def _init_locked(self, granule, aperture_start, aperture_end, force_aperture, end_pfn,
-                     flush_queue, reserved):
+                     flush_queue, reserved, msi_base):
         shift = granule.bit_length() - 1
         start_pfn = max(1, aperture_start >> shift)
         if self.initialised:
@@ -144,13 +156,13 @@ class DmaCookie:
                     "cookie already initialised with granule %#x, start pfn %#x; not %#x, %#x"
                     % (self.granule, self.start_pfn, granule, start_pfn))
             return self
-        # Build everything first and publish the allocator last: the DMA
-        # layer's fast path reads the cookie without the lock once it is set.
-        self.granule, self.shift, self.start_pfn = granule, shift, start_pfn
-        self.aperture_end, self.force_aperture = aperture_end, force_aperture
+        # Build everything first and publish it last, the allocator at the
+        # very end: a build that fails leaves the cookie as it was, and the
+        # DMA layer's fast path reads the cookie without the lock once the
+        # allocator is set.
+        lazy = False
         if self.type is AllocatorType.MSI:
-            base = self.msi_base if self.msi_base is not None else aperture_start
-            allocator = PfnAllocator("msi", granule=granule, start_pfn=base >> shift,
+            allocator = PfnAllocator("msi", granule=granule, start_pfn=msi_base >> shift,
                                      end_pfn=min(aperture_end, (1 << 62) - 1) >> shift)
         elif self.type is AllocatorType.WRAPAROUND:
             top = aperture_end if force_aperture else _U32_MAX
@@ -173,7 +185,10 @@ class DmaCookie:
                 allocator.bypass_rcache()
             if flush_queue and self.type is AllocatorType.IOVA and self.kernel == "6.12":
                 allocator.enable_flush_queue(self.ncpus, FQ_SIZE, FQ_TIMEOUT_MS)
-                self.flush_queue = True
+                lazy = True
+        self.granule, self.shift, self.start_pfn = granule, shift, start_pfn
+        self.aperture_end, self.force_aperture = aperture_end, force_aperture
+        self.flush_queue = lazy
         self.allocator = allocator
         return self
 
@@ -351,6 +366,9 @@ def get_dma_cookie(domain, allocator=None, **kw):
         raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
     if allocator is None:
         allocator = getattr(domain, "iova_allocator", None) or AllocatorType.IOVA
+    if isinstance(allocator, str) and allocator == AllocatorType.MSI:
+        raise errors.IovaValueError("a DMA cookie cannot use the msi allocator: MSI cookies come "
+                                    "from get_msi_cookie, for unmanaged domains only")
     cookie = DmaCookie(str(allocator), domain=domain, **kw)
     _attach(domain, cookie)
     return cookie

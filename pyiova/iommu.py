@@ -292,7 +292,8 @@ class IommuDomain:
 
     __slots__ = ("ops", "type", "pgsize_bitmap", "name", "priv", "iova_cookie", "pgtable", "iotlb",
                  "_geometry", "_attrs", "_devices", "_op", "_pc", "_ptp", "_tlbp",
-                 "_mappable", "_closed", "_ap_lo", "_ap_end", "_saved_names", "__weakref__")
+                 "_mappable", "_closed", "_ap_lo", "_ap_end", "_pa_end", "_saved_names",
+                 "__weakref__")
 
     _serial = 0
 
@@ -310,6 +311,7 @@ class IommuDomain:
         self.iotlb = None
         self._ptp = None
         self._tlbp = None
+        self._pa_end = 0            # physical addresses the page table can output: below this
         self._geometry = None
         self.set_geometry(geometry or DomainGeometry())
         self._attrs = {}
@@ -333,6 +335,7 @@ class IommuDomain:
         self.iotlb = iotlb
         self._ptp = pgtable.ptr
         self._tlbp = iotlb.ptr
+        self._pa_end = 1 << pgtable.oas
 
     def set_geometry(self, geometry):
         """Set the domain's geometry (drivers only: users read it)."""
@@ -409,8 +412,9 @@ class IommuDomain:
                 raise self._outside(iova, size)
         except TypeError:
             raise bad_argument(iova=iova, paddr=paddr, size=size) from None
-        self._op += 1
         self.ops.map(self, iova, paddr, size, prot)
+        # counted once it is done: a refused map changes nothing
+        self._op += 1
         self._pc.maps += 1
 
     def unmap(self, iova, size):
@@ -434,8 +438,8 @@ class IommuDomain:
                 raise self._outside(iova, size)
         except TypeError:
             raise bad_argument(iova=iova, size=size) from None
-        self._op += 1
         unmapped = self.ops.unmap(self, iova, size, gather)
+        self._op += 1
         self._pc.unmaps += 1
         if unmapped != size:
             self._pc.short_unmaps += 1
@@ -654,7 +658,7 @@ class IommuDomain:
         if self._closed:
             raise errors.IovaClosed("domain %s was freed: it cannot be saved" % self.name)
         state = {name: getattr(self, name) for name in self.__slots__
-                 if name not in ("_ptp", "_tlbp", "_saved_names", "__weakref__")}
+                 if name not in ("_ptp", "_tlbp", "_pa_end", "_saved_names", "__weakref__")}
         if self.iotlb is not None:
             name = self._record_namer()
             records = self.iotlb.stale_records()
@@ -669,6 +673,7 @@ class IommuDomain:
             setattr(self, name, value)
         self._ptp = self.pgtable.ptr if self.pgtable is not None else None
         self._tlbp = self.iotlb.ptr if self.iotlb is not None else None
+        self._pa_end = 1 << self.pgtable.oas if self.pgtable is not None else 0
         # the restored IOTLB starts with the cleared count the original had
         self._saved_names = None if saved is None else \
             (_records_cleared(self.iotlb), saved[0], saved[1])
@@ -824,6 +829,12 @@ class IommuDriver:
                 raise ierr.IommuAttrValueError(
                     "unknown IOVA allocator %r (known: %s)"
                     % (value, ", ".join(a.value for a in IovaAllocator))) from None
+            if value is IovaAllocator.MSI and domain.type is not DomainType.UNMANAGED:
+                # iommu_get_msi_cookie refuses every other kind of domain
+                raise ierr.IommuAttrValueError(
+                    "IOVA_ALLOCATOR 'msi' is for unmanaged domains: the kernel gives MSI "
+                    "cookies to no other kind, and %s is a %s domain"
+                    % (domain.name, domain.type.name))
         if domain.attrs[attr] == value:
             return
         if domain.devices or (domain.pgtable is not None and domain.pgtable.mapped_bytes):

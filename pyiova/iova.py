@@ -17,7 +17,7 @@ from ._args import release as _release
 from ._args import u64_cdata as _u64_cdata
 from ._pyiova import ffi, lib
 
-__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES"]
+__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR"]
 
 KERNELS = {"6.12": lib.IOVA_KERNEL_6_12, "4.10": lib.IOVA_KERNEL_4_10}
 _KERNEL_NAMES = {v: k for k, v in KERNELS.items()}
@@ -59,6 +59,28 @@ _ZEROS = _array("Q", bytes(8 * _ZN))
 # the core may not have set).
 _u64_cells = []
 _int_cells = []
+
+
+class _Anchor(int):
+    """The pfn of the 6.12 anchor node: an int equal to 2**64-1 (the
+    kernel's IOVA_ANCHOR, ~0UL), which reads as IOVA_ANCHOR, so that a state
+    whose cached node is the anchor says so rather than show a large
+    number. Arithmetic, comparisons, hex() and json see the plain int."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return "IOVA_ANCHOR"
+
+    def __reduce__(self):
+        return (int, (int(self),))
+
+
+IOVA_ANCHOR = _Anchor(_U64_MAX)
+
+
+def _pfn(value):
+    """A cached node's pfn_lo as state() shows it."""
+    return IOVA_ANCHOR if value == _U64_MAX else value
 
 
 def _choice(name, value, table):
@@ -274,16 +296,17 @@ class IovaDomain:
     def state(self):
         """The allocator's cached state, as the kernel holds it.
 
-        6.12: {"cached", "cached32"} are the pfn_lo of the two cached nodes
-        (the anchor reads 2**64-1), "max32" is max32_alloc_size and "dma32"
-        the exclusive 32-bit boundary. 4.10: {"cached32": lo or None,
-        "dma32": the inclusive boundary}.
+        6.12: {"cached", "cached32"} are the pfn_lo of the two cached nodes;
+        the anchor node, where both start, reads IOVA_ANCHOR (an int equal
+        to 2**64-1, the kernel's IOVA_ANCHOR); "max32" is max32_alloc_size
+        and "dma32" the exclusive 32-bit boundary. 4.10: {"cached32": lo or
+        None, "dma32": the inclusive boundary}.
         """
         st = self._state()
         if self.kernel == "4.10":
             return {"cached32": st.cached32_lo if st.has_cached32 else None,
                     "dma32": st.dma_32bit_pfn}
-        return {"cached": st.cached_lo, "cached32": st.cached32_lo,
+        return {"cached": _pfn(st.cached_lo), "cached32": _pfn(st.cached32_lo),
                 "max32": st.max32_alloc_size, "dma32": st.dma_32bit_pfn}
 
     def stats(self):
@@ -419,7 +442,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _alloc_fast(self._d, size, limit_pfn, flush_rcache, -1)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _alloc_fast(self._d, size, limit_pfn, flush_rcache, cpu)
             else:
                 raise TypeError
@@ -441,7 +464,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _free_fast(self._d, pfn, size, -1)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _free_fast(self._d, pfn, size, cpu)
             else:
                 raise TypeError
@@ -470,7 +493,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flush_rcache, -1, bad)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flush_rcache, cpu, bad)
             else:
                 raise TypeError
@@ -525,7 +548,7 @@ class IovaDomain:
         try:
             if cpu is None:
                 done = _free_fast_many(self._d, pbuf, sbuf, n, -1, err)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 done = _free_fast_many(self._d, pbuf, sbuf, n, cpu, err)
             else:
                 raise TypeError

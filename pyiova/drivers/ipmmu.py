@@ -99,10 +99,10 @@ class IpmmuVmsa(IommuDriver):
     def _init_domain(self, domain):
         domain.priv = _IpmmuDomain()
 
-    def _alloc_context(self, domain):
+    def _free_context(self):
+        """The number of a free hardware context (claimed by the caller)."""
         for i, owner in enumerate(self._contexts):
             if owner is None:
-                self._contexts[i] = domain
                 return i
         raise ierr.IommuBusy("IPMMU %s has no free context (all %d in use)"
                              % (self.name, self.num_contexts))
@@ -117,25 +117,28 @@ class IpmmuVmsa(IommuDriver):
             priv.context = None
 
     def attach_dev(self, domain, dev):
-        mmu = dev.iommu
-        if mmu is None:
-            dev.iommu = mmu = self
+        # Everything is checked and built before anything is bound, so a
+        # refused attach leaves the device, the domain and the instances as
+        # they were.
+        mmu = dev.iommu if dev.iommu is not None else self
         if not isinstance(mmu, IpmmuVmsa):
             raise ierr.IommuAttachError("%s sits behind %s, not an IPMMU"
                                         % (dev.name, getattr(mmu, "name", mmu)))
-        if domain.type is DomainType.IDENTITY:
-            return  # the device's micro-TLBs are just disabled: no translation
         priv = domain.priv
-        if priv.mmu is None:
-            ctx = mmu._alloc_context(domain)
-            domain.set_hardware(mmu.new_pgtable(), mmu.new_iotlb())
-            domain.set_geometry(DomainGeometry(0, (1 << IPMMU_IAS) - 1, True))
-            priv.mmu = mmu
-            priv.context = ctx
-        elif priv.mmu is not mmu:
-            raise ierr.IommuAttachError(
-                "cannot attach %s (behind IPMMU %s) to %s: the domain is bound to IPMMU %s"
-                % (dev.name, mmu.name, domain.name, priv.mmu.name))
+        if domain.type is not DomainType.IDENTITY:
+            if priv.mmu is None:
+                ctx = mmu._free_context()
+                pgtable, iotlb = mmu.new_pgtable(), mmu.new_iotlb()
+                mmu._contexts[ctx] = domain
+                priv.mmu, priv.context = mmu, ctx
+                domain.set_hardware(pgtable, iotlb)
+                domain.set_geometry(DomainGeometry(0, (1 << IPMMU_IAS) - 1, True))
+            elif priv.mmu is not mmu:
+                raise ierr.IommuAttachError(
+                    "cannot attach %s (behind IPMMU %s) to %s: the domain is bound to IPMMU %s"
+                    % (dev.name, mmu.name, domain.name, priv.mmu.name))
+        # (identity: the device's micro-TLBs are just disabled, no translation)
+        dev.iommu = mmu
 
     # -- page table --------------------------------------------------------------
     def unmap(self, domain, iova, size, gather):

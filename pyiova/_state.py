@@ -1,0 +1,85 @@
+"""Checks of the state a pickle hands to __setstate__.
+
+A checkpoint is a pickle, and a damaged pickle can still decode: into the
+right classes with the wrong things inside (a str where a count belongs, a
+field missing, a list where a dict was). Each pyiova class that pickles its
+own Python state checks it here before taking it, so that a damaged
+checkpoint is refused with CheckpointError at load time rather than failing
+later, somewhere inside a simulation, with an error that says nothing about
+the checkpoint.
+"""
+import math
+
+from .errors import CheckpointError
+
+__all__ = ["CheckpointError", "check_fields", "check_int", "check_float", "check_type",
+           "check_slots"]
+
+
+def _name(types):
+    if isinstance(types, tuple):
+        return " or ".join(_name(t) for t in types)
+    return "None" if types is type(None) else types.__name__
+
+
+def check_type(what, value, types):
+    """value, if it is an instance of types (bool is not an int here unless
+    bool is named), else CheckpointError."""
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        raise CheckpointError("damaged checkpoint: %s is a %s, not a %s"
+                              % (what, type(value).__name__, _name(types)))
+    return value
+
+
+def check_fields(what, state, spec, optional=()):
+    """state must be a dict holding exactly the keys of spec (those in
+    optional may be missing), each an instance of its type(s)."""
+    if type(state) is not dict:
+        raise CheckpointError("damaged checkpoint: the state of a %s is a %s, not a dict"
+                              % (what, type(state).__name__))
+    keys = set(state)
+    missing = set(spec) - keys - set(optional)
+    extra = keys - set(spec)
+    if missing or extra:
+        raise CheckpointError("damaged checkpoint: the state of a %s %s" % (what, "; ".join(
+            part for part in (
+                "lacks %s" % ", ".join(sorted(map(str, missing))) if missing else "",
+                "has unknown fields %s" % ", ".join(sorted(map(repr, extra))) if extra else "")
+            if part)))
+    for key, types in spec.items():
+        if key in state:
+            check_type("%s.%s" % (what, key), state[key], types)
+    return state
+
+
+def check_slots(what, state, cls):
+    """check_fields for a class with __slots__ pickled as a dict of them."""
+    return check_fields(what, state, {name: object for name in cls.__slots__
+                                      if name != "__weakref__"})
+
+
+def check_int(what, value, lo=None, hi=None):
+    """value, an int (not a bool) in lo..hi (either bound may be None)."""
+    if type(value) is not int:
+        check_type(what, value, int)
+        value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise CheckpointError("damaged checkpoint: %s %d is outside %s..%s"
+                              % (what, value, "" if lo is None else lo,
+                                 "" if hi is None else hi))
+    return value
+
+
+def check_float(what, value, lo=None, hi=None):
+    """value, a finite float or int in lo..hi."""
+    check_type(what, value, (int, float))
+    if not math.isfinite(value) or (lo is not None and value < lo) or \
+            (hi is not None and value > hi):
+        raise CheckpointError("damaged checkpoint: %s %r is outside %s..%s"
+                              % (what, value, "" if lo is None else lo,
+                                 "" if hi is None else hi))
+    return value
