@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from . import dma, errors
+from . import dma, errors, sim_args
 from .allocators import AllocatorType
 from .cookie import get_dma_cookie, put_dma_cookie
 from .drivers import GenericIommu, IpmmuVmsa
@@ -146,6 +146,7 @@ class SimResult:
     failures: int = 0               # DMA_MAPPING_ERROR results
     first_failure_op: Optional[int] = None   # index (from 0) of the op that first failed
     maps_before_failure: Optional[int] = None
+    live_at_first_failure: Optional[int] = None   # pfns mapped when the first map failed
     stopped_early: bool = False     # max_failures reached: the device is hung
     skipped: int = 0                # accesses and unmaps of mappings that failed
     peak_live_pfns: int = 0
@@ -204,7 +205,7 @@ class SimResult:
 
 
 _MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures",
-             "first_failure_op", "maps_before_failure", "skipped", "peak_live_pfns",
+             "first_failure_op", "maps_before_failure", "live_at_first_failure", "skipped", "peak_live_pfns",
              "live_pfns", "space_pfns", "free_pfns", "largest_free_pfns", "fragmentation",
              "full_flushes", "iotlb_syncs", "syncs_skipped", "invalidations_lost", "accesses",
              "iotlb_hits", "iotlb_misses", "stale_translations", "stale_unmapped",
@@ -315,7 +316,7 @@ class _RunState:
     """What the loop carries from one operation to the next, kept between
     the chunks of a Simulation (and in its checkpoints)."""
     __slots__ = ("pos", "addr", "objs", "live", "peak", "maps", "unmaps", "failures",
-                 "skipped", "faults", "first_fail", "maps_before", "stopped")
+                 "skipped", "faults", "first_fail", "maps_before", "live_at_fail", "stopped")
 
     def __init__(self):
         self.pos = 0           # operations done
@@ -323,7 +324,7 @@ class _RunState:
         self.objs = {}         # handle -> SgMapping / CoherentBuffer
         self.live = self.peak = self.maps = self.unmaps = self.failures = 0
         self.skipped = self.faults = 0
-        self.first_fail = self.maps_before = None
+        self.first_fail = self.maps_before = self.live_at_fail = None
         self.stopped = False
 
     def __getstate__(self):
@@ -364,6 +365,7 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
     live, peak, maps, unmaps = state.live, state.peak, state.maps, state.unmaps
     failures, skipped, faults = state.failures, state.skipped, state.faults
     first_fail, maps_before = state.first_fail, state.maps_before
+    live_at_fail = state.live_at_fail
     fail_ops = res.failure_ops
     samples = res.timeline
     label = res.policy
@@ -379,10 +381,10 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
 
     def failed(at, maps_so_far):
         """Counts a failed map at op `at`; True when the run must stop."""
-        nonlocal failures, first_fail, maps_before, stopped
+        nonlocal failures, first_fail, maps_before, live_at_fail, stopped
         failures += 1
         if first_fail is None:
-            first_fail, maps_before = at, maps_so_far
+            first_fail, maps_before, live_at_fail = at, maps_so_far, live
         if failures <= 10000:
             fail_ops.append(at)
         stopped = failures >= max_failures
@@ -512,12 +514,14 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
     state.live, state.peak, state.maps, state.unmaps = live, peak, maps, unmaps
     state.failures, state.skipped, state.faults = failures, skipped, faults
     state.first_fail, state.maps_before = first_fail, maps_before
+    state.live_at_fail = live_at_fail
     state.stopped = stopped
     res.ops = done
     res.elapsed_s += elapsed
     res.ops_per_sec = done / res.elapsed_s if res.elapsed_s > 0 else 0.0
     res.maps, res.unmaps, res.failures, res.skipped = maps, unmaps, failures, skipped
     res.first_failure_op, res.maps_before_failure = first_fail, maps_before
+    res.live_at_first_failure = live_at_fail
     res.stopped_early = stopped
     res.peak_live_pfns, res.live_pfns = peak, live
     res.faults = faults
@@ -543,21 +547,30 @@ def _fill_counters(res, dom, cookie, first, last):
     res.fragmentation = (1.0 - res.largest_free_pfns / res.free_pfns) if res.free_pfns else 0.0
 
 
-def _checked_run(workload, policy, driver, ops, params, kernel, max_failures):
-    """The workload simulate() and Simulation run, once every argument is
-    known to be sound; IovaValueError or PolicyNotApplicable otherwise."""
-    wl = get_workload(workload, **(params or {}))
-    if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
-        raise errors.IovaValueError("ops must be an integer >= 0, not %r" % (ops,))
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-        raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
-                                    % (max_failures,))
+def _params(params):
+    """The params argument as keywords for get_workload."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise errors.IovaTypeError("params must be a dict of workload parameters, not %s (%r)"
+                                   % (type(params).__name__, params))
+    return params
+
+
+def _checked_run(workload, policy, driver, ops, params, kernel, max_failures, seed=1,
+                 drop_rate=1.0, timeline=False, progress=None):
+    """(the workload, ops, seed, max_failures, drop_rate) that simulate()
+    and Simulation run, once every argument is known to be sound (see
+    pyiova.sim_args); IovaValueError or PolicyNotApplicable otherwise."""
+    wl = get_workload(workload, **_params(params))
+    ops, seed, max_failures, drop_rate = sim_args.run_args(ops, seed, max_failures, drop_rate,
+                                                           timeline, progress)
     if kernel not in ("6.12", "4.10"):
         raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
     why = not_applicable(policy, driver, kernel)
     if why:
         raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
-    return wl
+    return wl, ops, seed, max_failures, drop_rate
 
 
 def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
@@ -577,7 +590,9 @@ def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
     progress      called now and then as progress(operations done, policy name)
     timeline      record TIMELINE_SAMPLES samples of the address space (for plots)
     """
-    wl = _checked_run(workload, policy, driver, ops, params, kernel, max_failures)
+    wl, ops, seed, max_failures, drop_rate = _checked_run(
+        workload, policy, driver, ops, params, kernel, max_failures, seed, drop_rate, timeline,
+        progress)
     res = SimResult(wl.name, policy, driver, seed, kernel=kernel, ops_requested=ops,
                     params=wl.params)
     dom, dev, cookie = _setup(wl, POLICIES[policy], driver, seed, kernel, drop_rate)
@@ -610,7 +625,9 @@ class Simulation:
     def __init__(self, workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1, *,
                  params=None, kernel="6.12", max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0,
                  timeline=False):
-        wl = _checked_run(workload, policy, driver, ops, params, kernel, max_failures)
+        wl, ops, seed, max_failures, drop_rate = _checked_run(
+            workload, policy, driver, ops, params, kernel, max_failures, seed, drop_rate,
+            timeline)
         self.workload = wl
         self.seed = seed
         self.total = ops
@@ -649,10 +666,11 @@ class Simulation:
         if self._closed:
             raise errors.IovaClosed("the simulation was closed")
         left = self.total - self._state.pos
+        if n is not None:
+            n = sim_args.op_count(n, "n")
+        sim_args.progress_callback(progress)
         if n is None or n > left:
             n = left
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise errors.IovaValueError("n must be an integer >= 0, not %r" % (n,))
         if n == 0 or self._state.stopped:
             return self
         if self._ops is None:
@@ -709,10 +727,12 @@ def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS
     SimResult in the order given. A policy that cannot run on the driver
     gets a result with applicable=False and the reason in .note. progress
     is called as progress(operations done across all runs, policy name)."""
-    wl = get_workload(workload, **(kw.pop("params", None) or {}))
+    wl = get_workload(workload, **_params(kw.pop("params", None)))
     kernel = kw.get("kernel", "6.12")
+    # a name or "a,b" is a list of names; unknown ones fail before anything runs
+    policies = sim_args.policy_names(policies, POLICIES)
     for p in policies:
-        not_applicable(p, driver, kernel)      # unknown names fail before anything runs
+        not_applicable(p, driver, kernel)
     out = []
     offset = 0
     for p in policies:
