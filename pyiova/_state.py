@@ -13,7 +13,7 @@ import math
 from .errors import CheckpointError
 
 __all__ = ["CheckpointError", "check_fields", "check_int", "check_float", "check_type",
-           "check_slots"]
+           "slot_state", "old_slot_state", "set_fields", "fail"]
 
 
 def _name(types):
@@ -25,7 +25,8 @@ def _name(types):
 def check_type(what, value, types):
     """value, if it is an instance of types (bool is not an int here unless
     bool is named), else CheckpointError."""
-    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+    named = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in named and object not in named:
         ok = False
     else:
         ok = isinstance(value, types)
@@ -35,15 +36,16 @@ def check_type(what, value, types):
     return value
 
 
-def check_fields(what, state, spec, optional=()):
+def check_fields(what, state, spec, optional=(), extra_ok=False):
     """state must be a dict holding exactly the keys of spec (those in
-    optional may be missing), each an instance of its type(s)."""
+    optional may be missing; others may be there too with extra_ok), each
+    an instance of its type(s)."""
     if type(state) is not dict:
         raise CheckpointError("damaged checkpoint: the state of a %s is a %s, not a dict"
                               % (what, type(state).__name__))
     keys = set(state)
     missing = set(spec) - keys - set(optional)
-    extra = keys - set(spec)
+    extra = set() if extra_ok else keys - set(spec)
     if missing or extra:
         raise CheckpointError("damaged checkpoint: the state of a %s %s" % (what, "; ".join(
             part for part in (
@@ -56,10 +58,28 @@ def check_fields(what, state, spec, optional=()):
     return state
 
 
-def check_slots(what, state, cls):
-    """check_fields for a class with __slots__ pickled as a dict of them."""
-    return check_fields(what, state, {name: object for name in cls.__slots__
-                                      if name != "__weakref__"})
+def slot_state(obj):
+    """The dict of an object's slots (what its __getstate__ returns)."""
+    return {name: getattr(obj, name) for name in type(obj).__slots__ if name != "__weakref__"}
+
+
+def old_slot_state(state):
+    """A slots object's state as pickle gave it before the class had a
+    __getstate__: (None, {slot: value}) becomes the dict."""
+    if type(state) is tuple and len(state) == 2 and state[0] is None:
+        return state[1]
+    return state
+
+
+def set_fields(obj, state):
+    """Take a checked state (setattr works for slots and __dict__ alike)."""
+    for name, value in state.items():
+        setattr(obj, name, value)
+
+
+def fail(what, why):
+    """The CheckpointError for a state that fits no sound object."""
+    return CheckpointError("damaged checkpoint: %s %s" % (what, why))
 
 
 def check_int(what, value, lo=None, hi=None):

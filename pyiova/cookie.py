@@ -18,12 +18,14 @@ init_domain the granule and aperture directly.
 import threading
 import weakref
 
+from . import _state
 from . import errors
 from ._args import as_cpu as _as_cpu
 from ._args import as_integer as _as_integer
 from ._args import as_u64 as _as_u64
 from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
-from .iova import IovaDomain
+from ._pyiova import lib
+from .iova import KERNELS, IovaDomain
 from .phys import PhysAllocator
 
 __all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
@@ -34,6 +36,7 @@ FQ_TIMEOUT_MS = 10     # the flush queue's timer
 
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
+_MAX_CPUS = lib.IOVA_MAX_CPUS
 # Cookies of domains that have no iova_cookie slot (any object can hold one).
 _cookies = weakref.WeakKeyDictionary()
 
@@ -333,15 +336,76 @@ class DmaCookie:
         return state
 
     def __setstate__(self, state):
-        state = dict(state)
-        domain = state.pop("_domain", None)
+        _check_cookie_state(state)
+        state = dict(state)            # in the saved order, the domain held weakly again
+        domain = state["_domain"]
+        state["_domain"] = weakref.ref(domain) if domain is not None else None
+        state.setdefault("dma_phys", PhysAllocator())
         self.__dict__.update(state)
-        self._domain = weakref.ref(domain) if domain is not None else None
         self._init_lock = threading.Lock()
+
+    def _check_restored(self):
+        """After a checkpoint is loaded: its DMA mappings sit where their
+        addresses say, for devices of its domain."""
+        live = self.dma_mappings
+        if not live:
+            return
+        domain = self.domain
+        devices = getattr(domain, "devices", None)
+        mask = ~(self.granule - 1)
+        for iova, m in live.items():
+            if m.addr & mask != iova or m.length % self.granule or m.length < m.size:
+                raise _state.fail("a cookie", "holds a DMA mapping at %#x that does not fit it"
+                                  % iova)
+            if devices is not None and m.dev not in devices:
+                raise _state.fail("a cookie", "holds a DMA mapping at %#x of %s, which is not "
+                                  "attached to its domain" % (iova, m.dev.name))
 
     def __repr__(self):
         return "<DmaCookie %s kernel=%s%s>" % (self.type, self.kernel,
                                                 "" if self.initialised else " uninitialised")
+
+
+def _check_cookie_state(state):
+    """The state a DmaCookie is restored from, checked (see pyiova._state)."""
+    from .dma import _Mapping
+    opt_int = (int, type(None))
+    _state.check_fields("a DMA cookie", state, {
+        "type": AllocatorType, "kernel": str, "ncpus": int, "forcedac": bool, "rcache": bool,
+        "_domain": object, "msi_base": opt_int, "allocator": (PfnAllocator, type(None)),
+        "granule": opt_int, "shift": opt_int, "start_pfn": opt_int, "aperture_end": opt_int,
+        "force_aperture": bool, "flush_queue": bool, "clock_ms": int, "_no_32bit": set,
+        "flushes": int, "resets": int, "dma_mappings": dict, "dma_phys": PhysAllocator},
+        optional=("dma_phys",))
+    if state["kernel"] not in KERNELS:
+        raise _state.fail("a DMA cookie", "of kernel %r" % (state["kernel"],))
+    _state.check_int("a DMA cookie's ncpus", state["ncpus"], 1, _MAX_CPUS)
+    for name in ("clock_ms", "flushes", "resets"):
+        _state.check_int("a DMA cookie's %s" % name, state[name], 0, _U64_MAX)
+    allocator = state["allocator"]
+    geometry = ("granule", "shift", "start_pfn", "aperture_end")
+    if allocator is None:
+        if any(state[name] is not None for name in geometry) or state["flush_queue"] \
+                or state["dma_mappings"]:
+            raise _state.fail("a DMA cookie", "without an allocator has a geometry or mappings")
+        return
+    if any(state[name] is None for name in geometry):
+        raise _state.fail("a DMA cookie", "with an allocator lacks part of its geometry")
+    granule = state["granule"]
+    if granule < 2 or granule & (granule - 1) or state["shift"] != granule.bit_length() - 1:
+        raise _state.fail("a DMA cookie", "has granule %r and shift %r" % (granule,
+                                                                           state["shift"]))
+    if allocator.type is not state["type"]:
+        raise _state.fail("a DMA cookie", "of type %s holds a %s allocator"
+                          % (state["type"], allocator.type))
+    if allocator.iovad is not None and allocator.iovad.granule != granule:
+        raise _state.fail("a DMA cookie", "of granule %#x holds an IOVA domain of granule %#x"
+                          % (granule, allocator.iovad.granule))
+    if state["flush_queue"] and not allocator._fq_rings:
+        raise _state.fail("a DMA cookie", "uses a flush queue its allocator does not have")
+    for iova, m in state["dma_mappings"].items():
+        _state.check_int("a DMA mapping's iova", iova, 0, _U64_MAX)
+        _state.check_type("the DMA mapping at %#x" % iova, m, _Mapping)
 
 
 def cookie_of(domain):

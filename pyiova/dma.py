@@ -25,6 +25,7 @@ the kernel's own failed call would not have changed.
 """
 import enum
 
+from . import _state
 from . import dma_args as _args
 from . import errors
 from .cookie import cookie_of, get_dma_cookie
@@ -67,20 +68,19 @@ class _Mapping:
         self.length, self.addr, self.paddr = length, addr, paddr
 
     def __getstate__(self):
-        return {name: getattr(self, name) for name in self.__slots__}
+        return _state.slot_state(self)
 
     def __setstate__(self, state):
-        from ._state import check_fields, check_int
-        check_fields("DMA mapping", state, {
+        _state.check_fields("a DMA mapping", state, {
             "dev": Device, "size": int, "direction": DmaDirection, "kind": str, "length": int,
             "addr": int, "paddr": int})
-        if state["kind"] not in ("page", "sg", "coherent"):
-            from ._state import CheckpointError
-            raise CheckpointError("damaged checkpoint: a DMA mapping of kind %r" % state["kind"])
-        for name in ("size", "length", "addr", "paddr"):
-            check_int("DMA mapping %s" % name, state[name], 0, _U64_MAX + 1)
-        for name, value in state.items():
-            setattr(self, name, value)
+        if state["kind"] not in _MAPPED_BY:
+            raise _state.fail("a DMA mapping", "of kind %r" % (state["kind"],))
+        if state["direction"] is _NONE:
+            raise _state.fail("a DMA mapping", "with direction NONE")
+        for name, lo in (("size", 1), ("length", 1), ("addr", 0), ("paddr", 0)):
+            _state.check_int("a DMA mapping's %s" % name, state[name], lo, _U64_MAX)
+        _state.set_fields(self, state)
 
 
 class SgMapping:
@@ -89,6 +89,20 @@ class SgMapping:
 
     def __init__(self, iova, length, segments, dma_addrs):
         self.iova, self.length, self.segments, self.dma_addrs = iova, length, segments, dma_addrs
+
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        state = _state.old_slot_state(state)
+        _state.check_fields("an SgMapping", state, {"iova": int, "length": int,
+                                                    "segments": tuple, "dma_addrs": list})
+        _state.check_int("an SgMapping's iova", state["iova"], 0, _U64_MAX)
+        _state.check_int("an SgMapping's length", state["length"], 1, _U64_MAX)
+        if len(state["dma_addrs"]) != len(state["segments"]):
+            raise _state.fail("an SgMapping", "has %d segments but %d DMA addresses"
+                              % (len(state["segments"]), len(state["dma_addrs"])))
+        _state.set_fields(self, state)
 
     def __repr__(self):
         return "<SgMapping iova=%#x length=%#x segments=%d>" % (self.iova, self.length,
@@ -101,6 +115,17 @@ class CoherentBuffer:
 
     def __init__(self, paddr, dma_addr, size):
         self.paddr, self.dma_addr, self.size = paddr, dma_addr, size
+
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        state = _state.old_slot_state(state)
+        _state.check_fields("a CoherentBuffer", state, {"paddr": int, "dma_addr": int,
+                                                        "size": int})
+        for name, lo in (("paddr", 0), ("dma_addr", 0), ("size", 1)):
+            _state.check_int("a CoherentBuffer's %s" % name, state[name], lo, _U64_MAX)
+        _state.set_fields(self, state)
 
     def __repr__(self):
         return "<CoherentBuffer dma=%#x phys=%#x size=%#x>" % (self.dma_addr, self.paddr, self.size)
@@ -188,29 +213,22 @@ def _mapped_cookie(dev, call, cpu):
 
 # ---- mapping -----------------------------------------------------------------------
 
-def _no_space(dev, cookie, length, limit):
-    """Why no IOVA space of this device could ever hold `length` bytes (the
-    mask leaves none, or less than that), or None when some could."""
-    top = cookie.dma_limit(dev, limit)
-    first = cookie.start_pfn << cookie.shift
-    if top < first + cookie.granule - 1:
-        return ("the DMA mask %#x leaves it no IOVA space: the domain hands out addresses from "
-                "%#x up" % (limit, first))
-    if length > top - first + 1:
-        return ("%#x bytes is more than the %#x bytes of IOVA space between %#x and its DMA "
-                "limit %#x" % (length, top - first + 1, first, top))
-    return None
-
-
-def _unmappable(call, dev, domain, cookie, length, limit, top_paddr, cause=None):
-    """The DmaMappingError for a request that could never be mapped, found
-    before anything was done: no IOVA space could hold it, or the IOMMU's
-    page table cannot output its physical addresses."""
-    why = _no_space(dev, cookie, length, limit)
-    if why is None and top_paddr >= domain._pa_end:
-        why = ("the IOMMU of %s cannot map physical addresses up to %#x: its page table "
-               "outputs addresses below %#x" % (domain.name, top_paddr, domain._pa_end))
-    return errors.DmaMappingError("%s: no mapping for %s: %s" % (call, dev.name, why or cause))
+def _unmappable(call, dev, cookie, length, limit, cause):
+    """The DmaMappingError for a request the allocator refused outright,
+    before doing anything (a mask that leaves no IOVA space, a size no
+    space could hold), in bytes."""
+    shift = cookie.shift
+    top = cookie.dma_limit(dev, limit) >> shift
+    first = cookie.start_pfn
+    if top < first:
+        why = ("the DMA mask %#x leaves it no IOVA space: the domain hands out addresses from "
+               "%#x up" % (limit, first << shift))
+    elif length >> shift > top - first + 1:
+        why = ("%#x bytes is more than the %#x bytes of IOVA space between %#x and its DMA "
+               "limit %#x" % (length, (top - first + 1) << shift, first << shift, limit))
+    else:
+        why = str(cause)
+    return errors.DmaMappingError("%s: no mapping for %s: %s" % (call, dev.name, why))
 
 
 def _ready(call, dev, cpu):
@@ -232,12 +250,10 @@ def _map(call, dev, domain, cookie, paddr, size, limit, prot, kind, direction, c
     off = paddr & (g - 1)
     base = paddr - off
     length = (size + off + g - 1) & -g
-    if base + length > domain._pa_end:
-        raise _unmappable(call, dev, domain, cookie, length, limit, base + length - 1)
     try:
         iova = cookie.alloc_iova(dev, length, limit, cpu=cpu)
     except errors.IovaValueError as exc:         # refused outright: nothing was done
-        raise _unmappable(call, dev, domain, cookie, length, limit, base, exc) from None
+        raise _unmappable(call, dev, cookie, length, limit, exc) from None
     if not iova:
         raise errors.DmaMappingError("%s: no IOVA space left for %#x bytes below %#x in %s"
                                      % (call, length, limit, domain.name))
@@ -360,13 +376,10 @@ def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     g = cookie.granule
     lengths = [((p & (g - 1)) + n + g - 1) & -g for p, n in segments]
     total = sum(lengths)
-    top = max((p & -g) + length for (p, _), length in zip(segments, lengths)) - 1
-    if top >= domain._pa_end:
-        raise _unmappable("map_sg", dev, domain, cookie, total, dev.dma_mask, top)
     try:
         iova = cookie.alloc_iova(dev, total, dev.dma_mask, cpu=cpu)
     except errors.IovaValueError as exc:
-        raise _unmappable("map_sg", dev, domain, cookie, total, dev.dma_mask, 0, exc) from None
+        raise _unmappable("map_sg", dev, cookie, total, dev.dma_mask, exc) from None
     if not iova:
         raise errors.DmaMappingError("map_sg: no IOVA space left for a %#x-byte scatter-gather "
                                      "list in %s" % (total, domain.name))

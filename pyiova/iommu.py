@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
 
+from . import _state
 from . import errors
 from . import iommu_errors as ierr
 from ._iommu_native import (LPAE_4K_PGSIZES, IoPgtable, Iotlb, access_many, bad_argument,
@@ -90,6 +91,16 @@ class DomainGeometry:
     aperture_end: int = 0
     force_aperture: bool = False
 
+    def __setstate__(self, state):
+        _state.check_fields("domain geometry", state, {
+            "aperture_start": int, "aperture_end": int, "force_aperture": bool})
+        for name in ("aperture_start", "aperture_end"):
+            _state.check_int("the geometry's %s" % name, state[name], 0, _U64_MAX)
+        if state["aperture_start"] > state["aperture_end"]:
+            raise _state.fail("a domain geometry", "ends below its start")
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
 
 class StaleTranslation(NamedTuple):
     """A device access served by an IOTLB entry that no longer matched the
@@ -151,6 +162,16 @@ class _Counts:
     def __init__(self):
         for name in self.__slots__:
             setattr(self, name, 0)
+
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        state = _state.old_slot_state(state)
+        _state.check_fields("domain counters", state, dict.fromkeys(self.__slots__, int))
+        for name, value in state.items():
+            _state.check_int("the domain counter %s" % name, value, 0)
+        _state.set_fields(self, state)
 
 
 class IotlbGather:
@@ -292,8 +313,7 @@ class IommuDomain:
 
     __slots__ = ("ops", "type", "pgsize_bitmap", "name", "priv", "iova_cookie", "pgtable", "iotlb",
                  "_geometry", "_attrs", "_devices", "_op", "_pc", "_ptp", "_tlbp",
-                 "_mappable", "_closed", "_ap_lo", "_ap_end", "_pa_end", "_saved_names",
-                 "__weakref__")
+                 "_mappable", "_closed", "_ap_lo", "_ap_end", "_saved_names", "__weakref__")
 
     _serial = 0
 
@@ -311,7 +331,6 @@ class IommuDomain:
         self.iotlb = None
         self._ptp = None
         self._tlbp = None
-        self._pa_end = 0            # physical addresses the page table can output: below this
         self._geometry = None
         self.set_geometry(geometry or DomainGeometry())
         self._attrs = {}
@@ -335,7 +354,6 @@ class IommuDomain:
         self.iotlb = iotlb
         self._ptp = pgtable.ptr
         self._tlbp = iotlb.ptr
-        self._pa_end = 1 << pgtable.oas
 
     def set_geometry(self, geometry):
         """Set the domain's geometry (drivers only: users read it)."""
@@ -658,7 +676,7 @@ class IommuDomain:
         if self._closed:
             raise errors.IovaClosed("domain %s was freed: it cannot be saved" % self.name)
         state = {name: getattr(self, name) for name in self.__slots__
-                 if name not in ("_ptp", "_tlbp", "_pa_end", "_saved_names", "__weakref__")}
+                 if name not in ("_ptp", "_tlbp", "_saved_names", "__weakref__")}
         if self.iotlb is not None:
             name = self._record_namer()
             records = self.iotlb.stale_records()
@@ -667,16 +685,28 @@ class IommuDomain:
         return state
 
     def __setstate__(self, state):
+        _check_domain_state(state)
         state = dict(state)
         saved = state.pop("_saved_names", None)
         for name, value in state.items():
             setattr(self, name, value)
+        self.set_geometry(self._geometry)          # the aperture bounds, from the geometry
         self._ptp = self.pgtable.ptr if self.pgtable is not None else None
         self._tlbp = self.iotlb.ptr if self.iotlb is not None else None
-        self._pa_end = 1 << self.pgtable.oas if self.pgtable is not None else 0
         # the restored IOTLB starts with the cleared count the original had
         self._saved_names = None if saved is None else \
             (_records_cleared(self.iotlb), saved[0], saved[1])
+
+    def _check_restored(self):
+        """After a checkpoint is loaded: the domain and its devices and
+        cookie name each other."""
+        for dev in self._devices:
+            if dev._domain is not self:
+                raise _state.fail("domain %s" % self.name,
+                                  "lists device %s, which is not attached to it" % dev.name)
+        cookie = self.iova_cookie
+        if cookie is not None and cookie.domain is not self:
+            raise _state.fail("domain %s" % self.name, "holds a cookie of another domain")
 
     def mappings(self, start=0):
         """Iterate over the page-table leaves (PgtableLeaf) from start on."""
@@ -695,6 +725,44 @@ class IommuDomain:
     def __repr__(self):
         state = "freed" if self._closed else "%d device(s)" % len(self._devices)
         return "<IommuDomain %s %s %s>" % (self.name, self.type.name, state)
+
+
+def _check_domain_state(state):
+    """The state an IommuDomain is restored from, checked (see pyiova._state)."""
+    from .cookie import DmaCookie
+    spec = {"ops": object, "type": DomainType, "pgsize_bitmap": int, "name": str,
+            "priv": object, "iova_cookie": (DmaCookie, type(None)),
+            "pgtable": (IoPgtable, type(None)), "iotlb": (Iotlb, type(None)),
+            "_geometry": DomainGeometry, "_attrs": dict, "_devices": list, "_op": int,
+            "_pc": _Counts, "_mappable": bool, "_closed": bool, "_ap_lo": int, "_ap_end": int,
+            "_saved_names": (tuple, type(None))}
+    _state.check_fields("an IOMMU domain", state, spec, optional=("_saved_names",))
+    name = "domain %s" % state["name"]
+    if state["ops"] is None:
+        raise _state.fail(name, "has no driver")
+    if state["_closed"]:
+        raise _state.fail(name, "was freed")
+    _state.check_int("%s's page sizes" % name, state["pgsize_bitmap"], 0, _U64_MAX)
+    _state.check_int("%s's operation count" % name, state["_op"], 0)
+    if (state["pgtable"] is None) != (state["iotlb"] is None):
+        raise _state.fail(name, "has a page table without an IOTLB, or one without the other")
+    if state["_mappable"] != (state["type"].paging):
+        raise _state.fail(name, "is mappable against its type %s" % state["type"].name)
+    for dev in state["_devices"]:
+        _state.check_type("a device of %s" % name, dev, Device)
+    for key, value in state["_attrs"].items():
+        _state.check_type("an attribute of %s" % name, key, DomainAttr)
+        if key is DomainAttr.IOVA_ALLOCATOR:
+            _state.check_type("%s's IOVA_ALLOCATOR" % name, value, IovaAllocator)
+        elif key is DomainAttr.DMA_USE_FLUSH_QUEUE:
+            _state.check_type("%s's DMA_USE_FLUSH_QUEUE" % name, value, bool)
+        else:
+            raise _state.fail(name, "stores the read-only attribute %s" % key.name)
+    saved = state.get("_saved_names")
+    if saved is not None:
+        if len(saved) != 2 or type(saved[1]) is not dict:
+            raise _state.fail(name, "has a damaged table of stale records' device names")
+        _state.check_int("%s's named stale records" % name, saved[0], 0)
 
 
 def _records_cleared(iotlb):
@@ -841,6 +909,35 @@ class IommuDriver:
             raise ierr.IommuAttrBusy("%s of %s can only change before the first attach and "
                                      "while nothing is mapped" % (attr.name, domain.name))
         domain.attrs[attr] = value
+
+    # -- pickling and deepcopy (checkpoints) ------------------------------------
+    _STATE = {"name": str, "pgsize_bitmap": int, "ias": int, "oas": int, "tlb_entries": int,
+              "tlb_ways": int, "record_limit": int}
+
+    def __setstate__(self, state):
+        """The state checked against what the class keeps (a subclass of a
+        pyiova driver may keep more), and its hardware configuration
+        against what __init__ accepts."""
+        cls = type(self)
+        _state.check_fields(cls.__name__, state, cls._STATE, extra_ok=cls._EXTRA_STATE_OK)
+        try:
+            IoPgtable(state["pgsize_bitmap"], ias=state["ias"], oas=state["oas"])
+            Iotlb(state["tlb_entries"], state["tlb_ways"], record_limit=state["record_limit"])
+        except errors.IovaError as exc:
+            raise _state.fail("driver %s" % state["name"], "has a bad configuration: %s" % exc) \
+                from None
+        self._check_state(state)
+        self.__dict__.update(state)
+
+    def _check_state(self, state):
+        """What a driver class checks of its own state (subclasses)."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        # a subclass outside pyiova may keep state of its own
+        cls._EXTRA_STATE_OK = not cls.__module__.startswith("pyiova.")
+
+    _EXTRA_STATE_OK = False
 
     def __repr__(self):
         return "<%s %s>" % (type(self).__name__, self.name)

@@ -16,6 +16,7 @@ from ._args import as_u64 as _as_u64
 from ._args import release as _release
 from ._args import u64_cdata as _u64_cdata
 from ._pyiova import ffi, lib
+from ._words import loaded_words
 
 __all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR"]
 
@@ -671,17 +672,9 @@ class IovaDomain:
     def restore(cls, data):
         """A new domain from `save()`'s bytes; IovaValueError if they are not
         a consistent domain."""
-        try:
-            view = memoryview(data).cast("B")
-        except TypeError:
-            raise errors.IovaTypeError("restore() needs bytes, not %s"
-                                       % type(data).__name__) from None
-        if view.nbytes % 8:
-            raise errors.IovaValueError("saved domain of %d bytes is not whole words"
-                                        % view.nbytes)
-        words = ffi.from_buffer("uint64_t[]", view)
-        err = ffi.new("int *")
-        d = lib.iova_restore(words, view.nbytes // 8, err)
+        with loaded_words(data, "domain") as (words, n):
+            err = ffi.new("int *")
+            d = lib.iova_restore(words, n, err)
         if d == ffi.NULL:
             if err[0] == lib.IOVA_E_NOMEM:
                 raise MemoryError("out of memory restoring an IOVA domain")

@@ -185,6 +185,12 @@ class SimResult:
             return "UNSAFE"
         return "ok"
 
+    def __setstate__(self, state):
+        from .sim_checkpoint import check_result_state
+        state = check_result_state(SimResult, state)
+        self.__dict__.update(state)
+        self.__dict__.setdefault("live_at_first_failure", None)
+
     def as_dict(self, timeline=False):
         out = {}
         for f in fields(self):
@@ -331,7 +337,8 @@ class _RunState:
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state):
-        for name, value in state.items():
+        from .sim_checkpoint import check_run_state
+        for name, value in check_run_state(state, self.__slots__).items():
             setattr(self, name, value)
 
 
@@ -705,7 +712,13 @@ class Simulation:
         return state
 
     def __setstate__(self, state):
+        from .sim_checkpoint import check_simulation_state
+        check_simulation_state(state, SimResult, _RunState)
         self.__dict__.update(state)
+
+    def _check_restored(self):
+        from .sim_checkpoint import check_simulation
+        check_simulation(self)
 
     def __repr__(self):
         r = self._res

@@ -28,6 +28,8 @@ class GenericIommu(IommuDriver):
                          tlb_entries=tlb_entries, tlb_ways=tlb_ways, record_limit=record_limit)
         self.supports_flush_queue = bool(deferred_flush)
 
+    _STATE = dict(IommuDriver._STATE, supports_flush_queue=bool)
+
     def _init_domain(self, domain):
         if domain.type.paging:
             domain.set_hardware(self.new_pgtable(), self.new_iotlb())

@@ -29,6 +29,7 @@ What is modelled:
 """
 import random
 
+from .. import _state
 from .. import errors
 from .. import iommu_errors as ierr
 from .._iommu_native import SZ_1G, SZ_2M, SZ_4K
@@ -50,6 +51,21 @@ class _IpmmuDomain:
         self.mmu = None       # the instance the domain is bound to
         self.context = None   # its hardware context number there
         self.dirty = False    # unmaps since the last flush that took effect
+
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        state = _state.old_slot_state(state)
+        _state.check_fields("an IPMMU domain's state", state, {
+            "mmu": (IpmmuVmsa, type(None)), "context": (int, type(None)), "dirty": bool})
+        if (state["mmu"] is None) != (state["context"] is None):
+            raise _state.fail("an IPMMU domain", "is bound to an instance without a context, "
+                              "or to a context without an instance")
+        if state["context"] is not None:
+            _state.check_int("an IPMMU domain's context", state["context"], 0,
+                             IPMMU_CTX_MAX - 1)
+        _state.set_fields(self, state)
 
 
 class IpmmuVmsa(IommuDriver):
@@ -90,6 +106,29 @@ class IpmmuVmsa(IommuDriver):
         self.flush_when_idle = flush_when_idle
         self._rng = random.Random(seed)
         self._contexts = [None] * num_contexts
+
+    # -- pickling and deepcopy (checkpoints) ------------------------------------
+    _STATE = dict(IommuDriver._STATE, num_contexts=int, erratum=bool, erratum_drop_rate=float,
+                  flush_when_idle=bool, _rng=random.Random, _contexts=list)
+
+    def _check_state(self, state):
+        name = "IPMMU %s" % state["name"]
+        n = _state.check_int("%s's context count" % name, state["num_contexts"], 1,
+                             IPMMU_CTX_MAX)
+        _state.check_float("%s's erratum drop rate" % name, state["erratum_drop_rate"], 0.0, 1.0)
+        if len(state["_contexts"]) != n:
+            raise _state.fail(name, "has %d contexts, not %d" % (len(state["_contexts"]), n))
+        from ..iommu import IommuDomain
+        for owner in state["_contexts"]:
+            _state.check_type("a context owner of %s" % name, owner, (IommuDomain, type(None)))
+
+    def _check_restored(self):
+        """After a checkpoint is loaded: each context's domain is bound to it."""
+        for ctx, owner in enumerate(self._contexts):
+            if owner is not None and (owner.priv.mmu is not self or owner.priv.context != ctx):
+                raise _state.fail("IPMMU %s" % self.name,
+                                  "gives context %d to %s, which is bound elsewhere"
+                                  % (ctx, owner.name))
 
     @property
     def contexts_in_use(self):
