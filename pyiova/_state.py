@@ -19,7 +19,10 @@ __all__ = ["CheckpointError", "check_fields", "check_int", "check_float", "check
 def _name(types):
     if isinstance(types, tuple):
         return " or ".join(_name(t) for t in types)
-    return "None" if types is type(None) else types.__name__
+    if types is type(None):
+        return "None"
+    name = types.__name__
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
 
 
 def check_type(what, value, types):
@@ -31,8 +34,8 @@ def check_type(what, value, types):
     else:
         ok = isinstance(value, types)
     if not ok:
-        raise CheckpointError("damaged checkpoint: %s is a %s, not a %s"
-                              % (what, type(value).__name__, _name(types)))
+        raise CheckpointError("damaged checkpoint: %s is %s, not %s"
+                              % (what, _name(type(value)), _name(types)))
     return value
 
 
@@ -41,20 +44,20 @@ def check_fields(what, state, spec, optional=(), extra_ok=False):
     optional may be missing; others may be there too with extra_ok), each
     an instance of its type(s)."""
     if type(state) is not dict:
-        raise CheckpointError("damaged checkpoint: the state of a %s is a %s, not a dict"
-                              % (what, type(state).__name__))
+        raise CheckpointError("damaged checkpoint: the state of %s is %s, not a dict"
+                              % (what, _name(type(state))))
     keys = set(state)
     missing = set(spec) - keys - set(optional)
     extra = set() if extra_ok else keys - set(spec)
     if missing or extra:
-        raise CheckpointError("damaged checkpoint: the state of a %s %s" % (what, "; ".join(
+        raise CheckpointError("damaged checkpoint: the state of %s %s" % (what, "; ".join(
             part for part in (
                 "lacks %s" % ", ".join(sorted(map(str, missing))) if missing else "",
                 "has unknown fields %s" % ", ".join(sorted(map(repr, extra))) if extra else "")
             if part)))
     for key, types in spec.items():
         if key in state:
-            check_type("%s.%s" % (what, key), state[key], types)
+            check_type("the field %s of %s" % (key, what), state[key], types)
     return state
 
 

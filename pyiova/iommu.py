@@ -92,7 +92,7 @@ class DomainGeometry:
     force_aperture: bool = False
 
     def __setstate__(self, state):
-        _state.check_fields("domain geometry", state, {
+        _state.check_fields("a domain geometry", state, {
             "aperture_start": int, "aperture_end": int, "force_aperture": bool})
         for name in ("aperture_start", "aperture_end"):
             _state.check_int("the geometry's %s" % name, state[name], 0, _U64_MAX)
@@ -168,7 +168,7 @@ class _Counts:
 
     def __setstate__(self, state):
         state = _state.old_slot_state(state)
-        _state.check_fields("domain counters", state, dict.fromkeys(self.__slots__, int))
+        _state.check_fields("the domain counters", state, dict.fromkeys(self.__slots__, int))
         for name, value in state.items():
             _state.check_int("the domain counter %s" % name, value, 0)
         _state.set_fields(self, state)
@@ -919,7 +919,7 @@ class IommuDriver:
         pyiova driver may keep more), and its hardware configuration
         against what __init__ accepts."""
         cls = type(self)
-        _state.check_fields(cls.__name__, state, cls._STATE, extra_ok=cls._EXTRA_STATE_OK)
+        _state.check_fields("a driver %s" % cls.__name__, state, cls._STATE, extra_ok=cls._EXTRA_STATE_OK)
         try:
             IoPgtable(state["pgsize_bitmap"], ias=state["ias"], oas=state["oas"])
             Iotlb(state["tlb_entries"], state["tlb_ways"], record_limit=state["record_limit"])

@@ -79,7 +79,7 @@ class PhysAllocator:
 
     def __setstate__(self, state):
         from ._state import check_fields, check_int
-        check_fields("PhysAllocator", state, {"base": int, "page": int, "_next": int,
+        check_fields("a PhysAllocator", state, {"base": int, "page": int, "_next": int,
                                               "_free": dict})
         page = check_int("PhysAllocator page", state["page"], 1, PHYS_END)
         base = check_int("PhysAllocator base", state["base"], 0, PHYS_END - 1)

@@ -26,7 +26,7 @@ _OPTIONAL = ("first_fail", "maps_before", "live_at_fail")
 def check_run_state(state, slots):
     """_RunState's state (live_at_fail may be missing: older checkpoints)."""
     state = dict(state) if type(state) is dict else state
-    _state.check_fields("a run's state", state, dict.fromkeys(slots, object),
+    _state.check_fields("a run", state, dict.fromkeys(slots, object),
                         optional=("live_at_fail",))
     state.setdefault("live_at_fail", None)
     _state.check_int("the run's position", state["pos"], 0, sys.maxsize)

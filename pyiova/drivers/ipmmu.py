@@ -57,7 +57,7 @@ class _IpmmuDomain:
 
     def __setstate__(self, state):
         state = _state.old_slot_state(state)
-        _state.check_fields("an IPMMU domain's state", state, {
+        _state.check_fields("an IPMMU domain", state, {
             "mmu": (IpmmuVmsa, type(None)), "context": (int, type(None)), "dirty": bool})
         if (state["mmu"] is None) != (state["context"] is None):
             raise _state.fail("an IPMMU domain", "is bound to an instance without a context, "

@@ -169,7 +169,7 @@ def parse_list(item):
             parts = [value]
         out = tuple(item(p) for p in parts)
         if not out:
-            raise WorkloadError("an empty list")
+            raise WorkloadError("%r is an empty list" % (value,))
         return out
     parse.__name__ = "list of %s" % getattr(item, "__name__", "values")
     return parse
