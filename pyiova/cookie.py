@@ -41,6 +41,14 @@ _MAX_CPUS = lib.IOVA_MAX_CPUS
 _cookies = weakref.WeakKeyDictionary()
 
 
+def _flag(name, value):
+    """A flag must be a bool: "no" is not False."""
+    if not isinstance(value, bool):
+        raise errors.IovaTypeError("%s must be a bool, not %s (%r)"
+                                   % (name, type(value).__name__, value))
+    return value
+
+
 def _min_not_zero(a, b):
     if not a:
         return b
@@ -91,8 +99,8 @@ class DmaCookie:
             raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
         self.kernel = kernel
         self.ncpus = ncpus
-        self.forcedac = forcedac
-        self.rcache = rcache
+        self.forcedac = _flag("forcedac", forcedac)
+        self.rcache = _flag("rcache", rcache)
         self._domain = weakref.ref(domain) if domain is not None else None
         self.msi_base = msi_base
         self.allocator = None          # a PfnAllocator, once init_domain has run
@@ -128,6 +136,8 @@ class DmaCookie:
             raise errors.IovaValueError("granule %r is not a power of two in 2..2**63"
                                         % (granule,))
         # every argument is checked before the cookie changes at all
+        force_aperture = _flag("force_aperture", force_aperture)
+        flush_queue = _flag("flush_queue", flush_queue)
         aperture_start = _as_u64("aperture_start", aperture_start)
         aperture_end = _as_u64("aperture_end", aperture_end)
         if end_pfn is not None:
@@ -413,7 +423,12 @@ def cookie_of(domain):
     try:
         return domain.iova_cookie
     except AttributeError:
+        pass
+    try:
         return _cookies.get(domain)
+    except TypeError:
+        raise errors.IovaTypeError("%r is not a domain (it cannot hold a cookie)"
+                                   % (domain,)) from None
 
 
 def _attach(domain, cookie):

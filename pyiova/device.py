@@ -83,6 +83,10 @@ class Device:
 
     def attach(self, domain):
         """iommu_attach_device(domain, dev)."""
+        from .iommu import IommuDomain
+        if not isinstance(domain, IommuDomain):
+            raise errors.IovaTypeError("%s: attach takes an IommuDomain, not %s (%r)"
+                                       % (self.name, type(domain).__name__, domain))
         domain.attach_device(self)
 
     def detach(self):

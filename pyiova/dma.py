@@ -30,7 +30,7 @@ from . import dma_args as _args
 from . import errors
 from .cookie import cookie_of, get_dma_cookie
 from .device import Device
-from .iommu import DomainAttr, DomainType, IotlbGather, Prot
+from .iommu import DomainAttr, DomainType, IommuDomain, IotlbGather, Prot
 from .phys import PHYS_END as _PHYS_END
 from .phys import PhysAllocator
 
@@ -147,6 +147,9 @@ def _live(cookie):
 
 def mappings(domain):
     """Live DMA mappings of a domain: {iova: (device name, bytes, direction, kind)}."""
+    if not isinstance(domain, IommuDomain):
+        raise errors.DmaApiTypeError("mappings: domain must be an IommuDomain, not %s (%r)"
+                                     % (type(domain).__name__, domain))
     cookie = cookie_of(domain)
     return {} if cookie is None else {
         iova: (m.dev.name, m.size, m.direction, m.kind) for iova, m in _live(cookie).items()}
@@ -168,7 +171,7 @@ def _dma_domain(dev, call):
 def dma_cookie(dev, call="dma_cookie"):
     """(domain, cookie) of dev's domain, the cookie set up
     (iommu_dma_init_domain) on first use."""
-    domain = dev._domain
+    domain = getattr(dev, "_domain", None)
     cookie = domain.iova_cookie if domain is not None else None
     if cookie is not None and cookie.allocator is not None:
         return domain, cookie                      # the common case, kept short

@@ -96,10 +96,10 @@ class PolicyNotApplicable(errors.IovaValueError):
 
 def not_applicable(policy, driver="ipmmu", kernel="6.12"):
     """Why `policy` cannot run on `driver` (None when it can)."""
-    if policy not in POLICIES:
+    if not isinstance(policy, str) or policy not in POLICIES:
         raise errors.IovaValueError("unknown policy %r (known: %s)"
                                     % (policy, ", ".join(POLICIES)))
-    if driver not in DRIVERS:
+    if not isinstance(driver, str) or driver not in DRIVERS:
         raise errors.IovaValueError("unknown driver %r (known: %s)"
                                     % (driver, ", ".join(DRIVERS)))
     if policy == "msi":
@@ -734,12 +734,19 @@ def _offset(progress, base):
     return lambda done, label: progress(base + done, label)
 
 
+_COMPARE_KEYWORDS = frozenset(("params", "kernel", "max_failures", "drop_rate", "timeline"))
+
+
 def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS, seed=1,
             progress: Optional[Callable[[int, str], None]] = None, **kw):
     """simulate() for each policy, same workload and seed; a list of
     SimResult in the order given. A policy that cannot run on the driver
     gets a result with applicable=False and the reason in .note. progress
     is called as progress(operations done across all runs, policy name)."""
+    unknown = sorted(set(kw) - _COMPARE_KEYWORDS)
+    if unknown:
+        raise errors.IovaTypeError("compare() takes no argument %s (it passes on: %s)"
+                                   % (", ".join(unknown), ", ".join(sorted(_COMPARE_KEYWORDS))))
     wl = get_workload(workload, **_params(kw.pop("params", None)))
     kernel = kw.get("kernel", "6.12")
     # a name or "a,b" is a list of names; unknown ones fail before anything runs

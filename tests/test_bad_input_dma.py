@@ -337,6 +337,27 @@ CASES = {
                                            IommuRangeError, 1 << 33),
     "dma_access_many uint8 buffer": Case(lambda w: w.plat.dma_access_many(bytearray(3)),
                                          IovaTypeError, "3 raw bytes"),
+    "attach to a str": Case(lambda w: w.lone.attach("smmu-dma-1"), IovaTypeError, "smmu-dma-1"),
+    "mappings of a str": Case(lambda w: dma.mappings("smmu-dma-1"), DmaApiTypeError,
+                              "smmu-dma-1"),
+    "dma_cookie of a str": Case(lambda w: dma.dma_cookie("pci0"), DmaApiTypeError, "pci0"),
+    "get_dma_cookie of a str": Case(lambda w: get_dma_cookie("dom"), IovaTypeError, "dom"),
+    "cookie_of an int": Case(lambda w: cookie_of(5), IovaTypeError, "5"),
+
+    # drivers and cookies: flags are bools, seeds integers
+    "GenericIommu deferred_flush str": Case(lambda w: GenericIommu(deferred_flush="no"),
+                                            IovaTypeError, "no"),
+    "IpmmuVmsa seed list": Case(lambda w: IpmmuVmsa(seed=[1]), IovaTypeError, "[1]"),
+    "IpmmuVmsa seed float": Case(lambda w: IpmmuVmsa(seed=1.5), IovaTypeError, "1.5"),
+    "IpmmuVmsa drop rate nan": Case(lambda w: IpmmuVmsa(erratum_drop_rate=float("nan")),
+                                    IovaValueError, "nan"),
+    "IpmmuVmsa erratum 1": Case(lambda w: IpmmuVmsa(erratum=1), IovaTypeError, "1"),
+    "DmaCookie forcedac str": Case(lambda w: DmaCookie(forcedac="no"), IovaTypeError, "no"),
+    "DmaCookie rcache 0": Case(lambda w: DmaCookie(rcache=0), IovaTypeError, "0"),
+    "init_domain force_aperture str": Case(lambda w: DmaCookie().init_domain(
+        4096, force_aperture="no"), IovaTypeError, "no"),
+    "init_domain flush_queue 1": Case(lambda w: DmaCookie().init_domain(4096, flush_queue=1),
+                                      IovaTypeError, "1"),
 }
 
 

@@ -100,11 +100,16 @@ class IpmmuVmsa(IommuDriver):
                 not 0.0 <= erratum_drop_rate <= 1.0:
             raise errors.IovaValueError("erratum_drop_rate must be a number in [0, 1], not %r"
                                         % (erratum_drop_rate,))
+        if isinstance(seed, (bool, float)) or not isinstance(seed, (int, str, bytes)) and \
+                seed is not None and not hasattr(seed, "__index__"):
+            raise errors.IovaTypeError("seed must be an integer, not %s (%r)"
+                                       % (type(seed).__name__, seed))
         self.num_contexts = num_contexts
         self.erratum = erratum
         self.erratum_drop_rate = float(erratum_drop_rate)
         self.flush_when_idle = flush_when_idle
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed if isinstance(seed, (int, str, bytes, type(None)))
+                                  else seed.__index__())
         self._contexts = [None] * num_contexts
 
     # -- pickling and deepcopy (checkpoints) ------------------------------------
