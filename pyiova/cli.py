@@ -312,6 +312,7 @@ def _rate(text):
 
 
 def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
+    from .iova import KERNELS
     from .sim import DRIVERS
     p.add_argument("--driver", choices=list(DRIVERS), default=driver_default,
                    help="the IOMMU: ipmmu (Renesas IPMMU-VMSA with its TLB-invalidation "
@@ -320,13 +321,18 @@ def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
     p.add_argument("--ops", type=_positive, default=ops_default, metavar="N",
                    help="operations per run (default: %s)" % format(ops_default, ","))
     p.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default: 1)")
-    p.add_argument("--kernel", choices=("6.12", "4.10"), default="6.12",
-                   help="dma-iommu and iova.c rules to model (default: 6.12)")
+    p.add_argument("--kernel", choices=list(KERNELS), default="6.12",
+                   help="dma-iommu and iova.c rules to model: 6.12 (mainline), 6.1 (Debian "
+                        "12: a fixed 32-magazine depot, PCI devices try below 4 GiB on every "
+                        "allocation) or 4.10 (default: 6.12)")
     p.add_argument("--drop-rate", type=_rate, default=1.0, metavar="P",
                    help="ipmmu: probability that a flush on the unmap path is lost "
                         "(default: 1.0; 0 turns the erratum off)")
     p.add_argument("--max-failures", type=_positive, default=None, metavar="N",
                    help="stop a run after N failed maps (default: 1000)")
+    p.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
+                   help="the simulation engine: c (fast), python (the reference loop, the "
+                        "same results), auto: c where the driver allows (default)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it only ever shows on a terminal)")
@@ -422,7 +428,8 @@ def build_parser():
                        "  pyiova compare usb --driver generic\n"
                        "  pyiova compare usb --policies iova,wraparound --ops 100000 --json\n"
                        "  pyiova compare nvme --driver generic -p queues=8 --plot nvme.png\n"
-                       "  pyiova compare usb --drop-rate 0.01 --kernel 4.10"))
+                       "  pyiova compare usb --drop-rate 0.01 --kernel 4.10\n"
+                       "  pyiova compare nvme --driver generic --kernel 6.1"))
     _add_workload_options(c)
     c.add_argument("--policies", type=_policy_list, default=DEFAULT_POLICIES,
                    metavar="P,P,...",
@@ -463,7 +470,7 @@ def _demo(args):
 def _sim_kwargs(args):
     from .sim import DEFAULT_MAX_FAILURES
     return dict(kernel=args.kernel, drop_rate=args.drop_rate,
-                max_failures=args.max_failures or DEFAULT_MAX_FAILURES)
+                max_failures=args.max_failures or DEFAULT_MAX_FAILURES, engine=args.engine)
 
 
 def _workload(args):
@@ -625,8 +632,26 @@ def _bench(args):
     for pol in args.policies:
         if pol not in runnable:
             print("%s: not run (%s)" % (pol, not_applicable(pol, args.driver, args.kernel)))
+    if runnable and args.engine != "python":
+        print(_engine_line(by[names[0], runnable[0]], args))
     print("\n(%.1f s in all)" % took)
     return 0
+
+
+def _engine_line(r, args):
+    """The engines side by side on the table's first run: the same run again
+    through the Python engine (the reference), its ops/s against the C
+    engine's."""
+    from .sim import simulate
+    if r.engine != "c":
+        return "\nengine: the Python engine ran these (%s)" % r.engine_note
+    kw = _sim_kwargs(args)
+    kw["engine"] = "python"
+    ref = simulate(r.workload, r.policy, args.driver, args.ops, args.seed, **kw)
+    return ("\nengine: %s %s through the C engine %s ops/s, through the Python engine %s "
+            "ops/s: %.1fx" % (r.workload, r.policy, format(int(r.ops_per_sec), ","),
+                               format(int(ref.ops_per_sec), ","),
+                               r.ops_per_sec / ref.ops_per_sec if ref.ops_per_sec else 0.0))
 
 
 # ---- replay ---------------------------------------------------------------------------

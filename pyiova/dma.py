@@ -96,7 +96,8 @@ class SgMapping:
     def __setstate__(self, state):
         state = _state.old_slot_state(state)
         _state.check_fields("an SgMapping", state, {"iova": int, "length": int,
-                                                    "segments": tuple, "dma_addrs": list})
+                                                    "segments": (tuple, list),
+                                                    "dma_addrs": list})
         _state.check_int("an SgMapping's iova", state["iova"], 0, _U64_MAX)
         _state.check_int("an SgMapping's length", state["length"], 1, _U64_MAX)
         if len(state["dma_addrs"]) != len(state["segments"]):
@@ -268,7 +269,9 @@ def _map(call, dev, domain, cookie, paddr, size, limit, prot, kind, direction, c
         raise errors.DmaMappingError("%s: the IOMMU refused to map %#x bytes at IOVA %#x for %s: "
                                      "%s" % (call, length, iova, dev.name, exc)) from exc
     addr = iova + off
-    _live(cookie)[iova] = _Mapping(dev, size, direction, kind, length, addr, paddr)
+    # (what the kernel's DMA-API debugging keeps: a coherent buffer's pages too)
+    _live(cookie)[iova] = _Mapping(dev, size, direction, kind, length, addr,
+                                   paddr if kind == "coherent" else 0)
     return addr
 
 
@@ -403,7 +406,7 @@ def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
         cookie.free_iova(iova, total, cpu=cpu)
         raise errors.DmaMappingError("map_sg: the IOMMU refused segment %d of %s's list at IOVA "
                                      "%#x: %s" % (len(addrs), dev.name, iova + done, exc)) from exc
-    _live(cookie)[iova] = _Mapping(dev, total, direction, "sg", total, iova, segments[0][0])
+    _live(cookie)[iova] = _Mapping(dev, total, direction, "sg", total, iova, 0)
     return SgMapping(iova, total, segments, addrs)
 
 
@@ -436,7 +439,8 @@ def alloc_coherent(dev, size, *, cpu=None):
     # mapping gives the pages back as if they had never been taken
     paddr, reused = phys.take(length)
     try:
-        dma = _map("alloc_coherent", dev, domain, cookie, paddr, size, dev.coherent_dma_mask,
+        # (the mapping records the whole pages, as dma-iommu maps them)
+        dma = _map("alloc_coherent", dev, domain, cookie, paddr, length, dev.coherent_dma_mask,
                    _PROT_COHERENT, "coherent", _BIDIR, cpu)
     except BaseException:
         phys.undo(paddr, length, reused)
@@ -454,7 +458,10 @@ def free_coherent(dev, buf, *, cpu=None):
     size = _args.size("free_coherent", buf.size, "buf.size")
     paddr = _args.phys_addr("free_coherent", buf.paddr, "buf.paddr")
     domain, cookie, cpu = _mapped_cookie(dev, "free_coherent", cpu)
-    iova, m = _find("free_coherent", dev, cookie, addr, size, None, "coherent")
+    iova, m = _find("free_coherent", dev, cookie, addr, None, None, "coherent")
+    if (size + cookie.granule - 1) & -cookie.granule != m.size:
+        raise errors.DmaApiError("free_coherent: %s: freeing %#x with size %#x, allocated with "
+                                 "%#x (whole pages)" % (dev.name, addr, size, m.size))
     if m.paddr != paddr:
         raise errors.DmaApiError("free_coherent: %s: the buffer at %#x is freed with physical "
                                  "address %#x, allocated with %#x"

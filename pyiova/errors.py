@@ -6,8 +6,49 @@ the natural one, the class also derives from it, so ``except ValueError`` and
 """
 
 
+class LaterMessage:
+    """A message formatted when it is first read (str), for errors a caller
+    expects and catches by the thousand: a failing call then costs about
+    what a succeeding one does. IovaError.args gives it as the string."""
+    __slots__ = ("fmt", "values")
+
+    def __init__(self, fmt, values):
+        self.fmt, self.values = fmt, values
+
+    def __str__(self):
+        return self.fmt % self.values
+
+    def __repr__(self):
+        return repr(self.fmt % self.values)
+
+    def __reduce__(self):
+        return (str, (self.fmt % self.values,))
+
+
 class IovaError(Exception):
-    """Base class of every pyiova error."""
+    """Base class of every pyiova error.
+
+    An error made with later() (or with a LaterMessage as its argument)
+    formats its message only when something reads it: str, repr, args, a
+    traceback or a pickle all see the same text.
+    """
+
+    @classmethod
+    def later(cls, fmt, *values):
+        """An exception of this class whose message is fmt % values."""
+        return cls(LaterMessage(fmt, values))
+
+    @property
+    def args(self):
+        args = BaseException.args.__get__(self)
+        if args and type(args[0]) is LaterMessage:
+            args = (str(args[0]),) + args[1:]
+            BaseException.args.__set__(self, args)
+        return args
+
+    @args.setter
+    def args(self, value):
+        BaseException.args.__set__(self, value)
 
 
 class IovaExhausted(IovaError):

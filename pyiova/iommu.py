@@ -30,7 +30,7 @@ from .device import Device, device_name
 
 __all__ = ["DomainType", "DomainAttr", "IovaAllocator", "Prot", "DomainGeometry",
            "IotlbGather", "IommuOps", "IommuDomain", "IommuDriver", "DomainCounters",
-           "StaleTranslation"]
+           "StaleTranslation", "EngineProfile", "declares_own"]
 
 _U64_MAX = (1 << 64) - 1
 _iotlb_access = lib.iotlb_access
@@ -152,6 +152,43 @@ class DomainCounters:
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class EngineProfile(NamedTuple):
+    """A driver's behaviour on the DMA path, declared so that the C
+    simulation engine (pyiova.engine) can do what the driver's methods do.
+
+    invalidation     "range": unmap gathers what it cleared and iotlb_sync
+                     invalidates that range; "context": iotlb_sync and every
+                     flush drop the whole context
+    skip_syncs       iotlb_sync does nothing but count itself as skipped
+    erratum          a flush issued by iotlb_sync may be lost...
+    drop_rate        ...with this probability (1.0: always)...
+    rng              ...as this random.Random decides (its state is used and
+                     written back)
+    flush_when_idle  after an unmap's sync, flush the context once nothing is
+                     mapped and an unmap left entries possibly cached
+    dirty            that flag's value now (engine_store takes it back)
+    """
+    invalidation: str
+    skip_syncs: bool = False
+    erratum: bool = False
+    drop_rate: float = 0.0
+    rng: Any = None
+    flush_when_idle: bool = False
+    dirty: bool = False
+
+
+# The driver methods whose behaviour an EngineProfile declares.
+ENGINE_METHODS = ("map", "unmap", "iotlb_sync", "flush_iotlb_all", "domain_reset")
+
+
+def declares_own(driver, cls, extra=()):
+    """Whether driver runs cls's own versions of the methods a profile
+    declares: a subclass that overrides one says more than cls's profile."""
+    kind = type(driver)
+    return all(getattr(kind, name, None) is getattr(cls, name)
+               for name in ENGINE_METHODS + tuple(extra))
 
 
 class _Counts:
@@ -867,6 +904,16 @@ class IommuDriver:
 
     def domain_reset(self, domain):
         self.flush_iotlb_all(domain)
+
+    # -- the C simulation engine -----------------------------------------------
+    def engine_profile(self, domain):
+        """How this driver behaves on domain's DMA path (an EngineProfile),
+        or None when a profile cannot say it: the simulation then runs on
+        the Python engine. Drivers that declare one override this."""
+        return None
+
+    def engine_store(self, domain, dirty):
+        """Takes back what the engine changed of the profile's state."""
 
     # -- attributes --------------------------------------------------------------
     def domain_get_attr(self, domain, attr):

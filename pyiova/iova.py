@@ -20,7 +20,11 @@ from ._words import loaded_words
 
 __all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR"]
 
-KERNELS = {"6.12": lib.IOVA_KERNEL_6_12, "4.10": lib.IOVA_KERNEL_4_10}
+# The kernels whose rules pyiova models, newest first: every kernel= argument
+# (IovaDomain, PfnAllocator, DmaCookie, simulate, the command line) takes
+# these names. 6.1 is 6.12's tree with a fixed 32-magazine depot.
+KERNELS = {"6.12": lib.IOVA_KERNEL_6_12, "6.1": lib.IOVA_KERNEL_6_1,
+           "4.10": lib.IOVA_KERNEL_4_10}
 _KERNEL_NAMES = {v: k for k, v in KERNELS.items()}
 SEARCH_MODES = {"augmented": lib.IOVA_SEARCH_AUGMENTED, "linear": lib.IOVA_SEARCH_LINEAR}
 _SEARCH_NAMES = {v: k for k, v in SEARCH_MODES.items()}
@@ -45,6 +49,10 @@ _array = array.array
 _U64P = ffi.typeof("uint64_t *")
 _INTP = ffi.typeof("int *")
 _U64X2 = ffi.typeof("uint64_t[2]")
+_E_NOSPC = lib.IOVA_E_NOSPC
+_Exhausted = errors.IovaExhausted
+_Later = errors.LaterMessage
+_NOSPC_MESSAGE = "no free range of %d pages at or below limit_pfn %#x"
 
 # The batch calls' result: slicing a zeroed template copies it at memcpy
 # speed, where array("Q", bytes(8 * n)) builds and copies a bytes object.
@@ -99,7 +107,9 @@ class IovaDomain:
     granule    the smallest page the IOMMU maps (a power of two, 2..65536)
     start_pfn  the lowest pfn that may be allocated
     ncpus      CPU slots of the per-CPU caches (default: this machine's CPUs)
-    kernel     "6.12" (mainline rules, the default) or "4.10" (the seed's)
+    kernel     "6.12" (mainline rules, the default), "6.1" (6.12's tree, a
+               fixed depot of 32 magazines that spills into the tree) or
+               "4.10" (the seed's)
     dma_32bit_pfn  4.10 only: its inclusive 32-bit boundary
                (default 0xFFFFFFFF >> shift, what intel-iommu passed)
     search     "augmented" (O(log n), the default) or "linear" (the
@@ -118,11 +128,11 @@ class IovaDomain:
         if ncpus is None:
             ncpus = min(os.cpu_count() or 1, lib.IOVA_MAX_CPUS)
         ncpus = _as_u64("ncpus", ncpus)
-        if kernel == "6.12":
+        if kernel != "4.10":
             if dma_32bit_pfn is not None:
                 raise errors.IovaValueError(
-                    "dma_32bit_pfn=%r: 6.12 derives it from the granule (1 << (32 - shift))"
-                    % (dma_32bit_pfn,))
+                    "dma_32bit_pfn=%r: %s derives it from the granule (1 << (32 - shift))"
+                    % (dma_32bit_pfn, kernel))
             dma32_arg = 0
         elif dma_32bit_pfn is None:
             dma32_arg = 0
@@ -166,6 +176,12 @@ class IovaDomain:
 
     # ---- errors ---------------------------------------------------------
 
+    def _alloc_error(self, code, size, limit_pfn, cpu=None):
+        """An allocation's failure; no room (the common one) is cheap."""
+        if code == _E_NOSPC:
+            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit_pfn)))
+        return self._error(code, size=size, limit_pfn=limit_pfn, cpu=cpu)
+
     def _error(self, code, **named):
         """The exception for a negative return code, naming the values."""
         size = named.get("size")
@@ -173,8 +189,7 @@ class IovaDomain:
         pfn = named.get("pfn")
         E = lib
         if code == E.IOVA_E_NOSPC:
-            return errors.IovaExhausted(
-                "no free range of %d pages at or below limit_pfn %#x" % (size, limit))
+            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit)))
         if code == E.IOVA_E_SIZE:
             return errors.IovaValueError("size %r is not in 1..%#x" % (size, self.max_pfn))
         if code == E.IOVA_E_LIMIT:
@@ -232,7 +247,7 @@ class IovaDomain:
             limit_pfn = _as_u64("limit_pfn", limit_pfn)
             r = _alloc(self._d, size, limit_pfn, _as_flag("size_aligned", size_aligned))
         if r < 0:
-            raise self._error(r, size=size, limit_pfn=limit_pfn)
+            raise self._alloc_error(r, size, limit_pfn)
         return r
 
     def free(self, pfn):
@@ -274,7 +289,7 @@ class IovaDomain:
         return (out[0], out[1])
 
     def ranges(self):
-        """Every range in address order, as (lo, hi); the 6.12 anchor excluded."""
+        """Every range in address order, as (lo, hi); the 6.12/6.1 anchor excluded."""
         while True:
             n = lib.iova_ranges(self._d, ffi.NULL, 0)
             if n < 0:
@@ -297,11 +312,11 @@ class IovaDomain:
     def state(self):
         """The allocator's cached state, as the kernel holds it.
 
-        6.12: {"cached", "cached32"} are the pfn_lo of the two cached nodes;
-        the anchor node, where both start, reads IOVA_ANCHOR (an int equal
-        to 2**64-1, the kernel's IOVA_ANCHOR); "max32" is max32_alloc_size
-        and "dma32" the exclusive 32-bit boundary. 4.10: {"cached32": lo or
-        None, "dma32": the inclusive boundary}.
+        6.12 and 6.1: {"cached", "cached32"} are the pfn_lo of the two
+        cached nodes; the anchor node, where both start, reads IOVA_ANCHOR
+        (an int equal to 2**64-1, the kernel's IOVA_ANCHOR); "max32" is
+        max32_alloc_size and "dma32" the exclusive 32-bit boundary. 4.10:
+        {"cached32": lo or None, "dma32": the inclusive boundary}.
         """
         st = self._state()
         if self.kernel == "4.10":
@@ -453,9 +468,7 @@ class IovaDomain:
             flag = _as_flag("flush_rcache", flush_rcache)
             r = _alloc_fast(self._d, size, limit_pfn, flag, _as_cpu(cpu, self.ncpus))
         if r <= 0:
-            if r == 0:
-                r = lib.IOVA_E_NOSPC
-            raise self._error(r, size=size, limit_pfn=limit_pfn, cpu=cpu)
+            raise self._alloc_error(r or _E_NOSPC, size, limit_pfn, cpu)
         return r
 
     def free_fast(self, pfn, size, cpu=None):
@@ -590,7 +603,8 @@ class IovaDomain:
             raise self._error(r, cpu=cpu)
 
     def flush_depot(self):
-        """free_global_cached_iovas: every depot magazine back to the tree."""
+        """free_global_cached_iovas: every depot magazine back to the tree,
+        the newest first under 6.12 (and 4.10), the oldest first under 6.1."""
         r = lib.iova_flush_depot(self._d)
         if r:
             raise self._error(r)
@@ -602,7 +616,8 @@ class IovaDomain:
             raise self._error(r)
 
     def run_pending_work(self):
-        """Runs once each depot trim item pending now; returns how many ran."""
+        """Runs once each depot trim item pending now; returns how many ran
+        (always 0 under 6.1 and 4.10, which have no trim work)."""
         r = lib.iova_run_pending_work(self._d)
         if r < 0:
             raise self._error(r)

@@ -49,10 +49,10 @@ class PhysAllocator:
                 return spare.pop(), True
             paddr = self._next
             end = paddr + pages * self.page
-            if end > PHYS_END:
+            if end >= PHYS_END:                # (the next free address must be one too)
                 raise errors.DmaMappingError(
-                    "no physical memory for %#x bytes: the pages would end at %#x, past the "
-                    "64-bit physical address space" % (size, end))
+                    "no physical memory for %#x bytes: the pages would end at %#x, at or past "
+                    "the top of the 64-bit physical address space" % (size, end - 1))
             self._next = end
             return paddr, False
 
@@ -75,7 +75,7 @@ class PhysAllocator:
     # -- pickling and deepcopy (checkpoints) ------------------------------------
     def __getstate__(self):
         return {"base": self.base, "page": self.page, "_next": self._next,
-                "_free": {k: list(v) for k, v in self._free.items() if v}}
+                "_free": {k: list(v) for k, v in self._free.items()}}
 
     def __setstate__(self, state):
         from ._state import check_fields, check_int
@@ -83,7 +83,7 @@ class PhysAllocator:
                                               "_free": dict})
         page = check_int("PhysAllocator page", state["page"], 1, PHYS_END)
         base = check_int("PhysAllocator base", state["base"], 0, PHYS_END - 1)
-        nxt = check_int("PhysAllocator next address", state["_next"], base, PHYS_END)
+        nxt = check_int("PhysAllocator next address", state["_next"], base, PHYS_END - 1)
         free = {}
         for pages, runs in state["_free"].items():
             check_int("PhysAllocator free run length", pages, 1, PHYS_END)
@@ -91,8 +91,7 @@ class PhysAllocator:
                 raise _bad("a free list that is not a list")
             for paddr in runs:
                 check_int("PhysAllocator free page", paddr, base, nxt - 1)
-            if runs:
-                free[pages] = list(runs)
+            free[pages] = list(runs)
         self.base, self.page, self._next, self._free = base, page, nxt, free
         self._lock = threading.Lock()
 

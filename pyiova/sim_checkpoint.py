@@ -15,6 +15,7 @@ from .device import Device
 from .dma import CoherentBuffer, SgMapping
 from .iommu import IommuDomain
 from .workloads import Workload
+from .workloads.params import SEED_TYPES
 
 __all__ = ["check_run_state", "check_simulation_state", "check_result_state",
            "check_simulation"]
@@ -60,6 +61,7 @@ def check_result_state(cls, state):
     """A SimResult's state: every field there, of its annotated type."""
     hints = get_type_hints(cls)
     spec = {f.name: _hint_types(hints[f.name]) for f in fields(cls)}
+    spec["seed"] = SEED_TYPES
     newer = [f.name for f in fields(cls) if f.name == "live_at_first_failure"]
     _state.check_fields("a SimResult", state, spec, optional=newer)
     for name in ("ops", "ops_requested", "maps", "unmaps", "failures", "skipped"):
@@ -78,7 +80,7 @@ def check_result_state(cls, state):
 def check_simulation_state(state, result_cls, run_state_cls):
     """A Simulation's state, field by field."""
     _state.check_fields("a Simulation", state, {
-        "workload": Workload, "seed": int, "total": int, "max_failures": int,
+        "workload": Workload, "seed": SEED_TYPES, "total": int, "max_failures": int,
         "timeline": bool, "_res": result_cls, "_dom": IommuDomain, "_dev": Device,
         "_cookie": DmaCookie, "_first": int, "_last": int, "_state": run_state_cls,
         "_ops": type(None), "_closed": bool})

@@ -130,8 +130,9 @@ RUN_CASES = {
     "ops str": (lambda: simulate("usb", ops="10"), IovaValueError, "'10'"),
     "ops bool": (lambda: simulate("usb", ops=True), IovaValueError, "True"),
     "seed list": (lambda: simulate("usb", ops=10, seed=[1]), IovaValueError, "[1]"),
-    "seed str": (lambda: simulate("usb", ops=10, seed="1"), IovaValueError, "'1'"),
-    "seed float": (lambda: simulate("usb", ops=10, seed=1.5), IovaValueError, "1.5"),
+    "seed dict": (lambda: simulate("usb", ops=10, seed={}), IovaValueError, "{}"),
+    "seed nan": (lambda: simulate("usb", ops=10, seed=float("nan")), IovaValueError, "nan"),
+    "seed True": (lambda: simulate("usb", ops=10, seed=True), IovaValueError, "True"),
     "seed None": (lambda: simulate("usb", ops=10, seed=None), IovaValueError, "None"),
     "max_failures 0": (lambda: simulate("usb", ops=10, max_failures=0), IovaValueError, "0"),
     "max_failures float": (lambda: simulate("usb", ops=10, max_failures=1.5), IovaValueError,
@@ -182,6 +183,8 @@ RUN_CASES = {
     "Simulation run progress": (lambda: Simulation("usb", ops=10).run(5, progress="bar"),
                                 IovaTypeError, "bar"),
     "Simulation seed": (lambda: Simulation("usb", ops=10, seed=(1,)), IovaValueError, "(1,)"),
+    "Simulation seed object": (lambda: Simulation("usb", ops=10, seed=object()), IovaValueError,
+                               "object"),
     "workload ops n negative": (lambda: get_workload("usb").ops(-1), WorkloadError, "-1"),
     "workload ops seed list": (lambda: get_workload("usb").ops(5, seed=[1]), WorkloadError,
                                "[1]"),
@@ -301,3 +304,14 @@ def test_an_internal_error_is_one_line_too(capsys, monkeypatch):
     assert code == 1
     assert_one_line(err)
     assert "internal error: ZeroDivisionError: a bug" in err and "PYIOVA_TRACEBACK" in err
+
+
+def test_seeds_random_random_takes_give_the_same_run_twice():
+    """A seed is what random.Random takes reproducibly: integers, finite
+    floats, str and bytes."""
+    np = pytest.importorskip("numpy")
+    for seed in (7, np.int64(7), 2.5, "text", b"bytes", bytearray(b"bytes")):
+        a = simulate("usb", ops=500, seed=seed)
+        b = simulate("usb", ops=500, seed=seed)
+        assert a.maps == b.maps and a.iotlb_hits == b.iotlb_hits
+    assert simulate("usb", ops=500, seed=np.int64(7)).seed == 7

@@ -93,6 +93,22 @@ def test_simulate_json_and_table(capsys):
     assert "wraparound: ok" in out and "wraparound ok:" in out and "4 GiB" in out
 
 
+@pytest.mark.parametrize("cmd", ["simulate", "compare", "bench"])
+def test_kernel_61_is_accepted_everywhere_simulations_run(capsys, cmd):
+    extra = {"simulate": ["nvme", "--policy", "iova-lazy"],
+             "compare": ["nvme", "--policies", "iova,iova-lazy"],
+             "bench": ["--workloads", "nvme", "--policies", "iova,iova-lazy"]}[cmd]
+    code, out, _ = run(capsys, cmd, *extra, "--driver", "generic", "--kernel", "6.1",
+                       "--ops", "1000", "--json")
+    assert code == 0
+    data = json.loads(out)
+    rows = data if isinstance(data, list) else [data]
+    assert {d["kernel"] for d in rows} == {"6.1"}
+    assert {d["verdict"] for d in rows} == {"ok"}      # iova-lazy runs under 6.1 too
+    code, _, err = run(capsys, cmd, *extra, "--kernel", "6.2")
+    assert code == 2 and "6.2" in err
+
+
 def test_bench_json(capsys):
     code, out, _ = run(capsys, "bench", "--ops", "1000", "--workloads", "usb,nic",
                        "--policies", "iova,wraparound", "--json")
@@ -110,7 +126,30 @@ def test_bench_table_skips_what_cannot_run(capsys):
     assert "iova-lazy: not run" in out and "random" in out.splitlines()[2]
 
 
+def test_both_engines_print_the_same_but_for_ops_per_second(capsys):
+    outs = {}
+    for engine in ("c", "python"):
+        code, out, _ = run(capsys, "compare", "nvme", "--driver", "generic", "--ops", "3000",
+                           "--engine", engine, "--json")
+        assert code == 0
+        outs[engine] = [{k: v for k, v in d.items()
+                         if k not in ("elapsed_s", "ops_per_sec", "engine", "engine_note")}
+                        for d in json.loads(out)]
+        assert {d["engine"] for d in json.loads(out) if d["applicable"]} == {engine}
+    assert outs["c"] == outs["python"]
+
+
+def test_bench_says_how_much_faster_the_c_engine_is(capsys):
+    code, out, _ = run(capsys, "bench", "--ops", "2000", "--workloads", "usb",
+                       "--policies", "iova")
+    assert code == 0
+    line = [x for x in out.splitlines() if x.startswith("engine:")]
+    assert len(line) == 1 and "usb iova through the C engine" in line[0]
+    assert line[0].endswith("x") and "Python engine" in line[0]
+
+
 @pytest.mark.parametrize("argv,message", [
+    (["simulate", "usb", "--engine", "fast"], "invalid choice"),
     (["simulate", "usb", "--policy", "iova-lazy"], "deferred-flush"),
     (["simulate", "usb", "--policy", "msi", "--driver", "generic"], "MSI"),
     (["simulate", "usb", "-p", "inflight=lots"], "inflight"),

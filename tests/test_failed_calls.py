@@ -190,7 +190,7 @@ class Run:
     @staticmethod
     def _bad_frees(dev, buf, g):
         return [lambda: dma.free_coherent(dev, CoherentBuffer(buf.paddr, buf.dma_addr,
-                                                              buf.size + 1)),
+                                                              buf.size + g)),
                 lambda: dma.free_coherent(dev, CoherentBuffer(buf.paddr + g, buf.dma_addr,
                                                               buf.size))]
 

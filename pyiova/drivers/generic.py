@@ -9,7 +9,7 @@ the freed addresses: the reference against which lazier policies are judged.
 from .. import errors
 from .. import iommu_errors as ierr
 from .._iommu_native import LPAE_4K_PGSIZES
-from ..iommu import DomainGeometry, IommuDriver
+from ..iommu import DomainGeometry, EngineProfile, IommuDriver, declares_own
 
 __all__ = ["GenericIommu"]
 
@@ -62,3 +62,9 @@ class GenericIommu(IommuDriver):
             return
         domain.counts.syncs += 1
         domain.iotlb.invalidate_range(gather.start, gather.end - gather.start + 1)
+
+    def engine_profile(self, domain):
+        if not declares_own(self, GenericIommu) or domain.pgtable is None or \
+                domain.iotlb is None:
+            return None
+        return EngineProfile("range")

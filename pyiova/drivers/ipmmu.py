@@ -33,7 +33,8 @@ from .. import _state
 from .. import errors
 from .. import iommu_errors as ierr
 from .._iommu_native import SZ_1G, SZ_2M, SZ_4K
-from ..iommu import DomainGeometry, DomainType, IommuDriver, IovaAllocator
+from ..iommu import (DomainGeometry, DomainType, EngineProfile, IommuDriver, IovaAllocator,
+                     declares_own)
 
 __all__ = ["IpmmuVmsa"]
 
@@ -100,15 +101,16 @@ class IpmmuVmsa(IommuDriver):
                 not 0.0 <= erratum_drop_rate <= 1.0:
             raise errors.IovaValueError("erratum_drop_rate must be a number in [0, 1], not %r"
                                         % (erratum_drop_rate,))
-        if isinstance(seed, (bool, float)) or not isinstance(seed, (int, str, bytes)) and \
-                seed is not None and not hasattr(seed, "__index__"):
-            raise errors.IovaTypeError("seed must be an integer, not %s (%r)"
-                                       % (type(seed).__name__, seed))
+        # what random.Random takes (None: a seed of its own choosing)
+        if isinstance(seed, bool) or not (seed is None or isinstance(seed, (int, float, str, bytes))
+                                          or hasattr(seed, "__index__")):
+            raise errors.IovaTypeError("seed must be an integer, a float, a str or bytes, not %s "
+                                       "(%r)" % (type(seed).__name__, seed))
         self.num_contexts = num_contexts
         self.erratum = erratum
         self.erratum_drop_rate = float(erratum_drop_rate)
         self.flush_when_idle = flush_when_idle
-        self._rng = random.Random(seed if isinstance(seed, (int, str, bytes, type(None)))
+        self._rng = random.Random(seed if isinstance(seed, (int, float, str, bytes, type(None)))
                                   else seed.__index__())
         self._contexts = [None] * num_contexts
 
@@ -230,6 +232,23 @@ class IpmmuVmsa(IommuDriver):
 
     def domain_reset(self, domain):
         self.flush_iotlb_all(domain)
+
+    # -- the C simulation engine -----------------------------------------------
+    def engine_profile(self, domain):
+        priv = domain.priv
+        mmu = getattr(priv, "mmu", None)
+        own = ("_flush_context",)
+        if mmu is None or domain.pgtable is None or domain.iotlb is None or \
+                not declares_own(self, IpmmuVmsa, own) or not declares_own(mmu, IpmmuVmsa, own):
+            return None
+        return EngineProfile("context",
+                             skip_syncs=domain.iova_allocator is IovaAllocator.WRAPAROUND,
+                             erratum=mmu.erratum, drop_rate=mmu.erratum_drop_rate,
+                             rng=mmu._rng, flush_when_idle=mmu.flush_when_idle,
+                             dirty=priv.dirty)
+
+    def engine_store(self, domain, dirty):
+        domain.priv.dirty = bool(dirty)
 
     def __repr__(self):
         return "<IpmmuVmsa %s contexts %d/%d%s>" % (

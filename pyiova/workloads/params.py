@@ -10,7 +10,7 @@ uses, for values from the command line (strings) and from Python alike.
                       one-item list); no empty items
     choice(*names)    one of the names
     boolean           True/False, "true"/"false", "yes"/"no", "on"/"off", 1/0
-    seed(value)       a run's seed: an integer
+    seed(value)       a run's seed: an integer, a finite float, a str or bytes
     op_count(value)   a number of operations: an integer in 0..sys.maxsize
 
 Each raises WorkloadError (an IovaValueError) naming the value and saying
@@ -26,7 +26,7 @@ from .. import errors
 
 __all__ = ["WorkloadError", "Param", "integer", "number", "fraction", "non_negative",
            "parse_size", "parse_list", "choice", "boolean", "seed", "op_count", "format_size",
-           "SIZE_MAX"]
+           "SIZE_MAX", "SEED_TYPES"]
 
 # The largest size a parameter may give: a buffer of it, placed anywhere a
 # workload places its buffers, still ends below 2**64 (phys_addr_t).
@@ -200,12 +200,24 @@ def boolean(value):
 
 
 def seed(value):
-    """A run's seed: any integer (the same seed, the same operations)."""
-    v = None if isinstance(value, (str, float)) else _as_int(value)
+    """A run's seed: what random.Random takes and gives the same operations
+    for every time - an integer (numpy's too), a finite float, a str, bytes
+    or a bytearray. Not None (a new seed each run), a bool, or anything
+    random.Random cannot hash."""
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    v = None if isinstance(value, (bool, float)) else _as_int(value)
     if v is None:
-        raise WorkloadError("seed must be an integer, not %s (%r)"
+        raise WorkloadError("seed must be an integer, a str or bytes, not %s (%r)"
                             % (type(value).__name__, value))
     return v
+
+
+SEED_TYPES = (int, float, str, bytes)
 
 
 def op_count(value, name="ops"):
