@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from test_cli import run as run_cli
 from pyiova import cli
 from pyiova.errors import IovaError, IovaTypeError, IovaValueError
 from pyiova.sim import Simulation, compare, simulate
@@ -218,15 +219,6 @@ def test_the_failure_report_tells_what_was_mapped_then():
 
 
 # ---- the command line ----------------------------------------------------------------
-
-def run_cli(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code or 0, out, err
-
 
 def assert_one_line(err):
     assert err.endswith("\n") and err.count("\n") == 1, err
