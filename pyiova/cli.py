@@ -698,17 +698,13 @@ def _trace_policies(text):
 
 
 def _aperture_bits(text):
-    """0 (no aperture) or an input address width that leaves IOVA space
-    above page 0 (a 4 KiB granule's start pfn is 1): 13..64 bits."""
+    """0 (no aperture) or 13..64 (sim_args.aperture_bits)."""
+    from .sim_args import aperture_bits
     try:
         bits = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
-    if bits and not 13 <= bits <= 64:
-        raise argparse.ArgumentTypeError(
-            "%r is not 0 (no aperture) or a width in 13..64 bits: IOVA page 0 is never handed "
-            "out, so fewer than 13 bits leave no space at all" % text)
-    return bits
+    return _names(bits, aperture_bits)
 
 
 class _TraceBar:

@@ -17,7 +17,7 @@ argument and the value.
 from . import errors
 from .workloads.params import WorkloadError, fraction, integer, op_count, seed
 
-__all__ = ["policy_names", "run_args", "op_count", "progress_callback"]
+__all__ = ["policy_names", "run_args", "op_count", "progress_callback", "aperture_bits"]
 
 
 def policy_names(policies, known, what="policy"):
@@ -86,3 +86,19 @@ def progress_callback(progress):
         raise errors.IovaTypeError("progress must be None or a callable, not %s (%r)"
                                    % (type(progress).__name__, progress))
     return progress
+
+
+def aperture_bits(bits):
+    """A replay's IOMMU input width: 0 or None (no aperture), or 13..64 bits.
+    IOVA page 0 is never handed out, so fewer than 13 bits (with 4 KiB
+    pages) leave no IOVA space at all."""
+    if bits is None:
+        return 0
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise errors.IovaTypeError("aperture_bits must be an integer, not %s (%r)"
+                                   % (type(bits).__name__, bits))
+    if bits and not 13 <= bits <= 64:
+        raise errors.IovaValueError(
+            "aperture_bits %d is not 0 (no aperture) or a width in 13..64 bits: IOVA page 0 is "
+            "never handed out, so fewer than 13 bits leave no space at all" % bits)
+    return bits

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from test_cli import run as run_cli
-from pyiova import cli
+from pyiova import cli, sim_args
 from pyiova.errors import IovaError, IovaTypeError, IovaValueError
 from pyiova.sim import Simulation, compare, simulate
 from pyiova.workloads import WORKLOADS, WorkloadError, get_workload
@@ -187,6 +187,10 @@ RUN_CASES = {
     "Simulation seed object": (lambda: Simulation("usb", ops=10, seed=object()), IovaValueError,
                                "object"),
     "workload ops n negative": (lambda: get_workload("usb").ops(-1), WorkloadError, "-1"),
+    "aperture_bits -1": (lambda: sim_args.aperture_bits(-1), IovaValueError, "-1"),
+    "aperture_bits 12": (lambda: sim_args.aperture_bits(12), IovaValueError, "12"),
+    "aperture_bits 65": (lambda: sim_args.aperture_bits(65), IovaValueError, "65"),
+    "aperture_bits str": (lambda: sim_args.aperture_bits("39"), IovaTypeError, "'39'"),
     "workload ops seed list": (lambda: get_workload("usb").ops(5, seed=[1]), WorkloadError,
                                "[1]"),
 }
@@ -258,7 +262,8 @@ CLI_CASES = {
     "replay aperture-bits -1": (["replay", "x.trace", "--aperture-bits", "-1"], "-1"),
     "replay aperture-bits 65": (["replay", "x.trace", "--aperture-bits", "65"], "65"),
     "replay aperture-bits 12": (["replay", "x.trace", "--aperture-bits", "12"], "12"),
-    "replay aperture-bits 1": (["replay", "x.trace", "--aperture-bits", "1"], "'1'"),
+    "replay aperture-bits 1": (["replay", "x.trace", "--aperture-bits", "1"], "aperture_bits 1 "),
+    "replay aperture-bits x": (["replay", "x.trace", "--aperture-bits", "x"], "'x'"),
     "replay policy empty item": (["replay", "x.trace", "--policy", "iova,,wraparound"],
                                  "iova,,wraparound"),
     "no such command": (["frob"], "frob"),
