@@ -966,7 +966,8 @@ class IommuDriver:
         pyiova driver may keep more), and its hardware configuration
         against what __init__ accepts."""
         cls = type(self)
-        _state.check_fields("a driver %s" % cls.__name__, state, cls._STATE, extra_ok=cls._EXTRA_STATE_OK)
+        _state.check_fields("a driver %s" % cls.__name__, state, cls._STATE,
+                            extra_ok=cls._EXTRA_STATE_OK)
         try:
             IoPgtable(state["pgsize_bitmap"], ias=state["ias"], oas=state["oas"])
             Iotlb(state["tlb_entries"], state["tlb_ways"], record_limit=state["record_limit"])

@@ -226,12 +226,12 @@ class SimResult:
         return out
 
 
-_MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures",
-             "first_failure_op", "maps_before_failure", "live_at_first_failure", "skipped", "peak_live_pfns",
+_MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures", "first_failure_op",
+             "maps_before_failure", "live_at_first_failure", "skipped", "peak_live_pfns",
              "live_pfns", "space_pfns", "free_pfns", "largest_free_pfns", "fragmentation",
              "full_flushes", "iotlb_syncs", "syncs_skipped", "invalidations_lost", "accesses",
-             "iotlb_hits", "iotlb_misses", "stale_translations", "stale_unmapped",
-             "stale_remapped", "faults", "wraps", "resets")
+             "iotlb_hits", "iotlb_misses", "stale_translations", "stale_unmapped", "stale_remapped",
+             "faults", "wraps", "resets")
 
 
 # ---- setting a run up ---------------------------------------------------------------
