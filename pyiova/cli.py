@@ -495,16 +495,13 @@ def _check_plot(args):
     path = getattr(args, "plot", None)
     if path is not None:
         from .errors import IovaError
-        from .plot import MISSING_MATPLOTLIB, have_matplotlib, plot_path
-        if not have_matplotlib():
-            sys.stderr.write("pyiova: %s\n" % MISSING_MATPLOTLIB)
-            return False
+        from .plot import MISSING_MATPLOTLIB, have_matplotlib, plot_file_name, plot_path
         if not path.strip():
             raise _Usage("--plot needs a file name")
         if os.path.isdir(path):
             raise _Usage("cannot write the plot to %s: it is a folder" % path)
         try:
-            path = args.plot = plot_path(path)
+            path = args.plot = plot_file_name(path)
         except IovaError as exc:
             raise _Usage(str(exc)) from None
         folder = os.path.dirname(os.path.abspath(path))
@@ -513,6 +510,15 @@ def _check_plot(args):
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise _Usage("cannot write the plot to %s: %s is not a writable folder"
                          % (path, folder))
+        # where to write is checked first: the same mistake with or without
+        # matplotlib; which formats it writes only matplotlib can say
+        if not have_matplotlib():
+            sys.stderr.write("pyiova: %s\n" % MISSING_MATPLOTLIB)
+            return False
+        try:
+            plot_path(path)
+        except IovaError as exc:
+            raise _Usage(str(exc)) from None
     return True
 
 

@@ -38,18 +38,24 @@ def have_matplotlib():
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def plot_path(path):
+def plot_file_name(path):
     """The file plot_results(results, path) writes: path itself, or path +
-    ".png" when it has no suffix (as matplotlib does). IovaValueError when
-    matplotlib cannot write a file of that suffix. Needs matplotlib."""
-    from matplotlib.figure import Figure
+    ".png" when it has no suffix (as matplotlib does). Needs no matplotlib,
+    so a wrong place to write is found whether or not it is installed."""
     if not isinstance(path, (str, os.PathLike)):
         raise errors.IovaTypeError("the plot's path must be a str, not %s (%r)"
                                    % (type(path).__name__, path))
     path = os.fspath(path)
+    return path if os.path.splitext(path)[1] else path + ".png"
+
+
+def plot_path(path):
+    """plot_file_name(path), checked against the formats matplotlib writes:
+    IovaValueError when it cannot write a file of that suffix. Needs
+    matplotlib."""
+    from matplotlib.figure import Figure
+    path = plot_file_name(path)
     suffix = os.path.splitext(path)[1][1:].lower()
-    if not suffix:
-        return path + ".png"
     formats = Figure().canvas.get_supported_filetypes()
     if suffix not in formats:
         raise errors.IovaValueError("cannot draw the plot as %s: matplotlib writes no .%s files "
