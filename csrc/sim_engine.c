@@ -171,20 +171,26 @@ static int phys_free(struct sim_engine *e, uint64_t paddr, uint64_t size)
     return 0;
 }
 
-/* PhysAllocator.alloc; *spare says where the pages came from (to undo). */
-static uint64_t phys_alloc(struct sim_engine *e, uint64_t size, bool *spare)
+/* PhysAllocator.take: the pages' address in *paddr, *spare says where they
+ * came from (to undo). False, nothing taken, when they would run past the
+ * top of the 64-bit physical address space (alloc_coherent's DmaMappingError). */
+static bool phys_alloc(struct sim_engine *e, uint64_t size, uint64_t *paddr, bool *spare)
 {
     uint64_t page = e->cfg.phys_page;
-    uint64_t pages = size / page + (size % page != 0);
+    uint64_t pages = size / page + (size % page != 0), bytes, end;
     struct spare_class *c = spare_class(e, pages, false);
     if (c && c->count) {
         *spare = true;
-        return c->paddr[--c->count];
+        *paddr = c->paddr[--c->count];
+        return true;
     }
+    if (__builtin_mul_overflow(pages, page, &bytes) ||
+        __builtin_add_overflow(e->st.phys_next, bytes, &end))
+        return false;
     *spare = false;
-    uint64_t paddr = e->st.phys_next;
-    e->st.phys_next += pages * page;
-    return paddr;
+    *paddr = e->st.phys_next;
+    e->st.phys_next = end;
+    return true;
 }
 
 static void phys_undo_alloc(struct sim_engine *e, uint64_t paddr, uint64_t size, bool spare)
@@ -222,6 +228,7 @@ static enum step map_failed(struct sim_engine *e)
     if (st->first_fail == SIM_NONE) {
         st->first_fail = st->pos;
         st->maps_before = st->maps;
+        st->live_at_fail = st->live;
     }
     if (st->failures <= e->cfg.failure_ops_cap) {
         if (!sim_array_room((void **)&e->failure_ops, e->nfailure_ops, &e->failure_ops_cap,
@@ -285,10 +292,10 @@ static enum step domain_map(struct sim_engine *e, uint64_t iova, uint64_t paddr,
 {
     if (outside_aperture(e, iova, size))
         return raise_at(e, SIM_AT_APERTURE, 0, iova, size, 0, 0);
-    e->st.op_count++;
     int rc = io_pgtable_map(e->cfg.pgtable, iova, paddr, size, prot);
     if (rc)
         return raise_at(e, SIM_AT_PT_MAP, rc, iova, paddr, size, prot);
+    e->st.op_count++;                       /* counted once done: a refused map changes nothing */
     e->st.dom_maps++;
     return STEP_OK;
 }
@@ -301,11 +308,11 @@ static enum step domain_unmap_fast(struct sim_engine *e, uint64_t iova, uint64_t
     *gathered = 0;
     if (outside_aperture(e, iova, size))
         return raise_at(e, SIM_AT_APERTURE, 0, iova, size, 0, 0);
-    e->st.op_count++;
     uint64_t unmapped = 0;
     int rc = io_pgtable_unmap(e->cfg.pgtable, iova, size, &unmapped);
     if (rc)
         return raise_at(e, SIM_AT_PT_UNMAP, rc, iova, size, unmapped, 0);
+    e->st.op_count++;
     if (unmapped) {
         if (e->cfg.invalidation == SIM_INVAL_RANGE)
             *gathered = unmapped;
@@ -457,17 +464,26 @@ static enum step unmap_range(struct sim_engine *e, uint64_t iova, uint64_t size,
 }
 
 /* _map's tail once the iova is allocated: map the range, or unwind and raise. */
+/* iommu_dma_map's end, as pyiova.dma does it: map what was allocated. A map
+ * the IOMMU refuses frees the IOVA again and is a failed map (the kernel's
+ * DMA_MAPPING_ERROR); *mapped says whether it was mapped. */
 static enum step map_allocated(struct sim_engine *e, uint64_t iova, uint64_t paddr,
-                               uint64_t length, uint32_t prot, int cpu)
+                               uint64_t length, uint32_t prot, int cpu, bool *mapped)
 {
     enum step s = domain_map(e, iova, paddr, length, prot);
+    *mapped = s == STEP_OK;
     if (s != STEP_RAISE)
         return s;
-    struct sim_run saved = *e->run;         /* the map's failure is what is raised */
     s = free_iova(e, iova, length, cpu);
-    if (s == STEP_OK)
-        *e->run = saved;
-    return STEP_RAISE;
+    return s == STEP_OK ? map_failed(e) : s;
+}
+
+/* Whether an operation's cpu is one pyiova.dma takes: -1 (none: the calling
+ * thread's slot) or one of the cookie's slots; any other it refuses before
+ * acting, so the engine leaves the operation to Python. */
+static bool cpu_ok(const struct sim_engine *e, int cpu)
+{
+    return cpu == -1 || (cpu >= 0 && (uint32_t)cpu < e->cfg.ncpus);
 }
 
 static void count_map(struct sim_engine *e, uint64_t live_pfns)
@@ -511,7 +527,7 @@ static enum step op_access(struct sim_engine *e, const struct sim_op *op)
 static enum step op_map_page(struct sim_engine *e, const struct sim_op *op)
 {
     uint64_t off = op->arg & e->gmask, length, iova;
-    if (find(e, op->handle) || op->dir >= DIR_NONE || op->size == 0 ||
+    if (find(e, op->handle) || op->dir >= DIR_NONE || op->size == 0 || !cpu_ok(e, op->cpu) ||
         !aligned_length(e, off, op->size, &length))
         return STEP_FALLBACK;
     if (reserve_slot(e))
@@ -520,8 +536,9 @@ static enum step op_map_page(struct sim_engine *e, const struct sim_op *op)
         return STEP_FALLBACK;
     if (!iova)
         return map_failed(e);
-    enum step s = map_allocated(e, iova, op->arg - off, length, dir_prot(op->dir), op->cpu);
-    if (s != STEP_OK)
+    bool ok;
+    enum step s = map_allocated(e, iova, op->arg - off, length, dir_prot(op->dir), op->cpu, &ok);
+    if (!ok)
         return s;
     struct sim_mapping m = {
         .handle = op->handle, .kind = SIM_KIND_PAGE, .dir = op->dir, .dma_addr = iova + off,
@@ -553,8 +570,9 @@ static enum step op_unmap_page(struct sim_engine *e, const struct sim_op *op)
     struct entry *s = mapped(e, op);
     if (!s)
         return STEP_OK;
-    if (s->m.orphan || s->m.kind != SIM_KIND_PAGE || s->m.size != op->size || s->m.dir != op->dir)
-        return STEP_FALLBACK;                 /* _take refuses it */
+    if (s->m.orphan || s->m.kind != SIM_KIND_PAGE || s->m.size != op->size ||
+        s->m.dir != op->dir || !cpu_ok(e, op->cpu))
+        return STEP_FALLBACK;                 /* pyiova.dma refuses it */
     return unmapped(e, s, unmap_range(e, s->m.iova, s->m.length, op->cpu, e->cfg.lazy));
 }
 
@@ -562,7 +580,7 @@ static enum step op_map_sg(struct sim_engine *e, const struct sim_op *op)
 {
     const struct sim_op *seg = op + 1;
     uint64_t n = op->arg, total = 0, iova;
-    if (find(e, op->handle) || op->dir >= DIR_NONE || n == 0)
+    if (find(e, op->handle) || op->dir >= DIR_NONE || n == 0 || !cpu_ok(e, op->cpu))
         return STEP_FALLBACK;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t len;
@@ -590,8 +608,7 @@ static enum step op_map_sg(struct sim_engine *e, const struct sim_op *op)
         aligned_length(e, off, seg[i].size, &len);
         if (domain_map(e, iova + done, seg[i].arg - off, len, prot) != STEP_OK) {
             /* map_sg's unwinding: what was mapped is unmapped and synced,
-             * the range freed at once; the map's failure is raised */
-            struct sim_run saved = *e->run;
+             * the range freed at once; a failed map (DMA_MAPPING_ERROR) */
             free(segs);
             enum step s = STEP_OK;
             if (done) {
@@ -602,9 +619,7 @@ static enum step op_map_sg(struct sim_engine *e, const struct sim_op *op)
             }
             if (s == STEP_OK)
                 s = free_iova(e, iova, total, op->cpu);
-            if (s == STEP_OK)
-                *e->run = saved;
-            return STEP_RAISE;
+            return s == STEP_OK ? map_failed(e) : s;
         }
         segs[2 * i] = seg[i].arg;
         segs[2 * i + 1] = seg[i].size;
@@ -625,7 +640,7 @@ static enum step op_unmap_sg(struct sim_engine *e, const struct sim_op *op)
     struct entry *s = mapped(e, op);
     if (!s)
         return STEP_OK;
-    if (s->m.orphan || s->m.kind != SIM_KIND_SG || s->m.dir != op->dir)
+    if (s->m.orphan || s->m.kind != SIM_KIND_SG || s->m.dir != op->dir || !cpu_ok(e, op->cpu))
         return STEP_FALLBACK;
     return unmapped(e, s, unmap_range(e, s->m.iova, s->m.length, op->cpu, e->cfg.lazy));
 }
@@ -634,11 +649,14 @@ static enum step op_alloc_coherent(struct sim_engine *e, const struct sim_op *op
 {
     uint64_t size, length, iova;
     bool spare;
-    if (find(e, op->handle) || op->size == 0 || !aligned_length(e, 0, op->size, &size))
+    if (find(e, op->handle) || op->size == 0 || !cpu_ok(e, op->cpu) ||
+        !aligned_length(e, 0, op->size, &size))
         return STEP_FALLBACK;
     if (reserve_slot(e))
         return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
-    uint64_t paddr = phys_alloc(e, size, &spare);
+    uint64_t paddr;
+    if (!phys_alloc(e, size, &paddr, &spare))
+        return map_failed(e);
     uint64_t off = paddr & e->gmask;
     if (!aligned_length(e, off, size, &length) ||
         alloc_iova(e, length, e->cfg.coherent_limit, op->cpu, &iova) != STEP_OK) {
@@ -646,13 +664,13 @@ static enum step op_alloc_coherent(struct sim_engine *e, const struct sim_op *op
         return STEP_FALLBACK;
     }
     enum step s = STEP_OK;
+    bool ok = false;
     if (iova)
         s = map_allocated(e, iova, paddr - off, length, PROT_READ | PROT_WRITE | PROT_CACHE,
-                          op->cpu);
-    if (!iova || s != STEP_OK) {
-        /* alloc_coherent gives the pages back whatever the failure */
-        if (phys_free(e, paddr, size))
-            return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
+                          op->cpu, &ok);
+    if (!ok) {
+        /* the pages go back as if they had never been taken, whatever the failure */
+        phys_undo_alloc(e, paddr, size, spare);
         return iova ? s : map_failed(e);
     }
     struct sim_mapping m = {
@@ -671,7 +689,7 @@ static enum step op_free_coherent(struct sim_engine *e, const struct sim_op *op)
     struct entry *s = mapped(e, op);
     if (!s)
         return STEP_OK;
-    if (s->m.orphan || s->m.kind != SIM_KIND_COHERENT)
+    if (s->m.orphan || s->m.kind != SIM_KIND_COHERENT || !cpu_ok(e, op->cpu))
         return STEP_FALLBACK;
     enum step step = unmap_range(e, s->m.iova, s->m.length, op->cpu, e->cfg.lazy);
     if (step == STEP_OK && phys_free(e, s->m.paddr, s->m.length))
@@ -831,7 +849,7 @@ struct sim_engine *sim_engine_new(const struct sim_config *cfg, const struct sim
         err = &dummy;
     *err = SIM_E_INVAL;
     if (!cfg || !st || !cfg->cookie || !cfg->pgtable || !cfg->iotlb || cfg->shift < 1 ||
-        cfg->shift > 63 || cfg->phys_page == 0 || cfg->max_failures == 0 ||
+        cfg->shift > 63 || cfg->phys_page == 0 || cfg->max_failures == 0 || cfg->ncpus == 0 ||
         sim_mt_valid(&st->rng) || cfg->invalidation < SIM_INVAL_RANGE ||
         cfg->invalidation > SIM_INVAL_CONTEXT)
         return NULL;

@@ -142,6 +142,7 @@ struct sim_config {
     uint64_t failure_ops_cap;    /* op indexes of the first failures kept */
     uint64_t phys_base;          /* the coherent pages' allocator: first address... */
     uint64_t phys_page;          /* ...and page size */
+    uint32_t ncpus;              /* the cookie's CPU slots: a call's cpu must name one */
 };
 
 struct sim_state {
@@ -155,6 +156,7 @@ struct sim_state {
     uint64_t faults;
     uint64_t first_fail;         /* SIM_NONE when no map failed yet */
     uint64_t maps_before;
+    uint64_t live_at_fail;       /* live when the first map failed */
     int stopped;
     /* the domain's */
     uint64_t op_count;

@@ -31,7 +31,7 @@ from pyiova.dma import DmaDirection
 from pyiova.drivers import GenericIommu, register_driver
 from pyiova.workloads import (ACCESS, ADVANCE, MAP_PAGE, UNMAP_PAGE, Param, Workload,
                               parse_size, register_workload)
-from pyiova.workloads.base import integer
+from pyiova.workloads.params import integer
 
 PAGE = 4096
 

@@ -90,10 +90,28 @@ class IovaCorrupted(IovaError, AssertionError):
 
 
 class DmaMappingError(IovaError):
-    """A DMA API map failed (the kernel returns DMA_MAPPING_ERROR): no IOVA
-    space was left, or the IOMMU refused the mapping."""
+    """A DMA API map failed (the kernel returns DMA_MAPPING_ERROR, or NULL
+    from dma_alloc_coherent): no IOVA space was left below the device's DMA
+    mask, the request is larger than the space could ever hold, the mask
+    leaves no space at all, or the IOMMU refused the mapping. Nothing was
+    mapped and nothing else changed but what the kernel's own failed
+    allocation changes (see README, "Errors of the DMA API")."""
 
 
-class DmaApiError(IovaError, ValueError):
-    """The DMA API was misused in a way the kernel would WARN about: unmapping
-    what was never mapped, or with another size or direction."""
+class DmaApiError(IovaValueError):
+    """The DMA API was misused: an argument that is not a device, an address,
+    a size or a direction the kernel's DMA API takes, or an unmap the
+    kernel's DMA-API debugging would report (an address map returned no
+    mapping at, another size, direction or kind of mapping, another
+    device). Nothing changed."""
+
+
+class DmaApiTypeError(DmaApiError, IovaTypeError):
+    """A DMA API argument of the wrong type (a str or a float where an
+    address or a size belongs, None for a device...): a DmaApiError that
+    is also a TypeError."""
+
+
+class CheckpointError(IovaValueError):
+    """The bytes given to checkpoint.loads() are not a sound pyiova
+    checkpoint: truncated, damaged, or something else altogether."""

@@ -16,8 +16,9 @@ from ._args import as_u64 as _as_u64
 from ._args import release as _release
 from ._args import u64_cdata as _u64_cdata
 from ._pyiova import ffi, lib
+from ._words import loaded_words
 
-__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES"]
+__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR"]
 
 # The kernels whose rules pyiova models, newest first: every kernel= argument
 # (IovaDomain, PfnAllocator, DmaCookie, simulate, the command line) takes
@@ -67,6 +68,28 @@ _ZEROS = _array("Q", bytes(8 * _ZN))
 # the core may not have set).
 _u64_cells = []
 _int_cells = []
+
+
+class _Anchor(int):
+    """The pfn of the 6.12 anchor node: an int equal to 2**64-1 (the
+    kernel's IOVA_ANCHOR, ~0UL), which reads as IOVA_ANCHOR, so that a state
+    whose cached node is the anchor says so rather than show a large
+    number. Arithmetic, comparisons, hex() and json see the plain int."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return "IOVA_ANCHOR"
+
+    def __reduce__(self):
+        return (int, (int(self),))
+
+
+IOVA_ANCHOR = _Anchor(_U64_MAX)
+
+
+def _pfn(value):
+    """A cached node's pfn_lo as state() shows it."""
+    return IOVA_ANCHOR if value == _U64_MAX else value
 
 
 def _choice(name, value, table):
@@ -289,16 +312,17 @@ class IovaDomain:
     def state(self):
         """The allocator's cached state, as the kernel holds it.
 
-        6.12 and 6.1: {"cached", "cached32"} are the pfn_lo of the two cached nodes
-        (the anchor reads 2**64-1), "max32" is max32_alloc_size and "dma32"
-        the exclusive 32-bit boundary. 4.10: {"cached32": lo or None,
-        "dma32": the inclusive boundary}.
+        6.12 and 6.1: {"cached", "cached32"} are the pfn_lo of the two
+        cached nodes; the anchor node, where both start, reads IOVA_ANCHOR
+        (an int equal to 2**64-1, the kernel's IOVA_ANCHOR); "max32" is
+        max32_alloc_size and "dma32" the exclusive 32-bit boundary. 4.10:
+        {"cached32": lo or None, "dma32": the inclusive boundary}.
         """
         st = self._state()
         if self.kernel == "4.10":
             return {"cached32": st.cached32_lo if st.has_cached32 else None,
                     "dma32": st.dma_32bit_pfn}
-        return {"cached": st.cached_lo, "cached32": st.cached32_lo,
+        return {"cached": _pfn(st.cached_lo), "cached32": _pfn(st.cached32_lo),
                 "max32": st.max32_alloc_size, "dma32": st.dma_32bit_pfn}
 
     def stats(self):
@@ -434,7 +458,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _alloc_fast(self._d, size, limit_pfn, flush_rcache, -1)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _alloc_fast(self._d, size, limit_pfn, flush_rcache, cpu)
             else:
                 raise TypeError
@@ -454,7 +478,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _free_fast(self._d, pfn, size, -1)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _free_fast(self._d, pfn, size, cpu)
             else:
                 raise TypeError
@@ -483,7 +507,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flush_rcache, -1, bad)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flush_rcache, cpu, bad)
             else:
                 raise TypeError
@@ -538,7 +562,7 @@ class IovaDomain:
         try:
             if cpu is None:
                 done = _free_fast_many(self._d, pbuf, sbuf, n, -1, err)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 done = _free_fast_many(self._d, pbuf, sbuf, n, cpu, err)
             else:
                 raise TypeError
@@ -663,17 +687,9 @@ class IovaDomain:
     def restore(cls, data):
         """A new domain from `save()`'s bytes; IovaValueError if they are not
         a consistent domain."""
-        try:
-            view = memoryview(data).cast("B")
-        except TypeError:
-            raise errors.IovaTypeError("restore() needs bytes, not %s"
-                                       % type(data).__name__) from None
-        if view.nbytes % 8:
-            raise errors.IovaValueError("saved domain of %d bytes is not whole words"
-                                        % view.nbytes)
-        words = ffi.from_buffer("uint64_t[]", view)
-        err = ffi.new("int *")
-        d = lib.iova_restore(words, view.nbytes // 8, err)
+        with loaded_words(data, "domain") as (words, n):
+            err = ffi.new("int *")
+            d = lib.iova_restore(words, n, err)
         if d == ffi.NULL:
             if err[0] == lib.IOVA_E_NOMEM:
                 raise MemoryError("out of memory restoring an IOVA domain")

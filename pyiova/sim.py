@@ -51,7 +51,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from . import dma, errors
+from . import dma, errors, sim_args
 from .allocators import AllocatorType
 from .cookie import get_dma_cookie, put_dma_cookie
 from .drivers.registry import DRIVER_SPECS, DRIVERS
@@ -109,10 +109,10 @@ class PolicyNotApplicable(errors.IovaValueError):
 
 def not_applicable(policy, driver="ipmmu", kernel="6.12"):
     """Why `policy` cannot run on `driver` (None when it can)."""
-    if policy not in POLICIES:
+    if not isinstance(policy, str) or policy not in POLICIES:
         raise errors.IovaValueError("unknown policy %r (known: %s)"
                                     % (policy, ", ".join(POLICIES)))
-    if driver not in DRIVERS:
+    if not isinstance(driver, str) or driver not in DRIVERS:
         raise errors.IovaValueError("unknown driver %r (known: %s)"
                                     % (driver, ", ".join(DRIVERS)))
     if policy == "msi":
@@ -162,6 +162,7 @@ class SimResult:
     failures: int = 0               # DMA_MAPPING_ERROR results
     first_failure_op: Optional[int] = None   # index (from 0) of the op that first failed
     maps_before_failure: Optional[int] = None
+    live_at_first_failure: Optional[int] = None   # pfns mapped when the first map failed
     stopped_early: bool = False     # max_failures reached: the device is hung
     skipped: int = 0                # accesses and unmaps of mappings that failed
     peak_live_pfns: int = 0
@@ -200,6 +201,12 @@ class SimResult:
             return "UNSAFE"
         return "ok"
 
+    def __setstate__(self, state):
+        from .sim_checkpoint import check_result_state
+        state = check_result_state(SimResult, state)
+        self.__dict__.update(state)
+        self.__dict__.setdefault("live_at_first_failure", None)
+
     def as_dict(self, timeline=False):
         out = {}
         for f in fields(self):
@@ -223,12 +230,12 @@ class SimResult:
         return result_html(self)
 
 
-_MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures",
-             "first_failure_op", "maps_before_failure", "skipped", "peak_live_pfns",
+_MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures", "first_failure_op",
+             "maps_before_failure", "live_at_first_failure", "skipped", "peak_live_pfns",
              "live_pfns", "space_pfns", "free_pfns", "largest_free_pfns", "fragmentation",
              "full_flushes", "iotlb_syncs", "syncs_skipped", "invalidations_lost", "accesses",
-             "iotlb_hits", "iotlb_misses", "stale_translations", "stale_unmapped",
-             "stale_remapped", "faults", "wraps", "resets")
+             "iotlb_hits", "iotlb_misses", "stale_translations", "stale_unmapped", "stale_remapped",
+             "faults", "wraps", "resets")
 
 
 # ---- setting a run up ---------------------------------------------------------------
@@ -333,7 +340,7 @@ class _RunState:
     """What the loop carries from one operation to the next, kept between
     the chunks of a Simulation (and in its checkpoints)."""
     __slots__ = ("pos", "addr", "objs", "live", "peak", "maps", "unmaps", "failures",
-                 "skipped", "faults", "first_fail", "maps_before", "stopped")
+                 "skipped", "faults", "first_fail", "maps_before", "live_at_fail", "stopped")
 
     def __init__(self):
         self.pos = 0           # operations done
@@ -341,14 +348,15 @@ class _RunState:
         self.objs = {}         # handle -> SgMapping / CoherentBuffer
         self.live = self.peak = self.maps = self.unmaps = self.failures = 0
         self.skipped = self.faults = 0
-        self.first_fail = self.maps_before = None
+        self.first_fail = self.maps_before = self.live_at_fail = None
         self.stopped = False
 
     def __getstate__(self):
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state):
-        for name, value in state.items():
+        from .sim_checkpoint import check_run_state
+        for name, value in check_run_state(state, self.__slots__).items():
             setattr(self, name, value)
 
 
@@ -423,6 +431,7 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
     live, peak, maps, unmaps = state.live, state.peak, state.maps, state.unmaps
     failures, skipped, faults = state.failures, state.skipped, state.faults
     first_fail, maps_before = state.first_fail, state.maps_before
+    live_at_fail = state.live_at_fail
     fail_ops = res.failure_ops
     label = res.policy
 
@@ -433,10 +442,10 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
 
     def failed(at, maps_so_far):
         """Counts a failed map at op `at`; True when the run must stop."""
-        nonlocal failures, first_fail, maps_before, stopped
+        nonlocal failures, first_fail, maps_before, live_at_fail, stopped
         failures += 1
         if first_fail is None:
-            first_fail, maps_before = at, maps_so_far
+            first_fail, maps_before, live_at_fail = at, maps_so_far, live
         if failures <= FAILURE_OPS_KEPT:
             fail_ops.append(at)
         stopped = failures >= max_failures
@@ -563,6 +572,7 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
         state.live, state.peak, state.maps, state.unmaps = live, peak, maps, unmaps
         state.failures, state.skipped, state.faults = failures, skipped, faults
         state.first_fail, state.maps_before = first_fail, maps_before
+        state.live_at_fail = live_at_fail
         state.stopped = stopped
         _results(res, state)
     if timeline and (done >= n or stopped) and (not res.timeline or
@@ -579,6 +589,7 @@ def _results(res, state):
     res.maps, res.unmaps, res.failures, res.skipped = (state.maps, state.unmaps,
                                                        state.failures, state.skipped)
     res.first_failure_op, res.maps_before_failure = state.first_fail, state.maps_before
+    res.live_at_first_failure = state.live_at_fail
     res.stopped_early = state.stopped
     res.peak_live_pfns, res.live_pfns = state.peak, state.live
     res.faults = state.faults
@@ -681,24 +692,33 @@ def _fill_counters(res, dom, cookie, first, last):
     res.fragmentation = (1.0 - res.largest_free_pfns / res.free_pfns) if res.free_pfns else 0.0
 
 
-def _checked_run(workload, policy, driver, ops, params, kernel, max_failures, engine="auto"):
-    """The workload simulate() and Simulation run, once every argument is
-    known to be sound; IovaValueError or PolicyNotApplicable otherwise."""
+def _params(params):
+    """The params argument as keywords for get_workload."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise errors.IovaTypeError("params must be a dict of workload parameters, not %s (%r)"
+                                   % (type(params).__name__, params))
+    return params
+
+
+def _checked_run(workload, policy, driver, ops, params, kernel, max_failures, engine="auto",
+                 seed=1, drop_rate=1.0, timeline=False, progress=None):
+    """(the workload, ops, seed, max_failures, drop_rate) that simulate()
+    and Simulation run, once every argument is known to be sound (see
+    pyiova.sim_args); IovaValueError or PolicyNotApplicable otherwise."""
     if not isinstance(engine, str) or engine not in ENGINES:
         raise errors.IovaValueError("engine %r is not one of %s" % (engine, ", ".join(ENGINES)))
-    wl = get_workload(workload, **(params or {}))
-    if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
-        raise errors.IovaValueError("ops must be an integer >= 0, not %r" % (ops,))
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-        raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
-                                    % (max_failures,))
+    wl = get_workload(workload, **_params(params))
+    ops, seed, max_failures, drop_rate = sim_args.run_args(ops, seed, max_failures, drop_rate,
+                                                           timeline, progress)
     if not isinstance(kernel, str) or kernel not in KERNELS:
         raise errors.IovaValueError("kernel %r is not one of %s"
                                     % (kernel, ", ".join(map(repr, KERNELS))))
     why = not_applicable(policy, driver, kernel)
     if why:
         raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
-    return wl
+    return wl, ops, seed, max_failures, drop_rate
 
 
 class EngineFallback(UserWarning):
@@ -741,7 +761,9 @@ def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
                   reference loop); both give the same result (res.engine says
                   which ran, res.engine_note why not the C one)
     """
-    wl = _checked_run(workload, policy, driver, ops, params, kernel, max_failures, engine)
+    wl, ops, seed, max_failures, drop_rate = _checked_run(
+        workload, policy, driver, ops, params, kernel, max_failures, engine, seed, drop_rate,
+        timeline, progress)
     res = SimResult(wl.name, policy, driver, seed, kernel=kernel, ops_requested=ops,
                     params=wl.params)
     dom, dev, cookie = _setup(wl, POLICIES[policy], driver, seed, kernel, drop_rate)
@@ -780,7 +802,9 @@ class Simulation:
     def __init__(self, workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1, *,
                  params=None, kernel="6.12", max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0,
                  timeline=False, engine="auto"):
-        wl = _checked_run(workload, policy, driver, ops, params, kernel, max_failures, engine)
+        wl, ops, seed, max_failures, drop_rate = _checked_run(
+            workload, policy, driver, ops, params, kernel, max_failures, engine, seed, drop_rate,
+            timeline)
         self.workload = wl
         self.seed = seed
         self.total = ops
@@ -821,10 +845,11 @@ class Simulation:
         if self._closed:
             raise errors.IovaClosed("the simulation was closed")
         left = self.total - self._state.pos
+        if n is not None:
+            n = sim_args.op_count(n, "n")
+        sim_args.progress_callback(progress)
         if n is None or n > left:
             n = left
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise errors.IovaValueError("n must be an integer >= 0, not %r" % (n,))
         if n == 0 or self._state.stopped:
             return self
         if self._ops is None:
@@ -880,7 +905,13 @@ class Simulation:
         return state
 
     def __setstate__(self, state):
+        from .sim_checkpoint import check_simulation_state
+        check_simulation_state(state, SimResult, _RunState)
         self.__dict__.update(state)
+
+    def _check_restored(self):
+        from .sim_checkpoint import check_simulation
+        check_simulation(self)
 
     def __repr__(self):
         r = self._res
@@ -896,6 +927,10 @@ def _offset(progress, base):
     return lambda done, label: progress(base + done, label)
 
 
+_COMPARE_KEYWORDS = frozenset(("params", "kernel", "max_failures", "drop_rate", "timeline",
+                               "engine"))
+
+
 def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS, seed=1,
             progress: Optional[Callable[[int, str], None]] = None, **kw):
     """simulate() for each policy, same workload and seed; a list of
@@ -903,10 +938,16 @@ def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS
     .to_pandas()). A policy that cannot run on the driver
     gets a result with applicable=False and the reason in .note. progress
     is called as progress(operations done across all runs, policy name)."""
-    wl = get_workload(workload, **(kw.pop("params", None) or {}))
+    unknown = sorted(set(kw) - _COMPARE_KEYWORDS)
+    if unknown:
+        raise errors.IovaTypeError("compare() takes no argument %s (it passes on: %s)"
+                                   % (", ".join(unknown), ", ".join(sorted(_COMPARE_KEYWORDS))))
+    wl = get_workload(workload, **_params(kw.pop("params", None)))
     kernel = kw.get("kernel", "6.12")
+    # a name or "a,b" is a list of names; unknown ones fail before anything runs
+    policies = sim_args.policy_names(policies, POLICIES)
     for p in policies:
-        not_applicable(p, driver, kernel)      # unknown names fail before anything runs
+        not_applicable(p, driver, kernel)
     out = ResultList()
     offset = 0
     for p in policies:

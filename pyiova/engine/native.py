@@ -93,7 +93,8 @@ class NativeEngine:
             flush_when_idle=prof.flush_when_idle, max_failures=self.max_failures,
             failure_ops_cap=self.failure_ops_cap,
             phys_base=phys.base if phys is not None else PhysAllocator().base,
-            phys_page=phys.page if phys is not None else PhysAllocator().page))
+            phys_page=phys.page if phys is not None else PhysAllocator().page,
+            ncpus=cookie.ncpus))
 
     def load(self, state):
         """A new C engine from the Python objects and the run's _RunState."""
@@ -107,6 +108,7 @@ class NativeEngine:
             setattr(st, name, getattr(state, name))
         st.first_fail = _NONE if state.first_fail is None else state.first_fail
         st.maps_before = state.maps_before or 0
+        st.live_at_fail = state.live_at_fail or 0
         st.stopped = state.stopped
         st.op_count = dom._op
         for py, c in zip(_COUNTS, _STATE_COUNTS):
@@ -211,6 +213,7 @@ class NativeEngine:
             setattr(state, name, getattr(st, name))
         state.first_fail = None if st.first_fail == _NONE else st.first_fail
         state.maps_before = None if st.first_fail == _NONE else st.maps_before
+        state.live_at_fail = None if st.first_fail == _NONE else st.live_at_fail
         state.stopped = bool(st.stopped)
         dom._op = st.op_count
         for py, c in zip(_COUNTS, _STATE_COUNTS):
@@ -271,7 +274,8 @@ class NativeEngine:
             elif kind == "coherent":
                 objs[h] = CoherentBuffer(m.paddr, m.dma_addr, m.buf_size)
             if not m.orphan:
-                live[m.iova] = _Mapping(dev, m.size, _DIRECTIONS[m.dir], kind, m.length)
+                live[m.iova] = _Mapping(dev, m.size, _DIRECTIONS[m.dir], kind, m.length,
+                                        m.dma_addr, m.paddr if kind == "coherent" else 0)
         state.addr, state.objs = addr, objs
 
     def exception(self, run):

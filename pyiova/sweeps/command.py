@@ -39,6 +39,7 @@ Dask scheduler (pip install 'pyiova[dask]'; see the README)."""
 
 def _count(text):
     """A count of operations: 200000, 200_000, 200k, 1M."""
+    from ..cli import _positive
     t = text.strip().lower().replace("_", "")
     mult = {"k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9}.get(t[-1:], 1)
     try:
@@ -46,9 +47,7 @@ def _count(text):
     except ValueError:
         raise argparse.ArgumentTypeError("%r is not a count of operations (examples: 200000, "
                                          "200k, 1M)" % text) from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("%r is not positive" % text)
-    return n
+    return _positive(str(n))
 
 
 def _list_of(item):
@@ -70,13 +69,12 @@ def _seeds(text):
 
 
 def _names(known, what):
+    """An option's comma-separated names, checked as compare() checks its
+    policies."""
     def parse(text):
-        from ..errors import IovaError
-        from .grid import names
-        try:
-            return names(text, known, what)
-        except IovaError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        from ..cli import _names as as_option
+        from ..sim_args import policy_names
+        return as_option(text, lambda t: policy_names(t, known, what))
     return parse
 
 
@@ -156,7 +154,7 @@ def _metrics(args):
 
 
 def _run(args):
-    from ..cli import EXIT_NO_MATPLOTLIB, _Bar, _check_plot, _Usage
+    from ..cli import EXIT_NO_MATPLOTLIB, _Bar, _check_plot, _Failure, _Usage
     from ..errors import IovaError
     from ..sim import DEFAULT_MAX_FAILURES
     from ..workloads import WORKLOADS
@@ -196,8 +194,7 @@ def _run(args):
     except IovaError as exc:
         raise _Usage(str(exc)) from None
     except OSError as exc:          # the file could not be read or written
-        sys.stderr.write("pyiova: %s: %s\n" % (args.out, exc.strerror or exc))
-        return EXIT_CELL_FAILED
+        raise _Failure("%s: %s" % (args.out, exc.strerror or exc)) from None
     finally:
         if bar is not None:
             bar.close()
@@ -283,11 +280,14 @@ def _where(args):
 
 
 def _draw(args, result, metrics):
-    from ..cli import _Usage
+    from ..cli import _Failure, _Usage
     try:
         result.plot(args.plot, x=args.x, metrics=None if metrics == "all" else metrics,
                     title="pyiova sweep %s" % ",".join(args.workloads))
     except ValueError as exc:
         raise _Usage("--plot: %s" % exc) from None
+    except OSError as exc:
+        raise _Failure("cannot write the plot to %s: %s" % (args.plot, exc.strerror or exc)) \
+            from None
     if not args.json:
         print("plot written to %s" % args.plot)

@@ -16,12 +16,12 @@ import itertools
 from typing import NamedTuple, Tuple
 
 from .. import errors
-from ..sim import DRIVERS, POLICIES, not_applicable
 from ..iova import KERNELS
+from ..sim import DRIVERS, POLICIES, not_applicable
+from ..sim_args import policy_names, run_args
 from ..workloads import WORKLOADS, WorkloadError, get_workload
 
-__all__ = ["Cell", "parse_seeds", "param_alternatives", "expand", "names", "as_values",
-           "canonical"]
+__all__ = ["Cell", "parse_seeds", "param_alternatives", "expand", "as_values", "canonical"]
 
 
 class Cell(NamedTuple):
@@ -116,23 +116,6 @@ def param_alternatives(classes, pairs):
     return out
 
 
-def names(value, known, what):
-    """A tuple of names from a name, "a,b" or a sequence, each one known."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out = []
-    for item in items:
-        if not isinstance(item, str) or not item.strip():
-            raise errors.IovaValueError("%r is not a %s name" % (item, what))
-        name = item.strip()
-        if name not in known:
-            raise errors.IovaValueError("unknown %s %r (known: %s)"
-                                        % (what, name, ", ".join(known)))
-        out.append(name)
-    if not out:
-        raise errors.IovaValueError("no %s named" % what)
-    return _unique(out, what)
-
-
 def as_values(value):
     """The values to sweep: a list, tuple or range as they are, anything
     else as the one value."""
@@ -165,18 +148,19 @@ def expand(workloads, policies, drivers, kernels, params, seeds, ops, drop_rates
            max_failures):
     """The cells, checked: names known, parameters parsed. Seeds vary
     fastest, then policies, so neighbouring cells take similar times."""
-    workloads = names(workloads, WORKLOADS, "workload")
-    policies = names(policies, POLICIES, "policy")
-    drivers = names(drivers, DRIVERS, "driver")
-    kernels = names(kernels, KERNELS, "kernel")
+    workloads = policy_names(workloads, WORKLOADS, "workload")
+    policies = policy_names(policies, POLICIES)
+    drivers = policy_names(drivers, DRIVERS, "driver")
+    kernels = policy_names(kernels, KERNELS, "kernel")
     params = dict(params or {})
     unknown = [k for k in params if not any(k in WORKLOADS[w].PARAMS for w in workloads)]
     if unknown:
         raise WorkloadError("no workload here has a parameter %s" % ", ".join(map(repr, unknown)))
-    seeds = _unique([_integer("seed", s) for s in as_values(seeds)], "seed")
-    ops = [_integer("ops", n, 0) for n in as_values(ops)]
-    rates = [_rate(r) for r in as_values(drop_rates)]
-    max_failures = _integer("max_failures", max_failures, 1)
+    # each value through the checks of a single run's arguments
+    seeds = _unique([run_args(0, s, 1, 0.0)[1] for s in as_values(seeds)], "seed")
+    ops = _unique([run_args(n, 1, 1, 0.0)[0] for n in as_values(ops)], "ops value")
+    rates = _unique([run_args(0, 1, 1, r)[3] for r in as_values(drop_rates)], "drop rate")
+    max_failures = run_args(0, 1, max_failures, 0.0)[2]
     for p in policies:
         for d in drivers:
             for k in kernels:
@@ -186,18 +170,3 @@ def expand(workloads, policies, drivers, kernels, params, seeds, ops, drop_rates
         for d, k, n, r, p in itertools.product(drivers, kernels, ops, rates, policies):
             cells.extend(Cell(wl, p, d, k, given, s, n, r, max_failures) for s in seeds)
     return cells
-
-
-def _integer(name, value, lo=None):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise errors.IovaValueError("%s must be an integer, not %r" % (name, value))
-    if lo is not None and value < lo:
-        raise errors.IovaValueError("%s %d is below %d" % (name, value, lo))
-    return value
-
-
-def _rate(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not 0.0 <= value <= 1.0:
-        raise errors.IovaValueError("a drop rate is a number in 0..1, not %r" % (value,))
-    return float(value)

@@ -25,11 +25,11 @@ as the function can be imported by its module and name.
 """
 import copyreg
 import inspect
-import math
 import threading
 
 from .. import errors
-from .base import Param, Workload, WorkloadError, boolean, integer
+from .base import Workload
+from .params import Param, WorkloadError, boolean, integer, number
 
 __all__ = ["generator_workload", "as_workload_class", "DEVICE_OPTIONS"]
 
@@ -38,19 +38,6 @@ __all__ = ["generator_workload", "as_workload_class", "DEVICE_OPTIONS"]
 DEVICE_OPTIONS = {"summary": "", "device_name": None, "dma_bits": 32, "coherent_bits": None,
                   "is_pci": False, "ncpus": 1}
 
-
-
-def _float(value):
-    """A finite number (a float parameter's parser)."""
-    if isinstance(value, bool):
-        raise WorkloadError("%r is not a number" % (value,))
-    try:
-        v = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise WorkloadError("%r is not a number" % (value,)) from None
-    if not math.isfinite(v):
-        raise WorkloadError("%r is not a finite number" % (value,))
-    return v
 
 
 def _text(value):
@@ -69,7 +56,7 @@ def _infer_param(default):
     if isinstance(default, int):
         return Param(default, integer(), "")
     if isinstance(default, float):
-        return Param(default, _float, "")
+        return Param(default, number(), "")
     if isinstance(default, str):
         return Param(default, _text, "")
     return Param(default, lambda value: value, "")

@@ -1335,7 +1335,7 @@ static int rig_make(struct sim_rig *r, int type, bool lazy, int invalidation)
         .dma_mask = 0xFFFFFFFFull, .dev_id = 1, .aperture_forced = 1, .ap_end = 0xFFFFFFFFull,
         .invalidation = invalidation, .erratum = invalidation == SIM_INVAL_CONTEXT,
         .drop_rate = 0.5, .flush_when_idle = 1, .max_failures = 5, .failure_ops_cap = 3,
-        .phys_base = 0x40000000ull, .phys_page = 4096,
+        .phys_base = 0x40000000ull, .phys_page = 4096, .ncpus = 1,
     };
     struct sim_state st = { .first_fail = SIM_NONE, .phys_next = 0x40000000ull };
     for (int i = 0; i < SIM_MT_WORDS; i++)
@@ -1419,7 +1419,8 @@ static int fp_engine(void)
 
 /* Records by hand: misuse stops the engine before the operation, a chunk
  * that cuts a scatter-gather list is refused, a page table that refuses a
- * map is unwound and reported. */
+ * map is unwound and counted as a failed map (DMA_MAPPING_ERROR), a cpu
+ * outside the cookie's slots is left to Python. */
 static void exercise_engine_records(void)
 {
     struct sim_rig r;
@@ -1444,8 +1445,19 @@ static void exercise_engine_records(void)
           .size = 4096 },
     };
     CHECK_EQ(sim_engine_run(r.e, far, 1, 100, &run), 0);
-    CHECK_EQ(run.status, SIM_RAISE);
-    CHECK_EQ(run.where, SIM_AT_PT_MAP);
+    CHECK_EQ(run.status, SIM_DONE);
+    CHECK_EQ(run.ops, 1);
+    struct sim_state st;
+    CHECK_EQ(sim_engine_get_state(r.e, &st), 0);
+    CHECK_EQ(st.failures, 1);
+    CHECK_EQ(st.first_fail, 2);
+    CHECK_EQ(st.live_at_fail, 2);                /* handle 7's two pages */
+    struct sim_op other_cpu[] = {
+        { .code = SIM_OP_MAP_PAGE, .dir = 1, .cpu = 1, .handle = 10, .arg = 0x1000, .size = 1 },
+    };
+    CHECK_EQ(sim_engine_run(r.e, other_cpu, 1, 100, &run), 0);
+    CHECK_EQ(run.status, SIM_FALLBACK);
+    CHECK_EQ(run.ops, 0);
     CHECK_EQ(rig_export(&r), 0);
     struct iova_cookie_stats cs;
     iova_cookie_get_stats(r.c, &cs);
