@@ -219,8 +219,9 @@ class PfnAllocator:
     # -- flush queue (IOVA type, 6.12) --------------------------------------
     def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10):
         """IOVA type, 6.12: `ncpus` rings (at most the domain's CPU slots: a
-        ring retires into its CPU's rcache) of `size` entries (1..2**20),
-        and a timer of timeout_ms."""
+        ring retires into its CPU's rcache) of `size` slots (2..2**20) that
+        hold size - 1 entries, as the kernel's rings do, and a timer of
+        timeout_ms."""
         ncpus, size = _u64("ncpus", ncpus), _u64("size", size)
         timeout_ms = _u64("timeout_ms", timeout_ms)
         if ncpus > _UINT_MAX:
@@ -228,14 +229,14 @@ class PfnAllocator:
             raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
                                       % (ncpus, ncpus_slots))
         if size > _UINT_MAX:
-            raise errors.IovaValueError("flush queue size %r is not in 1..%d" % (size, 1 << 20))
+            raise errors.IovaValueError("flush queue size %r is not in 2..%d" % (size, 1 << 20))
         r = lib.iova_cookie_fq_init(self._c, ncpus, size, timeout_ms)
         if r == lib.IOVA_E_RANGE:
             # not routed through IovaDomain._error: its IOVA_E_RANGE is reserve's
             if ncpus == 0:
                 raise errors.IovaValueError("flush queue ncpus %r: at least one ring is needed"
                                             % (ncpus,))
-            raise errors.IovaValueError("flush queue size %r is not in 1..%d" % (size, 1 << 20))
+            raise errors.IovaValueError("flush queue size %r is not in 2..%d" % (size, 1 << 20))
         if r == lib.IOVA_E_CPU:
             raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
                                       % (ncpus, self.iovad.ncpus))
