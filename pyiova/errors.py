@@ -56,3 +56,8 @@ class DmaMappingError(IovaError):
 class DmaApiError(IovaError, ValueError):
     """The DMA API was misused in a way the kernel would WARN about: unmapping
     what was never mapped, or with another size or direction."""
+
+
+class TraceError(IovaError, ValueError):
+    """A trace cannot be read to its end: compressed data cut short or
+    damaged. (Lines that are not events are counted, not raised.)"""
