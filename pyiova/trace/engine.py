@@ -65,6 +65,7 @@ class Op:
     """
 
     __slots__ = ("kind", "a", "dev", "line", "ts", "cpu", "pid", "irq", "block")
+    ALLOC, FREE = ALLOC, FREE
 
     def __init__(self, kind, a, dev, line, ts, cpu, pid, irq, block=None):
         self.kind, self.a, self.dev, self.line, self.ts = kind, a, dev, line, ts
@@ -194,12 +195,17 @@ class Engine:
         if r is None:
             return False
         if not r[0]:
-            alive, root = self._wake(h.nalloc)
+            alive, root, furthest = self._wake(h.nalloc)
             if alive:
                 h = alive[0]
                 # the others wait, parked, in case the record turns against h
                 for other in reversed(alive[1:]):
                     self._park_hyp(other, root)
+            elif furthest is not None:
+                # nothing reproduces every allocation: the hypothesis that
+                # got furthest goes on, its first mismatch counted
+                h, op, answer = furthest
+                _divergence(h, op, answer)
             else:
                 # nothing reproduces this allocation: the most preferred goes
                 # on, and the divergence is counted in it
@@ -217,8 +223,9 @@ class Engine:
         survivors (those reproducing every allocation on the way) ends the
         search; older parked choices stay parked."""
         parked = self.parked
+        furthest = None
         if not parked:
-            return [], None
+            return [], None, furthest
         st = self.stats
         st["wakes"] += 1
         model = self.hyps[0].model
@@ -236,15 +243,21 @@ class Engine:
                     h.set_fields(p.fields)
                     h.todo = None if p.kind is None else (p.kind, p.where, cand)
                     hyps.append(h)
-            alive = self._lockstep(hyps, target)
+            alive, dead = self._lockstep(hyps, target)
             if alive:
-                return alive, woken[0].root
+                return alive, woken[0].root, None
+            if dead is not None and (furthest is None or dead[0].nalloc > furthest[0].nalloc):
+                furthest = dead
             batch *= 2
-        return [], None
+        return [], None, furthest
 
     def _lockstep(self, hyps, target):
+        """(the hypotheses reproducing every allocation up to target +
+        lookahead, or as far as the operations fed so far go; the one that
+        died furthest beyond target, as (hyp, op, answer), or None)."""
         goal = target + self.lookahead
         st = self.stats
+        dead = None
         while hyps:
             if len(hyps) > self.width:
                 st["width_cuts"] += len(hyps) - self.width
@@ -254,10 +267,14 @@ class Engine:
             results = self._run_all(hyps, self.end, goal)
             if results is None:
                 break                   # every operation fed so far is done
+            for h, r in results:
+                if r is not None and not r[0] and h.nalloc > target and \
+                        (dead is None or h.nalloc > dead[0].nalloc):
+                    dead = (h, r[1], r[2])
             hyps = [h for h, r in results if r is None or r[0]]
             if len(hyps) > 1:
                 hyps = _merge(hyps)
-        return [h for h in hyps if h.nalloc >= target]
+        return [h for h in hyps if h.nalloc >= target], dead
 
     def _run_all(self, hyps, limit, goal):
         """Runs each hypothesis below `goal` allocations (and the copies its

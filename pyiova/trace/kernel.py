@@ -102,6 +102,8 @@ class KernelDomain:
         self.timer = None
         self.fires = 0
         self.clock_ms = 0
+        self.refused = 0                # allocations the allocator refused outright
+        self.refused_first = None
 
     # ---- the kernel's calls ---------------------------------------------------
     def alloc(self, dev, a, cpu):
@@ -111,9 +113,12 @@ class KernelDomain:
             _every_allocation_tries_32bit(self.cookie, dev)
         try:
             return self.cookie.alloc_iova(dev, a.size, limit, cpu=cpu)
-        except errors.IovaError:
+        except errors.IovaError as exc:
             # a request this allocator refuses outright (a limit below its
             # space, say): the call fails, as it would for a driver
+            self.refused += 1
+            if self.refused_first is None:
+                self.refused_first = "line %d (%s): %s" % (a.report_line, a.device, exc)
             return 0
 
     def free(self, iova, size, cpu, ts):

@@ -147,11 +147,14 @@ class DeviceReplay:
     skipped: int = 0                           # dma: calls not replayed (see notes)
     flushes: int = 0                           # full IOTLB flushes (its domain's)
     resets: int = 0
+    invalidations: int = 0                     # IOTLB invalidations: per unmap when strict,
+                                               # else the flushes and resets
     fragmentation: float = 0.0                 # at the end, below 4 GiB: 1 - largest free / free
     changed: int = 0                           # allocations at another address than the kernel's
     kernel_failures: int = 0                   # the kernel's replay, for comparison
     kernel_peak_live_pages: int = 0
     kernel_flushes: int = 0
+    kernel_invalidations: int = 0
     kernel_fragmentation: float = 0.0
     # with record=True: (op, line, "alloc" | "fail" | "free", iova, pages) per operation
     timeline: Optional[list] = None
@@ -269,10 +272,6 @@ class _Policy:
             if st.timeline is not None:
                 st.timeline.append((n, op.line, "free", g, pages))
 
-    def close(self):
-        m = self.model
-        if m.timer is not None:
-            m.fire()
 
 
 class _Domain:
@@ -341,7 +340,9 @@ class _Domain:
                                   % dl["line"]
         elif ds and dl:
             mode = "lazy" if dl["line"] > ds["line"] else "strict"
-            why = "neither replay reproduces every address; %s got further" % mode
+            why = "neither a strict nor a lazy replay reproduces every address; %s goes " \
+                  "further (strict diverges at line %d, lazy at line %d)" \
+                  % (mode, ds["line"], dl["line"])
         else:
             mode, why = "strict", "undetected: strict and lazy replays hand out the same " \
                                   "addresses here (strict assumed; --mode says otherwise)"
@@ -361,8 +362,6 @@ class _Domain:
             eng.finish()
         if self.mode is None:
             self._decide(final=True)
-        for p in self.policies:
-            p.close()
 
     def _final(self, kind, op, x):
         """An operation of the kernel's replay that is final."""
@@ -546,11 +545,15 @@ def _checks(run, lt):
                 c.fires_decided = counts["fires_decided"]
                 c.fires = c.fires_single + c.fires_earliest + c.fires_decided
                 c.flushes = eng.model.cookie.flushes
-                if dom.mode_reason and dom.mode_reason not in reasons:
-                    reasons.append(dom.mode_reason)
+                if dom.mode_reason:
+                    reasons.append((dom.key, dom.mode_reason))
                 mode = dom.mode if mode in (None, dom.mode) else "mixed"
         devices.append(c)
-    return devices, mode or "strict", "; ".join(reasons)
+    if len({r for _, r in reasons}) <= 1:
+        why = reasons[0][1] if reasons else ""
+    else:
+        why = "; ".join("%s: %s" % kv for kv in reasons)
+    return devices, mode or "strict", why
 
 
 def _notes(run, lt, refused_policies=()):
@@ -562,9 +565,17 @@ def _notes(run, lt, refused_policies=()):
     for dom in run.domains.values():
         for eng in dom.engines.values():
             st = eng.stats
-            if st["width_cuts"]:
+            if st["width_cuts"] and any(s.mismatched for s in dom.kernel_stats.values()):
                 notes.append("%s: %d candidate orders were not followed (more than %d at once)"
                              % (dom.key, st["width_cuts"], eng.width))
+    for dom in run.domains.values():
+        models = [(None, e.model) for e in dom.engines.values()] + \
+            [(p.policy, p.model) for p in dom.policies]
+        for policy, m in models:
+            if m.refused:
+                notes.append("%s: %d allocations the %s allocator refused outright, counted as "
+                             "failures (first: %s)" % (dom.key, m.refused,
+                                                      policy or "kernel's", m.refused_first))
     if run.kernel == "6.1":
         notes.append("kernel 6.1 rules: 6.12's iova.c (6.1's fixed 32-magazine depot is not "
                       "modelled yet) with 6.1's dma-iommu: a PCI device tries below 4 GiB on "
@@ -674,11 +685,14 @@ def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, ap
                     row.timeline = st.timeline
                     ops += st.ops
                 row.flushes, row.resets = p.model.cookie.flushes, p.model.cookie.resets
+                row.invalidations = _invalidations(pol, row.frees, p.model)
                 row.fragmentation = _fragmentation(p.model, d)
-                if kst is not None:
-                    row.kernel_failures, row.kernel_peak_live_pages = kst.failures, kst.peak
                 eng = next(iter(dom.engines.values()))
                 row.kernel_flushes = eng.model.cookie.flushes
+                if kst is not None:
+                    row.kernel_failures, row.kernel_peak_live_pages = kst.failures, kst.peak
+                    row.kernel_invalidations = _invalidations(
+                        "iova-lazy" if dom.mode == "lazy" else "iova", kst.frees, eng.model)
                 row.kernel_fragmentation = _fragmentation(eng.model, d)
             rows.append(row)
         label = pol if k is None else "%s@%s" % (pol, k)
@@ -690,6 +704,14 @@ def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, ap
         for eng in dom.engines.values():
             eng.model.close()
     return results if many else results[0]
+
+
+def _invalidations(policy, frees, model):
+    """IOTLB invalidations: a strict policy invalidates at every unmap; the
+    others only when they flush (the timer, a full ring, a wrap) or reset."""
+    c = model.cookie
+    strict = policy in ("iova", "iova-tree")
+    return (frees if strict else 0) + c.flushes + c.resets
 
 
 def _fragmentation(model, d):
