@@ -517,6 +517,7 @@ def _log(h, kind, op, x):
 def _apply(h, op):
     """One operation in hypothesis h; for an allocation (matched, op, answer)."""
     m = h.model
+    m.at(op.ts)
     a = op.a
     if op.kind == ALLOC:
         got = m.alloc(op.dev, a, op.cpu)

@@ -83,7 +83,7 @@ class KernelDomain:
 
     def __init__(self, kernel="6.12", *, lazy=False, granule=4096, aperture_bits=39,
                  reserved=VTD_RESERVED, ncpus=1, default_mask=U64_MAX, allocator="iova",
-                 rcache=True):
+                 rcache=True, use_clock=True):
         if kernel not in KERNELS:
             raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, ", ".join(KERNELS)))
         self.kernel = kernel
@@ -102,6 +102,8 @@ class KernelDomain:
         self.timer = None
         self.fires = 0
         self.clock_ms = 0
+        self.origin = None              # the trace time of clock_ms 0
+        self.use_clock = use_clock
         self.refused = 0                # allocations the allocator refused outright
         self.refused_first = None
 
@@ -140,20 +142,28 @@ class KernelDomain:
         c.flushes += 1
         c.allocator.fq_flushed(all_rings=True, cpu=cpu)
 
-    def advance(self, ms):
-        """The domain's clock (deferred depot trim work) to `ms`."""
-        iovad = self.cookie.iovad
-        if iovad is not None and ms > self.clock_ms:
-            iovad.advance(ms - self.clock_ms)
+    def at(self, ts):
+        """The trace's clock reached `ts` (seconds): deferred work due by
+        then -- the rcache depot's trim -- runs. A trace whose clock is a
+        counter (use_clock False) leaves it waiting."""
+        if not self.use_clock:
+            return
+        if self.origin is None:
+            self.origin = ts
+        ms = int((ts - self.origin) * 1000)
+        if ms > self.clock_ms:
+            iovad = self.cookie.iovad
+            if iovad is not None:
+                iovad.advance(ms - self.clock_ms)
             self.clock_ms = ms
 
     # ---- copies ---------------------------------------------------------------
     def snapshot(self):
-        return pickle.dumps((self.cookie, self.timer, self.fires, self.clock_ms),
+        return pickle.dumps((self.cookie, self.timer, self.fires, self.clock_ms, self.origin),
                             pickle.HIGHEST_PROTOCOL)
 
     def restore(self, snap):
-        self.cookie, self.timer, self.fires, self.clock_ms = pickle.loads(snap)
+        self.cookie, self.timer, self.fires, self.clock_ms, self.origin = pickle.loads(snap)
 
     def copy(self):
         return self.restored(self.snapshot())

@@ -373,8 +373,10 @@ class Builder:
 
 
 class _Window:
-    """The recent events, by absolute index, and each CPU's sequence of
-    them, for the walks that pair lines logged near each other."""
+    """The recent events, by absolute index; each CPU's sequence of them
+    (for the interrupt lines just before a map line), and each context's
+    -- CPU, task, irq-ness -- for the walks that pair lines logged near
+    each other in one context."""
 
     def __init__(self, window):
         self.window = window
@@ -383,6 +385,8 @@ class _Window:
         self.where = {}
         self.seq = {}               # cpu -> [indices], from position seq_base[cpu]
         self.seq_base = {}
+        self.ctx = {}               # (cpu, pid, irq) -> [[indices], position of the first]
+        self.cpos = {}              # index -> its position in its context's list
         self.n = 0
 
     def add(self, e, kind):
@@ -397,45 +401,51 @@ class _Window:
             self.seq_base[cpu] = 0
         self.where[i] = self.seq_base[cpu] + len(s)
         s.append(i)
+        key = (cpu, e.pid, e.irq)
+        c = self.ctx.get(key)
+        if c is None:
+            c = self.ctx[key] = [[], 0]
+        self.cpos[i] = c[1] + len(c[0])
+        c[0].append(i)
         return i
 
     def forget(self, upto):
         """Drops events before absolute index `upto`."""
-        ev, kind, where = self.ev, self.kind, self.where
+        ev, kind, where, cpos = self.ev, self.kind, self.where, self.cpos
         for i in [i for i in ev if i < upto]:
-            del ev[i], kind[i], where[i]
+            del ev[i], kind[i], where[i], cpos[i]
         for cpu, s in self.seq.items():
-            k = 0
-            while k < len(s) and s[k] < upto:
-                k += 1
+            k = _count_below(s, upto)
             if k:
                 del s[:k]
                 self.seq_base[cpu] += k
+        for key in list(self.ctx):
+            c = self.ctx[key]
+            k = _count_below(c[0], upto)
+            if k == len(c[0]):
+                del self.ctx[key]
+            elif k:
+                del c[0][:k]
+                c[1] += k
 
     def walk(self, i, step, stop_kind):
         """Indices of the events logged in i's context (CPU, task, irq-ness),
         going away from i in direction `step`, within the window, up to an
         event of kind >= stop_kind (included, so callers see where their
         search ends)."""
-        ev = self.ev
-        e = ev[i]
-        cpu = e.cpu if e.cpu is not None else -1
-        s = self.seq[cpu]
-        base = self.seq_base[cpu]
-        p = self.where[i] - base + step
+        e = self.ev[i]
+        lst, base = self.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
+        p = self.cpos[i] - base + step
         lo, hi = i - self.window, i + self.window
-        pid, irq = e.pid, e.irq
         kind = self.kind
         out = []
-        while 0 <= p < len(s):
-            j = s[p]
+        while 0 <= p < len(lst):
+            j = lst[p]
             if j < lo or j > hi:
                 break
-            f = ev[j]
-            if f.pid == pid and f.irq == irq:
-                out.append(j)
-                if kind[j] >= stop_kind:
-                    break
+            out.append(j)
+            if kind[j] >= stop_kind:
+                break
             p += step
         return out
 
@@ -457,6 +467,14 @@ class _Window:
             first = f.line
             p -= 1
         return None if first is None else (e.cpu if e.cpu is not None else 0, e.pid, first)
+
+
+def _count_below(indices, upto):
+    """How many of the ascending indices are below upto."""
+    k = 0
+    while k < len(indices) and indices[k] < upto:
+        k += 1
+    return k
 
 
 class _DmaMode:

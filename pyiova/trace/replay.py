@@ -238,6 +238,7 @@ class _Policy:
             return
         if t is not None and not self.kernel_fires and op.ts - t[0] >= self.nominal:
             m.fire()                    # the kernel was strict: the nominal moment
+        m.at(op.ts)
         a = op.a
         st = self.stats.get(a.device)
         if st is None:
@@ -415,18 +416,21 @@ class _Run:
         self.progress = progress
         self.domains = {}
         self.ncpus = 1
+        self.use_clock = True
         self.lt = None
 
     def model(self, kernel, **kw):
         return KernelDomain(kernel, granule=self.granule, aperture_bits=self.aperture_bits,
                             reserved=self.reserved, ncpus=self.ncpus,
-                            default_mask=self.default_mask, **kw)
+                            default_mask=self.default_mask, use_clock=self.use_clock, **kw)
 
     def sink(self, d, op):
         if self.lt is not None:
             # the first operation: the trace's start says which kernel, how many CPUs
             lt, self.lt = self.lt, None
             self.ncpus = _slots(lt.trace.ncpus)
+            # a counter clock (whole-number timestamps) is not in seconds
+            self.use_clock = lt.trace.clock_in_seconds
             self.kernel = _kernel_for(self.kernel, lt)
         dom = self.domains.get(d.domain)
         if dom is None:
