@@ -686,27 +686,30 @@ def _replay(args):
     opts = dict(kernel=args.kernel, mode=mode, aperture_bits=args.aperture_bits, timer=timer,
                 progress=bar)
     try:
-        if args.check:
+        if args.check or not args.policy:
             res = trace.check(source, **opts)
         else:
-            res = trace.replay(source, list(args.policy or ()), **opts)
+            res = trace.replay(source, list(args.policy), **opts)
     except OSError as exc:
         raise _Usage("cannot read %s: %s" % (args.trace, exc.strerror or exc)) from None
     except TraceError as exc:
         raise _Usage(str(exc)) from None
     finally:
         bar.close()
-    chk = res if args.check else (res[0].check if res else None)
+    chk = res if isinstance(res, trace.CheckResult) else res[0].check
     if args.json:
         if args.check:
             print(json.dumps(res.to_dicts(), indent=2))
+        elif args.policy:
+            print(json.dumps([r.to_dict() for r in res], indent=2))
         else:
-            print(json.dumps([r.to_dict() for r in res] if res
-                             else [_kernel_only(chk)], indent=2))
+            print(json.dumps([_kernel_only(chk)], indent=2))
     elif args.check:
         print(trace.format_check(res))
+    elif args.policy:
+        print(trace.format_replay(res))
     else:
-        print(trace.format_replay(res) if res else _kernel_table(trace, chk))
+        print(trace.format_check(res).replace("check against", "replay through", 1))
     if not chk.trace.get("events") or chk.matched + chk.mismatched == 0:
         sys.stderr.write("pyiova: %s: %s\n" % (args.trace, _no_events(chk)))
         return 1
@@ -720,7 +723,7 @@ def _no_events(chk):
     for n in chk.notes:
         if " is " in n and ("trace-cmd" in n or "UTF-16" in n or "not text" in n
                             or "empty" in n):
-            return "%s (%s)" % (NO_EVENTS, n)
+            return "%s: %s" % (NO_EVENTS, n)
     return NO_EVENTS
 
 
@@ -730,10 +733,6 @@ def _kernel_only(chk):
             "kernel": chk.kernel, "mode": chk.mode, "mode_reason": chk.mode_reason,
             "ok": chk.ok, "decided": chk.decided, "devices": chk.to_dicts(),
             "notes": chk.notes, "trace": chk.trace}
-
-
-def _kernel_table(trace, chk):
-    return trace.format_check(chk).replace("check against", "replay of", 1)
 
 
 def main(argv=None):

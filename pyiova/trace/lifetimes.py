@@ -237,7 +237,7 @@ class Lifetimes:
             lines = self.examples.get(kind)
             return " (line %s)" % ", ".join(map(str, lines)) if lines else ""
 
-        if self.single_domain:
+        if self.single_domain and self.allocations:
             notes.append("no dma: event names a device: every iommu:map/unmap is treated as one "
                          "IOMMU domain, %s; allocations are rebuilt from the map and unmap lines"
                          % ALL_DEVICES)
@@ -717,7 +717,7 @@ class _MapsMode:
         self.b = b
         self.lt = b.lt
         self.lt.single_domain = True
-        self.d = b.device(ALL_DEVICES)
+        self.d = None               # ALL_DEVICES, once something is allocated
         self.w = _Window(b.window)
         self.waiting = deque()      # map/unmap indices not yet settled
         self.unmaps_ahead = {}      # iova -> deque of (index, size) of unmaps read, unsettled
@@ -827,7 +827,10 @@ class _MapsMode:
     def _flush(self):
         """Emits, in order, the allocations whose size is settled and the
         frees behind them."""
-        out, b, d = self.out, self.b, self.d
+        out, b = self.out, self.b
+        d = self.d
+        if d is None and out:
+            d = self.d = b.device(ALL_DEVICES)
         while out and out[0][0].ready:
             o, unmap = out.popleft()
             if unmap is None:

@@ -580,7 +580,7 @@ def _notes(run, lt, refused_policies=()):
                 notes.append("%s: %d allocations the %s allocator refused outright, counted as "
                              "failures (first: %s)" % (dom.key, m.refused,
                                                       policy or "kernel's", m.refused_first))
-    if run.kernel == "6.1":
+    if run.kernel == "6.1" and lt.allocations:
         notes.append("kernel 6.1 rules: 6.12's iova.c (6.1's fixed 32-magazine depot is not "
                       "modelled yet) with 6.1's dma-iommu: a PCI device tries below 4 GiB on "
                       "every allocation")
@@ -595,13 +595,13 @@ def _content_note(content, name):
     if content.startswith("trace-cmd .dat"):
         if "read through" in content:
             return "%s is a trace-cmd .dat file, read through `trace-cmd report`" % name
-        return ("%s is a trace-cmd .dat file (binary): run `trace-cmd report -l -i %s > "
-                "trace.txt` and replay trace.txt (trace-cmd is not installed here)"
+        return ("%s is a trace-cmd .dat file, which is binary: run `trace-cmd report -l -i %s > "
+                "trace.txt` and replay trace.txt -- trace-cmd is not installed here"
                 % (name, name))
     if content == "UTF-16 text":
-        return ("%s is UTF-16 text: convert it first (iconv -f UTF-16 -t UTF-8)" % name)
+        return "%s is UTF-16 text: convert it first, iconv -f UTF-16 -t UTF-8" % name
     if content == "binary":
-        return "%s is not text (it holds NUL bytes)" % name
+        return "%s is not text: it holds NUL bytes" % name
     if content == "empty":
         return "%s is empty" % name
     return "%s: %s" % (name, content)
