@@ -156,9 +156,17 @@ class SyntheticKernel:
         self.irq = saved
 
     def write(self, path=None):
-        """The capture's lines (and the file, when a path is given)."""
+        """The capture's lines; with a path, the file instead (written as it
+        goes, so that a capture of millions of lines needs no memory)."""
         rng = self.rng
+        f = None
+        if path is not None:
+            f = open(path, "w")
+            f.write(HEADER)
         for n in range(self.ops):
+            if f is not None and len(self.lines) > 8192:
+                f.write("\n".join(self.lines) + "\n")
+                del self.lines[:]
             task, pid = rng.choice((("kworker/u4:1", 29), ("dd", 512), ("fio", 300)))
             if rng.random() < 0.03:
                 self.t += rng.uniform(0.005, 0.05)       # quiet spells
@@ -171,9 +179,9 @@ class SyntheticKernel:
                 self._unmap(task, pid)
             else:
                 self._map(task, pid)
-        text = HEADER + "\n".join(self.lines) + "\n"
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text)
         self.model.close()
-        return text.splitlines()
+        if f is not None:
+            f.write("\n".join(self.lines) + "\n")
+            f.close()
+            return None
+        return (HEADER + "\n".join(self.lines)).splitlines()
