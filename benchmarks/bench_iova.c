@@ -1036,7 +1036,7 @@ double bench_hits_ns(long pairs, long batch)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: bench_iova [--csv] [--quick] [--kernel 6.12|4.10] [--only a,b,...]\n"
+            "usage: bench_iova [--csv] [--quick] [--kernel 6.12|6.1|4.10] [--only a,b,...]\n"
             "                  [--search augmented|linear|both] [--pairs N] [--patho N]\n"
             "                  [--repeats N] [--mem-max N]\n"
             "cases: a b a.rounds b.rounds h t t.hits t.churn c c1 c2 c3 s mem\n");
@@ -1055,6 +1055,8 @@ int main(int argc, char **argv)
         } else if (v && !strcmp(a, "--kernel")) {
             if (!strcmp(v, "6.12"))
                 opt.kernel = IOVA_KERNEL_6_12;
+            else if (!strcmp(v, "6.1"))
+                opt.kernel = IOVA_KERNEL_6_1;
             else if (!strcmp(v, "4.10"))
                 opt.kernel = IOVA_KERNEL_4_10;
             else
@@ -1099,7 +1101,8 @@ int main(int argc, char **argv)
 
     if (!opt.csv)
         printf("# bench_iova: kernel %s rules, 4K granule, 1 CPU slot, best of %d for a/b/h\n",
-               opt.kernel == IOVA_KERNEL_6_12 ? "6.12" : "4.10", opt.repeats);
+               opt.kernel == IOVA_KERNEL_6_12 ? "6.12"
+               : opt.kernel == IOVA_KERNEL_6_1 ? "6.1" : "4.10", opt.repeats);
     header();
     run_mem();      /* first, while the heap is untouched (see run_mem) */
     int modes[] = { IOVA_SEARCH_AUGMENTED, IOVA_SEARCH_LINEAR };

@@ -2,8 +2,8 @@
  * iova.c - the IOVA domain and the kernel's tree allocator.
  *
  * Behaviour follows drivers/iommu/iova.c as the project's semantics notes
- * describe it (mainline 6.12 by default, Linux 4.10 on request); the code is
- * our own. What the rules come down to:
+ * describe it (mainline 6.12 by default, Linux 6.1 or 4.10 on request); the
+ * code is our own. What the rules come down to:
  *
  *   6.12  alloc searches downward from cached32_node (limit below 4 GiB) or
  *         cached_node, and if that fails, once more over the space above
@@ -13,6 +13,8 @@
  *         Removing a node at or above a cached node moves that cache up to
  *         the removed node's successor; the [~0, ~0] anchor keeps the
  *         successor defined.
+ *   6.1   the 6.12 tree rules exactly (only its rcache depot differs:
+ *         iova_rcache.c).
  *   4.10  one cache pointer, set only by requests whose limit is exactly
  *         dma_32bit_pfn, which (when set) replaces any 32-bit limit by the
  *         cached node's lo - 1; no retry, no failure shortcut, and the lowest
@@ -57,11 +59,12 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
         *err = IOVA_E_NCPUS;
         return NULL;
     }
-    if (kernel != IOVA_KERNEL_6_12 && kernel != IOVA_KERNEL_4_10) {
+    if (kernel != IOVA_KERNEL_6_12 && kernel != IOVA_KERNEL_6_1 &&
+        kernel != IOVA_KERNEL_4_10) {
         *err = IOVA_E_KERNEL;
         return NULL;
     }
-    if (kernel == IOVA_KERNEL_6_12 && dma_32bit_pfn != 0) {
+    if (kernel != IOVA_KERNEL_4_10 && dma_32bit_pfn != 0) {
         *err = IOVA_E_DMA32;
         return NULL;
     }
@@ -89,7 +92,7 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
     d->ncpus = ncpus;
     d->anchor = d->cached_node = d->cached32_node = IOVA_NIL;
 
-    if (kernel == IOVA_KERNEL_6_12) {
+    if (iova_mainline_tree(d)) {
         d->dma_32bit_pfn = 1ull << (32 - shift);
         d->max32_alloc_size = d->dma_32bit_pfn;
         d->anchor = iova_tree_node_new(&d->tree, IOVA_U64_MAX, IOVA_U64_MAX);
@@ -240,6 +243,7 @@ static bool search(struct iova_domain *d, const struct iova_search *s,
     return iova_tree_search_augmented(&d->tree, s, pfn);
 }
 
+/* 6.12's alloc_iova, which 6.1 shares. */
 static int64_t alloc_612(struct iova_domain *d, uint32_t node, uint64_t size,
                          uint64_t limit_pfn, bool aligned)
 {
@@ -315,7 +319,7 @@ int64_t iova_alloc_locked(struct iova_domain *d, uint64_t size,
     uint32_t node = iova_tree_node_new(&d->tree, 0, 0);
     if (node == IOVA_NIL)
         return d->tree.top >= IOVA_MAX_NODES ? IOVA_E_TOOMANY : IOVA_E_NOMEM;
-    int64_t r = d->kernel == IOVA_KERNEL_6_12
+    int64_t r = iova_mainline_tree(d)
                     ? alloc_612(d, node, size, limit_pfn, size_aligned)
                     : alloc_410(d, node, size, limit_pfn, size_aligned);
     if (r < 0)
@@ -354,7 +358,7 @@ void iova_remove_found_locked(struct iova_domain *d, uint32_t i, struct iova_pat
      * would have seen before the erase. */
     uint32_t next = iova_tree_erase_path(t, i, p);
 
-    if (d->kernel == IOVA_KERNEL_6_12) {
+    if (iova_mainline_tree(d)) {
         const struct iova_node *c32 = iova_n(t, d->cached32_node);
         if (i == d->cached32_node ||
             (f->hi < d->dma_32bit_pfn && f->lo >= c32->lo))
@@ -653,7 +657,7 @@ int iova_check(struct iova_domain *d, char *msg, size_t msg_len)
     if (r)
         goto out;
     const struct iova_tree *t = &d->tree;
-    if (d->kernel == IOVA_KERNEL_6_12) {
+    if (iova_mainline_tree(d)) {
         if (!live(d, d->anchor) || t->nodes[d->anchor].lo != IOVA_U64_MAX ||
             iova_tree_last(t) != d->anchor)
             why = "the anchor is not the [~0, ~0] node at the top";

@@ -1,7 +1,7 @@
 /*
  * iova.h - public interface of the IOVA domain: the kernel's range allocator
- * (drivers/iommu/iova.c behaviour, mainline 6.12 rules or Linux 4.10 rules)
- * and its per-CPU range caches.
+ * (drivers/iommu/iova.c behaviour: mainline 6.12 rules, Linux 6.1 rules or
+ * Linux 4.10 rules) and its per-CPU range caches.
  *
  * Conventions, kept across the whole C core:
  *   - pfns are unsigned 64-bit page frame numbers in units of the granule;
@@ -38,14 +38,16 @@
 #define IOVA_E_START      -15  /* start_pfn beyond the pfn space */
 #define IOVA_E_NCPUS      -16  /* ncpus not in [1, IOVA_MAX_CPUS] */
 #define IOVA_E_KERNEL     -17  /* unknown kernel rules */
-#define IOVA_E_DMA32      -18  /* 4.10 dma_32bit_pfn out of range, or given for 6.12 */
+#define IOVA_E_DMA32      -18  /* 4.10 dma_32bit_pfn out of range, or given for 6.12/6.1 */
 #define IOVA_E_MODE       -19  /* unknown search mode */
 #define IOVA_E_TOOMANY    -20  /* more ranges than the node index can address */
 #define IOVA_E_CORRUPT    -21  /* check(): an invariant does not hold */
 #define IOVA_E_STATE      -22  /* restore(): the saved state is inconsistent */
 
-/* Kernel rules a domain follows. */
+/* Kernel rules a domain follows. 6.1 is 6.12's tree with a depot of 4.10's
+ * shape (a fixed array of 32 magazines that spills into the tree). */
 #define IOVA_KERNEL_6_12  612
+#define IOVA_KERNEL_6_1   601
 #define IOVA_KERNEL_4_10  410
 
 /* How alloc finds its gap; both return the same pfns. */
@@ -55,16 +57,17 @@
 /* rcache geometry. */
 #define IOVA_RANGE_CACHE_MAX_SIZE 6   /* size classes: 1, 2, 4, 8, 16, 32 pages */
 #define IOVA_MAX_CPUS 1024
-#define IOVA_DEPOT_DELAY_MS 100       /* depot trim work fires this long after arming */
+#define IOVA_DEPOT_DELAY_MS 100       /* 6.12: depot trim work fires this long after arming */
+#define IOVA_DEPOT_MAX_MAGS 32        /* 6.1 and 4.10: the depot's fixed size (MAX_GLOBAL_MAGS) */
 
 struct iova_domain;
 
 struct iova_state {
-    uint64_t cached_lo;        /* 6.12: pfn_lo of cached_node (anchor: 2^64-1) */
+    uint64_t cached_lo;        /* 6.12/6.1: pfn_lo of cached_node (anchor: 2^64-1) */
     uint64_t cached32_lo;      /* pfn_lo of cached32_node */
     int has_cached32;          /* 4.10: 0 when cached32_node is empty */
-    uint64_t max32_alloc_size; /* 6.12 only */
-    uint64_t dma_32bit_pfn;    /* 6.12: exclusive; 4.10: inclusive */
+    uint64_t max32_alloc_size; /* 6.12 and 6.1 only */
+    uint64_t dma_32bit_pfn;    /* 6.12/6.1: exclusive; 4.10: inclusive */
     uint64_t start_pfn;
     uint64_t granule;
     unsigned shift;
@@ -82,7 +85,7 @@ struct iova_state {
 /* --- lifetime ------------------------------------------------------------ */
 
 /* init_iova_domain (+ iova_domain_init_rcaches). dma_32bit_pfn is used by the
- * 4.10 rules only (inclusive boundary); pass 0 for 6.12. */
+ * 4.10 rules only (inclusive boundary); pass 0 for 6.12 and 6.1. */
 struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
                                     unsigned ncpus, int kernel,
                                     uint64_t dma_32bit_pfn, int *err);
@@ -138,9 +141,12 @@ int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
 int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size,
                    int cpu);
 int iova_flush_cpu(struct iova_domain *d, int cpu);
+/* free_global_cached_iovas: 6.12 frees the newest magazine first, 6.1 the
+ * oldest (index 0 up); 4.10 had no such call, pyiova flushes newest first. */
 int iova_flush_depot(struct iova_domain *d);
 int iova_flush_rcaches(struct iova_domain *d);
-/* Runs once every pending depot trim item; returns how many ran. */
+/* Runs once every pending depot trim item (6.12; 6.1 and 4.10 have none);
+ * returns how many ran. */
 int64_t iova_run_pending_work(struct iova_domain *d);
 /* Moves the simulated clock forward, running trim work as it falls due. */
 int64_t iova_advance(struct iova_domain *d, uint64_t ms);

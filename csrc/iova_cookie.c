@@ -3,8 +3,9 @@
  * alloc/free interface (the review's "move the abstraction up into the
  * alloc and free helpers"), and the flush queue.
  *
- * IOVA (mainline 6.12 rules): alloc_iova_fast, with the PCI "try below
- * 4 GiB first, without flushing the caches" attempt when asked; frees go
+ * IOVA (mainline 6.12 and 6.1 rules): alloc_iova_fast, with the PCI "try
+ * below 4 GiB first, without flushing the caches" attempt when asked (6.12
+ * asks until it first fails, 6.1 every time: the caller decides); frees go
  * to free_iova_fast, at once (strict) or through the flush queue (lazy).
  * IOVA on a 4.10 domain: the 4.10/4.11 dma-iommu path, alloc_iova
  * (size-aligned, tree only; the 32-bit attempt on every call) and frees
@@ -212,7 +213,7 @@ static int64_t alloc_iova_type(struct iova_cookie *c, uint64_t pages,
         }
         return iova_alloc(d, pages, limit_pfn, 1);
     }
-    if (d->kernel == IOVA_KERNEL_4_10) {
+    if (!iova_mainline_tree(d)) {
         /* 4.10/4.11 dma-iommu: the tree only, size-aligned, and the PCI
          * 32-bit attempt on every call. */
         if ((flags & IOVA_COOKIE_TRY_32BIT) && limit_pfn > low) {
@@ -263,7 +264,7 @@ static bool same_size_class(uint64_t a, uint64_t b)
 
 static bool iova_type_uses_tree(const struct iova_cookie *c)
 {
-    return c->iovad->kernel == IOVA_KERNEL_4_10 || c->tree_only;
+    return !iova_mainline_tree(c->iovad) || c->tree_only;
 }
 
 /* The largest size alloc_iova_fast rounds up to a power of two, and the
@@ -535,7 +536,9 @@ int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
 {
     if (!c)
         return IOVA_E_CLOSED;
-    if (c->type != IOVA_COOKIE_IOVA || c->iovad->kernel != IOVA_KERNEL_6_12)
+    /* dma-iommu has had the flush queue since 5.17 (iova.c before that):
+     * 6.12 and 6.1, not 4.10 */
+    if (c->type != IOVA_COOKIE_IOVA || !iova_mainline_tree(c->iovad))
         return IOVA_E_COOKIE;
     /* one slot always stays empty (a full ring has tail + 1 == head), so a
      * ring needs two slots to hold anything */

@@ -280,7 +280,7 @@ static unsigned cached_class(uint64_t pages)
 static bool queued_range_ok(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
 {
     struct iova_domain *d = c->iovad;
-    bool tree = d->kernel == IOVA_KERNEL_4_10 || c->tree_only;
+    bool tree = !iova_mainline_tree(d) || c->tree_only;
     if (pages == 0 || pfn_set_holds(&c->live, pfn))
         return false;
     iova_mutex_lock(&d->tree_lock);
@@ -306,7 +306,7 @@ static int restore_fq(struct iova_cookie *c, struct words_reader *r)
     if (!has)
         return 0;
     uint64_t ncpus = words_get(r), size = words_get(r), timeout = words_get(r);
-    if (r->bad || c->type != IOVA_COOKIE_IOVA || c->iovad->kernel != IOVA_KERNEL_6_12 ||
+    if (r->bad || c->type != IOVA_COOKIE_IOVA || !iova_mainline_tree(c->iovad) ||
         ncpus < 1 || ncpus > FQ_MAX_CPUS || size < 2 || size > FQ_MAX_SIZE)
         return IOVA_E_STATE;
     /* Seven counter words follow, then each ring needs its count word:

@@ -88,7 +88,8 @@ struct iova_cpu_rcache {
 
 struct iova_depot {
     iova_mutex lock;
-    struct iova_magazine **mags;  /* full magazines, mags[len-1] the newest */
+    struct iova_magazine **mags;  /* full magazines, mags[0] the oldest,
+                                   * mags[len-1] the newest */
     uint64_t len;
     uint64_t cap;
     bool work_pending;            /* trim work armed (6.12) */
@@ -98,7 +99,7 @@ struct iova_depot {
 struct iova_domain {
     iova_mutex tree_lock;
     struct iova_tree tree;
-    int kernel;                   /* IOVA_KERNEL_6_12 or IOVA_KERNEL_4_10 */
+    int kernel;                   /* IOVA_KERNEL_6_12, _6_1 or _4_10 */
     int search_mode;
     bool closed;
 
@@ -106,16 +107,16 @@ struct iova_domain {
     unsigned shift;
     uint64_t start_pfn;
     uint64_t max_pfn;             /* highest pfn addressable in 64 bits */
-    uint64_t dma_32bit_pfn;       /* 6.12: exclusive; 4.10: inclusive */
-    uint64_t max32_alloc_size;    /* 6.12 "known to fail" size */
-    uint32_t cached_node;         /* 6.12: node index, never NIL */
-    uint32_t cached32_node;       /* 6.12: never NIL; 4.10: may be NIL */
-    uint32_t anchor;              /* 6.12: the [~0, ~0] node; 4.10: NIL */
+    uint64_t dma_32bit_pfn;       /* 6.12/6.1: exclusive; 4.10: inclusive */
+    uint64_t max32_alloc_size;    /* 6.12/6.1 "known to fail" size */
+    uint32_t cached_node;         /* 6.12/6.1: node index, never NIL */
+    uint32_t cached32_node;       /* 6.12/6.1: never NIL; 4.10: may be NIL */
+    uint32_t anchor;              /* 6.12/6.1: the [~0, ~0] node; 4.10: NIL */
     uint64_t cached_ranges;       /* nodes flagged CACHED */
 
     unsigned ncpus;
-    unsigned mag_size;            /* 127 (6.12) or 128 (4.10) */
-    uint64_t depot_max;           /* 4.10: 32 magazines; 6.12: unbounded */
+    unsigned mag_size;            /* 127 (6.12, 6.1) or 128 (4.10) */
+    uint64_t depot_max;           /* 6.1, 4.10: 32 magazines; 6.12: unbounded */
     struct iova_cpu_rcache *cpu_rc;   /* [class * ncpus + cpu] */
     struct iova_depot depot[IOVA_RANGE_CACHE_MAX_SIZE];
 
@@ -132,6 +133,22 @@ struct iova_domain {
      * not per range. tree_lock. */
     uint32_t *live_hint;
 };
+
+/* The two ways the kernels differ, as questions a caller asks.
+ * The tree: 6.12 and 6.1 share it (anchor, two cache pointers,
+ * max32_alloc_size, the retry pass, alloc_iova_fast's rounding and flush
+ * flag); 4.10 has its own. */
+static inline bool iova_mainline_tree(const struct iova_domain *d)
+{
+    return d->kernel != IOVA_KERNEL_4_10;
+}
+
+/* The depot: 6.12's is an unbounded list trimmed by delayed work; 6.1's and
+ * 4.10's a fixed array whose overflow spills straight into the tree. */
+static inline bool iova_depot_trimmed(const struct iova_domain *d)
+{
+    return d->kernel == IOVA_KERNEL_6_12;
+}
 
 static inline unsigned iova_live_hint_slot(uint64_t pfn)
 {

@@ -1,7 +1,7 @@
 /*
  * iova_rcache.c - the per-CPU IOVA range caches ("rcache"): magazines, the
  * depot, and the delayed work that trims it (alloc_iova_fast /
- * free_iova_fast behaviour, mainline 6.12 or Linux 4.10).
+ * free_iova_fast behaviour, mainline 6.12, Linux 6.1 or Linux 4.10).
  *
  * Shape: six size classes (1, 2, 4, 8, 16, 32 pages); per class and CPU a
  * `loaded` and a `prev` magazine; per class a depot of full magazines.
@@ -10,15 +10,21 @@
  *         the tree if the depot holds more magazines than there are CPUs,
  *         and re-arms itself. Time is simulated: the work only runs from
  *         iova_run_pending_work / iova_advance, so runs are reproducible.
- *   4.10: magazines of 128, a depot of at most 32; when it is full the
- *         evicted magazine's pfns go straight back to the tree.
+ *   6.1:  6.12's magazines of 127, its pop and its flush-and-retry, but the
+ *         depot is a fixed array of 32 magazines: a full loaded magazine
+ *         that finds the depot full has its pfns freed to the tree (oldest
+ *         first, once the CPU's lock is dropped); no trim work. Flushing the
+ *         depot frees its magazines oldest first, where 6.12 goes newest
+ *         first - each free may move the cached nodes, so the order shows.
+ *   4.10: magazines of 128, a depot of at most 32 that spills as 6.1's;
+ *         pop looks at the newest pfn only; no size rounding.
  *
  * Invariants (iova_rcache_check):
  *   R1  a cached pfn is the lo of a tree node flagged CACHED, of the class it
  *       is cached under, and no pfn is cached twice;
  *   R2  the number of CACHED nodes equals the number of cached pfns;
  *   R3  magazines hold at most mag_size pfns, depot magazines exactly that,
- *       and a 4.10 depot at most 32 magazines;
+ *       a 6.1 or 4.10 depot at most 32 magazines and never armed trim work;
  *   R4  every live_hint slot names a pool slot (its contents are guesses,
  *       checked where used, but reading them must stay in bounds).
  * So every allocated pfn is in exactly one place: live, cached, or free.
@@ -69,9 +75,8 @@ static inline uint64_t clock_now(struct iova_domain *d)
 
 int iova_rcache_init(struct iova_domain *d)
 {
-    bool mainline = d->kernel == IOVA_KERNEL_6_12;
-    d->mag_size = mainline ? 127 : 128;
-    d->depot_max = mainline ? UINT64_MAX : 32;
+    d->mag_size = iova_mainline_tree(d) ? 127 : 128;
+    d->depot_max = iova_depot_trimmed(d) ? UINT64_MAX : IOVA_DEPOT_MAX_MAGS;
     d->live_hint = iova_calloc(IOVA_LIVE_HINTS, sizeof(*d->live_hint));
     d->cpu_rc = iova_calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
     if (!d->live_hint || !d->cpu_rc)
@@ -119,7 +124,7 @@ static void mag_free_pfns(struct iova_domain *d, struct iova_magazine *m)
     m->count = 0;
 }
 
-/* 6.12: the newest pfn that is <= lim; the newest takes its slot. */
+/* 6.12 and 6.1: the newest pfn that is <= lim; the newest takes its slot. */
 static uint64_t mag_pop_612(struct iova_magazine *m, uint64_t lim, uint32_t *node)
 {
     if (m->count == 0)
@@ -209,7 +214,7 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
         iova_mutex_unlock(&dp->lock);
     }
     if (has) {
-        if (d->kernel == IOVA_KERNEL_6_12)
+        if (iova_mainline_tree(d))
             pfn = mag_pop_612(c->loaded, limit_pfn + 1 - size, &node);   /* may wrap, as the kernel's */
         else
             pfn = mag_pop_410(c->loaded, limit_pfn, &node);
@@ -230,7 +235,8 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
 
 /* Puts pfn (whose node is already flagged CACHED) into this CPU's loaded
  * magazine, making room as the kernel does. c->lock held. Returns a
- * magazine whose pfns must go back to the tree (4.10 overflow), or NULL. */
+ * magazine whose pfns must go back to the tree (the full loaded magazine a
+ * full 6.1 or 4.10 depot could not take), or NULL. */
 static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
                                            struct iova_cpu_rcache *c,
                                            uint64_t pfn, uint32_t node, bool *inserted)
@@ -252,13 +258,13 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
         }
         iova_mutex_lock(&dp->lock);
         if (dp->len >= d->depot_max) {
-            evicted = c->loaded;               /* 4.10: depot full */
+            evicted = c->loaded;               /* 6.1, 4.10: depot full */
         } else if (iova_depot_push(dp, c->loaded) != 0) {
             iova_mutex_unlock(&dp->lock);
             free(fresh);
             *inserted = false;
             return NULL;
-        } else if (d->kernel == IOVA_KERNEL_6_12) {
+        } else if (iova_depot_trimmed(d)) {
             arm_trim(d, dp);
         }
         iova_mutex_unlock(&dp->lock);
@@ -309,18 +315,24 @@ static void flush_cpu_locked_caches(struct iova_domain *d, unsigned cpu)
     }
 }
 
+/* free_global_cached_iovas. The order of the magazines matters (each free
+ * may move a cached node): 6.1 walks its array from index 0, the oldest;
+ * 6.12 pops its list from the newest, and so does pyiova's 4.10, which had
+ * no such call. */
 static void flush_depot_all(struct iova_domain *d)
 {
+    bool oldest_first = d->kernel == IOVA_KERNEL_6_1;
     for (unsigned k = 0; k < CACHED_CLASSES; k++) {
         struct iova_depot *dp = &d->depot[k];
         iova_mutex_lock(&dp->lock);
         if (!d->closed) {
             iova_mutex_lock(&d->tree_lock);
-            while (dp->len) {
-                struct iova_magazine *m = dp->mags[--dp->len];
+            for (uint64_t j = 0; j < dp->len; j++) {
+                struct iova_magazine *m = dp->mags[oldest_first ? j : dp->len - 1 - j];
                 mag_free_pfns(d, m);
                 free(m);
             }
+            dp->len = 0;
             iova_mutex_unlock(&d->tree_lock);
         }
         iova_mutex_unlock(&dp->lock);
@@ -330,9 +342,9 @@ static void flush_depot_all(struct iova_domain *d)
 static int64_t alloc_fast_one(struct iova_domain *d, uint64_t size,
                               uint64_t limit_pfn, bool flush, unsigned cpu)
 {
-    bool mainline = d->kernel == IOVA_KERNEL_6_12;
-    /* 6.12 rounds small sizes up to their class so a cached range of the
-     * class always fits; 4.10 does not round (its dma-iommu did). */
+    bool mainline = iova_mainline_tree(d);
+    /* 6.12 and 6.1 round small sizes up to their class so a cached range of
+     * the class always fits; 4.10 does not round (its dma-iommu did). */
     if (mainline && size < (1u << (CACHED_CLASSES - 1)))
         size = roundup_pow_of_two(size);
     uint64_t pfn = rcache_get(d, size, limit_pfn, cpu);
@@ -448,6 +460,10 @@ static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
     }
     bool inserted;
     struct iova_magazine *evicted = rcache_insert(d, k, c, pfn, (uint32_t)i, &inserted);
+    /* The kernel spills a magazine after dropping the CPU's lock; keeping
+     * it here changes no answer (the tree lock is held across the whole
+     * magazine either way, and only this CPU slot's own calls wait on it),
+     * and no thread ever sees a range flagged CACHED in no magazine. */
     if (evicted || !inserted) {
         iova_mutex_lock(&d->tree_lock);
         if (evicted)
@@ -780,6 +796,8 @@ int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len)
         const struct iova_depot *dp = &d->depot[k];
         if (dp->len > d->depot_max)
             why = "the depot holds more magazines than allowed (R3)";
+        else if (dp->work_pending && !iova_depot_trimmed(d))
+            why = "trim work is armed in a kernel that has none (R3)";
         for (uint64_t j = 0; !why && j < dp->len; j++)
             if (dp->mags[j]->count != d->mag_size)
                 why = "a depot magazine is not full (R3)";

@@ -140,7 +140,7 @@ static int restore_into(struct iova_domain *d, struct words_reader *r,
         prev_hi = hi;
     }
     /* The cache pointers name nodes; ranges start at distinct pfns. */
-    if (d->kernel == IOVA_KERNEL_6_12) {
+    if (iova_mainline_tree(d)) {
         uint32_t c = iova_tree_find(t, cached_lo), c32 = iova_tree_find(t, cached32_lo);
         if (c == IOVA_NIL || c32 == IOVA_NIL || t->nodes[c].lo != cached_lo ||
             t->nodes[c32].lo != cached32_lo || !has32)
@@ -195,7 +195,8 @@ struct iova_domain *iova_restore(const uint64_t *in, uint64_t n, int *err)
     uint64_t max32 = words_get(&r), clock = words_get(&r);
     uint64_t cached_lo = words_get(&r), has32 = words_get(&r), cached32_lo = words_get(&r);
     if (r.bad || magic != SAVE_MAGIC || version != SAVE_VERSION || ncpus > IOVA_MAX_CPUS ||
-        (kernel != IOVA_KERNEL_6_12 && kernel != IOVA_KERNEL_4_10) ||
+        (kernel != IOVA_KERNEL_6_12 && kernel != IOVA_KERNEL_6_1 &&
+         kernel != IOVA_KERNEL_4_10) ||
         (mode != IOVA_SEARCH_AUGMENTED && mode != IOVA_SEARCH_LINEAR)) {
         *err = IOVA_E_STATE;
         return NULL;
@@ -207,7 +208,7 @@ struct iova_domain *iova_restore(const uint64_t *in, uint64_t n, int *err)
             *err = IOVA_E_STATE;
         return NULL;
     }
-    if (d->dma_32bit_pfn != dma32 || (kernel == IOVA_KERNEL_6_12 && max32 == 0)) {
+    if (d->dma_32bit_pfn != dma32 || (iova_mainline_tree(d) && max32 == 0)) {
         iova_domain_destroy(d);
         *err = IOVA_E_STATE;
         return NULL;

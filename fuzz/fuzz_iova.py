@@ -397,7 +397,7 @@ def new_domain_args(data):
     kw["granule"] = arg(data, st.sampled_from([4096, 4096, 4096, 65536, 2, 512]), bad)
     kw["start_pfn"] = arg(data, st.sampled_from([1, 1, 1, 0, 16, 0x1000]), bad)
     kw["ncpus"] = arg(data, st.sampled_from([1, 2, 3]), bad)
-    kernels = ["6.12", "6.12", "4.10"] + (["5.4", None, [], 612] if bad else [])
+    kernels = ["6.12", "6.12", "6.1", "4.10"] + (["5.4", "6.10", None, [], 612] if bad else [])
     kw["kernel"] = data.draw(st.sampled_from(kernels), label="kernel")
     if kw["kernel"] == "4.10" and data.draw(st.booleans(), label="dma32?"):
         kw["dma_32bit_pfn"] = arg(data, st.sampled_from([TOP32, 0xFFFF, 1]), bad)
@@ -791,7 +791,7 @@ def run_thread(dom, steps, mine, failures):
           suppress_health_check=list(HealthCheck), print_blob=True)
 @given(st.data())
 def fuzz_threads(data):
-    kernel = data.draw(st.sampled_from(["6.12", "4.10"]), label="kernel")
+    kernel = data.draw(st.sampled_from(["6.12", "6.1", "4.10"]), label="kernel")
     ncpus = data.draw(st.integers(1, 4), label="ncpus")
     nthreads = data.draw(st.integers(2, 4), label="threads")
     programs = [thread_program(data, ncpus) for _ in range(nthreads)]
@@ -847,7 +847,7 @@ def op_new_allocator(w):
     kw = {}
     own = True
     if kind in ("iova", "reset-when-empty"):
-        kernel = d.draw(st.sampled_from(["6.12", "6.12", "4.10"]), label="kernel")
+        kernel = d.draw(st.sampled_from(["6.12", "6.12", "6.1", "4.10"]), label="kernel")
         if d.draw(st.booleans(), label="lend a domain?"):
             ok, dom = w.call("IovaDomain", IovaDomain, 4096, 1, ncpus=2, kernel=kernel)
             kw["iovad"] = dom
@@ -1048,7 +1048,7 @@ ALLOCATOR_OPS = [op_new_allocator, op_alloc_alloc, op_alloc_alloc, op_alloc_allo
 def op_new_cookie(w):
     d = w.data
     kind = d.draw(st.sampled_from(KINDS + ["bogus"]), label="allocator")
-    kw = {"kernel": d.draw(st.sampled_from(["6.12", "6.12", "4.10", "2.6"])),
+    kw = {"kernel": d.draw(st.sampled_from(["6.12", "6.12", "6.1", "4.10", "2.6"])),
           "ncpus": arg(d, st.sampled_from([1, 2]), 10),
           "forcedac": d.draw(st.booleans()),
           "rcache": d.draw(st.sampled_from([True, True, False]))}

@@ -216,12 +216,12 @@ class PfnAllocator:
         if r:
             raise self._error(r)
 
-    # -- flush queue (IOVA type, 6.12) --------------------------------------
+    # -- flush queue (IOVA type, 6.12 and 6.1) -------------------------------
     def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10):
-        """IOVA type, 6.12: `ncpus` rings (at most the domain's CPU slots: a
-        ring retires into its CPU's rcache) of `size` slots (2..2**20) that
-        hold size - 1 entries, as the kernel's rings do, and a timer of
-        timeout_ms."""
+        """IOVA type, 6.12 and 6.1: `ncpus` rings (at most the domain's CPU
+        slots: a ring retires into its CPU's rcache) of `size` slots
+        (2..2**20) that hold size - 1 entries, as the kernel's rings do, and
+        a timer of timeout_ms."""
         ncpus, size = _u64("ncpus", ncpus), _u64("size", size)
         timeout_ms = _u64("timeout_ms", timeout_ms)
         if ncpus > _UINT_MAX:

@@ -286,6 +286,7 @@ def _rate(text):
 
 
 def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
+    from .iova import KERNELS
     from .sim import DRIVERS
     p.add_argument("--driver", choices=list(DRIVERS), default=driver_default,
                    help="the IOMMU: ipmmu (Renesas IPMMU-VMSA with its TLB-invalidation "
@@ -294,8 +295,10 @@ def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
     p.add_argument("--ops", type=_positive, default=ops_default, metavar="N",
                    help="operations per run (default: %s)" % format(ops_default, ","))
     p.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default: 1)")
-    p.add_argument("--kernel", choices=("6.12", "4.10"), default="6.12",
-                   help="dma-iommu and iova.c rules to model (default: 6.12)")
+    p.add_argument("--kernel", choices=list(KERNELS), default="6.12",
+                   help="dma-iommu and iova.c rules to model: 6.12 (mainline), 6.1 (Debian "
+                        "12: a fixed 32-magazine depot, PCI devices try below 4 GiB on every "
+                        "allocation) or 4.10 (default: 6.12)")
     p.add_argument("--drop-rate", type=_rate, default=1.0, metavar="P",
                    help="ipmmu: probability that a flush on the unmap path is lost "
                         "(default: 1.0; 0 turns the erratum off)")
@@ -387,7 +390,8 @@ def build_parser():
                        "  pyiova compare usb --driver generic\n"
                        "  pyiova compare usb --policies iova,wraparound --ops 100000 --json\n"
                        "  pyiova compare nvme --driver generic -p queues=8 --plot nvme.png\n"
-                       "  pyiova compare usb --drop-rate 0.01 --kernel 4.10"))
+                       "  pyiova compare usb --drop-rate 0.01 --kernel 4.10\n"
+                       "  pyiova compare nvme --driver generic --kernel 6.1"))
     _add_workload_options(c)
     c.add_argument("--policies", type=_policy_list, default=DEFAULT_POLICIES,
                    metavar="P,P,...",

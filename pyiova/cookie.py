@@ -1,6 +1,7 @@
 """The dma-iommu cookie: which IOVA allocator a domain uses, and the
-kernel's rules for turning a DMA request into an allocation
-(kernel-iova-semantics.md §7).
+kernel's rules for turning a DMA request into an allocation (README.md,
+"Cookies, allocator types and the DMA API"; docs/kernels.md for what each
+kernel version changes).
 
     cookie = get_dma_cookie(domain)                 # iommu_get_dma_cookie
     cookie = get_msi_cookie(domain, base)           # iommu_get_msi_cookie (unmanaged domains)
@@ -23,7 +24,7 @@ from ._args import as_cpu as _as_cpu
 from ._args import as_integer as _as_integer
 from ._args import as_u64 as _as_u64
 from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
-from .iova import IovaDomain
+from .iova import KERNELS, IovaDomain
 
 __all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
            "FQ_SIZE", "FQ_TIMEOUT_MS"]
@@ -69,8 +70,10 @@ class DmaCookie:
 
     allocator  "iova" (the kernel's tree + rcache, the default), "msi",
                "wraparound" or "reset-when-empty"
-    kernel     "6.12" (mainline dma-iommu) or "4.10" (the 4.10/4.11 path:
-               tree only, 32-bit attempt on every PCI allocation)
+    kernel     "6.12" (mainline dma-iommu), "6.1" (a PCI device tries below
+               4 GiB on every allocation, not only until the first failure;
+               6.1's iova.c depot) or "4.10" (the 4.10/4.11 path: tree only,
+               32-bit attempt on every PCI allocation)
     ncpus      CPU slots of the rcache and the flush queue
     domain     the IommuDomain it belongs to (for flushes and resets), or None
     rcache     False: the "iova" allocator uses the tree alone (policy "iova-tree")
@@ -83,8 +86,9 @@ class DmaCookie:
         except ValueError:
             raise errors.IovaValueError("allocator %r is not one of %s"
                                         % (allocator, [t.value for t in AllocatorType])) from None
-        if kernel not in ("6.12", "4.10"):
-            raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
+        if not isinstance(kernel, str) or kernel not in KERNELS:
+            raise errors.IovaValueError("kernel %r is not one of %s"
+                                        % (kernel, ", ".join(map(repr, KERNELS))))
         self.kernel = kernel
         self.ncpus = ncpus
         self.forcedac = forcedac
@@ -98,7 +102,7 @@ class DmaCookie:
         self.force_aperture = False
         self.flush_queue = False
         self.clock_ms = 0              # the flush queue's simulated clock
-        self._no_32bit = set()         # devices whose 32-bit-first attempt failed (6.12)
+        self._no_32bit = set()         # devices whose 32-bit-first attempt failed (6.12 only)
         self.flushes = 0               # full IOTLB flushes the cookie asked for
         self.resets = 0
         self.dma_mappings = {}         # live DMA API mappings (pyiova.dma)
@@ -137,7 +141,13 @@ class DmaCookie:
     def _init_locked(self, granule, aperture_start, aperture_end, force_aperture, end_pfn,
                      flush_queue, reserved):
         shift = granule.bit_length() - 1
-        start_pfn = max(1, aperture_start >> shift)
+        if self.kernel == "6.12" or force_aperture:
+            start_pfn = max(1, aperture_start >> shift)
+        else:
+            # 6.1 and 4.10 start at the device's DMA base (0 here: x86, and
+            # arm64 without dma-ranges) and raise that to the aperture's
+            # start only when the domain forces its aperture
+            start_pfn = 1
         if self.initialised:
             if (granule, start_pfn) != (self.granule, self.start_pfn):
                 raise errors.IovaValueError(
@@ -171,7 +181,7 @@ class DmaCookie:
             allocator = PfnAllocator(self.type, iovad=iovad)
             if not self.rcache and self.type is AllocatorType.IOVA:
                 allocator.bypass_rcache()
-            if flush_queue and self.type is AllocatorType.IOVA and self.kernel == "6.12":
+            if flush_queue and self.type is AllocatorType.IOVA and self.kernel != "4.10":
                 allocator.enable_flush_queue(self.ncpus, FQ_SIZE, FQ_TIMEOUT_MS)
                 self.flush_queue = True
         self.allocator = allocator
@@ -240,12 +250,12 @@ class DmaCookie:
             pfn, ev = allocator.alloc(pages, limit >> shift, try_32bit=try_32, cpu=cpu)
         except errors.IovaExhausted as exc:
             ev = getattr(exc, "events", 0)
-            if ev & EV_NO_32BIT and self.kernel == "6.12":
+            if ev & EV_NO_32BIT and self.sticky_no_32bit:
                 self._no_32bit.add(dev)
             self._events(ev)
             return 0
         if ev:
-            if ev & EV_NO_32BIT and self.kernel == "6.12":
+            if ev & EV_NO_32BIT and self.sticky_no_32bit:
                 self._no_32bit.add(dev)       # sticky: "Using N-bit DMA addresses"
             self._events(ev)
         return pfn << shift
@@ -296,6 +306,12 @@ class DmaCookie:
                 self.allocator.fq_flushed(all_rings=True, cpu=cpu)
         if self.iovad is not None:
             self.iovad.advance(ms)
+
+    @property
+    def sticky_no_32bit(self):
+        """Whether a failed 32-bit-first attempt ends them for the device
+        (6.12), rather than being made again on every allocation (6.1, 4.10)."""
+        return self.kernel == "6.12"
 
     def uses_32bit_first(self, dev):
         """Whether the next allocation for dev tries below 4 GiB first."""

@@ -19,7 +19,11 @@ from ._pyiova import ffi, lib
 
 __all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES"]
 
-KERNELS = {"6.12": lib.IOVA_KERNEL_6_12, "4.10": lib.IOVA_KERNEL_4_10}
+# The kernels whose rules pyiova models, newest first: every kernel= argument
+# (IovaDomain, PfnAllocator, DmaCookie, simulate, the command line) takes
+# these names. 6.1 is 6.12's tree with a fixed 32-magazine depot.
+KERNELS = {"6.12": lib.IOVA_KERNEL_6_12, "6.1": lib.IOVA_KERNEL_6_1,
+           "4.10": lib.IOVA_KERNEL_4_10}
 _KERNEL_NAMES = {v: k for k, v in KERNELS.items()}
 SEARCH_MODES = {"augmented": lib.IOVA_SEARCH_AUGMENTED, "linear": lib.IOVA_SEARCH_LINEAR}
 _SEARCH_NAMES = {v: k for k, v in SEARCH_MODES.items()}
@@ -76,7 +80,9 @@ class IovaDomain:
     granule    the smallest page the IOMMU maps (a power of two, 2..65536)
     start_pfn  the lowest pfn that may be allocated
     ncpus      CPU slots of the per-CPU caches (default: this machine's CPUs)
-    kernel     "6.12" (mainline rules, the default) or "4.10" (the seed's)
+    kernel     "6.12" (mainline rules, the default), "6.1" (6.12's tree, a
+               fixed depot of 32 magazines that spills into the tree) or
+               "4.10" (the seed's)
     dma_32bit_pfn  4.10 only: its inclusive 32-bit boundary
                (default 0xFFFFFFFF >> shift, what intel-iommu passed)
     search     "augmented" (O(log n), the default) or "linear" (the
@@ -95,11 +101,11 @@ class IovaDomain:
         if ncpus is None:
             ncpus = min(os.cpu_count() or 1, lib.IOVA_MAX_CPUS)
         ncpus = _as_u64("ncpus", ncpus)
-        if kernel == "6.12":
+        if kernel != "4.10":
             if dma_32bit_pfn is not None:
                 raise errors.IovaValueError(
-                    "dma_32bit_pfn=%r: 6.12 derives it from the granule (1 << (32 - shift))"
-                    % (dma_32bit_pfn,))
+                    "dma_32bit_pfn=%r: %s derives it from the granule (1 << (32 - shift))"
+                    % (dma_32bit_pfn, kernel))
             dma32_arg = 0
         elif dma_32bit_pfn is None:
             dma32_arg = 0
@@ -251,7 +257,7 @@ class IovaDomain:
         return (out[0], out[1])
 
     def ranges(self):
-        """Every range in address order, as (lo, hi); the 6.12 anchor excluded."""
+        """Every range in address order, as (lo, hi); the 6.12/6.1 anchor excluded."""
         while True:
             n = lib.iova_ranges(self._d, ffi.NULL, 0)
             if n < 0:
@@ -274,7 +280,7 @@ class IovaDomain:
     def state(self):
         """The allocator's cached state, as the kernel holds it.
 
-        6.12: {"cached", "cached32"} are the pfn_lo of the two cached nodes
+        6.12 and 6.1: {"cached", "cached32"} are the pfn_lo of the two cached nodes
         (the anchor reads 2**64-1), "max32" is max32_alloc_size and "dma32"
         the exclusive 32-bit boundary. 4.10: {"cached32": lo or None,
         "dma32": the inclusive boundary}.
@@ -566,7 +572,8 @@ class IovaDomain:
             raise self._error(r, cpu=cpu)
 
     def flush_depot(self):
-        """free_global_cached_iovas: every depot magazine back to the tree."""
+        """free_global_cached_iovas: every depot magazine back to the tree,
+        the newest first under 6.12 (and 4.10), the oldest first under 6.1."""
         r = lib.iova_flush_depot(self._d)
         if r:
             raise self._error(r)
@@ -578,7 +585,8 @@ class IovaDomain:
             raise self._error(r)
 
     def run_pending_work(self):
-        """Runs once each depot trim item pending now; returns how many ran."""
+        """Runs once each depot trim item pending now; returns how many ran
+        (always 0 under 6.1 and 4.10, which have no trim work)."""
         r = lib.iova_run_pending_work(self._d)
         if r < 0:
             raise self._error(r)

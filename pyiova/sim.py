@@ -15,7 +15,7 @@ Policies (the same names on the command line):
 
     iova              the kernel default: tree + per-CPU rcache, strict invalidation
     iova-lazy         the same with the flush queue (deferred invalidation); only on a
-                      driver with deferred-flush support and the 6.12 rules
+                      driver with deferred-flush support and the 6.12 or 6.1 rules
     iova-tree         the tree alone, no rcache
     wraparound        one-way allocator, one full IOTLB flush per wrap (the 2017
                       review's proposal); the IPMMU skips its per-unmap syncs under it
@@ -49,6 +49,7 @@ from .cookie import get_dma_cookie, put_dma_cookie
 from .drivers import GenericIommu, IpmmuVmsa
 from .iommu import DomainAttr, DomainType, IovaAllocator
 from .iommu_errors import IommuFault
+from .iova import KERNELS
 from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
                         UNMAP_PAGE, UNMAP_SG, get_workload)
 
@@ -110,7 +111,7 @@ def not_applicable(policy, driver="ipmmu", kernel="6.12"):
         if driver == "ipmmu":
             return ("ipmmu-vmsa has no deferred-flush support: its DMA domains are always "
                     "strict (iova-lazy would be iova)")
-        if kernel != "6.12":
+        if kernel == "4.10":
             return "dma-iommu had no flush queue in 4.10 (it came in 4.14)"
     return None
 
@@ -552,8 +553,9 @@ def _checked_run(workload, policy, driver, ops, params, kernel, max_failures):
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
         raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
                                     % (max_failures,))
-    if kernel not in ("6.12", "4.10"):
-        raise errors.IovaValueError("kernel %r is not '6.12' or '4.10'" % (kernel,))
+    if not isinstance(kernel, str) or kernel not in KERNELS:
+        raise errors.IovaValueError("kernel %r is not one of %s"
+                                    % (kernel, ", ".join(map(repr, KERNELS))))
     why = not_applicable(policy, driver, kernel)
     if why:
         raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
@@ -571,7 +573,7 @@ def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
     policy        see the module's docstring; PolicyNotApplicable when it
                   cannot run on this driver (not_applicable() says why)
     driver        "ipmmu" or "generic"
-    kernel        "6.12" or "4.10" dma-iommu and iova.c rules
+    kernel        "6.12", "6.1" or "4.10" dma-iommu and iova.c rules
     max_failures  failed maps after which the run stops (stopped_early)
     drop_rate     ipmmu: probability that an unmap-path flush is lost
     progress      called now and then as progress(operations done, policy name)

@@ -3,10 +3,10 @@
 This is the yardstick the C core (``pyiova.IovaDomain``) is differentially
 tested against, so it is written for clarity rather than speed: the ranges
 live in a Python list kept in address order, and every walk is a simple loop
-over that list.  It follows the project's own description of the kernel
-(``docs/kernel-iova-semantics.md``): sections 2-5 for mainline 6.12 and
-sections 5.6 and 6 for Linux 4.10.  It is checked line for line against the
-answers recorded from the kernel's own iova.c
+over that list.  It follows the kernel's rules as the project states them
+(README.md, docs/kernels.md): mainline 6.12, Linux 6.1 (6.12's tree with a
+fixed depot of 32 magazines) and Linux 4.10.  It is checked line for line
+against the answers recorded from the kernel's own iova.c
 (``tests/test_reference_vectors.py``).
 
 All pfn arithmetic that the kernel does in unsigned 64-bit registers is
@@ -73,7 +73,8 @@ class _Node:
 class ReferenceDomain:
     """Reference model of one ``iova_domain`` plus its rcaches.
 
-    ``kernel`` selects the rules: "6.12" (mainline) or "4.10" (the seed).
+    ``kernel`` selects the rules: "6.12" (mainline), "6.1" (6.12's tree and
+    magazines, 4.10's fixed depot) or "4.10" (the seed).
     """
 
     def __init__(self, granule=4096, start_pfn=1, *, ncpus=1, kernel="6.12",
@@ -91,10 +92,13 @@ class ReferenceDomain:
         if not 1 <= ncpus <= _MAX_CPUS:
             raise IovaValueError("ncpus %d not in 1..%d" % (ncpus, _MAX_CPUS))
         self._ncpus = ncpus
-        if kernel not in ("6.12", "4.10"):
-            raise IovaValueError('kernel must be "6.12" or "4.10"')
+        if kernel not in ("6.12", "6.1", "4.10"):
+            raise IovaValueError('kernel must be "6.12", "6.1" or "4.10"')
         self._kernel = kernel
-        self._v612 = kernel == "6.12"
+        # 6.1 shares everything with 6.12 but the depot, so two questions
+        # decide every rule below: whose tree (and magazines), whose depot.
+        self._mainline = kernel != "4.10"       # the mainline tree and rcache pop
+        self._trimmed_depot = kernel == "6.12"  # unbounded, trimmed by work
 
         # Parallel lists in address order: node objects, and their ``lo``
         # values so that bisect can search them.  reserve() is the only
@@ -102,10 +106,10 @@ class ReferenceDomain:
         self._nodes = []
         self._los = []
 
-        if self._v612:
+        if self._mainline:
             if dma_32bit_pfn is not None:
                 raise IovaValueError(
-                    "dma_32bit_pfn is derived from the granule under 6.12")
+                    "dma_32bit_pfn is derived from the granule under %s" % kernel)
             # Exclusive: the first pfn at or above 4 GiB.
             self._dma32 = 1 << (32 - self._shift)
             # max32_alloc_size == dma_32bit_pfn means "no 32-bit failure
@@ -118,6 +122,8 @@ class ReferenceDomain:
             self._cached = self._anchor
             self._cached32 = self._anchor
             self._mag_size = 127
+            # 6.1: a fixed array of 32 full magazines per bin; 6.12 a list.
+            self._depot_max = None if self._trimmed_depot else 32
         else:
             if dma_32bit_pfn is None:
                 dma_32bit_pfn = _U32 >> self._shift
@@ -188,7 +194,7 @@ class ReferenceDomain:
         """Position of a node object in the list (los are unique)."""
         i = bisect.bisect_left(self._los, node.lo)
         _require(i < len(self._nodes) and self._nodes[i] is node,
-                 "node %r is not in the tree" % (node,))
+                 "node %r is not in the tree", node)
         return i
 
     def _find_index(self, pfn):
@@ -216,7 +222,7 @@ class ReferenceDomain:
         must run while the node is still linked)."""
         i = self._index(node)
         succ = self._successor(i)
-        if self._v612:
+        if self._mainline:
             # 6.12 (spec 3.3).  The successor always exists: the anchor is
             # above every removable node.
             dma32 = self._dma32
@@ -257,7 +263,7 @@ class ReferenceDomain:
         return node.lo
 
     def _alloc_tree(self, size, limit_pfn, aligned):
-        if self._v612:
+        if self._mainline:
             return self._alloc_612(size, limit_pfn, aligned)
         return self._alloc_410(size, limit_pfn, aligned)
 
@@ -484,7 +490,7 @@ class ReferenceDomain:
                    if n is not self._anchor)
 
     def state(self):
-        if self._v612:
+        if self._mainline:
             return {"cached": self._cached.lo, "cached32": self._cached32.lo,
                     "max32": self._max32, "dma32": self._dma32}
         return {"cached32": None if self._cached32 is None
@@ -500,7 +506,7 @@ class ReferenceDomain:
         size = self._size(size)
         limit_pfn = self._limit(limit_pfn)
         cpu = self._cpu(cpu)
-        if self._v612:
+        if self._mainline:
             pfn = self._alloc_fast_612(size, limit_pfn, bool(flush_rcache), cpu)
         else:
             pfn = self._alloc_fast_410(size, limit_pfn, cpu)
@@ -597,7 +603,7 @@ class ReferenceDomain:
     def _uncache(self, pfn):
         node = self._find_node(pfn)
         _require(node is not None and node.in_cache,
-                 "popped pfn %#x was not a cached range" % pfn)
+                 "popped pfn %#x was not a cached range", pfn)
         node.in_cache = False
 
     def free_fast(self, pfn, size, cpu=0):
@@ -627,10 +633,10 @@ class ReferenceDomain:
         if k >= _NUM_BINS:
             self._remove(node)          # too big to cache: plain free
             return
-        if self._v612:
+        if self._trimmed_depot:
             self._rcache_insert_612(k, cpu, pfn)
         else:
-            self._rcache_insert_410(k, cpu, pfn)
+            self._rcache_insert_fixed_depot(k, cpu, pfn)
         node.in_cache = True
 
     def _rcache_insert_612(self, k, cpu, pfn):
@@ -647,7 +653,8 @@ class ReferenceDomain:
                 self._loaded[k][cpu] = []
         self._loaded[k][cpu].append(pfn)
 
-    def _rcache_insert_410(self, k, cpu, pfn):
+    def _rcache_insert_fixed_depot(self, k, cpu, pfn):
+        """4.10 and 6.1: a depot of at most 32 magazines, no trim work."""
         overflow = None
         if len(self._loaded[k][cpu]) >= self._mag_size:
             if len(self._prev[k][cpu]) < self._mag_size:
@@ -684,6 +691,11 @@ class ReferenceDomain:
     def _flush_depot(self):
         for k in range(_NUM_BINS):
             depot = self._depot[k]
+            if self._kernel == "6.1":
+                # 6.1 walks its array from index 0: oldest magazine first
+                for mag in depot:
+                    self._free_magazine(mag)
+                del depot[:]
             while depot:
                 self._free_magazine(depot.pop())    # newest magazine first
 
@@ -693,8 +705,8 @@ class ReferenceDomain:
 
     def flush_depot(self):
         """free_global_cached_iovas(): every bin's depot, newest magazine
-        first.  4.10 has no such function; pyiova gives it the same meaning
-        there."""
+        first (6.1: oldest first).  4.10 has no such function; pyiova gives
+        it 6.12's meaning there."""
         self._flush_depot()
 
     def flush_rcaches(self):
@@ -767,12 +779,11 @@ class ReferenceDomain:
         nodes = self._nodes
         _require(self._los == [n.lo for n in nodes], "lo index out of sync")
         for n in nodes:
-            _require(n.lo <= n.hi, "range %r has lo > hi" % n)
+            _require(n.lo <= n.hi, "range %r has lo > hi", n)
         for a, b in zip(nodes, nodes[1:]):
-            _require(a.hi < b.lo, "%r and %r overlap or are out of order"
-                     % (a, b))
+            _require(a.hi < b.lo, "%r and %r overlap or are out of order", a, b)
         ids = {id(n) for n in nodes}
-        if self._v612:
+        if self._mainline:
             _require(nodes and nodes[-1] is self._anchor
                      and self._anchor.lo == self._anchor.hi == _U64,
                      "the anchor is not the last node")
@@ -787,13 +798,15 @@ class ReferenceDomain:
             for m in self._depot[k]:
                 _require(len(m) == self._mag_size,
                          "a depot magazine is not full")
-            if not self._v612:
+            if not self._trimmed_depot:
                 _require(len(self._depot[k]) <= self._depot_max,
-                         "4.10 depot over its 32 slots")
+                         "%s depot over its 32 slots", self._kernel)
+                _require(self._work_due[k] is None,
+                         "trim work armed in %s, which has none", self._kernel)
         seen = set()
         for mag in self._all_magazines():
             for pfn in mag:
-                _require(pfn not in seen, "pfn %#x cached twice" % pfn)
+                _require(pfn not in seen, "pfn %#x cached twice", pfn)
                 seen.add(pfn)
                 node = self._find_node(pfn)
                 # A cached pfn was the start of its range when it was
@@ -801,11 +814,13 @@ class ReferenceDomain:
                 # have moved the range's lo below it.
                 _require(node is not None and node.in_cache
                          and node is not self._anchor,
-                         "cached pfn %#x is not in a cached range" % pfn)
+                         "cached pfn %#x is not in a cached range", pfn)
         _require(sum(n.in_cache for n in nodes) == len(seen),
                  "a range holds two cached pfns, or a stale in_cache flag")
 
 
-def _require(condition, message):
+def _require(condition, message, *args):
+    """Raise _Corrupted(message % args) unless condition holds; the message
+    is only formatted on failure (check() runs over every node)."""
     if not condition:
-        raise _Corrupted(message)
+        raise _Corrupted(message % args if args else message)

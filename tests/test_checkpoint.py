@@ -49,6 +49,8 @@ COOKIES = {
     "iova-lazy": ({}, {"flush_queue": True}),
     "iova-tree": ({"rcache": False}, {}),
     "iova-4.10": ({"kernel": "4.10"}, {}),
+    "iova-6.1": ({"kernel": "6.1"}, {}),
+    "iova-lazy-6.1": ({"kernel": "6.1"}, {"flush_queue": True}),
     "wraparound": ({"allocator": "wraparound"},
                    {"aperture_end": (1 << 22) - 1, "reserved": [(0x80000, 0xfffff)]}),
     "reset-when-empty": ({"allocator": "reset-when-empty"}, {}),

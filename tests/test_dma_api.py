@@ -164,3 +164,56 @@ def test_410_cookie_follows_the_seeds_dma_iommu():
     assert c.iovad.state()["dma32"] == 0xFFFFF                    # 4.10: the end pfn
     c.free_iova(a, 5 * 4096)
     assert c.iovad.find(a >> 12) is None                         # straight to the tree
+
+
+@pytest.mark.parametrize("kernel, sticky", [("6.12", True), ("6.1", False), ("4.10", False)])
+def test_only_612_stops_trying_below_4g_after_a_failure(kernel, sticky):
+    """6.12 gives a PCI device's below-4 GiB attempts up for good once one
+    fails; 6.1 (and 4.10/4.11) try below 4 GiB on every allocation."""
+    c = DmaCookie("iova", kernel=kernel).init_domain(4096, 0, (1 << 39) - 1, True)
+    dev = Device("nvme", is_pci=True, dma_mask=DMA_BIT_MASK(64))
+    low = c.alloc_iova(dev, 4096, DMA_BIT_MASK(64))
+    assert low == 0xFFFFF000                        # below 4 GiB first, top-down
+    c.iovad.reserve(1, 0xFFFFE)                     # the rest of the 32-bit space
+    high = c.alloc_iova(dev, 4096, DMA_BIT_MASK(64))
+    assert high >= 1 << 32                          # the attempt below 4 GiB failed
+    c.free_iova(low, 4096)
+    c.iovad.flush_rcaches()                         # 0xfffff is free in the tree again
+    again = c.alloc_iova(dev, 4096, DMA_BIT_MASK(64))
+    assert (again >= 1 << 32) == sticky
+    assert c.uses_32bit_first(dev) == (not sticky)
+    c.check()
+
+
+def test_61_forcedac_never_tries_below_4g():
+    c = DmaCookie("iova", kernel="6.1", forcedac=True).init_domain(4096, 0, (1 << 39) - 1, True)
+    dev = Device("nvme", is_pci=True, dma_mask=DMA_BIT_MASK(64))
+    assert c.alloc_iova(dev, 4096, DMA_BIT_MASK(64)) == (1 << 39) - 4096
+    assert not c.uses_32bit_first(dev)
+
+
+def test_61_cookie_has_the_flush_queue_and_the_fixed_depot():
+    c = DmaCookie("iova", kernel="6.1", ncpus=1).init_domain(4096, 0, (1 << 32) - 1, True,
+                                                             flush_queue=True)
+    assert c.flush_queue and c.iovad.kernel == "6.1"
+    dev = Device("nic", is_pci=True, dma_mask=DMA_BIT_MASK(64))
+    # 2 full magazines and 32 in the depot, and one more free to spill
+    n = 127 * 34 + 1
+    addrs = [c.alloc_iova(dev, 4096, DMA_BIT_MASK(32), cpu=0) for _ in range(n)]
+    queued = [c.free_iova(a, 4096, lazy=True, cpu=0) for a in addrs]
+    assert all(queued)
+    c.advance(10)                                   # the timer: everything to the rcache
+    st = c.iovad.rcache_stats()[0]
+    assert (st["loaded"], st["prev"], st["depot"]) == ([1], [127], 32)
+    assert len(c.iovad) == n - 127                  # one magazine spilled into the tree
+    c.check()
+
+
+@pytest.mark.parametrize("kernel, start", [("6.12", 0x100), ("6.1", 1), ("4.10", 1)])
+def test_an_unforced_aperture_start_binds_only_612(kernel, start):
+    """6.1 and 4.10 start the space at the device's DMA base (0) and take
+    the aperture's start only when the aperture is forced; 6.12 always."""
+    c = DmaCookie("iova", kernel=kernel).init_domain(4096, 0x100000, (1 << 32) - 1, False)
+    assert c.start_pfn == start
+    forced = DmaCookie("iova", kernel=kernel).init_domain(4096, 0x100000, (1 << 32) - 1, True)
+    assert forced.start_pfn == 0x100

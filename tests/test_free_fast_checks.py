@@ -69,7 +69,7 @@ def test_wrong_class_double_free_and_freed_ranges_are_refused_as_by_a_lookup():
     dom.check()
 
 
-@pytest.mark.parametrize("kernel", ["6.12", "4.10"])
+@pytest.mark.parametrize("kernel", ["6.12", "6.1", "4.10"])
 def test_long_churn_with_bad_frees_matches_the_reference(kernel):
     """Thousands of allocations over pfns that share table slots, with
     frees by both paths and bad free_fast calls mixed in."""

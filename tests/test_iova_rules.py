@@ -1,5 +1,6 @@
 """The kernel's tree-allocator rules, one example each, as a kernel engineer
-would write them down (kernel-iova-semantics.md §2-4, §6 and §9.1)."""
+would write them down (README "The IOVA domain", docs/kernels.md). 6.1 shares
+6.12's tree rules; the 6.1 recordings check them (tests/test_vectors.py)."""
 import pytest
 
 from pyiova import IovaDomain, IovaExhausted

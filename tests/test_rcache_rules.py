@@ -1,7 +1,12 @@
-"""The rcache rules (kernel-iova-semantics.md §5), one example each."""
+"""The rcache rules (README "The IOVA domain", docs/kernels.md), one example
+each: 6.12, 6.1 and 4.10."""
+import copy
+import random
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyiova import IovaCpuError, IovaDomain, IovaExhausted
 
@@ -213,3 +218,140 @@ def test_410_retry_flushes_cpu_caches_but_not_the_depot():
     assert stats(dom) == (0, 0, 1)                   # the depot was not flushed
     assert dom.cached_pfns() == set(range(45, 173))
     dom.check()
+
+
+# ---- 6.1 -------------------------------------------------------------------
+# 6.12's tree, magazines of 127, pop and flush-and-retry; a depot of 32
+# magazines that spills into the tree, no trim work.
+
+def v61(ncpus=1):
+    return IovaDomain(4096, 1, ncpus=ncpus, kernel="6.1")
+
+
+# After 127 * 34 frees on one CPU: prev holds the first 127, the depot the
+# next 32 * 127 (oldest first), loaded the last 127.
+FULL_61 = 127 * 34
+
+
+def test_61_magazines_of_127_and_a_depot_of_32_that_spills_into_the_tree():
+    dom = v61()
+    pfns = fill(dom, FULL_61 + 2)
+    for p in pfns[:FULL_61]:
+        dom.free_fast(p, 1, cpu=0)
+    assert stats(dom) == (127, 127, 32)
+    assert len(dom) == len(pfns)
+    dom.free_fast(pfns[FULL_61], 1, cpu=0)
+    # depot full: the loaded magazine (the 127 frees before this one) goes
+    # back to the tree; this pfn starts a fresh loaded magazine
+    assert stats(dom) == (1, 127, 32)
+    spilled = set(pfns[FULL_61 - 127:FULL_61])
+    assert all(dom.find(p) is None for p in spilled)
+    assert dom.cached_pfns() == set(pfns[:FULL_61 + 1]) - spilled
+    assert len(dom) == len(pfns) - 127
+    dom.check()
+
+
+def test_61_has_no_depot_trim_work():
+    dom = v61()
+    for p in fill(dom, FULL_61 + 1):
+        dom.free_fast(p, 1, cpu=0)
+    assert stats(dom) == (1, 127, 32)
+    assert not any(s["work_pending"] for s in dom.rcache_stats())
+    assert dom.run_pending_work() == 0
+    assert dom.advance(10_000) == 0
+    assert stats(dom) == (1, 127, 32)            # nothing trimmed, ever
+    dom.check()
+
+
+def test_61_the_depot_hands_out_its_newest_magazine_first():
+    dom = v61()
+    pfns = fill(dom, 127 * 4 + 1)
+    for p in pfns:
+        dom.free_fast(p, 1, cpu=0)
+    # loaded: the last pfn; prev: the first 127; depot: three magazines
+    assert stats(dom) == (1, 127, 3)
+    got = [dom.alloc_fast(1, TOP32, cpu=0) for _ in range(1 + 127 + 1)]
+    assert got[0] == pfns[-1]
+    assert got[1:128] == pfns[126::-1]           # prev swapped in, newest first
+    assert got[128] == pfns[-2]                  # the newest depot magazine's newest pfn
+    assert stats(dom) == (126, 0, 2)
+    dom.check()
+
+
+def test_61_rounds_small_sizes_as_612_does():
+    dom = v61()
+    p = dom.alloc_fast(5, TOP32, cpu=0)
+    assert dom.find(p) == (p, p + 7)
+
+
+def test_61_retry_flushes_the_cpu_caches_and_the_depot():
+    dom = v61()
+    pfns = [dom.alloc(1, 300) for _ in range(300)]   # 300 down to 1: 6.1 uses start_pfn
+    assert pfns == list(range(300, 0, -1))
+    for p in pfns[:255]:
+        dom.free_fast(p, 1, cpu=0)               # prev: 300..174, depot: 173..47, loaded: 46
+    assert stats(dom) == (1, 127, 1)
+    # class 1 has nothing cached and the tree is full: every cache goes back
+    assert dom.alloc_fast(2, 300, cpu=0) == 298        # 2-aligned, just under the limit
+    assert stats(dom) == (0, 0, 0)
+    assert dom.cached_pfns() == set()
+    assert dom.ranges() == [(p, p) for p in range(1, 46)] + [(298, 299)]
+    dom.check()
+
+
+def test_61_without_flush_fails_where_612_would_too():
+    dom = v61()
+    pfns = [dom.alloc(1, 16) for _ in range(16)]
+    dom.free_fast(pfns[3], 1, cpu=0)
+    with pytest.raises(IovaExhausted):
+        dom.alloc_fast(2, 16, flush_rcache=False, cpu=0)
+    assert pfns[3] in dom.cached_pfns()
+
+
+def test_61_and_612_differ_only_once_the_depot_is_full():
+    """The same calls give the same pfns until 6.12's depot would take a
+    33rd magazine; from then 6.1 has given 127 ranges back to the tree."""
+    a, b = v61(), IovaDomain(4096, 1, ncpus=1, kernel="6.12")
+    for dom in (a, b):
+        for p in fill(dom, FULL_61):
+            dom.free_fast(p, 1, cpu=0)
+    assert a.ranges() == b.ranges() and a.state() == b.state()
+    assert stats(a) == stats(b) == (127, 127, 32)
+    for dom in (a, b):
+        dom.free_fast(dom.alloc(1, TOP32), 1, cpu=0)
+    assert stats(a) == (1, 127, 32) and stats(b) == (1, 127, 33)
+    assert len(b) - len(a) == 127
+
+
+# ---- the order of a flush ----------------------------------------------------
+# 6.12 flushes its depot newest magazine first, 6.1 oldest first, and a
+# spilled magazine goes back oldest pfn first. Under the 6.12/6.1 removal
+# rule (a cached node moves up to the freed node's successor) the order of
+# an uninterrupted run of frees leaves the same cache pointers and
+# max32_alloc_size in any order, so no answer can show it; pyiova keeps the
+# kernel's order anyway. This pins the property down.
+
+@pytest.mark.parametrize("kernel", ["6.12", "6.1"])
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_a_run_of_frees_leaves_the_same_state_in_any_order(kernel, seed):
+    rng = random.Random(seed)
+    dom = IovaDomain(4096, 1, ncpus=1, kernel=kernel)
+    live = []
+    for _ in range(rng.randint(4, 40)):
+        limit = rng.choice([TOP32, (1 << 28) - 1, rng.randint(64, 0x100040)])
+        try:
+            live.append(dom.alloc(rng.randint(1, 9), limit, rng.random() < 0.5))
+        except IovaExhausted:
+            pass
+    for p in rng.sample(live, len(live) // 3):   # move the cache pointers about
+        dom.free(p)
+        live.remove(p)
+    batch = rng.sample(live, min(len(live), rng.randint(2, 12)))
+    results = set()
+    for order in (batch, batch[::-1], rng.sample(batch, len(batch))):
+        twin = copy.deepcopy(dom)
+        for p in order:
+            twin.free(p)
+        results.add((tuple(sorted(twin.state().items())), twin.alloc_fast(4, TOP32, cpu=0)))
+    assert len(results) == 1

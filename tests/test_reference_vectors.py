@@ -4,11 +4,12 @@ This is what makes ReferenceDomain trustworthy as the oracle for the C core:
 each recorded sequence of both kernels is replayed in full, and the model's
 own invariants are checked along the way.
 
-The recorded sequences never fill an rcache magazine (at most 6 pfns sit in
-one), so the magazine-swap, depot, depot-trim and 4.10 depot-overflow paths
-are not reached by them.  The second half of this file pins those paths
-down with the examples the semantics document marks as checked against the
-kernel, plus small cases worked out by hand from its rules.
+The 6.12 and 4.10 recordings never fill an rcache magazine (at most 6 pfns
+sit in one); the 6.1 recording's bursts fill magazines and the depot and
+spill into the tree, so 6.1's depot is pinned by the kernel's answers. The
+second half of this file pins the other paths (6.12's depot and its trim
+work, 4.10's overflow) down with examples checked against the kernel, plus
+small cases worked out by hand from its rules.
 """
 
 import os
@@ -68,7 +69,7 @@ def test_every_file_has_sequences():
 
 
 # ----------------------------------------------------------------------
-# Examples the semantics document records as checked on the kernel.
+# Examples checked against the kernel's own code.
 
 def test_612_next_fit_below_cached32():
     d = ReferenceDomain(4096, 1)

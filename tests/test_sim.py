@@ -150,6 +150,15 @@ def test_kernel_4_10_rules_run():
     assert r.kernel == "4.10" and r.verdict == "ok"
 
 
+def test_kernel_6_1_rules_run_with_the_flush_queue():
+    assert not_applicable("iova-lazy", "generic", "6.1") is None
+    for policy in ("iova", "iova-lazy"):
+        r = simulate("nvme", policy, "generic", ops=5000, kernel="6.1")
+        assert r.kernel == "6.1" and r.verdict == "ok" and r.maps > 0
+    with pytest.raises(ValueError, match="'6.2'"):
+        simulate("usb", "iova", ops=10, kernel="6.2")
+
+
 def test_as_dict_carries_the_json_fields():
     d = simulate("usb", "iova", ops=1000).as_dict()
     for key in ("policy", "ops", "maps", "failures", "first_failure_op", "peak_live_pfns",

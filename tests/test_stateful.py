@@ -2,8 +2,10 @@
 
 A hypothesis state machine drives an IovaDomain and a ReferenceDomain
 through the same random calls - tree and fast paths, several CPUs, bad
-frees, reservations, batches, flushes and depot trims - on 4K/16K/64K
-granules, 32- and 64-bit limits, both kernels. After every step the answers
+frees, reservations, batches, flushes, depot trims and bursts that fill the
+depot (6.1's and 4.10's 32 magazines then spill into the tree) - on
+4K/16K/64K granules, 32- and 64-bit limits, all three kernels (6.12, 6.1,
+4.10). After every step the answers
 must be identical, check() must pass, and every pfn must be in exactly one
 place: handed out (live), cached in a magazine or the depot, or free.
 """
@@ -35,11 +37,12 @@ class Allocators(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.live = {}            # pfn -> size, as handed out (fast-path sizes as asked)
+        self.filled = False       # fill_depot has run
 
     @initialize(granule=st.sampled_from([4096, 16384, 65536]),
                 start=st.sampled_from([1, 2, 64]),
                 ncpus=st.integers(1, 3),
-                kernel=st.sampled_from(["6.12", "4.10"]),
+                kernel=st.sampled_from(["6.12", "6.1", "4.10"]),
                 search=st.sampled_from(["augmented", "linear"]))
     def setup(self, granule, start, ncpus, kernel, search):
         self.c = IovaDomain(granule, start, ncpus=ncpus, kernel=kernel, search=search)
@@ -113,6 +116,27 @@ class Allocators(RuleBasedStateMachine):
                 got.append(pfn)
         for pfn in got:
             self.both("free_fast", pfn, 1, cpu=cpu)
+
+    @precondition(lambda self: not self.filled)
+    @rule(size=st.sampled_from([1, 2]), cpu=st.integers(0, 2), extra=st.integers(0, 400))
+    def fill_depot(self, size, cpu, extra):
+        """Enough frees of one class on one CPU to fill both magazines and a
+        32-magazine depot, and then some: 6.1 and 4.10 spill the loaded
+        magazine into the tree from here on, 6.12 keeps pushing. Once per
+        run (later bursts on the same CPU and class spill again)."""
+        self.filled = True
+        cpu %= self.ncpus
+        # the 32-bit limit the kernel's cache pointer follows: 4.10 caches
+        # only allocations made with exactly its (inclusive) dma_32bit_pfn,
+        # and the reference's walk from the top would make this quadratic
+        limit = self.limits[1] if self.c.kernel == "4.10" else self.limits[0]
+        got = []
+        for _ in range(2 * 128 + 32 * 128 + extra):
+            kind, pfn = self.both("alloc_fast", size, limit, True, cpu=cpu)
+            if kind == "ok":
+                got.append(pfn)
+        for pfn in got:
+            self.both("free_fast", pfn, size, cpu=cpu)
 
     @rule(lo=st.integers(0, 1 << 21), length=st.integers(0, 300))
     def reserve(self, lo, length):

@@ -20,7 +20,7 @@ from reference import (IovaExhausted, IovaInvalidFree, IovaNotFound,
 
 VECTOR_DIR = os.environ.get("PYIOVA_VECTOR_DIR",
                             os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
-VECTOR_FILES = ("kernel-6.12.txt.gz", "kernel-4.10.txt.gz")
+VECTOR_FILES = ("kernel-6.12.txt.gz", "kernel-6.1.txt.gz", "kernel-4.10.txt.gz")
 
 # One recorded call: the command word, its integer arguments, the recorded
 # answer text and the line number in the (decompressed) file.
@@ -34,7 +34,7 @@ class Sequence:
     def __init__(self, path, number, kernel, line):
         self.path = path
         self.number = number        # the N of "# sequence N"
-        self.kernel = kernel        # "6.12" or "4.10"
+        self.kernel = kernel        # "6.12", "6.1" or "4.10"
         self.line = line            # line of the "# sequence" comment
         self.init_args = None       # the integers of the init command
         self.ops = []
@@ -59,12 +59,18 @@ class Sequence:
         return "<Sequence %s, %d ops>" % (self.name, len(self.ops))
 
 
+_KERNEL_WORDS = ("6.12", "6.1", "4.10")
+
+
 def _kernel_of(path, header):
-    for word in ("6.12", "4.10"):
-        if ("kernel " + word) in header:
+    # whole words only: "6.1" is a prefix of "6.12"
+    words = header.split()
+    for word in _KERNEL_WORDS:
+        if "kernel" in words and word in words:
             return word
-    for word in ("6.12", "4.10"):
-        if word in os.path.basename(path):
+    name = os.path.basename(path)
+    for word in _KERNEL_WORDS:
+        if "-%s." % word in name:
             return word
     raise ValueError("cannot tell which kernel %s was recorded from" % path)
 
@@ -119,7 +125,7 @@ def load_sequences(path):
 
 def format_state(state, kernel):
     """A state() dict in the vectors' text form."""
-    if kernel == "6.12":
+    if kernel != "4.10":
         return "cached %d cached32 %d max32 %d dma32 %d" % (
             state["cached"], state["cached32"], state["max32"], state["dma32"])
     c32 = state["cached32"]

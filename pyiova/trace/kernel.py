@@ -31,13 +31,14 @@ from .. import errors
 from .._pyiova import lib
 from .._words import save_words
 from ..cookie import DmaCookie
+from ..iova import KERNELS as _IOVA_KERNELS
 
 __all__ = ["KernelDomain", "TimerRules", "KERNELS", "VTD_RESERVED", "U64_MAX"]
 
 U64_MAX = (1 << 64) - 1
 # VT-d reserves the IOAPIC/MSI window in every DMA domain
 VTD_RESERVED = ((0xFEE00000, 0xFEEFFFFF),)
-KERNELS = ("6.12", "6.1", "4.10")
+KERNELS = tuple(_IOVA_KERNELS)       # "6.12", "6.1", "4.10"
 
 
 class TimerRules:
@@ -87,10 +88,7 @@ class KernelDomain:
         if kernel not in KERNELS:
             raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, ", ".join(KERNELS)))
         self.kernel = kernel
-        # until the C core carries 6.1's own rules, 6.1 runs 6.12's iova.c
-        # (the two differ only in the depot) with 6.1's dma-iommu rule below
-        self.cookie = DmaCookie(allocator, kernel="4.10" if kernel == "4.10" else "6.12",
-                                ncpus=ncpus, rcache=rcache)
+        self.cookie = DmaCookie(allocator, kernel=kernel, ncpus=ncpus, rcache=rcache)
         if aperture_bits:
             end, force = (1 << aperture_bits) - 1, True
         else:
@@ -111,8 +109,6 @@ class KernelDomain:
     def alloc(self, dev, a, cpu):
         """iommu_dma_alloc_iova for allocation `a`: its IOVA, 0 when none."""
         limit = a.mask if a.mask is not None else self.default_mask
-        if self.kernel == "6.1":
-            _every_allocation_tries_32bit(self.cookie, dev)
         try:
             return self.cookie.alloc_iova(dev, a.size, limit, cpu=cpu)
         except errors.IovaError as exc:
@@ -189,9 +185,3 @@ class KernelDomain:
     @property
     def queued(self):
         return self.cookie.allocator.stats()["fq_queued"] if self.lazy else 0
-
-
-def _every_allocation_tries_32bit(cookie, dev):
-    """Linux 6.1's dma-iommu: a PCI device tries below 4 GiB on every
-    allocation; 6.12 stops trying for good after the first failure."""
-    cookie._no_32bit.discard(dev)

@@ -580,10 +580,6 @@ def _notes(run, lt, refused_policies=()):
                 notes.append("%s: %d allocations the %s allocator refused outright, counted as "
                              "failures (first: %s)" % (dom.key, m.refused,
                                                       policy or "kernel's", m.refused_first))
-    if run.kernel == "6.1" and lt.allocations:
-        notes.append("kernel 6.1 rules: 6.12's iova.c (6.1's fixed 32-magazine depot is not "
-                      "modelled yet) with 6.1's dma-iommu: a PCI device tries below 4 GiB on "
-                      "every allocation")
     content = lt.trace.content
     if content:
         notes.append(_content_note(content, lt.trace.name))

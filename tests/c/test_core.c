@@ -29,7 +29,7 @@
 #include "iova.h"
 #include "iova_cookie.h"
 #include "iova_cookie_save.h"
-#include "iova_internal.h"   /* validator_sees_a_bad_hint reaches inside */
+#include "iova_internal.h"   /* the validator_sees_* tests reach inside */
 #include "iova_mem.h"
 
 static int failures;
@@ -191,8 +191,9 @@ static void exercise_domain(int kernel)
     check_domain(d, "after batches");
 
     /* enough fast frees on one cpu and class to fill both magazines and
-     * push several into the depot, so trim work has something to trim */
-    enum { MANY = 127 * 8 };
+     * push several into the depot, so trim work has something to trim;
+     * where the depot holds 32 (6.1, 4.10), enough to fill it and spill */
+    const int MANY = kernel == IOVA_KERNEL_6_12 ? 127 * 8 : 128 * 36;
     uint64_t *many = calloc(MANY, sizeof(uint64_t));
     for (int i = 0; i < MANY; i++) {
         int64_t p = iova_alloc(d, 2, TOP32, 1);
@@ -207,6 +208,10 @@ static void exercise_domain(int kernel)
     uint64_t depot[6];
     CHECK_EQ(iova_rcache_stats(d, loaded, prev, depot, pending), 0);
     CHECK(depot[1] > 0);
+    if (kernel != IOVA_KERNEL_6_12) {
+        CHECK_EQ(depot[1], IOVA_DEPOT_MAX_MAGS);
+        CHECK_EQ(pending[1], 0);
+    }
     CHECK(iova_rcache_pfns(d, NULL, 0) > 0);
     CHECK(iova_run_pending_work(d) >= 0);
     CHECK(iova_advance(d, 1000) >= 0);
@@ -608,7 +613,7 @@ static void exercise_cookie_iova(int kernel)
         /* the tree path frees whole ranges, of the size handed out */
         CHECK_EQ(iova_cookie_free(c, (uint64_t)p[300], 2, 0, &ev), IOVA_E_SIZE);
     }
-    if (kernel == IOVA_KERNEL_6_12) {
+    if (kernel != IOVA_KERNEL_4_10) {
         CHECK_EQ(iova_cookie_fq_init(c, 3, 16, 10), IOVA_E_CPU);     /* 2 CPUs */
         CHECK_EQ(iova_cookie_fq_init(c, 2, 0, 10), IOVA_E_RANGE);
         CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), 0);
@@ -1282,6 +1287,54 @@ static void validator_sees_a_bad_hint(void)
     iova_domain_destroy(d);
 }
 
+/* A 6.1 depot holds at most 32 full magazines and never has trim work;
+ * the validator's R3 says so when either is made false. */
+static void validator_sees_a_bad_61_depot(void)
+{
+    int err;
+    char msg[256];
+    struct iova_domain *d = iova_domain_new(4096, 1, 1, IOVA_KERNEL_6_1, 0, &err);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    enum { N = 127 * 34 + 1 };
+    static uint64_t pfns[N];
+    for (int i = 0; i < N; i++) {
+        int64_t p = iova_alloc(d, 1, TOP32, 0);
+        CHECK(p > 0);
+        pfns[i] = (uint64_t)p;
+    }
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(iova_free_fast(d, pfns[i], 1, 0), 0);
+    struct iova_depot *dp = &d->depot[0];
+    CHECK_EQ(dp->len, IOVA_DEPOT_MAX_MAGS);
+    CHECK_EQ(iova_check(d, msg, sizeof(msg)), 0);
+
+    dp->work_pending = true;
+    CHECK_EQ(iova_check(d, msg, sizeof(msg)), IOVA_E_CORRUPT);
+    CHECK(strstr(msg, "R3") != NULL && strstr(msg, "trim") != NULL);
+    dp->work_pending = false;
+
+    /* a 33rd magazine: the prev one, moved into the depot behind the lock's back */
+    struct iova_cpu_rcache *c = &d->cpu_rc[0];
+    struct iova_magazine *fresh = iova_mag_alloc(d);
+    CHECK(fresh != NULL);
+    if (fresh) {
+        CHECK_EQ(iova_depot_push(dp, c->prev), 0);
+        struct iova_magazine *prev = c->prev;
+        c->prev = fresh;
+        CHECK_EQ(iova_check(d, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "R3") != NULL && strstr(msg, "depot") != NULL);
+        c->prev = prev;                   /* undone: the domain is sound again */
+        dp->len--;
+        free(fresh);
+    }
+    CHECK_EQ(iova_check(d, NULL, 0), 0);
+    CHECK_EQ(iova_flush_rcaches(d), 0);
+    CHECK_EQ(iova_rcache_pfns(d, NULL, 0), 0);
+    iova_domain_destroy(d);
+}
+
 int main(void)
 {
     /* tools/leakcheck.sh selftest: a domain deliberately never destroyed,
@@ -1292,10 +1345,12 @@ int main(void)
         CHECK(iova_alloc(leaked, 1, TOP32, 0) > 0);
     }
     exercise_domain(IOVA_KERNEL_6_12);
+    exercise_domain(IOVA_KERNEL_6_1);
     exercise_domain(IOVA_KERNEL_4_10);
     bad_domain_parameters();
     hostile_restores();
     exercise_cookie_iova(IOVA_KERNEL_6_12);
+    exercise_cookie_iova(IOVA_KERNEL_6_1);
     exercise_cookie_iova(IOVA_KERNEL_4_10);
     exercise_cookie_wrap();
     exercise_cookie_msi();
@@ -1307,6 +1362,7 @@ int main(void)
     restores_at_failure_points();
     threads();
     validator_sees_a_bad_hint();
+    validator_sees_a_bad_61_depot();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
         return 1;
