@@ -162,8 +162,9 @@ class PfnAllocator:
     def alloc(self, pages, limit_pfn, *, try_32bit=False, cpu=None):
         """(pfn, events): `pages` pfns at or below limit_pfn. Raises
         IovaExhausted (events are still on .last_events)."""
-        if type(pages) is int and type(limit_pfn) is int and cpu is None:
-            c = -1                                 # the common case, checked by cffi
+        if type(pages) is int and type(limit_pfn) is int and (
+                cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
+            c = -1 if cpu is None else cpu         # the common cases, checked by cffi
         else:
             pages, limit_pfn = _u64("pages", pages), _u64("limit_pfn", limit_pfn)
             c = _cpu(cpu)
@@ -180,8 +181,9 @@ class PfnAllocator:
 
     def free(self, pfn, pages, *, cpu=None):
         """Frees what alloc returned, at once; returns the events."""
-        if type(pfn) is int and type(pages) is int and cpu is None:
-            c = -1
+        if type(pfn) is int and type(pages) is int and (
+                cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
+            c = -1 if cpu is None else cpu
         else:
             pfn, pages, c = _u64("pfn", pfn), _u64("pages", pages), _cpu(cpu)
         ev = _new_events("uint32_t *")

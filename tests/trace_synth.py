@@ -44,13 +44,15 @@ def _line(task, pid, ts, event, msg, flags="....."):
 class SyntheticKernel:
     """Writes a capture of `ops` map/unmap calls (lazy: with the flush
     queue). `irq` is the chance that a map is interrupted by an interrupt
-    unmapping buffers; `live` about how many buffers stay mapped."""
+    unmapping buffers, `before` the chance that the allocation came first
+    then; `live` about how many buffers stay mapped."""
 
     def __init__(self, seed, *, lazy=False, ops=400, irq=0.25, live=24, kernel="6.12",
-                 timer=None, bursts=0.0, burst_size=300):
+                 timer=None, bursts=0.0, burst_size=300, before=0.5):
         self.rng = random.Random(seed)
         self.lazy, self.ops, self.irq, self.live_target = lazy, ops, irq, live
         self.bursts, self.burst_size = bursts, burst_size
+        self.before = before        # chance the kernel allocated before an interrupt's frees
         self.timer = timer or TimerRules()
         self.dev = TraceDevice(DEVICE, True)
         self.model = KernelDomain(kernel, lazy=lazy)
@@ -114,7 +116,7 @@ class SyntheticKernel:
         # an interrupt's stretch (under 0.2 ms) never holds a fire: one due
         # during it fires just before it
         self._maybe_fire(t_alloc + 2e-4 if irq_bufs else t_alloc)
-        before = bool(irq_bufs) and rng.random() < 0.5
+        before = bool(irq_bufs) and rng.random() < self.before
         if before:
             # the allocation first, then the interrupt's frees
             iova = self._alloc(size)

@@ -82,7 +82,7 @@ class _Hyp:
     entries shared with its ancestors: (parent, kind, op, x, depth))."""
 
     __slots__ = ("model", "pos", "pending", "pending_i", "irq_done", "c", "first_divergence",
-                 "fire_gaps", "armings", "got", "journal", "nalloc", "todo")
+                 "fire_gaps", "armings", "got", "journal", "nalloc", "todo", "direct")
 
     def fields(self):
         return (self.pos, self.pending, self.pending_i, self.irq_done, list(self.c),
@@ -92,13 +92,20 @@ class _Hyp:
     def set_fields(self, f):
         (self.pos, self.pending, self.pending_i, self.irq_done, c, self.first_divergence,
          self.fire_gaps, self.armings, got, self.journal, self.nalloc) = f
-        self.c, self.got = list(c), dict(got)
+        self.c = list(c)
+        self.got = dict(got) if got is not None else {}
+
+    def light_fields(self):
+        """fields() without what each allocation got (a checkpoint has it)."""
+        return (self.pos, self.pending, self.pending_i, self.irq_done, list(self.c),
+                self.first_divergence, self.fire_gaps, self.armings, None, self.journal,
+                self.nalloc)
 
     def copy(self):
         h = _Hyp.__new__(_Hyp)
         h.model = self.model.copy()
         h.set_fields(self.fields())
-        h.todo = None
+        h.todo = h.direct = None
         return h
 
     def key(self):
@@ -109,9 +116,19 @@ class _Hyp:
 
 
 class _Parked:
-    """The state before a choice and the candidates not taken there."""
-    __slots__ = ("snap", "fields", "kind", "where", "next", "ncand", "armings", "close_ts",
-                 "close_m", "root")
+    """The state before a choice and the candidates not taken there. The
+    state is either whole (snap, fields) or a checkpoint `ck` from before
+    it plus the light fields: the journal from the checkpoint to here is
+    run again to rebuild it, which is cheaper than copying the state at
+    every choice when few are ever woken."""
+    __slots__ = ("snap", "fields", "ck", "kind", "where", "next", "ncand", "armings",
+                 "close_ts", "close_m", "root")
+
+
+class _Checkpoint:
+    """A whole copy of the active hypothesis, shared by the choices parked
+    after it (up to `checkpoint_every` of them)."""
+    __slots__ = ("snap", "fields", "node", "parks")
 
 
 class Engine:
@@ -125,10 +142,12 @@ class Engine:
     """
 
     def __init__(self, model, *, timer=None, lookahead=8, depth=8, max_parked=256, width=64,
-                 reserve=256, listener=None):
+                 reserve=256, checkpoint_every=16, listener=None):
         self.timer = timer or TimerRules()
         self.lookahead, self.depth, self.max_parked = lookahead, depth, max_parked
         self.width, self.reserve = width, reserve
+        self.checkpoint_every = checkpoint_every
+        self.ck = None              # the active hypothesis' latest checkpoint
         self.listener = listener
         self.buf = []               # operations from absolute index `base` on
         self.base = 0
@@ -138,6 +157,8 @@ class Engine:
         h.model = model
         h.set_fields((0, (), 0, -1, [0] * _NCOUNTERS, None, 0, 0, {}, None, 0))
         h.todo = None
+        # with nothing parked, final results go straight to the listener
+        h.direct = listener if listener is not None else _ignore
         self.hyps = [h]
         self.parked = []
         self.unclosed = 0           # parked[:unclosed] have had their window close
@@ -164,6 +185,17 @@ class Engine:
     @property
     def model(self):
         return self.hyps[0].model
+
+    @property
+    def listener(self):
+        return self._listener
+
+    @listener.setter
+    def listener(self, fn):
+        self._listener = fn
+        for h in getattr(self, "hyps", ()):
+            if h.direct is not None:
+                h.direct = fn if fn is not None else _ignore
 
     def _mark_block(self, op, i):
         """The interrupt's operations just before this allocation (not yet
@@ -195,6 +227,7 @@ class Engine:
         if r is None:
             return False
         if not r[0]:
+            self.ck = None              # the active hypothesis changes
             alive, root, furthest = self._wake(h.nalloc)
             if alive:
                 h = alive[0]
@@ -238,9 +271,7 @@ class Engine:
             for p in reversed(woken):
                 cands = [None] if p.kind is None else range(p.next, p.ncand)
                 for cand in cands:
-                    h = _Hyp.__new__(_Hyp)
-                    h.model = model.restored(p.snap)
-                    h.set_fields(p.fields)
+                    h = self._rebuild(p, model)
                     h.todo = None if p.kind is None else (p.kind, p.where, cand)
                     hyps.append(h)
             alive, dead = self._lockstep(hyps, target)
@@ -250,6 +281,39 @@ class Engine:
                 furthest = dead
             batch *= 2
         return [], None, furthest
+
+    def _rebuild(self, p, model):
+        """A hypothesis in the state parked in p."""
+        h = _Hyp.__new__(_Hyp)
+        h.direct = None
+        if p.ck is None:
+            h.model = model.restored(p.snap)
+            h.set_fields(p.fields)
+            return h
+        ck = p.ck
+        h.model = model.restored(ck.snap)
+        h.set_fields(ck.fields)
+        entries = []
+        n = p.fields[9]
+        while n is not ck.node:
+            entries.append(n)
+            n = n[0]
+        m, got = h.model, h.got
+        for _, kind, op, x, _ in reversed(entries):
+            if kind == FIRE:
+                m.fire()
+                continue
+            m.at(op.ts)
+            a = op.a
+            if kind == ALLOC:
+                got[a.id] = m.alloc(op.dev, a, op.cpu)
+            else:
+                g = got.pop(a.id, 0)
+                if g:
+                    m.free(g, a.size, op.cpu, op.ts)
+        got = h.got
+        h.set_fields(p.fields[:8] + (got,) + p.fields[9:])
+        return h
 
     def _lockstep(self, hyps, target):
         """(the hypotheses reproducing every allocation up to target +
@@ -297,7 +361,7 @@ class Engine:
         """Parks a whole hypothesis, to be resumed as it is; `root` is a
         journal node it and the active hypothesis both descend from."""
         p = _Parked()
-        p.snap = h.model.snapshot()
+        p.snap, p.ck = h.model.snapshot(), None
         p.fields = h.fields()
         p.kind, p.where, p.next, p.ncand = None, None, 0, 1
         p.armings = h.armings
@@ -353,9 +417,19 @@ class Engine:
         among several hypotheses they run at once, as copies placed after h
         in order of preference."""
         if hyps is self.hyps:
+            if h.direct is not None:
+                # from here on results wait in the journal until final
+                h.direct = None
+                h.journal = self.emitted = [None, None, None, None, 0]
+            ck = self.ck
+            if ck is None or ck.parks >= self.checkpoint_every:
+                ck = self.ck = _Checkpoint()
+                ck.snap, ck.fields, ck.node, ck.parks = h.model.snapshot(), h.fields(), \
+                    h.journal, 0
+            ck.parks += 1
             p = _Parked()
-            p.snap = h.model.snapshot()
-            p.fields = h.fields()
+            p.snap, p.ck = None, ck
+            p.fields = h.light_fields()
             p.kind, p.where, p.next, p.ncand = kind, where, 1, ncand
             p.armings = h.armings
             if kind == _IRQ_CHOICE:
@@ -363,7 +437,7 @@ class Engine:
             else:
                 p.close_ts = h.model.timer[0] + self.timer.latest
             p.close_m = None
-            p.root = h.journal          # everything later descends from it
+            p.root = ck.node            # everything later descends from it
             self.parked.append(p)
             if len(self.parked) > self.stats["peak_parked"]:
                 self.stats["peak_parked"] = len(self.parked)
@@ -435,7 +509,14 @@ class Engine:
     def _emit(self):
         """Hands on the journal entries no alternative can change any more."""
         parked = self.parked
-        node = parked[0].root if parked else self.hyps[0].journal
+        if parked:
+            node = parked[0].root
+        else:
+            h = self.hyps[0]
+            node = h.journal
+            self.ck = None              # what it holds is about to be handed on
+            if h.direct is None:
+                h.direct = self.listener if self.listener is not None else _ignore
         stop = self.emitted
         if node is stop or node is None:
             return
@@ -450,7 +531,8 @@ class Engine:
         listener = self.listener
         if listener is not None:
             for e in reversed(entries):
-                listener(e[1], e[2], e[3])
+                if e[2] is not None or e[1] == FIRE:
+                    listener(e[1], e[2], e[3])
 
     def _trim(self):
         """Drops operations no hypothesis or parked choice will look at again."""
@@ -509,7 +591,15 @@ def _merge(hyps):
     return out
 
 
+def _ignore(kind, op, x):
+    pass
+
+
 def _log(h, kind, op, x):
+    d = h.direct
+    if d is not None:
+        d(kind, op, x)
+        return
     j = h.journal
     h.journal = [j, kind, op, x, (j[4] if j is not None else 0) + 1]
 

@@ -35,6 +35,7 @@ place (Op.block): the allocation may have come before the interrupt's
 work. The ordering engine lets the record decide (engine.py).
 """
 import re
+from bisect import bisect_left
 from collections import Counter, deque
 
 from .engine import ALLOC, FREE, Op
@@ -373,55 +374,62 @@ class Builder:
 
 
 class _Window:
-    """The recent events, by absolute index; each CPU's sequence of them
-    (for the interrupt lines just before a map line), and each context's
-    -- CPU, task, irq-ness -- for the walks that pair lines logged near
-    each other in one context."""
+    """The recent events, by absolute index (ev(i)); each CPU's sequence of
+    them (for the interrupt lines just before a map line), and each
+    context's -- CPU, task, irq-ness -- for the walks that pair lines
+    logged near each other in one context. An event carries its kind, its
+    place in its CPU's sequence and in its context's (Event._k, _w, _c)."""
 
     def __init__(self, window):
         self.window = window
-        self.ev = {}
-        self.kind = {}
-        self.where = {}
+        self.evs = []               # events from absolute index `first` on
+        self.first = 0
         self.seq = {}               # cpu -> [indices], from position seq_base[cpu]
         self.seq_base = {}
         self.ctx = {}               # (cpu, pid, irq) -> [[indices], position of the first]
-        self.cpos = {}              # index -> its position in its context's list
         self.n = 0
+
+    def ev(self, i):
+        return self.evs[i - self.first]
+
+    def has(self, i):
+        return self.first <= i < self.n
 
     def add(self, e, kind):
         i = self.n
         self.n = i + 1
-        self.ev[i] = e
-        self.kind[i] = kind
+        self.evs.append(e)
+        e._k = kind
         cpu = e.cpu if e.cpu is not None else -1
         s = self.seq.get(cpu)
         if s is None:
             s = self.seq[cpu] = []
             self.seq_base[cpu] = 0
-        self.where[i] = self.seq_base[cpu] + len(s)
+        e._w = self.seq_base[cpu] + len(s)
         s.append(i)
         key = (cpu, e.pid, e.irq)
         c = self.ctx.get(key)
         if c is None:
             c = self.ctx[key] = [[], 0]
-        self.cpos[i] = c[1] + len(c[0])
+        e._c = c[1] + len(c[0])
         c[0].append(i)
         return i
 
     def forget(self, upto):
         """Drops events before absolute index `upto`."""
-        ev, kind, where, cpos = self.ev, self.kind, self.where, self.cpos
-        for i in [i for i in ev if i < upto]:
-            del ev[i], kind[i], where[i], cpos[i]
+        upto = min(upto, self.n)
+        if upto <= self.first:
+            return
+        del self.evs[:upto - self.first]
+        self.first = upto
         for cpu, s in self.seq.items():
-            k = _count_below(s, upto)
+            k = bisect_left(s, upto)
             if k:
                 del s[:k]
                 self.seq_base[cpu] += k
         for key in list(self.ctx):
             c = self.ctx[key]
-            k = _count_below(c[0], upto)
+            k = bisect_left(c[0], upto)
             if k == len(c[0]):
                 del self.ctx[key]
             elif k:
@@ -433,18 +441,18 @@ class _Window:
         going away from i in direction `step`, within the window, up to an
         event of kind >= stop_kind (included, so callers see where their
         search ends)."""
-        e = self.ev[i]
+        evs, first = self.evs, self.first
+        e = evs[i - first]
         lst, base = self.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
-        p = self.cpos[i] - base + step
-        lo, hi = i - self.window, i + self.window
-        kind = self.kind
+        p = e._c - base + step
+        lo, hi = max(i - self.window, first), i + self.window
         out = []
         while 0 <= p < len(lst):
             j = lst[p]
             if j < lo or j > hi:
                 break
             out.append(j)
-            if kind[j] >= stop_kind:
+            if evs[j - first]._k >= stop_kind:
                 break
             p += step
         return out
@@ -452,29 +460,21 @@ class _Window:
     def block_before(self, i):
         """(cpu, pid, first line) of the interrupt lines of i's task logged
         just before i on its CPU, or None."""
-        ev = self.ev
-        e = ev[i]
+        evs, first = self.evs, self.first
+        e = evs[i - first]
         if e.irq:
             return None
         cpu = e.cpu if e.cpu is not None else -1
         s = self.seq[cpu]
-        p = self.where[i] - self.seq_base[cpu] - 1
-        first = None
-        while p >= 0:
-            f = ev.get(s[p])
-            if f is None or not f.irq or f.pid != e.pid:
+        p = e._w - self.seq_base[cpu] - 1
+        line = None
+        while p >= 0 and s[p] >= first:
+            f = evs[s[p] - first]
+            if not f.irq or f.pid != e.pid:
                 break
-            first = f.line
+            line = f.line
             p -= 1
-        return None if first is None else (e.cpu if e.cpu is not None else 0, e.pid, first)
-
-
-def _count_below(indices, upto):
-    """How many of the ascending indices are below upto."""
-    k = 0
-    while k < len(indices) and indices[k] < upto:
-        k += 1
-    return k
+        return None if line is None else (e.cpu if e.cpu is not None else 0, e.pid, line)
 
 
 class _DmaMode:
@@ -544,8 +544,8 @@ class _DmaMode:
 
     # ---- a dma: call, with the events around it known ----------------------
     def _call(self, i):
-        e = self.w.ev[i]
-        if self.w.kind[i] == _DMA_ALLOC:
+        e = self.w.ev(i)
+        if e._k == _DMA_ALLOC:
             self._claim_maps(i, e)
         else:
             self._pair_unmap(i, e)
@@ -587,13 +587,13 @@ class _DmaMode:
             return
         hi = None if size is None else lo + size
         inside, loose = [], []
-        kind, ev, claimed = w.kind, w.ev, self.claimed
+        ev, claimed = w.ev, self.claimed
         for j in w.walk(i, -1, _DMA_ALLOC):
-            k = kind[j]
+            k = ev(j)._k
             if k >= _DMA_ALLOC:
                 break                      # the previous call of this context
             if k == _MAP and j not in claimed:
-                m = ev[j].fields
+                m = ev(j).fields
                 if lo <= m["iova"] and (hi is None or m["iova_end"] <= hi):
                     inside.append(j)
                 else:
@@ -610,10 +610,10 @@ class _DmaMode:
         for j in inside:
             claimed.add(j)
         first = min(inside)
-        iova = min(ev[j].fields["iova"] for j in inside) if inconsistent else lo
+        iova = min(ev(j).fields["iova"] for j in inside) if inconsistent else lo
         if size is None:
-            size = b.up(max(ev[j].fields["iova_end"] for j in inside) - iova)
-        a = b.new_alloc(d, call, ev[first], e.line, iova, size, expected, coherent,
+            size = b.up(max(ev(j).fields["iova_end"] for j in inside) - iova)
+        a = b.new_alloc(d, call, ev(first), e.line, iova, size, expected, coherent,
                         inconsistent)
         self.alloc_at.setdefault(first, []).append(a)
 
@@ -633,11 +633,12 @@ class _DmaMode:
         addr = e.fields.get("dma_addr")
         for step in (first, -first):
             for j in w.walk(i, step, _DMA_ALLOC):
-                k = w.kind[j]
+                u = w.ev(j)
+                k = u._k
                 if k >= _DMA_ALLOC:
                     break
                 if k == _UNMAP and j not in paired:
-                    f = w.ev[j].fields
+                    f = u.fields
                     if addr is None or f["iova"] <= addr < f["iova_end"] or addr == f["iova"]:
                         paired[j] = i
                         return
@@ -647,9 +648,9 @@ class _DmaMode:
     # ---- a map or unmap line, settled ------------------------------------------
     def _settle(self, j):
         w, b, lt = self.w, self.b, self.lt
-        e = w.ev[j]
+        e = w.ev(j)
         f = e.fields
-        if w.kind[j] == _MAP:
+        if e._k == _MAP:
             starts = self.alloc_at.pop(j, None)
             if starts:
                 block = w.block_before(j)
@@ -676,7 +677,7 @@ class _DmaMode:
         iova = f["iova"]
         i = self.paired.pop(j, None)
         if i is not None:
-            dev = w.ev[i].fields["device"] if i in w.ev else None
+            dev = w.ev(i).fields["device"] if w.has(i) else None
         else:
             dev = None
         if dev is None:
@@ -769,10 +770,10 @@ class _MapsMode:
 
     def _settle(self, j):
         w, lt = self.w, self.lt
-        e = w.ev[j]
+        e = w.ev(j)
         f = e.fields
         iova = f["iova"]
-        if w.kind[j] == _UNMAP:
+        if e._k == _UNMAP:
             q = self.unmaps_ahead.get(iova)
             if q:
                 q.popleft()

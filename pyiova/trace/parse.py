@@ -113,13 +113,23 @@ _FRAME = re.compile(r"""
     (?:\s+(?P<msg>.*))?$
 """, re.X | re.A)
 # iommu:map / iommu:unmap as every kernel since the range was added prints them
-_MAP_MSG = re.compile(r"IOMMU: iova=(\S+) - (\S+) paddr=(\S+) size=(\S+)$", re.A)
-_UNMAP_MSG = re.compile(r"IOMMU: iova=(\S+) - (\S+) size=(\S+) unmapped_size=(\S+)$", re.A)
+#
+# Numbers: what read_number accepts, as patterns -- ASCII digits, at most 16
+# hex digits (so below 2**64), decimal checked against 2**64-1 -- shared by
+# the fast patterns below; a line they refuse goes the slow way, through
+# read_number, which says what is wrong with it.
+_HEX64 = r"([0-9a-fA-F]{1,16})"
+_DEC64 = r"([0-9]{1,20})"
+_MAP_MSG = re.compile(r"IOMMU: iova=0x%s - 0x%s paddr=0x%s size=%s$"
+                      % (_HEX64, _HEX64, _HEX64, _DEC64), re.A)
+_UNMAP_MSG = re.compile(r"IOMMU: iova=0x%s - 0x%s size=%s unmapped_size=%s$"
+                        % (_HEX64, _HEX64, _DEC64, _DEC64), re.A)
 # the dma_map / dma_unmap classes, the bulk of any capture (6.12 and mainline print
 # the same fields in the same order)
-_DMA_MAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=(\S+) size=(\S+) phys_addr=(\S+) "
-                          r"attrs=(\S*)$", re.A)
-_DMA_UNMAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=(\S+) size=(\S+) attrs=(\S*)$", re.A)
+_DMA_MAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=%s size=%s phys_addr=%s attrs=(\S*)$"
+                          % (_HEX64, _DEC64, _HEX64), re.A)
+_DMA_UNMAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=%s size=%s attrs=(\S*)$"
+                            % (_HEX64, _DEC64), re.A)
 _DMA_MAP_NAMES = frozenset(("dma_map_page", "dma_map_phys", "dma_map_resource"))
 _DMA_UNMAP_NAMES = frozenset(("dma_unmap_page", "dma_unmap_phys", "dma_unmap_resource"))
 _FRAME_MATCH = _FRAME.match
@@ -170,7 +180,9 @@ class Event:
     """
 
     __slots__ = ("line", "ts", "cpu", "task", "pid", "flags", "irq", "system", "name", "fields",
-                 "style")
+                 "style", "_k", "_w", "_c")
+    _PUBLIC = ("line", "ts", "cpu", "task", "pid", "flags", "irq", "system", "name", "fields",
+               "style")     # _k, _w, _c: the lifetime builder's bookkeeping
 
     _FIELD_NAMES = frozenset(("iova", "iova_end", "size", "paddr", "unmapped_size", "device",
                               "dma_addr", "phys_addr", "dir", "attrs", "dma_addrs", "sizes",
@@ -202,7 +214,7 @@ class Event:
     def __eq__(self, other):
         if not isinstance(other, Event):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in Event.__slots__)
+        return all(getattr(self, k) == getattr(other, k) for k in Event._PUBLIC)
 
     __hash__ = None
 
@@ -325,15 +337,18 @@ def _iommu_message(name, msg):
         m = _MAP_MSG.match(msg)
         if m:
             iova, end, paddr, size = m.groups()
-            return {"iova": read_number(iova, "iova", 16), "iova_end": read_number(end, "iova", 16),
-                    "paddr": read_number(paddr, "paddr", 16), "size": read_number(size, "size", 10)}
+            size = int(size)
+            if size <= U64_MAX:
+                return {"iova": int(iova, 16), "iova_end": int(end, 16),
+                        "paddr": int(paddr, 16), "size": size}
     elif name == "unmap":
         m = _UNMAP_MSG.match(msg)
         if m:
             iova, end, size, unmapped = m.groups()
-            return {"iova": read_number(iova, "iova", 16), "iova_end": read_number(end, "iova", 16),
-                    "size": read_number(size, "size", 10),
-                    "unmapped_size": read_number(unmapped, "unmapped_size", 10)}
+            size, unmapped = int(size), int(unmapped)
+            if size <= U64_MAX and unmapped <= U64_MAX:
+                return {"iova": int(iova, 16), "iova_end": int(end, 16), "size": size,
+                        "unmapped_size": unmapped}
     fields = {}
     if not msg.startswith("IOMMU:"):
         raise _Malformed("an iommu:%s message starts with 'IOMMU:'" % name)
@@ -357,16 +372,18 @@ def _dma_message(name, msg):
         m = _DMA_MAP_MSG.match(msg)
         if m:
             dev, d, addr, size, phys, attrs = m.groups()
-            return {"device": dev, "dir": d, "dma_addr": read_number(addr, "dma_addr", 16),
-                    "size": read_number(size, "size", 10),
-                    "phys_addr": read_number(phys, "phys_addr", 16),
-                    "attrs": _attrs(attrs, "attrs")}
+            size = int(size)
+            if size <= U64_MAX:
+                return {"device": dev, "dir": d, "dma_addr": int(addr, 16), "size": size,
+                        "phys_addr": int(phys, 16), "attrs": _attrs(attrs, "attrs")}
     elif name in _DMA_UNMAP_NAMES:
         m = _DMA_UNMAP_MSG.match(msg)
         if m:
             dev, d, addr, size, attrs = m.groups()
-            return {"device": dev, "dir": d, "dma_addr": read_number(addr, "dma_addr", 16),
-                    "size": read_number(size, "size", 10), "attrs": _attrs(attrs, "attrs")}
+            size = int(size)
+            if size <= U64_MAX:
+                return {"device": dev, "dir": d, "dma_addr": int(addr, 16), "size": size,
+                        "attrs": _attrs(attrs, "attrs")}
     fields = {}
     head, _, _ = msg.partition(" ")
     if not head or "=" in head:
