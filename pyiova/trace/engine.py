@@ -17,28 +17,31 @@ preference: the trace's own order first, then the allocation before the
 whole interrupt, then before its later parts; the earliest fire first.
 
 The engine follows the preferred candidate of every choice on one copy of
-the domain's state, and compares each allocation with the address the
-kernel recorded. At each choice it keeps ("parks") a copy of the state
-from before the choice, with the candidates not taken. While the record
-agrees, nothing else runs. When an allocation differs, every parked
-alternative is woken at once, each on its own copy (a hypothesis), and
-they are run in lockstep, one allocation at a time, up to that
-allocation and beyond: a hypothesis whose allocation differs from the
-record is dropped, hypotheses that reach the same state merge, and when
-one is left the engine goes back to parking. So the record decides each
-choice, however late the allocation that tells the candidates apart
-comes, and a mismatch is never accepted while a consistent hypothesis is
-left. Only when none is does the most preferred one go on, and that
-allocation counts as a divergence.
+the domain's state and compares each allocation with the address the
+kernel recorded. At each choice it keeps ("parks") a way back to the
+state before it -- a checkpoint copy shared by up to `checkpoint_every`
+choices, and the journal since, which it can run again -- with the
+candidates not taken. While the record agrees nothing else runs. When an
+allocation differs, parked alternatives are woken, the most recent
+first (the newest, then the two before it, then four more...), each on
+its own copy, and run in lockstep, one allocation at a time, up to that
+allocation and `lookahead` beyond it: a hypothesis whose allocation
+differs from the record is dropped, hypotheses that reach the same state
+merge, and the first batch with a survivor decides (the other survivors
+stay parked). So the record decides each choice, however late the
+allocation that tells the candidates apart comes, and an earlier choice
+is revised without replaying the trace. A mismatch is never accepted
+while a consistent hypothesis is left; when none is, the one that
+reproduced the most allocations goes on and the allocation it could not
+reproduce counts as a divergence.
 
 Bounds: a parked choice expires once `lookahead` allocations after its
-window matched and `depth` newer timer windows have opened (or when
-`max_parked` are parked); at most `width` hypotheses run at once, and
-when `patience` allocations have not told them apart the preferred one is
-kept. Only what no live or parked alternative can change is final: it is
-counted and handed to the listener (the what-if policies) in order, and
-the operations before it are dropped. So memory holds the parked copies
-and the operations since the oldest, never the whole trace.
+window matched and (lazy) `depth` newer timer windows opened, or when
+`max_parked` are parked; at most `width` hypotheses run at once. Only
+what no parked alternative can change is final: it is counted and handed
+to the listener (the what-if policies) in order, and the operations
+before it are dropped. So memory holds the parked copies and the
+operations since the oldest, never the whole trace.
 """
 from .kernel import TimerRules
 
