@@ -55,9 +55,11 @@ class SyntheticKernel:
         self.before = before        # chance the kernel allocated before an interrupt's frees
         self.timer = timer or TimerRules()
         self.dev = TraceDevice(DEVICE, True)
-        self.model = KernelDomain(kernel, lazy=lazy)
+        self.model = KernelDomain(kernel, lazy=lazy, trim="record")
         self.t = 1.0
         self.fire_at = None
+        self.trim_at = None
+        self.trims = 0
         self.lines = []
         self.live = []              # (iova, size, offset, length)
         self.allocations = 0
@@ -70,11 +72,21 @@ class SyntheticKernel:
         return self.t
 
     def _maybe_fire(self, before):
-        """Fires the timer if its moment came before time `before`."""
+        """Fires the timer, and runs the depot's trim work, if their moment
+        came before time `before`."""
         if self.fire_at is not None and self.fire_at < before:
             self.model.fire()
             self.fire_at = None
             self.fires += 1
+        m = self.model
+        if m.trim is not None and self.trim_at is None:
+            # a random moment in its window, away from the edges
+            due = m.trim[0]
+            self.trim_at = due + self.rng.uniform(0.0, self.timer.trim_latest - 2e-4)
+        if self.trim_at is not None and self.trim_at < before:
+            m.run_trim(m.trim[1], self.trim_at)
+            self.trim_at = None
+            self.trims += 1
 
     def _free(self, iova, size):
         self.model.at(self.t)
@@ -101,9 +113,10 @@ class SyntheticKernel:
                                 "%s dir=FROM_DEVICE dma_addr=%x size=%d attrs="
                                 % (DEVICE, iova + offset, length), flags))
 
-    def _map(self, task, pid):
+    def _map(self, task, pid, pages=None):
         rng = self.rng
-        pages = rng.choice((1, 1, 1, 2, 3, 4, 8, 16, 32))
+        if pages is None:
+            pages = rng.choice((1, 1, 1, 2, 3, 4, 8, 16, 32))
         offset = rng.choice((0, 0, 0x200, 0x600))
         length = pages * 4096 - offset if offset else pages * 4096
         size = -(-(offset + length) // 4096) * 4096
@@ -151,7 +164,7 @@ class SyntheticKernel:
         overflow into the depot."""
         saved, self.irq = self.irq, 0.0
         while len(self.live) < self.burst_size:
-            self._map(task, pid)
+            self._map(task, pid, pages=1)       # one size class: its magazines overflow
             self.t -= self.rng.uniform(0, 15e-6)       # denser than usual
         while self.live:
             self._unmap(task, pid)

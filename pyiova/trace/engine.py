@@ -45,15 +45,15 @@ operations since the oldest, never the whole trace.
 """
 from .kernel import TimerRules
 
-__all__ = ["Op", "Engine", "ALLOC", "FREE", "FIRE"]
+__all__ = ["Op", "Engine", "ALLOC", "FREE", "FIRE", "TRIM"]
 
-ALLOC, FREE, FIRE = 0, 1, 2
-_IRQ_CHOICE, _FIRE_CHOICE = 0, 1
+ALLOC, FREE, FIRE, TRIM = 0, 1, 2, 3
+_IRQ_CHOICE, _FIRE_CHOICE, _TRIM_CHOICE = 0, 1, 2
 
 # counters, one list per hypothesis
 (MATCHED, MISMATCHED, FAILED, IRQ_CHOICES, IRQ_RECORD, FIRE_SINGLE, FIRE_EARLIEST,
- FIRE_RECORD) = range(8)
-_NCOUNTERS = 8
+ FIRE_RECORD, TRIM_SINGLE, TRIM_EARLIEST, TRIM_RECORD) = range(11)
+_NCOUNTERS = 11
 
 
 class Op:
@@ -85,16 +85,17 @@ class _Hyp:
     entries shared with its ancestors: (parent, kind, op, x, depth))."""
 
     __slots__ = ("model", "pos", "pending", "pending_i", "irq_done", "c", "first_divergence",
-                 "fire_gaps", "armings", "got", "journal", "nalloc", "todo", "direct")
+                 "fire_gaps", "armings", "got", "journal", "nalloc", "todo", "direct",
+                 "trim_gaps")
 
     def fields(self):
         return (self.pos, self.pending, self.pending_i, self.irq_done, list(self.c),
                 self.first_divergence, self.fire_gaps, self.armings, dict(self.got),
-                self.journal, self.nalloc)
+                self.journal, self.nalloc, self.trim_gaps)
 
     def set_fields(self, f):
         (self.pos, self.pending, self.pending_i, self.irq_done, c, self.first_divergence,
-         self.fire_gaps, self.armings, got, self.journal, self.nalloc) = f
+         self.fire_gaps, self.armings, got, self.journal, self.nalloc, self.trim_gaps) = f
         self.c = list(c)
         self.got = dict(got) if got is not None else {}
 
@@ -102,7 +103,7 @@ class _Hyp:
         """fields() without what each allocation got (a checkpoint has it)."""
         return (self.pos, self.pending, self.pending_i, self.irq_done, list(self.c),
                 self.first_divergence, self.fire_gaps, self.armings, None, self.journal,
-                self.nalloc)
+                self.nalloc, self.trim_gaps)
 
     def copy(self):
         h = _Hyp.__new__(_Hyp)
@@ -144,12 +145,16 @@ class Engine:
     (FIRE, op, t0): the timer armed at t0 fired just before op.
     """
 
-    def __init__(self, model, *, timer=None, lookahead=8, depth=8, max_parked=256, width=64,
-                 reserve=256, checkpoint_every=16, listener=None):
+    def __init__(self, model, *, timer=None, lookahead=8, depth=8, max_parked=256, width=256,
+                 reserve=256, checkpoint_every=16, budget=100000, listener=None):
         self.timer = timer or TimerRules()
         self.lookahead, self.depth, self.max_parked = lookahead, depth, max_parked
         self.width, self.reserve = width, reserve
         self.checkpoint_every = checkpoint_every
+        self.budget = budget            # hypothesis-allocations one search may run
+        self.quiet_until = -1           # no parking before this many allocations
+        self.last_divergence = None
+        self.clustered = 0
         self.ck = None              # the active hypothesis' latest checkpoint
         self.listener = listener
         self.buf = []               # operations from absolute index `base` on
@@ -158,7 +163,7 @@ class Engine:
         self.block_starts = {}      # index of a block's first op -> (alloc's index, ops)
         h = _Hyp()
         h.model = model
-        h.set_fields((0, (), 0, -1, [0] * _NCOUNTERS, None, 0, 0, {}, None, 0))
+        h.set_fields((0, (), 0, -1, [0] * _NCOUNTERS, None, 0, 0, {}, None, 0, 0))
         h.todo = None
         # with nothing parked, final results go straight to the listener
         h.direct = listener if listener is not None else _ignore
@@ -167,7 +172,7 @@ class Engine:
         self.unclosed = 0           # parked[:unclosed] have had their window close
         self.emitted = None         # the journal node handed on last
         self.stats = {"wakes": 0, "peak_hypotheses": 1, "peak_parked": 0, "width_cuts": 0,
-                      "parked_dropped": 0}
+                      "parked_dropped": 0, "budget_cuts": 0, "searches_suspended": 0}
 
     # ---- input ------------------------------------------------------------------
     def feed(self, op):
@@ -242,14 +247,33 @@ class Engine:
                 # got furthest goes on, its first mismatch counted
                 h, op, answer = furthest
                 _divergence(h, op, answer)
+                self._diverged(h)
             else:
                 # nothing reproduces this allocation: the most preferred goes
                 # on, and the divergence is counted in it
                 _divergence(h, r[1], r[2])
+                self._diverged(h)
             self.hyps = [h]
         self._expire()
         self._emit()
         return True
+
+    def _diverged(self, h):
+        """After a divergence the replay is off the record until it finds its
+        way back: searching at every allocation then would cost much and
+        decide little, so choices take their first candidate for a while --
+        256 allocations, 1024 when divergences come in clusters."""
+        last = self.last_divergence
+        self.last_divergence = h.nalloc
+        quiet = 256
+        if last is not None and h.nalloc - last < 300:
+            self.clustered += 1
+            if self.clustered >= 4:
+                quiet = 1024
+        else:
+            self.clustered = 0
+        self.quiet_until = h.nalloc + quiet
+        self.stats["searches_suspended"] += 1
 
     def _wake(self, target):
         """Wakes parked alternatives, the newest first -- the newest one,
@@ -304,7 +328,10 @@ class Engine:
         m, got = h.model, h.got
         for _, kind, op, x, _ in reversed(entries):
             if kind == FIRE:
-                m.fire()
+                m.fire(op.ts)
+                continue
+            if kind == TRIM:
+                m.run_trim(*x)
                 continue
             m.at(op.ts)
             a = op.a
@@ -325,6 +352,7 @@ class Engine:
         goal = target + self.lookahead
         st = self.stats
         dead = None
+        steps = 0
         while hyps:
             if len(hyps) > self.width:
                 st["width_cuts"] += len(hyps) - self.width
@@ -334,6 +362,10 @@ class Engine:
             results = self._run_all(hyps, self.end, goal)
             if results is None:
                 break                   # every operation fed so far is done
+            steps += len(results)
+            if steps > self.budget:
+                st["budget_cuts"] += 1
+                return [], dead
             for h, r in results:
                 if r is not None and not r[0] and h.nalloc > target and \
                         (dead is None or h.nalloc > dead[0].nalloc):
@@ -380,11 +412,10 @@ class Engine:
         if h.todo is not None:
             kind, where, cand = h.todo
             h.todo = None
-            r = self._take(h, kind, where, cand)
+            r = self._take(h, kind, where, cand, hyps, index)
             if r is not None:
                 return r
         buf, base, starts = self.buf, self.base, self.block_starts
-        timer = self.timer
         while True:
             if h.pending_i < len(h.pending):
                 op = h.pending[h.pending_i]
@@ -400,26 +431,39 @@ class Engine:
                     continue
                 h.pos = p + 1
                 op = buf[p - base]
-            t = h.model.timer
-            if t is not None:
-                since = op.ts - t[0]
-                if since >= timer.earliest:
-                    if since > timer.latest:
-                        _fire(h, True, op)
-                    else:
-                        r = self._choose(h, _FIRE_CHOICE, op, 2, hyps, index)
-                        if r is not None:
-                            return r
-                        continue
-            r = _apply(h, op)
+            r = self._step(h, op, hyps, index, False)
             if r is not None:
                 return r
+
+    def _step(self, h, op, hyps, index, trim_decided):
+        """Deferred work that may come before op -- the depot's trim, the
+        flush queue's timer -- then op itself."""
+        m = h.model
+        tr = m.trim
+        if tr is not None and not trim_decided:
+            since = op.ts - tr[0]
+            if since >= self.timer.trim_earliest:
+                if since > self.timer.trim_latest + tr[2]:
+                    _trim(h, True, op)
+                else:
+                    return self._choose(h, _TRIM_CHOICE, op, 2, hyps, index)
+        t = m.timer
+        if t is not None:
+            since = op.ts - t[0]
+            if since >= self.timer.earliest:
+                if since > self.timer.latest:
+                    _fire(h, True, op)
+                else:
+                    return self._choose(h, _FIRE_CHOICE, op, 2, hyps, index)
+        return _apply(h, op)
 
     def _choose(self, h, kind, where, ncand, hyps, index):
         """Takes candidate 0 in h. The others are parked while h runs alone;
         among several hypotheses they run at once, as copies placed after h
         in order of preference."""
-        if hyps is self.hyps:
+        if hyps is self.hyps and h.nalloc < self.quiet_until:
+            pass                        # not searching for now: candidate 0 only
+        elif hyps is self.hyps:
             if h.direct is not None:
                 # from here on results wait in the journal until final
                 h.direct = None
@@ -437,8 +481,10 @@ class Engine:
             p.armings = h.armings
             if kind == _IRQ_CHOICE:
                 p.close_ts = self.buf[self.block_starts[where][0] - self.base].ts
-            else:
+            elif kind == _FIRE_CHOICE:
                 p.close_ts = h.model.timer[0] + self.timer.latest
+            else:
+                p.close_ts = h.model.trim[0] + self.timer.trim_latest + h.model.trim[2]
             p.close_m = None
             p.root = ck.node            # everything later descends from it
             self.parked.append(p)
@@ -451,20 +497,27 @@ class Engine:
                 k.todo = (kind, where, cand)
                 clones.append(k)
             hyps[index + 1:index + 1] = clones
-        return self._take(h, kind, where, 0)
+        return self._take(h, kind, where, 0, hyps, index)
 
-    def _take(self, h, kind, where, cand):
+    def _take(self, h, kind, where, cand, hyps, index):
         """Candidate `cand` of a choice. The timer: 0 fires before op
-        `where`, 1 lets `where` run first (the next gap decides again). An
-        interrupt block starting at index `where`: 0 keeps the trace's
-        order; 1 moves the allocation before the whole block, 2.. before
-        its later parts (the last operation, the last two...)."""
+        `where`, 1 lets `where` run first (the next gap decides again); the
+        depot's trim work the same. An interrupt block starting at index
+        `where`: 0 keeps the trace's order; 1 moves the allocation before
+        the whole block, 2.. before its later parts (the last operation,
+        the last two...)."""
         if kind == _FIRE_CHOICE:
             if cand == 0:
                 _fire(h, False, where)
             else:
                 h.fire_gaps += 1
             return _apply(h, where)
+        if kind == _TRIM_CHOICE:
+            if cand == 0:
+                _trim(h, False, where)
+            else:
+                h.trim_gaps += 1
+            return self._step(h, where, hyps, index, True)
         alloc_i, k = self.block_starts[where]
         h.c[IRQ_CHOICES] += 1
         if cand == 0:
@@ -496,13 +549,16 @@ class Engine:
             self.unclosed = i
         n = max(0, len(parked) - self.max_parked)
         look, armings = self.lookahead, h.armings
-        # a timer window can be revised until `depth` newer ones opened
-        depth = self.depth if h.model.lazy else 0
-        while n < len(parked):
-            p = parked[n]
-            if p.close_m is None or m - p.close_m < look or armings - p.armings < depth:
-                break
-            n += 1
+        # a choice can be revised until `depth` newer timer windows or trims
+        # came (when the trace has any), and never while a trim is pending: a
+        # trim re-arms from the moment it ran, so the next one tells
+        depth = self.depth if h.model.lazy or armings else 0
+        if h.model.trim is None:
+            while n < len(parked):
+                p = parked[n]
+                if p.close_m is None or m - p.close_m < look or armings - p.armings < depth:
+                    break
+                n += 1
         if n:
             self.stats["parked_dropped"] += n
             del parked[:n]
@@ -534,7 +590,7 @@ class Engine:
         listener = self.listener
         if listener is not None:
             for e in reversed(entries):
-                if e[2] is not None or e[1] == FIRE:
+                if e[2] is not None:
                     listener(e[1], e[2], e[3])
 
     def _trim(self):
@@ -556,7 +612,8 @@ class Engine:
         return {"matched": c[MATCHED], "mismatched": c[MISMATCHED], "failed": c[FAILED],
                 "interrupt_choices": c[IRQ_CHOICES], "interrupt_orders_decided": c[IRQ_RECORD],
                 "fires_single": c[FIRE_SINGLE], "fires_earliest": c[FIRE_EARLIEST],
-                "fires_decided": c[FIRE_RECORD]}
+                "fires_decided": c[FIRE_RECORD], "trims_single": c[TRIM_SINGLE],
+                "trims_earliest": c[TRIM_EARLIEST], "trims_decided": c[TRIM_RECORD]}
 
     @property
     def first_divergence(self):
@@ -640,8 +697,25 @@ def _fire(h, forced, before):
     else:
         c[FIRE_RECORD] += 1
     t0 = h.model.timer[0]
-    h.model.fire()
+    h.model.fire(before.ts)
     _log(h, FIRE, before, t0)
+
+
+def _trim(h, forced, before):
+    """The depot's trim work, run in the gap before op `before`."""
+    c = h.c
+    if h.trim_gaps == 0:
+        c[TRIM_SINGLE if forced else TRIM_EARLIEST] += 1
+    else:
+        c[TRIM_RECORD] += 1
+    h.trim_gaps = 0
+    h.armings += 1
+    m = h.model
+    k = m.trim[1]
+    # it ran after the last operation (and not before it fell due), before op
+    start = m.now
+    m.run_trim(k, start, before.ts)
+    _log(h, TRIM, before, (k, start, before.ts))
 
 
 def _divergence(h, op, answer):

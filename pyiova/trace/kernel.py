@@ -67,9 +67,14 @@ class TimerRules:
         jiffies = math.ceil(timeout_ms * hz / 1000.0)
         self.earliest = jiffies * tick - slack_ms / 1000.0
         self.latest = (jiffies + 1) * tick + late_ms / 1000.0
+        # the depot's trim work: due (on a millisecond clock) 100 ms after a
+        # magazine was pushed; the delayed work's timer rounds up to whole
+        # jiffies plus one, and a worker thread runs it after that
+        self.trim_earliest = -(slack_ms + 1.0) / 1000.0
+        self.trim_latest = 2 * tick + late_ms / 1000.0
 
     def __repr__(self):
-        return "<TimerRules HZ=%d, fires %.1f-%.1f ms after it is armed>" % (
+        return "<TimerRules HZ=%d, the flush queue's timer fires %.1f-%.1f ms after it is armed>" % (
             self.hz, self.earliest * 1000, self.latest * 1000)
 
 
@@ -84,7 +89,7 @@ class KernelDomain:
 
     def __init__(self, kernel="6.12", *, lazy=False, granule=4096, aperture_bits=39,
                  reserved=VTD_RESERVED, ncpus=1, default_mask=U64_MAX, allocator="iova",
-                 rcache=True, use_clock=True):
+                 rcache=True, use_clock=True, trim="clock"):
         if kernel not in KERNELS:
             raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, ", ".join(KERNELS)))
         self.kernel = kernel
@@ -101,9 +106,15 @@ class KernelDomain:
         self.fires = 0
         self.clock_ms = 0
         self.origin = None              # the trace time of clock_ms 0
+        self.now = 0.0                  # the latest trace time seen
         self.use_clock = use_clock
         self.refused = 0                # allocations the allocator refused outright
         self.refused_first = None
+        # "clock": depot trim work runs when due on the trace's clock;
+        # "record": the caller runs it (run_trim), `trim` saying what is due
+        # (6.1 and 4.10 have no trim work)
+        self.trim_by_record = trim == "record" and kernel == "6.12"
+        self.trim = None                # (trace time due, size class), by record only
 
     # ---- the kernel's calls ---------------------------------------------------
     def alloc(self, dev, a, cpu):
@@ -124,19 +135,25 @@ class KernelDomain:
         while the timer is off arms it at `ts`."""
         if not self.lazy:
             self.cookie.free_iova(iova, size, cpu=cpu)
-            return
-        if self.cookie.free_iova(iova, size, lazy=True, cpu=cpu) and self.timer is None:
+        elif self.cookie.free_iova(iova, size, lazy=True, cpu=cpu) and self.timer is None:
             self.timer = (ts, cpu)
+        if self.trim_by_record and self.trim is None:
+            self._due_trim()            # a magazine pushed to the depot arms its trim
 
-    def fire(self):
+    def fire(self, gap_end=None):
         """The flush queue's timer: flush the IOTLB, release every ring
-        (into the rcache of the CPU the timer runs on), disarm."""
+        (into the rcache of the CPU the timer runs on), disarm. It runs
+        after the last operation seen, before `gap_end` when that is known."""
         cpu = self.timer[1] if self.timer is not None else 0
         self.timer = None
         self.fires += 1
         c = self.cookie
         c.flushes += 1
         c.allocator.fq_flushed(all_rings=True, cpu=cpu)
+        if self.trim_by_record and self.trim is None:
+            # a magazine pushed to the depot now arms the trim: "now" is
+            # somewhere in the gap, which widens when it can fall due
+            self._due_trim(gap_end - self.now if gap_end is not None else 0.0)
 
     def at(self, ts):
         """The trace's clock reached `ts` (seconds): deferred work due by
@@ -146,20 +163,49 @@ class KernelDomain:
             return
         if self.origin is None:
             self.origin = ts
+        if ts > self.now:
+            self.now = ts
         ms = int((ts - self.origin) * 1000)
         if ms > self.clock_ms:
             iovad = self.cookie.iovad
             if iovad is not None:
-                iovad.advance(ms - self.clock_ms)
+                if self.trim_by_record:
+                    iovad.set_clock(ms)
+                else:
+                    iovad.advance(ms - self.clock_ms)
             self.clock_ms = ms
+
+    def _due_trim(self, extra=0.0):
+        """The earliest pending trim item: (trace time due, size class, how
+        much later it may fall due: the width of the gap it was armed in)."""
+        iovad = self.cookie.iovad
+        if iovad is None or not self.use_clock:
+            return
+        due = iovad.trim_due()
+        if due:
+            k = min(due, key=due.get)
+            self.trim = ((self.origin or 0.0) + due[k] / 1000.0, k, extra)
+        else:
+            self.trim = None
+
+    def run_trim(self, size_class, start, end=None):
+        """Runs the depot's trim work of size_class, at trace time `start`,
+        or somewhere between `start` and `end`: never before it fell due. A
+        trim that frees a magazine re-arms itself from that moment."""
+        if self.trim is not None and start < self.trim[0]:
+            start = self.trim[0]
+        self.at(start)
+        self.cookie.iovad.run_trim(size_class)
+        self._due_trim(max(0.0, end - start) if end is not None else 0.0)
 
     # ---- copies ---------------------------------------------------------------
     def snapshot(self):
-        return pickle.dumps((self.cookie, self.timer, self.fires, self.clock_ms, self.origin),
-                            pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((self.cookie, self.timer, self.fires, self.clock_ms, self.origin,
+                             self.trim, self.now), pickle.HIGHEST_PROTOCOL)
 
     def restore(self, snap):
-        self.cookie, self.timer, self.fires, self.clock_ms, self.origin = pickle.loads(snap)
+        (self.cookie, self.timer, self.fires, self.clock_ms, self.origin,
+         self.trim, self.now) = pickle.loads(snap)
 
     def copy(self):
         return self.restored(self.snapshot())
@@ -176,7 +222,7 @@ class KernelDomain:
         c = self.cookie
         words = save_words(lib.iova_cookie_save, c.allocator._c, errors.IovaError)
         iovad = c.iovad.save() if c.iovad is not None else b""
-        return (words, iovad, self.timer, self.clock_ms, frozenset(c._no_32bit))
+        return (words, iovad, self.timer, self.trim, self.clock_ms, frozenset(c._no_32bit))
 
     def close(self):
         if self.cookie.iovad is not None:

@@ -74,6 +74,10 @@ class DeviceCheck:
     fires_single: int = 0                      # ...with one possible moment
     fires_earliest: int = 0                    # ...at the earliest possible moment
     fires_decided: int = 0                     # ...at a later one the record chose
+    trims: int = 0                             # depot trim work runs (6.12)
+    trims_single: int = 0
+    trims_earliest: int = 0
+    trims_decided: int = 0
     peak_live_pages: int = 0
     flushes: int = 0
 
@@ -117,7 +121,8 @@ class CheckResult:
     def decided(self):
         """What the record decided, summed over the domains."""
         keys = ("interrupt_choices", "interrupt_orders_decided", "fires", "fires_single",
-                "fires_earliest", "fires_decided")
+                "fires_earliest", "fires_decided", "trims", "trims_single", "trims_earliest",
+                "trims_decided")
         return {k: sum(getattr(d, k) for d in self.devices) for k in keys}
 
     def to_dicts(self):
@@ -289,7 +294,7 @@ class _Domain:
         if run.kernel == "4.10":
             modes = ("strict",)     # 4.10 has no flush queue
         for mode in modes:
-            model = run.model(run.kernel, lazy=mode == "lazy")
+            model = run.model(run.kernel, lazy=mode == "lazy", trim="record")
             eng = Engine(model, timer=run.timer, **run.engine_options)
             if len(modes) > 1:
                 held = self.pending[mode] = []
@@ -548,6 +553,10 @@ def _checks(run, lt):
                 c.fires_earliest = counts["fires_earliest"]
                 c.fires_decided = counts["fires_decided"]
                 c.fires = c.fires_single + c.fires_earliest + c.fires_decided
+                c.trims_single = counts["trims_single"]
+                c.trims_earliest = counts["trims_earliest"]
+                c.trims_decided = counts["trims_decided"]
+                c.trims = c.trims_single + c.trims_earliest + c.trims_decided
                 c.flushes = eng.model.cookie.flushes
                 if dom.mode_reason:
                     reasons.append((dom.key, dom.mode_reason))

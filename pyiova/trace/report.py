@@ -51,6 +51,10 @@ def format_decided(d):
         parts.append("the moment of %d of %d flush-queue timer fires (%d had one possible "
                      "moment, %d came at the earliest)"
                      % (d["fires_decided"], d["fires"], d["fires_single"], d["fires_earliest"]))
+    if d.get("trims"):
+        parts.append("the moment of %d of %d depot trims (%d had one possible moment, %d came "
+                     "at the earliest)" % (d["trims_decided"], d["trims"], d["trims_single"],
+                                           d["trims_earliest"]))
     return "decided by the record: " + "; ".join(parts)
 
 
