@@ -619,7 +619,10 @@ class IovaDomain:
         pending; True if it ran. For a caller that decides when trim work
         runs: set_clock() first, since a run that trims re-arms the item
         100 ms later on the clock."""
-        if type(size_class) is not int or not 0 <= size_class < CACHED_CLASSES:
+        if type(size_class) is not int:
+            raise errors.IovaTypeError("size class must be an integer, not %s (%r)"
+                                       % (type(size_class).__name__, size_class))
+        if not 0 <= size_class < CACHED_CLASSES:
             raise errors.IovaValueError("size class %r is not in 0..%d"
                                         % (size_class, CACHED_CLASSES - 1))
         r = lib.iova_run_trim(self._d, size_class)
