@@ -46,7 +46,7 @@ def _compile_args():
             # Only PyInit_ needs exporting: hidden, the core's calls between
             # its own files are direct instead of through the PLT.
             "-fvisibility=hidden"]
-    link = ["-pthread"]
+    link = ["-pthread", "-lm"]
     if os.environ.get("PYIOVA_DEBUG"):
         args += ["-O0", "-g", "-DPYIOVA_DEBUG=1"]
     else:

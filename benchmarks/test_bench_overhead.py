@@ -152,3 +152,29 @@ def test_rounds_vs_c(benchmark, path, impl):
             d.free_many(live)
             d.flush_rcaches()          # the fast path leaves freed ranges in magazines
             assert len(d) == 0
+
+
+@pytest.mark.parametrize("outcome", ["succeeds", "exhausted"])
+def test_alloc_exhausted_against_success(benchmark, outcome):
+    """Group "alloc-exhausted": one IovaDomain.alloc that succeeds (into a
+    space too big to fill, nothing freed) against one that raises
+    IovaExhausted and is caught. exhausted / succeeds is the figure the
+    README quotes: at most about 2, the exception's message being formatted
+    only when read."""
+    benchmark.group = "alloc-exhausted"
+    from pyiova import IovaExhausted
+    if outcome == "succeeds":
+        d = IovaDomain(4096, 1, ncpus=1)
+
+        def call():
+            d.alloc(1, 0xFFFFFFFFF)
+    else:
+        d = IovaDomain(4096, 1, ncpus=1)
+        d.alloc(LIMIT, LIMIT)                 # nothing left at or below LIMIT
+
+        def call():
+            try:
+                d.alloc(1, LIMIT)
+            except IovaExhausted:
+                pass
+    benchmark(call)

@@ -1,7 +1,8 @@
 """Whole simulations: a workload through the DMA API, the driver, the page
-table and the IOTLB. One group per workload, one row per policy, so the
-policies' costs are read off one table; the 1M-operation run the README
-quotes is the slow case.
+table and the IOTLB (on the default engine, the C one; test_bench_engine.py
+sets the engines side by side). One group per workload, one row per policy,
+so the policies' costs are read off one table; the 1M-operation run is the
+slow case.
 
     pytest benchmarks/test_bench_sim.py --benchmark-only [--run-slow]
 """

@@ -398,8 +398,8 @@ static unsigned pt_pick_level(const io_pgtable *pt, uint64_t addr_merge, uint64_
  * created here is non-empty as soon as the leaf lands, so invariant 2 only
  * breaks transiently on -ENOMEM, which the caller repairs with pt_clear.
  */
-static int pt_install(io_pgtable *pt, uint64_t iova, uint64_t paddr,
-                      unsigned target, uint32_t prot)
+static int pt_install_in(io_pgtable *pt, uint64_t iova, uint64_t paddr,
+                         unsigned target, uint32_t prot, struct pt_table **leaf_table)
 {
     struct pt_table *t = pt->root;
     pte_t *e;
@@ -420,7 +420,15 @@ static int pt_install(io_pgtable *pt, uint64_t iova, uint64_t paddr,
     *e = pte_make_leaf(paddr, prot);
     t->nvalid++;
     pt_leaf_added(pt, target);
+    if (leaf_table)
+        *leaf_table = t;
     return 0;
+}
+
+static int pt_install(io_pgtable *pt, uint64_t iova, uint64_t paddr,
+                      unsigned target, uint32_t prot)
+{
+    return pt_install_in(pt, iova, paddr, target, prot, NULL);
 }
 
 static int pt_check_map_args(const io_pgtable *pt, uint64_t iova, uint64_t paddr,
@@ -453,10 +461,36 @@ static int pt_map_locked(io_pgtable *pt, uint64_t iova, uint64_t paddr,
         pt->st.map_failures++;
         return -EEXIST;
     }
+    /* Granule pages that follow one another in the same last-level table
+     * go straight into it: nothing on the way down changes between them. */
+    struct pt_table *leaves = NULL;
+    uint64_t leaves_span = 0, leaves_key = 0;
     while (done < size) {
         unsigned lvl = pt_pick_level(pt, (iova + done) | (paddr + done), size - done);
 
-        rc = pt_install(pt, iova + done, paddr + done, lvl, prot);
+        if (lvl == 3 && leaves && (iova + done) >> leaves_span == leaves_key) {
+            /* the rest of this table, up to where a larger step could start */
+            uint64_t page = lvl_size(pt, 3), i = lvl_index(pt, 3, iova + done);
+            uint64_t n = (size - done) >> lvl_shift(pt, 3);
+            if (n > leaves->nentries - i)
+                n = leaves->nentries - i;
+            for (uint64_t k = 0; k < n; k++)
+                leaves->e[i + k] = pte_make_leaf(paddr + done + k * page, prot);
+            leaves->nvalid += (uint32_t)n;
+            pt->st.live_leaves[3] += n;
+            pt->st.mapped_bytes += n * page;
+            pt->st.leaves_installed += n;
+            pt->st.bytes_mapped_total += n * page;
+            done += n * page;
+            continue;
+        }
+        rc = pt_install_in(pt, iova + done, paddr + done, lvl, prot, &leaves);
+        if (!rc && lvl == 3 && pt->start_level < 3) {
+            leaves_span = lvl_shift(pt, 2);
+            leaves_key = (iova + done) >> leaves_span;
+        } else {
+            leaves = NULL;
+        }
         if (rc) {
             /* Take back the leaves written and the tables created so far. */
             pt_clear(pt, pt->root, pt->start_level, 0, iova,
@@ -556,6 +590,46 @@ static int pt_unmap_step(io_pgtable *pt, uint64_t iova, unsigned target, uint64_
     return 0;
 }
 
+/*
+ * Granule leaves of one last-level table, cleared from iova on while they
+ * are mapped and the unmap's steps stay at the granule level in that table;
+ * the bytes cleared. The table itself is left for pt_unmap_step, which
+ * clears the last of them and frees what that empties.
+ */
+static uint64_t pt_unmap_leaves(io_pgtable *pt, uint64_t iova, uint64_t size)
+{
+    if (pt->start_level >= 3 || size <= lvl_size(pt, 3))
+        return 0;
+    struct pt_table *t = pt->root;
+    for (unsigned lvl = pt->start_level; lvl < 3; lvl++) {
+        pte_t e = t->e[lvl_index(pt, lvl, iova)];
+        if (!pte_is_table(e))
+            return 0;
+        t = pte_table(e);
+    }
+    /* Only a step at the table's first entry can be larger than a page
+     * (the table spans one block); past it every step is a page. */
+    if (lvl_index(pt, 3, iova) == 0 && pt_pick_level(pt, iova, size) != 3)
+        return 0;
+    uint64_t page = lvl_size(pt, 3);
+    uint64_t first = lvl_index(pt, 3, iova), last = t->nentries;
+    uint64_t pages = (size >> lvl_shift(pt, 3)) - 1;    /* all but the unmap's last step */
+    if (pages < last - first)
+        last = first + pages;
+    uint64_t i = first;
+    /* and none that would empty the table: pt_unmap_step frees it */
+    for (; i < last && t->nvalid > 1 && pte_valid(t->e[i]); i++) {
+        t->e[i] = 0;
+        t->nvalid--;
+    }
+    uint64_t n = i - first;
+    pt->st.live_leaves[3] -= n;
+    pt->st.mapped_bytes -= n * page;
+    pt->st.leaves_removed += n;
+    pt->st.bytes_unmapped_total += n * page;
+    return n * page;
+}
+
 static int pt_unmap_locked(io_pgtable *pt, uint64_t iova, uint64_t size, uint64_t *unmapped)
 {
     uint64_t gmask = ((uint64_t)1 << pt->gshift) - 1;
@@ -571,6 +645,12 @@ static int pt_unmap_locked(io_pgtable *pt, uint64_t iova, uint64_t size, uint64_
     while (done < size) {
         unsigned lvl = pt_pick_level(pt, iova + done, size - done);
 
+        if (lvl == 3) {
+            uint64_t run = pt_unmap_leaves(pt, iova + done, size - done);
+            done += run;
+            if (run)
+                continue;
+        }
         rc = pt_unmap_step(pt, iova + done, lvl, &step);
         if (rc || !step)
             break;

@@ -219,7 +219,9 @@ static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
         else
             pfn = mag_pop_410(c->loaded, limit_pfn, &node);
     }
-    if (pfn) {
+    /* A popped pfn 0 is the kernel's "nothing" too: the caller allocates
+     * from the tree, and the range at 0 stays allocated, in no magazine. */
+    if (node != IOVA_NIL) {
         iova_mutex_lock(&d->tree_lock);
         uint32_t i = iova_cached_node_locked(d, pfn, node);
         if (i != IOVA_NIL) {
@@ -436,8 +438,10 @@ static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
     unsigned k = iova_size_class(size);
     int64_t i;
     struct iova_path p;
-    /* pfn 0 is the fast path's "nothing" value, so it is never cached. */
-    if (k >= CACHED_CLASSES || pfn == 0) {
+    /* pfn 0 is cached like any other, as the kernel does (only a reserve
+     * widened down to 0 can put a range there); rcache_get reads it back as
+     * a miss. */
+    if (k >= CACHED_CLASSES) {
         iova_mutex_lock(&d->tree_lock);
         i = d->closed ? IOVA_E_CLOSED : validate_fast_free(d, pfn, size, &p);
         if (i >= 0)

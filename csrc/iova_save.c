@@ -87,8 +87,7 @@ int64_t iova_save(struct iova_domain *d, uint64_t *out, uint64_t cap)
 }
 
 /* Reads a magazine of size class k. Each pfn must be what free_fast could
- * have cached there: never 0 (the fast path's "nothing"), the start of a
- * range flagged CACHED, of class k. The validator would take a pfn inside
+ * have cached there: the start of a range flagged CACHED, of class k. The validator would take a pfn inside
  * a cached range, or a range of another class, and alloc_fast would then
  * hand out a pfn that starts nothing, or the wrong number of pages. */
 static bool get_mag(struct words_reader *r, const struct iova_domain *d, unsigned k,
@@ -101,8 +100,7 @@ static bool get_mag(struct words_reader *r, const struct iova_domain *d, unsigne
     m->count = 0;
     for (uint32_t i = 0; i < (uint32_t)count; i++) {
         uint64_t pfn = words_get(r);
-        uint32_t x = r->bad || pfn == 0 ? IOVA_NIL
-                                        : iova_tree_find((struct iova_tree *)t, pfn);
+        uint32_t x = r->bad ? IOVA_NIL : iova_tree_find((struct iova_tree *)t, pfn);
         if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != pfn ||
             !(iova_flags(t, x) & IOVA_NODE_CACHED) ||
             iova_size_class(t->nodes[x].hi - t->nodes[x].lo + 1) != k)

@@ -937,6 +937,8 @@ def free_rule_ok(t, pfn, pages):
     as the allocator type promises."""
     if pfn not in t.claims.by_lo or not t.claims.by_lo[pfn][1]:
         return False                                       # nothing, or reserved
+    if pages < 1:
+        return False                                       # no range has no pages
     want = t.claims.by_lo[pfn][1]
     a = t.obj
     if a.type.value == "iova" and a.iovad is not None and a.iovad.kernel == "6.12" \

@@ -8,7 +8,7 @@
 from .errors import (DmaApiError, DmaMappingError, IovaClosed, IovaCorrupted,  # noqa: F401
                      IovaCpuError, IovaError, IovaExhausted, IovaInvalidFree, IovaNotFound,
                      IovaTypeError, IovaValueError)
-from .iova import IovaDomain  # noqa: F401
+from .iova import IOVA_ANCHOR, IovaDomain  # noqa: F401
 from .allocators import AllocatorType, PfnAllocator  # noqa: F401
 from .iommu import (DomainAttr, DomainCounters, DomainGeometry, DomainType,  # noqa: F401
                     IommuDomain, IommuDriver, IommuOps, IotlbGather, IovaAllocator, Prot,

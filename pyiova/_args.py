@@ -15,6 +15,7 @@ Decimal, numpy.float32) truncated, so nothing but a plain int goes to it
 unconverted.
 """
 import array
+import mmap
 import operator
 import struct
 import sys
@@ -26,7 +27,7 @@ __all__ = ["check_u64", "bad_argument", "u64_buffer", "as_integer", "as_u64", "a
            "u64_cdata", "release", "U64_CODES", "U64_ARRAY"]
 
 _U64_MAX = (1 << 64) - 1
-_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+_INT_MAX = (1 << 31) - 1
 
 _array = array.array
 _from_buffer = ffi.from_buffer
@@ -43,6 +44,11 @@ _NATIVE = ("", "@", "=") + (("<",) if sys.byteorder == "little" else (">", "!"))
 _U64_FORMATS = frozenset([p + c for p in _NATIVE for c in "Qq"] +
                          [p + c for p in ("", "@") for c in "LlNn" if struct.calcsize(c) == 8])
 _BYTE_FORMATS = frozenset(p + c for p in _NATIVE for c in "Bbc")
+# Raw bytes are the one opt-in for "8-byte words in a byte buffer": bytes,
+# bytearray, an mmap, or a memoryview of one of them. A typed buffer whose
+# items are not 8 bytes (numpy uint8, array('b'), array('H')) holds items of
+# that size, and is refused rather than read as words.
+_RAW = (bytes, bytearray, mmap.mmap)
 
 
 # ---- scalars: the slow path, after a plain-int fast path refused -------------
@@ -85,13 +91,15 @@ def as_flag(name, value):
 
 def as_cpu(value, ncpus, allow_none=True):
     """A CPU slot as the C int the core takes (-1 for None: this thread's
-    slot). An integer beyond a C int cannot be a slot: IovaCpuError here,
-    since C never sees it; the core checks every other value itself."""
+    slot). A negative number is refused here: the core reads -1 as "this
+    thread's slot", which only None may ask for. An integer beyond a C int
+    cannot be a slot either; the core checks every other value itself."""
     if value is None and allow_none:
         return -1
     v = value if type(value) is int else _integer("cpu", value)
-    if v < _INT_MIN or v > _INT_MAX:
-        raise errors.IovaCpuError("cpu %d is not in 0..%d" % (v, ncpus - 1)) from None
+    if v < 0 or v > _INT_MAX:
+        raise errors.IovaCpuError("cpu %d is not in 0..%d%s" % (
+            v, ncpus - 1, " (None: this thread's)" if allow_none else "")) from None
     return v
 
 
@@ -151,14 +159,22 @@ def u64_cdata(name, values):
     # (the view goes with this frame; it is released before a raise, which
     # would keep an export of the caller's buffer alive in the traceback)
     fmt = view.format
-    if fmt in _U64_FORMATS or fmt in _BYTE_FORMATS and view.nbytes % 8 == 0:
+    if fmt in _U64_FORMATS or fmt in _BYTE_FORMATS and view.nbytes % 8 == 0 and \
+            isinstance(view.obj, _RAW):
         if view.c_contiguous:
             return _from_buffer(U64_ARRAY, values), view.nbytes >> 3
         data = view.tobytes()
         return _from_buffer(U64_ARRAY, data), len(data) >> 3
+    if fmt in _BYTE_FORMATS and isinstance(view.obj, _RAW):
+        why = ": %d raw bytes are not a whole number of 8-byte words" % view.nbytes
+    elif view.itemsize != 8:
+        why = (": it holds %d-byte items (only raw bytes, bytearray or mmap are read as "
+               "8-byte words)" % view.itemsize)
+    else:
+        why = " (native byte order is needed)" if fmt[:1] in "<>!=" else ""
     view.release()
-    raise errors.IovaTypeError("%s must hold 8-byte integers, not a buffer of format %r"
-                               % (name, fmt))
+    raise errors.IovaTypeError("%s must hold 8-byte integers, not a buffer of format %r%s"
+                               % (name, fmt, why))
 
 
 def u64_buffer(name, values):

@@ -14,7 +14,7 @@ from . import errors
 from ._args import bad_argument, check_u64, u64_buffer  # noqa: F401 (re-exported)
 from . import iommu_errors as ierr
 from ._pyiova import ffi, lib
-from ._words import load_words, save_words
+from ._words import loaded_words, save_words
 
 __all__ = ["IoPgtable", "Iotlb", "PgtableLeaf", "TlbEntry", "Translation",
            "PgtableStats", "IotlbStats", "SZ_4K", "SZ_16K", "SZ_64K", "SZ_2M",
@@ -79,15 +79,15 @@ def _fmt(x):
 
 def _restore_native(data, what, a_what, ctype, restore):
     """restore(words, n, out) over save()'s bytes, the errors mapped:
-    (the new C object, the words)."""
-    words, n, _ = load_words(data, what)
-    out = ffi.new(ctype)
-    rc = restore(words, n, out)
-    if rc == -errno.ENOMEM:
-        raise ierr.IommuNoMemory("no memory to restore %s" % a_what)
-    if rc:
-        raise errors.IovaValueError("the saved %s is corrupt or inconsistent" % what)
-    return out[0], words
+    (the new C object, the saved words' fifth word)."""
+    with loaded_words(data, what) as (words, n):
+        out = ffi.new(ctype)
+        rc = restore(words, n, out)
+        if rc == -errno.ENOMEM:
+            raise ierr.IommuNoMemory("no memory to restore %s" % a_what)
+        if rc:
+            raise errors.IovaValueError("the saved %s is corrupt or inconsistent" % what)
+        return out[0], words[4]
 
 
 class IoPgtable:
@@ -398,9 +398,10 @@ class Iotlb:
         """A new IOTLB from save()'s bytes: it hits, misses, evicts and
         records as the original would. IovaValueError if they are not a
         sound IOTLB."""
-        p, words = _restore_native(data, "IOTLB", "an IOTLB", "iotlb **", lib.iotlb_restore)
+        p, record_limit = _restore_native(data, "IOTLB", "an IOTLB", "iotlb **",
+                                          lib.iotlb_restore)
         self = cls.__new__(cls)
-        self._adopt(p, words[4])
+        self._adopt(p, record_limit)
         return self
 
     def __reduce__(self):

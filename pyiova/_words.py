@@ -1,6 +1,8 @@
 """Saved states as bytes: the C core writes a state as uint64_t words
 (iova_save, iova_cookie_save, io_pgtable_save, iotlb_save), and these two
 helpers move such words between C and the bytes a pickle holds."""
+import contextlib
+
 from . import errors
 from ._pyiova import ffi
 
@@ -21,14 +23,26 @@ def save_words(save, ptr, error):
             return bytes(ffi.buffer(buf, 8 * n))
 
 
-def load_words(data, what):
-    """(uint64_t[] over data, word count, the object owning the memory)."""
+@contextlib.contextmanager
+def loaded_words(data, what):
+    """with loaded_words(data, what) as (words, n): a uint64_t[] over the
+    bytes of a save, and its word count. The export of data is released on
+    the way out, whatever happens: a restore that raises would otherwise
+    leave it to the garbage collector, which may free a bytearray before
+    the export that points into it."""
     try:
         view = memoryview(data).cast("B")
     except TypeError:
         raise errors.IovaTypeError("a saved %s must be bytes, not %s"
                                    % (what, type(data).__name__)) from None
-    if view.nbytes % 8 or not view.nbytes:
-        raise errors.IovaValueError("a saved %s of %d bytes is not a whole number of words"
-                                    % (what, view.nbytes))
-    return ffi.from_buffer("uint64_t[]", view), view.nbytes // 8, view
+    try:
+        if view.nbytes % 8 or not view.nbytes:
+            raise errors.IovaValueError("a saved %s of %d bytes is not a whole number of words"
+                                        % (what, view.nbytes))
+        words = ffi.from_buffer("uint64_t[]", view)
+        try:
+            yield words, view.nbytes // 8
+        finally:
+            ffi.release(words)
+    finally:
+        view.release()

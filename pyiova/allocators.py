@@ -255,10 +255,14 @@ class PfnAllocator:
         ev = _new_events("uint32_t *")
         r = _cookie_free_lazy(self._c, pfn, pages, c, now_ms, ev)
         if r and r != lib.IOVA_E_FQ_FULL:
-            if r == lib.IOVA_E_CPU and self._fq_rings:
-                raise self._ring_error(cpu)
-            raise self._error(r, pfn=pfn, pages=pages, cpu=cpu)
+            raise self._free_lazy_error(r, pfn, pages, cpu)
         return ev[0]
+
+    def _free_lazy_error(self, code, pfn, pages, cpu):
+        """The exception for free_lazy's C code `code`."""
+        if code == lib.IOVA_E_CPU and self._fq_rings:
+            return self._ring_error(cpu)
+        return self._error(code, pfn=pfn, pages=pages, cpu=cpu)
 
     def _ring_error(self, cpu):
         return errors.IovaCpuError("cpu %r is not in 0..%d, the flush queue's rings"
@@ -275,9 +279,13 @@ class PfnAllocator:
             c = 0                                  # not used without all_rings
         r = lib.iova_cookie_fq_flushed(self._c, 1 if all_rings else 0, c)
         if r:
-            if r == lib.IOVA_E_CPU and self._fq_rings:
-                raise self._ring_error(cpu)
-            raise self._error(r, cpu=cpu)
+            raise self._fq_flushed_error(r, cpu)
+
+    def _fq_flushed_error(self, code, cpu):
+        """The exception for fq_flushed's C code `code`."""
+        if code == lib.IOVA_E_CPU and self._fq_rings:
+            return self._ring_error(cpu)
+        return self._error(code, cpu=cpu)
 
     @property
     def fq_due(self):

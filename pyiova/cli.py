@@ -5,9 +5,12 @@ back: a table for people, --json for machines, --plot for a picture. With
 no command it runs the demo.
 
 Exit status: 0 when the runs completed (whatever they found: a policy that
-fails or is unsafe is a result, not an error); 2 for bad arguments or a
-policy that cannot run where asked; 3 when --plot is asked for without
-matplotlib; 130 on Ctrl-C; 141 when the reader of the output goes away.
+fails or is unsafe is a result, not an error); 1 when the command could
+not finish (a plot that cannot be written, no memory left, an internal
+error); 2 for bad arguments or a policy that cannot run where asked; 3 when
+--plot is asked for without matplotlib; 130 on Ctrl-C; 141 when the reader
+of the output goes away. Every error is one line on stderr ("pyiova: ..."),
+never a traceback (PYIOVA_TRACEBACK=1 shows one for an internal error).
 """
 import argparse
 import json
@@ -17,6 +20,7 @@ import time
 
 from . import __version__
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NO_MATPLOTLIB = 3
 
@@ -147,15 +151,28 @@ def format_table(results):
     return "\n".join(lines)
 
 
+def _live_at_failure(r):
+    """What was mapped when the first map failed, next to the run's peak."""
+    live = r.live_at_first_failure
+    if live is None:                    # a result from before this was recorded
+        return "with never more than %s pfns (%s) mapped at once" % (
+            format(r.peak_live_pfns, ","), _space(r.peak_live_pfns))
+    pfns = "%s pfn%s (%s)" % (format(live, ","), "" if live == 1 else "s", _space(live))
+    if live == r.peak_live_pfns:
+        return "with %s mapped, as many as were ever mapped at once" % pfns
+    return "with %s mapped at the time (the run's peak: %s pfns, %s)" % (
+        pfns, format(r.peak_live_pfns, ","), _space(r.peak_live_pfns))
+
+
 def explain(r):
     """One sentence on what a result means."""
     if not r.applicable:
         return "%s: not run (%s)." % (r.policy, r.note)
     if r.failures:
-        s = ("%s FAILS: the first map failed at op %s, after %s good maps, with never more than "
-             "%s pfns (%s) mapped at once; %s failed maps in all"
-             % (r.policy, format(r.first_failure_op, ","), format(r.maps_before_failure, ","),
-                format(r.peak_live_pfns, ","), _space(r.peak_live_pfns), format(r.failures, ",")))
+        s = ("%s FAILS: the first map failed at op %s, after %s good maps, %s; %s failed map%s "
+             "in all" % (r.policy, format(r.first_failure_op, ","),
+                         format(r.maps_before_failure, ","), _live_at_failure(r),
+                         format(r.failures, ","), "" if r.failures == 1 else "s"))
         if r.stopped_early:
             s += ", after which the run gave up (a device that retries forever is hung by now)"
         if r.policy == "reset-when-empty":
@@ -187,8 +204,10 @@ def format_result(r):
     """One result as labelled lines (simulate's table)."""
     fail = "0"
     if r.failures:
-        fail = "%s, the first at op %s after %s good maps%s" % (
+        fail = "%s, the first at op %s after %s good maps%s%s" % (
             _num(r.failures), _num(r.first_failure_op), _num(r.maps_before_failure),
+            "" if r.live_at_first_failure is None else
+            ", %s pfns mapped then" % _num(r.live_at_first_failure),
             "; the run gave up after the last of them" if r.stopped_early else "")
     rows = [
         ("policy", "%s: %s" % (r.policy, r.verdict)),
@@ -239,39 +258,46 @@ def _params(pairs):
     out = {}
     for item in pairs or ():
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise _Usage("--param takes NAME=VALUE, not %r" % item)
+        if key.strip() in out:
+            raise _Usage("--param %s is given twice" % key.strip())
         out[key.strip()] = value.strip()
     return out
 
 
+def _names(text, check):
+    """check(text) for a comma-separated option, its error as argparse's."""
+    from .errors import IovaError
+    try:
+        return check(text)
+    except IovaError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _policy_list(text):
     from .sim import POLICIES
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in POLICIES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError("unknown policy %s (known: %s)"
-                                         % (", ".join(bad) or "''", ", ".join(POLICIES)))
-    return tuple(names)
+    from .sim_args import policy_names
+    return _names(text, lambda t: policy_names(t, POLICIES))
 
 
 def _workload_list(text):
+    from .sim_args import policy_names
     from .workloads import WORKLOADS
-    names = [w.strip() for w in text.split(",") if w.strip()]
-    bad = [w for w in names if w not in WORKLOADS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError("unknown workload %s (known: %s)"
-                                         % (", ".join(bad) or "''", ", ".join(WORKLOADS)))
-    return tuple(names)
+    return _names(text, lambda t: policy_names(t, WORKLOADS, what="workload"))
 
 
 def _positive(text):
+    """An integer option in 1..sys.maxsize (what a run can count)."""
     try:
         n = int(text.replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
     if n < 1:
         raise argparse.ArgumentTypeError("%r is not positive" % text)
+    if n > sys.maxsize:
+        raise argparse.ArgumentTypeError("%r is more than a run can count (at most %d)"
+                                         % (text, sys.maxsize))
     return n
 
 
@@ -304,6 +330,9 @@ def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
                         "(default: 1.0; 0 turns the erratum off)")
     p.add_argument("--max-failures", type=_positive, default=None, metavar="N",
                    help="stop a run after N failed maps (default: 1000)")
+    p.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
+                   help="the simulation engine: c (fast), python (the reference loop, the "
+                        "same results), auto: c where the driver allows (default)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it only ever shows on a terminal)")
@@ -334,8 +363,17 @@ def _epilog(examples):
             % (examples, pol, drv, wl))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the usage itself is one
+    --help away)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, "%s: error: %s (see: %s --help)\n" % (self.prog, message,
+                                                                    self.prog))
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="pyiova",
         description="A userspace model of the Linux IOMMU DMA address (IOVA) allocator: run a "
                     "device's DMA pattern through allocation policies and see what fails, "
@@ -432,7 +470,7 @@ def _demo(args):
 def _sim_kwargs(args):
     from .sim import DEFAULT_MAX_FAILURES
     return dict(kernel=args.kernel, drop_rate=args.drop_rate,
-                max_failures=args.max_failures or DEFAULT_MAX_FAILURES)
+                max_failures=args.max_failures or DEFAULT_MAX_FAILURES, engine=args.engine)
 
 
 def _workload(args):
@@ -447,26 +485,52 @@ class _Usage(Exception):
     """A usage error found after parsing (exit status 2)."""
 
 
+class _Failure(Exception):
+    """The command could not do what was asked (exit status 1)."""
+
+
 def _check_plot(args):
-    """Before a long run: can the plot be drawn and written at all?"""
+    """Before a long run: can the plot be drawn and written at all? args.plot
+    becomes the file that will be written (".png" added to a bare name)."""
     path = getattr(args, "plot", None)
-    if path:
-        from .plot import MISSING_MATPLOTLIB, have_matplotlib
-        if not have_matplotlib():
-            sys.stderr.write("pyiova: %s\n" % MISSING_MATPLOTLIB)
-            return False
+    if path is not None:
+        from .errors import IovaError
+        from .plot import MISSING_MATPLOTLIB, have_matplotlib, plot_file_name, plot_path
+        if not path.strip():
+            raise _Usage("--plot needs a file name")
+        if os.path.isdir(path):
+            raise _Usage("cannot write the plot to %s: it is a folder" % path)
+        try:
+            path = args.plot = plot_file_name(path)
+        except IovaError as exc:
+            raise _Usage(str(exc)) from None
         folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise _Usage("cannot write the plot to %s: it is a folder" % path)
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise _Usage("cannot write the plot to %s: %s is not a writable folder"
                          % (path, folder))
+        # where to write is checked first: the same mistake with or without
+        # matplotlib; which formats it writes only matplotlib can say
+        if not have_matplotlib():
+            sys.stderr.write("pyiova: %s\n" % MISSING_MATPLOTLIB)
+            return False
+        try:
+            plot_path(path)
+        except IovaError as exc:
+            raise _Usage(str(exc)) from None
     return True
 
 
 def _draw(args, results, title):
     from .plot import plot_results
-    plot_results(results, args.plot, title=title)
+    try:
+        path = plot_results(results, args.plot, title=title)
+    except OSError as exc:
+        raise _Failure("cannot write the plot to %s: %s" % (args.plot, exc.strerror or exc)) \
+            from None
     if not args.json:
-        print("\nplot written to %s" % args.plot)
+        print("\nplot written to %s" % path)
 
 
 def _simulate(args):
@@ -574,8 +638,26 @@ def _bench(args):
     for pol in args.policies:
         if pol not in runnable:
             print("%s: not run (%s)" % (pol, not_applicable(pol, args.driver, args.kernel)))
+    if runnable and args.engine != "python":
+        print(_engine_line(by[names[0], runnable[0]], args))
     print("\n(%.1f s in all)" % took)
     return 0
+
+
+def _engine_line(r, args):
+    """The engines side by side on the table's first run: the same run again
+    through the Python engine (the reference), its ops/s against the C
+    engine's."""
+    from .sim import simulate
+    if r.engine != "c":
+        return "\nengine: the Python engine ran these (%s)" % r.engine_note
+    kw = _sim_kwargs(args)
+    kw["engine"] = "python"
+    ref = simulate(r.workload, r.policy, args.driver, args.ops, args.seed, **kw)
+    return ("\nengine: %s %s through the C engine %s ops/s, through the Python engine %s "
+            "ops/s: %.1fx" % (r.workload, r.policy, format(int(r.ops_per_sec), ","),
+                               format(int(ref.ops_per_sec), ","),
+                               r.ops_per_sec / ref.ops_per_sec if ref.ops_per_sec else 0.0))
 
 
 # ---- replay ---------------------------------------------------------------------------
@@ -615,8 +697,8 @@ def _add_replay(sub):
     r.add_argument("--kernel", choices=("auto", "6.12", "6.1", "4.10"), default="auto",
                    help="the traced kernel's rules (default auto: 6.12 when the trace has dma: "
                         "events, which 6.12 added; else 6.1)")
-    r.add_argument("--aperture-bits", type=int, default=39, metavar="B",
-                   help="the IOMMU's input address width, forced as the aperture "
+    r.add_argument("--aperture-bits", type=_aperture_bits, default=39, metavar="B",
+                   help="the IOMMU's input address width, forced as the aperture: 13..64 "
                         "(default: 39, VT-d's; 0: none)")
     r.add_argument("--hz", type=int, default=250, metavar="HZ",
                    help="the traced kernel's tick rate, for the flush queue's timer "
@@ -638,6 +720,16 @@ def _trace_policies(text):
         return tuple(parse_policy(n) for n in names)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _aperture_bits(text):
+    """0 (no aperture) or 13..64 (sim_args.aperture_bits)."""
+    from .sim_args import aperture_bits
+    try:
+        bits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+    return _names(bits, aperture_bits)
 
 
 class _TraceBar:
@@ -677,8 +769,6 @@ def _replay_mode(args):
 def _replay(args):
     from . import trace
     from .errors import TraceError
-    if not 0 <= args.aperture_bits <= 64:
-        raise _Usage("--aperture-bits %d is not in 0..64" % args.aperture_bits)
     try:
         timer = trace.TimerRules(hz=args.hz)
     except ValueError as exc:
@@ -742,10 +832,16 @@ def _kernel_only(chk):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .errors import IovaError
     try:
         return args.func(args)
-    except _Usage as exc:
-        parser.exit(EXIT_USAGE, "pyiova: %s\n" % exc)
+    except (_Usage, IovaError) as exc:
+        # a pyiova error names the value it refused: one line, no traceback
+        parser.exit(EXIT_USAGE, "pyiova: %s\n" % _one_line(exc))
+    except _Failure as exc:
+        parser.exit(EXIT_FAILURE, "pyiova: %s\n" % exc)
+    except MemoryError as exc:
+        parser.exit(EXIT_FAILURE, "pyiova: out of memory%s\n" % (": %s" % exc if str(exc) else ""))
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
         return 130
@@ -754,6 +850,17 @@ def main(argv=None):
         # keep Python from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as exc:
+        # a bug in pyiova: still one line, with the traceback on request
+        if os.environ.get("PYIOVA_TRACEBACK"):
+            raise
+        parser.exit(EXIT_FAILURE, "pyiova: internal error: %s: %s (run with PYIOVA_TRACEBACK=1 "
+                                  "for the traceback, and please report it)\n"
+                    % (type(exc).__name__, _one_line(exc)))
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

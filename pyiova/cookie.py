@@ -19,12 +19,15 @@ init_domain the granule and aperture directly.
 import threading
 import weakref
 
+from . import _state
 from . import errors
 from ._args import as_cpu as _as_cpu
 from ._args import as_integer as _as_integer
 from ._args import as_u64 as _as_u64
 from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
+from ._pyiova import lib
 from .iova import KERNELS, IovaDomain
+from .phys import PhysAllocator
 
 __all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
            "FQ_SIZE", "FQ_TIMEOUT_MS"]
@@ -34,8 +37,17 @@ FQ_TIMEOUT_MS = 10     # the flush queue's timer
 
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
+_MAX_CPUS = lib.IOVA_MAX_CPUS
 # Cookies of domains that have no iova_cookie slot (any object can hold one).
 _cookies = weakref.WeakKeyDictionary()
+
+
+def _flag(name, value):
+    """A flag must be a bool: "no" is not False."""
+    if not isinstance(value, bool):
+        raise errors.IovaTypeError("%s must be a bool, not %s (%r)"
+                                   % (name, type(value).__name__, value))
+    return value
 
 
 def _min_not_zero(a, b):
@@ -91,8 +103,8 @@ class DmaCookie:
                                         % (kernel, ", ".join(map(repr, KERNELS))))
         self.kernel = kernel
         self.ncpus = ncpus
-        self.forcedac = forcedac
-        self.rcache = rcache
+        self.forcedac = _flag("forcedac", forcedac)
+        self.rcache = _flag("rcache", rcache)
         self._domain = weakref.ref(domain) if domain is not None else None
         self.msi_base = msi_base
         self.allocator = None          # a PfnAllocator, once init_domain has run
@@ -106,6 +118,7 @@ class DmaCookie:
         self.flushes = 0               # full IOTLB flushes the cookie asked for
         self.resets = 0
         self.dma_mappings = {}         # live DMA API mappings (pyiova.dma)
+        self.dma_phys = PhysAllocator()  # pages of its coherent buffers (pyiova.dma)
         self._init_lock = threading.Lock()   # devices may probe from several threads
 
     # ---- setup ----------------------------------------------------------------
@@ -127,19 +140,31 @@ class DmaCookie:
             raise errors.IovaValueError("granule %r is not a power of two in 2..2**63"
                                         % (granule,))
         # every argument is checked before the cookie changes at all
+        force_aperture = _flag("force_aperture", force_aperture)
+        flush_queue = _flag("flush_queue", flush_queue)
         aperture_start = _as_u64("aperture_start", aperture_start)
         aperture_end = _as_u64("aperture_end", aperture_end)
         if end_pfn is not None:
             end_pfn = _as_u64("end_pfn", end_pfn)
-        if self.msi_base is not None:
-            self.msi_base = _as_u64("msi_base", self.msi_base)
+        msi_base = None
+        if self.type is AllocatorType.MSI:
+            msi_base = aperture_start if self.msi_base is None else \
+                _as_u64("msi_base", self.msi_base)
+            if msi_base >> (granule.bit_length() - 1) == 0:
+                # alloc_iova answers 0 for "no space": a doorbell at IOVA 0
+                # would read as a failure, and be leaked
+                raise errors.IovaValueError(
+                    "msi_base %#x is in the first %#x-byte page: IOVA 0 is what alloc_iova "
+                    "returns for a failure" % (msi_base, granule))
+        elif self.msi_base is not None:
+            _as_u64("msi_base", self.msi_base)
         reserved = _regions(reserved)
         with self._init_lock:
             return self._init_locked(granule, aperture_start, aperture_end, force_aperture,
-                                     end_pfn, flush_queue, reserved)
+                                     end_pfn, flush_queue, reserved, msi_base)
 
     def _init_locked(self, granule, aperture_start, aperture_end, force_aperture, end_pfn,
-                     flush_queue, reserved):
+                     flush_queue, reserved, msi_base):
         shift = granule.bit_length() - 1
         if self.kernel == "6.12" or force_aperture:
             start_pfn = max(1, aperture_start >> shift)
@@ -154,13 +179,13 @@ class DmaCookie:
                     "cookie already initialised with granule %#x, start pfn %#x; not %#x, %#x"
                     % (self.granule, self.start_pfn, granule, start_pfn))
             return self
-        # Build everything first and publish the allocator last: the DMA
-        # layer's fast path reads the cookie without the lock once it is set.
-        self.granule, self.shift, self.start_pfn = granule, shift, start_pfn
-        self.aperture_end, self.force_aperture = aperture_end, force_aperture
+        # Build everything first and publish it last, the allocator at the
+        # very end: a build that fails leaves the cookie as it was, and the
+        # DMA layer's fast path reads the cookie without the lock once the
+        # allocator is set.
+        lazy = False
         if self.type is AllocatorType.MSI:
-            base = self.msi_base if self.msi_base is not None else aperture_start
-            allocator = PfnAllocator("msi", granule=granule, start_pfn=base >> shift,
+            allocator = PfnAllocator("msi", granule=granule, start_pfn=msi_base >> shift,
                                      end_pfn=min(aperture_end, (1 << 62) - 1) >> shift)
         elif self.type is AllocatorType.WRAPAROUND:
             top = aperture_end if force_aperture else _U32_MAX
@@ -183,7 +208,10 @@ class DmaCookie:
                 allocator.bypass_rcache()
             if flush_queue and self.type is AllocatorType.IOVA and self.kernel != "4.10":
                 allocator.enable_flush_queue(self.ncpus, FQ_SIZE, FQ_TIMEOUT_MS)
-                self.flush_queue = True
+                lazy = True
+        self.granule, self.shift, self.start_pfn = granule, shift, start_pfn
+        self.aperture_end, self.force_aperture = aperture_end, force_aperture
+        self.flush_queue = lazy
         self.allocator = allocator
         return self
 
@@ -334,15 +362,76 @@ class DmaCookie:
         return state
 
     def __setstate__(self, state):
-        state = dict(state)
-        domain = state.pop("_domain", None)
+        _check_cookie_state(state)
+        state = dict(state)            # in the saved order, the domain held weakly again
+        domain = state["_domain"]
+        state["_domain"] = weakref.ref(domain) if domain is not None else None
+        state.setdefault("dma_phys", PhysAllocator())
         self.__dict__.update(state)
-        self._domain = weakref.ref(domain) if domain is not None else None
         self._init_lock = threading.Lock()
+
+    def _check_restored(self):
+        """After a checkpoint is loaded: its DMA mappings sit where their
+        addresses say, for devices of its domain."""
+        live = self.dma_mappings
+        if not live:
+            return
+        domain = self.domain
+        devices = getattr(domain, "devices", None)
+        mask = ~(self.granule - 1)
+        for iova, m in live.items():
+            if m.addr & mask != iova or m.length % self.granule or m.length < m.size:
+                raise _state.fail("a cookie", "holds a DMA mapping at %#x that does not fit it"
+                                  % iova)
+            if devices is not None and m.dev not in devices:
+                raise _state.fail("a cookie", "holds a DMA mapping at %#x of %s, which is not "
+                                  "attached to its domain" % (iova, m.dev.name))
 
     def __repr__(self):
         return "<DmaCookie %s kernel=%s%s>" % (self.type, self.kernel,
                                                 "" if self.initialised else " uninitialised")
+
+
+def _check_cookie_state(state):
+    """The state a DmaCookie is restored from, checked (see pyiova._state)."""
+    from .dma import _Mapping
+    opt_int = (int, type(None))
+    _state.check_fields("a DMA cookie", state, {
+        "type": AllocatorType, "kernel": str, "ncpus": int, "forcedac": bool, "rcache": bool,
+        "_domain": object, "msi_base": opt_int, "allocator": (PfnAllocator, type(None)),
+        "granule": opt_int, "shift": opt_int, "start_pfn": opt_int, "aperture_end": opt_int,
+        "force_aperture": bool, "flush_queue": bool, "clock_ms": int, "_no_32bit": set,
+        "flushes": int, "resets": int, "dma_mappings": dict, "dma_phys": PhysAllocator},
+        optional=("dma_phys",))
+    if state["kernel"] not in KERNELS:
+        raise _state.fail("a DMA cookie", "of kernel %r" % (state["kernel"],))
+    _state.check_int("a DMA cookie's ncpus", state["ncpus"], 1, _MAX_CPUS)
+    for name in ("clock_ms", "flushes", "resets"):
+        _state.check_int("a DMA cookie's %s" % name, state[name], 0, _U64_MAX)
+    allocator = state["allocator"]
+    geometry = ("granule", "shift", "start_pfn", "aperture_end")
+    if allocator is None:
+        if any(state[name] is not None for name in geometry) or state["flush_queue"] \
+                or state["dma_mappings"]:
+            raise _state.fail("a DMA cookie", "without an allocator has a geometry or mappings")
+        return
+    if any(state[name] is None for name in geometry):
+        raise _state.fail("a DMA cookie", "with an allocator lacks part of its geometry")
+    granule = state["granule"]
+    if granule < 2 or granule & (granule - 1) or state["shift"] != granule.bit_length() - 1:
+        raise _state.fail("a DMA cookie", "has granule %r and shift %r" % (granule,
+                                                                           state["shift"]))
+    if allocator.type is not state["type"]:
+        raise _state.fail("a DMA cookie", "of type %s holds a %s allocator"
+                          % (state["type"], allocator.type))
+    if allocator.iovad is not None and allocator.iovad.granule != granule:
+        raise _state.fail("a DMA cookie", "of granule %#x holds an IOVA domain of granule %#x"
+                          % (granule, allocator.iovad.granule))
+    if state["flush_queue"] and not allocator._fq_rings:
+        raise _state.fail("a DMA cookie", "uses a flush queue its allocator does not have")
+    for iova, m in state["dma_mappings"].items():
+        _state.check_int("a DMA mapping's iova", iova, 0, _U64_MAX)
+        _state.check_type("the DMA mapping at %#x" % iova, m, _Mapping)
 
 
 def cookie_of(domain):
@@ -350,7 +439,12 @@ def cookie_of(domain):
     try:
         return domain.iova_cookie
     except AttributeError:
+        pass
+    try:
         return _cookies.get(domain)
+    except TypeError:
+        raise errors.IovaTypeError("%r is not a domain (it cannot hold a cookie)"
+                                   % (domain,)) from None
 
 
 def _attach(domain, cookie):
@@ -367,6 +461,9 @@ def get_dma_cookie(domain, allocator=None, **kw):
         raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
     if allocator is None:
         allocator = getattr(domain, "iova_allocator", None) or AllocatorType.IOVA
+    if isinstance(allocator, str) and allocator == AllocatorType.MSI:
+        raise errors.IovaValueError("a DMA cookie cannot use the msi allocator: MSI cookies come "
+                                    "from get_msi_cookie, for unmanaged domains only")
     cookie = DmaCookie(str(allocator), domain=domain, **kw)
     _attach(domain, cookie)
     return cookie

@@ -8,7 +8,7 @@ and what the O(log n) search buys on a fragmented space.
 import random
 import time
 
-from .iova import IovaDomain
+from .iova import IOVA_ANCHOR, IovaDomain
 
 TOP32 = 0xFFFFF
 
@@ -64,7 +64,8 @@ def run(ops=200_000, seed=1, out=print):
              dom.alloc(4, TOP32, True), dom.alloc(5, TOP32, True), dom.alloc(5, TOP32)]
     out("first allocations below 4 GiB, top-down: " + " ".join(hex(p) for p in first))
     out("state (cached nodes, max32_alloc_size): %s" % {
-        k: (hex(v) if isinstance(v, int) else v) for k, v in dom.state().items()})
+        k: (v if v is IOVA_ANCHOR else hex(v) if isinstance(v, int) else v)
+        for k, v in dom.state().items()})
     dom.close()
     out("")
 

@@ -83,6 +83,10 @@ class Device:
 
     def attach(self, domain):
         """iommu_attach_device(domain, dev)."""
+        from .iommu import IommuDomain
+        if not isinstance(domain, IommuDomain):
+            raise errors.IovaTypeError("%s: attach takes an IommuDomain, not %s (%r)"
+                                       % (self.name, type(domain).__name__, domain))
         domain.attach_device(self)
 
     def detach(self):
@@ -133,9 +137,27 @@ class Device:
         """A restored device is a new device: it gets a number of its own
         (numbers label stale records, and the saved one may belong to
         another device in this process)."""
+        from . import _state
+        from .iommu import IommuDomain
+        _state.check_fields("a device", state, {
+            "name": str, "dma_mask": int, "coherent_dma_mask": int, "is_pci": bool,
+            "iommu": object, "_domain": (IommuDomain, type(None)), "id": int,
+            "bus_dma_limit": int}, optional=("bus_dma_limit",),
+            extra_ok=not type(self).__module__.startswith("pyiova."))
+        for name in ("dma_mask", "coherent_dma_mask", "bus_dma_limit"):
+            if name in state:
+                _state.check_int("device %s's %s" % (state["name"], name), state[name], 0,
+                                 _U64_MAX)
         self.__dict__.update(state)
         self.id = next(_ids)
         _names[self.id] = self.name
+
+    def _check_restored(self):
+        """After a checkpoint is loaded: the domain it is attached to lists it."""
+        from . import _state
+        if self._domain is not None and self not in self._domain._devices:
+            raise _state.fail("device %s" % self.name,
+                              "is attached to %s, which does not list it" % self._domain.name)
 
     def __repr__(self):
         dom = "" if self._domain is None else " attached"

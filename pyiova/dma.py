@@ -15,15 +15,24 @@ the IOVA is freed (strict), or queues the IOVA until a flush covers it
 A domain gets its cookie at the first DMA call of a device attached to it,
 as iommu_setup_dma_ops does at probe time.
 
-Misuse the kernel would WARN about (unmapping what was never mapped, with
-another size or direction) raises DmaApiError; a mapping that cannot be
-made raises DmaMappingError (the kernel's DMA_MAPPING_ERROR).
+Arguments are checked before anything changes (pyiova.dma_args has the
+rules): a bad one raises DmaApiError (DmaApiTypeError for a wrong type).
+So does misuse the kernel's DMA-API debugging reports: an unmap at an
+address no map returned, of another size, direction or kind of mapping, or
+by another device. A mapping that cannot be made raises DmaMappingError
+(the kernel's DMA_MAPPING_ERROR). Either way the call has changed nothing
+the kernel's own failed call would not have changed.
 """
 import enum
 
+from . import _state
+from . import dma_args as _args
 from . import errors
 from .cookie import cookie_of, get_dma_cookie
-from .iommu import DomainAttr, DomainType, IotlbGather, Prot
+from .device import Device
+from .iommu import DomainAttr, DomainType, IommuDomain, IotlbGather, Prot
+from .phys import PHYS_END as _PHYS_END
+from .phys import PhysAllocator
 
 __all__ = ["DmaDirection", "SgMapping", "CoherentBuffer", "PhysAllocator", "map_page",
            "unmap_page", "map_sg", "unmap_sg", "alloc_coherent", "free_coherent",
@@ -38,18 +47,40 @@ class DmaDirection(enum.IntEnum):
     NONE = 3
 
 
+_NONE = DmaDirection.NONE
+_DMA = DomainType.DMA
+_BIDIR = DmaDirection.BIDIRECTIONAL
 _PROT = {DmaDirection.BIDIRECTIONAL: int(Prot.READ | Prot.WRITE),
          DmaDirection.TO_DEVICE: int(Prot.READ),
          DmaDirection.FROM_DEVICE: int(Prot.WRITE)}
+_PROT_COHERENT = int(Prot.READ | Prot.WRITE | Prot.CACHE)
+_U64_MAX = (1 << 64) - 1
+_SG_MAX = _args.SG_LENGTH_MAX
 
 
 class _Mapping:
-    """What the DMA layer remembers of one live mapping."""
-    __slots__ = ("dev", "size", "direction", "kind", "length")
+    """What the DMA layer remembers of one live mapping (what the kernel's
+    DMA-API debugging keeps in its dma_debug_entry)."""
+    __slots__ = ("dev", "size", "direction", "kind", "length", "addr", "paddr")
 
-    def __init__(self, dev, size, direction, kind, length):
-        self.dev, self.size, self.direction, self.kind, self.length = \
-            dev, size, direction, kind, length
+    def __init__(self, dev, size, direction, kind, length, addr, paddr):
+        self.dev, self.size, self.direction, self.kind = dev, size, direction, kind
+        self.length, self.addr, self.paddr = length, addr, paddr
+
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        _state.check_fields("a DMA mapping", state, {
+            "dev": Device, "size": int, "direction": DmaDirection, "kind": str, "length": int,
+            "addr": int, "paddr": int})
+        if state["kind"] not in _MAPPED_BY:
+            raise _state.fail("a DMA mapping", "of kind %r" % (state["kind"],))
+        if state["direction"] is _NONE:
+            raise _state.fail("a DMA mapping", "with direction NONE")
+        for name, lo in (("size", 1), ("length", 1), ("addr", 0), ("paddr", 0)):
+            _state.check_int("a DMA mapping's %s" % name, state[name], lo, _U64_MAX)
+        _state.set_fields(self, state)
 
 
 class SgMapping:
@@ -58,6 +89,21 @@ class SgMapping:
 
     def __init__(self, iova, length, segments, dma_addrs):
         self.iova, self.length, self.segments, self.dma_addrs = iova, length, segments, dma_addrs
+
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        state = _state.old_slot_state(state)
+        _state.check_fields("an SgMapping", state, {"iova": int, "length": int,
+                                                    "segments": (tuple, list),
+                                                    "dma_addrs": list})
+        _state.check_int("an SgMapping's iova", state["iova"], 0, _U64_MAX)
+        _state.check_int("an SgMapping's length", state["length"], 1, _U64_MAX)
+        if len(state["dma_addrs"]) != len(state["segments"]):
+            raise _state.fail("an SgMapping", "has %d segments but %d DMA addresses"
+                              % (len(state["segments"]), len(state["dma_addrs"])))
+        _state.set_fields(self, state)
 
     def __repr__(self):
         return "<SgMapping iova=%#x length=%#x segments=%d>" % (self.iova, self.length,
@@ -71,40 +117,26 @@ class CoherentBuffer:
     def __init__(self, paddr, dma_addr, size):
         self.paddr, self.dma_addr, self.size = paddr, dma_addr, size
 
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        state = _state.old_slot_state(state)
+        _state.check_fields("a CoherentBuffer", state, {"paddr": int, "dma_addr": int,
+                                                        "size": int})
+        for name, lo in (("paddr", 0), ("dma_addr", 0), ("size", 1)):
+            _state.check_int("a CoherentBuffer's %s" % name, state[name], lo, _U64_MAX)
+        _state.set_fields(self, state)
+
     def __repr__(self):
         return "<CoherentBuffer dma=%#x phys=%#x size=%#x>" % (self.dma_addr, self.paddr, self.size)
 
 
-class PhysAllocator:
-    """Physical pages for coherent buffers: first free page run, reusing
-    what was freed (the page allocator is not what pyiova models). Each
-    domain's cookie has its own, so that a checkpointed domain carries the
-    pages its coherent buffers hold and a restored copy gets the same
-    addresses as the original."""
-
-    def __init__(self, base=0x4000_0000, page=4096):
-        self.base, self.page = base, page
-        self._next = base
-        self._free = {}               # pages -> [paddr, ...]
-
-    def alloc(self, size):
-        pages = -(-size // self.page)
-        spare = self._free.get(pages)
-        if spare:
-            return spare.pop()
-        paddr = self._next
-        self._next += pages * self.page
-        return paddr
-
-    def free(self, paddr, size):
-        self._free.setdefault(-(-size // self.page), []).append(paddr)
-
-
 def _phys(cookie):
-    """The cookie's PhysAllocator, made at its first coherent buffer."""
+    """The cookie's PhysAllocator (cookies made before it had one get it here)."""
     phys = cookie.__dict__.get("dma_phys")
     if phys is None:
-        phys = cookie.dma_phys = PhysAllocator()
+        phys = cookie.__dict__.setdefault("dma_phys", PhysAllocator())
     return phys
 
 
@@ -114,43 +146,38 @@ def _live(cookie):
     return cookie.dma_mappings
 
 
-def _size(size):
-    """size as a positive int, or the error naming it."""
-    if isinstance(size, bool) or not hasattr(size, "__index__"):
-        raise errors.IovaTypeError("size must be an integer, not %r" % (size,))
-    size = size.__index__()
-    if size <= 0:
-        raise errors.IovaValueError("size %r is not a positive number of bytes" % (size,))
-    return size
-
-
 def mappings(domain):
     """Live DMA mappings of a domain: {iova: (device name, bytes, direction, kind)}."""
+    if not isinstance(domain, IommuDomain):
+        raise errors.DmaApiTypeError("mappings: domain must be an IommuDomain, not %s (%r)"
+                                     % (type(domain).__name__, domain))
     cookie = cookie_of(domain)
     return {} if cookie is None else {
         iova: (m.dev.name, m.size, m.direction, m.kind) for iova, m in _live(cookie).items()}
 
 
-def _direction(direction):
-    if type(direction) is DmaDirection:
-        return direction
-    try:
-        return DmaDirection(direction)
-    except ValueError:
-        raise errors.IovaValueError("direction %r is not a DmaDirection" % (direction,)) from None
+# ---- the device's domain and cookie ------------------------------------------------
 
-
-def dma_cookie(dev):
-    """The cookie of dev's domain, set up (iommu_dma_init_domain) on first use."""
+def _dma_domain(dev, call):
+    """dev's domain, if the DMA API can work in it."""
     domain = dev._domain
+    if domain is None:
+        raise errors.DmaApiError("%s: %s is not attached to an IOMMU domain" % (call, dev.name))
+    if domain.type is not DomainType.DMA:
+        raise errors.DmaApiError("%s: %s is in a %s domain: the DMA API needs a DMA domain"
+                                 % (call, dev.name, domain.type.name))
+    return domain
+
+
+def dma_cookie(dev, call="dma_cookie"):
+    """(domain, cookie) of dev's domain, the cookie set up
+    (iommu_dma_init_domain) on first use."""
+    domain = getattr(dev, "_domain", None)
     cookie = domain.iova_cookie if domain is not None else None
     if cookie is not None and cookie.allocator is not None:
         return domain, cookie                      # the common case, kept short
-    if domain is None:
-        raise errors.IovaError("%s is not attached to an IOMMU domain" % dev.name)
-    if domain.type is not DomainType.DMA:
-        raise errors.IovaError("%s is in a %s domain: the DMA API needs a DMA domain"
-                               % (dev.name, domain.type.name))
+    _args.device(call, dev)
+    domain = _dma_domain(dev, call)
     cookie = cookie_of(domain)
     if cookie is None:
         cookie = get_dma_cookie(domain, ncpus=1)
@@ -164,139 +191,280 @@ def dma_cookie(dev):
     return domain, cookie
 
 
-def _align(size, granule):
-    return (size + granule - 1) & ~(granule - 1)
+def _cpu(call, dev, cpu):
+    """cpu checked against the CPU slots of dev's cookie (the one dma_cookie
+    would make has one), before anything is set up."""
+    domain = dev._domain
+    cookie = cookie_of(domain) if domain is not None else None
+    return _args.cpu(call, cpu, cookie.ncpus if cookie is not None else 1)
 
 
-def _map(dev, domain, cookie, paddr, size, limit, prot, kind, direction, cpu):
+def _mapped_cookie(dev, call, cpu):
+    """(domain, cookie or None, cpu) for an unmap. Nothing is set up: an
+    unmap in a domain without a cookie unmaps what was never mapped."""
+    domain = dev._domain if type(dev) is Device else None
+    cookie = domain.iova_cookie if domain is not None else None
+    if cookie is not None and domain.type is _DMA and (
+            cpu is None or type(cpu) is int and 0 <= cpu < cookie.ncpus):
+        return domain, cookie, cpu
+    _args.device(call, dev)
+    domain = _dma_domain(dev, call)
+    cookie = cookie_of(domain)
+    if cpu is not None:
+        cpu = _args.cpu(call, cpu, cookie.ncpus if cookie is not None else 1)
+    return domain, cookie, cpu
+
+
+# ---- mapping -----------------------------------------------------------------------
+
+def _unmappable(call, dev, cookie, length, limit, cause):
+    """The DmaMappingError for a request the allocator refused outright,
+    before doing anything (a mask that leaves no IOVA space, a size no
+    space could hold), in bytes."""
+    shift = cookie.shift
+    top = cookie.dma_limit(dev, limit) >> shift
+    first = cookie.start_pfn
+    if top < first:
+        why = ("the DMA mask %#x leaves it no IOVA space: the domain hands out addresses from "
+               "%#x up" % (limit, first << shift))
+    elif length >> shift > top - first + 1:
+        why = ("%#x bytes is more than the %#x bytes of IOVA space between %#x and its DMA "
+               "limit %#x" % (length, (top - first + 1) << shift, first << shift, limit))
+    else:
+        why = str(cause)
+    return errors.DmaMappingError("%s: no mapping for %s: %s" % (call, dev.name, why))
+
+
+def _ready(call, dev, cpu):
+    """(domain, cookie, cpu) for a map: the cookie set up, cpu checked
+    against its CPU slots (before anything is set up)."""
+    domain = dev._domain
+    cookie = domain.iova_cookie if domain is not None else None
+    if cookie is not None and cookie.allocator is not None and (
+            cpu is None or type(cpu) is int and 0 <= cpu < cookie.ncpus):
+        return domain, cookie, cpu
+    if cpu is not None:
+        cpu = _cpu(call, dev, cpu)
+    domain, cookie = dma_cookie(dev, call)
+    return domain, cookie, cpu
+
+
+def _map(call, dev, domain, cookie, paddr, size, limit, prot, kind, direction, cpu):
     g = cookie.granule
     off = paddr & (g - 1)
-    length = _align(size + off, g)
-    iova = cookie.alloc_iova(dev, length, limit, cpu=cpu)
-    if not iova:
-        raise errors.DmaMappingError("no IOVA space for %#x bytes below %#x in %s"
-                                     % (length, limit, domain.name))
+    base = paddr - off
+    length = (size + off + g - 1) & -g
     try:
-        domain.map(iova, paddr - off, length, prot)
-    except errors.IovaError:
+        iova = cookie.alloc_iova(dev, length, limit, cpu=cpu)
+    except errors.IovaValueError as exc:         # refused outright: nothing was done
+        raise _unmappable(call, dev, cookie, length, limit, exc) from None
+    if not iova:
+        raise errors.DmaMappingError("%s: no IOVA space left for %#x bytes below %#x in %s"
+                                     % (call, length, limit, domain.name))
+    try:
+        domain.map(iova, base, length, prot)
+    except errors.IovaError as exc:
+        # as iommu_dma_map does: the IOVA goes back, the mapping error goes up
         cookie.free_iova(iova, length, cpu=cpu)
-        raise
-    _live(cookie)[iova] = _Mapping(dev, size, direction, kind, length)
-    return iova + off
+        raise errors.DmaMappingError("%s: the IOMMU refused to map %#x bytes at IOVA %#x for %s: "
+                                     "%s" % (call, length, iova, dev.name, exc)) from exc
+    addr = iova + off
+    # (what the kernel's DMA-API debugging keeps: a coherent buffer's pages too)
+    _live(cookie)[iova] = _Mapping(dev, size, direction, kind, length, addr,
+                                   paddr if kind == "coherent" else 0)
+    return addr
 
 
-def _unmap(dev, domain, cookie, iova, length, cpu):
-    gather = IotlbGather()
-    domain.unmap_fast(iova, length, gather)
-    lazy = cookie.flush_queue
-    if not lazy:
-        domain.iotlb_sync(gather)      # strict: invalidate before the IOVA can be reused
-    cookie.free_iova(iova, length, lazy=lazy, cpu=cpu)
-
-
-def _take(dev, cookie, dma_addr, size, direction, kind):
-    iova = dma_addr & ~(cookie.granule - 1)
-    live = _live(cookie)
-    m = live.get(iova)
-    if m is None or m.dev is not dev:
-        raise errors.DmaApiError("%s: unmapping %#x, which was never mapped" % (dev.name, dma_addr))
+def _find(call, dev, cookie, dma_addr, size, direction, kind):
+    """(iova, the _Mapping) that an unmap of dma_addr releases, or the
+    DmaApiError the kernel's DMA-API debugging would report instead."""
+    m = None
+    if cookie is not None and cookie.granule is not None:
+        iova = dma_addr & ~(cookie.granule - 1)
+        m = _live(cookie).get(iova)
+    if m is None:
+        raise errors.DmaApiError("%s: %s: unmapping %#x, which was never mapped"
+                                 % (call, dev.name, dma_addr))
+    if m.dev is not dev:
+        raise errors.DmaApiError("%s: %s: unmapping %#x, which %s mapped"
+                                 % (call, dev.name, dma_addr, m.dev.name))
+    if m.addr != dma_addr:
+        raise errors.DmaApiError(
+            "%s: %s: unmapping %#x, which is not an address a map returned: the mapping there "
+            "was returned as %#x (the kernel's DMA-API debugging reports this as freeing DMA "
+            "memory the driver has not allocated)" % (call, dev.name, dma_addr, m.addr))
     if m.kind != kind:
-        raise errors.DmaApiError("%s: %#x was mapped by %s, not %s" % (dev.name, dma_addr,
-                                                                       m.kind, kind))
+        raise errors.DmaApiError("%s: %s: %#x was mapped by %s, not %s"
+                                 % (call, dev.name, dma_addr, _MAPPED_BY[m.kind],
+                                    _MAPPED_BY[kind]))
     if size is not None and m.size != size:
-        raise errors.DmaApiError("%s: unmapping %#x with size %#x, mapped with %#x"
-                                 % (dev.name, dma_addr, size, m.size))
+        raise errors.DmaApiError("%s: %s: unmapping %#x with size %#x, mapped with %#x"
+                                 % (call, dev.name, dma_addr, size, m.size))
     if direction is not None and m.direction != direction:
-        raise errors.DmaApiError("%s: unmapping %#x as %s, mapped as %s"
-                                 % (dev.name, dma_addr, direction.name, m.direction.name))
-    del live[iova]
-    return iova, m.length
+        raise errors.DmaApiError("%s: %s: unmapping %#x as %s, mapped as %s"
+                                 % (call, dev.name, dma_addr, direction.name, m.direction.name))
+    return iova, m
+
+
+_MAPPED_BY = {"page": "map_page", "sg": "map_sg", "coherent": "alloc_coherent"}
+
+
+def _release(domain, cookie, iova, m, cpu):
+    """Unmap and free a mapping _find returned; it leaves the live set first,
+    so that no other thread can release it too, and goes back if the
+    unmap fails."""
+    live = _live(cookie)
+    if live.pop(iova, None) is not m:
+        raise errors.DmaApiError("%s: %#x was unmapped by another thread meanwhile"
+                                 % (m.dev.name, m.addr))
+    try:
+        gather = IotlbGather()
+        domain.unmap_fast(iova, m.length, gather)
+        lazy = cookie.flush_queue
+        if not lazy:
+            domain.iotlb_sync(gather)      # strict: invalidate before the IOVA can be reused
+        cookie.free_iova(iova, m.length, lazy=lazy, cpu=cpu)
+    except BaseException:
+        live[iova] = m
+        raise
+
+
+# ---- the calls ---------------------------------------------------------------------
+
+def _plain_segments(segments):
+    """Whether segments is a non-empty tuple or list of (paddr, length)
+    tuples of plain ints that dma_args.segments would take as they are."""
+    if (type(segments) is not tuple and type(segments) is not list) or not segments:
+        return False
+    for seg in segments:
+        if type(seg) is not tuple or len(seg) != 2:
+            return False
+        p, n = seg
+        if type(p) is not int or type(n) is not int or p < 0 or n <= 0 or n > _SG_MAX \
+                or p + n > _PHYS_END:
+            return False
+    return True
 
 
 def map_page(dev, paddr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     """dma_map_page / dma_map_phys: the DMA address of [paddr, paddr+size)."""
-    direction = _direction(direction)
-    if type(size) is not int or size <= 0:
-        size = _size(size)
-    if direction is DmaDirection.NONE:
-        raise errors.DmaApiError("DMA_NONE is not a direction to map with")
-    domain, cookie = dma_cookie(dev)
-    return _map(dev, domain, cookie, paddr, size, dev.dma_mask, _PROT[direction], "page",
-                direction, cpu)
+    if (type(paddr) is not int or type(size) is not int or type(direction) is not DmaDirection
+            or type(dev) is not Device or paddr < 0 or size <= 0 or paddr + size > _PHYS_END
+            or direction is _NONE):
+        paddr, size, direction = _args.map_args("map_page", dev, paddr, size, direction)
+    domain, cookie, cpu = _ready("map_page", dev, cpu)
+    return _map("map_page", dev, domain, cookie, paddr, size, dev.dma_mask, _PROT[direction],
+                "page", direction, cpu)
 
 
 def unmap_page(dev, dma_addr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
-    """dma_unmap_page: size and direction must be the ones it was mapped with."""
-    direction = _direction(direction)
-    domain, cookie = dma_cookie(dev)
-    iova, length = _take(dev, cookie, dma_addr, size, direction, "page")
-    _unmap(dev, domain, cookie, iova, length, cpu)
+    """dma_unmap_page: at the address map_page returned, with the size and
+    direction it was mapped with."""
+    if (type(dma_addr) is not int or type(size) is not int or type(direction) is not DmaDirection
+            or dma_addr < 0 or dma_addr > _U64_MAX or size <= 0 or size > _U64_MAX
+            or direction is _NONE):
+        dma_addr, size, direction = _args.unmap_args("unmap_page", dev, dma_addr, size,
+                                                     direction)
+    domain, cookie, cpu = _mapped_cookie(dev, "unmap_page", cpu)
+    iova, m = _find("unmap_page", dev, cookie, dma_addr, size, direction, "page")
+    _release(domain, cookie, iova, m, cpu)
 
 
 def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     """dma_map_sg: segments [(paddr, length), ...] laid back to back in one
     IOVA range, each padded to the granule as iommu_dma_map_sg does."""
-    direction = _direction(direction)
-    segments = [(int(p), int(n)) for p, n in segments]
-    if not segments or any(n <= 0 for _, n in segments):
-        raise errors.IovaValueError("a scatter-gather list needs segments of positive length")
-    domain, cookie = dma_cookie(dev)
+    if type(dev) is not Device or type(direction) is not DmaDirection or direction is _NONE \
+            or not _plain_segments(segments):
+        _args.device("map_sg", dev)
+        segments = _args.segments("map_sg", segments)
+        direction = _args.direction("map_sg", direction)
+    domain, cookie, cpu = _ready("map_sg", dev, cpu)
     g = cookie.granule
-    lengths = [_align((p & (g - 1)) + n, g) for p, n in segments]
+    lengths = [((p & (g - 1)) + n + g - 1) & -g for p, n in segments]
     total = sum(lengths)
-    iova = cookie.alloc_iova(dev, total, dev.dma_mask, cpu=cpu)
+    try:
+        iova = cookie.alloc_iova(dev, total, dev.dma_mask, cpu=cpu)
+    except errors.IovaValueError as exc:
+        raise _unmappable("map_sg", dev, cookie, total, dev.dma_mask, exc) from None
     if not iova:
-        raise errors.DmaMappingError("no IOVA space for a %#x-byte scatter-gather list in %s"
-                                     % (total, domain.name))
+        raise errors.DmaMappingError("map_sg: no IOVA space left for a %#x-byte scatter-gather "
+                                     "list in %s" % (total, domain.name))
     done = 0
     addrs = []
+    prot = _PROT[direction]
     try:
         for (p, n), length in zip(segments, lengths):
-            domain.map(iova + done, p & ~(g - 1), length, _PROT[direction])
+            domain.map(iova + done, p & -g, length, prot)
             addrs.append(iova + done + (p & (g - 1)))
             done += length
-    except errors.IovaError:
+    except errors.IovaError as exc:
+        # as iommu_map_sg and iommu_dma_map_sg do: unmap what was mapped, free the IOVA
         if done:
             gather = IotlbGather()
             domain.unmap_fast(iova, done, gather)
             domain.iotlb_sync(gather)
         cookie.free_iova(iova, total, cpu=cpu)
-        raise
-    _live(cookie)[iova] = _Mapping(dev, total, direction, "sg", total)
+        raise errors.DmaMappingError("map_sg: the IOMMU refused segment %d of %s's list at IOVA "
+                                     "%#x: %s" % (len(addrs), dev.name, iova + done, exc)) from exc
+    _live(cookie)[iova] = _Mapping(dev, total, direction, "sg", total, iova, 0)
     return SgMapping(iova, total, segments, addrs)
 
 
 def unmap_sg(dev, sg, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     """dma_unmap_sg: the mapping map_sg returned."""
     if not isinstance(sg, SgMapping):
-        raise errors.IovaTypeError("unmap_sg takes the SgMapping map_sg returned")
-    direction = _direction(direction)
-    domain, cookie = dma_cookie(dev)
-    iova, length = _take(dev, cookie, sg.iova, sg.length, direction, "sg")
-    _unmap(dev, domain, cookie, iova, length, cpu)
+        raise errors.DmaApiTypeError("unmap_sg: sg must be the SgMapping map_sg returned, not %s "
+                                     "(%r)" % (type(sg).__name__, sg))
+    iova, length = sg.iova, sg.length
+    if type(iova) is not int or type(length) is not int or type(direction) is not DmaDirection \
+            or direction is _NONE:
+        iova = _args.dma_addr("unmap_sg", iova, "sg.iova")
+        length = _args.size("unmap_sg", length, "sg.length")
+        direction = _args.direction("unmap_sg", direction)
+    domain, cookie, cpu = _mapped_cookie(dev, "unmap_sg", cpu)
+    iova, m = _find("unmap_sg", dev, cookie, iova, length, direction, "sg")
+    _release(domain, cookie, iova, m, cpu)
 
 
 def alloc_coherent(dev, size, *, cpu=None):
     """dma_alloc_coherent: pages, mapped for the device within its coherent mask."""
-    size = _size(size)
-    domain, cookie = dma_cookie(dev)
-    length = _align(size, cookie.granule)
-    paddr = _phys(cookie).alloc(length)
+    if type(size) is not int or size <= 0 or size > _U64_MAX or type(dev) is not Device:
+        _args.device("alloc_coherent", dev)
+        size = _args.size("alloc_coherent", size)
+    domain, cookie, cpu = _ready("alloc_coherent", dev, cpu)
+    g = cookie.granule
+    length = (size + g - 1) & -g
+    phys = _phys(cookie)
+    # pages first, then the mapping, as iommu_dma_alloc does; a failed
+    # mapping gives the pages back as if they had never been taken
+    paddr, reused = phys.take(length)
     try:
-        dma = _map(dev, domain, cookie, paddr, length, dev.coherent_dma_mask,
-                   int(Prot.READ | Prot.WRITE | Prot.CACHE), "coherent",
-                   DmaDirection.BIDIRECTIONAL, cpu)
-    except errors.IovaError:
-        _phys(cookie).free(paddr, length)
+        # (the mapping records the whole pages, as dma-iommu maps them)
+        dma = _map("alloc_coherent", dev, domain, cookie, paddr, length, dev.coherent_dma_mask,
+                   _PROT_COHERENT, "coherent", _BIDIR, cpu)
+    except BaseException:
+        phys.undo(paddr, length, reused)
         raise
     return CoherentBuffer(paddr, dma, size)
 
 
 def free_coherent(dev, buf, *, cpu=None):
-    """dma_free_coherent."""
+    """dma_free_coherent: the buffer alloc_coherent returned."""
     if not isinstance(buf, CoherentBuffer):
-        raise errors.IovaTypeError("free_coherent takes the CoherentBuffer alloc_coherent returned")
-    domain, cookie = dma_cookie(dev)
-    iova, length = _take(dev, cookie, buf.dma_addr, None, None, "coherent")
-    _unmap(dev, domain, cookie, iova, length, cpu)
-    _phys(cookie).free(buf.paddr, length)
+        raise errors.DmaApiTypeError("free_coherent: buf must be the CoherentBuffer "
+                                     "alloc_coherent returned, not %s (%r)"
+                                     % (type(buf).__name__, buf))
+    addr = _args.dma_addr("free_coherent", buf.dma_addr, "buf.dma_addr")
+    size = _args.size("free_coherent", buf.size, "buf.size")
+    paddr = _args.phys_addr("free_coherent", buf.paddr, "buf.paddr")
+    domain, cookie, cpu = _mapped_cookie(dev, "free_coherent", cpu)
+    iova, m = _find("free_coherent", dev, cookie, addr, None, None, "coherent")
+    if (size + cookie.granule - 1) & -cookie.granule != m.size:
+        raise errors.DmaApiError("free_coherent: %s: freeing %#x with size %#x, allocated with "
+                                 "%#x (whole pages)" % (dev.name, addr, size, m.size))
+    if m.paddr != paddr:
+        raise errors.DmaApiError("free_coherent: %s: the buffer at %#x is freed with physical "
+                                 "address %#x, allocated with %#x"
+                                 % (dev.name, addr, paddr, m.paddr))
+    _release(domain, cookie, iova, m, cpu)
+    _phys(cookie).free(m.paddr, m.length)

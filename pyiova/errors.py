@@ -6,8 +6,49 @@ the natural one, the class also derives from it, so ``except ValueError`` and
 """
 
 
+class LaterMessage:
+    """A message formatted when it is first read (str), for errors a caller
+    expects and catches by the thousand: a failing call then costs about
+    what a succeeding one does. IovaError.args gives it as the string."""
+    __slots__ = ("fmt", "values")
+
+    def __init__(self, fmt, values):
+        self.fmt, self.values = fmt, values
+
+    def __str__(self):
+        return self.fmt % self.values
+
+    def __repr__(self):
+        return repr(self.fmt % self.values)
+
+    def __reduce__(self):
+        return (str, (self.fmt % self.values,))
+
+
 class IovaError(Exception):
-    """Base class of every pyiova error."""
+    """Base class of every pyiova error.
+
+    An error made with later() (or with a LaterMessage as its argument)
+    formats its message only when something reads it: str, repr, args, a
+    traceback or a pickle all see the same text.
+    """
+
+    @classmethod
+    def later(cls, fmt, *values):
+        """An exception of this class whose message is fmt % values."""
+        return cls(LaterMessage(fmt, values))
+
+    @property
+    def args(self):
+        args = BaseException.args.__get__(self)
+        if args and type(args[0]) is LaterMessage:
+            args = (str(args[0]),) + args[1:]
+            BaseException.args.__set__(self, args)
+        return args
+
+    @args.setter
+    def args(self, value):
+        BaseException.args.__set__(self, value)
 
 
 class IovaExhausted(IovaError):
@@ -49,15 +90,33 @@ class IovaCorrupted(IovaError, AssertionError):
 
 
 class DmaMappingError(IovaError):
-    """A DMA API map failed (the kernel returns DMA_MAPPING_ERROR): no IOVA
-    space was left, or the IOMMU refused the mapping."""
+    """A DMA API map failed (the kernel returns DMA_MAPPING_ERROR, or NULL
+    from dma_alloc_coherent): no IOVA space was left below the device's DMA
+    mask, the request is larger than the space could ever hold, the mask
+    leaves no space at all, or the IOMMU refused the mapping. Nothing was
+    mapped and nothing else changed but what the kernel's own failed
+    allocation changes (see README, "Errors of the DMA API")."""
 
 
-class DmaApiError(IovaError, ValueError):
-    """The DMA API was misused in a way the kernel would WARN about: unmapping
-    what was never mapped, or with another size or direction."""
+class DmaApiError(IovaValueError):
+    """The DMA API was misused: an argument that is not a device, an address,
+    a size or a direction the kernel's DMA API takes, or an unmap the
+    kernel's DMA-API debugging would report (an address map returned no
+    mapping at, another size, direction or kind of mapping, another
+    device). Nothing changed."""
 
 
-class TraceError(IovaError, ValueError):
+class DmaApiTypeError(DmaApiError, IovaTypeError):
+    """A DMA API argument of the wrong type (a str or a float where an
+    address or a size belongs, None for a device...): a DmaApiError that
+    is also a TypeError."""
+
+
+class CheckpointError(IovaValueError):
+    """The bytes given to checkpoint.loads() are not a sound pyiova
+    checkpoint: truncated, damaged, or something else altogether."""
+
+
+class TraceError(IovaValueError):
     """A trace cannot be read to its end: compressed data cut short or
     damaged. (Lines that are not events are counted, not raised.)"""

@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
 
+from . import _state
 from . import errors
 from . import iommu_errors as ierr
 from ._iommu_native import (LPAE_4K_PGSIZES, IoPgtable, Iotlb, access_many, bad_argument,
@@ -29,7 +30,7 @@ from .device import Device, device_name
 
 __all__ = ["DomainType", "DomainAttr", "IovaAllocator", "Prot", "DomainGeometry",
            "IotlbGather", "IommuOps", "IommuDomain", "IommuDriver", "DomainCounters",
-           "StaleTranslation"]
+           "StaleTranslation", "EngineProfile", "declares_own"]
 
 _U64_MAX = (1 << 64) - 1
 _iotlb_access = lib.iotlb_access
@@ -90,6 +91,16 @@ class DomainGeometry:
     aperture_end: int = 0
     force_aperture: bool = False
 
+    def __setstate__(self, state):
+        _state.check_fields("a domain geometry", state, {
+            "aperture_start": int, "aperture_end": int, "force_aperture": bool})
+        for name in ("aperture_start", "aperture_end"):
+            _state.check_int("the geometry's %s" % name, state[name], 0, _U64_MAX)
+        if state["aperture_start"] > state["aperture_end"]:
+            raise _state.fail("a domain geometry", "ends below its start")
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
 
 class StaleTranslation(NamedTuple):
     """A device access served by an IOTLB entry that no longer matched the
@@ -143,6 +154,43 @@ class DomainCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+class EngineProfile(NamedTuple):
+    """A driver's behaviour on the DMA path, declared so that the C
+    simulation engine (pyiova.engine) can do what the driver's methods do.
+
+    invalidation     "range": unmap gathers what it cleared and iotlb_sync
+                     invalidates that range; "context": iotlb_sync and every
+                     flush drop the whole context
+    skip_syncs       iotlb_sync does nothing but count itself as skipped
+    erratum          a flush issued by iotlb_sync may be lost...
+    drop_rate        ...with this probability (1.0: always)...
+    rng              ...as this random.Random decides (its state is used and
+                     written back)
+    flush_when_idle  after an unmap's sync, flush the context once nothing is
+                     mapped and an unmap left entries possibly cached
+    dirty            that flag's value now (engine_store takes it back)
+    """
+    invalidation: str
+    skip_syncs: bool = False
+    erratum: bool = False
+    drop_rate: float = 0.0
+    rng: Any = None
+    flush_when_idle: bool = False
+    dirty: bool = False
+
+
+# The driver methods whose behaviour an EngineProfile declares.
+ENGINE_METHODS = ("map", "unmap", "iotlb_sync", "flush_iotlb_all", "domain_reset")
+
+
+def declares_own(driver, cls, extra=()):
+    """Whether driver runs cls's own versions of the methods a profile
+    declares: a subclass that overrides one says more than cls's profile."""
+    kind = type(driver)
+    return all(getattr(kind, name, None) is getattr(cls, name)
+               for name in ENGINE_METHODS + tuple(extra))
+
+
 class _Counts:
     """The counters kept in Python (the C structures keep the rest)."""
     __slots__ = ("maps", "unmaps", "short_unmaps", "syncs", "syncs_skipped", "full_flushes",
@@ -151,6 +199,16 @@ class _Counts:
     def __init__(self):
         for name in self.__slots__:
             setattr(self, name, 0)
+
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        state = _state.old_slot_state(state)
+        _state.check_fields("the domain counters", state, dict.fromkeys(self.__slots__, int))
+        for name, value in state.items():
+            _state.check_int("the domain counter %s" % name, value, 0)
+        _state.set_fields(self, state)
 
 
 class IotlbGather:
@@ -409,8 +467,9 @@ class IommuDomain:
                 raise self._outside(iova, size)
         except TypeError:
             raise bad_argument(iova=iova, paddr=paddr, size=size) from None
-        self._op += 1
         self.ops.map(self, iova, paddr, size, prot)
+        # counted once it is done: a refused map changes nothing
+        self._op += 1
         self._pc.maps += 1
 
     def unmap(self, iova, size):
@@ -434,8 +493,8 @@ class IommuDomain:
                 raise self._outside(iova, size)
         except TypeError:
             raise bad_argument(iova=iova, size=size) from None
-        self._op += 1
         unmapped = self.ops.unmap(self, iova, size, gather)
+        self._op += 1
         self._pc.unmaps += 1
         if unmapped != size:
             self._pc.short_unmaps += 1
@@ -663,15 +722,28 @@ class IommuDomain:
         return state
 
     def __setstate__(self, state):
+        _check_domain_state(state)
         state = dict(state)
         saved = state.pop("_saved_names", None)
         for name, value in state.items():
             setattr(self, name, value)
+        self.set_geometry(self._geometry)          # the aperture bounds, from the geometry
         self._ptp = self.pgtable.ptr if self.pgtable is not None else None
         self._tlbp = self.iotlb.ptr if self.iotlb is not None else None
         # the restored IOTLB starts with the cleared count the original had
         self._saved_names = None if saved is None else \
             (_records_cleared(self.iotlb), saved[0], saved[1])
+
+    def _check_restored(self):
+        """After a checkpoint is loaded: the domain and its devices and
+        cookie name each other."""
+        for dev in self._devices:
+            if dev._domain is not self:
+                raise _state.fail("domain %s" % self.name,
+                                  "lists device %s, which is not attached to it" % dev.name)
+        cookie = self.iova_cookie
+        if cookie is not None and cookie.domain is not self:
+            raise _state.fail("domain %s" % self.name, "holds a cookie of another domain")
 
     def mappings(self, start=0):
         """Iterate over the page-table leaves (PgtableLeaf) from start on."""
@@ -690,6 +762,44 @@ class IommuDomain:
     def __repr__(self):
         state = "freed" if self._closed else "%d device(s)" % len(self._devices)
         return "<IommuDomain %s %s %s>" % (self.name, self.type.name, state)
+
+
+def _check_domain_state(state):
+    """The state an IommuDomain is restored from, checked (see pyiova._state)."""
+    from .cookie import DmaCookie
+    spec = {"ops": object, "type": DomainType, "pgsize_bitmap": int, "name": str,
+            "priv": object, "iova_cookie": (DmaCookie, type(None)),
+            "pgtable": (IoPgtable, type(None)), "iotlb": (Iotlb, type(None)),
+            "_geometry": DomainGeometry, "_attrs": dict, "_devices": list, "_op": int,
+            "_pc": _Counts, "_mappable": bool, "_closed": bool, "_ap_lo": int, "_ap_end": int,
+            "_saved_names": (tuple, type(None))}
+    _state.check_fields("an IOMMU domain", state, spec, optional=("_saved_names",))
+    name = "domain %s" % state["name"]
+    if state["ops"] is None:
+        raise _state.fail(name, "has no driver")
+    if state["_closed"]:
+        raise _state.fail(name, "was freed")
+    _state.check_int("%s's page sizes" % name, state["pgsize_bitmap"], 0, _U64_MAX)
+    _state.check_int("%s's operation count" % name, state["_op"], 0)
+    if (state["pgtable"] is None) != (state["iotlb"] is None):
+        raise _state.fail(name, "has a page table without an IOTLB, or one without the other")
+    if state["_mappable"] != (state["type"].paging):
+        raise _state.fail(name, "is mappable against its type %s" % state["type"].name)
+    for dev in state["_devices"]:
+        _state.check_type("a device of %s" % name, dev, Device)
+    for key, value in state["_attrs"].items():
+        _state.check_type("an attribute of %s" % name, key, DomainAttr)
+        if key is DomainAttr.IOVA_ALLOCATOR:
+            _state.check_type("%s's IOVA_ALLOCATOR" % name, value, IovaAllocator)
+        elif key is DomainAttr.DMA_USE_FLUSH_QUEUE:
+            _state.check_type("%s's DMA_USE_FLUSH_QUEUE" % name, value, bool)
+        else:
+            raise _state.fail(name, "stores the read-only attribute %s" % key.name)
+    saved = state.get("_saved_names")
+    if saved is not None:
+        if len(saved) != 2 or type(saved[1]) is not dict:
+            raise _state.fail(name, "has a damaged table of stale records' device names")
+        _state.check_int("%s's named stale records" % name, saved[0], 0)
 
 
 def _records_cleared(iotlb):
@@ -795,6 +905,16 @@ class IommuDriver:
     def domain_reset(self, domain):
         self.flush_iotlb_all(domain)
 
+    # -- the C simulation engine -----------------------------------------------
+    def engine_profile(self, domain):
+        """How this driver behaves on domain's DMA path (an EngineProfile),
+        or None when a profile cannot say it: the simulation then runs on
+        the Python engine. Drivers that declare one override this."""
+        return None
+
+    def engine_store(self, domain, dirty):
+        """Takes back what the engine changed of the profile's state."""
+
     # -- attributes --------------------------------------------------------------
     def domain_get_attr(self, domain, attr):
         try:
@@ -824,12 +944,48 @@ class IommuDriver:
                 raise ierr.IommuAttrValueError(
                     "unknown IOVA allocator %r (known: %s)"
                     % (value, ", ".join(a.value for a in IovaAllocator))) from None
+            if value is IovaAllocator.MSI and domain.type is not DomainType.UNMANAGED:
+                # iommu_get_msi_cookie refuses every other kind of domain
+                raise ierr.IommuAttrValueError(
+                    "IOVA_ALLOCATOR 'msi' is for unmanaged domains: the kernel gives MSI "
+                    "cookies to no other kind, and %s is a %s domain"
+                    % (domain.name, domain.type.name))
         if domain.attrs[attr] == value:
             return
         if domain.devices or (domain.pgtable is not None and domain.pgtable.mapped_bytes):
             raise ierr.IommuAttrBusy("%s of %s can only change before the first attach and "
                                      "while nothing is mapped" % (attr.name, domain.name))
         domain.attrs[attr] = value
+
+    # -- pickling and deepcopy (checkpoints) ------------------------------------
+    _STATE = {"name": str, "pgsize_bitmap": int, "ias": int, "oas": int, "tlb_entries": int,
+              "tlb_ways": int, "record_limit": int}
+
+    def __setstate__(self, state):
+        """The state checked against what the class keeps (a subclass of a
+        pyiova driver may keep more), and its hardware configuration
+        against what __init__ accepts."""
+        cls = type(self)
+        _state.check_fields("a driver %s" % cls.__name__, state, cls._STATE,
+                            extra_ok=cls._EXTRA_STATE_OK)
+        try:
+            IoPgtable(state["pgsize_bitmap"], ias=state["ias"], oas=state["oas"])
+            Iotlb(state["tlb_entries"], state["tlb_ways"], record_limit=state["record_limit"])
+        except errors.IovaError as exc:
+            raise _state.fail("driver %s" % state["name"], "has a bad configuration: %s" % exc) \
+                from None
+        self._check_state(state)
+        self.__dict__.update(state)
+
+    def _check_state(self, state):
+        """What a driver class checks of its own state (subclasses)."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        # a subclass outside pyiova may keep state of its own
+        cls._EXTRA_STATE_OK = not cls.__module__.startswith("pyiova.")
+
+    _EXTRA_STATE_OK = False
 
     def __repr__(self):
         return "<%s %s>" % (type(self).__name__, self.name)

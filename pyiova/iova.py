@@ -16,8 +16,9 @@ from ._args import as_u64 as _as_u64
 from ._args import release as _release
 from ._args import u64_cdata as _u64_cdata
 from ._pyiova import ffi, lib
+from ._words import loaded_words
 
-__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES"]
+__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR"]
 
 # The kernels whose rules pyiova models, newest first: every kernel= argument
 # (IovaDomain, PfnAllocator, DmaCookie, simulate, the command line) takes
@@ -48,6 +49,10 @@ _array = array.array
 _U64P = ffi.typeof("uint64_t *")
 _INTP = ffi.typeof("int *")
 _U64X2 = ffi.typeof("uint64_t[2]")
+_E_NOSPC = lib.IOVA_E_NOSPC
+_Exhausted = errors.IovaExhausted
+_Later = errors.LaterMessage
+_NOSPC_MESSAGE = "no free range of %d pages at or below limit_pfn %#x"
 
 # The batch calls' result: slicing a zeroed template copies it at memcpy
 # speed, where array("Q", bytes(8 * n)) builds and copies a bytes object.
@@ -63,6 +68,28 @@ _ZEROS = _array("Q", bytes(8 * _ZN))
 # the core may not have set).
 _u64_cells = []
 _int_cells = []
+
+
+class _Anchor(int):
+    """The pfn of the 6.12 anchor node: an int equal to 2**64-1 (the
+    kernel's IOVA_ANCHOR, ~0UL), which reads as IOVA_ANCHOR, so that a state
+    whose cached node is the anchor says so rather than show a large
+    number. Arithmetic, comparisons, hex() and json see the plain int."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return "IOVA_ANCHOR"
+
+    def __reduce__(self):
+        return (int, (int(self),))
+
+
+IOVA_ANCHOR = _Anchor(_U64_MAX)
+
+
+def _pfn(value):
+    """A cached node's pfn_lo as state() shows it."""
+    return IOVA_ANCHOR if value == _U64_MAX else value
 
 
 def _choice(name, value, table):
@@ -149,6 +176,12 @@ class IovaDomain:
 
     # ---- errors ---------------------------------------------------------
 
+    def _alloc_error(self, code, size, limit_pfn, cpu=None):
+        """An allocation's failure; no room (the common one) is cheap."""
+        if code == _E_NOSPC:
+            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit_pfn)))
+        return self._error(code, size=size, limit_pfn=limit_pfn, cpu=cpu)
+
     def _error(self, code, **named):
         """The exception for a negative return code, naming the values."""
         size = named.get("size")
@@ -156,8 +189,7 @@ class IovaDomain:
         pfn = named.get("pfn")
         E = lib
         if code == E.IOVA_E_NOSPC:
-            return errors.IovaExhausted(
-                "no free range of %d pages at or below limit_pfn %#x" % (size, limit))
+            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit)))
         if code == E.IOVA_E_SIZE:
             return errors.IovaValueError("size %r is not in 1..%#x" % (size, self.max_pfn))
         if code == E.IOVA_E_LIMIT:
@@ -215,7 +247,7 @@ class IovaDomain:
             limit_pfn = _as_u64("limit_pfn", limit_pfn)
             r = _alloc(self._d, size, limit_pfn, _as_flag("size_aligned", size_aligned))
         if r < 0:
-            raise self._error(r, size=size, limit_pfn=limit_pfn)
+            raise self._alloc_error(r, size, limit_pfn)
         return r
 
     def free(self, pfn):
@@ -280,16 +312,17 @@ class IovaDomain:
     def state(self):
         """The allocator's cached state, as the kernel holds it.
 
-        6.12 and 6.1: {"cached", "cached32"} are the pfn_lo of the two cached nodes
-        (the anchor reads 2**64-1), "max32" is max32_alloc_size and "dma32"
-        the exclusive 32-bit boundary. 4.10: {"cached32": lo or None,
-        "dma32": the inclusive boundary}.
+        6.12 and 6.1: {"cached", "cached32"} are the pfn_lo of the two
+        cached nodes; the anchor node, where both start, reads IOVA_ANCHOR
+        (an int equal to 2**64-1, the kernel's IOVA_ANCHOR); "max32" is
+        max32_alloc_size and "dma32" the exclusive 32-bit boundary. 4.10:
+        {"cached32": lo or None, "dma32": the inclusive boundary}.
         """
         st = self._state()
         if self.kernel == "4.10":
             return {"cached32": st.cached32_lo if st.has_cached32 else None,
                     "dma32": st.dma_32bit_pfn}
-        return {"cached": st.cached_lo, "cached32": st.cached32_lo,
+        return {"cached": _pfn(st.cached_lo), "cached32": _pfn(st.cached32_lo),
                 "max32": st.max32_alloc_size, "dma32": st.dma_32bit_pfn}
 
     def stats(self):
@@ -425,7 +458,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _alloc_fast(self._d, size, limit_pfn, flush_rcache, -1)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _alloc_fast(self._d, size, limit_pfn, flush_rcache, cpu)
             else:
                 raise TypeError
@@ -435,9 +468,7 @@ class IovaDomain:
             flag = _as_flag("flush_rcache", flush_rcache)
             r = _alloc_fast(self._d, size, limit_pfn, flag, _as_cpu(cpu, self.ncpus))
         if r <= 0:
-            if r == 0:
-                r = lib.IOVA_E_NOSPC
-            raise self._error(r, size=size, limit_pfn=limit_pfn, cpu=cpu)
+            raise self._alloc_error(r or _E_NOSPC, size, limit_pfn, cpu)
         return r
 
     def free_fast(self, pfn, size, cpu=None):
@@ -447,7 +478,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _free_fast(self._d, pfn, size, -1)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _free_fast(self._d, pfn, size, cpu)
             else:
                 raise TypeError
@@ -476,7 +507,7 @@ class IovaDomain:
                 raise TypeError
             if cpu is None:
                 r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flush_rcache, -1, bad)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 r = _alloc_fast_many(self._d, buf, obuf, n, limit_pfn, flush_rcache, cpu, bad)
             else:
                 raise TypeError
@@ -531,7 +562,7 @@ class IovaDomain:
         try:
             if cpu is None:
                 done = _free_fast_many(self._d, pbuf, sbuf, n, -1, err)
-            elif type(cpu) is int:
+            elif type(cpu) is int and cpu >= 0:
                 done = _free_fast_many(self._d, pbuf, sbuf, n, cpu, err)
             else:
                 raise TypeError
@@ -688,17 +719,9 @@ class IovaDomain:
     def restore(cls, data):
         """A new domain from `save()`'s bytes; IovaValueError if they are not
         a consistent domain."""
-        try:
-            view = memoryview(data).cast("B")
-        except TypeError:
-            raise errors.IovaTypeError("restore() needs bytes, not %s"
-                                       % type(data).__name__) from None
-        if view.nbytes % 8:
-            raise errors.IovaValueError("saved domain of %d bytes is not whole words"
-                                        % view.nbytes)
-        words = ffi.from_buffer("uint64_t[]", view)
-        err = ffi.new("int *")
-        d = lib.iova_restore(words, view.nbytes // 8, err)
+        with loaded_words(data, "domain") as (words, n):
+            err = ffi.new("int *")
+            d = lib.iova_restore(words, n, err)
         if d == ffi.NULL:
             if err[0] == lib.IOVA_E_NOMEM:
                 raise MemoryError("out of memory restoring an IOVA domain")

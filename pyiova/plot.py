@@ -20,7 +20,11 @@ object-oriented API (no pyplot, no global backend), so drawing works
 headless and leaves a caller's own matplotlib state alone.
 """
 
-__all__ = ["plot_results", "have_matplotlib", "MISSING_MATPLOTLIB"]
+import os
+
+from . import errors
+
+__all__ = ["plot_results", "plot_path", "have_matplotlib", "MISSING_MATPLOTLIB"]
 
 MISSING_MATPLOTLIB = ("drawing a plot needs matplotlib, which is not installed; "
                       "install it with:  pip install 'pyiova[plot]'  (or: pip install matplotlib)")
@@ -32,6 +36,32 @@ def have_matplotlib():
     """Whether matplotlib can be imported (without importing it)."""
     import importlib.util
     return importlib.util.find_spec("matplotlib") is not None
+
+
+def plot_file_name(path):
+    """The file plot_results(results, path) writes: path itself, or path +
+    ".png" when it has no suffix (as matplotlib does). Needs no matplotlib,
+    so a wrong place to write is found whether or not it is installed."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise errors.IovaTypeError("the plot's path must be a str, not %s (%r)"
+                                   % (type(path).__name__, path))
+    path = os.fspath(path)
+    return path if os.path.splitext(path)[1] else path + ".png"
+
+
+def plot_path(path):
+    """plot_file_name(path), checked against the formats matplotlib writes:
+    IovaValueError when it cannot write a file of that suffix. Needs
+    matplotlib."""
+    from matplotlib.figure import Figure
+    path = plot_file_name(path)
+    suffix = os.path.splitext(path)[1][1:].lower()
+    formats = Figure().canvas.get_supported_filetypes()
+    if suffix not in formats:
+        raise errors.IovaValueError("cannot draw the plot as %s: matplotlib writes no .%s files "
+                                    "(it writes %s)" % (path, suffix,
+                                                        ", ".join("." + f for f in formats)))
+    return path
 
 
 def _occupancy(np, samples, first, top, bins):
@@ -71,15 +101,18 @@ def _window(result):
 
 def plot_results(results, path, title=None):
     """Draws each applicable result that has a timeline into one PNG (or any
-    format matplotlib knows from the file name). Returns the path."""
+    format matplotlib knows from the file name; a name without a suffix
+    gets ".png"). Returns the path of the file written."""
     try:
         import numpy as np
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(MISSING_MATPLOTLIB) from None
+    path = plot_path(path)
     runs = [r for r in results if r.applicable and r.timeline]
     if not runs:
-        raise ValueError("no result has a timeline to draw (simulate with timeline=True)")
+        raise errors.IovaValueError("no result has a timeline to draw (simulate with "
+                                    "timeline=True)")
     from matplotlib.ticker import FuncFormatter, MultipleLocator
     as_address = FuncFormatter(lambda pfn, _: "%#x" % (int(pfn) << 12))
     fig = Figure(figsize=(11, 1.0 + 2.1 * len(runs)), layout="constrained")

@@ -11,6 +11,12 @@ workload into a DMA API call (pyiova.dma) or a device access through the
 IOTLB (Device.dma_access). The same seed gives every policy the same
 operations.
 
+Two engines do that and give the same results (docs/engine.md): _run, the
+Python loop through the DMA API (engine="python": the reference, and the
+engine for drivers written in Python), and _run_native, the C engine
+(csrc/sim_engine.c) over the same C structures, the default wherever the
+driver declares its behaviour (IommuDriver.engine_profile).
+
 Policies (the same names on the command line):
 
     iova              the kernel default: tree + per-CPU rcache, strict invalidation
@@ -40,24 +46,31 @@ the remaining operations would only add failures.
 import copy
 import itertools
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from . import dma, errors
+from . import dma, errors, sim_args
 from .allocators import AllocatorType
 from .cookie import get_dma_cookie, put_dma_cookie
 from .drivers import GenericIommu, IpmmuVmsa
 from .iommu import DomainAttr, DomainType, IovaAllocator
+from ._pyiova import lib
+from .engine.native import NativeEngine, NotExpressible, why_not
+from .engine.streams import NativeStream, stream_for
 from .iommu_errors import IommuFault
 from .iova import KERNELS
 from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
-                        UNMAP_PAGE, UNMAP_SG, get_workload)
+                        UNMAP_PAGE, UNMAP_SG, WorkloadError, get_workload)
 
 __all__ = ["simulate", "Simulation", "compare", "SimResult", "Sample", "Policy", "POLICIES", "DRIVERS",
-           "DEFAULT_POLICIES", "DEFAULT_OPS", "PolicyNotApplicable", "not_applicable"]
+           "DEFAULT_POLICIES", "DEFAULT_OPS", "PolicyNotApplicable", "not_applicable", "ENGINES",
+           "EngineFallback"]
 
 DEFAULT_OPS = 400_000
 DEFAULT_MAX_FAILURES = 1000
+FAILURE_OPS_KEPT = 10000      # op indexes of failed maps a result keeps
+ENGINES = ("auto", "c", "python")
 TIMELINE_SAMPLES = 200
 
 
@@ -97,10 +110,10 @@ class PolicyNotApplicable(errors.IovaValueError):
 
 def not_applicable(policy, driver="ipmmu", kernel="6.12"):
     """Why `policy` cannot run on `driver` (None when it can)."""
-    if policy not in POLICIES:
+    if not isinstance(policy, str) or policy not in POLICIES:
         raise errors.IovaValueError("unknown policy %r (known: %s)"
                                     % (policy, ", ".join(POLICIES)))
-    if driver not in DRIVERS:
+    if not isinstance(driver, str) or driver not in DRIVERS:
         raise errors.IovaValueError("unknown driver %r (known: %s)"
                                     % (driver, ", ".join(DRIVERS)))
     if policy == "msi":
@@ -138,6 +151,8 @@ class SimResult:
     kernel: str = "6.12"
     applicable: bool = True
     note: str = ""
+    engine: str = ""                # "c" or "python": which engine ran
+    engine_note: str = ""           # why the Python engine ran, when it did
     ops_requested: int = 0
     ops: int = 0                    # operations executed
     elapsed_s: float = 0.0
@@ -147,6 +162,7 @@ class SimResult:
     failures: int = 0               # DMA_MAPPING_ERROR results
     first_failure_op: Optional[int] = None   # index (from 0) of the op that first failed
     maps_before_failure: Optional[int] = None
+    live_at_first_failure: Optional[int] = None   # pfns mapped when the first map failed
     stopped_early: bool = False     # max_failures reached: the device is hung
     skipped: int = 0                # accesses and unmaps of mappings that failed
     peak_live_pfns: int = 0
@@ -185,6 +201,12 @@ class SimResult:
             return "UNSAFE"
         return "ok"
 
+    def __setstate__(self, state):
+        from .sim_checkpoint import check_result_state
+        state = check_result_state(SimResult, state)
+        self.__dict__.update(state)
+        self.__dict__.setdefault("live_at_first_failure", None)
+
     def as_dict(self, timeline=False):
         out = {}
         for f in fields(self):
@@ -204,12 +226,12 @@ class SimResult:
         return out
 
 
-_MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures",
-             "first_failure_op", "maps_before_failure", "skipped", "peak_live_pfns",
+_MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures", "first_failure_op",
+             "maps_before_failure", "live_at_first_failure", "skipped", "peak_live_pfns",
              "live_pfns", "space_pfns", "free_pfns", "largest_free_pfns", "fragmentation",
              "full_flushes", "iotlb_syncs", "syncs_skipped", "invalidations_lost", "accesses",
-             "iotlb_hits", "iotlb_misses", "stale_translations", "stale_unmapped",
-             "stale_remapped", "faults", "wraps", "resets")
+             "iotlb_hits", "iotlb_misses", "stale_translations", "stale_unmapped", "stale_remapped",
+             "faults", "wraps", "resets")
 
 
 # ---- setting a run up ---------------------------------------------------------------
@@ -316,7 +338,7 @@ class _RunState:
     """What the loop carries from one operation to the next, kept between
     the chunks of a Simulation (and in its checkpoints)."""
     __slots__ = ("pos", "addr", "objs", "live", "peak", "maps", "unmaps", "failures",
-                 "skipped", "faults", "first_fail", "maps_before", "stopped")
+                 "skipped", "faults", "first_fail", "maps_before", "live_at_fail", "stopped")
 
     def __init__(self):
         self.pos = 0           # operations done
@@ -324,27 +346,70 @@ class _RunState:
         self.objs = {}         # handle -> SgMapping / CoherentBuffer
         self.live = self.peak = self.maps = self.unmaps = self.failures = 0
         self.skipped = self.faults = 0
-        self.first_fail = self.maps_before = None
+        self.first_fail = self.maps_before = self.live_at_fail = None
         self.stopped = False
 
     def __getstate__(self):
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state):
-        for name, value in state.items():
+        from .sim_checkpoint import check_run_state
+        for name, value in check_run_state(state, self.__slots__).items():
             setattr(self, name, value)
+
+
+class _Clock:
+    """A run's timing: time spent sampling is kept out of ops/s."""
+    __slots__ = ("t0", "sampling")
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.sampling = 0.0
+
+    def elapsed(self):
+        return time.perf_counter() - self.t0 - self.sampling
+
+
+def _sampler(res, cookie, dom, first, last, clock):
+    """sample(at, live, failures, full_flushes): appends a Sample to the
+    timeline, the address space read from the allocator now."""
+    iotlb = dom.iotlb
+
+    def sample(at, live, failures, full_flushes):
+        t = time.perf_counter()
+        runs, held = _runs(_held_ranges(cookie), first, last)
+        res.timeline.append(Sample(at, live, held, failures, full_flushes,
+                                   iotlb.stats().stale_hits if iotlb is not None else 0, runs))
+        clock.sampling += time.perf_counter() - t
+    return sample
+
+
+def _ticks(n, start, timeline):
+    """(tick, first tick at or after start): progress is reported, and the
+    timeline sampled, at multiples of tick (0 excluded)."""
+    tick = max(1, min(4096, n // TIMELINE_SAMPLES)) if timeline else 4096
+    return tick, max(tick, -(-start // tick) * tick)
+
+
+def _live_handle(i, h):
+    return WorkloadError("operation %d maps handle %r, which is still mapped (a workload "
+                         "names a mapping again only once it is unmapped)" % (i, h))
 
 
 def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first, last,
          state=None):
-    """Executes the operations; fills res. The loop binds everything it calls
-    to locals, keeps its counters in locals, and makes no objects of its own
-    per operation: a million operations spend their time in the DMA API.
+    """The Python engine: executes the operations through the DMA API, one
+    call at a time; fills res. The loop binds everything it calls to locals,
+    keeps its counters in locals, and makes no objects of its own per
+    operation: a million operations spend their time in the DMA API.
 
     ops are the operations from number state.pos on (state: a _RunState,
     fresh when None); n is the run's total, which the timeline's spacing
     depends on. The state is brought up to date at the end, so a run may be
-    cut into chunks that together do exactly what one call would."""
+    cut into chunks that together do exactly what one call would. An
+    operation that raises leaves the state at the operations before it
+    (state.pos is its index) and changes nothing itself when the DMA API
+    refuses it before acting (misuse, bad arguments)."""
     if state is None:
         state = _RunState()
     start = state.pos
@@ -358,170 +423,251 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
     shift = cookie.shift
     gmask = cookie.granule - 1
     counts = dom.counts
-    iotlb = dom.iotlb
 
     addr = state.addr
     objs = state.objs
     live, peak, maps, unmaps = state.live, state.peak, state.maps, state.unmaps
     failures, skipped, faults = state.failures, state.skipped, state.faults
     first_fail, maps_before = state.first_fail, state.maps_before
+    live_at_fail = state.live_at_fail
     fail_ops = res.failure_ops
-    samples = res.timeline
     label = res.policy
 
-    if timeline:
-        tick = max(1, min(4096, n // TIMELINE_SAMPLES))
-    else:
-        tick = 4096
-    # the first tick at or after `start` (ticks are multiples of tick, 0 excluded)
-    next_tick = max(tick, -(-start // tick) * tick)
+    tick, next_tick = _ticks(n, start, timeline)
     i = start - 1
     stopped = state.stopped
+    raised = True
 
     def failed(at, maps_so_far):
         """Counts a failed map at op `at`; True when the run must stop."""
-        nonlocal failures, first_fail, maps_before, stopped
+        nonlocal failures, first_fail, maps_before, live_at_fail, stopped
         failures += 1
         if first_fail is None:
-            first_fail, maps_before = at, maps_so_far
-        if failures <= 10000:
+            first_fail, maps_before, live_at_fail = at, maps_so_far, live
+        if failures <= FAILURE_OPS_KEPT:
             fail_ops.append(at)
         stopped = failures >= max_failures
         return stopped
 
-    sampling = [0.0]        # seconds spent sampling, kept out of ops/s
-
-    def sample(at):
-        t = time.perf_counter()
-        runs, held = _runs(_held_ranges(cookie), first, last)
-        samples.append(Sample(at, live, held, failures, counts.full_flushes,
-                              iotlb.stats().stale_hits if iotlb is not None else 0, runs))
-        sampling[0] += time.perf_counter() - t
-
+    clock = _Clock()
+    sample = _sampler(res, cookie, dom, first, last, clock)
     if timeline and start == 0:
-        sample(0)
-        sampling[0] = 0.0
-    t0 = time.perf_counter()
-    for i, op in enumerate(ops, start):
-        if i == next_tick:
-            next_tick += tick
-            if progress is not None:
-                progress(i, label)
-            if timeline:
-                sample(i)
-        code = op[0]
-        if code == ACCESS:
-            a = addr.get(op[1])
-            if a is None:
-                skipped += 1
-            else:
-                try:
-                    access(a + op[2], op[3])
-                except Fault:
-                    # Only a stale IOTLB entry can refuse an access to a live
-                    # mapping made with the right direction: one left by an
-                    # earlier mapping of the same IOVA with other rights.
-                    faults += 1
-        elif code == MAP_PAGE:
-            _, h, paddr, size, d, cpu = op
-            try:
-                if cpu is None:
-                    a = map_page(dev, paddr, size, d)
+        sample(0, live, failures, counts.full_flushes)
+        clock.sampling = 0.0
+    try:
+        for i, op in enumerate(ops, start):
+            if i == next_tick:
+                next_tick += tick
+                if progress is not None:
+                    progress(i, label)
+                if timeline:
+                    sample(i, live, failures, counts.full_flushes)
+            code = op[0]
+            if code == ACCESS:
+                a = addr.get(op[1])
+                if a is None:
+                    skipped += 1
                 else:
-                    a = map_page(dev, paddr, size, d, cpu=cpu)
-            except MappingError:
-                if failed(i, maps):
-                    break
-                continue
-            addr[h] = a
-            maps += 1
-            live += ((a & gmask) + size + gmask) >> shift
-            if live > peak:
-                peak = live
-        elif code == UNMAP_PAGE:
-            _, h, size, d, cpu = op
-            a = addr.pop(h, None)
-            if a is None:
-                skipped += 1
-                continue
-            if cpu is None:
-                unmap_page(dev, a, size, d)
+                    try:
+                        access(a + op[2], op[3])
+                    except Fault:
+                        # Only a stale IOTLB entry can refuse an access to a live
+                        # mapping made with the right direction: one left by an
+                        # earlier mapping of the same IOVA with other rights.
+                        faults += 1
+            elif code == MAP_PAGE:
+                _, h, paddr, size, d, cpu = op
+                if h in addr:
+                    raise _live_handle(i, h)
+                try:
+                    if cpu is None:
+                        a = map_page(dev, paddr, size, d)
+                    else:
+                        a = map_page(dev, paddr, size, d, cpu=cpu)
+                except MappingError:
+                    if failed(i, maps):
+                        break
+                    continue
+                addr[h] = a
+                maps += 1
+                live += ((a & gmask) + size + gmask) >> shift
+                if live > peak:
+                    peak = live
+            elif code == UNMAP_PAGE:
+                _, h, size, d, cpu = op
+                a = addr.get(h)
+                if a is None:
+                    skipped += 1
+                    continue
+                if cpu is None:
+                    unmap_page(dev, a, size, d)
+                else:
+                    unmap_page(dev, a, size, d, cpu=cpu)
+                del addr[h]
+                unmaps += 1
+                live -= ((a & gmask) + size + gmask) >> shift
+            elif code == ADVANCE:
+                advance(op[1])
+            elif code == MAP_SG:
+                _, h, segs, d, cpu = op
+                if h in addr:
+                    raise _live_handle(i, h)
+                try:
+                    sg = map_sg(dev, segs, d, cpu=cpu)
+                except MappingError:
+                    if failed(i, maps):
+                        break
+                    continue
+                addr[h] = sg.iova
+                objs[h] = sg
+                maps += 1
+                live += sg.length >> shift
+                if live > peak:
+                    peak = live
+            elif code == UNMAP_SG:
+                _, h, d, cpu = op
+                if h not in addr:
+                    skipped += 1
+                    continue
+                sg = objs.get(h)        # a handle of another kind: unmap_sg refuses it
+                unmap_sg(dev, sg, d, cpu=cpu)
+                del addr[h], objs[h]
+                unmaps += 1
+                live -= sg.length >> shift
+            elif code == ALLOC_COHERENT:
+                _, h, size, cpu = op
+                if h in addr:
+                    raise _live_handle(i, h)
+                try:
+                    buf = alloc_coherent(dev, size, cpu=cpu)
+                except MappingError:
+                    if failed(i, maps):
+                        break
+                    continue
+                addr[h] = buf.dma_addr
+                objs[h] = buf
+                maps += 1
+                live += (size + gmask) >> shift
+                if live > peak:
+                    peak = live
+            elif code == FREE_COHERENT:
+                _, h, cpu = op
+                if h not in addr:
+                    skipped += 1
+                    continue
+                buf = objs.get(h)       # a handle of another kind: free_coherent refuses it
+                free_coherent(dev, buf, cpu=cpu)
+                del addr[h], objs[h]
+                unmaps += 1
+                live -= (buf.size + gmask) >> shift
             else:
-                unmap_page(dev, a, size, d, cpu=cpu)
-            unmaps += 1
-            live -= ((a & gmask) + size + gmask) >> shift
-        elif code == ADVANCE:
-            advance(op[1])
-        elif code == MAP_SG:
-            _, h, segs, d, cpu = op
-            try:
-                sg = map_sg(dev, segs, d, cpu=cpu)
-            except MappingError:
-                if failed(i, maps):
-                    break
-                continue
-            addr[h] = sg.iova
-            objs[h] = sg
-            maps += 1
-            live += sg.length >> shift
-            if live > peak:
-                peak = live
-        elif code == UNMAP_SG:
-            _, h, d, cpu = op
-            sg = objs.pop(h, None)
-            if sg is None:
-                skipped += 1
-                continue
-            del addr[h]
-            unmap_sg(dev, sg, d, cpu=cpu)
-            unmaps += 1
-            live -= sg.length >> shift
-        elif code == ALLOC_COHERENT:
-            _, h, size, cpu = op
-            try:
-                buf = alloc_coherent(dev, size, cpu=cpu)
-            except MappingError:
-                if failed(i, maps):
-                    break
-                continue
-            addr[h] = buf.dma_addr
-            objs[h] = buf
-            maps += 1
-            live += (size + gmask) >> shift
-            if live > peak:
-                peak = live
-        elif code == FREE_COHERENT:
-            _, h, cpu = op
-            buf = objs.pop(h, None)
-            if buf is None:
-                skipped += 1
-                continue
-            del addr[h]
-            free_coherent(dev, buf, cpu=cpu)
-            unmaps += 1
-            live -= (buf.size + gmask) >> shift
-        else:
-            raise errors.IovaValueError("operation %d: unknown opcode %r" % (i, code))
-    elapsed = time.perf_counter() - t0 - sampling[0]
-    done = i + 1
-    if timeline and (done >= n or stopped) and (not samples or samples[-1].op != done):
-        sample(done)
+                raise errors.IovaValueError("operation %d: unknown opcode %r" % (i, code))
+        raised = False
+    finally:
+        done = i if raised else i + 1
+        res.elapsed_s += clock.elapsed()
+        state.pos = done
+        state.live, state.peak, state.maps, state.unmaps = live, peak, maps, unmaps
+        state.failures, state.skipped, state.faults = failures, skipped, faults
+        state.first_fail, state.maps_before = first_fail, maps_before
+        state.live_at_fail = live_at_fail
+        state.stopped = stopped
+        _results(res, state)
+    if timeline and (done >= n or stopped) and (not res.timeline or
+                                                res.timeline[-1].op != done):
+        sample(done, live, failures, counts.full_flushes)
     if progress is not None:
         progress(done, label)
 
-    state.pos = done
-    state.live, state.peak, state.maps, state.unmaps = live, peak, maps, unmaps
-    state.failures, state.skipped, state.faults = failures, skipped, faults
-    state.first_fail, state.maps_before = first_fail, maps_before
-    state.stopped = stopped
-    res.ops = done
-    res.elapsed_s += elapsed
-    res.ops_per_sec = done / res.elapsed_s if res.elapsed_s > 0 else 0.0
-    res.maps, res.unmaps, res.failures, res.skipped = maps, unmaps, failures, skipped
-    res.first_failure_op, res.maps_before_failure = first_fail, maps_before
-    res.stopped_early = stopped
-    res.peak_live_pfns, res.live_pfns = peak, live
-    res.faults = faults
+
+def _results(res, state):
+    """The run's own counters, from its state, into res."""
+    res.ops = state.pos
+    res.ops_per_sec = state.pos / res.elapsed_s if res.elapsed_s > 0 else 0.0
+    res.maps, res.unmaps, res.failures, res.skipped = (state.maps, state.unmaps,
+                                                       state.failures, state.skipped)
+    res.first_failure_op, res.maps_before_failure = state.first_fail, state.maps_before
+    res.live_at_first_failure = state.live_at_fail
+    res.stopped_early = state.stopped
+    res.peak_live_pfns, res.live_pfns = state.peak, state.live
+    res.faults = state.faults
+
+
+def _run_native(stream, count, n, dev, dom, cookie, res, max_failures, progress, timeline,
+                first, last, state):
+    """The C engine: the next `count` operations of `stream` (a NativeStream
+    or PackedStream positioned at state.pos), with what _run does - the same
+    ticks, samples, progress calls and counters. An operation the engine
+    leaves to Python runs through _run; a run whose state the engine cannot
+    take goes on in _run altogether."""
+    start = state.pos
+    end = start + count
+    label = res.policy
+    tick, next_tick = _ticks(n, start, timeline)
+    clock = _Clock()
+    sample = _sampler(res, cookie, dom, first, last, clock)
+    eng = NativeEngine(dom, dev, cookie, max_failures, FAILURE_OPS_KEPT)
+    loaded = python_rest = False
+    try:
+        eng.load(state)
+        loaded = True
+        if timeline and start == 0:
+            sample(0, state.live, state.failures, dom.counts.full_flushes)
+            clock.sampling = 0.0
+        pos = start
+        while pos < end and not state.stopped:
+            if pos == next_tick:
+                next_tick += tick
+                if progress is not None:
+                    progress(pos, label)
+                if timeline:
+                    st = eng.counters()
+                    sample(pos, st.live, st.failures, st.full_flushes)
+            run = eng.run(stream, min(end, next_tick) - pos)
+            eng.take_failure_ops(res.failure_ops)
+            pos += run.ops
+            if run.status == lib.SIM_FALLBACK:
+                # the operation at pos is the Python engine's to run
+                eng.store(state)
+                loaded = False
+                op = stream.current()
+                stream.skip(1)
+                res.elapsed_s += clock.elapsed()
+                _run((op,), n, dev, dom, cookie, res, max_failures, None, False, first, last,
+                     state)
+                clock = _Clock()
+                eng.load(state)
+                loaded = True
+                pos = state.pos
+            elif run.status == lib.SIM_RAISE:
+                eng.store(state)
+                loaded = False
+                raise eng.exception(run)
+            elif run.status == lib.SIM_STOPPED:
+                eng.store(state)
+                loaded = False
+                break
+            elif run.ops == 0 and stream.exhausted:
+                break
+    except NotExpressible:
+        python_rest = True
+    finally:
+        if loaded:
+            eng.store(state)
+        eng.close()
+        res.elapsed_s += clock.elapsed()
+        _results(res, state)
+    if python_rest:
+        # the rest on the Python engine, from where the state stands
+        _run(itertools.islice(stream.tuples(), end - state.pos), n, dev, dom, cookie, res,
+             max_failures, progress, timeline, first, last, state)
+        return
+    done = state.pos
+    if timeline and (done >= n or state.stopped) and (not res.timeline or
+                                                      res.timeline[-1].op != done):
+        sample(done, state.live, state.failures, dom.counts.full_flushes)
+    if progress is not None:
+        progress(done, label)
 
 
 def _fill_counters(res, dom, cookie, first, last):
@@ -544,28 +690,57 @@ def _fill_counters(res, dom, cookie, first, last):
     res.fragmentation = (1.0 - res.largest_free_pfns / res.free_pfns) if res.free_pfns else 0.0
 
 
-def _checked_run(workload, policy, driver, ops, params, kernel, max_failures):
-    """The workload simulate() and Simulation run, once every argument is
-    known to be sound; IovaValueError or PolicyNotApplicable otherwise."""
-    wl = get_workload(workload, **(params or {}))
-    if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
-        raise errors.IovaValueError("ops must be an integer >= 0, not %r" % (ops,))
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-        raise errors.IovaValueError("max_failures must be an integer >= 1, not %r"
-                                    % (max_failures,))
+def _params(params):
+    """The params argument as keywords for get_workload."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise errors.IovaTypeError("params must be a dict of workload parameters, not %s (%r)"
+                                   % (type(params).__name__, params))
+    return params
+
+
+def _checked_run(workload, policy, driver, ops, params, kernel, max_failures, engine="auto",
+                 seed=1, drop_rate=1.0, timeline=False, progress=None):
+    """(the workload, ops, seed, max_failures, drop_rate) that simulate()
+    and Simulation run, once every argument is known to be sound (see
+    pyiova.sim_args); IovaValueError or PolicyNotApplicable otherwise."""
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise errors.IovaValueError("engine %r is not one of %s" % (engine, ", ".join(ENGINES)))
+    wl = get_workload(workload, **_params(params))
+    ops, seed, max_failures, drop_rate = sim_args.run_args(ops, seed, max_failures, drop_rate,
+                                                           timeline, progress)
     if not isinstance(kernel, str) or kernel not in KERNELS:
         raise errors.IovaValueError("kernel %r is not one of %s"
                                     % (kernel, ", ".join(map(repr, KERNELS))))
     why = not_applicable(policy, driver, kernel)
     if why:
         raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
-    return wl
+    return wl, ops, seed, max_failures, drop_rate
+
+
+class EngineFallback(UserWarning):
+    """engine="c" was asked for, and the Python engine ran instead (the
+    message says why)."""
+
+
+def _choose_engine(engine, dom, dev, cookie):
+    """(the engine that runs, why not the C one)."""
+    if engine == "python":
+        return "python", "asked for"
+    why = why_not(dom, dev, cookie)
+    if why is None:
+        return "c", ""
+    if engine == "c":
+        warnings.warn(EngineFallback("the C engine cannot run this (%s): the Python engine "
+                                     "runs it" % why), stacklevel=3)
+    return "python", why
 
 
 def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
              progress: Optional[Callable[[int, str], None]] = None, *, params=None,
              kernel="6.12",
-             max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0, timeline=False):
+             max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0, timeline=False, engine="auto"):
     """Runs `ops` operations of a workload through one policy; a SimResult.
 
     workload      a name ("usb", "nic", "nvme", "random") or a Workload
@@ -578,15 +753,28 @@ def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
     drop_rate     ipmmu: probability that an unmap-path flush is lost
     progress      called now and then as progress(operations done, policy name)
     timeline      record TIMELINE_SAMPLES samples of the address space (for plots)
+    engine        "auto" (the C engine when the driver declares its behaviour,
+                  else the Python engine), "c" (the same, with an
+                  EngineFallback warning when it cannot) or "python" (the
+                  reference loop); both give the same result (res.engine says
+                  which ran, res.engine_note why not the C one)
     """
-    wl = _checked_run(workload, policy, driver, ops, params, kernel, max_failures)
+    wl, ops, seed, max_failures, drop_rate = _checked_run(
+        workload, policy, driver, ops, params, kernel, max_failures, engine, seed, drop_rate,
+        timeline, progress)
     res = SimResult(wl.name, policy, driver, seed, kernel=kernel, ops_requested=ops,
                     params=wl.params)
     dom, dev, cookie = _setup(wl, POLICIES[policy], driver, seed, kernel, drop_rate)
     try:
         first, last = _device_space(cookie, dev)
-        _run(wl.ops(ops, seed), ops, dev, dom, cookie, res, max_failures, progress, timeline,
-             first, last)
+        res.engine, res.engine_note = _choose_engine(engine, dom, dev, cookie)
+        if res.engine == "c":
+            _run_native(stream_for(wl, seed, lambda: wl.ops(ops, seed)), ops, ops, dev, dom,
+                        cookie, res, max_failures, progress, timeline, first, last,
+                        _RunState())
+        else:
+            _run(wl.ops(ops, seed), ops, dev, dom, cookie, res, max_failures, progress,
+                 timeline, first, last)
         _fill_counters(res, dom, cookie, first, last)
     finally:
         _teardown(dom, dev)
@@ -611,8 +799,10 @@ class Simulation:
 
     def __init__(self, workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1, *,
                  params=None, kernel="6.12", max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0,
-                 timeline=False):
-        wl = _checked_run(workload, policy, driver, ops, params, kernel, max_failures)
+                 timeline=False, engine="auto"):
+        wl, ops, seed, max_failures, drop_rate = _checked_run(
+            workload, policy, driver, ops, params, kernel, max_failures, engine, seed, drop_rate,
+            timeline)
         self.workload = wl
         self.seed = seed
         self.total = ops
@@ -623,6 +813,8 @@ class Simulation:
         self._dom, self._dev, self._cookie = _setup(wl, POLICIES[policy], driver, seed, kernel,
                                                     drop_rate)
         self._first, self._last = _device_space(self._cookie, self._dev)
+        self._res.engine, self._res.engine_note = _choose_engine(engine, self._dom, self._dev,
+                                                                 self._cookie)
         self._state = _RunState()
         self._ops = None           # the operation stream, positioned at _state.pos
         self._closed = False
@@ -651,20 +843,42 @@ class Simulation:
         if self._closed:
             raise errors.IovaClosed("the simulation was closed")
         left = self.total - self._state.pos
+        if n is not None:
+            n = sim_args.op_count(n, "n")
+        sim_args.progress_callback(progress)
         if n is None or n > left:
             n = left
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise errors.IovaValueError("n must be an integer >= 0, not %r" % (n,))
         if n == 0 or self._state.stopped:
             return self
         if self._ops is None:
             # a new or restored run: the stream again from the seed, up to where it stands
-            self._ops = itertools.islice(self.workload.ops(self.total, self.seed),
-                                         self._state.pos, None)
-        _run(itertools.islice(self._ops, n), self.total, self._dev, self._dom, self._cookie,
-             self._res, self.max_failures, progress, self.timeline, self._first, self._last,
-             self._state)
+            self._ops = self._stream()
+        try:
+            if self._res.engine == "c":
+                _run_native(self._ops, n, self.total, self._dev, self._dom, self._cookie,
+                            self._res, self.max_failures, progress, self.timeline,
+                            self._first, self._last, self._state)
+            else:
+                _run(itertools.islice(self._ops, n), self.total, self._dev, self._dom,
+                     self._cookie, self._res, self.max_failures, progress, self.timeline,
+                     self._first, self._last, self._state)
+        except BaseException:
+            # the operation that raised is not done: a later run starts with it again
+            self._ops = None
+            raise
         return self
+
+    def _stream(self):
+        """The workload's operations from number _state.pos on: tuples for
+        the Python engine, records for the C engine."""
+        wl, pos = self.workload, self._state.pos
+        if self._res.engine != "c":
+            return itertools.islice(wl.ops(self.total, self.seed), pos, None)
+        stream = stream_for(wl, self.seed,
+                            lambda: itertools.islice(wl.ops(self.total, self.seed), pos, None))
+        if isinstance(stream, NativeStream):
+            stream.skip(pos)
+        return stream
 
     def result(self):
         """A SimResult of the run so far (a copy: later chunks do not change it)."""
@@ -689,7 +903,13 @@ class Simulation:
         return state
 
     def __setstate__(self, state):
+        from .sim_checkpoint import check_simulation_state
+        check_simulation_state(state, SimResult, _RunState)
         self.__dict__.update(state)
+
+    def _check_restored(self):
+        from .sim_checkpoint import check_simulation
+        check_simulation(self)
 
     def __repr__(self):
         r = self._res
@@ -705,16 +925,26 @@ def _offset(progress, base):
     return lambda done, label: progress(base + done, label)
 
 
+_COMPARE_KEYWORDS = frozenset(("params", "kernel", "max_failures", "drop_rate", "timeline",
+                               "engine"))
+
+
 def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS, seed=1,
             progress: Optional[Callable[[int, str], None]] = None, **kw):
     """simulate() for each policy, same workload and seed; a list of
     SimResult in the order given. A policy that cannot run on the driver
     gets a result with applicable=False and the reason in .note. progress
     is called as progress(operations done across all runs, policy name)."""
-    wl = get_workload(workload, **(kw.pop("params", None) or {}))
+    unknown = sorted(set(kw) - _COMPARE_KEYWORDS)
+    if unknown:
+        raise errors.IovaTypeError("compare() takes no argument %s (it passes on: %s)"
+                                   % (", ".join(unknown), ", ".join(sorted(_COMPARE_KEYWORDS))))
+    wl = get_workload(workload, **_params(kw.pop("params", None)))
     kernel = kw.get("kernel", "6.12")
+    # a name or "a,b" is a list of names; unknown ones fail before anything runs
+    policies = sim_args.policy_names(policies, POLICIES)
     for p in policies:
-        not_applicable(p, driver, kernel)      # unknown names fail before anything runs
+        not_applicable(p, driver, kernel)
     out = []
     offset = 0
     for p in policies:

@@ -189,6 +189,13 @@ CASES = {
                                  IovaTypeError, 1.5),
     "alloc_fast cpu beyond int": Case(D, lambda l: l.obj.alloc_fast(1, TOP32, cpu=2**40),
                                       IovaCpuError, 2**40),
+    # -1 is the core's "this thread's slot", which only None may ask for
+    "alloc_fast cpu -1": Case(D, lambda l: l.obj.alloc_fast(1, TOP32, cpu=-1), IovaCpuError, -1),
+    "free_fast cpu -1": Case(D, lambda l: l.obj.free_fast(l.q, 2, cpu=-1), IovaCpuError, -1),
+    "alloc_fast_many cpu -1": Case(D, lambda l: l.obj.alloc_fast_many([1], TOP32, cpu=-1),
+                                   IovaCpuError, -1),
+    "free_fast_many cpu -1": Case(D, lambda l: l.obj.free_fast_many([l.q], [2], cpu=-1),
+                                  IovaCpuError, -1),
     "alloc_fast flush None": Case(D, lambda l: l.obj.alloc_fast(1, TOP32, None), IovaTypeError,
                                   "flush_rcache"),
     "alloc_fast 4.10 size 0": Case(D4, lambda l: l.obj.alloc_fast(0, TOP32), IovaValueError, 0),
@@ -246,6 +253,18 @@ CASES = {
                                     IovaTypeError, "'f'"),
     "alloc_many odd bytes": Case(D, lambda l: l.obj.alloc_many(b"\x01" * 12, TOP32),
                                  IovaTypeError, "'B'"),
+    # only raw bytes are read as 8-byte words: typed buffers of 1-, 2- or
+    # 4-byte items hold items of that size
+    "alloc_many array('B') of 8": Case(D, lambda l: l.obj.alloc_many(
+        array.array("B", [1, 0, 0, 0, 0, 0, 0, 0]), TOP32), IovaTypeError, "1-byte"),
+    "alloc_many array('b') of 8": Case(D, lambda l: l.obj.alloc_many(
+        array.array("b", [1, 0, 0, 0, 0, 0, 0, 0]), TOP32), IovaTypeError, "1-byte"),
+    "alloc_fast_many array('H') of 4": Case(D, lambda l: l.obj.alloc_fast_many(
+        array.array("H", [1, 0, 0, 0]), TOP32), IovaTypeError, "2-byte"),
+    "free_many array('I') of 2": Case(D, lambda l: l.obj.free_many(array.array("I", [1, 0])),
+                                      IovaTypeError, "4-byte"),
+    "free_fast_many sizes array('B')": Case(D, lambda l: l.obj.free_fast_many(
+        [l.q], array.array("B", [2, 0, 0, 0, 0, 0, 0, 0])), IovaTypeError, "1-byte"),
     "alloc_fast_many zero": Case(D, lambda l: l.obj.alloc_fast_many([1, 0], TOP32),
                                  IovaValueError, "sizes[1]"),
     "alloc_fast_many limit 0": Case(D, lambda l: l.obj.alloc_fast_many([1], 0), IovaValueError,

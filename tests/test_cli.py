@@ -126,7 +126,30 @@ def test_bench_table_skips_what_cannot_run(capsys):
     assert "iova-lazy: not run" in out and "random" in out.splitlines()[2]
 
 
+def test_both_engines_print_the_same_but_for_ops_per_second(capsys):
+    outs = {}
+    for engine in ("c", "python"):
+        code, out, _ = run(capsys, "compare", "nvme", "--driver", "generic", "--ops", "3000",
+                           "--engine", engine, "--json")
+        assert code == 0
+        outs[engine] = [{k: v for k, v in d.items()
+                         if k not in ("elapsed_s", "ops_per_sec", "engine", "engine_note")}
+                        for d in json.loads(out)]
+        assert {d["engine"] for d in json.loads(out) if d["applicable"]} == {engine}
+    assert outs["c"] == outs["python"]
+
+
+def test_bench_says_how_much_faster_the_c_engine_is(capsys):
+    code, out, _ = run(capsys, "bench", "--ops", "2000", "--workloads", "usb",
+                       "--policies", "iova")
+    assert code == 0
+    line = [x for x in out.splitlines() if x.startswith("engine:")]
+    assert len(line) == 1 and "usb iova through the C engine" in line[0]
+    assert line[0].endswith("x") and "Python engine" in line[0]
+
+
 @pytest.mark.parametrize("argv,message", [
+    (["simulate", "usb", "--engine", "fast"], "invalid choice"),
     (["simulate", "usb", "--policy", "iova-lazy"], "deferred-flush"),
     (["simulate", "usb", "--policy", "msi", "--driver", "generic"], "MSI"),
     (["simulate", "usb", "-p", "inflight=lots"], "inflight"),

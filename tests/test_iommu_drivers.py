@@ -79,10 +79,17 @@ def test_unknown_attribute():
 def test_iova_allocator_attribute():
     d = GenericIommu().domain_alloc("DMA")
     assert d.get_attr(DomainAttr.IOVA_ALLOCATOR) is IovaAllocator.IOVA
-    for value in ("msi", IovaAllocator.WRAPAROUND, "reset-when-empty", "iova"):
+    for value in (IovaAllocator.WRAPAROUND, "reset-when-empty", "iova"):
         d.set_attr("iova_allocator", value)
         assert d.get_attr(DomainAttr.IOVA_ALLOCATOR) == value
         assert isinstance(d.get_attr(DomainAttr.IOVA_ALLOCATOR), IovaAllocator)
+    # MSI cookies are for unmanaged domains only (iommu_get_msi_cookie)
+    with pytest.raises(IommuAttrValueError, match="unmanaged"):
+        d.set_attr(DomainAttr.IOVA_ALLOCATOR, "msi")
+    assert d.get_attr(DomainAttr.IOVA_ALLOCATOR) is IovaAllocator.IOVA
+    un = GenericIommu().domain_alloc("UNMANAGED")
+    un.set_attr(DomainAttr.IOVA_ALLOCATOR, "msi")
+    assert un.get_attr(DomainAttr.IOVA_ALLOCATOR) is IovaAllocator.MSI
     with pytest.raises(IommuAttrValueError, match="wraparound"):
         d.set_attr(DomainAttr.IOVA_ALLOCATOR, "one-way")
     with pytest.raises(IovaTypeError):

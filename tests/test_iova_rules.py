@@ -261,3 +261,22 @@ def test_410_removal_moves_cache_to_successor_below_boundary_or_empties(old):
 def test_410_has_no_anchor_and_no_max32(old):
     assert old.find(2**64 - 1) is None
     assert "max32" not in old.state()
+
+
+def test_state_names_the_anchor():
+    """The 6.12 cached nodes start at the anchor, whose pfn_lo is the
+    kernel's IOVA_ANCHOR (~0UL): state() shows it as IOVA_ANCHOR, an int
+    equal to 2**64-1, and the real pfn once a range is cached."""
+    import json
+    from pyiova import IOVA_ANCHOR
+    d = IovaDomain(4096, 1)
+    st = d.state()
+    assert st["cached"] is IOVA_ANCHOR and st["cached32"] is IOVA_ANCHOR
+    assert st["cached"] == 2**64 - 1 and hex(st["cached"]) == "0xffffffffffffffff"
+    assert repr(st) == ("{'cached': IOVA_ANCHOR, 'cached32': IOVA_ANCHOR, 'max32': 1048576, "
+                        "'dma32': 1048576}")
+    assert json.loads(json.dumps(st))["cached"] == 2**64 - 1
+    pfn = d.alloc(1, 0xFFFFF)
+    st = d.state()
+    assert st["cached32"] == pfn and type(st["cached32"]) is int
+    assert st["cached"] is IOVA_ANCHOR

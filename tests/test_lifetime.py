@@ -20,7 +20,7 @@ import pytest
 
 from pyiova import IovaDomain, IovaError
 from pyiova.allocators import PfnAllocator
-from pyiova.cookie import DmaCookie, get_dma_cookie, put_dma_cookie
+from pyiova.cookie import DmaCookie, get_dma_cookie, get_msi_cookie, put_dma_cookie
 from pyiova.faults import fail_allocations_after
 
 TOP32 = 0xFFFFF
@@ -334,7 +334,8 @@ def test_dropped_cookies_and_their_domains_are_reclaimed(kind):
 
     def once():
         dom = Domain()
-        cookie = get_dma_cookie(dom, kind)
+        # MSI cookies come from get_msi_cookie, with a doorbell base above IOVA 0
+        cookie = get_msi_cookie(dom, 0x800_0000) if kind == "msi" else get_dma_cookie(dom, kind)
         cookie.init_domain(4096, 0, (1 << 32) - 1, flush_queue=True)
         iova = cookie.alloc_iova(None, 0x4000, (1 << 32) - 1)
         if kind != "msi":

@@ -355,3 +355,42 @@ def test_a_run_of_frees_leaves_the_same_state_in_any_order(kernel, seed):
             twin.free(p)
         results.add((tuple(sorted(twin.state().items())), twin.alloc_fast(4, TOP32, cpu=0)))
     assert len(results) == 1
+
+
+# ---- a range at pfn 0 ------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", ["6.12", "6.1", "4.10"])
+def test_a_range_at_pfn_0_is_cached_and_read_back_as_a_miss(kernel):
+    # reserve() can put a range at pfn 0 (or widen one down to it); free_fast
+    # caches it as
+    # the kernel does, and the pop that finds 0 later is the fast path's
+    # "nothing": the tree allocates instead and the range at 0 stays, in no
+    # magazine. The reference model is the judge, call by call.
+    import reference
+    doms = [IovaDomain(4096, 1, ncpus=1, kernel=kernel),
+            reference.ReferenceDomain(4096, 1, ncpus=1, kernel=kernel)]
+    answers = []
+    for d in doms:
+        out = []
+
+        def call(f, *a, **kw):
+            try:
+                out.append(f(*a, **kw))
+            except Exception as exc:           # the class is the answer
+                out.append(type(exc).__name__)
+        low = d.alloc(2, 6)
+        call(d.reserve, 0, low - 1)
+        call(d.free_fast, 0, 7, cpu=0)       # [0, 4]: 5 pages, class 3 as 7
+        call(d.free_fast, 0, 8, cpu=0)       # a double free, refused
+        call(d.free_fast, 0, 1, cpu=0)       # and in another class too
+        out.append(sorted(d.cached_pfns()))
+        call(d.alloc_fast, 8, TOP32, cpu=0)  # pops 0: a miss
+        out.append(sorted(d.cached_pfns()))
+        out.append(list(d.ranges()))
+        call(d.free, 0)                       # the range at 0 is live again
+        out.append(list(d.ranges()))
+        answers.append(out)
+    assert answers[0][1:4] == [None, "IovaInvalidFree", "IovaInvalidFree"]
+    assert answers[0][4] == [0]
+    assert answers[0] == answers[1]
+    doms[0].check()

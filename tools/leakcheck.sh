@@ -34,7 +34,7 @@ status=0
 run_valgrind() {
     echo "leakcheck: valgrind memcheck" >&2
     # -O1: fast enough, and little enough inlining that stacks stay readable
-    "$CC" "${CFLAGS[@]}" -O1 "${SOURCES[@]}" -pthread -o "$WORK/test_core"
+    "$CC" "${CFLAGS[@]}" -O1 "${SOURCES[@]}" -pthread -lm -o "$WORK/test_core"
     local t0=$(date +%s)
     # definite leaks and every memory error fail the run; "still reachable"
     # cannot happen here (the driver frees everything) but would not be a bug
@@ -53,7 +53,7 @@ run_asan() {
     # -fno-sanitize-recover: undefined behaviour stops the run with an error
     # instead of printing and carrying on with an exit status of 0
     "$CC" "${CFLAGS[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
-        -fno-omit-frame-pointer "${SOURCES[@]}" -pthread -o "$WORK/test_core_asan"
+        -fno-omit-frame-pointer "${SOURCES[@]}" -pthread -lm -o "$WORK/test_core_asan"
     local t0=$(date +%s)
     if ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1 \
        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$WORK/test_core_asan"; then

@@ -6,9 +6,10 @@ iotlb_sync (which the core calls after every unmap) invalidates that range.
 No stale translation can outlive an unmap, whatever the allocator does with
 the freed addresses: the reference against which lazier policies are judged.
 """
+from .. import errors
 from .. import iommu_errors as ierr
 from .._iommu_native import LPAE_4K_PGSIZES
-from ..iommu import DomainGeometry, IommuDriver
+from ..iommu import DomainGeometry, EngineProfile, IommuDriver, declares_own
 
 __all__ = ["GenericIommu"]
 
@@ -26,7 +27,12 @@ class GenericIommu(IommuDriver):
                  tlb_entries=64, tlb_ways=0, record_limit=65536, deferred_flush=True):
         super().__init__(name, pgsize_bitmap=pgsize_bitmap, ias=ias, oas=oas,
                          tlb_entries=tlb_entries, tlb_ways=tlb_ways, record_limit=record_limit)
-        self.supports_flush_queue = bool(deferred_flush)
+        if not isinstance(deferred_flush, bool):
+            raise errors.IovaTypeError("deferred_flush must be a bool, not %s (%r)"
+                                       % (type(deferred_flush).__name__, deferred_flush))
+        self.supports_flush_queue = deferred_flush
+
+    _STATE = dict(IommuDriver._STATE, supports_flush_queue=bool)
 
     def _init_domain(self, domain):
         if domain.type.paging:
@@ -56,3 +62,9 @@ class GenericIommu(IommuDriver):
             return
         domain.counts.syncs += 1
         domain.iotlb.invalidate_range(gather.start, gather.end - gather.start + 1)
+
+    def engine_profile(self, domain):
+        if not declares_own(self, GenericIommu) or domain.pgtable is None or \
+                domain.iotlb is None:
+            return None
+        return EngineProfile("range")

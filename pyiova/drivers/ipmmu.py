@@ -29,10 +29,12 @@ What is modelled:
 """
 import random
 
+from .. import _state
 from .. import errors
 from .. import iommu_errors as ierr
 from .._iommu_native import SZ_1G, SZ_2M, SZ_4K
-from ..iommu import DomainGeometry, DomainType, IommuDriver, IovaAllocator
+from ..iommu import (DomainGeometry, DomainType, EngineProfile, IommuDriver, IovaAllocator,
+                     declares_own)
 
 __all__ = ["IpmmuVmsa"]
 
@@ -50,6 +52,21 @@ class _IpmmuDomain:
         self.mmu = None       # the instance the domain is bound to
         self.context = None   # its hardware context number there
         self.dirty = False    # unmaps since the last flush that took effect
+
+    def __getstate__(self):
+        return _state.slot_state(self)
+
+    def __setstate__(self, state):
+        state = _state.old_slot_state(state)
+        _state.check_fields("an IPMMU domain", state, {
+            "mmu": (IpmmuVmsa, type(None)), "context": (int, type(None)), "dirty": bool})
+        if (state["mmu"] is None) != (state["context"] is None):
+            raise _state.fail("an IPMMU domain", "is bound to an instance without a context, "
+                              "or to a context without an instance")
+        if state["context"] is not None:
+            _state.check_int("an IPMMU domain's context", state["context"], 0,
+                             IPMMU_CTX_MAX - 1)
+        _state.set_fields(self, state)
 
 
 class IpmmuVmsa(IommuDriver):
@@ -84,12 +101,41 @@ class IpmmuVmsa(IommuDriver):
                 not 0.0 <= erratum_drop_rate <= 1.0:
             raise errors.IovaValueError("erratum_drop_rate must be a number in [0, 1], not %r"
                                         % (erratum_drop_rate,))
+        # what random.Random takes (None: a seed of its own choosing)
+        if isinstance(seed, bool) or not (seed is None or isinstance(seed, (int, float, str, bytes))
+                                          or hasattr(seed, "__index__")):
+            raise errors.IovaTypeError("seed must be an integer, a float, a str or bytes, not %s "
+                                       "(%r)" % (type(seed).__name__, seed))
         self.num_contexts = num_contexts
         self.erratum = erratum
         self.erratum_drop_rate = float(erratum_drop_rate)
         self.flush_when_idle = flush_when_idle
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed if isinstance(seed, (int, float, str, bytes, type(None)))
+                                  else seed.__index__())
         self._contexts = [None] * num_contexts
+
+    # -- pickling and deepcopy (checkpoints) ------------------------------------
+    _STATE = dict(IommuDriver._STATE, num_contexts=int, erratum=bool, erratum_drop_rate=float,
+                  flush_when_idle=bool, _rng=random.Random, _contexts=list)
+
+    def _check_state(self, state):
+        name = "IPMMU %s" % state["name"]
+        n = _state.check_int("%s's context count" % name, state["num_contexts"], 1,
+                             IPMMU_CTX_MAX)
+        _state.check_float("%s's erratum drop rate" % name, state["erratum_drop_rate"], 0.0, 1.0)
+        if len(state["_contexts"]) != n:
+            raise _state.fail(name, "has %d contexts, not %d" % (len(state["_contexts"]), n))
+        from ..iommu import IommuDomain
+        for owner in state["_contexts"]:
+            _state.check_type("a context owner of %s" % name, owner, (IommuDomain, type(None)))
+
+    def _check_restored(self):
+        """After a checkpoint is loaded: each context's domain is bound to it."""
+        for ctx, owner in enumerate(self._contexts):
+            if owner is not None and (owner.priv.mmu is not self or owner.priv.context != ctx):
+                raise _state.fail("IPMMU %s" % self.name,
+                                  "gives context %d to %s, which is bound elsewhere"
+                                  % (ctx, owner.name))
 
     @property
     def contexts_in_use(self):
@@ -99,10 +145,10 @@ class IpmmuVmsa(IommuDriver):
     def _init_domain(self, domain):
         domain.priv = _IpmmuDomain()
 
-    def _alloc_context(self, domain):
+    def _free_context(self):
+        """The number of a free hardware context (claimed by the caller)."""
         for i, owner in enumerate(self._contexts):
             if owner is None:
-                self._contexts[i] = domain
                 return i
         raise ierr.IommuBusy("IPMMU %s has no free context (all %d in use)"
                              % (self.name, self.num_contexts))
@@ -117,25 +163,28 @@ class IpmmuVmsa(IommuDriver):
             priv.context = None
 
     def attach_dev(self, domain, dev):
-        mmu = dev.iommu
-        if mmu is None:
-            dev.iommu = mmu = self
+        # Everything is checked and built before anything is bound, so a
+        # refused attach leaves the device, the domain and the instances as
+        # they were.
+        mmu = dev.iommu if dev.iommu is not None else self
         if not isinstance(mmu, IpmmuVmsa):
             raise ierr.IommuAttachError("%s sits behind %s, not an IPMMU"
                                         % (dev.name, getattr(mmu, "name", mmu)))
-        if domain.type is DomainType.IDENTITY:
-            return  # the device's micro-TLBs are just disabled: no translation
         priv = domain.priv
-        if priv.mmu is None:
-            ctx = mmu._alloc_context(domain)
-            domain.set_hardware(mmu.new_pgtable(), mmu.new_iotlb())
-            domain.set_geometry(DomainGeometry(0, (1 << IPMMU_IAS) - 1, True))
-            priv.mmu = mmu
-            priv.context = ctx
-        elif priv.mmu is not mmu:
-            raise ierr.IommuAttachError(
-                "cannot attach %s (behind IPMMU %s) to %s: the domain is bound to IPMMU %s"
-                % (dev.name, mmu.name, domain.name, priv.mmu.name))
+        if domain.type is not DomainType.IDENTITY:
+            if priv.mmu is None:
+                ctx = mmu._free_context()
+                pgtable, iotlb = mmu.new_pgtable(), mmu.new_iotlb()
+                mmu._contexts[ctx] = domain
+                priv.mmu, priv.context = mmu, ctx
+                domain.set_hardware(pgtable, iotlb)
+                domain.set_geometry(DomainGeometry(0, (1 << IPMMU_IAS) - 1, True))
+            elif priv.mmu is not mmu:
+                raise ierr.IommuAttachError(
+                    "cannot attach %s (behind IPMMU %s) to %s: the domain is bound to IPMMU %s"
+                    % (dev.name, mmu.name, domain.name, priv.mmu.name))
+        # (identity: the device's micro-TLBs are just disabled, no translation)
+        dev.iommu = mmu
 
     # -- page table --------------------------------------------------------------
     def unmap(self, domain, iova, size, gather):
@@ -183,6 +232,23 @@ class IpmmuVmsa(IommuDriver):
 
     def domain_reset(self, domain):
         self.flush_iotlb_all(domain)
+
+    # -- the C simulation engine -----------------------------------------------
+    def engine_profile(self, domain):
+        priv = domain.priv
+        mmu = getattr(priv, "mmu", None)
+        own = ("_flush_context",)
+        if mmu is None or domain.pgtable is None or domain.iotlb is None or \
+                not declares_own(self, IpmmuVmsa, own) or not declares_own(mmu, IpmmuVmsa, own):
+            return None
+        return EngineProfile("context",
+                             skip_syncs=domain.iova_allocator is IovaAllocator.WRAPAROUND,
+                             erratum=mmu.erratum, drop_rate=mmu.erratum_drop_rate,
+                             rng=mmu._rng, flush_when_idle=mmu.flush_when_idle,
+                             dirty=priv.dirty)
+
+    def engine_store(self, domain, dirty):
+        domain.priv.dirty = bool(dirty)
 
     def __repr__(self):
         return "<IpmmuVmsa %s contexts %d/%d%s>" % (

@@ -23,6 +23,7 @@ from typing import Optional
 
 from .. import errors
 from ..sim import free_space
+from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
 from .kernel import KERNELS, U64_MAX, VTD_RESERVED, KernelDomain, TimerRules
 from .lifetimes import ALL_DEVICES, Builder, Lifetimes, build_lifetimes
@@ -467,6 +468,7 @@ def _execute(trace, *, kernel, mode, policies, granule, aperture_bits, reserved,
     if kernel not in KERNELS + ("auto",):
         raise errors.IovaValueError("kernel %r is not one of auto, %s"
                                     % (kernel, ", ".join(KERNELS)))
+    aperture_bits = sim_aperture_bits(aperture_bits)
     run = _Run(kernel=kernel, mode=mode, policies=policies, granule=granule,
                aperture_bits=aperture_bits, reserved=reserved, default_mask=default_mask,
                timer=timer, record=record, engine_options=engine_options, progress=progress)

@@ -37,7 +37,7 @@ def get_workload(workload, **params):
         if params:
             raise WorkloadError("parameters go to the workload's constructor, not here")
         return workload
-    cls = WORKLOADS.get(workload)
+    cls = WORKLOADS.get(workload) if isinstance(workload, str) else None
     if cls is None:
         raise WorkloadError("unknown workload %r (known: %s)" % (workload, ", ".join(WORKLOADS)))
     return cls(**params)
@@ -58,6 +58,8 @@ def _default_text(spec):
 def describe(name=None):
     """Text listing each workload (or one), its device and its parameters."""
     out = []
+    if name is not None and (not isinstance(name, str) or name not in WORKLOADS):
+        raise WorkloadError("unknown workload %r (known: %s)" % (name, ", ".join(WORKLOADS)))
     for cls in ([WORKLOADS[name]] if name else WORKLOADS.values()):
         wl = cls()
         out.append("%s: %s" % (cls.name, cls.summary))

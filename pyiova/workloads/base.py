@@ -28,10 +28,11 @@ per simulated million operations.
 """
 import itertools
 import random
-from typing import Any, Callable, Dict, Iterator, NamedTuple
+from typing import Dict, Iterator
 
-from .. import errors
 from ..device import DMA_BIT_MASK, Device
+from .params import (Param, WorkloadError, boolean, choice, format_size, fraction,  # noqa: F401
+                     integer, non_negative, number, op_count, parse_list, parse_size, seed)
 
 __all__ = ["MAP_PAGE", "UNMAP_PAGE", "MAP_SG", "UNMAP_SG", "ALLOC_COHERENT", "FREE_COHERENT",
            "ACCESS", "ADVANCE", "OP_NAMES", "Param", "Workload", "WorkloadError", "parse_size",
@@ -52,106 +53,7 @@ OP_NAMES = ("access", "map_page", "unmap_page", "map_sg", "unmap_sg", "alloc_coh
             "free_coherent", "advance")
 
 PAGE = 4096
-
-
-class WorkloadError(errors.IovaValueError):
-    """An unknown workload, an unknown parameter or a bad parameter value."""
-
-
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20,
-          "MB": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
-
-
-def parse_size(value):
-    """Bytes from 4096, "4096", "4K", "2M", "64KiB" (binary units)."""
-    if isinstance(value, bool):
-        raise WorkloadError("%r is not a size" % (value,))
-    if isinstance(value, int):
-        n = value
-    else:
-        text = str(value).strip().upper()
-        num = text.rstrip("BKMGI")
-        try:
-            n = int(num, 0) * _UNITS[text[len(num):]]
-        except (ValueError, KeyError):
-            raise WorkloadError("%r is not a size (examples: 512, 4K, 2M)" % (value,)) from None
-    if n <= 0:
-        raise WorkloadError("size %r is not positive" % (value,))
-    return n
-
-
-def format_size(n):
-    """4096 -> "4K", 1536 -> "1536" (the inverse of parse_size where exact)."""
-    for unit, mult in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= mult and n % mult == 0:
-            return "%d%s" % (n // mult, unit)
-    return str(n)
-
-
-def parse_list(item):
-    """A parser for comma-separated lists (or sequences) of `item`."""
-    def parse(value):
-        parts = value.split(",") if isinstance(value, str) else list(value)
-        out = tuple(item(p) for p in parts if not isinstance(p, str) or p.strip())
-        if not out:
-            raise WorkloadError("an empty list")
-        return out
-    parse.__name__ = "list of %s" % getattr(item, "__name__", "values")
-    return parse
-
-
-def _number(kind, lo=None, hi=None):
-    def parse(value):
-        if isinstance(value, bool):
-            raise WorkloadError("%r is not a number" % (value,))
-        try:
-            v = kind(value)
-        except (TypeError, ValueError):
-            raise WorkloadError("%r is not %s" % (value, "an integer" if kind is int
-                                                   else "a number")) from None
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise WorkloadError("%r is outside %s..%s" % (value, lo, hi))
-        return v
-    return parse
-
-
-def integer(lo=None, hi=None):
-    return _number(int, lo, hi)
-
-
-def fraction():
-    return _number(float, 0.0, 1.0)
-
-
-def positive_float():
-    return _number(float, 0.0, None)
-
-
-def choice(*names):
-    def parse(value):
-        if value not in names:
-            raise WorkloadError("%r is not one of %s" % (value, ", ".join(names)))
-        return value
-    return parse
-
-
-def boolean(value):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise WorkloadError("%r is not a boolean (true/false)" % (value,))
-
-
-class Param(NamedTuple):
-    """One workload parameter: its default, the parser that turns a
-    command-line string (or a Python value) into it, and what it means."""
-    default: Any
-    parse: Callable[[Any], Any]
-    help: str
+_seed = seed
 
 
 class Workload:
@@ -161,7 +63,8 @@ class Workload:
         wl = get_workload("usb", inflight=8)
         for op in wl.ops(1000, seed=3): ...
 
-    Parameters become attributes of the same name, parsed and checked.
+    Parameters become attributes of the same name, parsed and checked
+    (pyiova.workloads.params has the parsers).
     """
 
     name = ""
@@ -205,10 +108,28 @@ class Workload:
 
     def ops(self, n, seed=1):
         """The first n operations for this seed (an iterator)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise WorkloadError("the number of operations must be an integer >= 0, not %r"
-                                % (n,))
-        return itertools.islice(self._generate(random.Random(seed)), n)
+        n = op_count(n, "the number of operations")
+        return itertools.islice(self._generate(random.Random(_seed(seed))), n)
+
+    # -- pickling and deepcopy (checkpoints) ------------------------------------
+    def __setstate__(self, state):
+        """A restored workload is built again from its parameters, so that a
+        damaged checkpoint cannot give it values its parsers would refuse."""
+        from .._state import CheckpointError, check_type
+        check_type("the state of a %s workload" % self.name, state, dict)
+        missing = sorted(set(self.PARAMS) - set(state))
+        if missing:
+            raise CheckpointError("damaged checkpoint: the %s workload lacks %s"
+                                  % (self.name, ", ".join(missing)))
+        try:
+            fresh = type(self)(**{key: state[key] for key in self.PARAMS})
+        except WorkloadError as exc:
+            raise CheckpointError("damaged checkpoint: %s" % exc) from None
+        extra = sorted(map(repr, set(state) - set(fresh.__dict__)))
+        if extra:
+            raise CheckpointError("damaged checkpoint: the %s workload has unknown fields %s"
+                                  % (self.name, ", ".join(extra)))
+        self.__dict__.update(fresh.__dict__)
 
     def _generate(self, rng) -> Iterator[tuple]:
         raise NotImplementedError

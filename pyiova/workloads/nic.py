@@ -17,8 +17,8 @@ Device: a 64-bit PCI function.
 from collections import deque
 
 from ..dma import DmaDirection
-from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, PAGE, UNMAP_PAGE, Param,
-                   Workload, WorkloadError, fraction, integer, parse_size)
+from .base import ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, PAGE, UNMAP_PAGE, Workload
+from .params import Param, WorkloadError, fraction, integer, parse_size
 
 __all__ = ["NicWorkload", "RX_RING", "TX_RING", "RX_BASE", "TX_BASE", "DESC_SIZE"]
 
@@ -52,7 +52,7 @@ class NicWorkload(Workload):
         "tx_ratio": Param(0.5, fraction(), "fraction of packets sent (the rest are received)"),
         "burst": Param(32, integer(1), "mean packets per burst"),
         "reap": Param(16, integer(1), "send completions reaped per poll"),
-        "idle_ms": Param(1, integer(0), "simulated milliseconds between bursts"),
+        "idle_ms": Param(1, integer(0, (1 << 32) - 1), "simulated milliseconds between bursts"),
     }
 
     def _check(self):

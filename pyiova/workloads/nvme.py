@@ -16,7 +16,8 @@ Device: a 64-bit PCI function.
 """
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, MAP_SG, PAGE, UNMAP_PAGE,
-                   UNMAP_SG, Param, Workload, WorkloadError, fraction, integer, parse_size)
+                   UNMAP_SG, Workload)
+from .params import Param, WorkloadError, fraction, integer, parse_size
 
 __all__ = ["NvmeWorkload", "SQ_BASE", "CQ_BASE", "CMD_BASE", "SQE_SIZE", "CQE_SIZE"]
 
@@ -27,6 +28,7 @@ SQE_SIZE = 64
 CQE_SIZE = 16
 PHYS_BASE = 0x6_0000_0000
 PHYS_BITS = 21                # data pages come from 2^21 pages (8 GiB) of RAM
+SEG_MAX = 1 << 31             # the largest power of two a scatterlist entry can hold
 
 
 def _log2(n):
@@ -60,6 +62,9 @@ class NvmeWorkload(Workload):
                 raise WorkloadError("nvme: %s %d is not a power of two >= 4K" % (key, v))
         if self.min_size > self.max_size:
             raise WorkloadError("nvme: min_size is above max_size")
+        if self.seg_max > SEG_MAX:
+            raise WorkloadError("nvme: seg_max %d is above %d: a scatterlist entry's length is "
+                                "an unsigned int" % (self.seg_max, SEG_MAX))
 
     @property
     def ncpus(self):

@@ -15,8 +15,9 @@ import math
 
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG, PAGE,
-                   UNMAP_PAGE, UNMAP_SG, Param, Workload, WorkloadError, boolean, choice,
-                   fraction, integer, parse_size, positive_float)
+                   UNMAP_PAGE, UNMAP_SG, Workload)
+from .params import (Param, WorkloadError, boolean, choice, format_size, fraction, integer,
+                     non_negative, parse_size)
 
 __all__ = ["RandomWorkload"]
 
@@ -35,14 +36,14 @@ class RandomWorkload(Workload):
         "size_max": Param("256K", parse_size, "largest mapping"),
         "size_dist": Param("loguniform", choice("loguniform", "uniform"),
                            "loguniform (each octave equally likely) or uniform (in pages)"),
-        "lifetime": Param(64.0, positive_float(),
+        "lifetime": Param(64.0, non_negative(),
                           "mean steps (maps) a mapping stays live before its unmap"),
         "lifetime_dist": Param("exp", choice("exp", "fixed"), "exp (exponential) or fixed"),
         "live_max": Param(4096, integer(1), "mappings live at most (a step then only unmaps)"),
         "sg_ratio": Param(0.0, fraction(), "fraction of maps that are scatter-gather lists"),
         "coherent_ratio": Param(0.0, fraction(), "fraction of maps that are coherent buffers"),
         "write_ratio": Param(0.5, fraction(), "fraction of maps the device writes"),
-        "dma_bits": Param(32, integer(12, 64), "the device's DMA mask width"),
+        "dma_bits": Param(32, integer(13, 64), "the device's DMA mask width"),
         "pci": Param(False, boolean, "a PCI device (dma-iommu tries 32-bit addresses first)"),
         "per_ms": Param(16, integer(1), "steps per simulated millisecond"),
     }
@@ -52,6 +53,13 @@ class RandomWorkload(Workload):
             raise WorkloadError("random: size_min is above size_max")
         if self.sg_ratio + self.coherent_ratio > 1.0:
             raise WorkloadError("random: sg_ratio + coherent_ratio is above 1")
+        # IOVA page 0 is never handed out: the mask must leave room above it
+        # for the largest mapping, or every map of that size fails
+        room = (1 << self.dma_bits) - PAGE
+        if self.size_max > room:
+            raise WorkloadError("random: a %d-bit DMA mask leaves %s of IOVA space above page "
+                                "0, less than size_max %s" % (self.dma_bits, format_size(room),
+                                                              format_size(self.size_max)))
         self.coherent_bits = self.dma_bits
 
     @property

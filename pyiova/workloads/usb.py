@@ -18,8 +18,8 @@ from collections import deque
 from itertools import accumulate
 
 from ..dma import DmaDirection
-from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, PAGE, UNMAP_PAGE, Param,
-                   Workload, WorkloadError, fraction, integer, parse_list, parse_size)
+from .base import ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, PAGE, UNMAP_PAGE, Workload
+from .params import Param, WorkloadError, fraction, integer, parse_list, parse_size
 
 __all__ = ["UsbWorkload", "RING", "DESC_SIZE"]
 
@@ -36,7 +36,9 @@ _weight_list = parse_list(integer(0))
 
 def _weights(value):
     # "" (or None): chosen in _check, once the sizes are known
-    return () if value in ("", None) else _weight_list(value)
+    if value is None or isinstance(value, str) and not value.strip():
+        return ()
+    return _weight_list(value)
 
 
 class UsbWorkload(Workload):

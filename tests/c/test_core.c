@@ -31,6 +31,8 @@
 #include "iova_cookie_save.h"
 #include "iova_internal.h"   /* the validator_sees_* tests reach inside */
 #include "iova_mem.h"
+#include "sim_engine.h"
+#include "sim_workloads.h"
 
 static int failures;
 
@@ -1313,6 +1315,182 @@ static void validator_sees_a_bad_hint(void)
     iova_domain_destroy(d);
 }
 
+/* ---- the simulation engine ------------------------------------------------- */
+
+/* A domain, a cookie (with a flush queue when lazy), a page table and an
+ * IOTLB for the engine, and the engine on them. */
+struct sim_rig {
+    struct iova_domain *d;
+    struct iova_cookie *c;
+    io_pgtable *pt;
+    iotlb *tlb;
+    struct sim_engine *e;
+};
+
+static void rig_destroy(struct sim_rig *r)
+{
+    sim_engine_destroy(r->e);
+    iova_cookie_destroy(r->c);
+    if (r->d)
+        iova_domain_destroy(r->d);
+    io_pgtable_destroy(r->pt);
+    iotlb_destroy(r->tlb);
+    memset(r, 0, sizeof(*r));
+}
+
+/* 0, or IOVA_E_NOMEM when an allocation failed (all released). */
+static int rig_make(struct sim_rig *r, int type, bool lazy, int invalidation)
+{
+    int err;
+    memset(r, 0, sizeof(*r));
+    if (type == IOVA_COOKIE_IOVA || type == IOVA_COOKIE_RESET_WHEN_EMPTY) {
+        r->d = iova_domain_new(4096, 1, 1, IOVA_KERNEL_6_12, 0, &err);
+        if (!r->d)
+            return IOVA_E_NOMEM;
+    }
+    r->c = iova_cookie_new(type, r->d, 4096, 1, TOP32, &err);
+    if (!r->c || (lazy && iova_cookie_fq_init(r->c, 1, 8, 10)) ||
+        io_pgtable_create(12, 32, 40, 0x40201000ull, &r->pt) ||
+        iotlb_create(64, 0, 16, &r->tlb)) {
+        rig_destroy(r);
+        return IOVA_E_NOMEM;
+    }
+    struct sim_config cfg = {
+        .cookie = r->c, .iovad = r->d, .pgtable = r->pt, .iotlb = r->tlb, .lazy = lazy,
+        .shift = 12, .stream_limit = 0xFFFFFFFFull, .coherent_limit = 0xFFFFFFFFull,
+        .dma_mask = 0xFFFFFFFFull, .dev_id = 1, .aperture_forced = 1, .ap_end = 0xFFFFFFFFull,
+        .invalidation = invalidation, .erratum = invalidation == SIM_INVAL_CONTEXT,
+        .drop_rate = 0.5, .flush_when_idle = 1, .max_failures = 5, .failure_ops_cap = 3,
+        .phys_base = 0x40000000ull, .phys_page = 4096, .ncpus = 1,
+    };
+    struct sim_state st = { .first_fail = SIM_NONE, .phys_next = 0x40000000ull };
+    for (int i = 0; i < SIM_MT_WORDS; i++)
+        st.rng.mt[i] = (uint32_t)rnd();
+    st.rng.index = SIM_MT_WORDS;
+    r->e = sim_engine_new(&cfg, &st, &err);
+    if (!r->e) {
+        rig_destroy(r);
+        return IOVA_E_NOMEM;
+    }
+    return 0;
+}
+
+/* Exports everything the Python side reads; 0 or IOVA_E_NOMEM. */
+static int rig_export(struct sim_rig *r)
+{
+    char msg[128];
+    CHECK_EQ(sim_engine_check(r->e, msg, sizeof(msg)), 0);
+    int64_t n = sim_engine_mappings(r->e, NULL, 0);
+    CHECK(n >= 0);
+    struct sim_mapping *m = calloc((size_t)n + 1, sizeof(*m));
+    CHECK(m != NULL);
+    CHECK_EQ(sim_engine_mappings(r->e, m, (uint64_t)n), n);
+    for (int64_t i = 0; i < n; i++) {
+        if (m[i].kind != SIM_KIND_SG)
+            continue;
+        uint64_t words[2 * 64];
+        int64_t w = sim_engine_segments(r->e, m[i].handle, words, 2 * 64);
+        CHECK_EQ((uint64_t)w, 2 * m[i].nsegs);
+    }
+    free(m);
+    uint64_t spares[2 * 32];
+    CHECK(sim_engine_spares(r->e, spares, 32) >= 0);
+    uint64_t fails[8];
+    while (sim_engine_take_failure_ops(r->e, fails, 8) > 0)
+        ;
+    return 0;
+}
+
+/* A random workload with scatter-gather lists and coherent buffers, run
+ * in chunks through every kind of cookie; at any allocation failure
+ * everything is released. */
+static int fp_engine(void)
+{
+    static const int types[] = { IOVA_COOKIE_IOVA, IOVA_COOKIE_WRAPAROUND,
+                                 IOVA_COOKIE_RESET_WHEN_EMPTY };
+    int nomem = 0;
+    for (unsigned k = 0; k < 3 && !nomem; k++) {
+        struct sim_rig r;
+        if (rig_make(&r, types[k], types[k] == IOVA_COOKIE_IOVA,
+                     k == 1 ? SIM_INVAL_CONTEXT : SIM_INVAL_RANGE))
+            return IOVA_E_NOMEM;
+        struct sim_random_params p = {
+            .size_min = 4096, .size_max = 1 << 20, .loguniform = 1, .lifetime = 40,
+            .live_max = 64, .sg_ratio = 0.3, .coherent_ratio = 0.3, .write_ratio = 0.5,
+            .per_ms = 4, .page = 4096, .phys_base = 0x700000000ull, .phys_bits = 21,
+        };
+        struct sim_mt mt;
+        for (int i = 0; i < SIM_MT_WORDS; i++)
+            mt.mt[i] = (uint32_t)rnd();
+        mt.index = SIM_MT_WORDS;
+        int err;
+        struct sim_gen *g = sim_gen_random(&p, &mt, &err);
+        if (!g) {
+            rig_destroy(&r);
+            return IOVA_E_NOMEM;
+        }
+        struct sim_run run;
+        for (int chunk = 0; chunk < 8 && !nomem; chunk++) {
+            int rc = sim_engine_run_gen(r.e, g, 50, &run);
+            if (rc || run.status == SIM_RAISE || run.status == SIM_FALLBACK)
+                nomem = 1;                    /* only an injected failure stops it */
+        }
+        if (!nomem)
+            nomem = rig_export(&r) != 0;
+        sim_gen_destroy(g);
+        rig_destroy(&r);
+    }
+    return nomem ? IOVA_E_NOMEM : 0;
+}
+
+/* Records by hand: misuse stops the engine before the operation, a chunk
+ * that cuts a scatter-gather list is refused, a page table that refuses a
+ * map is unwound and counted as a failed map (DMA_MAPPING_ERROR), a cpu
+ * outside the cookie's slots is left to Python. */
+static void exercise_engine_records(void)
+{
+    struct sim_rig r;
+    CHECK_EQ(rig_make(&r, IOVA_COOKIE_IOVA, false, SIM_INVAL_RANGE), 0);
+    struct sim_op ops[] = {
+        { .code = SIM_OP_MAP_PAGE, .dir = 1, .cpu = -1, .handle = 7, .arg = 0x1000, .size = 8192 },
+        { .code = SIM_OP_ACCESS, .handle = 7, .arg = 4096 },
+        { .code = SIM_OP_UNMAP_PAGE, .dir = 2, .cpu = -1, .handle = 7, .size = 8192 },  /* misuse */
+    };
+    struct sim_run run;
+    CHECK_EQ(sim_engine_run(r.e, ops, 3, 100, &run), 0);
+    CHECK_EQ(run.status, SIM_FALLBACK);
+    CHECK_EQ(run.ops, 2);
+    CHECK_EQ(run.records, 2);
+    struct sim_op cut[] = {
+        { .code = SIM_OP_MAP_SG, .dir = 1, .cpu = -1, .handle = 8, .arg = 2 },
+        { .code = SIM_OP_SEGMENT, .arg = 0x2000, .size = 4096 },
+    };
+    CHECK_EQ(sim_engine_run(r.e, cut, 2, 100, &run), SIM_E_INVAL);
+    struct sim_op far[] = {
+        { .code = SIM_OP_MAP_PAGE, .dir = 1, .cpu = -1, .handle = 9, .arg = 1ull << 41,
+          .size = 4096 },
+    };
+    CHECK_EQ(sim_engine_run(r.e, far, 1, 100, &run), 0);
+    CHECK_EQ(run.status, SIM_DONE);
+    CHECK_EQ(run.ops, 1);
+    struct sim_state st;
+    CHECK_EQ(sim_engine_get_state(r.e, &st), 0);
+    CHECK_EQ(st.failures, 1);
+    CHECK_EQ(st.first_fail, 2);
+    CHECK_EQ(st.live_at_fail, 2);                /* handle 7's two pages */
+    struct sim_op other_cpu[] = {
+        { .code = SIM_OP_MAP_PAGE, .dir = 1, .cpu = 1, .handle = 10, .arg = 0x1000, .size = 1 },
+    };
+    CHECK_EQ(sim_engine_run(r.e, other_cpu, 1, 100, &run), 0);
+    CHECK_EQ(run.status, SIM_FALLBACK);
+    CHECK_EQ(run.ops, 0);
+    CHECK_EQ(rig_export(&r), 0);
+    struct iova_cookie_stats cs;
+    iova_cookie_get_stats(r.c, &cs);
+    CHECK_EQ(cs.live_ranges, 1);                 /* handle 7 only: 9 was given back */
+    rig_destroy(&r);
+}
+
 /* A 6.1 depot holds at most 32 full magazines and never has trim work;
  * the validator's R3 says so when either is made false. */
 static void validator_sees_a_bad_61_depot(void)
@@ -1388,6 +1566,8 @@ int main(void)
     restores_at_failure_points();
     threads();
     validator_sees_a_bad_hint();
+    exercise_engine_records();
+    each_failure_point("engine", fp_engine);
     validator_sees_a_bad_61_depot();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);

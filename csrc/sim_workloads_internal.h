@@ -1,0 +1,15 @@
+/*
+ * sim_workloads_internal.h - how the engine reads a generator in place.
+ */
+#ifndef PYIOVA_SIM_WORKLOADS_INTERNAL_H
+#define PYIOVA_SIM_WORKLOADS_INTERNAL_H
+
+#include "sim_workloads.h"
+
+/* The records generated and not consumed yet (generating more when there
+ * are none): *ops points at whole operations, *n of them records. */
+int sim_gen_pending(struct sim_gen *g, const struct sim_op **ops, uint64_t *n);
+/* The first n of those records were used. */
+void sim_gen_consume(struct sim_gen *g, uint64_t n);
+
+#endif
