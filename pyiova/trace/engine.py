@@ -690,12 +690,17 @@ def _apply(h, op):
     return None
 
 
-def _fire(h, forced, before):
-    c = h.c
-    if h.fire_gaps == 0:
-        c[FIRE_SINGLE if forced else FIRE_EARLIEST] += 1
+def _count_moment(c, gaps, forced, single, earliest, record):
+    """A deferred run counted by its moment: the only one possible (forced
+    with no gap passed), the earliest, or a later one the record chose."""
+    if gaps == 0:
+        c[single if forced else earliest] += 1
     else:
-        c[FIRE_RECORD] += 1
+        c[record] += 1
+
+
+def _fire(h, forced, before):
+    _count_moment(h.c, h.fire_gaps, forced, FIRE_SINGLE, FIRE_EARLIEST, FIRE_RECORD)
     t0 = h.model.timer[0]
     h.model.fire(before.ts)
     _log(h, FIRE, before, t0)
@@ -703,11 +708,7 @@ def _fire(h, forced, before):
 
 def _trim(h, forced, before):
     """The depot's trim work, run in the gap before op `before`."""
-    c = h.c
-    if h.trim_gaps == 0:
-        c[TRIM_SINGLE if forced else TRIM_EARLIEST] += 1
-    else:
-        c[TRIM_RECORD] += 1
+    _count_moment(h.c, h.trim_gaps, forced, TRIM_SINGLE, TRIM_EARLIEST, TRIM_RECORD)
     h.trim_gaps = 0
     h.armings += 1
     m = h.model
