@@ -1,6 +1,6 @@
 """Kernel trace text -> event records.
 
-Three framings carry the same event messages (trace-formats.md §4c):
+Three framings carry the same event messages:
 
   /sys/kernel/tracing/trace   TASK-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE
                               (FLAGS 4, 5 or 7 characters wide, absent when
@@ -12,7 +12,7 @@ Three framings carry the same event messages (trace-formats.md §4c):
 The framing is recognised line by line, so concatenated or mixed files
 parse too. Messages are read as `key=value` tokens after the device name
 (dma:) or the "IOMMU:" tag (iommu:), never by position: the dma: formats
-changed between releases (§4b) and will again.
+changed between releases and will again.
 
 Nothing in here raises on bad input: a line that does not fit, or a known
 event whose message lacks what it must carry, is counted as malformed; a
