@@ -150,6 +150,15 @@ int iova_flush_rcaches(struct iova_domain *d);
 int64_t iova_run_pending_work(struct iova_domain *d);
 /* Moves the simulated clock forward, running trim work as it falls due. */
 int64_t iova_advance(struct iova_domain *d, uint64_t ms);
+/* For a caller that decides itself when trim work runs (a trace replay):
+ * due_ms[k] (IOVA_RANGE_CACHE_MAX_SIZE of them) is when class k's pending
+ * trim item falls due on the clock, UINT64_MAX when none; returns how many
+ * are pending. iova_run_trim runs class k's item now if it is pending (1 if
+ * it ran, 0 if not, IOVA_E_SIZECLASS for no such class); iova_set_clock
+ * moves the clock forward to `ms` (never back) and runs nothing. */
+int iova_trim_due(struct iova_domain *d, uint64_t *due_ms);
+int iova_run_trim(struct iova_domain *d, unsigned k);
+int iova_set_clock(struct iova_domain *d, uint64_t ms);
 /* Per size class k (0..5): loaded[k*ncpus+cpu], prev[k*ncpus+cpu], depot[k],
  * pending[k] (1 when trim work is armed). Arrays sized by the caller. */
 int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,

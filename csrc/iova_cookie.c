@@ -14,7 +14,9 @@
  * rejected patch - alloc_iova as 4.10's dma-iommu did, frees only counted,
  * and the whole domain reset when the count of mapped pfns reaches zero.
  *
- * Flush queue (mainline): per-CPU rings; queueing first retires entries a
+ * Flush queue (mainline): per-CPU rings of ring_size slots that hold
+ * ring_size - 1 entries, as the kernel's (full when tail + 1 == head);
+ * queueing first retires entries a
  * finished flush covers; a full ring needs a flush (the caller does it and
  * calls iova_cookie_fq_flushed); the first entry arms a timer whose expiry
  * flushes and retires everything. The kernel trusts its callers; here a
@@ -538,7 +540,9 @@ int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
      * 6.12 and 6.1, not 4.10 */
     if (c->type != IOVA_COOKIE_IOVA || !iova_mainline_tree(c->iovad))
         return IOVA_E_COOKIE;
-    if (ncpus < 1 || ring_size < 1 || ring_size > (1u << 20))
+    /* one slot always stays empty (a full ring has tail + 1 == head), so a
+     * ring needs two slots to hold anything */
+    if (ncpus < 1 || ring_size < 2 || ring_size > (1u << 20))
         return IOVA_E_RANGE;
     /* a ring retires into its own CPU's rcache: there must be one */
     if (ncpus > c->iovad->ncpus)
@@ -629,7 +633,8 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
         r = fq_retire(c, ring, (int)slot);
         if (r) {
             /* reported, and this free not done: the caller may call again */
-        } else if (ring->count == fq->size) {
+        } else if (ring->count == fq->size - 1) {
+            /* the kernel's ring is full at tail + 1 == head: size - 1 entries */
             r = IOVA_E_FQ_FULL;                  /* the caller flushes, then retries */
             ev |= IOVA_EV_FLUSH;
             fq->flushes++;

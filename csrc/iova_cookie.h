@@ -97,7 +97,8 @@ int iova_cookie_set_tree_only(struct iova_cookie *c, int tree_only);
 int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                      int cpu, uint32_t *events);
 
-/* Flush queue (IOVA type only): per-CPU rings of ring_size entries, a
+/* Flush queue (IOVA type only): per-CPU rings of ring_size slots (2 or
+ * more) holding ring_size - 1 entries each, as the kernel's; a
  * timer of timeout_ms on the caller's clock. A retired entry goes to its
  * ring's CPU rcache, so ncpus may not exceed the domain's (IOVA_E_CPU). */
 int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,

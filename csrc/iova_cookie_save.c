@@ -307,7 +307,7 @@ static int restore_fq(struct iova_cookie *c, struct words_reader *r)
         return 0;
     uint64_t ncpus = words_get(r), size = words_get(r), timeout = words_get(r);
     if (r->bad || c->type != IOVA_COOKIE_IOVA || !iova_mainline_tree(c->iovad) ||
-        ncpus < 1 || ncpus > FQ_MAX_CPUS || size < 1 || size > FQ_MAX_SIZE)
+        ncpus < 1 || ncpus > FQ_MAX_CPUS || size < 2 || size > FQ_MAX_SIZE)
         return IOVA_E_STATE;
     /* Seven counter words follow, then each ring needs its count word:
      * refuse sizes the words cannot describe before allocating anything
@@ -332,7 +332,7 @@ static int restore_fq(struct iova_cookie *c, struct words_reader *r)
     for (unsigned i = 0; i < fq->ncpus; i++) {
         struct fq_ring *ring = &fq->rings[i];
         uint64_t count = words_get(r);
-        if (r->bad || count > fq->size || !room_for(r, count, 3))
+        if (r->bad || count >= fq->size || !room_for(r, count, 3))
             return IOVA_E_STATE;
         uint64_t prev_counter = 0;
         for (uint64_t k = 0; k < count; k++) {

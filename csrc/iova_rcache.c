@@ -624,6 +624,56 @@ int64_t iova_run_pending_work(struct iova_domain *d)
     return ran;
 }
 
+int iova_trim_due(struct iova_domain *d, uint64_t *due_ms)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    iova_mutex_lock(&d->work_lock);
+    int n = d->closed ? IOVA_E_CLOSED : 0;
+    for (unsigned k = 0; n >= 0 && k < CACHED_CLASSES; k++) {
+        iova_mutex_lock(&d->depot[k].lock);
+        bool pending = d->depot[k].work_pending;
+        due_ms[k] = pending ? d->depot[k].work_due_ms : UINT64_MAX;
+        iova_mutex_unlock(&d->depot[k].lock);
+        n += pending;
+    }
+    iova_mutex_unlock(&d->work_lock);
+    return n;
+}
+
+int iova_run_trim(struct iova_domain *d, unsigned k)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    if (k >= CACHED_CLASSES)
+        return IOVA_E_SIZECLASS;
+    iova_mutex_lock(&d->work_lock);
+    int r = d->closed ? IOVA_E_CLOSED : 0;
+    if (!r) {
+        iova_mutex_lock(&d->depot[k].lock);
+        bool pending = d->depot[k].work_pending;
+        iova_mutex_unlock(&d->depot[k].lock);
+        if (pending) {
+            run_trim(d, k);
+            r = 1;
+        }
+    }
+    iova_mutex_unlock(&d->work_lock);
+    return r;
+}
+
+int iova_set_clock(struct iova_domain *d, uint64_t ms)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    iova_mutex_lock(&d->work_lock);
+    int r = d->closed ? IOVA_E_CLOSED : 0;
+    if (!r && ms > clock_now(d))
+        __atomic_store_n(&d->clock_ms, ms, __ATOMIC_RELAXED);
+    iova_mutex_unlock(&d->work_lock);
+    return r;
+}
+
 int64_t iova_advance(struct iova_domain *d, uint64_t ms)
 {
     if (!d)

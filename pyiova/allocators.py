@@ -162,8 +162,9 @@ class PfnAllocator:
     def alloc(self, pages, limit_pfn, *, try_32bit=False, cpu=None):
         """(pfn, events): `pages` pfns at or below limit_pfn. Raises
         IovaExhausted (events are still on .last_events)."""
-        if type(pages) is int and type(limit_pfn) is int and cpu is None:
-            c = -1                                 # the common case, checked by cffi
+        if type(pages) is int and type(limit_pfn) is int and (
+                cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
+            c = -1 if cpu is None else cpu         # the common cases, checked by cffi
         else:
             pages, limit_pfn = _u64("pages", pages), _u64("limit_pfn", limit_pfn)
             c = _cpu(cpu)
@@ -180,8 +181,9 @@ class PfnAllocator:
 
     def free(self, pfn, pages, *, cpu=None):
         """Frees what alloc returned, at once; returns the events."""
-        if type(pfn) is int and type(pages) is int and cpu is None:
-            c = -1
+        if type(pfn) is int and type(pages) is int and (
+                cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
+            c = -1 if cpu is None else cpu
         else:
             pfn, pages, c = _u64("pfn", pfn), _u64("pages", pages), _cpu(cpu)
         ev = _new_events("uint32_t *")
@@ -218,9 +220,10 @@ class PfnAllocator:
 
     # -- flush queue (IOVA type, 6.12 and 6.1) -------------------------------
     def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10):
-        """IOVA type, 6.12 and 6.1: `ncpus` rings (at most the domain's CPU slots: a
-        ring retires into its CPU's rcache) of `size` entries (1..2**20),
-        and a timer of timeout_ms."""
+        """IOVA type, 6.12 and 6.1: `ncpus` rings (at most the domain's CPU
+        slots: a ring retires into its CPU's rcache) of `size` slots
+        (2..2**20) that hold size - 1 entries, as the kernel's rings do, and
+        a timer of timeout_ms."""
         ncpus, size = _u64("ncpus", ncpus), _u64("size", size)
         timeout_ms = _u64("timeout_ms", timeout_ms)
         if ncpus > _UINT_MAX:
@@ -228,14 +231,14 @@ class PfnAllocator:
             raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
                                       % (ncpus, ncpus_slots))
         if size > _UINT_MAX:
-            raise errors.IovaValueError("flush queue size %r is not in 1..%d" % (size, 1 << 20))
+            raise errors.IovaValueError("flush queue size %r is not in 2..%d" % (size, 1 << 20))
         r = lib.iova_cookie_fq_init(self._c, ncpus, size, timeout_ms)
         if r == lib.IOVA_E_RANGE:
             # not routed through IovaDomain._error: its IOVA_E_RANGE is reserve's
             if ncpus == 0:
                 raise errors.IovaValueError("flush queue ncpus %r: at least one ring is needed"
                                             % (ncpus,))
-            raise errors.IovaValueError("flush queue size %r is not in 1..%d" % (size, 1 << 20))
+            raise errors.IovaValueError("flush queue size %r is not in 2..%d" % (size, 1 << 20))
         if r == lib.IOVA_E_CPU:
             raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
                                       % (ncpus, self.iovad.ncpus))

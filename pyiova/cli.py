@@ -668,43 +668,62 @@ def _engine_line(r, args):
 
 def _add_replay(sub):
     r = sub.add_parser(
-        "replay", help="replay a kernel trace through a policy, or --check the model against it",
+        "replay", help="replay a kernel trace: --check the model against it, or what if "
+                       "another policy had run",
         description="Read a kernel trace (/sys/kernel/tracing/trace text, trace-cmd report or "
                     "perf script output; gzip, bzip2 or xz accepted) with iommu:map/unmap and "
-                    "dma: events, and replay each device's mapping lifetimes through an IOVA "
-                    "policy ('what if this device had run with the wraparound allocator?'). "
-                    "With --check, replay a strict capture through iova and compare every "
-                    "dma_addr the kernel recorded with pyiova's. Malformed or unknown lines "
-                    "are counted and reported with their line numbers.",
+                    "dma: events, and replay each IOVA domain through the kernel's own "
+                    "allocator -- strict or lazy (the flush queue), as the trace shows -- with "
+                    "the recorded addresses deciding what the trace leaves open (which side "
+                    "of an interrupt an allocation fell on, when the flush queue's timer "
+                    "fired). --check compares every recorded address with pyiova's. "
+                    "--policy runs the same lifetimes through other policies and says what "
+                    "would have changed. Malformed or unknown lines are counted and reported "
+                    "with their line numbers. docs/trace-replay.md says how to capture a trace.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  pyiova replay trace.txt.gz\n"
-               "  pyiova replay trace.txt --policy wraparound,reset-when-empty\n"
-               "  pyiova replay trace.txt --check                  does the model fit "
-               "this kernel?\n"
-               "  pyiova replay report.txt --check --kernel 4.10 --json\n\n"
-               "--check exits 1 when an address differs (or none could be compared), "
-               "0 when all match.")
+               "  pyiova replay trace.txt.gz --check          does the model fit this kernel?\n"
+               "  pyiova replay trace.txt.gz --policy wraparound,reset-when-empty\n"
+               "  pyiova replay trace.txt.gz --policy iova@4.10   the same lifetimes on 4.10\n"
+               "  pyiova replay trace.txt --check --mode lazy --json\n\n"
+               "exit status: 0 when the replay ran (with --check: every address matched); "
+               "1 when an address differs or no event could be replayed; 2 for bad arguments "
+               "or a trace that cannot be read.")
     r.add_argument("trace", metavar="TRACE", help="the trace file ('-' reads stdin)")
-    r.add_argument("--policy", type=_trace_policies, default=("iova",), metavar="P[,P...]",
-                   help="policies to replay through, comma-separated (default: iova)")
     r.add_argument("--check", action="store_true",
                    help="compare pyiova's addresses with the ones the kernel recorded")
-    r.add_argument("--kernel", choices=("6.12", "4.10"), default="6.12",
-                   help="dma-iommu and iova.c rules (default: 6.12)")
+    r.add_argument("--policy", type=_trace_policies, default=None, metavar="P[,P...]",
+                   help="what-if policies, comma-separated, each optionally @KERNEL "
+                        "(iova@4.10); with --check, iova or iova-lazy says strict or lazy")
+    r.add_argument("--mode", choices=("auto", "strict", "lazy"), default=None,
+                   help="the traced kernel's TLB invalidation: strict, lazy (the flush queue), "
+                        "or auto: decided by the recorded addresses (default)")
+    r.add_argument("--kernel", choices=("auto", "6.12", "6.1", "4.10"), default="auto",
+                   help="the traced kernel's rules (default auto: 6.12 when the trace has dma: "
+                        "events, which 6.12 added; else 6.1)")
     r.add_argument("--aperture-bits", type=_aperture_bits, default=39, metavar="B",
                    help="the IOMMU's input address width, forced as the aperture: 13..64 "
                         "(default: 39, VT-d's; 0: none)")
+    r.add_argument("--hz", type=int, default=250, metavar="HZ",
+                   help="the traced kernel's tick rate, for the flush queue's timer "
+                        "(default 250, Debian's)")
     r.add_argument("--json", action="store_true",
-                   help="JSON: with --check one object per device, else one per policy")
+                   help="JSON: with --check an array of one object per device, else an array "
+                        "of one object per policy")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_replay)
 
 
 def _trace_policies(text):
-    from .sim_args import policy_names
-    from .trace import POLICIES
-    return _names(text, lambda t: policy_names(t, POLICIES))
+    from .trace import parse_policy
+    names = tuple(p.strip() for p in text.split(","))
+    if not names or not all(names):
+        raise argparse.ArgumentTypeError("policies must be comma-separated names, not %r"
+                                         % text)
+    try:
+        return tuple(parse_policy(n) for n in names)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _aperture_bits(text):
@@ -736,38 +755,82 @@ class _TraceBar:
             self.bar = None
 
 
+def _replay_mode(args):
+    """--mode, or with --check what --policy iova / iova-lazy says."""
+    if args.mode is not None:
+        return args.mode
+    if args.check and args.policy:
+        names = {p for p, _ in args.policy}
+        if names == {"iova"}:
+            return "strict"
+        if names == {"iova-lazy"}:
+            return "lazy"
+        raise _Usage("--check replays the kernel's own allocator: --policy iova (strict) or "
+                     "iova-lazy (lazy) says which, not %s" % ",".join(sorted(names)))
+    return "auto"
+
+
 def _replay(args):
     from . import trace
+    from .errors import TraceError
+    try:
+        timer = trace.TimerRules(hz=args.hz)
+    except ValueError as exc:
+        raise _Usage("--hz: %s" % exc) from None
+    mode = _replay_mode(args)
     source = sys.stdin.buffer if args.trace == "-" else args.trace
     bar = _TraceBar(not args.no_progress)
+    bar.label = "check" if args.check else "replay"
+    opts = dict(kernel=args.kernel, mode=mode, aperture_bits=args.aperture_bits, timer=timer,
+                progress=bar)
     try:
-        try:
-            lt = trace.load(source)
-        except OSError as exc:
-            raise _Usage("cannot read %s: %s" % (args.trace, exc.strerror or exc)) from None
-        if args.check:
-            bar.label = "check"
-            res = trace.check(lt, kernel=args.kernel, aperture_bits=args.aperture_bits,
-                              progress=bar)
-            bar.close()
-            if args.json:
-                print(json.dumps(res.to_dicts(), indent=2))
-            else:
-                print(trace.format_check(res))
-            return 0 if res.ok else 1
-        results = []
-        for policy in args.policy:
-            bar.label = policy
-            results.append(trace.replay(lt, policy, kernel=args.kernel,
-                                        aperture_bits=args.aperture_bits, progress=bar))
-            bar.close()
+        if args.check or not args.policy:
+            res = trace.check(source, **opts)
+        else:
+            res = trace.replay(source, list(args.policy), **opts)
+    except OSError as exc:
+        raise _Usage("cannot read %s: %s" % (args.trace, exc.strerror or exc)) from None
+    except TraceError as exc:
+        raise _Usage(str(exc)) from None
     finally:
         bar.close()
+    chk = res if isinstance(res, trace.CheckResult) else res[0].check
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        if args.check:
+            print(json.dumps(res.to_dicts(), indent=2))
+        elif args.policy:
+            print(json.dumps([r.to_dict() for r in res], indent=2))
+        else:
+            print(json.dumps([_kernel_only(chk)], indent=2))
+    elif args.check:
+        print(trace.format_check(res))
+    elif args.policy:
+        print(trace.format_replay(res))
     else:
-        print(trace.format_replay(results))
+        print(trace.format_check(res).replace("check against", "replay through", 1))
+    if not chk.trace.get("events") or chk.matched + chk.mismatched == 0:
+        sys.stderr.write("pyiova: %s: %s\n" % (args.trace, _no_events(chk)))
+        return 1
+    if args.check and not chk.ok:
+        return 1
     return 0
+
+
+def _no_events(chk):
+    from .trace.report import NO_EVENTS
+    for n in chk.notes:
+        if " is " in n and ("trace-cmd" in n or "UTF-16" in n or "not text" in n
+                            or "empty" in n):
+            return "%s: %s" % (NO_EVENTS, n)
+    return NO_EVENTS
+
+
+def _kernel_only(chk):
+    """--json without --policy: the kernel's replay alone, as a policy row."""
+    return {"policy": "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova"),
+            "kernel": chk.kernel, "mode": chk.mode, "mode_reason": chk.mode_reason,
+            "ok": chk.ok, "decided": chk.decided, "devices": chk.to_dicts(),
+            "notes": chk.notes, "trace": chk.trace}
 
 
 def main(argv=None):

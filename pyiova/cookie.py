@@ -32,7 +32,7 @@ from .phys import PhysAllocator
 __all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
            "FQ_SIZE", "FQ_TIMEOUT_MS"]
 
-FQ_SIZE = 256          # entries per CPU ring (mainline)
+FQ_SIZE = 256          # slots per CPU ring (mainline); a ring holds FQ_SIZE - 1
 FQ_TIMEOUT_MS = 10     # the flush queue's timer
 
 _U32_MAX = (1 << 32) - 1

@@ -115,3 +115,8 @@ class DmaApiTypeError(DmaApiError, IovaTypeError):
 class CheckpointError(IovaValueError):
     """The bytes given to checkpoint.loads() are not a sound pyiova
     checkpoint: truncated, damaged, or something else altogether."""
+
+
+class TraceError(IovaValueError):
+    """A trace cannot be read to its end: compressed data cut short or
+    damaged. (Lines that are not events are counted, not raised.)"""

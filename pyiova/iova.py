@@ -636,6 +636,38 @@ class IovaDomain:
             raise self._error(r)
         return r
 
+    def trim_due(self):
+        """{size class: clock ms when its pending depot trim item falls due}
+        (empty under 6.1 and 4.10, which have no trim work)."""
+        due = ffi.new("uint64_t[]", CACHED_CLASSES)
+        r = lib.iova_trim_due(self._d, due)
+        if r < 0:
+            raise self._error(r)
+        return {k: due[k] for k in range(CACHED_CLASSES) if due[k] != (1 << 64) - 1}
+
+    def run_trim(self, size_class):
+        """Runs size class `size_class`'s depot trim item now, if it is
+        pending; True if it ran. For a caller that decides when trim work
+        runs: set_clock() first, since a run that trims re-arms the item
+        100 ms later on the clock."""
+        if type(size_class) is not int:
+            raise errors.IovaTypeError("size class must be an integer, not %s (%r)"
+                                       % (type(size_class).__name__, size_class))
+        if not 0 <= size_class < CACHED_CLASSES:
+            raise errors.IovaValueError("size class %r is not in 0..%d"
+                                        % (size_class, CACHED_CLASSES - 1))
+        r = lib.iova_run_trim(self._d, size_class)
+        if r < 0:
+            raise self._error(r)
+        return bool(r)
+
+    def set_clock(self, ms):
+        """Moves the simulated clock forward to `ms` (never back), running
+        no work (advance() runs what falls due)."""
+        r = lib.iova_set_clock(self._d, _as_u64("ms", ms))
+        if r < 0:
+            raise self._error(r)
+
     def rcache_stats(self):
         """Per size class: each CPU's loaded/prev fill, the depot length and
         whether its trim work is armed."""

@@ -189,7 +189,7 @@ def test_iova_type_on_410_is_the_tree_only():
 
 def test_flush_queue_never_hands_out_what_a_flush_does_not_cover():
     i = PfnAllocator("iova", granule=4096, start_pfn=1, ncpus=1)
-    i.enable_flush_queue(ncpus=1, size=4, timeout_ms=10)
+    i.enable_flush_queue(ncpus=1, size=5, timeout_ms=10)
     pfns = [i.alloc(1, 0xFFFFF, cpu=0)[0] for _ in range(8)]
     for n, p in enumerate(pfns[:4]):
         assert i.free_lazy(p, 1, now_ms=n, cpu=0) == EV_QUEUED

@@ -320,3 +320,68 @@ def test_event_record_api():
     assert d["line"] == 40 and d["dma_addrs"] == [0xffff4000, 0xffff5800]
     assert "dma_map_sg" in repr(e)
     assert e == parse_line(open(path("vtd-6.12-strict.trace")).read().splitlines()[39], 40)
+
+
+# ---- the one number reader, and what a file holds ---------------------------------
+
+@pytest.mark.parametrize("text, base, value", [
+    ("0", 10, 0), ("18446744073709551615", 10, (1 << 64) - 1), ("0x1000", 10, 0x1000),
+    ("fffff000", 16, 0xfffff000), ("0XFFFFFFFFFFFFFFFF", 16, (1 << 64) - 1),
+    ("0x0000000100000000", 16, 1 << 32),
+])
+def test_numbers_the_kernel_prints(text, base, value):
+    from pyiova.trace.parse import read_number
+    assert read_number(text, "size", base) == value
+
+
+@pytest.mark.parametrize("text, base, why", [
+    ("18446744073709551616", 10, r"beyond 2\*\*64-1"), ("0x10000000000000000", 16, "beyond"),
+    ("-4096", 10, "negative"), ("-0x10", 16, "negative"), ("+5", 10, "not a number"),
+    ("1_000", 10, "not a number"), (" 12", 10, "not a number"), ("\u0661\u0662", 10, "not"),
+    ("0x\u0660\u0661", 16, "not a number"), ("12.5", 10, "not a number"), ("", 10, "not"),
+    ("0x", 16, "not a number"), ("ff", 10, "not a number"),
+])
+def test_numbers_no_kernel_prints(text, base, why):
+    from pyiova.trace.parse import _Malformed, read_number
+    with pytest.raises(_Malformed, match=why):
+        read_number(text, "size", base)
+
+
+def test_an_errno_may_be_negative():
+    e = parse_line("  fio-300 [000] ..... 1.0: dma_map_sg_err: 0000:00:01.0 dir=TO_DEVICE "
+                   "err=-12 phys_addrs={0x1000} attrs=", 1)
+    assert isinstance(e, Event) and e.fields["err"] == -12
+
+
+@pytest.mark.parametrize("line, why", [
+    ("map: IOMMU: iova=0x%016x - 0x%016x paddr=0x0 size=%d" % (0, 1 << 64, 1 << 64), "beyond"),
+    ("map: IOMMU: iova=0x1000 - 0x2000 paddr=0x0 size=-4096", "negative"),
+    ("dma_map_page: 0000:00:01.0 dir=TO_DEVICE dma_addr=\u0660 size=1 phys_addr=1 attrs=",
+     "not a number"),
+    ("dma_map_sg: 0000:00:01.0 dir=TO_DEVICE dma_addrs={0x1000,-0x10} sizes={0x10,0x10} "
+     "phys_addrs={0x1,0x2} attrs=", "negative"),
+])
+def test_such_numbers_make_the_line_malformed(line, why):
+    p = parse_line("  fio-300 [000] ..... 1.0: " + line, 7)
+    assert isinstance(p, Problem) and p.kind == "malformed" and p.line == 7
+    assert why in p.reason
+
+
+@pytest.mark.parametrize("head, kind", [
+    (b"# tracer: nop\n", None), (b"", None), (b"\xff\xfe#\x00 \x00", "UTF-16 text"),
+    (b"#\x00 \x00t\x00r\x00a\x00c\x00", "UTF-16 text"), (b"\x17\x08\x44tracing6", "trace-cmd .dat"),
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00\x00", "binary"),
+])
+def test_what_a_file_holds(head, kind):
+    from pyiova.trace.parse import sniff
+    assert sniff(head) == kind
+
+
+def test_reading_streams_without_keeping_events():
+    from pyiova.trace import Trace, iter_events
+    info = Trace()
+    it = iter_events(path("vtd-6.12-strict.trace.gz"), info)
+    first = next(it)
+    assert first.line == 13 and info.events == [] and info.nevents == 1
+    rest = list(it)
+    assert info.nevents == 55 == len(rest) + 1 and info.lines == 67 and info.events == []

@@ -1,27 +1,32 @@
 """Kernel traces of IOMMU and DMA API events, read and replayed.
 
     from pyiova import trace
-    res = trace.check("trace.txt.gz")           # does pyiova fit this kernel?
+    res = trace.check("trace.txt.gz")            # does pyiova fit this kernel?
     print(trace.format_check(res))
-    lt = trace.load("trace.txt.gz")             # parse once...
-    for policy in trace.POLICIES:               # ...replay many times
-        print(trace.format_replay(trace.replay(lt, policy)))
+    r = trace.replay("trace.txt.gz", ["wraparound", "iova-tree"])   # what if...?
+    print(trace.format_replay(r))
 
 Modules, one concern each:
   parse      line formats (ftrace text, trace-cmd report, perf script) -> Events
-  lifetimes  Events -> per-device allocations and frees in allocator order
-  replay     those operations through a policy's cookie; check()
+  lifetimes  Events -> each domain's allocations and frees, in trace order
+  kernel     one domain as the traced kernel ran it (strict or lazy)
+  engine     where the trace leaves the order open, the record decides
+  replay     check() and replay(): the stream through all of them
   report     the tables
 """
+from .engine import Engine, Op  # noqa: F401
+from .kernel import KERNELS, VTD_RESERVED, KernelDomain, TimerRules  # noqa: F401
 from .lifetimes import (ALL_DEVICES, Allocation, DeviceLifetimes, Lifetimes,  # noqa: F401
-                        build_lifetimes)
-from .parse import Event, Problem, Trace, open_trace, parse_line, read_trace  # noqa: F401
-from .replay import (POLICIES, VTD_RESERVED, CheckResult, DeviceCheck,  # noqa: F401
-                     DeviceReplay, ReplayResult, TraceDevice, check, load, replay)
+                        TraceDevice, build_lifetimes)
+from .parse import (Event, Problem, Trace, iter_events, open_trace, parse_line,  # noqa: F401
+                    read_trace)
+from .replay import (MODES, POLICIES, CheckResult, DeviceCheck, DeviceReplay,  # noqa: F401
+                     ReplayResult, check, load, parse_policy, replay)
 from .report import format_check, format_replay  # noqa: F401
 
-__all__ = ["read_trace", "parse_line", "open_trace", "Event", "Problem", "Trace",
-           "build_lifetimes", "Lifetimes", "DeviceLifetimes", "Allocation", "ALL_DEVICES",
-           "load", "replay", "check", "POLICIES", "VTD_RESERVED", "TraceDevice",
-           "ReplayResult", "DeviceReplay", "CheckResult", "DeviceCheck",
-           "format_check", "format_replay"]
+__all__ = ["read_trace", "iter_events", "parse_line", "open_trace", "Event", "Problem", "Trace",
+           "build_lifetimes", "Lifetimes", "DeviceLifetimes", "Allocation", "TraceDevice",
+           "ALL_DEVICES", "load", "replay", "check", "POLICIES", "MODES", "KERNELS",
+           "VTD_RESERVED", "TimerRules", "KernelDomain", "Engine", "Op", "parse_policy",
+           "ReplayResult", "DeviceReplay", "CheckResult", "DeviceCheck", "format_check",
+           "format_replay"]

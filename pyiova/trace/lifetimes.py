@@ -1,37 +1,48 @@
-"""Events -> the allocation and free operations each IOVA domain saw, in
-the order its allocator saw them (trace-formats.md §4f).
+"""Events -> each IOVA domain's allocations and frees, in trace order, as a
+stream: what is held is a window of recent events and the live
+allocations, never the whole trace.
 
 The iommu: events say what was mapped where but not for whom; the dma:
 events (6.12+) name the device and the call but are logged on the wrong
-side of the work they describe. So:
+side of the work they describe. So, with dma: events:
 
-* an allocation is the dma: map-type call (dma_map_page/_phys/_resource,
+* an allocation is a dma: map-type call (dma_map_page/_phys/_resource,
   dma_alloc/_pages/_sgt, dma_map_sg) together with the iommu:map lines it
-  caused: the same CPU and task context, logged before it, inside its
-  IOVA range. It takes its place in allocator order at the first of those
-  map lines -- the allocation happened just before that line;
-* a free is an iommu:unmap line; the dma: free-type call next to it
-  (after it for dma_unmap_page/_phys/_resource, before it for dma_free*
-  and dma_unmap_sg) names the device. The unmap line's IOVA then picks the
-  live allocation, which is how a dma_unmap_sg (it records only physical
+  caused: the same CPU and task context, logged before it, inside its IOVA
+  range. It takes its place at the first of those map lines: the
+  allocation happened just before that line;
+* a free is an iommu:unmap line; the dma: free-type call next to it (after
+  it for dma_unmap_page/_phys/_resource, before it for dma_free* and
+  dma_unmap_sg) names the device. The unmap line's IOVA then picks the live
+  allocation, which is how a dma_unmap_sg (it records only physical
   addresses) finds its dma_map_sg even when one buffer is mapped twice;
-* an interrupt taken between a task's allocation and its first map line
-  logs its own work first, under the task's pid with the irq flag set.
-  Everything such an interrupt did is moved after the task's allocation;
-* identity maps (paddr == iova, e.g. the 16 MiB ISA window at IOVA 0)
-  and calls that never reached an IOMMU (dma_addr == phys_addr) are
-  recognised and skipped.
+* identity maps (paddr == iova, e.g. the 16 MiB ISA window at IOVA 0) and
+  calls that never reached an IOMMU (dma_addr == phys_addr) are recognised
+  and skipped.
 
-Without any dma: events the whole trace is one domain: allocations are
-rebuilt from map lines and the unmap lines that cover them.
+Without dma: events (Linux 6.1 and older) the whole trace is one domain,
+and allocations are recovered from the map lines alone: a map line
+continues the open allocation of its task and irq context when it starts
+where that allocation's last line ended and stays inside its known extent
+(the size of the first later unmap line starting where it starts);
+otherwise -- or when a later unmap line starts exactly at it -- it starts a
+new allocation at its address. A range never unmapped has the extent of its
+contiguous map lines.
+
+Either way an allocation in task context whose first map line follows
+lines of an interrupt that hit the same task carries that interrupt's
+place (Op.block): the allocation may have come before the interrupt's
+work. The ordering engine lets the record decide (engine.py).
 """
 import re
-from collections import Counter
+from bisect import bisect_left
+from collections import Counter, deque
 
-from .parse import Trace, gc_paused, read_trace
+from .engine import ALLOC, FREE, Op
+from .parse import Trace, gc_paused, iter_events
 
-__all__ = ["Allocation", "DeviceLifetimes", "Lifetimes", "build_lifetimes", "ALL_DEVICES",
-           "ALLOC_CALLS", "FREE_CALLS"]
+__all__ = ["Allocation", "DeviceLifetimes", "Lifetimes", "Builder", "build_lifetimes",
+           "ALL_DEVICES", "ALLOC_CALLS", "FREE_CALLS", "TraceDevice", "looks_pci"]
 
 ALL_DEVICES = "(all)"     # the device name used when no dma: event names one
 U64_MAX = (1 << 64) - 1
@@ -63,7 +74,7 @@ _COHERENT = ("alloc", "alloc_pages", "alloc_sgt")
 # event kinds
 _OTHER, _MAP, _UNMAP, _DMA_ALLOC, _DMA_FREE, _DMA_OTHER = range(6)
 
-_PCI_NAME = re.compile(r"^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+_PCI_NAME = re.compile(r"^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$", re.A)
 _EXAMPLES = 5             # line numbers kept per kind of skipped thing
 
 
@@ -72,13 +83,35 @@ def looks_pci(name):
     return bool(_PCI_NAME.match(name))
 
 
+class TraceDevice:
+    """The device a cookie sees: a name, PCI or not, its bus limit."""
+
+    __slots__ = ("name", "is_pci", "bus_dma_limit")
+
+    def __init__(self, name, is_pci, bus_dma_limit=0):
+        self.name, self.is_pci, self.bus_dma_limit = name, is_pci, bus_dma_limit
+
+    def __eq__(self, other):
+        return isinstance(other, TraceDevice) and (self.name, self.is_pci) == \
+            (other.name, other.is_pci)
+
+    def __hash__(self):
+        return hash((self.name, self.is_pci))
+
+    def __reduce__(self):
+        return (TraceDevice, (self.name, self.is_pci, self.bus_dma_limit))
+
+    def __repr__(self):
+        return "TraceDevice(%r, is_pci=%r)" % (self.name, self.is_pci)
+
+
 class Allocation:
     """One IOVA allocation as the kernel made it.
 
     device      the device it was made for (ALL_DEVICES without dma: events)
     call        "map_page", "map_phys", "map_resource", "alloc", "alloc_pages",
                 "alloc_sgt", "map_sg", or "iommu" (rebuilt from map lines)
-    line        its place in allocator order: the first iommu:map line of it
+    line        its place in the trace: its first iommu:map line
     dma_line    the dma: line that recorded it (None without dma: events)
     iova        the kernel's allocation (granule-aligned bytes)
     size        its length in bytes (granule multiple): what alloc and free take
@@ -94,7 +127,7 @@ class Allocation:
 
     __slots__ = ("id", "device", "call", "line", "dma_line", "cpu", "ts", "pid", "irq", "iova",
                  "size", "expected", "offset", "coherent", "mask", "free_line", "free_cpu",
-                 "free_ts", "inconsistent", "alloc_key", "free_key")
+                 "free_ts", "inconsistent")
 
     def __init__(self, id, device, call, first, dma_line, iova, size, expected, offset,
                  coherent=False, mask=None, inconsistent=False):
@@ -105,8 +138,6 @@ class Allocation:
         self.expected, self.offset = expected, offset
         self.coherent, self.mask, self.inconsistent = coherent, mask, inconsistent
         self.free_line = self.free_cpu = self.free_ts = None
-        self.alloc_key = (self.line, 0, self.line, 0)
-        self.free_key = None
 
     @property
     def report_line(self):
@@ -125,8 +156,9 @@ class Allocation:
 
 
 class DeviceLifetimes:
-    """What one device did: its allocations and, in allocator order, `ops`
-    -- (key, kind, Allocation) with kind "alloc" or "free"."""
+    """What one device did. `allocations` and `ops` (engine.Op, in trace
+    order) are filled only when the lifetimes are kept (build_lifetimes);
+    a streaming replay only counts."""
 
     def __init__(self, name, is_pci, mask=None, coherent_mask=None):
         self.name = name
@@ -135,10 +167,12 @@ class DeviceLifetimes:
         self.coherent_mask = coherent_mask
         self.group = None
         self.calls = 0              # dma: map-type calls seen
+        self.nallocs = 0
         self.allocations = []
         self.ops = []
         self.skipped = Counter()    # reason -> calls not replayed
         self.skipped_lines = []     # (line, reason), the first few
+        self.tdev = TraceDevice(name, bool(is_pci))
 
     @property
     def domain(self):
@@ -155,18 +189,18 @@ class DeviceLifetimes:
             self.skipped_lines.append((line, reason))
 
     def __repr__(self):
-        return "<DeviceLifetimes %s: %d allocations, %d ops, %d skipped>" % (
-            self.name, len(self.allocations), len(self.ops), self.skipped_total)
+        return "<DeviceLifetimes %s: %d allocations, %d skipped>" % (
+            self.name, self.nallocs, self.skipped_total)
 
 
 class Lifetimes:
-    """A trace turned into per-device operations.
+    """What a trace was turned into.
 
     devices        name -> DeviceLifetimes, in order of first appearance
     single_domain  True when no dma: event named a device
     counts         what was skipped or adjusted, by kind (see `examples`
                    for the first line numbers of each)
-    notes          the same, as sentences for a report
+    notes          the same, as sentences for a report (after notes())
     """
 
     def __init__(self, trace, granule):
@@ -177,6 +211,7 @@ class Lifetimes:
         self.counts = Counter()
         self.examples = {}
         self.notes = []
+        self.no_flags = 0
 
     def count(self, kind, line=None, n=1):
         self.counts[kind] += n
@@ -187,7 +222,7 @@ class Lifetimes:
 
     @property
     def allocations(self):
-        return sum(len(d.allocations) for d in self.devices.values())
+        return sum(d.nallocs for d in self.devices.values())
 
     def summary(self):
         return {"single_domain": self.single_domain, "granule": self.granule,
@@ -195,17 +230,58 @@ class Lifetimes:
                 "counts": dict(self.counts), "examples": dict(self.examples),
                 "notes": list(self.notes), "trace": self.trace.summary()}
 
+    def make_notes(self):
+        """The counts as sentences (once the trace has been read)."""
+        notes, c, tr = [], self.counts, self.trace
+
+        def ex(kind):
+            lines = self.examples.get(kind)
+            return " (line %s)" % ", ".join(map(str, lines)) if lines else ""
+
+        if self.single_domain and self.allocations:
+            notes.append("no dma: event names a device: every iommu:map/unmap is treated as one "
+                         "IOMMU domain, %s; allocations are rebuilt from the map and unmap lines"
+                         % ALL_DEVICES)
+        if self.no_flags:
+            notes.append("%d lines carry no irq-info (flags) column (perf script, trace-cmd "
+                         "report without -l): an interrupt taken between an allocation and its "
+                         "map line cannot be recognised there" % self.no_flags)
+        if tr.lost_events:
+            notes.append("the trace lost %d events (line %s): exact replay is not possible"
+                         % (tr.lost_events, ", ".join(map(str, tr.lost_lines[:_EXAMPLES]))))
+        for kind, text in _COUNT_NOTES:
+            if c.get(kind):
+                notes.append("%d %s%s" % (c[kind], text, ex(kind)))
+        if tr.malformed:
+            lines = [str(p.line) for p in tr.problems if p.kind == "malformed"][:_EXAMPLES]
+            notes.append("%d malformed lines (line %s)" % (tr.malformed, ", ".join(lines)))
+        if tr.unknown:
+            notes.append("%d lines of other events (%s)" % (tr.unknown, ", ".join(
+                "%s x%d" % kv for kv in tr.unknown_names.most_common(5))))
+        self.notes = notes
+        return notes
+
     def __repr__(self):
         return "<Lifetimes %d devices, %d allocations%s>" % (
             len(self.devices), self.allocations, " (one domain)" if self.single_domain else "")
 
 
-def _alloc_key(a):
-    return a.alloc_key
-
-
-def _op_key(op):
-    return op[0]
+_COUNT_NOTES = (
+    ("identity_maps", "identity/direct maps skipped"),
+    ("unattributed_maps", "iommu:map lines no traced DMA API call made, skipped"),
+    ("maps_dropped", "maps dropped: their allocation's first iommu:map line is missing, so "
+                     "their place in the allocator's order is unknown"),
+    ("unknown_frees", "unmaps of mappings made before the trace began (or by no traced call), "
+                      "skipped"),
+    ("ambiguous_unmaps", "unmaps that no dma: call names and whose IOVA is live in several "
+                         "domains, skipped"),
+    ("frees_without_unmap", "dma: free calls with no iommu:unmap line"),
+    ("remapped_while_live", "maps of an IOVA still live (a lost unmap?)"),
+    ("length_disagreements", "unmaps whose length differs from the allocation's"),
+    ("inconsistent_dma_addr", "dma: calls whose dma_addr lies outside their map lines"),
+    ("dma_events_ignored", "dma: events after the first events had none: the trace is read as "
+                           "one domain"),
+)
 
 
 def _lookup(table, name, default=None):
@@ -216,68 +292,53 @@ def _lookup(table, name, default=None):
     return table
 
 
-class _Builder:
-    def __init__(self, trace, granule, page_size, masks, coherent_masks, pci, window):
+class Builder:
+    """Turns events, fed one at a time in file order, into operations:
+    sink(device_lifetimes, op) is called for each, in trace order, once
+    the events around it are known. How many events around it count is
+    `window`; call finish() after the last event."""
+
+    def __init__(self, lt, sink, *, page_size=4096, masks=None, coherent_masks=None, pci=None,
+                 window=4096):
+        granule = lt.granule
         if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
                 or granule & (granule - 1):
             raise ValueError("granule %r is not a power of two" % (granule,))
-        self.trace = trace
-        self.g = granule
-        self.gmask = granule - 1
+        self.lt, self.sink = lt, sink
+        self.g, self.gmask = granule, granule - 1
         self.page = max(page_size, granule)
-        self.masks, self.coherent_masks, self.pci = masks, coherent_masks, pci
+        self.masks = masks
+        self.coherent_masks = masks if coherent_masks is None else coherent_masks
+        self.pci = pci
         self.window = window
-        self.lt = Lifetimes(trace, granule)
-        ev = self.events = trace.events
-        n = len(ev)
-        self.kind = kind = [_OTHER] * n
-        self.seq = seq = {}
-        self.where = where = [0] * n
         self.groups = {}
-        self.no_flags = 0
-        # indices of the events each pass needs, in file order
-        self.maps_unmaps, self.alloc_calls, self.free_calls = [], [], []
-        for i, e in enumerate(ev):
-            name = e.name
-            if e.system == "iommu":
-                if name == "map":
-                    k = _MAP
-                elif name == "unmap":
-                    k = _UNMAP
-                else:
-                    f = e.fields
-                    if name == "add_device_to_group" and f.get("groupID") is not None:
-                        self.groups[f.get("device")] = f["groupID"]
-                    continue
-                self.maps_unmaps.append(i)
-            elif name in ALLOC_CALLS:
-                k = _DMA_ALLOC
-                self.alloc_calls.append(i)
-            elif name in FREE_CALLS:
-                k = _DMA_FREE
-                self.free_calls.append(i)
-            else:
-                k = _DMA_OTHER
-            kind[i] = k
-            if not e.flags:
-                self.no_flags += 1
-            cpu = e.cpu if e.cpu is not None else -1
-            s = seq.get(cpu)
-            if s is None:
-                s = seq[cpu] = []
-            where[i] = len(s)
-            s.append(i)
-        self.claimed = [False] * n
-        self.paired = {}            # unmap index -> dma: free-call index
-        self.alloc_at = {}          # map index -> [Allocation] starting there
-        self.free_at = {}           # unmap index -> Allocation freed there
-        self.identity = {}          # iova -> iova_end of identity maps seen
-        self.allocs = []
+        self.start = []             # events held until the kind of trace is known
+        self.mode = None
+        self.nallocs = 0
 
-    # ---- helpers --------------------------------------------------------
-    def down(self, x):
-        return x & ~self.gmask
+    def feed(self, e):
+        if self.mode is not None:
+            self.mode.feed(e)
+            return
+        self.start.append(e)
+        if e.system == "dma":
+            self._choose(_DmaMode)
+        elif len(self.start) >= self.window:
+            self._choose(_MapsMode)
 
+    def finish(self):
+        if self.mode is None:
+            self._choose(_MapsMode)
+        self.mode.finish()
+        self.lt.make_notes()
+
+    def _choose(self, mode):
+        self.mode = mode(self)
+        start, self.start = self.start, []
+        for e in start:
+            self.mode.feed(e)
+
+    # ---- shared helpers --------------------------------------------------------
     def up(self, x):
         return (x + self.gmask) & ~self.gmask
 
@@ -293,361 +354,501 @@ class _Builder:
             self.lt.devices[name] = d
         return d
 
-    def walk(self, i, step):
+    def new_alloc(self, d, call, first, dma_line, iova, size, expected, coherent,
+                  inconsistent=False):
+        mask = d.coherent_mask if coherent else d.mask
+        a = Allocation(self.nallocs, d.name, call, first, dma_line, iova, size, expected,
+                       expected & self.gmask, coherent, mask, inconsistent)
+        self.nallocs += 1
+        d.nallocs += 1
+        return a
+
+    def emit_alloc(self, d, a, block):
+        self.sink(d, Op(ALLOC, a, d.tdev, a.line, a.ts, a.cpu if a.cpu is not None else 0,
+                        a.pid, a.irq, block))
+
+    def emit_free(self, d, a, e):
+        a.free_line, a.free_cpu, a.free_ts = e.line, e.cpu, e.ts
+        self.sink(d, Op(FREE, a, d.tdev, e.line, e.ts, e.cpu if e.cpu is not None else 0,
+                        e.pid, e.irq))
+
+
+class _Window:
+    """The recent events, by absolute index (ev(i)); each CPU's sequence of
+    them (for the interrupt lines just before a map line), and each
+    context's -- CPU, task, irq-ness -- for the walks that pair lines
+    logged near each other in one context. An event carries its kind, its
+    place in its CPU's sequence and in its context's (Event._k, _w, _c)."""
+
+    def __init__(self, window):
+        self.window = window
+        self.evs = []               # events from absolute index `first` on
+        self.first = 0
+        self.seq = {}               # cpu -> [indices], from position seq_base[cpu]
+        self.seq_base = {}
+        self.ctx = {}               # (cpu, pid, irq) -> [[indices], position of the first]
+        self.n = 0
+
+    def ev(self, i):
+        return self.evs[i - self.first]
+
+    def has(self, i):
+        return self.first <= i < self.n
+
+    def add(self, e, kind):
+        i = self.n
+        self.n = i + 1
+        self.evs.append(e)
+        e._k = kind
+        cpu = e.cpu if e.cpu is not None else -1
+        s = self.seq.get(cpu)
+        if s is None:
+            s = self.seq[cpu] = []
+            self.seq_base[cpu] = 0
+        e._w = self.seq_base[cpu] + len(s)
+        s.append(i)
+        key = (cpu, e.pid, e.irq)
+        c = self.ctx.get(key)
+        if c is None:
+            c = self.ctx[key] = [[], 0]
+        e._c = c[1] + len(c[0])
+        c[0].append(i)
+        return i
+
+    def forget(self, upto):
+        """Drops events before absolute index `upto`."""
+        upto = min(upto, self.n)
+        if upto <= self.first:
+            return
+        del self.evs[:upto - self.first]
+        self.first = upto
+        for cpu, s in self.seq.items():
+            k = bisect_left(s, upto)
+            if k:
+                del s[:k]
+                self.seq_base[cpu] += k
+        for key in list(self.ctx):
+            c = self.ctx[key]
+            k = bisect_left(c[0], upto)
+            if k == len(c[0]):
+                del self.ctx[key]
+            elif k:
+                del c[0][:k]
+                c[1] += k
+
+    def walk(self, i, step, stop_kind):
         """Indices of the events logged in i's context (CPU, task, irq-ness),
-        going away from i in direction `step`, up to a dma: call of that
-        context (included, so callers see where their search ends)."""
-        ev = self.events
-        e = ev[i]
-        s = self.seq[e.cpu if e.cpu is not None else -1]
-        p = self.where[i] + step
-        if step < 0:
-            stop = p - self.window
-            if stop < -1:
-                stop = -1
-        else:
-            stop = p + self.window
-            if stop > len(s):
-                stop = len(s)
-        pid, irq = e.pid, e.irq
+        going away from i in direction `step`, within the window, up to an
+        event of kind >= stop_kind (included, so callers see where their
+        search ends)."""
+        evs, first = self.evs, self.first
+        e = evs[i - first]
+        lst, base = self.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
+        p = e._c - base + step
+        lo, hi = max(i - self.window, first), i + self.window
         out = []
-        kind = self.kind
-        while p != stop:
-            j = s[p]
-            f = ev[j]
-            if f.pid == pid and f.irq == irq:
-                out.append(j)
-                if kind[j] >= _DMA_ALLOC:
-                    break
+        while 0 <= p < len(lst):
+            j = lst[p]
+            if j < lo or j > hi:
+                break
+            out.append(j)
+            if evs[j - first]._k >= stop_kind:
+                break
             p += step
         return out
 
-    def new_alloc(self, dev, call, first, dma_line, iova, size, expected, coherent,
-                  inconsistent=False):
-        d = self.device(dev)
-        mask = d.coherent_mask if coherent else d.mask
-        # the sub-granule offset the kernel adds to the IOVA it allocated
-        a = Allocation(len(self.allocs), dev, call, self.events[first], dma_line, iova, size,
-                       expected, expected & self.gmask, coherent, mask, inconsistent)
-        self.allocs.append(a)
-        self.alloc_at.setdefault(first, []).append(a)
-        d.allocations.append(a)
-        return a
+    def block_before(self, i):
+        """(cpu, pid, first line) of the interrupt lines of i's task logged
+        just before i on its CPU, or None."""
+        evs, first = self.evs, self.first
+        e = evs[i - first]
+        if e.irq:
+            return None
+        cpu = e.cpu if e.cpu is not None else -1
+        s = self.seq[cpu]
+        p = e._w - self.seq_base[cpu] - 1
+        line = None
+        while p >= 0 and s[p] >= first:
+            f = evs[s[p] - first]
+            if not f.irq or f.pid != e.pid:
+                break
+            line = f.line
+            p -= 1
+        return None if line is None else (e.cpu if e.cpu is not None else 0, e.pid, line)
 
-    # ---- with dma: events -----------------------------------------------
-    def claim_maps(self):
-        ev, kind, claimed = self.events, self.kind, self.claimed
-        gmask, up, page = self.gmask, self.up, self.page
-        for i in self.alloc_calls:
-            e = ev[i]
-            f = e.fields
-            call, coherent = ALLOC_CALLS[e.name]
-            dev = f["device"]
-            d = self.lt.devices.get(dev) or self.device(dev)
-            d.calls += 1
-            if call == "map_sg":
-                addrs, sizes = f["dma_addrs"], f["sizes"]
-                if not addrs:
-                    d.skip(e.line, "maps no segment")
-                    continue
-                expected = addrs[0]
-                lo = expected & ~gmask
-                size = None
-                if not f.get("truncated") and len(sizes) == len(addrs):
-                    # segments are laid back to back, each rounded to the
-                    # granule; the last one ends the allocation
-                    size = up(addrs[-1] + sizes[-1]) - lo
+
+class _DmaMode:
+    """Traces with dma: events: every dma: call is paired once the events
+    `window` after it are read; every map/unmap line is settled (and its
+    operations emitted, in order) once the events `window` after it could
+    no longer pair with it."""
+
+    def __init__(self, b):
+        self.b = b
+        self.lt = b.lt
+        self.w = _Window(b.window)
+        self.calls = deque()        # dma: calls waiting for the events after them
+        self.lines = deque()        # map/unmap lines waiting to be settled
+        self.claimed = set()
+        self.paired = {}            # unmap index -> dma: free-call index
+        self.alloc_at = {}          # map index -> [Allocation] starting there
+        self.live = {}              # device -> {iova: Allocation}
+        self.identity = {}          # iova -> iova_end of identity maps seen
+
+    def feed(self, e):
+        b, w = self.b, self.w
+        name = e.name
+        if e.system == "iommu":
+            if name == "map":
+                k = _MAP
+            elif name == "unmap":
+                k = _UNMAP
             else:
-                expected = f["dma_addr"]
-                if call in _COHERENT:
-                    if expected == 0:
-                        d.skip(e.line, "the allocation failed (dma_addr=0)")
-                        continue
-                    size = up(-(-f["size"] // page) * page)
-                else:
-                    if expected == U64_MAX:
-                        d.skip(e.line, "the mapping failed (DMA_MAPPING_ERROR)")
-                        continue
-                    size = up((expected & gmask) + f["size"])
-                lo = expected & ~gmask
-            if size == 0:
-                d.skip(e.line, "zero length")
-                continue
-            hi = None if size is None else lo + size
-            inside, loose = [], []
-            for j in self.walk(i, -1):
-                k = kind[j]
-                if k >= _DMA_ALLOC:
-                    break                      # the previous call of this context
-                if k == _MAP and not claimed[j]:
-                    m = ev[j].fields
-                    if lo <= m["iova"] and (hi is None or m["iova_end"] <= hi):
-                        inside.append(j)
-                    else:
-                        loose.append(j)
-            inconsistent = False
-            if not inside:
-                if not loose:
-                    self.skip_unmapped(d, e, call, expected)
-                    continue
-                # its dma_addr disagrees with the map lines its call made:
-                # keep the kernel's placement, report the recorded address
-                inside, inconsistent = loose, True
-                self.lt.count("inconsistent_dma_addr", e.line)
-            for j in inside:
-                claimed[j] = True
-            first = min(inside)
-            iova = min(ev[j].fields["iova"] for j in inside) if inconsistent else lo
-            if size is None:
-                size = up(max(ev[j].fields["iova_end"] for j in inside) - iova)
-            self.new_alloc(dev, call, first, e.line, iova, size, expected, coherent,
-                           inconsistent)
+                f = e.fields
+                if name == "add_device_to_group" and f.get("groupID") is not None:
+                    b.groups[f.get("device")] = f["groupID"]
+                    d = self.lt.devices.get(f.get("device"))
+                    if d is not None and d.group is None:
+                        d.group = f["groupID"]
+                return
+        elif name in ALLOC_CALLS:
+            k = _DMA_ALLOC
+        elif name in FREE_CALLS:
+            k = _DMA_FREE
+        else:
+            k = _DMA_OTHER
+        if not e.flags:
+            self.lt.no_flags += 1
+        i = w.add(e, k)
+        if k >= _DMA_ALLOC:
+            if k != _DMA_OTHER:
+                self.calls.append(i)
+        else:
+            self.lines.append(i)
+        self._progress(i)
 
-    def skip_unmapped(self, d, e, call, expected):
+    def finish(self):
+        self._progress(None)
+
+    def _progress(self, newest):
+        win = self.w.window
+        calls, lines = self.calls, self.lines
+        while calls and (newest is None or calls[0] + win <= newest):
+            self._call(calls.popleft())
+        done = calls[0] if calls else (newest + 1 if newest is not None else None)
+        while lines and (done is None or lines[0] + win < done):
+            self._settle(lines.popleft())
+        oldest = min(lines[0] if lines else self.w.n, calls[0] if calls else self.w.n)
+        if oldest - 2 * win > 0 and (self.w.n & 1023) == 0:
+            self.w.forget(oldest - 2 * win)
+
+    # ---- a dma: call, with the events around it known ----------------------
+    def _call(self, i):
+        e = self.w.ev(i)
+        if e._k == _DMA_ALLOC:
+            self._claim_maps(i, e)
+        else:
+            self._pair_unmap(i, e)
+
+    def _claim_maps(self, i, e):
+        b, w = self.b, self.w
+        f = e.fields
+        call, coherent = ALLOC_CALLS[e.name]
+        d = b.device(f["device"])
+        d.calls += 1
+        gmask = b.gmask
+        if call == "map_sg":
+            addrs, sizes = f["dma_addrs"], f["sizes"]
+            if not addrs:
+                d.skip(e.line, "maps no segment")
+                return
+            expected = addrs[0]
+            lo = expected & ~gmask
+            size = None
+            if not f.get("truncated") and len(sizes) == len(addrs):
+                # segments are laid back to back, each rounded to the
+                # granule; the last one ends the allocation
+                size = b.up(addrs[-1] + sizes[-1]) - lo
+        else:
+            expected = f["dma_addr"]
+            if call in _COHERENT:
+                if expected == 0:
+                    d.skip(e.line, "the allocation failed (dma_addr=0)")
+                    return
+                size = b.up(-(-f["size"] // b.page) * b.page)
+            else:
+                if expected == U64_MAX:
+                    d.skip(e.line, "the mapping failed (DMA_MAPPING_ERROR)")
+                    return
+                size = b.up((expected & gmask) + f["size"])
+            lo = expected & ~gmask
+        if size == 0:
+            d.skip(e.line, "zero length")
+            return
+        hi = None if size is None else lo + size
+        inside, loose = [], []
+        ev, claimed = w.ev, self.claimed
+        for j in w.walk(i, -1, _DMA_ALLOC):
+            k = ev(j)._k
+            if k >= _DMA_ALLOC:
+                break                      # the previous call of this context
+            if k == _MAP and j not in claimed:
+                m = ev(j).fields
+                if lo <= m["iova"] and (hi is None or m["iova_end"] <= hi):
+                    inside.append(j)
+                else:
+                    loose.append(j)
+        inconsistent = False
+        if not inside:
+            if not loose:
+                self._skip_unmapped(d, e, call, expected)
+                return
+            # its dma_addr disagrees with the map lines its call made: keep
+            # the kernel's placement, report the recorded address
+            inside, inconsistent = loose, True
+            self.lt.count("inconsistent_dma_addr", e.line)
+        for j in inside:
+            claimed.add(j)
+        first = min(inside)
+        iova = min(ev(j).fields["iova"] for j in inside) if inconsistent else lo
+        if size is None:
+            size = b.up(max(ev(j).fields["iova_end"] for j in inside) - iova)
+        a = b.new_alloc(d, call, ev(first), e.line, iova, size, expected, coherent,
+                        inconsistent)
+        self.alloc_at.setdefault(first, []).append(a)
+
+    def _skip_unmapped(self, d, e, call, expected):
         if call in _SINGLE and e.phys_addr == expected:
             reason = "direct (dma_addr == phys_addr: no IOMMU translation)"
         elif call == "map_sg" and e.phys_addrs and e.phys_addrs[0] == expected:
             reason = "direct (dma_addr == phys_addr: no IOMMU translation)"
         else:
             reason = "no iommu:map line for it"
+            self.lt.count("maps_dropped", e.line)
         d.skip(e.line, reason)
 
-    def pair_unmaps(self):
-        ev, kind, paired = self.events, self.kind, self.paired
-        for i in self.free_calls:
-            e = ev[i]
-            first = FREE_CALLS[e.name]
-            addr = e.fields.get("dma_addr")
-            found = None
-            for step in (first, -first):
-                for j in self.walk(i, step):
-                    k = kind[j]
-                    if k >= _DMA_ALLOC:
-                        break
-                    if k == _UNMAP and j not in paired:
-                        f = ev[j].fields
-                        if addr is None or f["iova"] <= addr < f["iova_end"] \
-                                or addr == f["iova"]:
-                            found = j
-                            break
-                if found is not None:
+    def _pair_unmap(self, i, e):
+        w, paired = self.w, self.paired
+        first = FREE_CALLS[e.name]
+        addr = e.fields.get("dma_addr")
+        for step in (first, -first):
+            for j in w.walk(i, step, _DMA_ALLOC):
+                u = w.ev(j)
+                k = u._k
+                if k >= _DMA_ALLOC:
                     break
-            if found is not None:
-                paired[found] = i
-            else:
-                self.device(e.fields["device"])
-                self.lt.count("frees_without_unmap", e.line)
+                if k == _UNMAP and j not in paired:
+                    f = u.fields
+                    if addr is None or f["iova"] <= addr < f["iova_end"] or addr == f["iova"]:
+                        paired[j] = i
+                        return
+        self.b.device(e.fields["device"])
+        self.lt.count("frees_without_unmap", e.line)
 
-    def identity_maps(self):
-        ev, kind, claimed = self.events, self.kind, self.claimed
-        for j in self.maps_unmaps:
-            if kind[j] == _MAP and not claimed[j]:
-                f = ev[j].fields
-                if f.get("paddr") is not None and f["paddr"] == f["iova"]:
-                    claimed[j] = True
-                    self.identity[f["iova"]] = f["iova_end"]
-                    self.lt.count("identity_maps", ev[j].line)
-
-    def is_identity_unmap(self, f):
-        return self.identity.get(f["iova"]) == f["iova_end"]
-
-    def live_pass(self):
-        ev, kind, claimed, alloc_at, paired = (self.events, self.kind, self.claimed,
-                                               self.alloc_at, self.paired)
-        count = self.lt.count
-        live = {}
-        for idx in self.maps_unmaps:
-            e = ev[idx]
-            if kind[idx] == _MAP:
-                starts = alloc_at.get(idx)
-                if starts:
-                    for a in starts:
-                        space = live.get(a.device)
-                        if space is None:
-                            space = live[a.device] = {}
-                        if a.iova in space:
-                            # its unmap was never seen (lost, or the trace
-                            # mixes domains): the old one stays allocated
-                            count("remapped_while_live", e.line)
-                        space[a.iova] = a
-                if not claimed[idx]:
-                    count("unattributed_maps", e.line)
-                continue
-            f = e.fields
-            if self.identity and self.is_identity_unmap(f):
-                count("identity_unmaps", e.line)
-                continue
-            iova = f["iova"]
-            i = paired.get(idx)
-            if i is not None:
-                dev = ev[i].fields["device"]
-            else:
-                owners = [d for d, space in live.items() if iova in space]
-                if len(owners) != 1:
-                    count("ambiguous_unmaps" if owners else "unknown_frees", e.line)
-                    continue
-                dev = owners[0]
-                count("unmaps_attributed_by_address", e.line)
-            space = live.get(dev)
-            a = space.pop(iova, None) if space is not None else None
-            if a is None:
-                count("unknown_frees", e.line)
-                continue
-            self.set_free(a, idx, e)
-
-    def set_free(self, a, idx, e):
+    # ---- a map or unmap line, settled ------------------------------------------
+    def _settle(self, j):
+        w, b, lt = self.w, self.b, self.lt
+        e = w.ev(j)
         f = e.fields
-        if self.up(f["size"]) != a.size:
-            self.lt.count("length_disagreements", e.line)
-        a.free_line, a.free_cpu, a.free_ts = e.line, e.cpu, e.ts
-        a.free_key = (e.line, 0, e.line, 1)
-        self.free_at[idx] = a
-
-    # ---- without dma: events ----------------------------------------------
-    def single_domain(self):
-        ev, kind = self.events, self.kind
-        self.lt.single_domain = True
-        self.device(ALL_DEVICES)
-        live = {}                      # iova -> index of the map line
-        for idx in self.maps_unmaps:
-            e = ev[idx]
-            f = e.fields
-            if kind[idx] == _MAP:
+        if e._k == _MAP:
+            starts = self.alloc_at.pop(j, None)
+            if starts:
+                block = w.block_before(j)
+                for a in starts:
+                    space = self.live.setdefault(a.device, {})
+                    if a.iova in space:
+                        # its unmap was never seen (lost, or the trace
+                        # mixes domains): the old one stays allocated
+                        lt.count("remapped_while_live", e.line)
+                    space[a.iova] = a
+                    b.emit_alloc(lt.devices[a.device], a, block)
+            elif j not in self.claimed:
                 if f.get("paddr") is not None and f["paddr"] == f["iova"]:
                     self.identity[f["iova"]] = f["iova_end"]
-                    self.lt.count("identity_maps", e.line)
-                    continue
-                if f["iova"] in live:
-                    self.lt.count("remapped_while_live", e.line)
-                live[f["iova"]] = idx
-                continue
-            if self.is_identity_unmap(f):
-                self.lt.count("identity_unmaps", e.line)
-                continue
-            if f["iova"] not in live:
-                self.lt.count("unknown_frees", e.line)
-                continue
-            # the unmap covers the whole allocation: gather its chunks
-            got = []
-            p, end = f["iova"], f["iova_end"]
-            while p < end:
-                j = live.pop(p, None)
-                if j is None:
-                    p += self.g
+                    lt.count("identity_maps", e.line)
                 else:
-                    got.append(j)
-                    p = max(ev[j].fields["iova_end"], p + 1)
-            first = min(got)
-            a = self.new_alloc(ALL_DEVICES, "iommu", first, None, f["iova"],
-                               self.up(end - f["iova"]), f["iova"], False)
-            self.set_free(a, idx, e)
-        # still mapped at the end: chunks of one call are consecutive lines
-        # of one context, each starting where the previous one ended
-        groups = []
-        last = {}
-        for idx in sorted(live.values()):
-            e = ev[idx]
-            ctx = (e.cpu, e.pid, e.irq)
-            g = last.get(ctx)
-            if g is not None and ev[g[-1]].fields["iova_end"] == e.fields["iova"]:
-                g.append(idx)
+                    lt.count("unattributed_maps", e.line)
+            self.claimed.discard(j)
+            return
+        if self.identity.get(f["iova"]) == f["iova_end"]:
+            lt.count("identity_unmaps", e.line)
+            self.paired.pop(j, None)
+            return
+        iova = f["iova"]
+        i = self.paired.pop(j, None)
+        if i is not None:
+            dev = w.ev(i).fields["device"] if w.has(i) else None
+        else:
+            dev = None
+        if dev is None:
+            owners = [name for name, space in self.live.items() if iova in space]
+            if len(owners) != 1:
+                lt.count("ambiguous_unmaps" if owners else "unknown_frees", e.line)
+                return
+            dev = owners[0]
+            lt.count("unmaps_attributed_by_address", e.line)
+        space = self.live.get(dev)
+        a = space.pop(iova, None) if space is not None else None
+        if a is None:
+            lt.count("unknown_frees", e.line)
+            return
+        if b.up(f["size"]) != a.size:
+            lt.count("length_disagreements", e.line)
+        b.emit_free(lt.devices[dev], a, e)
+
+
+class _Open:
+    """An allocation being rebuilt from map lines (no dma: events)."""
+    __slots__ = ("first", "start", "end", "last", "extent", "ready", "block", "alloc")
+
+    def __init__(self, first, start, end, last, extent, block):
+        self.first, self.start, self.end, self.last = first, start, end, last
+        self.extent, self.block = extent, block
+        self.ready = extent is not None     # its size is known already
+        self.alloc = None
+
+
+class _MapsMode:
+    """Traces without dma: events: one domain, allocations rebuilt from the
+    map and unmap lines, each line settled once the `window` events after
+    it (the later unmap lines that say where allocations start and how
+    long they are) have been read."""
+
+    def __init__(self, b):
+        self.b = b
+        self.lt = b.lt
+        self.lt.single_domain = True
+        self.d = None               # ALL_DEVICES, once something is allocated
+        self.w = _Window(b.window)
+        self.waiting = deque()      # map/unmap indices not yet settled
+        self.unmaps_ahead = {}      # iova -> deque of (index, size) of unmaps read, unsettled
+        self.open = {}              # (cpu, pid, irq) -> _Open that map lines may extend
+        self.live = {}              # iova -> _Open
+        self.out = deque()          # (_Open, None) allocations and (_Open, event) frees, in order
+        self.identity = {}
+
+    def feed(self, e):
+        if e.system != "iommu":
+            if e.system == "dma":
+                self.lt.count("dma_events_ignored", e.line)
+            return
+        if e.name == "map":
+            k = _MAP
+        elif e.name == "unmap":
+            k = _UNMAP
+        else:
+            return
+        if not e.flags:
+            self.lt.no_flags += 1
+        w = self.w
+        i = w.add(e, k)
+        self.waiting.append(i)
+        if k == _UNMAP:
+            self.unmaps_ahead.setdefault(e.fields["iova"], deque()).append(
+                (i, e.fields["iova_end"] - e.fields["iova"]))
+        while self.waiting and self.waiting[0] + w.window <= i:
+            self._settle(self.waiting.popleft())
+        if (i & 1023) == 0 and self.waiting:
+            w.forget(self.waiting[0] - w.window)
+
+    def finish(self):
+        while self.waiting:
+            self._settle(self.waiting.popleft())
+        for o in self.open.values():
+            o.ready = True
+        self._flush()
+
+    def _later_unmap(self, iova, after):
+        """The size of the first unmap line read after index `after` that
+        starts at iova, or None."""
+        q = self.unmaps_ahead.get(iova)
+        if q:
+            for i, size in q:
+                if i > after:
+                    return size
+        return None
+
+    def _settle(self, j):
+        w, lt = self.w, self.lt
+        e = w.ev(j)
+        f = e.fields
+        iova = f["iova"]
+        if e._k == _UNMAP:
+            q = self.unmaps_ahead.get(iova)
+            if q:
+                q.popleft()
+                if not q:
+                    del self.unmaps_ahead[iova]
+            if self.identity.get(iova) == f["iova_end"]:
+                lt.count("identity_unmaps", e.line)
+                return
+            o = self.live.pop(iova, None)
+            if o is None:
+                lt.count("unknown_frees", e.line)
+                return
+            o.ready = True          # no map line extends it any more
+            for ctx in [c for c, x in self.open.items() if x is o]:
+                del self.open[ctx]
+            self.out.append((o, e))
+        elif f.get("paddr") is not None and f["paddr"] == iova:
+            self.identity[iova] = f["iova_end"]
+            lt.count("identity_maps", e.line)
+            return
+        else:
+            self._map_line(j, e, f, iova)
+        # an allocation of unknown extent that no line has extended for a
+        # window's worth of events is as long as it will get
+        out = self.out
+        if out and not out[0][0].ready and out[0][0].last + w.window < j:
+            out[0][0].ready = True
+        self._flush()
+
+    def _map_line(self, j, e, f, iova):
+        ctx = (e.cpu, e.pid, e.irq)
+        o = self.open.get(ctx)
+        if o is not None and iova == o.end:
+            if o.extent is not None:
+                goes_on = f["iova_end"] <= o.start + o.extent
             else:
-                g = [idx]
-                groups.append(g)
-            last[ctx] = g
-        for g in groups:
-            f0 = ev[g[0]].fields
-            end = max(ev[j].fields["iova_end"] for j in g)
-            self.new_alloc(ALL_DEVICES, "iommu", g[0], None, f0["iova"],
-                           self.up(end - f0["iova"]), f0["iova"], False)
+                # never unmapped: contiguous lines are one call, unless a
+                # later unmap starts right here (another allocation)
+                goes_on = self._later_unmap(iova, j) is None
+            if goes_on:
+                o.end, o.last = f["iova_end"], j
+                return
+        if o is not None:
+            o.ready = True
+        o = _Open(e, iova, f["iova_end"], j, self._later_unmap(iova, j), self.w.block_before(j))
+        self.open[ctx] = o
+        if iova in self.live:
+            self.lt.count("remapped_while_live", e.line)
+        self.live[iova] = o
+        self.out.append((o, None))
 
-    # ---- common ---------------------------------------------------------
-    def interrupts(self):
-        """Work an interrupt logged just before a task's first map line is
-        moved after that task's allocation."""
-        ev, seq, where = self.events, self.seq, self.where
-        for idx in sorted(self.alloc_at):
-            e = ev[idx]
-            if e.irq:
-                continue
-            anchor = e.line
-            s = seq[e.cpu if e.cpu is not None else -1]
-            p = where[idx] - 1
-            block = []
-            while p >= 0:
-                j = s[p]
-                f = ev[j]
-                if not f.irq or f.pid != e.pid:
-                    break
-                block.append(j)
-                p -= 1
-            for j in reversed(block):
-                line = ev[j].line
-                for a in self.alloc_at.get(j, ()):
-                    a.alloc_key = (anchor, 1, line, 0)
-                    self.lt.count("irq_ops_moved", line)
-                a = self.free_at.get(j)
-                if a is not None:
-                    a.free_key = (anchor, 1, line, 1)
-                    self.lt.count("irq_ops_moved", line)
-
-    def ops(self):
-        # keys are unique: one allocation starts at a map line, one free
-        # happens at an unmap line, and moved operations keep their own line
-        for d in self.lt.devices.values():
-            allocs = d.allocations
-            allocs.sort(key=_alloc_key)
-            ops = [(a.alloc_key, "alloc", a) for a in allocs]
-            ops += [(a.free_key, "free", a) for a in allocs if a.free_key is not None]
-            ops.sort(key=_op_key)
-            d.ops = ops
-
-    def notes(self):
-        lt, c, tr = self.lt, self.lt.counts, self.trace
-        notes = lt.notes
-
-        def ex(kind):
-            lines = lt.examples.get(kind)
-            return " (line %s)" % ", ".join(map(str, lines)) if lines else ""
-
-        if lt.single_domain:
-            notes.append("no dma: event names a device: every iommu:map/unmap is treated as one "
-                         "IOMMU domain, %s; expected addresses come from the map lines"
-                         % ALL_DEVICES)
-        if self.no_flags:
-            notes.append("%d lines carry no irq-info (flags) column (perf script, trace-cmd "
-                         "report without -l): an interrupt taken between an allocation and its "
-                         "map line cannot be recognised there" % self.no_flags)
-        if tr.lost_events:
-            notes.append("the trace lost %d events (line %s): exact replay is not possible"
-                         % (tr.lost_events, ", ".join(map(str, tr.lost_lines[:_EXAMPLES]))))
-        for kind, text in (
-                ("identity_maps", "identity/direct maps skipped"),
-                ("unattributed_maps", "iommu:map lines no traced DMA API call made, skipped"),
-                ("unknown_frees", "unmaps of mappings made before the trace began (or by "
-                                  "no traced call), skipped"),
-                ("ambiguous_unmaps", "unmaps that no dma: call names and whose IOVA is live "
-                                     "in several domains, skipped"),
-                ("frees_without_unmap", "dma: free calls with no iommu:unmap line"),
-                ("remapped_while_live", "maps of an IOVA still live (a lost unmap?)"),
-                ("length_disagreements", "unmaps whose length differs from the allocation's"),
-                ("inconsistent_dma_addr", "dma: calls whose dma_addr lies outside their map "
-                                          "lines"),
-                ("irq_ops_moved", "interrupt operations moved after the allocation they "
-                                  "interrupted")):
-            if c.get(kind):
-                notes.append("%d %s%s" % (c[kind], text, ex(kind)))
-        if tr.malformed:
-            lines = [str(p.line) for p in tr.problems if p.kind == "malformed"][:_EXAMPLES]
-            notes.append("%d malformed lines (line %s)" % (tr.malformed, ", ".join(lines)))
-        if tr.unknown:
-            notes.append("%d lines of other events (%s)" % (tr.unknown, ", ".join(
-                "%s x%d" % kv for kv in tr.unknown_names.most_common(5))))
+    def _flush(self):
+        """Emits, in order, the allocations whose size is settled and the
+        frees behind them."""
+        out, b = self.out, self.b
+        d = self.d
+        if d is None and out:
+            d = self.d = b.device(ALL_DEVICES)
+        while out and out[0][0].ready:
+            o, unmap = out.popleft()
+            if unmap is None:
+                size = b.up(o.extent if o.extent is not None else o.end - o.start)
+                o.alloc = b.new_alloc(d, "iommu", o.first, None, o.start, size, o.start, False)
+                b.emit_alloc(d, o.alloc, o.block)
+            else:
+                f = unmap.fields
+                if b.up(f["iova_end"] - f["iova"]) != o.alloc.size:
+                    self.lt.count("length_disagreements", unmap.line)
+                b.emit_free(d, o.alloc, unmap)
 
 
 def build_lifetimes(trace, *, granule=4096, page_size=4096, masks=None, coherent_masks=None,
-                    pci=None, irq_reorder=True, window=4096):
-    """Per-device operations in allocator order.
+                    pci=None, window=4096):
+    """Every device's allocations and operations, kept in memory (for a
+    look at them; replay and check stream instead).
 
     trace           a Trace, or anything read_trace accepts (path, file, lines)
     granule         the IOMMU domain's granule (bytes)
@@ -657,28 +858,24 @@ def build_lifetimes(trace, *, granule=4096, page_size=4096, masks=None, coherent
     coherent_masks  the same for dma_alloc* (default: `masks`, as most drivers
                     set both with dma_set_mask_and_coherent)
     pci             {name: bool} or one bool; default: PCI-address names are PCI
-    irq_reorder     move interrupts' work after the allocation they interrupted
-    window          how many events of one CPU to look through for a pairing
+    window          how many events around a line are looked at to pair it
     """
-    if not isinstance(trace, Trace):
-        trace = read_trace(trace)
-    if coherent_masks is None:
-        coherent_masks = masks
-    with gc_paused():
-        return _build(trace, granule, page_size, masks, coherent_masks, pci, irq_reorder, window)
-
-
-def _build(trace, granule, page_size, masks, coherent_masks, pci, irq_reorder, window):
-    b = _Builder(trace, granule, page_size, masks, coherent_masks, pci, window)
-    if b.alloc_calls or b.free_calls:
-        b.claim_maps()
-        b.pair_unmaps()
-        b.identity_maps()
-        b.live_pass()
+    if isinstance(trace, Trace):
+        info, events = trace, trace.events
     else:
-        b.single_domain()
-    if irq_reorder:
-        b.interrupts()
-    b.ops()
-    b.notes()
-    return b.lt
+        info = Trace(trace if isinstance(trace, str) else None)
+        events = iter_events(trace, info)
+    lt = Lifetimes(info, granule)
+
+    def keep(d, op):
+        if op.kind == ALLOC:
+            d.allocations.append(op.a)
+        d.ops.append(op)
+
+    b = Builder(lt, keep, page_size=page_size, masks=masks, coherent_masks=coherent_masks,
+                pci=pci, window=window)
+    with gc_paused():
+        for e in events:
+            b.feed(e)
+        b.finish()
+    return lt

@@ -1,6 +1,6 @@
 """Kernel trace text -> event records.
 
-Three framings carry the same event messages (trace-formats.md §4c):
+Three framings carry the same event messages:
 
   /sys/kernel/tracing/trace   TASK-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE
                               (FLAGS 4, 5 or 7 characters wide, absent when
@@ -12,7 +12,7 @@ Three framings carry the same event messages (trace-formats.md §4c):
 The framing is recognised line by line, so concatenated or mixed files
 parse too. Messages are read as `key=value` tokens after the device name
 (dma:) or the "IOMMU:" tag (iommu:), never by position: the dma: formats
-changed between releases (§4b) and will again.
+changed between releases and will again.
 
 Nothing in here raises on bad input: a line that does not fit, or a known
 event whose message lacks what it must carry, is counted as malformed; a
@@ -27,10 +27,15 @@ import io
 import lzma
 import os
 import re
+import shutil
+import subprocess
+import zlib
 from collections import Counter
 
-__all__ = ["Event", "Trace", "read_trace", "parse_line", "open_trace", "IOMMU_EVENTS",
-           "DMA_EVENTS", "Problem", "gc_paused"]
+from ..errors import TraceError
+
+__all__ = ["Event", "Trace", "read_trace", "iter_events", "parse_line", "open_trace",
+           "read_number", "sniff", "IOMMU_EVENTS", "DMA_EVENTS", "Problem", "gc_paused"]
 
 
 @contextlib.contextmanager
@@ -85,7 +90,8 @@ DMA_EVENTS = {
 # __print_array's {0x..,0x..} -- hex even for sizes. virt_addr is a hashed
 # %p (or "(____ptrval____)" early in boot): kept as text.
 _HEX = frozenset(("iova", "iova_end", "paddr", "dma_addr", "phys_addr"))
-_DEC = frozenset(("size", "unmapped_size", "err", "groupID"))
+_DEC = frozenset(("size", "unmapped_size", "groupID"))
+_SIGNED = frozenset(("err",))       # an errno, printed with %d
 _ARRAYS = frozenset(("dma_addrs", "sizes", "phys_addrs"))
 _FRACTIONS = frozenset(("nents", "ents"))
 
@@ -105,27 +111,35 @@ _FRAME = re.compile(r"""
     (?:\d+\s+)?
     (?P<event>[A-Za-z_]\w*(?::[A-Za-z_]\w*)?):
     (?:\s+(?P<msg>.*))?$
-""", re.X)
+""", re.X | re.A)
 # iommu:map / iommu:unmap as every kernel since the range was added prints them
-_MAP_MSG = re.compile(r"IOMMU: iova=0x([0-9a-fA-F]+) - 0x([0-9a-fA-F]+) paddr=0x([0-9a-fA-F]+) "
-                      r"size=(\d+)$")
-_UNMAP_MSG = re.compile(r"IOMMU: iova=0x([0-9a-fA-F]+) - 0x([0-9a-fA-F]+) size=(\d+) "
-                        r"unmapped_size=(\d+)$")
+#
+# Numbers: what read_number accepts, as patterns -- ASCII digits, at most 16
+# hex digits (so below 2**64), decimal checked against 2**64-1 -- shared by
+# the fast patterns below; a line they refuse goes the slow way, through
+# read_number, which says what is wrong with it.
+_HEX64 = r"([0-9a-fA-F]{1,16})"
+_DEC64 = r"([0-9]{1,20})"
+_MAP_MSG = re.compile(r"IOMMU: iova=0x%s - 0x%s paddr=0x%s size=%s$"
+                      % (_HEX64, _HEX64, _HEX64, _DEC64), re.A)
+_UNMAP_MSG = re.compile(r"IOMMU: iova=0x%s - 0x%s size=%s unmapped_size=%s$"
+                        % (_HEX64, _HEX64, _DEC64, _DEC64), re.A)
 # the dma_map / dma_unmap classes, the bulk of any capture (6.12 and mainline print
 # the same fields in the same order)
-_DMA_MAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=([0-9a-f]+) size=(\d+) "
-                          r"phys_addr=([0-9a-f]+) attrs=(\S*)$")
-_DMA_UNMAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=([0-9a-f]+) size=(\d+) attrs=(\S*)$")
+_DMA_MAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=%s size=%s phys_addr=%s attrs=(\S*)$"
+                          % (_HEX64, _DEC64, _HEX64), re.A)
+_DMA_UNMAP_MSG = re.compile(r"(\S+) dir=(\w+) dma_addr=%s size=%s attrs=(\S*)$"
+                            % (_HEX64, _DEC64), re.A)
 _DMA_MAP_NAMES = frozenset(("dma_map_page", "dma_map_phys", "dma_map_resource"))
 _DMA_UNMAP_NAMES = frozenset(("dma_unmap_page", "dma_unmap_phys", "dma_unmap_resource"))
 _FRAME_MATCH = _FRAME.match
-_KV = re.compile(r"(\w+)=(\{[^}]*\}|[^\s{]*)")
-_IOMMU_RANGE = re.compile(r"iova=(0x[0-9a-fA-F]+)\s*-\s*(0x[0-9a-fA-F]+)")
-_PAGE_FAULT = re.compile(r"^IOMMU:\s*(?P<driver>\S+)\s+(?P<device>\S+)\s+iova=")
-_NCPUS_HEADER = re.compile(r"#P:(\d+)")
-_CPUS_LINE = re.compile(r"^cpus=(\d+)\s*$")
-_LOST = re.compile(r"CPU:?\s*(\d+)\s*\[(?:LOST\s+)?(\d+)\s+EVENTS(?:\s+DROPPED)?\]")
-_BENIGN = re.compile(r"^(?:CPU\s*\d+\s+is empty|version\s*=.*|trace-cmd:.*)$")
+_KV = re.compile(r"(\w+)=(\{[^}]*\}|[^\s{]*)", re.A)
+_IOMMU_RANGE = re.compile(r"iova=(\S+)\s+-\s+(\S+)", re.A)
+_PAGE_FAULT = re.compile(r"^IOMMU:\s*(?P<driver>\S+)\s+(?P<device>\S+)\s+iova=", re.A)
+_NCPUS_HEADER = re.compile(r"#P:(\d+)", re.A)
+_CPUS_LINE = re.compile(r"^cpus=(\d+)\s*$", re.A)
+_LOST = re.compile(r"CPU:?\s*(\d+)\s*\[(?:LOST\s+)?(\d+)\s+EVENTS(?:\s+DROPPED)?\]", re.A)
+_BENIGN = re.compile(r"^(?:CPU\s*\d+\s+is empty|version\s*=.*|trace-cmd:.*)$", re.A)
 
 # Flags column, third character: the hardirq/softirq/NMI marker
 # (H/h hardirq, s softirq, Z/z NMI). The other columns never use these
@@ -166,7 +180,9 @@ class Event:
     """
 
     __slots__ = ("line", "ts", "cpu", "task", "pid", "flags", "irq", "system", "name", "fields",
-                 "style")
+                 "style", "_k", "_w", "_c")
+    _PUBLIC = ("line", "ts", "cpu", "task", "pid", "flags", "irq", "system", "name", "fields",
+               "style")     # _k, _w, _c: the lifetime builder's bookkeeping
 
     _FIELD_NAMES = frozenset(("iova", "iova_end", "size", "paddr", "unmapped_size", "device",
                               "dma_addr", "phys_addr", "dir", "attrs", "dma_addrs", "sizes",
@@ -198,7 +214,7 @@ class Event:
     def __eq__(self, other):
         if not isinstance(other, Event):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in Event.__slots__)
+        return all(getattr(self, k) == getattr(other, k) for k in Event._PUBLIC)
 
     __hash__ = None
 
@@ -213,13 +229,43 @@ class _Malformed(Exception):
     pass
 
 
-def _int(text, base, key):
+U64_MAX = (1 << 64) - 1
+# A number as the kernel prints one: ASCII digits only (str.isdigit and
+# int() take other scripts' digits too), no sign, no separators.
+_HEX_NUMBER = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)\Z", re.A)
+_DEC_NUMBER = re.compile(r"[0-9]+\Z", re.A)
+
+
+def read_number(text, key, base, signed=False):
+    """The one reader of every number in a trace line: `text` in `base` (16:
+    hex with or without 0x; 10: decimal, or hex with 0x as some tools print
+    sizes). A value no kernel prints -- negative (unless the field is
+    `signed`, an errno), 2**64 or more, digits outside ASCII -- raises
+    _Malformed naming the key and the text."""
+    if signed and text[:1] == "-":
+        return -read_number(text[1:], key, base)
+    if base == 10 and text[:2] not in ("0x", "0X"):
+        m = _DEC_NUMBER.match(text)
+        digits = text
+    else:
+        m = _HEX_NUMBER.match(text)
+        digits = m.group(1) if m else text
+        base = 16
+    if m is None:
+        if text[:1] == "-" and read_number_or_none(text[1:], base) is not None:
+            raise _Malformed("%s=%s is negative: no kernel prints that" % (key, text))
+        raise _Malformed("%s=%r is not a number" % (key, text))
+    v = int(digits, base)
+    if v > U64_MAX:
+        raise _Malformed("%s=%s is beyond 2**64-1: no kernel prints that" % (key, text))
+    return v
+
+
+def read_number_or_none(text, base):
     try:
-        if base == 16 and text[:2] in ("0x", "0X"):
-            return int(text[2:], 16)
-        return int(text, base)
-    except ValueError:
-        raise _Malformed("%s=%r is not a number" % (key, text)) from None
+        return read_number(text, "", base)
+    except _Malformed:
+        return None
 
 
 def _array(text, key):
@@ -228,28 +274,29 @@ def _array(text, key):
     body = text[1:-1].strip()
     if not body:
         return ()
-    out = []
-    for item in body.split(","):
-        item = item.strip()
-        # __print_array prints hex with a 0x prefix; a bare number would be
-        # a libtraceevent variant printing decimal
-        out.append(_int(item, 16 if item[:2] in ("0x", "0X") else 10, key))
-    return tuple(out)
+    # __print_array prints hex with a 0x prefix; a bare number would be a
+    # libtraceevent variant printing decimal
+    return tuple(read_number(item.strip(), key, 10) for item in body.split(","))
 
 
 def _hex(value, key):
     if not value:
         raise _Malformed("%s is empty" % key)
-    return _int(value, 16, key)
+    return read_number(value, key, 16)
 
 
 def _dec(value, key):
-    return _int(value, 16 if value[:2] in ("0x", "0X") else 10, key)
+    return read_number(value, key, 10)
+
+
+def _signed(value, key):
+    return read_number(value, key, 10, signed=True)
 
 
 def _fraction(value, key):
     a, sep, b = value.partition("/")
-    return (_int(a, 10, key), _int(b, 10, key)) if sep else (_int(a, 10, key),) * 2
+    return (read_number(a, key, 10), read_number(b, key, 10)) if sep \
+        else (read_number(a, key, 10),) * 2
 
 
 def _attrs(value, key):
@@ -257,6 +304,7 @@ def _attrs(value, key):
 
 
 _CONVERT = dict([(k, _hex) for k in _HEX] + [(k, _dec) for k in _DEC]
+                + [(k, _signed) for k in _SIGNED]
                 + [(k, _array) for k in _ARRAYS] + [(k, _fraction) for k in _FRACTIONS]
                 + [("attrs", _attrs)])
 
@@ -289,14 +337,18 @@ def _iommu_message(name, msg):
         m = _MAP_MSG.match(msg)
         if m:
             iova, end, paddr, size = m.groups()
-            return {"iova": int(iova, 16), "iova_end": int(end, 16), "paddr": int(paddr, 16),
-                    "size": int(size)}
+            size = int(size)
+            if size <= U64_MAX:
+                return {"iova": int(iova, 16), "iova_end": int(end, 16),
+                        "paddr": int(paddr, 16), "size": size}
     elif name == "unmap":
         m = _UNMAP_MSG.match(msg)
         if m:
             iova, end, size, unmapped = m.groups()
-            return {"iova": int(iova, 16), "iova_end": int(end, 16), "size": int(size),
-                    "unmapped_size": int(unmapped)}
+            size, unmapped = int(size), int(unmapped)
+            if size <= U64_MAX and unmapped <= U64_MAX:
+                return {"iova": int(iova, 16), "iova_end": int(end, 16), "size": size,
+                        "unmapped_size": unmapped}
     fields = {}
     if not msg.startswith("IOMMU:"):
         raise _Malformed("an iommu:%s message starts with 'IOMMU:'" % name)
@@ -308,7 +360,7 @@ def _iommu_message(name, msg):
     if name in ("map", "unmap"):
         m = _IOMMU_RANGE.search(msg)
         if m:
-            fields["iova_end"] = int(m.group(2), 16)
+            fields["iova_end"] = read_number(m.group(2), "iova", 16)
         elif "iova" in fields and "size" in fields:
             # kernels before the range was printed: iova=.. paddr=.. size=..
             fields["iova_end"] = fields["iova"] + fields["size"]
@@ -320,14 +372,18 @@ def _dma_message(name, msg):
         m = _DMA_MAP_MSG.match(msg)
         if m:
             dev, d, addr, size, phys, attrs = m.groups()
-            return {"device": dev, "dir": d, "dma_addr": int(addr, 16), "size": int(size),
-                    "phys_addr": int(phys, 16), "attrs": _attrs(attrs, "attrs")}
+            size = int(size)
+            if size <= U64_MAX:
+                return {"device": dev, "dir": d, "dma_addr": int(addr, 16), "size": size,
+                        "phys_addr": int(phys, 16), "attrs": _attrs(attrs, "attrs")}
     elif name in _DMA_UNMAP_NAMES:
         m = _DMA_UNMAP_MSG.match(msg)
         if m:
             dev, d, addr, size, attrs = m.groups()
-            return {"device": dev, "dir": d, "dma_addr": int(addr, 16), "size": int(size),
-                    "attrs": _attrs(attrs, "attrs")}
+            size = int(size)
+            if size <= U64_MAX:
+                return {"device": dev, "dir": d, "dma_addr": int(addr, 16), "size": size,
+                        "attrs": _attrs(attrs, "attrs")}
     fields = {}
     head, _, _ = msg.partition(" ")
     if not head or "=" in head:
@@ -396,6 +452,11 @@ def parse_line(text, lineno=0):
 # ---- files --------------------------------------------------------------------
 
 _MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+# trace-cmd record's binary file: run `trace-cmd report` on it for text
+TRACE_DAT_MAGIC = b"\x17\x08\x44tracing"
+_SNIFF = 4096
+# what decompressors raise on damaged or cut input
+_READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
 
 
 def _decompressor(head):
@@ -405,51 +466,111 @@ def _decompressor(head):
     return None
 
 
+def sniff(head):
+    """What the first bytes of a (decompressed) file say it is: None for
+    text, else "trace-cmd .dat", "UTF-16 text" or "binary"."""
+    if head.startswith(TRACE_DAT_MAGIC):
+        return "trace-cmd .dat"
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "UTF-16 text"
+    if b"\x00" in head:
+        # UTF-16 without a byte-order mark: every other byte is NUL
+        if len(head) >= 8 and (head[1::2].count(0) > len(head) // 4
+                               or head[0::2].count(0) > len(head) // 4):
+            return "UTF-16 text"
+        return "binary"
+    return None
+
+
 def open_trace(source):
     """A text stream over `source`: a path, a binary or text file object,
     or bytes. Compressed input (gzip, bzip2, xz) is recognised by its
     magic bytes, whatever the file is called."""
+    stream, _, _ = _open(source)
+    return stream
+
+
+def _peek(source, n):
+    """The first n bytes of a binary stream, and a stream that still
+    yields them."""
+    if hasattr(source, "peek"):
+        head = source.peek(n)[:n]
+        if len(head) < n:
+            buffered = source.read(n)
+            return buffered, io.BufferedReader(_Prefixed(buffered, source))
+        return head, source
+    if hasattr(source, "seekable") and source.seekable():
+        pos = source.tell()
+        head = source.read(n)
+        source.seek(pos)
+        return head, source
+    source = io.BufferedReader(source)
+    return source.peek(n)[:n], source
+
+
+class _Prefixed(io.RawIOBase):
+    """A raw stream that yields `prefix`, then the rest of `rest`."""
+
+    def __init__(self, prefix, rest):
+        self.prefix, self.rest = prefix, rest
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self.prefix:
+            n = min(len(b), len(self.prefix))
+            b[:n] = self.prefix[:n]
+            self.prefix = self.prefix[n:]
+            return n
+        data = self.rest.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _open(source):
+    """(text stream, what the content looks like: see sniff)."""
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(bytes(source))
+    raw = None
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as f:
-            head = f.read(6)
-        opener = _decompressor(head)
-        if opener is not None:
-            return io.TextIOWrapper(opener(source, "rb"), encoding="utf-8", errors="replace")
-        return open(source, "r", encoding="utf-8", errors="replace", newline="")
-    if isinstance(source, io.TextIOBase):
-        return source
-    # a binary stream: look at its first bytes without losing them
-    if hasattr(source, "peek"):
-        head = source.peek(6)[:6]
-    elif hasattr(source, "seekable") and source.seekable():
-        pos = source.tell()
-        head = source.read(6)
-        source.seek(pos)
-    else:
-        source = io.BufferedReader(source)
-        head = source.peek(6)[:6]
+        source = raw = open(source, "rb")
+    elif isinstance(source, io.TextIOBase):
+        return source, None, None
+    head, source = _peek(source, 6)
     opener = _decompressor(head)
     if opener is not None:
         source = opener(source, "rb")
-    return io.TextIOWrapper(source, encoding="utf-8", errors="replace", newline="")
+        try:
+            head, source = _peek(source, _SNIFF)
+        except _READ_ERRORS:
+            head = b""          # reported when the lines are read
+    else:
+        head, source = _peek(source, _SNIFF)
+    kind = sniff(head)
+    if not head:
+        kind = "empty"
+    return io.TextIOWrapper(source, encoding="utf-8", errors="replace", newline=""), kind, raw
 
 
 class Trace:
-    """A parsed trace.
+    """What was read from a trace.
 
-    events       the Events, in file order
+    events       the Events, in file order (read_trace; a streaming reader
+                 keeps none)
     lines        lines read
     ncpus        CPU count from the header (#P:N, cpus=N), else highest CPU + 1
     format       "ftrace", "trace-cmd", "perf", or "mixed"
+    content      None for text, else what the file is instead: "empty",
+                 "binary", "UTF-16 text", "trace-cmd .dat"
     malformed, unknown, lost_events   counts
     problems     the first `max_problems` unused lines (Problem records)
     """
 
-    def __init__(self, name=None):
+    def __init__(self, name=None, max_problems=20):
         self.name = name
         self.events = []
+        self.nevents = 0
         self.lines = 0
         self.header_ncpus = None
         self.max_cpu = -1
@@ -458,10 +579,15 @@ class Trace:
         self.lost_events = 0
         self.lost_lines = []
         self.problems = []
+        self.max_problems = max_problems
         self.tracer = None
+        self.content = None
         self.styles = Counter()
         self.unknown_names = Counter()
+        self.fractional_ts = False
         self._trace_cmd = False
+        self.size = None            # bytes in the file read (for progress), if known
+        self.position = None        # () -> bytes of it read so far
 
     @property
     def ncpus(self):
@@ -471,7 +597,7 @@ class Trace:
     def clock_in_seconds(self):
         """False when every timestamp is a whole number: a counter or TSC
         clock (trace_clock), whose ticks are not seconds."""
-        return any(not e.ts.is_integer() for e in self.events)
+        return self.fractional_ts
 
     @property
     def format(self):
@@ -488,27 +614,80 @@ class Trace:
     def summary(self):
         """A JSON-ready description of what was read."""
         return {"name": self.name, "format": self.format, "lines": self.lines,
-                "events": len(self.events), "ncpus": self.ncpus, "malformed": self.malformed,
+                "events": self.nevents, "ncpus": self.ncpus, "malformed": self.malformed,
                 "unknown": self.unknown, "lost_events": self.lost_events,
+                "content": self.content,
                 "problems": [p.to_dict() for p in self.problems]}
 
     def __repr__(self):
         return "<Trace %s: %d events from %d lines, %d malformed, %d unknown>" % (
-            self.format, len(self.events), self.lines, self.malformed, self.unknown)
+            self.format, self.nevents, self.lines, self.malformed, self.unknown)
 
 
 def read_trace(source, *, max_problems=20, name=None):
     """Parses a whole trace: a path, file object, bytes, or an iterable of
-    lines. Returns a Trace (bad lines are counted there, never raised)."""
-    if name is None and isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-    trace = Trace(name)
+    lines. Returns a Trace with every event (bad lines are counted there,
+    never raised); a damaged compressed file raises TraceError."""
+    trace = Trace(_name(source, name), max_problems)
     with gc_paused():
-        return _read(trace, source, max_problems)
+        trace.events.extend(iter_events(source, trace))
+    return trace
+
+
+def _name(source, name):
+    if name is None and isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return name
+
+
+def iter_events(source, trace):
+    """The events of `source` (a path, file object, bytes, or an iterable of
+    lines) one at a time, in file order; `trace` (a Trace) counts the rest
+    as it goes. Only the lines being read are held. A trace-cmd .dat file
+    is read through `trace-cmd report` when that is installed."""
+    stream = None
+    if isinstance(source, (str, os.PathLike, bytes, bytearray)) or hasattr(source, "read"):
+        stream, trace.content, raw = _open(source)
+        if raw is not None:
+            trace.size = os.fstat(raw.fileno()).st_size
+            trace.position = raw.tell
+        lines = stream
+        if trace.content == "trace-cmd .dat":
+            lines = _trace_cmd_report(source, trace)
+    else:
+        lines = source
+    try:
+        yield from _events(lines, trace)
+    except _READ_ERRORS as exc:
+        raise TraceError("%s: the data ends or breaks after line %d (%s): a truncated or "
+                         "damaged file?" % (trace.name or "the trace", trace.lines,
+                                            exc or type(exc).__name__)) from None
+    finally:
+        if stream is not None:
+            _release(stream, source)
+
+
+def _trace_cmd_report(source, trace):
+    """`trace-cmd report` of a .dat file, as lines; none (and a note in
+    trace.content) when trace-cmd is not installed or the source is no file."""
+    exe = shutil.which("trace-cmd")
+    if exe is None or not isinstance(source, (str, os.PathLike)):
+        return iter(())
+    trace.content = "trace-cmd .dat (read through trace-cmd report)"
+    return _command_lines([exe, "report", "-l", "-i", os.fspath(source)])
+
+
+def _command_lines(argv):
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        yield from io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")
+    finally:
+        proc.stdout.close()
+        proc.wait()
 
 
 def _release(stream, source):
-    """Closes what read_trace opened; a caller's own file stays open."""
+    """Closes what iter_events opened; a caller's own file stays open."""
     if stream is source:
         return
     if isinstance(source, (str, os.PathLike, bytes, bytearray)):
@@ -518,23 +697,22 @@ def _release(stream, source):
     if buf is source or getattr(buf, "raw", None) is source:
         stream.detach()
     else:
-        stream.close()          # a decompressor over the caller's file leaves it open
+        try:
+            stream.close()      # a decompressor over the caller's file leaves it open
+        except _READ_ERRORS:
+            pass
 
 
-def _read(trace, source, max_problems):
-    stream = None
-    if isinstance(source, (str, os.PathLike, bytes, bytearray)) or hasattr(source, "read"):
-        stream = lines = open_trace(source)
-    else:
-        lines = source
-    events = trace.events
-    append = events.append
+def _events(lines, trace):
     problems = trace.problems
-    max_cpu = -1
-    n = 0
+    max_problems = trace.max_problems
+    max_cpu = trace.max_cpu
     styles = {}
+    n = trace.lines
+    fractional = trace.fractional_ts
     try:
-        for n, text in enumerate(lines, 1):
+        for text in lines:
+            n += 1
             r = parse_line(text, n)
             if r is None:
                 head = text.lstrip()
@@ -555,8 +733,13 @@ def _read(trace, source, max_problems):
             if type(r) is Event:
                 if r.cpu is not None and r.cpu > max_cpu:
                     max_cpu = r.cpu
+                    trace.max_cpu = max_cpu
+                if not fractional and not r.ts.is_integer():
+                    fractional = trace.fractional_ts = True
                 styles[r.style] = styles.get(r.style, 0) + 1
-                append(r)
+                trace.nevents += 1
+                trace.lines = n
+                yield r
                 continue
             if r.kind == "lost":
                 m = _LOST.search(r.text)
@@ -571,9 +754,5 @@ def _read(trace, source, max_problems):
             if len(problems) < max_problems:
                 problems.append(r)
     finally:
-        if stream is not None:
-            _release(stream, source)
-    trace.lines = n
-    trace.max_cpu = max_cpu
-    trace.styles.update(styles)
-    return trace
+        trace.lines = n
+        trace.styles.update(styles)

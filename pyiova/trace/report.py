@@ -1,6 +1,8 @@
 """Readable tables for replay and check results."""
 
-__all__ = ["format_check", "format_replay", "format_table"]
+__all__ = ["format_check", "format_replay", "format_table", "format_decided", "NO_EVENTS"]
+
+NO_EVENTS = "no iommu:map/unmap or dma: events found"
 
 
 def format_table(header, rows, right=()):
@@ -32,42 +34,111 @@ def _divergence(f):
     return "line %d: expected %#x, %s (%s)" % (f["line"], f["expected"], got, f["call"])
 
 
+def _mode(result):
+    text = "%s TLB invalidation" % result.mode
+    if result.mode == "lazy":
+        text = "lazy TLB invalidation (the flush queue)"
+    if result.mode_reason:
+        text += " -- %s" % result.mode_reason
+    return text
+
+
+def format_decided(d):
+    """What the record decided, as a sentence."""
+    parts = ["%d of %d interrupt orders (the allocation came before the interrupt's frees)"
+             % (d["interrupt_orders_decided"], d["interrupt_choices"])]
+    if d["fires"]:
+        parts.append("the moment of %d of %d flush-queue timer fires (%d had one possible "
+                     "moment, %d came at the earliest)"
+                     % (d["fires_decided"], d["fires"], d["fires_single"], d["fires_earliest"]))
+    if d.get("trims"):
+        parts.append("the moment of %d of %d depot trims (%d had one possible moment, %d came "
+                     "at the earliest)" % (d["trims_decided"], d["trims"], d["trims_single"],
+                                           d["trims_earliest"]))
+    return "decided by the record: " + "; ".join(parts)
+
+
 def format_check(result):
     """The table `pyiova replay --check` prints."""
-    rows = [(d.device, d.allocations, d.matched, d.mismatched, d.skipped,
+    rows = [(d.device, d.mode, d.allocations, d.matched, d.mismatched, d.skipped,
              _divergence(d.first_divergence)) for d in result.devices]
-    lines = ["check against kernel %s (policy iova, strict)" % result.kernel, ""]
-    lines.append(format_table(("device", "allocations", "matched", "mismatched", "skipped",
-                               "first divergence"), rows, right=(1, 2, 3, 4)))
+    lines = ["check against kernel %s rules, %s" % (result.kernel, _mode(result)), ""]
+    lines.append(format_table(("device", "mode", "allocations", "matched", "mismatched",
+                               "skipped", "first divergence"), rows, right=(2, 3, 4, 5)))
     total = result.matched + result.mismatched
     lines.append("")
     if result.ok:
         lines.append("all %d recorded addresses matched" % total)
     elif total == 0:
-        lines.append("no recorded address could be compared")
+        lines.append("no recorded address could be compared"
+                     + ("" if result.trace.get("events") else ": " + NO_EVENTS))
     else:
         first = result.first_divergence
         lines.append("%d of %d recorded addresses matched; first divergence at line %d"
                      % (result.matched, total, first["line"]))
+    if total:
+        lines.append(format_decided(result.decided))
     lines += _notes(result.notes)
     return "\n".join(lines)
 
 
+def _frag(x):
+    return "%.3f" % x
+
+
 def format_replay(results):
     """The table `pyiova replay` prints: one ReplayResult or several (one
-    per policy), a row per device and policy."""
+    per policy), a row per device for the kernel's own replay and for each
+    policy, then what each policy would have changed."""
     if not isinstance(results, (list, tuple)):
         results = [results]
+    lines = []
+    chk = results[0].check if results else None
     rows = []
+    if chk is not None:
+        total = chk.matched + chk.mismatched
+        lines.append("the kernel's replay: %s rules, %s" % (chk.kernel, _mode(chk)))
+        if total:
+            lines.append("  %d of %d recorded addresses reproduced%s; %s"
+                         % (chk.matched, total,
+                            "" if chk.ok else " (first divergence at line %d)"
+                            % chk.first_divergence["line"], format_decided(chk.decided)))
+        else:
+            lines.append("  " + NO_EVENTS)
+        lines.append("")
+        traced = "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova")
+        r0 = results[0]
+        for d in r0.devices:
+            kd = {c.device: c for c in chk.devices}.get(d.device)
+            rows.append((traced, d.device, kd.allocations if kd else 0, kd.frees if kd else 0,
+                         d.kernel_failures, "-", d.kernel_peak_live_pages,
+                         d.kernel_invalidations, _frag(d.kernel_fragmentation), "-", d.skipped))
     for r in results:
         for d in r.devices:
             first = ("-" if d.first_failure_op is None
                      else "op %d (line %d)" % (d.first_failure_op, d.first_failure_line))
             rows.append((r.policy, d.device, d.maps, d.frees, d.failures, first,
-                         d.peak_live_pages, d.flushes, d.skipped))
-    lines = [format_table(("policy", "device", "maps", "frees", "failures", "first failure",
-                           "peak live pages", "flushes", "skipped"), rows,
-                          right=(2, 3, 4, 6, 7, 8))]
+                         d.peak_live_pages, d.invalidations, _frag(d.fragmentation), d.changed,
+                         d.skipped))
+    lines.append(format_table(("policy", "device", "maps", "frees", "failures", "first failure",
+                               "peak live pages", "invalidations", "frag <4G", "changed",
+                               "skipped"),
+                              rows, right=(2, 3, 4, 6, 7, 8, 9, 10)))
+    changes = []
+    for r in results:
+        for d in r.devices:
+            if not d.maps:
+                continue
+            changes.append(
+                "%s on %s: %d of %d allocations at another address; failures %d (as traced "
+                "%d); peak %d live pages (as traced %d); %d IOTLB invalidations (as traced "
+                "%d); fragmentation below 4 GiB %s (as traced %s)"
+                % (r.policy, d.device, d.changed, d.maps, d.failures, d.kernel_failures,
+                   d.peak_live_pages, d.kernel_peak_live_pages, d.invalidations,
+                   d.kernel_invalidations, _frag(d.fragmentation),
+                   _frag(d.kernel_fragmentation)))
+    if changes:
+        lines += ["", "what would have changed:"] + ["  - " + c for c in changes]
     notes = []
     for r in results:
         for n in r.notes:

@@ -215,6 +215,29 @@ static void exercise_domain(int kernel)
         CHECK_EQ(pending[1], 0);
     }
     CHECK(iova_rcache_pfns(d, NULL, 0) > 0);
+    /* trim work under the caller's control: due times, a run now, the clock */
+    uint64_t due[6];
+    if (kernel == IOVA_KERNEL_6_12)
+        CHECK(pending[1]);                              /* the depot push armed it */
+    int npending = iova_trim_due(d, due);
+    CHECK(npending >= 0);
+    int armed = 0;
+    for (int k = 0; k < 6; k++)
+        armed += pending[k] != 0;
+    CHECK_EQ(npending, armed);
+    if (kernel == IOVA_KERNEL_6_12 && pending[1]) {
+        CHECK(due[1] != UINT64_MAX);
+        CHECK_EQ(iova_set_clock(d, due[1] + 7), 0);
+        CHECK_EQ(iova_set_clock(d, 1), 0);              /* never back */
+        CHECK_EQ(iova_run_trim(d, 1), 1);
+        uint64_t again[6];
+        if (iova_trim_due(d, again) > 0 && again[1] != UINT64_MAX)
+            CHECK_EQ(again[1], due[1] + 7 + IOVA_DEPOT_DELAY_MS);   /* re-armed from now */
+    } else {
+        CHECK_EQ(iova_run_trim(d, 1), 0);               /* nothing pending */
+    }
+    CHECK_EQ(iova_run_trim(d, 6), IOVA_E_SIZECLASS);
+    check_domain(d, "after a trim run by hand");
     CHECK(iova_run_pending_work(d) >= 0);
     CHECK(iova_advance(d, 1000) >= 0);
     CHECK(iova_advance(d, UINT64_MAX) >= 0);          /* saturates, no wrap */
@@ -282,6 +305,9 @@ static void exercise_domain(int kernel)
     CHECK_EQ(iova_flush_rcaches(d), IOVA_E_CLOSED);
     CHECK_EQ(iova_run_pending_work(d), IOVA_E_CLOSED);
     CHECK_EQ(iova_advance(d, 5), IOVA_E_CLOSED);
+    CHECK_EQ(iova_trim_due(d, due), IOVA_E_CLOSED);
+    CHECK_EQ(iova_run_trim(d, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_set_clock(d, 5), IOVA_E_CLOSED);
     CHECK_EQ(iova_save(d, NULL, 0), IOVA_E_CLOSED);
     CHECK_EQ(iova_ranges(d, NULL, 0), IOVA_E_CLOSED);
     CHECK_EQ(iova_rcache_pfns(d, NULL, 0), IOVA_E_CLOSED);
