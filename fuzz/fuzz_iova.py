@@ -868,6 +868,12 @@ def op_new_allocator(w):
         return
     t = w.current = Target(a, where)
     t.flags["own_domain"] = own
+    if kind == "wraparound":
+        # the pfns it hands out; a reserve outside them keeps nothing out
+        granule = as_int(kw["granule"])
+        end = kw["end_pfn"]
+        t.flags["space"] = (as_int(kw["start_pfn"]),
+                            (1 << 32) // granule - 1 if end is None else as_int(end))
     kernel = a.iovad.kernel if a.iovad is not None else None
     if kind == "iova" and kernel == "6.12" and d.draw(st.integers(0, 4), label="tree only?") == 0:
         ok, _ = w.call("PfnAllocator.bypass_rcache", a.bypass_rcache)
@@ -1008,11 +1014,13 @@ def op_alloc_fq(w):
         ok, _ = w.call(where, a.reserve, lo, hi)
         if ok and a.type.value != "wraparound":
             raise Finding("reserve-accepted", where, "only the wraparound type reserves")
-        if ok and as_int(lo) <= as_int(hi):
-            clash = t.claims.overlapping(as_int(lo), as_int(hi))
+        start, end = t.flags.get("space", (0, (1 << 64) - 1))
+        if ok and max(as_int(lo), start) <= min(as_int(hi), end):
+            lo, hi = max(as_int(lo), start), min(as_int(hi), end)
+            clash = t.claims.overlapping(lo, hi)
             if clash:
                 raise Finding("reserve-over-live", where, "overlaps %s" % clash)
-            t.claims.add(as_int(lo), as_int(hi), 0)     # never to be handed out
+            t.claims.add(lo, hi, 0)                     # never to be handed out
             t.flags["reserved"] = t.flags.get("reserved", 0) + 1
     elif which == "enable":
         ncpus = arg(d, st.sampled_from([1, 2, 4]), 15)

@@ -175,8 +175,14 @@ class Run:
                         lambda: dma.unmap_page(dev, sg.iova, sg.length, d)]
         if self.bufs:
             options += self._bad_frees(*self.draw(st.sampled_from(self.bufs), "buffer"), g)
-        if self.gone:
-            options.append(lambda gone=self.draw(st.sampled_from(self.gone), "freed buffer"):
+        # a freed buffer whose address and pages were handed out again is
+        # live: freeing it is a good call, not misuse
+        def key(dev, buf):
+            return id(dev), buf.dma_addr, buf.paddr, _align(buf.size, g)
+        live = {key(dev, buf) for dev, buf in self.bufs}
+        gone = [(dev, buf) for dev, buf in self.gone if key(dev, buf) not in live]
+        if gone:
+            options.append(lambda gone=self.draw(st.sampled_from(gone), "freed buffer"):
                            dma.free_coherent(*gone))
         call = options[self.draw(st.integers(0, len(options) - 1), "bad call")]
         before = w.snapshot()
