@@ -16,7 +16,6 @@ file's events (parsing alone), which any replay has to do. Memory is the
 peak RSS of `pyiova replay --check` in a fresh process, for captures of
 one and two sizes: flat means the larger one needs no more.
 """
-import os
 import subprocess
 import sys
 import time
@@ -26,10 +25,7 @@ import pytest
 from pyiova import trace as T
 from pyiova.trace.parse import Trace, gc_paused, iter_events
 
-_TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-import trace_synth  # noqa: E402
+import trace_synth             # tests/trace_synth.py (conftest.py puts tests/ on the path)
 
 OPS_PER_100K_LINES = 43_500      # map/unmap calls per 100k lines, for the generator
 
