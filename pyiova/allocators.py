@@ -27,7 +27,14 @@ EV_QUEUED = lib.IOVA_EV_QUEUED
 
 
 class AllocatorType(str, enum.Enum):
-    """Allocator types a cookie can use (values as on the command line)."""
+    """Allocator types a cookie can use (values as on the command line): a
+    PfnAllocator's type, a DmaCookie's, and the value of an IOMMU domain's
+    IOVA_ALLOCATOR attribute.
+
+    The same class is also public as IovaAllocator (pyiova.IovaAllocator,
+    pyiova.iommu.IovaAllocator), the name the domain attribute's values have
+    always had: code that imports either name keeps working, and the two
+    compare identical (IovaAllocator.IOVA is AllocatorType.IOVA)."""
     IOVA = "iova"                          # the kernel's tree + rcache
     MSI = "msi"                            # the MSI cookie's bump pointer
     WRAPAROUND = "wraparound"              # one-way, flush at the wrap

@@ -277,7 +277,7 @@ def _names(text, check):
 
 
 def _policy_list(text):
-    from .sim import POLICIES
+    from .policies import POLICIES
     from .sim_args import policy_names
     return _names(text, lambda t: policy_names(t, POLICIES))
 
@@ -351,7 +351,8 @@ def _add_workload_options(p):
 
 
 def _epilog(examples):
-    from .sim import DRIVERS, POLICIES
+    from .drivers.registry import DRIVERS
+    from .policies import POLICIES
     from .workloads import describe
     pol = "\n".join("  %-17s %s" % (p.name, p.summary) for p in POLICIES.values())
     drv = "\n".join("  %-17s %s" % (k, v) for k, v in DRIVERS.items())
@@ -388,7 +389,8 @@ def build_parser():
                "  pyiova                             run the demo\n"
                "  pyiova demo --ops 1000000 --seed 3\n\n"
                "`pyiova COMMAND --help` shows each command's options, policies and workloads.")
-    from .sim import DEFAULT_OPS, DEFAULT_POLICIES, POLICIES
+    from .policies import DEFAULT_POLICIES, POLICIES
+    from .sim import DEFAULT_OPS
     p.add_argument("--version", action="version", version="pyiova " + __version__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     raw = argparse.RawDescriptionHelpFormatter

@@ -26,6 +26,7 @@ from . import iommu_errors as ierr
 from ._iommu_native import (LPAE_4K_PGSIZES, IoPgtable, Iotlb, access_many, bad_argument,
                             fault_error, u64_buffer)
 from ._pyiova import ffi, lib
+from .allocators import AllocatorType
 from .device import Device, device_name
 
 __all__ = ["DomainType", "DomainAttr", "IovaAllocator", "Prot", "DomainGeometry",
@@ -55,19 +56,14 @@ class DomainAttr(enum.Enum):
     GEOMETRY = "geometry"                      # read-only: DomainGeometry
     PAGING = "paging"                          # read-only: bool
     DMA_USE_FLUSH_QUEUE = "dma_use_flush_queue"  # bool, DMA domains
-    IOVA_ALLOCATOR = "iova_allocator"          # IovaAllocator
+    IOVA_ALLOCATOR = "iova_allocator"          # AllocatorType
 
 
-class IovaAllocator(str, enum.Enum):
-    """Which IOVA allocator the domain's cookie should use. Only the choice is
-    stored here; the cookie layer reads it."""
-    IOVA = "iova"                          # the kernel's rbtree + rcache allocator
-    MSI = "msi"                            # the MSI cookie's bump allocator
-    WRAPAROUND = "wraparound"              # one-way, flush the IOTLB when it wraps
-    RESET_WHEN_EMPTY = "reset-when-empty"  # the rejected 2017 workaround
-
-    def __str__(self):
-        return self.value
+# Which IOVA allocator the domain's cookie should use: the allocator types
+# themselves, under the name the IOVA_ALLOCATOR attribute's values have always
+# had (an alias, for code that imports it). Only the choice is stored here;
+# the cookie layer reads it.
+IovaAllocator = AllocatorType
 
 
 class Prot(enum.IntFlag):
@@ -372,7 +368,7 @@ class IommuDomain:
         self.set_geometry(geometry or DomainGeometry())
         self._attrs = {}
         if type.paging:
-            self._attrs[DomainAttr.IOVA_ALLOCATOR] = IovaAllocator.IOVA
+            self._attrs[DomainAttr.IOVA_ALLOCATOR] = AllocatorType.IOVA
         if type is DomainType.DMA:
             self._attrs[DomainAttr.DMA_USE_FLUSH_QUEUE] = False
         self._devices = []
@@ -790,7 +786,7 @@ def _check_domain_state(state):
     for key, value in state["_attrs"].items():
         _state.check_type("an attribute of %s" % name, key, DomainAttr)
         if key is DomainAttr.IOVA_ALLOCATOR:
-            _state.check_type("%s's IOVA_ALLOCATOR" % name, value, IovaAllocator)
+            _state.check_type("%s's IOVA_ALLOCATOR" % name, value, AllocatorType)
         elif key is DomainAttr.DMA_USE_FLUSH_QUEUE:
             _state.check_type("%s's DMA_USE_FLUSH_QUEUE" % name, value, bool)
         else:
@@ -939,12 +935,12 @@ class IommuDriver:
                 raise errors.IovaTypeError("IOVA_ALLOCATOR takes an IovaAllocator or its name, "
                                            "not %r" % (value,))
             try:
-                value = IovaAllocator(value)
+                value = AllocatorType(value)
             except ValueError:
                 raise ierr.IommuAttrValueError(
                     "unknown IOVA allocator %r (known: %s)"
-                    % (value, ", ".join(a.value for a in IovaAllocator))) from None
-            if value is IovaAllocator.MSI and domain.type is not DomainType.UNMANAGED:
+                    % (value, ", ".join(a.value for a in AllocatorType))) from None
+            if value is AllocatorType.MSI and domain.type is not DomainType.UNMANAGED:
                 # iommu_get_msi_cookie refuses every other kind of domain
                 raise ierr.IommuAttrValueError(
                     "IOVA_ALLOCATOR 'msi' is for unmanaged domains: the kernel gives MSI "

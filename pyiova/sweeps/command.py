@@ -82,7 +82,8 @@ def add_parser(sub, formatter_class):
     """Adds the sweep command to the pyiova command's subparsers."""
     from ..cli import _positive, _rate
     from ..iova import KERNELS
-    from ..sim import DEFAULT_POLICIES, DRIVERS, ENGINES, POLICIES
+    from ..policies import DEFAULT_POLICIES, POLICIES
+    from ..sim import DRIVERS, ENGINES
     from ..workloads import WORKLOADS
     from .run import DEFAULT_SEEDS, DEFAULT_SWEEP_OPS
     s = sub.add_parser(
