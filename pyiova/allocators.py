@@ -15,6 +15,7 @@ from . import errors
 from ._pyiova import ffi, lib
 from ._args import bad_argument as _bad_argument
 from ._args import check_u64 as _check_u64
+from ._words import loaded_words, save_words
 from .iova import KERNELS, IovaDomain
 
 __all__ = ["AllocatorType", "PfnAllocator", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
@@ -44,6 +45,7 @@ class AllocatorType(str, enum.Enum):
         return self.value
 
 
+# each type's number in the C core (struct iova_cookie_stats.type)
 _C_TYPES = {AllocatorType.IOVA: lib.IOVA_COOKIE_IOVA, AllocatorType.MSI: lib.IOVA_COOKIE_MSI,
             AllocatorType.WRAPAROUND: lib.IOVA_COOKIE_WRAPAROUND,
             AllocatorType.RESET_WHEN_EMPTY: lib.IOVA_COOKIE_RESET_WHEN_EMPTY}
@@ -328,12 +330,72 @@ class PfnAllocator:
         if r:
             raise self._error(r)
 
+    # -- saving (checkpoints) -------------------------------------------------
+    def save(self):
+        """The allocator's own C state as bytes (its IovaDomain, if it runs
+        on one, saves itself): `restore` turns them back into an allocator
+        that makes the same allocations."""
+        return save_words(lib.iova_cookie_save, self._c, _save_error)
+
+    @classmethod
+    def restore(cls, data, iovad=None, *, type=None):
+        """A new allocator from `save()`'s bytes, running on `iovad` (the
+        iova and reset-when-empty types: the IovaDomain restored beside it;
+        the others: None). `type`, when given, is the type the saved
+        allocator must have. IovaValueError when the bytes are not a
+        consistent allocator of that type on that domain."""
+        atype = None
+        if type is not None:
+            try:
+                atype = AllocatorType(type)
+            except ValueError:
+                raise errors.IovaValueError("saved allocator type %r is unknown" % (type,)) \
+                    from None
+        if iovad is not None and not isinstance(iovad, IovaDomain):
+            raise errors.IovaTypeError("a saved allocator's iovad must be an IovaDomain")
+        what = atype if atype is not None else "allocator's"
+        err = ffi.new("int *")
+        with loaded_words(data, "allocator") as (words, n):
+            c = lib.iova_cookie_restore(words, n, iovad._d if iovad is not None else ffi.NULL,
+                                        err)
+        if c == ffi.NULL:
+            if err[0] == lib.IOVA_E_NOMEM:
+                raise MemoryError("out of memory restoring a %s allocator" % what)
+            raise errors.IovaValueError("the saved %s allocator is corrupt or inconsistent, or "
+                                        "does not fit its IOVA domain" % what)
+        c = ffi.gc(c, lib.iova_cookie_destroy)
+        st = ffi.new("struct iova_cookie_stats *")
+        lib.iova_cookie_get_stats(c, st)
+        if atype is not None and st.type != _C_TYPES[atype]:
+            raise errors.IovaValueError("the saved allocator is a %d, not a %s" % (st.type, atype))
+        self = cls.__new__(cls)
+        self.type = atype if atype is not None else _TYPES[st.type]
+        self.iovad = iovad
+        self._c = c
+        self._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
+        return self
+
     def __reduce__(self):
-        """pickle and copy.deepcopy: the C state as words (pyiova.checkpoint)."""
-        from .checkpoint import reduce_allocator
-        return reduce_allocator(self)
+        """pickle and copy.deepcopy (pyiova.checkpoint): the C state as
+        words; the IovaDomain it runs on travels beside them (pickled on its
+        own, shared through the memo)."""
+        return (_restore, (self.type.value, self.iovad, self.save()))
 
     def __repr__(self):
         st = self.stats()
         return "<PfnAllocator %s live=%d ranges/%d pfns>" % (self.type, st["live_ranges"],
                                                              st["live_pfns"])
+
+
+_TYPES = {c: t for t, c in _C_TYPES.items()}
+
+
+def _save_error(code):
+    if code == lib.IOVA_E_CLOSED:
+        return errors.IovaClosed("the allocator's IOVA domain is closed")
+    return errors.IovaError("saving the allocator failed with code %d" % code)
+
+
+def _restore(type_name, iovad, data):
+    """Unpickling entry point (kept at module level so pickle can name it)."""
+    return PfnAllocator.restore(data, iovad, type=type_name)
