@@ -9,12 +9,13 @@ allocator wrapped, or a flush queue is full); EV_RESET - the space was reset
 failed; EV_QUEUED - a free went into the flush queue.
 """
 import enum
-import operator
 
 from . import errors
 from ._pyiova import ffi, lib
+from ._args import as_cpu as _as_cpu
+from ._args import as_granule as _as_granule
+from ._args import as_u64 as _as_u64
 from ._args import bad_argument as _bad_argument
-from ._args import check_u64 as _check_u64
 from ._words import loaded_words, save_words
 from .iova import KERNELS, IovaDomain
 
@@ -58,29 +59,6 @@ _INT_MAX = (1 << 31) - 1          # the C core's cpu arguments are ints
 _UINT_MAX = (1 << 32) - 1         # and its ring counts and sizes unsigned ints
 
 
-def _u64(name, value):
-    """value as an int in 0..2**64-1, or the IovaTypeError / IovaValueError
-    naming it (bools are refused: True is not a page count)."""
-    exc = _check_u64(name, value)
-    if exc is not None:
-        raise exc
-    return operator.index(value)
-
-
-def _cpu(cpu):
-    """The C core's cpu argument: -1 for None (this thread's slot), else a
-    slot number; IovaTypeError / IovaCpuError naming anything else."""
-    if cpu is None:
-        return -1
-    if isinstance(cpu, bool) or not hasattr(cpu, "__index__"):
-        raise errors.IovaTypeError("cpu must be an integer or None, not %s (%r)"
-                                   % (type(cpu).__name__, cpu))
-    c = operator.index(cpu)
-    if c < 0 or c > _INT_MAX:
-        raise errors.IovaCpuError("cpu %r is not a CPU slot (None: this thread's)" % (cpu,))
-    return c
-
-
 class PfnAllocator:
     """One allocator of a given type.
 
@@ -100,14 +78,11 @@ class PfnAllocator:
                                         % (type, [t.value for t in AllocatorType])) from None
         # Every argument is checked before any is used, whether or not this
         # type needs it: a bad value is a mistake either way.
-        granule = _u64("granule", granule)
-        if granule < 2 or granule > 65536 or granule & (granule - 1):
-            raise errors.IovaValueError("granule %r is not a power of two in 2..65536"
-                                        % (granule,))
-        start_pfn = _u64("start_pfn", start_pfn)
+        granule = _as_granule(granule)
+        start_pfn = _as_u64("start_pfn", start_pfn)
         if end_pfn is not None:
-            end_pfn = _u64("end_pfn", end_pfn)
-        ncpus = _u64("ncpus", ncpus)
+            end_pfn = _as_u64("end_pfn", end_pfn)
+        ncpus = _as_u64("ncpus", ncpus)
         if not 1 <= ncpus <= lib.IOVA_MAX_CPUS:
             raise errors.IovaValueError("ncpus %r is not in 1..%d" % (ncpus, lib.IOVA_MAX_CPUS))
         if not isinstance(kernel, str) or kernel not in KERNELS:
@@ -133,6 +108,11 @@ class PfnAllocator:
             raise errors.IovaValueError("bad allocator space: granule %r, pfns %r..%r"
                                         % (granule, start_pfn, end_pfn))
         self._c = ffi.gc(c, lib.iova_cookie_destroy)
+
+    def _cpu(self, cpu):
+        """The C core's cpu argument: -1 for None (this thread's slot), else
+        a slot number (the core checks it against its slots)."""
+        return _as_cpu(cpu, self.iovad.ncpus if self.iovad is not None else None)
 
     def _error(self, code, **named):
         if code == lib.IOVA_E_NOMEM:
@@ -175,8 +155,8 @@ class PfnAllocator:
                 cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
             c = -1 if cpu is None else cpu         # the common cases, checked by cffi
         else:
-            pages, limit_pfn = _u64("pages", pages), _u64("limit_pfn", limit_pfn)
-            c = _cpu(cpu)
+            pages, limit_pfn = _as_u64("pages", pages), _as_u64("limit_pfn", limit_pfn)
+            c = self._cpu(cpu)
         ev = _new_events("uint32_t *")
         try:
             r = _cookie_alloc(self._c, pages, limit_pfn, 1 if try_32bit else 0, c, ev)
@@ -194,7 +174,7 @@ class PfnAllocator:
                 cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
             c = -1 if cpu is None else cpu
         else:
-            pfn, pages, c = _u64("pfn", pfn), _u64("pages", pages), _cpu(cpu)
+            pfn, pages, c = _as_u64("pfn", pfn), _as_u64("pages", pages), self._cpu(cpu)
         ev = _new_events("uint32_t *")
         try:
             r = _cookie_free(self._c, pfn, pages, c, ev)
@@ -207,7 +187,7 @@ class PfnAllocator:
     def reserve(self, lo, hi):
         """WRAPAROUND: keep pfns [lo, hi] out of use for good (reserved
         regions; the IOVA types reserve on their .iovad)."""
-        lo, hi = _u64("lo", lo), _u64("hi", hi)
+        lo, hi = _as_u64("lo", lo), _as_u64("hi", hi)
         try:
             r = lib.iova_cookie_reserve(self._c, lo, hi)
         except (TypeError, OverflowError):
@@ -233,8 +213,8 @@ class PfnAllocator:
         slots: a ring retires into its CPU's rcache) of `size` slots
         (2..2**20) that hold size - 1 entries, as the kernel's rings do, and
         a timer of timeout_ms."""
-        ncpus, size = _u64("ncpus", ncpus), _u64("size", size)
-        timeout_ms = _u64("timeout_ms", timeout_ms)
+        ncpus, size = _as_u64("ncpus", ncpus), _as_u64("size", size)
+        timeout_ms = _as_u64("timeout_ms", timeout_ms)
         if ncpus > _UINT_MAX:
             ncpus_slots = self.iovad.ncpus if self.iovad is not None else 0
             raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
@@ -259,8 +239,8 @@ class PfnAllocator:
         """Queues a free: (pfn, pages) as free() would take it now, not queued
         already. Returns the events; EV_FLUSH without EV_QUEUED means the
         ring was full: flush the IOTLB, call fq_flushed(), and retry."""
-        pfn, pages, now_ms = _u64("pfn", pfn), _u64("pages", pages), _u64("now_ms", now_ms)
-        c = _cpu(cpu)
+        pfn, pages, now_ms = _as_u64("pfn", pfn), _as_u64("pages", pages), _as_u64("now_ms", now_ms)
+        c = self._cpu(cpu)
         ev = _new_events("uint32_t *")
         r = _cookie_free_lazy(self._c, pfn, pages, c, now_ms, ev)
         if r and r != lib.IOVA_E_FQ_FULL:
@@ -280,7 +260,7 @@ class PfnAllocator:
     def fq_flushed(self, all_rings=False, cpu=0):
         """Counts a full IOTLB flush; with all_rings (the timer) retires every
         queued entry into `cpu`'s rcache."""
-        c = _cpu(cpu)
+        c = self._cpu(cpu)
         if c < 0:
             if all_rings:
                 raise errors.IovaCpuError("cpu %r: the timer retires into one CPU's rcache; "

@@ -24,6 +24,8 @@ from . import errors
 from ._args import as_cpu as _as_cpu
 from ._args import as_integer as _as_integer
 from ._args import as_u64 as _as_u64
+from ._args import granule_error as _granule_error
+from ._args import granule_ok as _granule_ok
 from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
 from ._pyiova import lib
 from .iova import KERNELS, IovaDomain
@@ -135,10 +137,8 @@ class DmaCookie:
                     reserved=()):
         """iommu_dma_init_domain: the first device attach. Re-initialising
         with another granule or start is refused, as in the kernel."""
-        if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
-                or granule & (granule - 1) or granule > _U64_MAX:
-            raise errors.IovaValueError("granule %r is not a power of two in 2..2**63"
-                                        % (granule,))
+        if isinstance(granule, bool) or not isinstance(granule, int) or not _granule_ok(granule):
+            raise _granule_error(granule)
         # every argument is checked before the cookie changes at all
         force_aperture = _flag("force_aperture", force_aperture)
         flush_queue = _flag("flush_queue", flush_queue)
