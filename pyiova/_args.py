@@ -24,7 +24,8 @@ from . import errors
 from ._pyiova import ffi, lib
 
 __all__ = ["check_u64", "bad_argument", "u64_buffer", "as_integer", "as_u64", "as_flag", "as_cpu",
-           "as_granule", "granule_ok", "granule_error", "u64_cdata", "release", "U64_CODES", "U64_ARRAY"]
+           "as_granule", "granule_ok", "granule_error", "u64_cdata", "release", "U64_CODES",
+           "U64_ARRAY"]
 
 _U64_MAX = (1 << 64) - 1
 _INT_MAX = (1 << 31) - 1

@@ -34,7 +34,8 @@ from .. import errors
 from .. import iommu_errors as ierr
 from .._iommu_native import SZ_1G, SZ_2M, SZ_4K
 from ..allocators import AllocatorType
-from ..iommu import DomainGeometry, DomainType, EngineProfile, IommuDriver, declares_own
+from ..iommu import DomainGeometry, DomainType
+from .base import EngineProfile, IommuDriver, declares_own
 
 __all__ = ["IpmmuVmsa"]
 
