@@ -1,24 +1,15 @@
 """Readable tables for replay and check results."""
+from ..tables import align
 
-__all__ = ["format_check", "format_replay", "format_table", "format_decided", "NO_EVENTS"]
+__all__ = ["format_check", "format_replay", "format_decided", "NO_EVENTS"]
 
 NO_EVENTS = "no iommu:map/unmap or dma: events found"
 
 
-def format_table(header, rows, right=()):
-    """Columns sized to their contents; column indices in `right` are
-    right-aligned (numbers)."""
-    cols = len(header)
-    text = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in text) for i in range(cols)]
-    out = []
-    for n, r in enumerate(text):
-        cells = [r[i].rjust(widths[i]) if i in right else r[i].ljust(widths[i])
-                 for i in range(cols)]
-        out.append("  ".join(cells).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+def _table(header, rows, right):
+    """Plain str() cells (no thousands separators), a rule under the header."""
+    return align(header, [["" if c is None else str(c) for c in r] for r in rows], right,
+                 rule=True)
 
 
 def _notes(notes):
@@ -63,8 +54,8 @@ def format_check(result):
     rows = [(d.device, d.mode, d.allocations, d.matched, d.mismatched, d.skipped,
              _divergence(d.first_divergence)) for d in result.devices]
     lines = ["check against kernel %s rules, %s" % (result.kernel, _mode(result)), ""]
-    lines.append(format_table(("device", "mode", "allocations", "matched", "mismatched",
-                               "skipped", "first divergence"), rows, right=(2, 3, 4, 5)))
+    lines.append(_table(("device", "mode", "allocations", "matched", "mismatched",
+                         "skipped", "first divergence"), rows, right=(2, 3, 4, 5)))
     total = result.matched + result.mismatched
     lines.append("")
     if result.ok:
@@ -120,10 +111,9 @@ def format_replay(results):
             rows.append((r.policy, d.device, d.maps, d.frees, d.failures, first,
                          d.peak_live_pages, d.invalidations, _frag(d.fragmentation), d.changed,
                          d.skipped))
-    lines.append(format_table(("policy", "device", "maps", "frees", "failures", "first failure",
-                               "peak live pages", "invalidations", "frag <4G", "changed",
-                               "skipped"),
-                              rows, right=(2, 3, 4, 6, 7, 8, 9, 10)))
+    lines.append(_table(("policy", "device", "maps", "frees", "failures", "first failure",
+                         "peak live pages", "invalidations", "frag <4G", "changed", "skipped"),
+                        rows, right=(2, 3, 4, 6, 7, 8, 9, 10)))
     changes = []
     for r in results:
         for d in r.devices:
