@@ -17,9 +17,9 @@ from ._args import as_granule as _as_granule
 from ._args import as_u64 as _as_u64
 from ._args import bad_argument as _bad_argument
 from ._words import loaded_words, save_words
-from .iova import KERNELS, IovaDomain
+from .iova import IovaDomain, kernel_rules
 
-__all__ = ["AllocatorType", "PfnAllocator", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
+__all__ = ["AllocatorType", "PfnAllocator", "allocator_type", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
            "EV_QUEUED"]
 
 EV_FLUSH = lib.IOVA_EV_FLUSH
@@ -44,6 +44,16 @@ class AllocatorType(str, enum.Enum):
 
     def __str__(self):
         return self.value
+
+
+def allocator_type(value):
+    """The AllocatorType a name or member names, or the IovaValueError
+    naming value."""
+    try:
+        return AllocatorType(value)
+    except (ValueError, TypeError):
+        raise errors.IovaValueError("allocator %r is not one of %s"
+                                    % (value, [t.value for t in AllocatorType])) from None
 
 
 # each type's number in the C core (struct iova_cookie_stats.type)
@@ -71,11 +81,7 @@ class PfnAllocator:
 
     def __init__(self, type, *, iovad=None, granule=4096, start_pfn=1, end_pfn=None,
                  ncpus=1, kernel="6.12"):
-        try:
-            self.type = AllocatorType(type)
-        except (ValueError, TypeError):
-            raise errors.IovaValueError("allocator %r is not one of %s"
-                                        % (type, [t.value for t in AllocatorType])) from None
+        self.type = allocator_type(type)
         # Every argument is checked before any is used, whether or not this
         # type needs it: a bad value is a mistake either way.
         granule = _as_granule(granule)
@@ -85,8 +91,7 @@ class PfnAllocator:
         ncpus = _as_u64("ncpus", ncpus)
         if not 1 <= ncpus <= lib.IOVA_MAX_CPUS:
             raise errors.IovaValueError("ncpus %r is not in 1..%d" % (ncpus, lib.IOVA_MAX_CPUS))
-        if not isinstance(kernel, str) or kernel not in KERNELS:
-            raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, sorted(KERNELS)))
+        kernel_rules(kernel)
         self._fq_rings = 0
         if self.type in (AllocatorType.IOVA, AllocatorType.RESET_WHEN_EMPTY):
             if iovad is None:

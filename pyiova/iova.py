@@ -19,7 +19,7 @@ from ._args import u64_cdata as _u64_cdata
 from ._pyiova import ffi, lib
 from ._words import loaded_words
 
-__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR"]
+__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR", "kernel_rules"]
 
 # The kernels whose rules pyiova models, newest first: every kernel= argument
 # (IovaDomain, PfnAllocator, DmaCookie, simulate, the command line) takes
@@ -99,7 +99,13 @@ def _choice(name, value, table):
         return table[value]
     except (KeyError, TypeError):
         raise errors.IovaValueError("%s %r is not one of %s"
-                                    % (name, value, sorted(table))) from None
+                                    % (name, value, ", ".join(map(repr, table)))) from None
+
+
+def kernel_rules(kernel):
+    """The C core's number for the kernel rules a kernel= argument names
+    (one of KERNELS), or the IovaValueError naming it."""
+    return _choice("kernel", kernel, KERNELS)
 
 
 class IovaDomain:
@@ -124,7 +130,7 @@ class IovaDomain:
                  dma_32bit_pfn=None, search="augmented"):
         granule = _as_granule(granule)
         start_pfn = _as_u64("start_pfn", start_pfn)
-        kernel_id = _choice("kernel", kernel, KERNELS)
+        kernel_id = kernel_rules(kernel)
         search_id = _choice("search", search, SEARCH_MODES)
         if ncpus is None:
             ncpus = min(os.cpu_count() or 1, lib.IOVA_MAX_CPUS)

@@ -48,7 +48,7 @@ from ._pyiova import lib
 from .engine.native import NativeEngine, NotExpressible, why_not
 from .engine.streams import NativeStream, stream_for
 from .iommu_errors import IommuFault
-from .iova import KERNELS
+from .iova import kernel_rules
 from .policies import DEFAULT_POLICIES, POLICIES, Policy, PolicyNotApplicable, not_applicable
 from .tables import ResultList
 from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
@@ -651,9 +651,7 @@ def _checked_run(workload, policy, driver, ops, params, kernel, max_failures, en
     wl = get_workload(workload, **_params(params))
     ops, seed, max_failures, drop_rate = sim_args.run_args(ops, seed, max_failures, drop_rate,
                                                            timeline, progress)
-    if not isinstance(kernel, str) or kernel not in KERNELS:
-        raise errors.IovaValueError("kernel %r is not one of %s"
-                                    % (kernel, ", ".join(map(repr, KERNELS))))
+    kernel_rules(kernel)
     why = not_applicable(policy, driver, kernel)
     if why:
         raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))
