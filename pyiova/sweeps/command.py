@@ -60,12 +60,9 @@ def _list_of(item):
 
 
 def _seeds(text):
-    from ..errors import IovaError
+    from ..cli import _names as as_option
     from .grid import parse_seeds
-    try:
-        return parse_seeds(text)
-    except IovaError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return as_option(text, parse_seeds)
 
 
 def _names(known, what):
