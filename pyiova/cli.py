@@ -608,6 +608,7 @@ def _replay(args):
         raise _Usage(str(exc)) from None
     finally:
         bar.close()
+    from .trace.report import kernel_only, no_events
     chk = res if isinstance(res, trace.CheckResult) else res[0].check
     if args.json:
         if args.check:
@@ -615,7 +616,7 @@ def _replay(args):
         elif args.policy:
             print(json.dumps([r.to_dict() for r in res], indent=2))
         else:
-            print(json.dumps([_kernel_only(chk)], indent=2))
+            print(json.dumps([kernel_only(chk)], indent=2))
     elif args.check:
         print(trace.format_check(res))
     elif args.policy:
@@ -623,28 +624,11 @@ def _replay(args):
     else:
         print(trace.format_check(res).replace("check against", "replay through", 1))
     if not chk.trace.get("events") or chk.matched + chk.mismatched == 0:
-        sys.stderr.write("pyiova: %s: %s\n" % (args.trace, _no_events(chk)))
+        sys.stderr.write("pyiova: %s: %s\n" % (args.trace, no_events(chk)))
         return 1
     if args.check and not chk.ok:
         return 1
     return 0
-
-
-def _no_events(chk):
-    from .trace.report import NO_EVENTS
-    for n in chk.notes:
-        if " is " in n and ("trace-cmd" in n or "UTF-16" in n or "not text" in n
-                            or "empty" in n):
-            return "%s: %s" % (NO_EVENTS, n)
-    return NO_EVENTS
-
-
-def _kernel_only(chk):
-    """--json without --policy: the kernel's replay alone, as a policy row."""
-    return {"policy": "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova"),
-            "kernel": chk.kernel, "mode": chk.mode, "mode_reason": chk.mode_reason,
-            "ok": chk.ok, "decided": chk.decided, "devices": chk.to_dicts(),
-            "notes": chk.notes, "trace": chk.trace}
 
 
 def main(argv=None):

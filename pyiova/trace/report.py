@@ -1,9 +1,34 @@
 """Readable tables for replay and check results."""
 from ..tables import align
 
-__all__ = ["format_check", "format_replay", "format_decided", "NO_EVENTS"]
+__all__ = ["format_check", "format_replay", "format_decided", "kernel_only", "no_events",
+           "NO_EVENTS"]
 
 NO_EVENTS = "no iommu:map/unmap or dma: events found"
+
+
+def _as_traced(chk):
+    """The kernel's own replay, named as a policy row is."""
+    return "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova")
+
+
+def no_events(chk):
+    """Why a replay compared no address: NO_EVENTS, with the note that
+    says what the file was when one does (trace-cmd's binary, UTF-16...)."""
+    for n in chk.notes:
+        if " is " in n and ("trace-cmd" in n or "UTF-16" in n or "not text" in n
+                            or "empty" in n):
+            return "%s: %s" % (NO_EVENTS, n)
+    return NO_EVENTS
+
+
+def kernel_only(chk):
+    """`pyiova replay --json` without --policy: the kernel's replay alone,
+    as a policy row."""
+    return {"policy": _as_traced(chk),
+            "kernel": chk.kernel, "mode": chk.mode, "mode_reason": chk.mode_reason,
+            "ok": chk.ok, "decided": chk.decided, "devices": chk.to_dicts(),
+            "notes": chk.notes, "trace": chk.trace}
 
 
 def _table(header, rows, right):
@@ -97,7 +122,7 @@ def format_replay(results):
         else:
             lines.append("  " + NO_EVENTS)
         lines.append("")
-        traced = "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova")
+        traced = _as_traced(chk)
         r0 = results[0]
         for d in r0.devices:
             kd = {c.device: c for c in chk.devices}.get(d.device)
