@@ -353,12 +353,12 @@ class PfnAllocator:
         lib.iova_cookie_get_stats(c, st)
         if atype is not None and st.type != _C_TYPES[atype]:
             raise errors.IovaValueError("the saved allocator is a %d, not a %s" % (st.type, atype))
-        self = cls.__new__(cls)
-        self.type = atype if atype is not None else _TYPES[st.type]
-        self.iovad = iovad
-        self._c = c
-        self._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
-        return self
+        allocator = cls.__new__(cls)
+        allocator.type = atype if atype is not None else _TYPES[st.type]
+        allocator.iovad = iovad
+        allocator._c = c
+        allocator._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
+        return allocator
 
     def __reduce__(self):
         """pickle and copy.deepcopy (pyiova.checkpoint): the C state as
