@@ -708,11 +708,24 @@ def _events(lines, trace):
     max_problems = trace.max_problems
     max_cpu = trace.max_cpu
     styles = {}
+    fast = 0                    # events the one-pattern reader took (ftrace style)
     n = trace.lines
     fractional = trace.fractional_ts
+    from .fastline import fast_event
     try:
         for text in lines:
             n += 1
+            r = fast_event(text, n)
+            if r is not None:
+                if r.cpu > max_cpu:
+                    max_cpu = trace.max_cpu = r.cpu
+                if not fractional and not r.ts.is_integer():
+                    fractional = trace.fractional_ts = True
+                fast += 1
+                trace.nevents += 1
+                trace.lines = n
+                yield r
+                continue
             r = parse_line(text, n)
             if r is None:
                 head = text.lstrip()
@@ -755,4 +768,6 @@ def _events(lines, trace):
                 problems.append(r)
     finally:
         trace.lines = n
+        if fast:
+            styles["ftrace"] = styles.get("ftrace", 0) + fast
         trace.styles.update(styles)

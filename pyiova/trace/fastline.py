@@ -1,0 +1,69 @@
+"""The lines that make up nearly all of a capture, read with one pattern.
+
+A capture is mostly four events -- iommu:map, iommu:unmap, and the dma:
+map_page / unmap_page class -- in /sys/kernel/tracing/trace's framing
+(TASK-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE). One pattern over the
+whole line reads those: it is a narrowing of parse.parse_line's frame and
+message patterns (literal single spaces, the irq-info column present, no
+TGID column or TID), so a line it takes is read the same as parse_line
+reads it, and a line it refuses goes to parse_line, which reads -- or
+reports -- everything else. Numbers follow the shared digit rules: ASCII
+digits, at most 16 hex digits, a decimal above 2**64-1 left to the slow
+reader.
+"""
+import re
+
+from .parse import _IRQ_MARKS, U64_MAX, Event, _attrs
+
+__all__ = ["fast_event"]
+
+_H = r"([0-9a-fA-F]{1,16})"
+_D = r"([0-9]{1,20})"
+_LINE = re.compile(
+    r" *(?![\s#])(.+?)-(\d+) +\[(\d+)\] ([A-Za-z0-9.]{2,10}) +(\d+\.\d+): (?:"
+    r"(map): IOMMU: iova=0x%s - 0x%s paddr=0x%s size=%s"
+    r"|(unmap): IOMMU: iova=0x%s - 0x%s size=%s unmapped_size=%s"
+    r"|(dma_map_page|dma_map_phys|dma_map_resource): (\S+) dir=(\w+) dma_addr=%s size=%s "
+    r"phys_addr=%s attrs=(\S*)"
+    r"|(dma_unmap_page|dma_unmap_phys|dma_unmap_resource): (\S+) dir=(\w+) dma_addr=%s "
+    r"size=%s attrs=(\S*)"
+    r") *\r?$" % (_H, _H, _H, _D, _H, _H, _D, _D, _H, _D, _H, _H, _D), re.A)
+_MATCH = _LINE.match
+
+
+def fast_event(text, lineno):
+    """The Event of a common line, or None: then parse_line reads it."""
+    m = _MATCH(text)
+    if m is None:
+        return None
+    (task, pid, cpu, flags, ts, is_map, a, b, c, d, is_unmap, e, f, g, h, map_name, dev, dr, i,
+     j, k, attrs, unmap_name, udev, udr, l, o, uattrs) = m.groups()
+    if is_map is not None:
+        size = int(d)
+        if size > U64_MAX:
+            return None
+        fields = {"iova": int(a, 16), "iova_end": int(b, 16), "paddr": int(c, 16), "size": size}
+        system, name = "iommu", "map"
+    elif is_unmap is not None:
+        size, unmapped = int(g), int(h)
+        if size > U64_MAX or unmapped > U64_MAX:
+            return None
+        fields = {"iova": int(e, 16), "iova_end": int(f, 16), "size": size,
+                  "unmapped_size": unmapped}
+        system, name = "iommu", "unmap"
+    elif map_name is not None:
+        size = int(j)
+        if size > U64_MAX:
+            return None
+        fields = {"device": dev, "dir": dr, "dma_addr": int(i, 16), "size": size,
+                  "phys_addr": int(k, 16), "attrs": _attrs(attrs, "attrs")}
+        system, name = "dma", map_name
+    else:
+        size = int(o)
+        if size > U64_MAX:
+            return None
+        fields = {"device": udev, "dir": udr, "dma_addr": int(l, 16), "size": size,
+                  "attrs": _attrs(uattrs, "attrs")}
+        system, name = "dma", unmap_name
+    return Event(lineno, float(ts), int(cpu), task.strip(), int(pid), flags,
+                 len(flags) >= 3 and flags[2] in _IRQ_MARKS, system, name, fields)
