@@ -165,8 +165,19 @@ def _allocator_error(code):
 def reduce_allocator(allocator):
     """PfnAllocator.__reduce__: the C state as words; the IovaDomain it runs
     on travels beside them (pickled on its own, shared through the memo)."""
-    words = save_words(lib.iova_cookie_save, allocator._c, _allocator_error)
-    return (_restore_allocator, (allocator.type.value, allocator.iovad, words))
+    return (_restore_allocator, (allocator.type.value, allocator.iovad,
+                                 allocator_words(allocator)))
+
+
+def allocator_words(allocator):
+    """The allocator's own C state (not its IovaDomain's) as words."""
+    return save_words(lib.iova_cookie_save, allocator._c, _allocator_error)
+
+
+def allocator_from_words(type_name, iovad, data):
+    """A PfnAllocator of type `type_name` on `iovad` from allocator_words'
+    bytes (the C core checks them)."""
+    return _restore_allocator(type_name, iovad, data)
 
 
 def _restore_allocator(type_name, iovad, data):

@@ -73,6 +73,15 @@ _COHERENT = ("alloc", "alloc_pages", "alloc_sgt")
 
 # event kinds
 _OTHER, _MAP, _UNMAP, _DMA_ALLOC, _DMA_FREE, _DMA_OTHER = range(6)
+# (system, name) -> kind, for a trace with dma: events; other dma: events
+# are _DMA_OTHER, other iommu: events _OTHER
+_DMA_KINDS = dict([(("iommu", n), _OTHER) for n in ("io_page_fault", "add_device_to_group",
+                                                      "remove_device_from_group",
+                                                      "attach_device_to_domain",
+                                                      "detach_device_from_domain")]
+                  + [(("iommu", "map"), _MAP), (("iommu", "unmap"), _UNMAP)]
+                  + [(("dma", n), _DMA_ALLOC) for n in ALLOC_CALLS]
+                  + [(("dma", n), _DMA_FREE) for n in FREE_CALLS])
 
 _PCI_NAME = re.compile(r"^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$", re.A)
 _EXAMPLES = 5             # line numbers kept per kind of skipped thing
@@ -334,6 +343,7 @@ class Builder:
 
     def _choose(self, mode):
         self.mode = mode(self)
+        self.feed = self.mode.feed      # from now on events go straight to it
         start, self.start = self.start, []
         for e in start:
             self.mode.feed(e)
@@ -384,8 +394,7 @@ class _Window:
         self.window = window
         self.evs = []               # events from absolute index `first` on
         self.first = 0
-        self.seq = {}               # cpu -> [indices], from position seq_base[cpu]
-        self.seq_base = {}
+        self.seq = {}               # cpu -> [[indices], position of the first]
         self.ctx = {}               # (cpu, pid, irq) -> [[indices], position of the first]
         self.n = 0
 
@@ -400,19 +409,22 @@ class _Window:
         self.n = i + 1
         self.evs.append(e)
         e._k = kind
-        cpu = e.cpu if e.cpu is not None else -1
+        cpu = e.cpu
+        if cpu is None:
+            cpu = -1
         s = self.seq.get(cpu)
         if s is None:
-            s = self.seq[cpu] = []
-            self.seq_base[cpu] = 0
-        e._w = self.seq_base[cpu] + len(s)
-        s.append(i)
+            s = self.seq[cpu] = [[], 0]
+        lst = s[0]
+        e._w = s[1] + len(lst)
+        lst.append(i)
         key = (cpu, e.pid, e.irq)
         c = self.ctx.get(key)
         if c is None:
             c = self.ctx[key] = [[], 0]
-        e._c = c[1] + len(c[0])
-        c[0].append(i)
+        lst = c[0]
+        e._c = c[1] + len(lst)
+        lst.append(i)
         return i
 
     def forget(self, upto):
@@ -422,11 +434,11 @@ class _Window:
             return
         del self.evs[:upto - self.first]
         self.first = upto
-        for cpu, s in self.seq.items():
-            k = bisect_left(s, upto)
+        for s in self.seq.values():
+            k = bisect_left(s[0], upto)
             if k:
-                del s[:k]
-                self.seq_base[cpu] += k
+                del s[0][:k]
+                s[1] += k
         for key in list(self.ctx):
             c = self.ctx[key]
             k = bisect_left(c[0], upto)
@@ -464,9 +476,8 @@ class _Window:
         e = evs[i - first]
         if e.irq:
             return None
-        cpu = e.cpu if e.cpu is not None else -1
-        s = self.seq[cpu]
-        p = e._w - self.seq_base[cpu] - 1
+        s, base = self.seq[e.cpu if e.cpu is not None else -1]
+        p = e._w - base - 1
         line = None
         while p >= 0 and s[p] >= first:
             f = evs[s[p] - first]
@@ -496,55 +507,62 @@ class _DmaMode:
         self.identity = {}          # iova -> iova_end of identity maps seen
 
     def feed(self, e):
-        b, w = self.b, self.w
-        name = e.name
-        if e.system == "iommu":
-            if name == "map":
-                k = _MAP
-            elif name == "unmap":
-                k = _UNMAP
-            else:
-                f = e.fields
-                if name == "add_device_to_group" and f.get("groupID") is not None:
-                    b.groups[f.get("device")] = f["groupID"]
-                    d = self.lt.devices.get(f.get("device"))
-                    if d is not None and d.group is None:
-                        d.group = f["groupID"]
-                return
-        elif name in ALLOC_CALLS:
-            k = _DMA_ALLOC
-        elif name in FREE_CALLS:
-            k = _DMA_FREE
-        else:
-            k = _DMA_OTHER
+        k = _DMA_KINDS.get((e.system, e.name))
+        if k is None:
+            k = _OTHER if e.system == "iommu" else _DMA_OTHER
+        if k == _OTHER:
+            self._iommu_other(e)
+            return
         if not e.flags:
             self.lt.no_flags += 1
-        i = w.add(e, k)
+        i = self.w.add(e, k)
         if k >= _DMA_ALLOC:
             if k != _DMA_OTHER:
-                self.calls.append(i)
+                calls = self.calls
+                calls.append(i)
+                if len(calls) > 1 and i - calls[0] < self.w.window:
+                    # the oldest call has not waited a window's worth, and
+                    # the lines it holds back are as they were
+                    return
         else:
             self.lines.append(i)
         self._progress(i)
+
+    def _iommu_other(self, e):
+        f = e.fields
+        if e.name == "add_device_to_group" and f.get("groupID") is not None:
+            self.b.groups[f.get("device")] = f["groupID"]
+            d = self.lt.devices.get(f.get("device"))
+            if d is not None and d.group is None:
+                d.group = f["groupID"]
 
     def finish(self):
         self._progress(None)
 
     def _progress(self, newest):
-        win = self.w.window
+        w = self.w
+        win = w.window
         calls, lines = self.calls, self.lines
-        while calls and (newest is None or calls[0] + win <= newest):
+        if newest is None:
+            while calls:
+                self._call(calls.popleft())
+            while lines:
+                self._settle(lines.popleft())
+            return
+        while calls and calls[0] + win <= newest:
             self._call(calls.popleft())
-        done = calls[0] if calls else (newest + 1 if newest is not None else None)
-        while lines and (done is None or lines[0] + win < done):
+        done = calls[0] if calls else newest + 1
+        while lines and lines[0] + win < done:
             self._settle(lines.popleft())
-        oldest = min(lines[0] if lines else self.w.n, calls[0] if calls else self.w.n)
-        if oldest - 2 * win > 0 and (self.w.n & 1023) == 0:
-            self.w.forget(oldest - 2 * win)
+        if (w.n & 1023) == 0:
+            oldest = min(lines[0] if lines else w.n, calls[0] if calls else w.n)
+            if oldest - 2 * win > 0:
+                w.forget(oldest - 2 * win)
 
     # ---- a dma: call, with the events around it known ----------------------
     def _call(self, i):
-        e = self.w.ev(i)
+        w = self.w
+        e = w.evs[i - w.first]
         if e._k == _DMA_ALLOC:
             self._claim_maps(i, e)
         else:
@@ -588,12 +606,14 @@ class _DmaMode:
         hi = None if size is None else lo + size
         inside, loose = [], []
         ev, claimed = w.ev, self.claimed
+        evs, base = w.evs, w.first
         for j in w.walk(i, -1, _DMA_ALLOC):
-            k = ev(j)._k
+            m = evs[j - base]
+            k = m._k
             if k >= _DMA_ALLOC:
                 break                      # the previous call of this context
             if k == _MAP and j not in claimed:
-                m = ev(j).fields
+                m = m.fields
                 if lo <= m["iova"] and (hi is None or m["iova_end"] <= hi):
                     inside.append(j)
                 else:
@@ -631,9 +651,10 @@ class _DmaMode:
         w, paired = self.w, self.paired
         first = FREE_CALLS[e.name]
         addr = e.fields.get("dma_addr")
+        evs, base = w.evs, w.first
         for step in (first, -first):
             for j in w.walk(i, step, _DMA_ALLOC):
-                u = w.ev(j)
+                u = evs[j - base]
                 k = u._k
                 if k >= _DMA_ALLOC:
                     break
@@ -648,7 +669,7 @@ class _DmaMode:
     # ---- a map or unmap line, settled ------------------------------------------
     def _settle(self, j):
         w, b, lt = self.w, self.b, self.lt
-        e = w.ev(j)
+        e = w.evs[j - w.first]
         f = e.fields
         if e._k == _MAP:
             starts = self.alloc_at.pop(j, None)
