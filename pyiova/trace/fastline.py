@@ -36,34 +36,41 @@ def fast_event(text, lineno):
     m = _MATCH(text)
     if m is None:
         return None
-    (task, pid, cpu, flags, ts, is_map, a, b, c, d, is_unmap, e, f, g, h, map_name, dev, dr, i,
-     j, k, attrs, unmap_name, udev, udr, l, o, uattrs) = m.groups()
-    if is_map is not None:
-        size = int(d)
+    last = m.lastindex          # the last group of the alternative that matched
+    if last == 10:
+        task, pid, cpu, flags, ts, iova, end, paddr, size = m.group(1, 2, 3, 4, 5, 7, 8, 9, 10)
+        size = int(size)
         if size > U64_MAX:
             return None
-        fields = {"iova": int(a, 16), "iova_end": int(b, 16), "paddr": int(c, 16), "size": size}
+        fields = {"iova": int(iova, 16), "iova_end": int(end, 16), "paddr": int(paddr, 16),
+                  "size": size}
         system, name = "iommu", "map"
-    elif is_unmap is not None:
-        size, unmapped = int(g), int(h)
+    elif last == 15:
+        task, pid, cpu, flags, ts, iova, end, size, unmapped = m.group(1, 2, 3, 4, 5, 12, 13, 14,
+                                                                      15)
+        size, unmapped = int(size), int(unmapped)
         if size > U64_MAX or unmapped > U64_MAX:
             return None
-        fields = {"iova": int(e, 16), "iova_end": int(f, 16), "size": size,
+        fields = {"iova": int(iova, 16), "iova_end": int(end, 16), "size": size,
                   "unmapped_size": unmapped}
         system, name = "iommu", "unmap"
-    elif map_name is not None:
-        size = int(j)
+    elif last == 22:
+        task, pid, cpu, flags, ts, name, dev, dr, addr, size, phys, attrs = m.group(
+            1, 2, 3, 4, 5, 16, 17, 18, 19, 20, 21, 22)
+        size = int(size)
         if size > U64_MAX:
             return None
-        fields = {"device": dev, "dir": dr, "dma_addr": int(i, 16), "size": size,
-                  "phys_addr": int(k, 16), "attrs": _attrs(attrs, "attrs")}
-        system, name = "dma", map_name
+        fields = {"device": dev, "dir": dr, "dma_addr": int(addr, 16), "size": size,
+                  "phys_addr": int(phys, 16), "attrs": _attrs(attrs, "attrs") if attrs else ()}
+        system = "dma"
     else:
-        size = int(o)
+        task, pid, cpu, flags, ts, name, dev, dr, addr, size, attrs = m.group(
+            1, 2, 3, 4, 5, 23, 24, 25, 26, 27, 28)
+        size = int(size)
         if size > U64_MAX:
             return None
-        fields = {"device": udev, "dir": udr, "dma_addr": int(l, 16), "size": size,
-                  "attrs": _attrs(uattrs, "attrs")}
-        system, name = "dma", unmap_name
+        fields = {"device": dev, "dir": dr, "dma_addr": int(addr, 16), "size": size,
+                  "attrs": _attrs(attrs, "attrs") if attrs else ()}
+        system = "dma"
     return Event(lineno, float(ts), int(cpu), task.strip(), int(pid), flags,
                  len(flags) >= 3 and flags[2] in _IRQ_MARKS, system, name, fields)

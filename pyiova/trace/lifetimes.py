@@ -387,7 +387,8 @@ class _Window:
     """The recent events, by absolute index (ev(i)); each CPU's sequence of
     them (for the interrupt lines just before a map line), and each
     context's -- CPU, task, irq-ness -- for the walks that pair lines
-    logged near each other in one context. An event carries its kind, its
+    logged near each other in one context (ctx[key] = [indices, the
+    context position of the first]). An event carries its kind, its
     place in its CPU's sequence and in its context's (Event._k, _w, _c)."""
 
     def __init__(self, window):
@@ -447,27 +448,6 @@ class _Window:
             elif k:
                 del c[0][:k]
                 c[1] += k
-
-    def walk(self, i, step, stop_kind):
-        """Indices of the events logged in i's context (CPU, task, irq-ness),
-        going away from i in direction `step`, within the window, up to an
-        event of kind >= stop_kind (included, so callers see where their
-        search ends)."""
-        evs, first = self.evs, self.first
-        e = evs[i - first]
-        lst, base = self.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
-        p = e._c - base + step
-        lo, hi = max(i - self.window, first), i + self.window
-        out = []
-        while 0 <= p < len(lst):
-            j = lst[p]
-            if j < lo or j > hi:
-                break
-            out.append(j)
-            if evs[j - first]._k >= stop_kind:
-                break
-            p += step
-        return out
 
     def block_before(self, i):
         """(cpu, pid, first line) of the interrupt lines of i's task logged
@@ -607,7 +587,15 @@ class _DmaMode:
         inside, loose = [], []
         ev, claimed = w.ev, self.claimed
         evs, base = w.evs, w.first
-        for j in w.walk(i, -1, _DMA_ALLOC):
+        # the map lines logged before it in its context (CPU, task,
+        # irq-ness), within the window, back to the previous call there
+        lst, pos = w.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
+        p = e._c - pos - 1
+        lowest = max(i - w.window, base)
+        while p >= 0:
+            j = lst[p]
+            if j < lowest:
+                break
             m = evs[j - base]
             k = m._k
             if k >= _DMA_ALLOC:
@@ -618,6 +606,7 @@ class _DmaMode:
                     inside.append(j)
                 else:
                     loose.append(j)
+            p -= 1
         inconsistent = False
         if not inside:
             if not loose:
@@ -652,8 +641,18 @@ class _DmaMode:
         first = FREE_CALLS[e.name]
         addr = e.fields.get("dma_addr")
         evs, base = w.evs, w.first
+        # the unmap lines next to it in its context (CPU, task, irq-ness),
+        # within the window, up to the next call there: on the side the
+        # call is logged first, then the other
+        lst, pos = w.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
+        lowest, highest = max(i - w.window, base), i + w.window
+        n = len(lst)
         for step in (first, -first):
-            for j in w.walk(i, step, _DMA_ALLOC):
+            p = e._c - pos + step
+            while 0 <= p < n:
+                j = lst[p]
+                if j < lowest or j > highest:
+                    break
                 u = evs[j - base]
                 k = u._k
                 if k >= _DMA_ALLOC:
@@ -663,6 +662,7 @@ class _DmaMode:
                     if addr is None or f["iova"] <= addr < f["iova_end"] or addr == f["iova"]:
                         paired[j] = i
                         return
+                p += step
         self.b.device(e.fields["device"])
         self.lt.count("frees_without_unmap", e.line)
 

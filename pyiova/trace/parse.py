@@ -194,11 +194,6 @@ class Event:
         self.flags, self.irq, self.system, self.name, self.fields = flags, irq, system, name, fields
         self.style = style
 
-    def __getattr__(self, key):
-        # only reached for names that are not slots
-        if key in Event._FIELD_NAMES:
-            return self.fields.get(key)
-        raise AttributeError(key)
 
     @property
     def full_name(self):
@@ -223,6 +218,17 @@ class Event:
             self.line, self.full_name, self.cpu, self.pid, " irq" if self.irq else "",
             " ".join("%s=%s" % (k, hex(v) if isinstance(v, int) and k in _HEX else v)
                      for k, v in self.fields.items()))
+
+
+def _field_property(key):
+    return property(lambda self: self.fields.get(key), doc="the %s field, or None" % key)
+
+
+# Fields read as attributes are properties, not a __getattr__ hook: a class
+# with one pays for it on every attribute read, its slots' included
+for _key in Event._FIELD_NAMES:
+    setattr(Event, _key, _field_property(_key))
+del _key
 
 
 class _Malformed(Exception):
