@@ -234,8 +234,10 @@ class Engine:
         r = self._run(h, limit, self.hyps, 0)
         if r is None:
             return False
+        last = r[1]                     # the allocation it ran to
         if not r[0]:
             self.ck = None              # the active hypothesis changes
+            last = None
             alive, root, furthest = self._wake(h.nalloc)
             if alive:
                 h = alive[0]
@@ -255,7 +257,7 @@ class Engine:
                 self._diverged(h)
             self.hyps = [h]
         if self.parked:
-            self._expire()
+            self._expire(last)
         self._emit()
         return True
 
@@ -537,14 +539,16 @@ class Engine:
         h.pos = alloc_i + 1
         return None
 
-    def _expire(self):
-        """Drops parked choices the record has confirmed long enough."""
+    def _expire(self, last=None):
+        """Drops parked choices the record has confirmed long enough; `last`
+        is the active hypothesis' latest allocation when the caller knows it."""
         parked = self.parked
         if not parked:
             return
         h = self.hyps[0]
         m = h.c[MATCHED]
-        last = _last_alloc(h)
+        if last is None:
+            last = _last_alloc(h)
         if last is not None:
             ts = last.ts
             i = self.unclosed

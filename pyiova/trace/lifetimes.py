@@ -520,34 +520,40 @@ class _DmaMode:
         self._progress(None)
 
     def _progress(self, newest):
+        """Pairs the calls that have waited a window's worth of events, then
+        settles the lines no waiting call can pair any more; newest None:
+        everything (the end of the trace)."""
         w = self.w
         win = w.window
         calls, lines = self.calls, self.lines
-        if newest is None:
-            while calls:
-                self._call(calls.popleft())
-            while lines:
-                self._settle(lines.popleft())
-            return
-        while calls and calls[0] + win <= newest:
-            self._call(calls.popleft())
+        final = newest is None
+        if final:
+            newest = w.n + win
+        if calls and calls[0] + win <= newest:
+            evs = w.evs
+            while calls and calls[0] + win <= newest:
+                i = calls.popleft()
+                e = evs[i - w.first]
+                if e._k == _DMA_ALLOC:
+                    self._claim_maps(i, e)
+                else:
+                    self._pair_unmap(i, e)
         done = calls[0] if calls else newest + 1
-        while lines and lines[0] + win < done:
-            self._settle(lines.popleft())
-        if (w.n & 1023) == 0:
+        if lines and lines[0] + win < done:
+            evs = w.evs
+            while lines and lines[0] + win < done:
+                j = lines.popleft()
+                e = evs[j - w.first]
+                if e._k == _MAP:
+                    self._settle_map(j, e)
+                else:
+                    self._settle_unmap(j, e)
+        if (w.n & 1023) == 0 and not final:
             oldest = min(lines[0] if lines else w.n, calls[0] if calls else w.n)
             if oldest - 2 * win > 0:
                 w.forget(oldest - 2 * win)
 
     # ---- a dma: call, with the events around it known ----------------------
-    def _call(self, i):
-        w = self.w
-        e = w.evs[i - w.first]
-        if e._k == _DMA_ALLOC:
-            self._claim_maps(i, e)
-        else:
-            self._pair_unmap(i, e)
-
     def _claim_maps(self, i, e):
         b, w = self.b, self.w
         f = e.fields
@@ -667,31 +673,39 @@ class _DmaMode:
         self.lt.count("frees_without_unmap", e.line)
 
     # ---- a map or unmap line, settled ------------------------------------------
-    def _settle(self, j):
-        w, b, lt = self.w, self.b, self.lt
-        e = w.evs[j - w.first]
-        f = e.fields
-        if e._k == _MAP:
-            starts = self.alloc_at.pop(j, None)
-            if starts:
-                block = w.block_before(j)
-                for a in starts:
-                    space = self.live.setdefault(a.device, {})
-                    if a.iova in space:
-                        # its unmap was never seen (lost, or the trace
-                        # mixes domains): the old one stays allocated
-                        lt.count("remapped_while_live", e.line)
-                    space[a.iova] = a
-                    b.emit_alloc(lt.devices[a.device], a, block)
-            elif j not in self.claimed:
-                if f.get("paddr") is not None and f["paddr"] == f["iova"]:
-                    self.identity[f["iova"]] = f["iova_end"]
-                    lt.count("identity_maps", e.line)
-                else:
-                    lt.count("unattributed_maps", e.line)
+    def _settle_map(self, j, e):
+        lt = self.lt
+        starts = self.alloc_at.pop(j, None)
+        if starts:
+            b = self.b
+            block = self.w.block_before(j)
+            for a in starts:
+                space = self.live.get(a.device)
+                if space is None:
+                    space = self.live[a.device] = {}
+                if a.iova in space:
+                    # its unmap was never seen (lost, or the trace
+                    # mixes domains): the old one stays allocated
+                    lt.count("remapped_while_live", e.line)
+                space[a.iova] = a
+                d = lt.devices[a.device]
+                b.sink(d, Op(ALLOC, a, d.tdev, a.line, a.ts, a.cpu if a.cpu is not None else 0,
+                             a.pid, a.irq, block))
             self.claimed.discard(j)
             return
-        if self.identity.get(f["iova"]) == f["iova_end"]:
+        if j not in self.claimed:
+            f = e.fields
+            if f.get("paddr") is not None and f["paddr"] == f["iova"]:
+                self.identity[f["iova"]] = f["iova_end"]
+                lt.count("identity_maps", e.line)
+            else:
+                lt.count("unattributed_maps", e.line)
+        self.claimed.discard(j)
+
+    def _settle_unmap(self, j, e):
+        w, b, lt = self.w, self.b, self.lt
+        f = e.fields
+        if self.identity and self.identity.get(f["iova"]) == f["iova_end"]:
             lt.count("identity_unmaps", e.line)
             self.paired.pop(j, None)
             return
@@ -715,7 +729,10 @@ class _DmaMode:
             return
         if b.up(f["size"]) != a.size:
             lt.count("length_disagreements", e.line)
-        b.emit_free(lt.devices[dev], a, e)
+        d = lt.devices[dev]
+        cpu = e.cpu
+        a.free_line, a.free_cpu, a.free_ts = e.line, cpu, e.ts
+        b.sink(d, Op(FREE, a, d.tdev, e.line, e.ts, cpu if cpu is not None else 0, e.pid, e.irq))
 
 
 class _Open:
