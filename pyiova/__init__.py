@@ -20,3 +20,11 @@ from .dma import DmaDirection  # noqa: F401
 from . import dma  # noqa: F401
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # pyiova.sweep(...) without importing the simulator on `import pyiova`
+    if name == "sweep":
+        from .sweeps import sweep
+        return sweep
+    raise AttributeError("module 'pyiova' has no attribute %r" % name)

@@ -34,8 +34,9 @@ class _Bar:
 
     DELAY = 1.0
 
-    def __init__(self, total, enabled=True):
+    def __init__(self, total, enabled=True, unit="op"):
         self.total = max(1, total)
+        self.unit = unit
         self.enabled = enabled and sys.stderr.isatty()
         self.start = time.monotonic()
         self.shown = False
@@ -48,7 +49,7 @@ class _Bar:
             except ImportError:
                 tqdm = None
             if tqdm is not None:
-                self.tqdm = tqdm(total=self.total, unit="op", unit_scale=True, delay=self.DELAY,
+                self.tqdm = tqdm(total=self.total, unit=unit, unit_scale=True, delay=self.DELAY,
                                  leave=False, file=sys.stderr, dynamic_ncols=True)
 
     def __call__(self, done, label=""):
@@ -70,9 +71,9 @@ class _Bar:
         fill = int(frac * width)
         rate = done / (now - self.start)
         left = (self.total - done) / rate if rate > 0 else 0.0
-        sys.stderr.write("\r%-16s [%s%s] %3d%% %s/%s ops  %.0fs left " % (
+        sys.stderr.write("\r%-16s [%s%s] %3d%% %s/%s %ss  %.0fs left " % (
             label[:16], "#" * fill, "." * (width - fill), frac * 100, _si(done),
-            _si(self.total), left))
+            _si(self.total), self.unit, left))
         sys.stderr.flush()
 
     def close(self):
@@ -383,6 +384,7 @@ def build_parser():
                "  pyiova compare usb                 the 2017 review's argument, measured\n"
                "  pyiova simulate nvme --policy iova-lazy --driver generic\n"
                "  pyiova bench                       which policy is fastest, per workload\n"
+               "  pyiova sweep usb -p ring_size=64K,1M --seeds 1..20   many runs, summarised\n"
                "  pyiova                             run the demo\n"
                "  pyiova demo --ops 1000000 --seed 3\n\n"
                "`pyiova COMMAND --help` shows each command's options, policies and workloads.")
@@ -456,6 +458,8 @@ def build_parser():
     b.set_defaults(func=_bench)
 
     _add_replay(sub)
+    from .sweeps.command import add_parser as add_sweep_parser
+    add_sweep_parser(sub, raw)
     p.set_defaults(func=_demo, ops=200_000, seed=1)
     return p
 

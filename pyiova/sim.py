@@ -34,7 +34,8 @@ Policies (the same names on the command line):
 Drivers: "ipmmu" (Renesas IPMMU-VMSA with its TLB-invalidation erratum on:
 every flush issued on the unmap path is lost with probability drop_rate)
 and "generic" (a strict IOMMU with ranged invalidation and deferred-flush
-support).
+support); drivers and workloads of your own are used by name once
+registered (pyiova.drivers.registry, pyiova.workloads.custom).
 
 After a failed map (DMA_MAPPING_ERROR) the run goes on, as the USB core
 does ("keep trying indefinitely"): the failure is counted, the operations
@@ -53,13 +54,14 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 from . import dma, errors, sim_args
 from .allocators import AllocatorType
 from .cookie import get_dma_cookie, put_dma_cookie
-from .drivers import GenericIommu, IpmmuVmsa
+from .drivers.registry import DRIVER_SPECS, DRIVERS
 from .iommu import DomainAttr, DomainType, IovaAllocator
 from ._pyiova import lib
 from .engine.native import NativeEngine, NotExpressible, why_not
 from .engine.streams import NativeStream, stream_for
 from .iommu_errors import IommuFault
 from .iova import KERNELS
+from .tables import ResultList
 from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
                         UNMAP_PAGE, UNMAP_SG, WorkloadError, get_workload)
 
@@ -98,10 +100,7 @@ POLICIES = {p.name: p for p in (
 
 DEFAULT_POLICIES = ("iova", "iova-lazy", "iova-tree", "wraparound", "reset-when-empty")
 
-DRIVERS = {
-    "ipmmu": "Renesas IPMMU-VMSA, 32-bit aperture, whole-context flushes, invalidation erratum on",
-    "generic": "strict IOMMU with ranged invalidation and a flush queue (SMMUv3/VT-d-like)",
-}
+# DRIVERS: name -> summary of every driver a run may name (built-in or registered)
 
 
 class PolicyNotApplicable(errors.IovaValueError):
@@ -121,9 +120,10 @@ def not_applicable(policy, driver="ipmmu", kernel="6.12"):
                 "only its latest allocation and ignores DMA masks, so DMA API workloads "
                 "cannot run on it")
     if policy == "iova-lazy":
-        if driver == "ipmmu":
-            return ("ipmmu-vmsa has no deferred-flush support: its DMA domains are always "
-                    "strict (iova-lazy would be iova)")
+        spec = DRIVER_SPECS[driver]
+        if not spec.flush_queue:
+            return ("%s has no deferred-flush support: its DMA domains are always "
+                    "strict (iova-lazy would be iova)" % spec.label)
         if kernel == "4.10":
             return "dma-iommu had no flush queue in 4.10 (it came in 4.14)"
     return None
@@ -225,6 +225,10 @@ class SimResult:
             out["failure_ops"] = list(self.failure_ops)
         return out
 
+    def _repr_html_(self):
+        from .tables import result_html
+        return result_html(self)
+
 
 _MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures", "first_failure_op",
              "maps_before_failure", "live_at_first_failure", "skipped", "peak_live_pfns",
@@ -237,9 +241,7 @@ _MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures", "f
 # ---- setting a run up ---------------------------------------------------------------
 
 def _make_iommu(driver, seed, drop_rate):
-    if driver == "ipmmu":
-        return IpmmuVmsa("ipmmu", erratum=True, erratum_drop_rate=drop_rate, seed=seed)
-    return GenericIommu("generic-iommu")
+    return DRIVER_SPECS[driver].make(seed, drop_rate)
 
 
 def _setup(wl, pol, driver, seed, kernel, drop_rate):
@@ -747,7 +749,7 @@ def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
     params        the workload's parameters, when it is given by name
     policy        see the module's docstring; PolicyNotApplicable when it
                   cannot run on this driver (not_applicable() says why)
-    driver        "ipmmu" or "generic"
+    driver        "ipmmu", "generic" or a registered driver's name
     kernel        "6.12", "6.1" or "4.10" dma-iommu and iova.c rules
     max_failures  failed maps after which the run stops (stopped_early)
     drop_rate     ipmmu: probability that an unmap-path flush is lost
@@ -932,7 +934,8 @@ _COMPARE_KEYWORDS = frozenset(("params", "kernel", "max_failures", "drop_rate", 
 def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS, seed=1,
             progress: Optional[Callable[[int, str], None]] = None, **kw):
     """simulate() for each policy, same workload and seed; a list of
-    SimResult in the order given. A policy that cannot run on the driver
+    SimResult in the order given (a ResultList: a table in Jupyter,
+    .to_pandas()). A policy that cannot run on the driver
     gets a result with applicable=False and the reason in .note. progress
     is called as progress(operations done across all runs, policy name)."""
     unknown = sorted(set(kw) - _COMPARE_KEYWORDS)
@@ -945,7 +948,7 @@ def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS
     policies = sim_args.policy_names(policies, POLICIES)
     for p in policies:
         not_applicable(p, driver, kernel)
-    out = []
+    out = ResultList()
     offset = 0
     for p in policies:
         why = not_applicable(p, driver, kernel)

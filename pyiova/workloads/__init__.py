@@ -12,22 +12,55 @@ Workloads (`describe()` prints each one's parameters and defaults):
     nvme    per-CPU queue pairs, 4 KiB-2 MiB transfers, scatter-gather lists
     random  sizes and lifetimes drawn from distributions given as parameters
 
-The operation vocabulary is in pyiova.workloads.base.
+The operation vocabulary is in pyiova.workloads.base. Workloads of your
+own (a Workload subclass, or a generator function of operations) are added
+by register_workload() or, from another package, under the
+"pyiova.workloads" entry-point group (pyiova.registry, .custom).
 """
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG, OP_NAMES,
                    UNMAP_PAGE, UNMAP_SG, Param, Workload, WorkloadError, format_op, format_size,
                    parse_size)
+from ..registry import WORKLOAD_GROUP, Registry
+from .custom import as_workload_class, generator_workload
 from .nic import NicWorkload
 from .nvme import NvmeWorkload
 from .randomized import RandomWorkload
 from .usb import UsbWorkload
 
-__all__ = ["WORKLOADS", "get_workload", "describe", "Workload", "WorkloadError", "Param",
+__all__ = ["WORKLOADS", "get_workload", "describe", "register_workload", "generator_workload",
+           "Workload", "WorkloadError", "Param",
            "UsbWorkload", "NicWorkload", "NvmeWorkload", "RandomWorkload", "OP_NAMES",
            "format_op", "format_size", "parse_size", "ACCESS", "MAP_PAGE", "UNMAP_PAGE",
            "MAP_SG", "UNMAP_SG", "ALLOC_COHERENT", "FREE_COHERENT", "ADVANCE"]
 
-WORKLOADS = {cls.name: cls for cls in (UsbWorkload, NicWorkload, NvmeWorkload, RandomWorkload)}
+# name -> Workload class: the built-ins, then other packages' entry points
+# (found on first use), then what register_workload() adds
+WORKLOADS = Registry(WORKLOAD_GROUP, "workload", as_workload_class)
+for _cls in (UsbWorkload, NicWorkload, NvmeWorkload, RandomWorkload):
+    WORKLOADS.add_builtin(_cls.name, _cls)
+
+
+def register_workload(obj=None, name=None, *, replace=False, **options):
+    """Makes a workload usable by name (simulate, compare, sweep, the pyiova
+    command); returns obj, so it also works as a decorator, bare or called:
+
+        register_workload(MyWorkload)            # a Workload subclass: its name
+        @register_workload                       # a generator function
+        def bursty(rng, burst=8): ...
+        @register_workload(name="nic2", dma_bits=64, is_pci=True)
+        def nic2(rng, size=1500): ...
+
+    options (for a generator function) are generator_workload()'s."""
+    if obj is None:
+        return lambda fn: register_workload(fn, name, replace=replace, **options)
+    if isinstance(obj, type):
+        if options:
+            raise WorkloadError("options (%s) are for generator functions; a Workload "
+                                "subclass sets them as class attributes" % ", ".join(options))
+        WORKLOADS.register(obj, name, replace=replace)
+    else:
+        WORKLOADS.register(generator_workload(obj, name, **options), name, replace=replace)
+    return obj
 
 
 def get_workload(workload, **params):

@@ -1,0 +1,120 @@
+"""SweepResult: a sweep's tidy table, one row per cell.
+
+    result.rows                  the rows (dicts), in the grid's order
+    result.columns               their columns, in order
+    result.errors                the rows of cells that failed
+    result.summary()             over seeds: a SweepSummary
+    result.to_pandas()           a DataFrame (pandas optional)
+    result.write("out.csv")      .csv, .jsonl or .parquet (pyarrow)
+    SweepResult.read("out.csv")  a table written before
+    result.plot("sweep.png")     each metric against the swept parameter
+
+In Jupyter a SweepResult shows as a table (its first and last rows).
+"""
+import os
+
+from ..tables import html_table, to_pandas
+from .cell import CELL_COLUMNS, RUN_COLUMNS
+from .store import RowWriter, read_rows
+from .summary import summarize
+
+__all__ = ["SweepResult"]
+
+# Columns that say what a cell is rather than what it measured, besides its
+# parameters: a summary groups by them (all but the seed).
+_KEY_COLUMNS = CELL_COLUMNS + RUN_COLUMNS
+
+# The columns _repr_html_ shows, after the cell's own.
+_SHOWN = ("verdict", "ops", "failures", "first_failure_op", "peak_live_pfns", "fragmentation",
+          "full_flushes", "stale_translations", "faults", "ops_per_sec", "engine", "error")
+
+
+class SweepResult:
+    def __init__(self, rows, columns, param_names=(), took=None, executor=None, reused=0):
+        self.rows = list(rows)
+        self.columns = list(columns)
+        self.param_names = list(param_names)
+        self.took = took              # seconds the sweep ran (None when read from a file)
+        self.executor = executor
+        self.reused = reused          # rows found in the output file, not run again
+
+    @classmethod
+    def read(cls, path):
+        """The table in a file a sweep wrote (the last row of each cell)."""
+        rows = list({r["cell"]: r for r in read_rows(path)}.values())
+        columns = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+        fixed = set(_KEY_COLUMNS) | _result_columns(columns)
+        params = [c for c in columns if c not in fixed]
+        return cls(rows, columns, params)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    @property
+    def errors(self):
+        return [r for r in self.rows if r.get("error")]
+
+    @property
+    def group_columns(self):
+        """What a summary groups by: every column naming the cell but the
+        seed (and the cell's key)."""
+        return (["workload", "policy", "driver", "kernel"] + self.param_names +
+                ["ops_requested", "drop_rate", "max_failures"])
+
+    def summary(self):
+        return summarize(self.rows, self.group_columns,
+                         exclude=("cell", "seed", "params", "pyiova_version"))
+
+    def to_dicts(self):
+        return [dict(r) for r in self.rows]
+
+    def to_pandas(self):
+        return to_pandas(self.rows, self.columns)
+
+    def write(self, path):
+        """Writes the whole table to path (format by its name); returns path."""
+        if os.path.exists(path):
+            os.remove(path)
+        w = RowWriter(path, self.columns)
+        try:
+            for r in self.rows:
+                w.write(r)
+        finally:
+            w.close()
+        return path
+
+    def plot(self, path, x=None, metrics=None, title=None):
+        from .plot import plot_sweep
+        return plot_sweep(self, path, x=x, metrics=metrics, title=title)
+
+    def swept(self):
+        """The columns whose values differ between cells (the seed aside)."""
+        return [c for c in self.group_columns
+                if len({repr(r.get(c)) for r in self.rows}) > 1]
+
+    def _repr_html_(self):
+        varying = [c for c in self.group_columns if c == "policy" or c in self.swept()]
+        cols = varying + ["seed"] + [c for c in _SHOWN if c in self.columns]
+        n = len(self.rows)
+        return html_table(cols, [[r.get(c) for c in cols] for r in self.rows],
+                          caption="%d cell%s%s" % (n, "" if n == 1 else "s",
+                                                   ", %d failed" % len(self.errors)
+                                                   if self.errors else ""))
+
+    def __repr__(self):
+        return "<SweepResult %d cells, %d columns%s>" % (
+            len(self.rows), len(self.columns),
+            ", %d failed" % len(self.errors) if self.errors else "")
+
+
+def _result_columns(columns):
+    from .cell import columns as all_columns
+    return set(all_columns(())) & set(columns)
