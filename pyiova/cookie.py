@@ -374,7 +374,23 @@ class DmaCookie:
         """A new cookie set up like this one (type, kernel, domain, aperture)
         whose allocator is in `state` (from allocator_state())."""
         from .checkpoint import allocator_from_words
+        self._need_init()
+        if type(state) is not tuple or len(state) != 6:
+            raise errors.IovaTypeError("a cookie's allocator state is what allocator_state() "
+                                       "returns, not %s %r" % (type(state).__name__, state))
         iovad_words, words, clock_ms, no_32bit, flushes, resets = state
+        for name, v in (("clock_ms", clock_ms), ("flushes", flushes), ("resets", resets)):
+            if type(v) is not int or not 0 <= v <= _U64_MAX:
+                raise errors.IovaValueError("the allocator state's %s %r is not in 0..2**64-1"
+                                            % (name, v))
+        if type(no_32bit) is not frozenset:
+            raise errors.IovaTypeError("the allocator state's 32-bit-first devices are a "
+                                       "frozenset, not %s %r" % (type(no_32bit).__name__,
+                                                                 no_32bit))
+        if (iovad_words is None) != (self.iovad is None):
+            raise errors.IovaValueError("the allocator state %s an IOVA domain; this %s cookie "
+                                        "%s one" % ("lacks" if iovad_words is None else "holds",
+                                                    self.type, "has" if self.iovad else "has no"))
         c = DmaCookie.__new__(DmaCookie)
         c.__dict__.update(self.__dict__)
         iovad = IovaDomain.restore(iovad_words) if iovad_words is not None else None

@@ -130,19 +130,23 @@ class Allocation:
                 kernel adds to the IOVA it allocated
     coherent    made through the coherent mask (dma_alloc*)
     mask        the device's DMA mask for this call, when known (else None)
+    paddr       the physical address its first iommu:map line mapped (None
+                when the line did not print one)
+    dir         the DMA direction the dma: call named ("FROM_DEVICE"...), or None
     free_line   the iommu:unmap line that freed it (None: live at the end)
     inconsistent  its dma_addr does not lie in the map lines it was paired with
     """
 
     __slots__ = ("id", "device", "call", "line", "dma_line", "cpu", "ts", "pid", "irq", "iova",
                  "size", "expected", "offset", "coherent", "mask", "free_line", "free_cpu",
-                 "free_ts", "inconsistent")
+                 "free_ts", "inconsistent", "paddr", "dir")
 
     def __init__(self, id, device, call, first, dma_line, iova, size, expected, offset,
-                 coherent=False, mask=None, inconsistent=False):
+                 coherent=False, mask=None, inconsistent=False, paddr=None, dir=None):
         self.id, self.device, self.call = id, device, call
         self.line, self.cpu, self.ts = first.line, first.cpu, first.ts
         self.pid, self.irq = first.pid, first.irq
+        self.paddr, self.dir = paddr, dir
         self.dma_line, self.iova, self.size = dma_line, iova, size
         self.expected, self.offset = expected, offset
         self.coherent, self.mask, self.inconsistent = coherent, mask, inconsistent
@@ -156,7 +160,7 @@ class Allocation:
     def to_dict(self):
         return {k: getattr(self, k) for k in ("id", "device", "call", "line", "dma_line", "cpu",
                                               "iova", "size", "expected", "coherent", "mask",
-                                              "free_line", "inconsistent")}
+                                              "free_line", "inconsistent", "paddr", "dir")}
 
     def __repr__(self):
         return "<Allocation #%d %s %s line %d iova=%#x size=%#x expected=%#x%s>" % (
@@ -365,10 +369,11 @@ class Builder:
         return d
 
     def new_alloc(self, d, call, first, dma_line, iova, size, expected, coherent,
-                  inconsistent=False):
+                  inconsistent=False, dir=None):
         mask = d.coherent_mask if coherent else d.mask
         a = Allocation(self.nallocs, d.name, call, first, dma_line, iova, size, expected,
-                       expected & self.gmask, coherent, mask, inconsistent)
+                       expected & self.gmask, coherent, mask, inconsistent,
+                       first.fields.get("paddr"), dir)
         self.nallocs += 1
         d.nallocs += 1
         return a
@@ -629,7 +634,7 @@ class _DmaMode:
         if size is None:
             size = b.up(max(ev(j).fields["iova_end"] for j in inside) - iova)
         a = b.new_alloc(d, call, ev(first), e.line, iova, size, expected, coherent,
-                        inconsistent)
+                        inconsistent, f.get("dir"))
         self.alloc_at.setdefault(first, []).append(a)
 
     def _skip_unmapped(self, d, e, call, expected):
