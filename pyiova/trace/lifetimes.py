@@ -95,17 +95,18 @@ def looks_pci(name):
 class TraceDevice:
     """The device a cookie sees: a name, PCI or not, its bus limit."""
 
-    __slots__ = ("name", "is_pci", "bus_dma_limit")
+    __slots__ = ("name", "is_pci", "bus_dma_limit", "_hash")
 
     def __init__(self, name, is_pci, bus_dma_limit=0):
         self.name, self.is_pci, self.bus_dma_limit = name, is_pci, bus_dma_limit
+        self._hash = hash((name, is_pci))       # asked at every allocation (sticky 32-bit)
 
     def __eq__(self, other):
         return isinstance(other, TraceDevice) and (self.name, self.is_pci) == \
             (other.name, other.is_pci)
 
     def __hash__(self):
-        return hash((self.name, self.is_pci))
+        return self._hash
 
     def __reduce__(self):
         return (TraceDevice, (self.name, self.is_pci, self.bus_dma_limit))
@@ -339,6 +340,24 @@ class Builder:
         elif len(self.start) >= self.window:
             self._choose(_MapsMode)
 
+    def feed_many(self, events):
+        """feed() for each of a list of events, with the same result: a
+        mode that can takes them a batch at a time."""
+        if self.mode is None:
+            for i, e in enumerate(events):
+                if self.mode is not None:
+                    self.feed_many(events[i:])
+                    return
+                self.feed(e)
+            return
+        many = getattr(self.mode, "feed_many", None)
+        if many is not None:
+            many(events)
+            return
+        feed = self.mode.feed
+        for e in events:
+            feed(e)
+
     def finish(self):
         if self.mode is None:
             self._choose(_MapsMode)
@@ -490,6 +509,7 @@ class _DmaMode:
         self.alloc_at = {}          # map index -> [Allocation] starting there
         self.live = {}              # device -> {iova: Allocation}
         self.identity = {}          # iova -> iova_end of identity maps seen
+        self.next_forget = 1024     # events added when the window next drops old ones
 
     def feed(self, e):
         k = _DMA_KINDS.get((e.system, e.name))
@@ -512,6 +532,37 @@ class _DmaMode:
         else:
             self.lines.append(i)
         self._progress(i)
+
+    def feed_many(self, events):
+        """Every event of the list added, then one progress step: pairing
+        and settling later than feed() would, but -- the walks being bound
+        to the window by index -- to the same effect. Events of no kind here
+        (an IOMMU group's, say) first bring progress up to them, as feed()
+        does."""
+        w = self.w
+        calls, lines = self.calls, self.lines
+        add = w.add
+        kinds = _DMA_KINDS
+        lt = self.lt
+        for e in events:
+            k = kinds.get((e.system, e.name))
+            if k is None:
+                k = _OTHER if e.system == "iommu" else _DMA_OTHER
+            if k == _OTHER:
+                if w.n:
+                    self._progress(w.n - 1)
+                self._iommu_other(e)
+                continue
+            if not e.flags:
+                lt.no_flags += 1
+            i = add(e, k)
+            if k >= _DMA_ALLOC:
+                if k != _DMA_OTHER:
+                    calls.append(i)
+            else:
+                lines.append(i)
+        if w.n:
+            self._progress(w.n - 1)
 
     def _iommu_other(self, e):
         f = e.fields
@@ -553,7 +604,8 @@ class _DmaMode:
                     self._settle_map(j, e)
                 else:
                     self._settle_unmap(j, e)
-        if (w.n & 1023) == 0 and not final:
+        if w.n >= self.next_forget and not final:
+            self.next_forget = w.n + 1024
             oldest = min(lines[0] if lines else w.n, calls[0] if calls else w.n)
             if oldest - 2 * win > 0:
                 w.forget(oldest - 2 * win)

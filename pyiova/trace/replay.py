@@ -363,7 +363,9 @@ class _Domain:
             self.first_op = False
             self.start_policies()
         if self.mode is not None:
-            self.engines[self.mode].feed(op)
+            # the mode is known: from now on operations go straight to its engine
+            self.feed = self.engines[self.mode].feed
+            self.feed(op)
             return
         for eng in self.engines.values():
             eng.feed(op)
@@ -463,6 +465,7 @@ class _Run:
         self.ncpus = 1
         self.use_clock = True
         self.lt = None
+        self.feeds = {}             # DeviceLifetimes -> (its group then, its _Domain)
 
     def model(self, kernel, **kw):
         setup = dict(aperture_bits=self.aperture_bits, reserved=self.reserved)
@@ -471,6 +474,10 @@ class _Run:
                             default_mask=self.default_mask, use_clock=self.use_clock, **setup)
 
     def sink(self, d, op):
+        seen = self.feeds.get(d)
+        if seen is not None and seen[0] is d.group:
+            seen[1].feed(op)
+            return
         if self.lt is not None:
             # the first operation: the trace's start says which kernel, how many CPUs
             lt, self.lt = self.lt, None
@@ -484,6 +491,9 @@ class _Run:
         if d.name not in dom.kernel_stats:
             dom.add_device(d)
         dom.feed(op)
+        # its next operations go straight to its domain while it stays in
+        # this group (or in none: a device may join a group later)
+        self.feeds[d] = (d.group, dom)
 
     def finish(self):
         for dom in self.domains.values():
@@ -533,12 +543,17 @@ def _execute(trace, *, kernel, mode, policies, granule, aperture_bits, reserved,
     b = Builder(lt, run.sink, page_size=page_size, masks=masks, coherent_masks=coherent_masks,
                 pci=pci, window=window)
     with gc_paused():
-        n = 0
+        # the builder takes events a batch at a time: the same result, and
+        # an interpreter that does one kind of work at a time does it faster
+        batch = []
         for e in events:
-            b.feed(e)
-            n += 1
-            if progress is not None and n % _PROGRESS_EVERY == 0:
-                _report(progress, info)
+            batch.append(e)
+            if len(batch) >= _PROGRESS_EVERY:
+                b.feed_many(batch)
+                batch = []
+                if progress is not None:
+                    _report(progress, info)
+        b.feed_many(batch)
         b.finish()
         run.finish()
     if run.kernel == "auto":
