@@ -475,7 +475,7 @@ class _Window:
 
     def block_before(self, i):
         """(cpu, pid, first line) of the interrupt lines of i's task logged
-        just before i on its CPU, or None."""
+        just before i on its CPU (at most two windows back), or None."""
         evs, first = self.evs, self.first
         e = evs[i - first]
         if e.irq:
@@ -483,7 +483,10 @@ class _Window:
         s, base = self.seq[e.cpu if e.cpu is not None else -1]
         p = e._w - base - 1
         line = None
-        while p >= 0 and s[p] >= first:
+        # within two windows before i, which the window always still holds
+        # (so the answer does not depend on when old events were dropped)
+        lowest = max(first, i - 2 * self.window)
+        while p >= 0 and s[p] >= lowest:
             f = evs[s[p] - first]
             if not f.irq or f.pid != e.pid:
                 break
