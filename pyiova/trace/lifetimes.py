@@ -475,7 +475,7 @@ class _Window:
 
     def block_before(self, i):
         """(cpu, pid, first line) of the interrupt lines of i's task logged
-        just before i on its CPU (at most two windows back), or None."""
+        just before i on its CPU (at most a window back), or None."""
         evs, first = self.evs, self.first
         e = evs[i - first]
         if e.irq:
@@ -483,9 +483,9 @@ class _Window:
         s, base = self.seq[e.cpu if e.cpu is not None else -1]
         p = e._w - base - 1
         line = None
-        # within two windows before i, which the window always still holds
-        # (so the answer does not depend on when old events were dropped)
-        lowest = max(first, i - 2 * self.window)
+        # within a window before i, which the window always still holds (so
+        # the answer does not depend on when old events were dropped)
+        lowest = max(first, i - self.window)
         while p >= 0 and s[p] >= lowest:
             f = evs[s[p] - first]
             if not f.irq or f.pid != e.pid:
@@ -609,9 +609,10 @@ class _DmaMode:
                     self._settle_unmap(j, e)
         if w.n >= self.next_forget and not final:
             self.next_forget = w.n + 1024
+            # what a waiting call or line may still look at: a window back
             oldest = min(lines[0] if lines else w.n, calls[0] if calls else w.n)
-            if oldest - 2 * win > 0:
-                w.forget(oldest - 2 * win)
+            if oldest - win > 0:
+                w.forget(oldest - win)
 
     # ---- a dma: call, with the events around it known ----------------------
     def _claim_maps(self, i, e):
