@@ -291,7 +291,8 @@ class DmaCookie:
     def free_iova(self, iova, size, *, lazy=False, cpu=None):
         """iommu_dma_free_iova: at once, or (lazy, with a flush queue)
         queued until a flush covers it. Returns True when queued."""
-        self._need_init()
+        if self.allocator is None:
+            self._need_init()
         # the allocator checks the pfn and the page count against what it
         # handed out; a value no uint64_t can hold never reaches it
         if type(iova) is not int:
@@ -313,7 +314,9 @@ class DmaCookie:
                 self._flush()                      # ring full: flush, then queue
                 self.allocator.fq_flushed()
             raise errors.IovaError("flush queue still full after a flush")
-        self._events(self.allocator.free(pfn, pages, cpu=cpu))
+        ev = self.allocator.free(pfn, pages, cpu=cpu)
+        if ev:
+            self._events(ev)
         return False
 
     def advance(self, ms, *, cpu=0):
