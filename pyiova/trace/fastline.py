@@ -29,6 +29,20 @@ _LINE = re.compile(
     r"size=%s attrs=(\S*)"
     r") *\r?$" % (_H, _H, _H, _D, _H, _H, _D, _D, _H, _D, _H, _H, _D), re.A)
 _MATCH = _LINE.match
+# The few task, flags, device and direction strings a capture repeats, kept
+# once: a window of events that shares them is smaller, and faster to fill
+# and to drop. (Bounded: a capture of very many tasks starts it again.)
+_TEXT = {}
+_TEXT_MAX = 4096
+
+
+def _text(s):
+    t = _TEXT.get(s)
+    if t is None:
+        if len(_TEXT) >= _TEXT_MAX:
+            _TEXT.clear()
+        t = _TEXT[s] = s
+    return t
 
 
 def fast_event(text, lineno):
@@ -60,8 +74,9 @@ def fast_event(text, lineno):
         size = int(size)
         if size > U64_MAX:
             return None
-        fields = {"device": dev, "dir": dr, "dma_addr": int(addr, 16), "size": size,
-                  "phys_addr": int(phys, 16), "attrs": _attrs(attrs, "attrs") if attrs else ()}
+        fields = {"device": _TEXT.get(dev) or _text(dev), "dir": _TEXT.get(dr) or _text(dr),
+                  "dma_addr": int(addr, 16), "size": size, "phys_addr": int(phys, 16),
+                  "attrs": _attrs(attrs, "attrs") if attrs else ()}
         system = "dma"
     else:
         task, pid, cpu, flags, ts, name, dev, dr, addr, size, attrs = m.group(
@@ -69,8 +84,10 @@ def fast_event(text, lineno):
         size = int(size)
         if size > U64_MAX:
             return None
-        fields = {"device": dev, "dir": dr, "dma_addr": int(addr, 16), "size": size,
+        fields = {"device": _TEXT.get(dev) or _text(dev), "dir": _TEXT.get(dr) or _text(dr),
+                  "dma_addr": int(addr, 16), "size": size,
                   "attrs": _attrs(attrs, "attrs") if attrs else ()}
         system = "dma"
-    return Event(lineno, float(ts), int(cpu), task.strip(), int(pid), flags,
+    task = _TEXT.get(task) or _text(task.strip())
+    return Event(lineno, float(ts), int(cpu), task, int(pid), _TEXT.get(flags) or _text(flags),
                  len(flags) >= 3 and flags[2] in _IRQ_MARKS, system, name, fields)
