@@ -29,20 +29,27 @@ _LINE = re.compile(
     r"size=%s attrs=(\S*)"
     r") *\r?$" % (_H, _H, _H, _D, _H, _H, _D, _D, _H, _D, _H, _H, _D), re.A)
 _MATCH = _LINE.match
-# The few task, flags, device and direction strings a capture repeats, kept
-# once: a window of events that shares them is smaller, and faster to fill
-# and to drop. (Bounded: a capture of very many tasks starts it again.)
+# The few task, flags, device and direction strings, and pid and CPU
+# numbers, a capture repeats, kept once: a window of events that shares
+# them is smaller, and faster to fill and to drop. (Bounded: a capture of
+# very many tasks starts them again.)
 _TEXT = {}
-_TEXT_MAX = 4096
+_NUMBER = {}
+_KEPT_MAX = 4096
 
 
 def _text(s):
-    t = _TEXT.get(s)
-    if t is None:
-        if len(_TEXT) >= _TEXT_MAX:
-            _TEXT.clear()
-        t = _TEXT[s] = s
-    return t
+    if len(_TEXT) >= _KEPT_MAX:
+        _TEXT.clear()
+    _TEXT[s] = s
+    return s
+
+
+def _number(s):
+    if len(_NUMBER) >= _KEPT_MAX:
+        _NUMBER.clear()
+    v = _NUMBER[s] = int(s)
+    return v
 
 
 def fast_event(text, lineno):
@@ -89,5 +96,11 @@ def fast_event(text, lineno):
                   "attrs": _attrs(attrs, "attrs") if attrs else ()}
         system = "dma"
     task = _TEXT.get(task) or _text(task.strip())
-    return Event(lineno, float(ts), int(cpu), task, int(pid), _TEXT.get(flags) or _text(flags),
+    p = _NUMBER.get(pid)
+    if p is None:
+        p = _number(pid)
+    c = _NUMBER.get(cpu)
+    if c is None:
+        c = _number(cpu)
+    return Event(lineno, float(ts), c, task, p, _TEXT.get(flags) or _text(flags),
                  len(flags) >= 3 and flags[2] in _IRQ_MARKS, system, name, fields)
