@@ -8,7 +8,9 @@ import random
 
 import pytest
 
-from pyiova import cli, errors
+from test_trace_cli import run
+
+from pyiova import errors
 from pyiova import trace as T
 from pyiova.sim import POLICIES, _setup, _teardown, simulate
 from pyiova.sim_feed import FedRun
@@ -156,15 +158,6 @@ def test_bad_driver_engine_and_drop_rate_are_refused():
 
 
 # ---- the command line --------------------------------------------------------------
-
-def run(capsys, *argv):
-    try:
-        code = cli.main(["replay"] + list(argv) + ["--no-progress"])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code or 0, out, err
-
 
 def test_cli_driver_table_and_json(capsys):
     code, out, err = run(capsys, LAZY, "--policy", "iova,wraparound", "--driver", "ipmmu")
