@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import zlib
 from collections import Counter
+from itertools import islice
 
 from ..errors import TraceError
 
@@ -718,12 +719,9 @@ def _chunks(lines):
     it = iter(lines)
     while True:
         chunk = []
-        append = chunk.append
         try:
-            for text in it:
-                append(text)
-                if len(chunk) >= _CHUNK:
-                    break
+            # (list.extend keeps what it appended before an error)
+            chunk.extend(islice(it, _CHUNK))
         except _READ_ERRORS:
             if chunk:
                 yield chunk
