@@ -28,7 +28,7 @@ from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
 from .kernel import KERNELS, U64_MAX, VTD_RESERVED, KernelDomain, TimerRules
 from .lifetimes import ALL_DEVICES, Builder, Lifetimes, build_lifetimes
-from .parse import Trace, gc_paused, iter_events
+from .parse import Trace, gc_paused, iter_event_batches
 from .whatif import DEFAULT_DRIVER, NO_DRIVER, RESULT_FIELDS, DriverModel, check_driver
 
 __all__ = ["POLICIES", "MODES", "VTD_RESERVED", "DeviceReplay", "ReplayResult", "DeviceCheck",
@@ -39,6 +39,7 @@ MODES = ("auto", "strict", "lazy")
 _COOKIE_TYPE = {"iova": "iova", "iova-lazy": "iova", "iova-tree": "iova",
                 "wraparound": "wraparound", "reset-when-empty": "reset-when-empty"}
 _PROGRESS_EVERY = 4096
+_BATCH = 1024               # events of a kept Trace the builder takes at a time
 _U32_PFN_BYTES = 1 << 32
 
 
@@ -538,22 +539,25 @@ def _execute(trace, *, kernel, mode, policies, granule, aperture_bits, reserved,
         run.finish()
         return run, lt
     info = trace if isinstance(trace, Trace) else Trace(_name(trace))
-    events = trace.events if isinstance(trace, Trace) else iter_events(trace, info)
+    if isinstance(trace, Trace):
+        batches = (trace.events[i:i + _BATCH] for i in range(0, len(trace.events), _BATCH))
+    else:
+        batches = iter_event_batches(trace, info)
     run.lt = lt = Lifetimes(info, granule)
     b = Builder(lt, run.sink, page_size=page_size, masks=masks, coherent_masks=coherent_masks,
                 pci=pci, window=window)
     with gc_paused():
         # the builder takes events a batch at a time: the same result, and
         # an interpreter that does one kind of work at a time does it faster
-        batch = []
-        for e in events:
-            batch.append(e)
-            if len(batch) >= _PROGRESS_EVERY:
-                b.feed_many(batch)
-                batch = []
-                if progress is not None:
-                    _report(progress, info)
-        b.feed_many(batch)
+        read = 0
+        for events in batches:
+            if info is not trace:
+                info.nevents += len(events)
+            b.feed_many(events)
+            read += len(events)
+            if progress is not None and read >= _PROGRESS_EVERY:
+                read = 0
+                _report(progress, info)
         b.finish()
         run.finish()
     if run.kernel == "auto":
