@@ -71,7 +71,9 @@ struct iova_cookie_stats {
 };
 
 /* type IOVA and RESET_WHEN_EMPTY use `iovad` (not owned; it must outlive the
- * cookie); WRAPAROUND and MSI use [start_pfn, end_pfn] and `granule`. */
+ * cookie); WRAPAROUND and MSI use [start_pfn, end_pfn] and `granule`
+ * (IOVA_E_GRANULE: not one iova_granule_check accepts; IOVA_E_RANGE: a bad
+ * pfn range). */
 struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
                                     uint64_t granule, uint64_t start_pfn,
                                     uint64_t end_pfn, int *err);

@@ -38,16 +38,10 @@ import io
 import pickle
 
 from . import errors
-from ._pyiova import ffi, lib
-from ._words import loaded_words, save_words
-from .allocators import AllocatorType, PfnAllocator
+from .allocators import PfnAllocator
 from .errors import CheckpointError
 
 __all__ = ["dumps", "loads", "CheckpointError", "SEAL"]
-
-_C_TYPES = {AllocatorType.IOVA: lib.IOVA_COOKIE_IOVA, AllocatorType.MSI: lib.IOVA_COOKIE_MSI,
-            AllocatorType.WRAPAROUND: lib.IOVA_COOKIE_WRAPAROUND,
-            AllocatorType.RESET_WHEN_EMPTY: lib.IOVA_COOKIE_RESET_WHEN_EMPTY}
 
 SEAL = b"\n#pyiova-checkpoint-blake2b-128:"   # then 16 digest bytes: the end of a checkpoint
 _DIGEST = 16
@@ -154,57 +148,7 @@ def _fields(obj):
     return out
 
 
-# ---- PfnAllocator (its __reduce__ delegates here) -------------------------------
-
-def _allocator_error(code):
-    if code == lib.IOVA_E_CLOSED:
-        return errors.IovaClosed("the allocator's IOVA domain is closed")
-    return errors.IovaError("saving the allocator failed with code %d" % code)
-
-
-def reduce_allocator(allocator):
-    """PfnAllocator.__reduce__: the C state as words; the IovaDomain it runs
-    on travels beside them (pickled on its own, shared through the memo)."""
-    return (_restore_allocator, (allocator.type.value, allocator.iovad,
-                                 allocator_words(allocator)))
-
-
-def allocator_words(allocator):
-    """The allocator's own C state (not its IovaDomain's) as words."""
-    return save_words(lib.iova_cookie_save, allocator._c, _allocator_error)
-
-
-def allocator_from_words(type_name, iovad, data):
-    """A PfnAllocator of type `type_name` on `iovad` from allocator_words'
-    bytes (the C core checks them)."""
-    return _restore_allocator(type_name, iovad, data)
-
+# ---- checkpoints written before PfnAllocator.restore existed name this -----------
 
 def _restore_allocator(type_name, iovad, data):
-    from .iova import IovaDomain
-    try:
-        atype = AllocatorType(type_name)
-    except ValueError:
-        raise errors.IovaValueError("saved allocator type %r is unknown" % (type_name,)) \
-            from None
-    if iovad is not None and not isinstance(iovad, IovaDomain):
-        raise errors.IovaTypeError("a saved allocator's iovad must be an IovaDomain")
-    err = ffi.new("int *")
-    with loaded_words(data, "allocator") as (words, n):
-        c = lib.iova_cookie_restore(words, n, iovad._d if iovad is not None else ffi.NULL, err)
-    if c == ffi.NULL:
-        if err[0] == lib.IOVA_E_NOMEM:
-            raise MemoryError("out of memory restoring a %s allocator" % atype)
-        raise errors.IovaValueError("the saved %s allocator is corrupt or inconsistent, or "
-                                    "does not fit its IOVA domain" % atype)
-    c = ffi.gc(c, lib.iova_cookie_destroy)
-    st = ffi.new("struct iova_cookie_stats *")
-    lib.iova_cookie_get_stats(c, st)
-    if st.type != _C_TYPES[atype]:
-        raise errors.IovaValueError("the saved allocator is a %d, not a %s" % (st.type, atype))
-    allocator = PfnAllocator.__new__(PfnAllocator)
-    allocator.type = atype
-    allocator.iovad = iovad
-    allocator._c = c
-    allocator._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
-    return allocator
+    return PfnAllocator.restore(data, iovad, type=type_name)

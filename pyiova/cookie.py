@@ -24,9 +24,12 @@ from . import errors
 from ._args import as_cpu as _as_cpu
 from ._args import as_integer as _as_integer
 from ._args import as_u64 as _as_u64
-from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
+from ._args import granule_error as _granule_error
+from ._args import granule_ok as _granule_ok
+from .allocators import (EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator,
+                         allocator_type)
 from ._pyiova import lib
-from .iova import KERNELS, IovaDomain
+from .iova import KERNELS, IovaDomain, kernel_rules
 from .phys import PhysAllocator
 
 __all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
@@ -93,14 +96,8 @@ class DmaCookie:
 
     def __init__(self, allocator=AllocatorType.IOVA, *, kernel="6.12", ncpus=1, domain=None,
                  msi_base=None, forcedac=False, rcache=True):
-        try:
-            self.type = AllocatorType(allocator)
-        except ValueError:
-            raise errors.IovaValueError("allocator %r is not one of %s"
-                                        % (allocator, [t.value for t in AllocatorType])) from None
-        if not isinstance(kernel, str) or kernel not in KERNELS:
-            raise errors.IovaValueError("kernel %r is not one of %s"
-                                        % (kernel, ", ".join(map(repr, KERNELS))))
+        self.type = allocator_type(allocator)
+        kernel_rules(kernel)
         self.kernel = kernel
         self.ncpus = ncpus
         self.forcedac = _flag("forcedac", forcedac)
@@ -135,10 +132,8 @@ class DmaCookie:
                     reserved=()):
         """iommu_dma_init_domain: the first device attach. Re-initialising
         with another granule or start is refused, as in the kernel."""
-        if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
-                or granule & (granule - 1) or granule > _U64_MAX:
-            raise errors.IovaValueError("granule %r is not a power of two in 2..2**63"
-                                        % (granule,))
+        if isinstance(granule, bool) or not isinstance(granule, int) or not _granule_ok(granule):
+            raise _granule_error(granule)
         # every argument is checked before the cookie changes at all
         force_aperture = _flag("force_aperture", force_aperture)
         flush_queue = _flag("flush_queue", flush_queue)
@@ -368,15 +363,13 @@ class DmaCookie:
         if self.dma_mappings:
             raise errors.IovaError("the allocator state of a cookie with live DMA mappings "
                                    "would leave them out: pickle it instead")
-        from .checkpoint import allocator_words
         iovad = self.iovad
-        return (iovad.save() if iovad is not None else None, allocator_words(self.allocator),
+        return (iovad.save() if iovad is not None else None, self.allocator.save(),
                 self.clock_ms, frozenset(self._no_32bit), self.flushes, self.resets)
 
     def restored(self, state):
         """A new cookie set up like this one (type, kernel, domain, aperture)
         whose allocator is in `state` (from allocator_state())."""
-        from .checkpoint import allocator_from_words
         self._need_init()
         if type(state) is not tuple or len(state) != 6:
             raise errors.IovaTypeError("a cookie's allocator state is what allocator_state() "
@@ -397,7 +390,7 @@ class DmaCookie:
         c = DmaCookie.__new__(DmaCookie)
         c.__dict__.update(self.__dict__)
         iovad = IovaDomain.restore(iovad_words) if iovad_words is not None else None
-        c.allocator = allocator_from_words(self.type.value, iovad, words)
+        c.allocator = PfnAllocator.restore(words, iovad, type=self.type.value)
         c.clock_ms, c._no_32bit, c.flushes, c.resets = clock_ms, set(no_32bit), flushes, resets
         c.dma_mappings = {}
         c.dma_phys = PhysAllocator()

@@ -23,6 +23,9 @@ from typing import Optional
 
 from .. import errors
 from .. import sim_args
+from ..allocators import AllocatorType
+from ..policies import DMA_API_POLICIES
+from ..policies import POLICIES as _POLICY_TABLE
 from ..sim import ENGINES, free_space
 from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
@@ -34,10 +37,8 @@ from .whatif import DEFAULT_DRIVER, NO_DRIVER, RESULT_FIELDS, DriverModel, check
 __all__ = ["POLICIES", "MODES", "VTD_RESERVED", "DeviceReplay", "ReplayResult", "DeviceCheck",
            "CheckResult", "replay", "check", "load", "parse_policy"]
 
-POLICIES = ("iova", "iova-lazy", "iova-tree", "wraparound", "reset-when-empty")
+POLICIES = DMA_API_POLICIES
 MODES = ("auto", "strict", "lazy")
-_COOKIE_TYPE = {"iova": "iova", "iova-lazy": "iova", "iova-tree": "iova",
-                "wraparound": "wraparound", "reset-when-empty": "reset-when-empty"}
 _PROGRESS_EVERY = 4096
 _BATCH = 1024               # events of a kept Trace the builder takes at a time
 _U32_PFN_BYTES = 1 << 32
@@ -254,8 +255,9 @@ class _Policy:
             bits, reserved = self.driver.aperture
             if bits is not None:
                 setup = dict(aperture_bits=bits, reserved=reserved)
-        self.model = run.model(kernel, lazy=policy == "iova-lazy", allocator=_COOKIE_TYPE[policy],
-                               rcache=policy != "iova-tree", **setup)
+        pol = _POLICY_TABLE[policy]
+        self.model = run.model(kernel, lazy=pol.lazy, allocator=pol.allocator, rcache=pol.rcache,
+                               **setup)
         self.record = run.record
         self.stats = {name: _Stats(run.record) for name in devices}
         self.got = {}
@@ -819,7 +821,8 @@ def _invalidations(policy, frees, model):
     """IOTLB invalidations: a strict policy invalidates at every unmap; the
     others only when they flush (the timer, a full ring, a wrap) or reset."""
     c = model.cookie
-    strict = policy in ("iova", "iova-tree")
+    pol = _POLICY_TABLE[policy]
+    strict = pol.allocator is AllocatorType.IOVA and not pol.lazy
     return (frees if strict else 0) + c.flushes + c.resets
 
 

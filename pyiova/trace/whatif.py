@@ -43,8 +43,8 @@ from ..cookie import get_dma_cookie, put_dma_cookie
 from ..device import Device
 from ..dma import DmaDirection
 from ..drivers import DRIVER_SPECS
-from ..iommu import DomainAttr, DomainType, IovaAllocator
-from ..sim import POLICIES, not_applicable
+from ..iommu import DomainAttr, DomainType
+from ..policies import POLICIES, not_applicable
 from ..sim_feed import FedRun
 from ..workloads.base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
                               UNMAP_PAGE, UNMAP_SG)
@@ -111,7 +111,7 @@ class DriverModel:
         run, pol = self.run, POLICIES[self.policy]
         iommu = DRIVER_SPECS[self.driver].make(run.driver_seed, run.drop_rate)
         dom = iommu.domain_alloc(DomainType.DMA)
-        dom.set_attr(DomainAttr.IOVA_ALLOCATOR, IovaAllocator(pol.allocator))
+        dom.set_attr(DomainAttr.IOVA_ALLOCATOR, pol.allocator)
         if pol.lazy:
             dom.set_attr(DomainAttr.DMA_USE_FLUSH_QUEUE, True)
         cookie = get_dma_cookie(dom, allocator=pol.allocator, rcache=pol.rcache,
