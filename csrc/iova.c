@@ -80,6 +80,8 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
     }
     iova_mutex_init(&d->tree_lock);
     iova_mutex_init(&d->work_lock);
+    iova_mutex_init(&d->thread_lock);
+    d->uid = iova_new_uid();
     for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++)
         iova_mutex_init(&d->depot[k].lock);
     iova_tree_init(&d->tree);
@@ -162,6 +164,7 @@ void iova_domain_destroy(struct iova_domain *d)
     if (!d->closed)
         iova_domain_close(d);
     free(d->cpu_rc);             /* the locks in it need no teardown */
+    free(d->thread_uids);
     free(d);
 }
 

@@ -133,7 +133,12 @@ int64_t iova_free_many(struct iova_domain *d, const uint64_t *pfns,
 
 /* --- the rcache (alloc_iova_fast, free_iova_fast and friends) ------------ */
 
-/* cpu == -1: the calling thread's own slot (stable for the thread's life). */
+/* The slot cpu == -1 stands for: the calling thread's own on this domain.
+ * Threads get slots in the order they first ask the domain (by this call or
+ * by any call with cpu == -1): the first slot 0, the next slot 1, and so on,
+ * modulo ncpus; a thread keeps its slot for the domain's life. A restored
+ * domain starts a new order. IOVA_E_NOMEM if the domain cannot remember one
+ * more thread. */
 int iova_current_cpu(struct iova_domain *d);
 /* Returns the pfn, 0 where the kernel returns 0, or a negative code. */
 int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,

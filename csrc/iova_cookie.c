@@ -620,8 +620,11 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     } else if (cpu < -1 || (cpu >= 0 && (unsigned)cpu >= fq->ncpus)) {
         r = IOVA_E_CPU;
     } else {
-        slot = cpu == -1 ? (unsigned)iova_current_cpu(c->iovad) % fq->ncpus : (unsigned)cpu;
-        if (pfn_set_holds(&fq->queued_pfns, pfn))
+        int me = cpu == -1 ? iova_current_cpu(c->iovad) : cpu;
+        slot = me < 0 ? 0 : (unsigned)me % fq->ncpus;
+        if (me < 0)
+            r = me;
+        else if (pfn_set_holds(&fq->queued_pfns, pfn))
             r = IOVA_E_QUEUED;
         else if (pages == 0 || counted_pages(c, pages) > c->live_pfns)
             r = IOVA_E_SIZE;

@@ -8,9 +8,11 @@
  *                    node's CACHED flag (iova_rbtree_lock in the kernel);
  *   cpu_rc[].lock  - one per size class per CPU (the kernel's cpu_rcache lock);
  *   depot[].lock   - one per size class (the kernel's rcache lock);
- *   work_lock      - the simulated clock and the trim work.
+ *   work_lock      - the simulated clock and the trim work;
+ *   thread_lock    - which slot each calling thread has (cpu == -1).
  * Order, outermost first: work_lock, cpu locks (ascending index), depot locks
- * (ascending class), tree_lock. No path takes them in another order.
+ * (ascending class), tree_lock. thread_lock is taken alone, with none of the
+ * others held. No path takes them in another order.
  */
 #ifndef PYIOVA_IOVA_INTERNAL_H
 #define PYIOVA_IOVA_INTERNAL_H
@@ -132,6 +134,17 @@ struct iova_domain {
      * size per domain (IOVA_LIVE_HINTS slots, allocated with the rcache),
      * not per range. tree_lock. */
     uint32_t *live_hint;
+
+    /* cpu == -1: each calling thread's slot on this domain. Threads get
+     * slots in the order they first ask this domain (the n-th gets slot
+     * n % ncpus), so the answers never depend on what else the process ran.
+     * thread_lock guards the list; a thread remembers its own answers in a
+     * small thread-local cache keyed by uid, which no other domain reuses. */
+    uint64_t uid;
+    iova_mutex thread_lock;
+    uint64_t *thread_uids;        /* the threads' own uids, in order of first use */
+    uint32_t nthreads;
+    uint32_t threads_cap;
 };
 
 /* The two ways the kernels differ, as questions a caller asks.
@@ -300,5 +313,7 @@ int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len);
 unsigned iova_size_class(uint64_t size);            /* order_base_2 */
 struct iova_magazine *iova_mag_alloc(const struct iova_domain *d);
 int iova_depot_push(struct iova_depot *dp, struct iova_magazine *m);
+/* A number no earlier call returned (domains' and threads' identities). */
+uint64_t iova_new_uid(void);
 
 #endif

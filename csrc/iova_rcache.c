@@ -279,21 +279,74 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
 
 /* ---- public: fast paths ------------------------------------------------- */
 
-static _Thread_local unsigned thread_slot_plus_one;
-static unsigned next_thread_slot;
+/* cpu == -1. A thread's uid, and its last few answers per domain uid, are
+ * thread-local: a hit costs no lock. Uids of both kinds come from counters
+ * that never repeat a value, so a destroyed domain's entry can never answer
+ * for a new domain at the same address. */
+#define SLOT_CACHE 4                       /* a power of two */
+static uint64_t next_uid = 1;              /* threads' and domains' uids alike */
+static _Thread_local uint64_t thread_uid;
+static _Thread_local struct {
+    uint64_t domain;
+    unsigned slot;
+} slot_cache[SLOT_CACHE];
+
+uint64_t iova_new_uid(void)
+{
+    return __atomic_fetch_add(&next_uid, 1, __ATOMIC_RELAXED);
+}
+
+/* The slot of the calling thread on d: the position in which it first
+ * asked d, modulo ncpus. IOVA_E_NOMEM if d cannot remember one more thread
+ * (nothing changed). */
+static int thread_slot(struct iova_domain *d)
+{
+    unsigned h = (unsigned)d->uid & (SLOT_CACHE - 1);
+    if (slot_cache[h].domain == d->uid)
+        return (int)slot_cache[h].slot;
+    if (!thread_uid)
+        thread_uid = iova_new_uid();
+    iova_mutex_lock(&d->thread_lock);
+    uint32_t i = 0;
+    while (i < d->nthreads && d->thread_uids[i] != thread_uid)
+        i++;
+    int r = 0;
+    if (i == d->nthreads) {
+        if (d->nthreads == d->threads_cap) {
+            uint32_t ncap = d->threads_cap ? 2 * d->threads_cap : 8;
+            uint64_t *n = ncap > d->threads_cap
+                              ? iova_realloc(d->thread_uids, (size_t)ncap * sizeof(*n))
+                              : NULL;
+            if (!n)
+                r = IOVA_E_NOMEM;
+            else {
+                d->thread_uids = n;
+                d->threads_cap = ncap;
+            }
+        }
+        if (!r)
+            d->thread_uids[d->nthreads++] = thread_uid;
+    }
+    iova_mutex_unlock(&d->thread_lock);
+    if (r)
+        return r;
+    slot_cache[h].domain = d->uid;
+    slot_cache[h].slot = i % d->ncpus;
+    return (int)slot_cache[h].slot;
+}
 
 int iova_current_cpu(struct iova_domain *d)
 {
-    if (!thread_slot_plus_one)
-        thread_slot_plus_one =
-            __atomic_fetch_add(&next_thread_slot, 1, __ATOMIC_RELAXED) % 0x7fffffff + 1;
-    return d ? (int)((thread_slot_plus_one - 1) % d->ncpus) : 0;
+    return d ? thread_slot(d) : IOVA_E_CLOSED;
 }
 
 static int resolve_cpu(struct iova_domain *d, int cpu, unsigned *out)
 {
     if (cpu == -1) {
-        *out = (unsigned)iova_current_cpu(d);
+        int slot = thread_slot(d);
+        if (slot < 0)
+            return slot;
+        *out = (unsigned)slot;
         return 0;
     }
     if (cpu < 0 || (unsigned)cpu >= d->ncpus)

@@ -588,8 +588,13 @@ class IovaDomain:
         _int_cells.append(err)
 
     def current_cpu(self):
-        """The CPU slot this thread uses when cpu=None."""
-        return lib.iova_current_cpu(self._d)
+        """The CPU slot this thread uses when cpu=None: threads get slots in
+        the order they first use this domain (the first 0, the next 1...,
+        modulo ncpus), whatever else the process ran."""
+        r = lib.iova_current_cpu(self._d)
+        if r < 0:
+            raise self._error(r)
+        return r
 
     def flush_cpu(self, cpu):
         """free_cpu_cached_iovas: every pfn in cpu's magazines back to the tree."""
