@@ -175,13 +175,11 @@ int iova_domain_reset(struct iova_domain *d)
     iova_lock_all(d);
     int ret = d->closed ? IOVA_E_CLOSED : 0;
     if (!ret) {
-        /* Empty every magazine and the depot, then drop every range that
-         * was freed (RETIRED: kept out of reuse until now; CACHED: its
-         * magazine is gone). Ranges still held - reserved regions above
-         * all - stay: the rejected patch rebuilt the domain from scratch
-         * and so lost its reservations, then handed out e.g. the MSI
-         * doorbell window. Nothing here needs memory, so the reset cannot
-         * fail halfway. */
+        /* Empty every magazine and the depot, then drop every range they
+         * held. Allocated ranges stay - reserved regions above all: the
+         * rejected patch rebuilt the domain from scratch and so lost its
+         * reservations, then handed out e.g. the MSI doorbell window.
+         * Nothing here needs memory, so the reset cannot fail halfway. */
         for (unsigned i = 0; i < IOVA_RANGE_CACHE_MAX_SIZE * d->ncpus; i++)
             d->cpu_rc[i].loaded->count = d->cpu_rc[i].prev->count = 0;
         for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++) {
@@ -193,16 +191,15 @@ int iova_domain_reset(struct iova_domain *d)
         struct iova_tree *t = &d->tree;
         for (uint32_t x = iova_tree_first(t); x != IOVA_NIL;) {
             uint32_t next = iova_tree_next(t, x);
-            if (x != d->anchor &&
-                (iova_flags(t, x) & (IOVA_NODE_RETIRED | IOVA_NODE_CACHED))) {
+            if (iova_flags(t, x) & IOVA_NODE_CACHED) {
                 iova_tree_erase(t, x);
                 iova_tree_node_free(t, x);
             }
             x = next;
         }
+        d->cached_ranges = 0;
         /* The cache pointers and the failure shortcut as init leaves them:
          * reserve_iova, which made what is left, touches neither. */
-        d->cached_ranges = 0;
         d->cached_node = d->cached32_node = d->anchor;   /* NIL under 4.10 */
         d->max32_alloc_size = d->dma_32bit_pfn;
     }
@@ -451,6 +448,26 @@ int iova_find(struct iova_domain *d, uint64_t pfn, uint64_t *lo_hi)
     return r;
 }
 
+int iova_lookup(struct iova_domain *d, uint64_t pfn, uint64_t *out)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    iova_mutex_lock(&d->tree_lock);
+    int r = IOVA_E_CLOSED;
+    if (!d->closed) {
+        const struct iova_tree *t = &d->tree;
+        uint32_t i = iova_tree_find(&d->tree, pfn);
+        r = i != IOVA_NIL && i != d->anchor;
+        if (r) {
+            out[0] = t->nodes[i].lo;
+            out[1] = t->nodes[i].hi;
+            out[2] = (iova_flags(t, i) & IOVA_NODE_CACHED) != 0;
+        }
+    }
+    iova_mutex_unlock(&d->tree_lock);
+    return r;
+}
+
 /*
  * reserve_iova: walks the ranges that overlap [lo, hi] in address order,
  * widening each one downward in place to cover what lies below it, and
@@ -515,23 +532,24 @@ int iova_get_state(struct iova_domain *d, struct iova_state *st)
 {
     if (!d)
         return IOVA_E_CLOSED;
+    memset(st, 0, sizeof(*st));
+    /* the constants, readable after close */
+    st->dma_32bit_pfn = d->dma_32bit_pfn;
+    st->start_pfn = d->start_pfn;
+    st->granule = d->granule;
+    st->shift = d->shift;
+    st->kernel = d->kernel;
+    st->ncpus = d->ncpus;
     iova_mutex_lock(&d->tree_lock);
     int r = d->closed ? IOVA_E_CLOSED : 0;
     if (!r) {
         const struct iova_tree *t = &d->tree;
-        memset(st, 0, sizeof(*st));
         if (d->cached_node != IOVA_NIL)
             st->cached_lo = t->nodes[d->cached_node].lo;
         st->has_cached32 = d->cached32_node != IOVA_NIL;
         if (st->has_cached32)
             st->cached32_lo = t->nodes[d->cached32_node].lo;
         st->max32_alloc_size = d->max32_alloc_size;
-        st->dma_32bit_pfn = d->dma_32bit_pfn;
-        st->start_pfn = d->start_pfn;
-        st->granule = d->granule;
-        st->shift = d->shift;
-        st->kernel = d->kernel;
-        st->ncpus = d->ncpus;
         st->search_mode = d->search_mode;
         st->nodes = t->count - (d->anchor != IOVA_NIL);
         st->used_pfns = t->pfns;

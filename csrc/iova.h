@@ -20,29 +20,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-/* Error codes. Each names what was wrong, so the binding can name the value. */
-#define IOVA_E_NOMEM      -1   /* malloc failed; nothing changed */
-#define IOVA_E_CLOSED     -2   /* the domain was closed */
-#define IOVA_E_SIZE       -3   /* size is 0 or larger than the pfn space */
-#define IOVA_E_LIMIT      -4   /* limit_pfn below start_pfn or beyond the pfn space */
-#define IOVA_E_PFN        -5   /* a pfn the granule cannot address in 64 bits */
-#define IOVA_E_NOTFOUND   -6   /* no range contains the pfn */
-#define IOVA_E_NOTSTART   -7   /* free_fast: pfn is inside a range, not its start */
-#define IOVA_E_CACHED     -8   /* the range already sits in an rcache magazine */
-#define IOVA_E_SIZECLASS  -9   /* free_fast: size names another size class */
-#define IOVA_E_RANGE      -10  /* reserve: lo > hi */
-#define IOVA_E_CPU        -11  /* cpu slot out of range */
-#define IOVA_E_ANCHOR     -12  /* the anchor node cannot be freed */
-#define IOVA_E_NOSPC      -13  /* no room: the allocation failed */
-#define IOVA_E_GRANULE    -14  /* granule not a power of two in [2, 65536] */
-#define IOVA_E_START      -15  /* start_pfn beyond the pfn space */
-#define IOVA_E_NCPUS      -16  /* ncpus not in [1, IOVA_MAX_CPUS] */
-#define IOVA_E_KERNEL     -17  /* unknown kernel rules */
-#define IOVA_E_DMA32      -18  /* 4.10 dma_32bit_pfn out of range, or given for 6.12/6.1 */
-#define IOVA_E_MODE       -19  /* unknown search mode */
-#define IOVA_E_TOOMANY    -20  /* more ranges than the node index can address */
-#define IOVA_E_CORRUPT    -21  /* check(): an invariant does not hold */
-#define IOVA_E_STATE      -22  /* restore(): the saved state is inconsistent */
+#include "iova_errors.h"
 
 /* Kernel rules a domain follows. 6.1 is 6.12's tree with a depot of 4.10's
  * shape (a fixed array of 32 magazines that spills into the tree). */
@@ -95,10 +73,10 @@ int iova_domain_close(struct iova_domain *d);
 void iova_domain_destroy(struct iova_domain *d);
 int iova_set_search_mode(struct iova_domain *d, int mode);
 /* The rejected 2017 patch's reset_iova_domain, minus its loss of the
- * reserved regions: every cached pfn and every range freed but kept out of
- * reuse (RESET_WHEN_EMPTY's retired ranges) is dropped, the cache pointers
- * and max32_alloc_size go back to what init_iova_domain sets; ranges still
- * held (reserved regions, anything not freed) stay. */
+ * reserved regions: every cached pfn is dropped (with its range), the cache
+ * pointers and max32_alloc_size go back to what init_iova_domain sets;
+ * allocated ranges (reserved regions, anything not freed) stay. The
+ * reset-when-empty cookie frees the ranges it retired first. */
 int iova_domain_reset(struct iova_domain *d);
 
 /* --- the tree (alloc_iova, free_iova, find_iova, reserve_iova) ----------- */
@@ -109,9 +87,16 @@ int64_t iova_alloc(struct iova_domain *d, uint64_t size, uint64_t limit_pfn,
 int iova_free(struct iova_domain *d, uint64_t pfn);
 /* 1 and lo_hi[0..1] filled when a range contains pfn, 0 when none. */
 int iova_find(struct iova_domain *d, uint64_t pfn, uint64_t *lo_hi);
+/* iova_find for a caller that hands ranges out and takes them back (a
+ * cookie): 1 with out[0..2] = lo, hi, and 1 if the range sits in an rcache
+ * magazine (0 if it is allocated), 0 when no range holds pfn (the 6.12
+ * anchor is none), or IOVA_E_CLOSED. */
+int iova_lookup(struct iova_domain *d, uint64_t pfn, uint64_t *out);
 /* The range reserve_iova returns, in lo_hi[0..1]. */
 int iova_reserve(struct iova_domain *d, uint64_t lo, uint64_t hi,
                  uint64_t *lo_hi);
+/* IOVA_E_CLOSED on a closed domain, with the constants (granule, shift,
+ * start_pfn, kernel, ncpus, dma_32bit_pfn) still filled in. */
 int iova_get_state(struct iova_domain *d, struct iova_state *st);
 /* Copies up to cap ranges (lo, hi pairs, address order, anchor excluded) to
  * out; returns how many ranges exist (may be more than cap). */

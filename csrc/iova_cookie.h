@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "iova_errors.h"
+
 #define IOVA_COOKIE_IOVA             0
 #define IOVA_COOKIE_MSI              1
 #define IOVA_COOKIE_WRAPAROUND       2
@@ -37,14 +39,6 @@
 
 /* Flags of iova_cookie_alloc. */
 #define IOVA_COOKIE_TRY_32BIT 1   /* try below 4 GiB first, without flushing caches */
-
-#define IOVA_E_FQ_FULL    -40    /* flush queue full: flush, then call again */
-#define IOVA_E_NOT_LIVE   -41    /* free of a range that is not handed out */
-#define IOVA_E_COOKIE     -42    /* unknown type, or the call does not apply to it */
-#define IOVA_E_QUEUED     -43    /* the range already waits in the flush queue */
-/* A queued range could not be freed when its flush came (the domain was
- * changed behind the queue): it was dropped, and counted in fq_lost. */
-#define IOVA_E_FQ_LOST    -44
 
 struct iova_domain;
 struct iova_cookie;
@@ -117,6 +111,9 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
 int iova_cookie_fq_flushed(struct iova_cookie *c, int all_rings, int cpu);
 /* When the timer fires, or UINT64_MAX when it is not armed. */
 uint64_t iova_cookie_fq_due(struct iova_cookie *c);
+/* How many flush-queue rings the cookie has (0: no flush queue); a restored
+ * cookie's wrapper names the valid CPUs with it. */
+int iova_cookie_fq_rings(struct iova_cookie *c);
 
 int iova_cookie_get_stats(struct iova_cookie *c, struct iova_cookie_stats *st);
 /* Validator; 0 or IOVA_E_CORRUPT with a description. */

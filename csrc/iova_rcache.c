@@ -44,11 +44,6 @@
 
 #define CACHED_CLASSES IOVA_RANGE_CACHE_MAX_SIZE
 
-unsigned iova_size_class(uint64_t size)
-{
-    return size <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(size - 1);
-}
-
 struct iova_magazine *iova_mag_alloc(const struct iova_domain *d)
 {
     struct iova_magazine *m =
@@ -184,7 +179,7 @@ static void arm_trim(struct iova_domain *d, struct iova_depot *dp)
 static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
                            uint64_t limit_pfn, unsigned cpu)
 {
-    unsigned k = iova_size_class(size);
+    unsigned k = order_base_2(size);
     if (k >= CACHED_CLASSES)
         return 0;
     struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
@@ -474,8 +469,8 @@ static int64_t validate_fast_free(struct iova_domain *d, uint64_t pfn,
         return IOVA_E_NOTSTART;
     if (iova_flags(t, i) & IOVA_NODE_CACHED)
         return IOVA_E_CACHED;
-    unsigned want = iova_size_class(t->nodes[i].hi - t->nodes[i].lo + 1);
-    unsigned got = iova_size_class(size);
+    unsigned want = order_base_2(t->nodes[i].hi - t->nodes[i].lo + 1);
+    unsigned got = order_base_2(size);
     if (want > CACHED_CLASSES)
         want = CACHED_CLASSES;
     if (got > CACHED_CLASSES)
@@ -488,7 +483,7 @@ static int64_t validate_fast_free(struct iova_domain *d, uint64_t pfn,
 static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
                          unsigned cpu)
 {
-    unsigned k = iova_size_class(size);
+    unsigned k = order_base_2(size);
     int64_t i;
     struct iova_path p;
     /* pfn 0 is cached like any other, as the kernel does (only a reserve

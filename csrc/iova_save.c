@@ -103,7 +103,7 @@ static bool get_mag(struct words_reader *r, const struct iova_domain *d, unsigne
         uint32_t x = r->bad ? IOVA_NIL : iova_tree_find((struct iova_tree *)t, pfn);
         if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != pfn ||
             !(iova_flags(t, x) & IOVA_NODE_CACHED) ||
-            iova_size_class(t->nodes[x].hi - t->nodes[x].lo + 1) != k)
+            order_base_2(t->nodes[x].hi - t->nodes[x].lo + 1) != k)
             return false;
         m->pfns[i] = pfn;
         m->nodes[i] = x;

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "iova_errors.h"
 #include "iova.h"
 #include "iova_cookie.h"
 #include "iova_cookie_save.h"

@@ -30,6 +30,7 @@
 #include "iova_cookie.h"
 #include "iova_cookie_save.h"
 #include "iova_internal.h"   /* the validator_sees_* tests reach inside */
+#include "iova_cookie_internal.h"
 #include "iova_mem.h"
 #include "sim_engine.h"
 #include "sim_workloads.h"
@@ -1539,6 +1540,74 @@ static void validator_sees_a_bad_61_depot(void)
     iova_domain_destroy(d);
 }
 
+/* The cookie's own state - its sets of live and retired ranges, its flush
+ * queue's rings and counts - is checked by iova_cookie_check (C1, C2, the
+ * sets' S1, the queue's Q1 and Q2): each broken by hand is reported, and
+ * put back the cookie checks clean. */
+static void validator_sees_a_broken_cookie(void)
+{
+    int err;
+    char msg[256];
+    uint32_t ev;
+    struct iova_domain *d = iova_domain_new(4096, 1, 2, IOVA_KERNEL_6_12, 0, &err);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    struct iova_cookie *c = iova_cookie_new(IOVA_COOKIE_RESET_WHEN_EMPTY, d, 0, 0, 0, &err);
+    CHECK(c != NULL);
+    if (c) {
+        int64_t a = iova_cookie_alloc(c, 4, TOP32, 0, 0, &ev);
+        int64_t b = iova_cookie_alloc(c, 2, TOP32, 0, 0, &ev);
+        CHECK(a > 0 && b > 0);
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 4, 0, &ev), 0);      /* retired */
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), 0);
+        c->retired_pfns += 1;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "C2") != NULL);
+        c->retired_pfns -= 1;
+        c->live.count++;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "S1") != NULL);
+        c->live.count--;
+        /* a retired range that is live too */
+        CHECK_EQ(pfn_set_reserve(&c->live, 1), 0);
+        pfn_set_add(&c->live, (uint64_t)a);
+        c->live_ranges++;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "C1") != NULL);
+        pfn_set_remove(&c->live, (uint64_t)a);
+        c->live_ranges--;
+        CHECK_EQ(iova_cookie_check(c, NULL, 0), 0);
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 2, 0, &ev), 0);
+        CHECK(ev & IOVA_EV_RESET);
+        CHECK_EQ(c->retired.count, 0);
+        iova_cookie_destroy(c);
+    }
+    c = iova_cookie_new(IOVA_COOKIE_IOVA, d, 0, 0, 0, &err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_EQ(iova_cookie_fq_init(c, 2, 4, 10), 0);
+        int64_t a = iova_cookie_alloc(c, 1, TOP32, 0, 0, &ev);
+        int64_t b = iova_cookie_alloc(c, 1, TOP32, 0, 1, &ev);
+        CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)a, 1, 0, 5, &ev), 0);
+        CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)b, 1, 1, 6, &ev), 0);
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), 0);
+        c->fq->queued++;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "Q1") != NULL);
+        c->fq->queued--;
+        c->fq->rings[1].entries[c->fq->rings[1].head].counter = c->fq->started + 1;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "Q2") != NULL);
+        c->fq->rings[1].entries[c->fq->rings[1].head].counter = c->fq->started;
+        CHECK_EQ(iova_cookie_check(c, NULL, 0), 0);
+        CHECK_EQ(iova_cookie_fq_flushed(c, 1, 0), 0);
+        CHECK_EQ(iova_cookie_check(c, NULL, 0), 0);
+        iova_cookie_destroy(c);
+    }
+    iova_domain_destroy(d);
+}
+
 int main(void)
 {
     /* tools/leakcheck.sh selftest: a domain deliberately never destroyed,
@@ -1569,6 +1638,7 @@ int main(void)
     exercise_engine_records();
     each_failure_point("engine", fp_engine);
     validator_sees_a_bad_61_depot();
+    validator_sees_a_broken_cookie();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
         return 1;
