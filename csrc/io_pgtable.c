@@ -42,7 +42,7 @@
  * lock (the allocation wrappers take none), so callers such as the IOTLB may
  * hold their own lock around ours.
  *
- * Memory: allocations go through iova_calloc, so the fault injector of
+ * Memory: allocations go through iova_mem_calloc, so the fault injector of
  * iova_mem.c reaches them; a failed one is reported as -ENOMEM with the
  * table unchanged.
  */
@@ -146,7 +146,7 @@ static struct pt_table *pt_table_alloc(io_pgtable *pt, uint32_t nentries)
         t->e[0] = 0;
         pt->nspare--;
     } else {
-        t = iova_calloc(1, sizeof(*t) + (size_t)nentries * sizeof(pte_t));
+        t = iova_mem_calloc(1, sizeof(*t) + (size_t)nentries * sizeof(pte_t));
         if (!t)
             return NULL;
         t->nentries = nentries;
@@ -222,7 +222,7 @@ int io_pgtable_create(uint32_t granule_shift, uint32_t ias, uint32_t oas,
     if (oas < granule_shift || oas > IO_PGTABLE_MAX_OAS)
         return -EINVAL;
 
-    pt = iova_calloc(1, sizeof(*pt));
+    pt = iova_mem_calloc(1, sizeof(*pt));
     if (!pt)
         return -ENOMEM;
     pt->gshift = granule_shift;

@@ -216,7 +216,7 @@ int iotlb_create(uint32_t entries, uint32_t ways, uint64_t record_limit, iotlb *
     if (entries == 0 || entries > IOTLB_MAX_ENTRIES || entries % ways)
         return -EINVAL;
 
-    tlb = iova_calloc(1, sizeof(*tlb));
+    tlb = iova_mem_calloc(1, sizeof(*tlb));
     if (!tlb)
         return -ENOMEM;
     tlb->nentries = entries;
@@ -229,9 +229,9 @@ int iotlb_create(uint32_t entries, uint32_t ways, uint64_t record_limit, iotlb *
         tlb->bucket_bits++;
     nbuckets = 1u << tlb->bucket_bits;
 
-    tlb->e = iova_calloc(entries, sizeof(*tlb->e));
-    tlb->sets = iova_calloc(tlb->nsets, sizeof(*tlb->sets));
-    tlb->bucket = iova_malloc((size_t)nbuckets * sizeof(*tlb->bucket));
+    tlb->e = iova_mem_calloc(entries, sizeof(*tlb->e));
+    tlb->sets = iova_mem_calloc(tlb->nsets, sizeof(*tlb->sets));
+    tlb->bucket = iova_mem_malloc((size_t)nbuckets * sizeof(*tlb->bucket));
     if (!tlb->e || !tlb->sets || !tlb->bucket || pthread_mutex_init(&tlb->lock, NULL)) {
         free(tlb->e);
         free(tlb->sets);
@@ -294,7 +294,7 @@ static void tlb_record(iotlb *tlb, const struct iotlb_stale_record *r)
 
         if (cap > tlb->rec_limit)
             cap = (size_t)tlb->rec_limit;
-        grown = iova_realloc(tlb->rec, cap * sizeof(*grown));
+        grown = iova_mem_realloc(tlb->rec, cap * sizeof(*grown));
         if (!grown) {
             tlb->st.records_dropped++;
             return;
@@ -805,7 +805,7 @@ static int tlb_restore_body(iotlb *tlb, const uint64_t *in, uint64_t n,
     if (kept > tlb->rec_limit || kept > (n - pos) / 6)
         return -EBADMSG;
     if (kept) {
-        tlb->rec = iova_calloc((size_t)kept, sizeof(*tlb->rec));
+        tlb->rec = iova_mem_calloc((size_t)kept, sizeof(*tlb->rec));
         if (!tlb->rec)
             return -ENOMEM;
         tlb->rec_cap = (size_t)kept;

@@ -36,6 +36,13 @@ static uint64_t size_mask(uint64_t size, bool aligned)
 
 /* ---- lifetime ----------------------------------------------------------- */
 
+static uint64_t next_uid = 1;   /* domains' and threads' uids alike */
+
+uint64_t iova_new_uid(void)
+{
+    return __atomic_fetch_add(&next_uid, 1, __ATOMIC_RELAXED);
+}
+
 struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
                                     unsigned ncpus, int kernel,
                                     uint64_t dma_32bit_pfn, int *err)
@@ -73,7 +80,7 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
         return NULL;
     }
 
-    struct iova_domain *d = iova_calloc(1, sizeof(*d));
+    struct iova_domain *d = iova_mem_calloc(1, sizeof(*d));
     if (!d) {
         *err = IOVA_E_NOMEM;
         return NULL;

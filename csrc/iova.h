@@ -124,31 +124,31 @@ int64_t iova_free_many(struct iova_domain *d, const uint64_t *pfns,
  * modulo ncpus; a thread keeps its slot for the domain's life. A restored
  * domain starts a new order. IOVA_E_NOMEM if the domain cannot remember one
  * more thread. */
-int iova_current_cpu(struct iova_domain *d);
+int iova_rcache_current_cpu(struct iova_domain *d);
 /* Returns the pfn, 0 where the kernel returns 0, or a negative code. */
-int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
-                        uint64_t limit_pfn, int flush_rcache, int cpu);
-int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size,
-                   int cpu);
-int iova_flush_cpu(struct iova_domain *d, int cpu);
+int64_t iova_rcache_alloc_fast(struct iova_domain *d, uint64_t size,
+                               uint64_t limit_pfn, int flush_rcache, int cpu);
+int iova_rcache_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size,
+                          int cpu);
+int iova_rcache_flush_cpu(struct iova_domain *d, int cpu);
 /* free_global_cached_iovas: 6.12 frees the newest magazine first, 6.1 the
  * oldest (index 0 up); 4.10 had no such call, pyiova flushes newest first. */
-int iova_flush_depot(struct iova_domain *d);
-int iova_flush_rcaches(struct iova_domain *d);
+int iova_rcache_flush_depot(struct iova_domain *d);
+int iova_rcache_flush_all(struct iova_domain *d);
 /* Runs once every pending depot trim item (6.12; 6.1 and 4.10 have none);
  * returns how many ran. */
-int64_t iova_run_pending_work(struct iova_domain *d);
+int64_t iova_rcache_run_pending_work(struct iova_domain *d);
 /* Moves the simulated clock forward, running trim work as it falls due. */
-int64_t iova_advance(struct iova_domain *d, uint64_t ms);
+int64_t iova_rcache_advance(struct iova_domain *d, uint64_t ms);
 /* For a caller that decides itself when trim work runs (a trace replay):
  * due_ms[k] (IOVA_RANGE_CACHE_MAX_SIZE of them) is when class k's pending
  * trim item falls due on the clock, UINT64_MAX when none; returns how many
- * are pending. iova_run_trim runs class k's item now if it is pending (1 if
- * it ran, 0 if not, IOVA_E_SIZECLASS for no such class); iova_set_clock
+ * are pending. iova_rcache_run_trim runs class k's item now if it is pending (1 if
+ * it ran, 0 if not, IOVA_E_SIZECLASS for no such class); iova_rcache_set_clock
  * moves the clock forward to `ms` (never back) and runs nothing. */
-int iova_trim_due(struct iova_domain *d, uint64_t *due_ms);
-int iova_run_trim(struct iova_domain *d, unsigned k);
-int iova_set_clock(struct iova_domain *d, uint64_t ms);
+int iova_rcache_trim_due(struct iova_domain *d, uint64_t *due_ms);
+int iova_rcache_run_trim(struct iova_domain *d, unsigned k);
+int iova_rcache_set_clock(struct iova_domain *d, uint64_t ms);
 /* Per size class k (0..5): loaded[k*ncpus+cpu], prev[k*ncpus+cpu], depot[k],
  * pending[k] (1 when trim work is armed). Arrays sized by the caller. */
 int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,
@@ -158,13 +158,13 @@ int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,
  * copying at most cap. */
 int64_t iova_rcache_pfns(struct iova_domain *d, uint64_t *out, uint64_t cap);
 
-int64_t iova_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
-                             uint64_t *out, uint64_t n, uint64_t limit_pfn,
-                             int flush_rcache, int cpu, uint64_t *bad_index);
+int64_t iova_rcache_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
+                                    uint64_t *out, uint64_t n, uint64_t limit_pfn,
+                                    int flush_rcache, int cpu, uint64_t *bad_index);
 /* Frees pfns[i] with sizes[i]; stops at the first failure like free_many. */
-int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
-                            const uint64_t *sizes, uint64_t n, int cpu,
-                            int *err);
+int64_t iova_rcache_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
+                                   const uint64_t *sizes, uint64_t n, int cpu,
+                                   int *err);
 
 /* --- saving and restoring a domain (pickle, deepcopy, checkpoints) ------ */
 

@@ -69,7 +69,7 @@ struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
             return NULL;
         }
     }
-    struct iova_cookie *c = iova_calloc(1, sizeof(*c));
+    struct iova_cookie *c = iova_mem_calloc(1, sizeof(*c));
     if (!c) {
         *err = IOVA_E_NOMEM;
         return NULL;
@@ -134,12 +134,12 @@ static int64_t alloc_iova_type(struct iova_cookie *c, uint64_t pages,
         return iova_alloc(d, pages, limit_pfn, 1);
     }
     if ((flags & IOVA_COOKIE_TRY_32BIT) && limit_pfn > low) {
-        r = iova_alloc_fast(d, pages, low, 0, cpu);
+        r = iova_rcache_alloc_fast(d, pages, low, 0, cpu);
         if (r != 0)
             return r;
         *events |= IOVA_EV_NO_32BIT;
     }
-    r = iova_alloc_fast(d, pages, limit_pfn, 1, cpu);
+    r = iova_rcache_alloc_fast(d, pages, limit_pfn, 1, cpu);
     return r == 0 ? IOVA_E_NOSPC : r;
 }
 
@@ -205,7 +205,7 @@ static int free_iova_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
         if (r)
             return r;
     }
-    return iova_free_fast(d, pfn, pages, cpu);
+    return iova_rcache_free_fast(d, pfn, pages, cpu);
 }
 
 static int64_t alloc_reset_type(struct iova_cookie *c, uint64_t pages,
@@ -263,7 +263,7 @@ static int msi_push(struct iova_cookie *c, uint64_t pfn)
 {
     if (c->msi_depth == c->msi_cap) {
         uint64_t ncap = c->msi_cap ? 2 * c->msi_cap : 8;
-        uint64_t *n = iova_realloc(c->msi_starts, ncap * sizeof(*n));
+        uint64_t *n = iova_mem_realloc(c->msi_starts, ncap * sizeof(*n));
         if (!n)
             return IOVA_E_NOMEM;
         c->msi_starts = n;
@@ -494,7 +494,7 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     } else if (cpu < -1 || (cpu >= 0 && (unsigned)cpu >= fq->ncpus)) {
         r = IOVA_E_CPU;
     } else {
-        int me = cpu == -1 ? iova_current_cpu(c->iovad) : cpu;
+        int me = cpu == -1 ? iova_rcache_current_cpu(c->iovad) : cpu;
         ring = me < 0 ? 0 : (unsigned)me % fq->ncpus;
         if (me < 0)
             r = me;

@@ -333,7 +333,7 @@ static int restore_msi(struct iova_cookie *c, struct words_reader *r)
         return IOVA_E_STATE;
     if (!depth)
         return 0;
-    c->msi_starts = iova_malloc(depth * sizeof(*c->msi_starts));
+    c->msi_starts = iova_mem_malloc(depth * sizeof(*c->msi_starts));
     if (!c->msi_starts)
         return IOVA_E_NOMEM;
     c->msi_cap = depth;                 /* msi_push grows it from there */

@@ -24,19 +24,19 @@ struct iova_fq *iova_fq_new(unsigned ncpus, unsigned ring_size, uint64_t timeout
         return NULL;
     }
     *err = IOVA_E_NOMEM;
-    struct iova_fq *fq = iova_calloc(1, sizeof(*fq));
+    struct iova_fq *fq = iova_mem_calloc(1, sizeof(*fq));
     if (!fq)
         return NULL;
     fq->ncpus = ncpus;
     fq->size = ring_size;
     fq->timeout_ms = timeout_ms;
-    fq->rings = iova_calloc(ncpus, sizeof(*fq->rings));
+    fq->rings = iova_mem_calloc(ncpus, sizeof(*fq->rings));
     if (!fq->rings) {
         iova_fq_destroy(fq);
         return NULL;
     }
     for (unsigned i = 0; i < ncpus; i++) {
-        fq->rings[i].entries = iova_calloc(ring_size, sizeof(struct fq_entry));
+        fq->rings[i].entries = iova_mem_calloc(ring_size, sizeof(struct fq_entry));
         if (!fq->rings[i].entries) {
             iova_fq_destroy(fq);
             return NULL;

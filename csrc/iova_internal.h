@@ -156,14 +156,14 @@ int64_t iova_alloc_locked(struct iova_domain *d, uint64_t size,
                           uint64_t limit_pfn, bool size_aligned);
 int iova_validate_size(const struct iova_domain *d, uint64_t size);
 int iova_validate_limit(const struct iova_domain *d, uint64_t limit_pfn);
+/* A number no earlier call returned (domains' and threads' identities). */
+uint64_t iova_new_uid(void);
 
 /* ---- iova_rcache.c ---- */
 int iova_rcache_init(struct iova_domain *d);
 void iova_rcache_release(struct iova_domain *d);   /* drops every magazine */
 int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len);
-struct iova_magazine *iova_mag_alloc(const struct iova_domain *d);
-int iova_depot_push(struct iova_depot *dp, struct iova_magazine *m);
-/* A number no earlier call returned (domains' and threads' identities). */
-uint64_t iova_new_uid(void);
+struct iova_magazine *iova_rcache_mag_alloc(const struct iova_domain *d);
+int iova_rcache_depot_push(struct iova_depot *dp, struct iova_magazine *m);
 
 #endif

@@ -9,7 +9,7 @@
  *         trim item that, when it runs, frees the newest magazine back to
  *         the tree if the depot holds more magazines than there are CPUs,
  *         and re-arms itself. Time is simulated: the work only runs from
- *         iova_run_pending_work / iova_advance, so runs are reproducible.
+ *         iova_rcache_run_pending_work / iova_rcache_advance, so runs are reproducible.
  *   6.1:  6.12's magazines of 127, its pop and its flush-and-retry, but the
  *         depot is a fixed array of 32 magazines: a full loaded magazine
  *         that finds the depot full has its pfns freed to the tree (oldest
@@ -44,10 +44,10 @@
 
 #define CACHED_CLASSES IOVA_RANGE_CACHE_MAX_SIZE
 
-struct iova_magazine *iova_mag_alloc(const struct iova_domain *d)
+struct iova_magazine *iova_rcache_mag_alloc(const struct iova_domain *d)
 {
     struct iova_magazine *m =
-        iova_malloc(sizeof(*m) + d->mag_size * (sizeof(m->pfns[0]) + sizeof(m->nodes[0])));
+        iova_mem_malloc(sizeof(*m) + d->mag_size * (sizeof(m->pfns[0]) + sizeof(m->nodes[0])));
     if (m) {
         m->count = 0;
         m->nodes = (uint32_t *)(m->pfns + d->mag_size);
@@ -72,15 +72,15 @@ int iova_rcache_init(struct iova_domain *d)
 {
     d->mag_size = iova_mainline_tree(d) ? 127 : 128;
     d->depot_max = iova_depot_trimmed(d) ? UINT64_MAX : IOVA_DEPOT_MAX_MAGS;
-    d->live_hint = iova_calloc(IOVA_LIVE_HINTS, sizeof(*d->live_hint));
-    d->cpu_rc = iova_calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
+    d->live_hint = iova_mem_calloc(IOVA_LIVE_HINTS, sizeof(*d->live_hint));
+    d->cpu_rc = iova_mem_calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
     if (!d->live_hint || !d->cpu_rc)
         return IOVA_E_NOMEM;
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
         iova_mutex_init(&d->cpu_rc[i].lock);
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++) {
-        d->cpu_rc[i].loaded = iova_mag_alloc(d);
-        d->cpu_rc[i].prev = iova_mag_alloc(d);
+        d->cpu_rc[i].loaded = iova_rcache_mag_alloc(d);
+        d->cpu_rc[i].prev = iova_rcache_mag_alloc(d);
         if (!d->cpu_rc[i].loaded || !d->cpu_rc[i].prev)
             return IOVA_E_NOMEM;
     }
@@ -150,11 +150,11 @@ static uint64_t mag_pop_410(struct iova_magazine *m, uint64_t limit_pfn, uint32_
 
 /* ---- depot -------------------------------------------------------------- */
 
-int iova_depot_push(struct iova_depot *dp, struct iova_magazine *m)
+int iova_rcache_depot_push(struct iova_depot *dp, struct iova_magazine *m)
 {
     if (dp->len == dp->cap) {
         uint64_t ncap = dp->cap ? dp->cap * 2 : 8;
-        struct iova_magazine **n = iova_realloc(dp->mags, ncap * sizeof(*n));
+        struct iova_magazine **n = iova_mem_realloc(dp->mags, ncap * sizeof(*n));
         if (!n)
             return IOVA_E_NOMEM;
         dp->mags = n;
@@ -248,7 +248,7 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
         c->loaded = c->prev;
         c->prev = tmp;
     } else {
-        struct iova_magazine *fresh = iova_mag_alloc(d);
+        struct iova_magazine *fresh = iova_rcache_mag_alloc(d);
         if (!fresh) {
             *inserted = false;
             return NULL;
@@ -256,7 +256,7 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
         iova_mutex_lock(&dp->lock);
         if (dp->len >= d->depot_max) {
             evicted = c->loaded;               /* 6.1, 4.10: depot full */
-        } else if (iova_depot_push(dp, c->loaded) != 0) {
+        } else if (iova_rcache_depot_push(dp, c->loaded) != 0) {
             iova_mutex_unlock(&dp->lock);
             free(fresh);
             *inserted = false;
@@ -279,17 +279,11 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
  * that never repeat a value, so a destroyed domain's entry can never answer
  * for a new domain at the same address. */
 #define SLOT_CACHE 4                       /* a power of two */
-static uint64_t next_uid = 1;              /* threads' and domains' uids alike */
 static _Thread_local uint64_t thread_uid;
 static _Thread_local struct {
     uint64_t domain;
     unsigned slot;
 } slot_cache[SLOT_CACHE];
-
-uint64_t iova_new_uid(void)
-{
-    return __atomic_fetch_add(&next_uid, 1, __ATOMIC_RELAXED);
-}
 
 /* The slot of the calling thread on d: the position in which it first
  * asked d, modulo ncpus. IOVA_E_NOMEM if d cannot remember one more thread
@@ -310,7 +304,7 @@ static int thread_slot(struct iova_domain *d)
         if (d->nthreads == d->threads_cap) {
             uint32_t ncap = d->threads_cap ? 2 * d->threads_cap : 8;
             uint64_t *n = ncap > d->threads_cap
-                              ? iova_realloc(d->thread_uids, (size_t)ncap * sizeof(*n))
+                              ? iova_mem_realloc(d->thread_uids, (size_t)ncap * sizeof(*n))
                               : NULL;
             if (!n)
                 r = IOVA_E_NOMEM;
@@ -330,7 +324,7 @@ static int thread_slot(struct iova_domain *d)
     return (int)slot_cache[h].slot;
 }
 
-int iova_current_cpu(struct iova_domain *d)
+int iova_rcache_current_cpu(struct iova_domain *d)
 {
     return d ? thread_slot(d) : IOVA_E_CLOSED;
 }
@@ -419,8 +413,8 @@ static int64_t alloc_fast_one(struct iova_domain *d, uint64_t size,
     }
 }
 
-int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
-                        uint64_t limit_pfn, int flush_rcache, int cpu)
+int64_t iova_rcache_alloc_fast(struct iova_domain *d, uint64_t size,
+                               uint64_t limit_pfn, int flush_rcache, int cpu)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -529,7 +523,7 @@ static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
     return 0;
 }
 
-int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size, int cpu)
+int iova_rcache_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size, int cpu)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -544,9 +538,9 @@ int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size, int cpu)
     return free_fast_one(d, pfn, size, c);
 }
 
-int64_t iova_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
-                             uint64_t *out, uint64_t n, uint64_t limit_pfn,
-                             int flush_rcache, int cpu, uint64_t *bad_index)
+int64_t iova_rcache_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
+                                    uint64_t *out, uint64_t n, uint64_t limit_pfn,
+                                    int flush_rcache, int cpu, uint64_t *bad_index)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -576,9 +570,9 @@ int64_t iova_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
     return ok;
 }
 
-int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
-                            const uint64_t *sizes, uint64_t n, int cpu,
-                            int *err)
+int64_t iova_rcache_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
+                                   const uint64_t *sizes, uint64_t n, int cpu,
+                                   int *err)
 {
     *err = 0;
     if (!d) {
@@ -604,7 +598,7 @@ int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
 
 /* ---- public: flushes and trim work -------------------------------------- */
 
-int iova_flush_cpu(struct iova_domain *d, int cpu)
+int iova_rcache_flush_cpu(struct iova_domain *d, int cpu)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -614,7 +608,7 @@ int iova_flush_cpu(struct iova_domain *d, int cpu)
     return d->closed ? IOVA_E_CLOSED : 0;
 }
 
-int iova_flush_depot(struct iova_domain *d)
+int iova_rcache_flush_depot(struct iova_domain *d)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -622,7 +616,7 @@ int iova_flush_depot(struct iova_domain *d)
     return d->closed ? IOVA_E_CLOSED : 0;
 }
 
-int iova_flush_rcaches(struct iova_domain *d)
+int iova_rcache_flush_all(struct iova_domain *d)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -649,7 +643,7 @@ static void run_trim(struct iova_domain *d, unsigned k)
     iova_mutex_unlock(&dp->lock);
 }
 
-int64_t iova_run_pending_work(struct iova_domain *d)
+int64_t iova_rcache_run_pending_work(struct iova_domain *d)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -672,7 +666,7 @@ int64_t iova_run_pending_work(struct iova_domain *d)
     return ran;
 }
 
-int iova_trim_due(struct iova_domain *d, uint64_t *due_ms)
+int iova_rcache_trim_due(struct iova_domain *d, uint64_t *due_ms)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -689,7 +683,7 @@ int iova_trim_due(struct iova_domain *d, uint64_t *due_ms)
     return n;
 }
 
-int iova_run_trim(struct iova_domain *d, unsigned k)
+int iova_rcache_run_trim(struct iova_domain *d, unsigned k)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -710,7 +704,7 @@ int iova_run_trim(struct iova_domain *d, unsigned k)
     return r;
 }
 
-int iova_set_clock(struct iova_domain *d, uint64_t ms)
+int iova_rcache_set_clock(struct iova_domain *d, uint64_t ms)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -722,7 +716,7 @@ int iova_set_clock(struct iova_domain *d, uint64_t ms)
     return r;
 }
 
-int64_t iova_advance(struct iova_domain *d, uint64_t ms)
+int64_t iova_rcache_advance(struct iova_domain *d, uint64_t ms)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -908,7 +902,7 @@ int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len)
         struct verify_ctx v = { .d = d };
         struct collect_ctx count = { NULL, 0, 0 };
         for_each_cached(d, collect, &count);
-        v.seen = iova_malloc((count.n ? count.n : 1) * sizeof(uint64_t));
+        v.seen = iova_mem_malloc((count.n ? count.n : 1) * sizeof(uint64_t));
         if (!v.seen)
             return IOVA_E_NOMEM;
         for_each_cached(d, verify, &v);

@@ -162,14 +162,14 @@ static int restore_into(struct iova_domain *d, struct words_reader *r,
         if (r->bad || len > d->depot_max || len > (r->n - r->pos))
             return IOVA_E_STATE;
         for (uint64_t j = 0; j < len; j++) {
-            struct iova_magazine *m = iova_mag_alloc(d);
+            struct iova_magazine *m = iova_rcache_mag_alloc(d);
             if (!m)
                 return IOVA_E_NOMEM;
             if (!get_mag(r, d, k, m) || m->count != d->mag_size) {
                 free(m);
                 return IOVA_E_STATE;
             }
-            if (iova_depot_push(dp, m) != 0) {
+            if (iova_rcache_depot_push(dp, m) != 0) {
                 free(m);
                 return IOVA_E_NOMEM;
             }

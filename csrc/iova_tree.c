@@ -61,7 +61,7 @@ static int pool_grow(struct iova_tree *t)
         ncap = IOVA_MAX_NODES;
     if (ncap <= t->cap)
         return IOVA_E_TOOMANY;
-    struct iova_node *n = iova_realloc(t->nodes, ncap * sizeof(*n));
+    struct iova_node *n = iova_mem_realloc(t->nodes, ncap * sizeof(*n));
     if (!n)
         return IOVA_E_NOMEM;
     t->nodes = n;

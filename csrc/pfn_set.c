@@ -46,7 +46,7 @@ int pfn_set_reserve(struct pfn_set *s, uint64_t more)
     uint64_t n = roundup_pow_of_two(want < 16 ? 16 : want);
     if (n > SIZE_MAX / sizeof(uint64_t) || (s->slots && n <= s->mask + 1))
         return IOVA_E_NOMEM;
-    struct pfn_set grown = { iova_malloc(n * sizeof(uint64_t)), n - 1, 0 };
+    struct pfn_set grown = { iova_mem_malloc(n * sizeof(uint64_t)), n - 1, 0 };
     if (!grown.slots)
         return IOVA_E_NOMEM;
     memset(grown.slots, 0xFF, n * sizeof(uint64_t));             /* all PFN_SET_EMPTY */

@@ -20,8 +20,8 @@
 #include "iova_mem.h"
 #include "io_pgtable.h"
 #include "iotlb.h"
-#include "sim_random.h"
+#include "sim_mt.h"
 #include "sim_engine.h"
-#include "sim_workloads.h"
+#include "sim_gen.h"
 
 #endif

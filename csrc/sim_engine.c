@@ -20,8 +20,8 @@
 #include "iova_mem_internal.h"
 #include "sim_array.h"
 #include "sim_engine.h"
-#include "sim_random_internal.h"
-#include "sim_workloads_internal.h"
+#include "sim_mt_internal.h"
+#include "sim_gen_internal.h"
 
 #define U32_MAX 0xffffffffull
 #define DIR_BIDIRECTIONAL 0
@@ -92,7 +92,7 @@ static int reserve_slot(struct sim_engine *e)
     if (2 * (e->count + 1) <= e->mask + 1)
         return 0;
     uint64_t n = 2 * (e->mask + 1);
-    struct entry *grown = iova_calloc(n, sizeof(*grown));
+    struct entry *grown = iova_mem_calloc(n, sizeof(*grown));
     if (!grown)
         return SIM_E_NOMEM;
     struct entry *old = e->slots;
@@ -588,7 +588,7 @@ static enum step op_map_sg(struct sim_engine *e, const struct sim_op *op)
             __builtin_add_overflow(total, len, &total))
             return STEP_FALLBACK;
     }
-    uint64_t *segs = iova_malloc(2 * n * sizeof(uint64_t));
+    uint64_t *segs = iova_mem_malloc(2 * n * sizeof(uint64_t));
     if (!segs || reserve_slot(e)) {
         free(segs);
         return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
@@ -714,7 +714,7 @@ static enum step op_advance(struct sim_engine *e, const struct sim_op *op)
         }
     }
     if (e->cfg.iovad) {
-        int64_t r = iova_advance(e->cfg.iovad, op->arg);
+        int64_t r = iova_rcache_advance(e->cfg.iovad, op->arg);
         if (r < 0)
             return raise_at(e, SIM_AT_ADVANCE, r, op->arg, 0, 0, 0);
     }
@@ -853,8 +853,8 @@ struct sim_engine *sim_engine_new(const struct sim_config *cfg, const struct sim
         sim_mt_valid(&st->rng) || cfg->invalidation < SIM_INVAL_RANGE ||
         cfg->invalidation > SIM_INVAL_CONTEXT)
         return NULL;
-    struct sim_engine *e = iova_calloc(1, sizeof(*e));
-    if (!e || !(e->slots = iova_calloc(16, sizeof(*e->slots)))) {
+    struct sim_engine *e = iova_mem_calloc(1, sizeof(*e));
+    if (!e || !(e->slots = iova_mem_calloc(16, sizeof(*e->slots)))) {
         free(e);
         *err = SIM_E_NOMEM;
         return NULL;
@@ -891,7 +891,7 @@ int sim_engine_add_mapping(struct sim_engine *e, const struct sim_mapping *m,
         return SIM_E_INVAL;
     uint64_t *copy = NULL;
     if (m->kind == SIM_KIND_SG) {
-        copy = iova_malloc(2 * m->nsegs * sizeof(uint64_t));
+        copy = iova_mem_malloc(2 * m->nsegs * sizeof(uint64_t));
         if (!copy)
             return SIM_E_NOMEM;
         memcpy(copy, segs, 2 * m->nsegs * sizeof(uint64_t));

@@ -7,7 +7,7 @@
  *
  * Operations arrive as fixed-width records (struct sim_op, 32 bytes, the
  * layout below) in chunks, so any producer can feed the engine: the
- * built-in workloads' generators (sim_workloads.h), a Python generator whose
+ * built-in workloads' generators (sim_gen.h), a Python generator whose
  * tuples are packed into records, a trace. A chunk holds whole operations:
  * a MAP_SG record is followed by its SEGMENT records.
  *
@@ -48,7 +48,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#include "sim_random.h"
+#include "sim_mt.h"
 #include "io_pgtable.h"
 #include "iotlb.h"
 
@@ -222,7 +222,7 @@ int sim_engine_push_spare(struct sim_engine *e, uint64_t pages, uint64_t paddr);
  * records end; *run says what happened. SIM_E_INVAL for a malformed chunk. */
 int sim_engine_run(struct sim_engine *e, const struct sim_op *ops, uint64_t n,
                    uint64_t max_ops, struct sim_run *run);
-/* The same with a generator as the producer (sim_workloads.h). */
+/* The same with a generator as the producer (sim_gen.h). */
 int sim_engine_run_gen(struct sim_engine *e, struct sim_gen *g, uint64_t max_ops,
                        struct sim_run *run);
 

@@ -36,13 +36,13 @@ _UINT_MAX = (1 << 32) - 1
 # themselves, and a ctype object spares cffi parsing a type string per call.
 _alloc = lib.iova_alloc
 _free = lib.iova_free
-_alloc_fast = lib.iova_alloc_fast
-_free_fast = lib.iova_free_fast
+_alloc_fast = lib.iova_rcache_alloc_fast
+_free_fast = lib.iova_rcache_free_fast
 _find = lib.iova_find
 _alloc_many = lib.iova_alloc_many
 _free_many = lib.iova_free_many
-_alloc_fast_many = lib.iova_alloc_fast_many
-_free_fast_many = lib.iova_free_fast_many
+_alloc_fast_many = lib.iova_rcache_alloc_fast_many
+_free_fast_many = lib.iova_rcache_free_fast_many
 _new = ffi.new
 _from_buffer = ffi.from_buffer
 _array = array.array
@@ -591,7 +591,7 @@ class IovaDomain:
         """The CPU slot this thread uses when cpu=None: threads get slots in
         the order they first use this domain (the first 0, the next 1...,
         modulo ncpus), whatever else the process ran."""
-        r = lib.iova_current_cpu(self._d)
+        r = lib.iova_rcache_current_cpu(self._d)
         if r < 0:
             raise self._error(r)
         return r
@@ -601,29 +601,29 @@ class IovaDomain:
         try:
             if type(cpu) is not int:
                 raise TypeError
-            r = lib.iova_flush_cpu(self._d, cpu)
+            r = lib.iova_rcache_flush_cpu(self._d, cpu)
         except (TypeError, OverflowError):
-            r = lib.iova_flush_cpu(self._d, _as_cpu(cpu, self.ncpus, allow_none=False))
+            r = lib.iova_rcache_flush_cpu(self._d, _as_cpu(cpu, self.ncpus, allow_none=False))
         if r:
             raise self._error(r, cpu=cpu)
 
     def flush_depot(self):
         """free_global_cached_iovas: every depot magazine back to the tree,
         the newest first under 6.12 (and 4.10), the oldest first under 6.1."""
-        r = lib.iova_flush_depot(self._d)
+        r = lib.iova_rcache_flush_depot(self._d)
         if r:
             raise self._error(r)
 
     def flush_rcaches(self):
         """Every CPU's caches, then the depot (what alloc_fast does before its retry)."""
-        r = lib.iova_flush_rcaches(self._d)
+        r = lib.iova_rcache_flush_all(self._d)
         if r:
             raise self._error(r)
 
     def run_pending_work(self):
         """Runs once each depot trim item pending now; returns how many ran
         (always 0 under 6.1 and 4.10, which have no trim work)."""
-        r = lib.iova_run_pending_work(self._d)
+        r = lib.iova_rcache_run_pending_work(self._d)
         if r < 0:
             raise self._error(r)
         return r
@@ -634,9 +634,9 @@ class IovaDomain:
         try:
             if type(ms) is not int:
                 raise TypeError
-            r = lib.iova_advance(self._d, ms)
+            r = lib.iova_rcache_advance(self._d, ms)
         except (TypeError, OverflowError):
-            r = lib.iova_advance(self._d, _as_u64("ms", ms))
+            r = lib.iova_rcache_advance(self._d, _as_u64("ms", ms))
         if r < 0:
             raise self._error(r)
         return r
@@ -645,7 +645,7 @@ class IovaDomain:
         """{size class: clock ms when its pending depot trim item falls due}
         (empty under 6.1 and 4.10, which have no trim work)."""
         due = ffi.new("uint64_t[]", CACHED_CLASSES)
-        r = lib.iova_trim_due(self._d, due)
+        r = lib.iova_rcache_trim_due(self._d, due)
         if r < 0:
             raise self._error(r)
         return {k: due[k] for k in range(CACHED_CLASSES) if due[k] != (1 << 64) - 1}
@@ -661,7 +661,7 @@ class IovaDomain:
         if not 0 <= size_class < CACHED_CLASSES:
             raise errors.IovaValueError("size class %r is not in 0..%d"
                                         % (size_class, CACHED_CLASSES - 1))
-        r = lib.iova_run_trim(self._d, size_class)
+        r = lib.iova_rcache_run_trim(self._d, size_class)
         if r < 0:
             raise self._error(r)
         return bool(r)
@@ -669,7 +669,7 @@ class IovaDomain:
     def set_clock(self, ms):
         """Moves the simulated clock forward to `ms` (never back), running
         no work (advance() runs what falls due)."""
-        r = lib.iova_set_clock(self._d, _as_u64("ms", ms))
+        r = lib.iova_rcache_set_clock(self._d, _as_u64("ms", ms))
         if r < 0:
             raise self._error(r)
 

@@ -1,6 +1,6 @@
 """Where the C engine's records come from.
 
-NativeStream  a built-in workload's generator in C (csrc/sim_workloads.c):
+NativeStream  a built-in workload's generator in C (csrc/sim_gen.c):
               the same parameters and the same random.Random(seed) state
               as the Python generator, hence the same operations.
 PackedStream  any iterator of operation tuples (a user's Workload, a trace),

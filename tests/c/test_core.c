@@ -33,7 +33,7 @@
 #include "iova_cookie_internal.h"
 #include "iova_mem.h"
 #include "sim_engine.h"
-#include "sim_workloads.h"
+#include "sim_gen.h"
 
 static int failures;
 
@@ -121,13 +121,13 @@ static void churn(struct iova_domain *d, unsigned ncpus, int rounds)
             size_t k = rnd_below(n);
             struct live l = live[k];
             live[k] = live[--n];
-            int e = rnd() & 1 ? iova_free_fast(d, l.pfn, l.size, (int)rnd_below(ncpus))
+            int e = rnd() & 1 ? iova_rcache_free_fast(d, l.pfn, l.size, (int)rnd_below(ncpus))
                               : iova_free(d, l.pfn);
             CHECK_EQ(e, 0);
         } else if (r < 75) {
             uint64_t size = 1 + rnd_below(40);
-            int64_t p = iova_alloc_fast(d, size, TOP32 >> rnd_below(4), 1,
-                                        (int)rnd_below(ncpus));
+            int64_t p = iova_rcache_alloc_fast(d, size, TOP32 >> rnd_below(4), 1,
+                                               (int)rnd_below(ncpus));
             CHECK(p >= 0);
             if (p > 0)
                 live[n++] = (struct live){ (uint64_t)p, size };
@@ -138,11 +138,11 @@ static void churn(struct iova_domain *d, unsigned ncpus, int rounds)
             if (p >= 0)
                 live[n++] = (struct live){ (uint64_t)p, size };
         } else if (r < 97) {
-            CHECK_EQ(iova_flush_cpu(d, (int)rnd_below(ncpus)), 0);
+            CHECK_EQ(iova_rcache_flush_cpu(d, (int)rnd_below(ncpus)), 0);
         } else if (r < 98) {
-            CHECK(iova_advance(d, rnd_below(150)) >= 0);
+            CHECK(iova_rcache_advance(d, rnd_below(150)) >= 0);
         } else {
-            CHECK(iova_run_pending_work(d) >= 0);
+            CHECK(iova_rcache_run_pending_work(d) >= 0);
         }
     }
     free(live);
@@ -188,8 +188,8 @@ static void exercise_domain(int kernel)
     CHECK_EQ(iova_free_many(d, pfns, 3, &err), 1);
     CHECK_EQ(err, IOVA_E_NOTFOUND);
     sizes[7] = 2;
-    CHECK(iova_alloc_fast_many(d, sizes, out, 64, TOP32, 1, 1, &bad) > 0);
-    CHECK_EQ(iova_free_fast_many(d, out, sizes, 64, 1, &err), 64);
+    CHECK(iova_rcache_alloc_fast_many(d, sizes, out, 64, TOP32, 1, 1, &bad) > 0);
+    CHECK_EQ(iova_rcache_free_fast_many(d, out, sizes, 64, 1, &err), 64);
     CHECK_EQ(err, 0);
     check_domain(d, "after batches");
 
@@ -205,7 +205,7 @@ static void exercise_domain(int kernel)
     }
     for (int i = 0; i < MANY; i++)
         if (many[i])
-            CHECK_EQ(iova_free_fast(d, many[i], 2, 0), 0);
+            CHECK_EQ(iova_rcache_free_fast(d, many[i], 2, 0), 0);
     free(many);
     uint32_t loaded[6 * ncpus], prev[6 * ncpus], pending[6];
     uint64_t depot[6];
@@ -220,7 +220,7 @@ static void exercise_domain(int kernel)
     uint64_t due[6];
     if (kernel == IOVA_KERNEL_6_12)
         CHECK(pending[1]);                              /* the depot push armed it */
-    int npending = iova_trim_due(d, due);
+    int npending = iova_rcache_trim_due(d, due);
     CHECK(npending >= 0);
     int armed = 0;
     for (int k = 0; k < 6; k++)
@@ -228,20 +228,20 @@ static void exercise_domain(int kernel)
     CHECK_EQ(npending, armed);
     if (kernel == IOVA_KERNEL_6_12 && pending[1]) {
         CHECK(due[1] != UINT64_MAX);
-        CHECK_EQ(iova_set_clock(d, due[1] + 7), 0);
-        CHECK_EQ(iova_set_clock(d, 1), 0);              /* never back */
-        CHECK_EQ(iova_run_trim(d, 1), 1);
+        CHECK_EQ(iova_rcache_set_clock(d, due[1] + 7), 0);
+        CHECK_EQ(iova_rcache_set_clock(d, 1), 0);              /* never back */
+        CHECK_EQ(iova_rcache_run_trim(d, 1), 1);
         uint64_t again[6];
-        if (iova_trim_due(d, again) > 0 && again[1] != UINT64_MAX)
+        if (iova_rcache_trim_due(d, again) > 0 && again[1] != UINT64_MAX)
             CHECK_EQ(again[1], due[1] + 7 + IOVA_DEPOT_DELAY_MS);   /* re-armed from now */
     } else {
-        CHECK_EQ(iova_run_trim(d, 1), 0);               /* nothing pending */
+        CHECK_EQ(iova_rcache_run_trim(d, 1), 0);               /* nothing pending */
     }
-    CHECK_EQ(iova_run_trim(d, 6), IOVA_E_SIZECLASS);
+    CHECK_EQ(iova_rcache_run_trim(d, 6), IOVA_E_SIZECLASS);
     check_domain(d, "after a trim run by hand");
-    CHECK(iova_run_pending_work(d) >= 0);
-    CHECK(iova_advance(d, 1000) >= 0);
-    CHECK(iova_advance(d, UINT64_MAX) >= 0);          /* saturates, no wrap */
+    CHECK(iova_rcache_run_pending_work(d) >= 0);
+    CHECK(iova_rcache_advance(d, 1000) >= 0);
+    CHECK(iova_rcache_advance(d, UINT64_MAX) >= 0);          /* saturates, no wrap */
     check_domain(d, "after trim work");
 
     churn(d, ncpus, 6000);
@@ -269,19 +269,20 @@ static void exercise_domain(int kernel)
         CHECK_EQ(iova_save(copy, again, (uint64_t)words), words);
         CHECK(memcmp(saved, again, (size_t)words * sizeof(uint64_t)) == 0);
         free(again);
-        CHECK_EQ(iova_alloc_fast(copy, 3, TOP32, 1, 0), iova_alloc_fast(d, 3, TOP32, 1, 0));
+        CHECK_EQ(iova_rcache_alloc_fast(copy, 3, TOP32, 1, 0),
+                 iova_rcache_alloc_fast(d, 3, TOP32, 1, 0));
         iova_domain_destroy(copy);                  /* never closed: destroy does it */
     }
     free(saved);
 
     /* the reset drops the cached ranges and keeps every range still held,
      * the reserved window among them */
-    CHECK_EQ(iova_flush_rcaches(d), 0);
+    CHECK_EQ(iova_rcache_flush_all(d), 0);
     CHECK_EQ(iova_rcache_pfns(d, NULL, 0), 0);
     for (int i = 0; i < 20; i++) {
-        int64_t p = iova_alloc_fast(d, 1 + (uint64_t)i % 3, TOP32, 1, i % (int)ncpus);
+        int64_t p = iova_rcache_alloc_fast(d, 1 + (uint64_t)i % 3, TOP32, 1, i % (int)ncpus);
         CHECK(p > 0);
-        CHECK_EQ(iova_free_fast(d, (uint64_t)p, 1 + (uint64_t)i % 3, i % (int)ncpus), 0);
+        CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)p, 1 + (uint64_t)i % 3, i % (int)ncpus), 0);
     }
     int64_t held = iova_ranges(d, NULL, 0), cached = iova_rcache_pfns(d, NULL, 0);
     CHECK(cached > 0);
@@ -296,19 +297,19 @@ static void exercise_domain(int kernel)
     CHECK_EQ(iova_domain_close(d), 0);
     CHECK_EQ(iova_domain_close(d), IOVA_E_CLOSED);
     CHECK_EQ(iova_alloc(d, 1, TOP32, 0), IOVA_E_CLOSED);
-    CHECK_EQ(iova_alloc_fast(d, 1, TOP32, 1, 0), IOVA_E_CLOSED);
-    CHECK_EQ(iova_free_fast(d, 5, 1, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_alloc_fast(d, 1, TOP32, 1, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_free_fast(d, 5, 1, 0), IOVA_E_CLOSED);
     CHECK_EQ(iova_free(d, 5), IOVA_E_CLOSED);
     CHECK_EQ(iova_find(d, 5, lo_hi), IOVA_E_CLOSED);
     CHECK_EQ(iova_reserve(d, 5, 6, lo_hi), IOVA_E_CLOSED);
-    CHECK_EQ(iova_flush_cpu(d, 0), IOVA_E_CLOSED);
-    CHECK_EQ(iova_flush_depot(d), IOVA_E_CLOSED);
-    CHECK_EQ(iova_flush_rcaches(d), IOVA_E_CLOSED);
-    CHECK_EQ(iova_run_pending_work(d), IOVA_E_CLOSED);
-    CHECK_EQ(iova_advance(d, 5), IOVA_E_CLOSED);
-    CHECK_EQ(iova_trim_due(d, due), IOVA_E_CLOSED);
-    CHECK_EQ(iova_run_trim(d, 0), IOVA_E_CLOSED);
-    CHECK_EQ(iova_set_clock(d, 5), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_flush_cpu(d, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_flush_depot(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_flush_all(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_run_pending_work(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_advance(d, 5), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_trim_due(d, due), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_run_trim(d, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_set_clock(d, 5), IOVA_E_CLOSED);
     CHECK_EQ(iova_save(d, NULL, 0), IOVA_E_CLOSED);
     CHECK_EQ(iova_ranges(d, NULL, 0), IOVA_E_CLOSED);
     CHECK_EQ(iova_rcache_pfns(d, NULL, 0), IOVA_E_CLOSED);
@@ -349,7 +350,7 @@ static void bad_domain_parameters(void)
     struct iova_domain *big = iova_domain_new(65536, 0, IOVA_MAX_CPUS, IOVA_KERNEL_6_12, 0, &err);
     CHECK(big != NULL);
     if (big) {
-        CHECK(iova_alloc_fast(big, 1, 0xFFFF, 1, IOVA_MAX_CPUS - 1) > 0);
+        CHECK(iova_rcache_alloc_fast(big, 1, 0xFFFF, 1, IOVA_MAX_CPUS - 1) > 0);
         iova_domain_destroy(big);
     }
 }
@@ -369,15 +370,15 @@ static void poke(struct iova_domain *d)
         uint64_t size = 1 + rnd_below(40);
         uint64_t limit = st.start_pfn + rnd_below(top - st.start_pfn + 1);
         int cpu = (int)rnd_below(st.ncpus);
-        held[i] = i % 2 ? iova_alloc_fast(d, size, limit, 1, cpu)
+        held[i] = i % 2 ? iova_rcache_alloc_fast(d, size, limit, 1, cpu)
                         : iova_alloc(d, size, limit, (int)(rnd() & 1));
         if (held[i] > 0 && i % 4 == 1)
-            (void)iova_free_fast(d, (uint64_t)held[i], size, cpu);
+            (void)iova_rcache_free_fast(d, (uint64_t)held[i], size, cpu);
         else if (held[i] > 0 && i % 4 == 2)
             (void)iova_free(d, (uint64_t)held[i]);
     }
-    (void)iova_advance(d, 200);
-    (void)iova_flush_rcaches(d);
+    (void)iova_rcache_advance(d, 200);
+    (void)iova_rcache_flush_all(d);
 }
 
 /* The index of the first word after the ranges that equals v. */
@@ -397,10 +398,10 @@ static void forged_magazines(void)
     uint64_t lo_hi[2];
     CHECK_EQ(iova_reserve(d, 0, 0, lo_hi), 0);
     int64_t big = iova_alloc(d, 32, TOP32, 1);
-    int64_t two = iova_alloc_fast(d, 2, TOP32, 1, 0);
+    int64_t two = iova_rcache_alloc_fast(d, 2, TOP32, 1, 0);
     CHECK(big > 0 && two > 0);
-    CHECK_EQ(iova_free_fast(d, (uint64_t)big, 32, 0), 0);     /* class 5 */
-    CHECK_EQ(iova_free_fast(d, (uint64_t)two, 2, 0), 0);      /* class 1 */
+    CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)big, 32, 0), 0);     /* class 5 */
+    CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)two, 2, 0), 0);      /* class 1 */
     int64_t n = iova_save(d, NULL, 0);
     uint64_t *w = malloc((size_t)n * sizeof(uint64_t));
     CHECK_EQ(iova_save(d, w, (uint64_t)n), n);
@@ -1098,10 +1099,10 @@ static int fp_grow(void)
     if (!ret)
         ret = iova_reserve(d, 0x10, 0x20, lo_hi);
     for (int i = 0; !ret && i < n; i++)
-        ret = iova_free_fast(d, pfns[i], 1, 0);
+        ret = iova_rcache_free_fast(d, pfns[i], 1, 0);
     /* free_fast never fails for want of memory: a failed magazine sends
      * the range back to the tree instead */
-    (void)iova_run_pending_work(d);
+    (void)iova_rcache_run_pending_work(d);
     int64_t words = ret ? 0 : iova_save(d, NULL, 0);
     if (words > 0) {
         uint64_t *w = malloc((size_t)words * sizeof(uint64_t));
@@ -1262,14 +1263,14 @@ static void *worker_main(void *arg)
     for (int i = 0; i < 4000; i++) {
         int k = i % 64;
         uint64_t size = 1 + (uint64_t)k % 9;
-        if (held[k] && iova_free_fast(w->d, (uint64_t)held[k], size, w->cpu))
+        if (held[k] && iova_rcache_free_fast(w->d, (uint64_t)held[k], size, w->cpu))
             w->bad++;
-        held[k] = iova_alloc_fast(w->d, size, TOP32, 1, w->cpu);
+        held[k] = iova_rcache_alloc_fast(w->d, size, TOP32, 1, w->cpu);
         if (held[k] < 0)
             w->bad++;
         if (i % 500 == 0) {
-            iova_flush_cpu(w->d, (w->cpu + 1) % 3);
-            iova_advance(w->d, 50);
+            iova_rcache_flush_cpu(w->d, (w->cpu + 1) % 3);
+            iova_rcache_advance(w->d, 50);
         }
     }
     return NULL;
@@ -1303,7 +1304,7 @@ static void validator_sees_a_bad_hint(void)
     char msg[256];
     struct iova_domain *d = iova_domain_new(4096, 1, 1, IOVA_KERNEL_6_12, 0, &err);
     CHECK(d != NULL);
-    int64_t pfn = iova_alloc_fast(d, 1, TOP32, 1, 0);
+    int64_t pfn = iova_rcache_alloc_fast(d, 1, TOP32, 1, 0);
     CHECK(pfn > 0);
     uint32_t *slot = &d->live_hint[iova_live_hint_slot((uint64_t)pfn)];
     uint32_t saved = *slot;
@@ -1312,7 +1313,7 @@ static void validator_sees_a_bad_hint(void)
     CHECK(strstr(msg, "R4") != NULL);
     *slot = saved;
     CHECK_EQ(iova_check(d, NULL, 0), 0);
-    CHECK_EQ(iova_free_fast(d, (uint64_t)pfn, 1, 0), 0);
+    CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)pfn, 1, 0), 0);
     iova_domain_destroy(d);
 }
 
@@ -1510,7 +1511,7 @@ static void validator_sees_a_bad_61_depot(void)
         pfns[i] = (uint64_t)p;
     }
     for (int i = 0; i < N; i++)
-        CHECK_EQ(iova_free_fast(d, pfns[i], 1, 0), 0);
+        CHECK_EQ(iova_rcache_free_fast(d, pfns[i], 1, 0), 0);
     struct iova_depot *dp = &d->depot[0];
     CHECK_EQ(dp->len, IOVA_DEPOT_MAX_MAGS);
     CHECK_EQ(iova_check(d, msg, sizeof(msg)), 0);
@@ -1522,10 +1523,10 @@ static void validator_sees_a_bad_61_depot(void)
 
     /* a 33rd magazine: the prev one, moved into the depot behind the lock's back */
     struct iova_cpu_rcache *c = &d->cpu_rc[0];
-    struct iova_magazine *fresh = iova_mag_alloc(d);
+    struct iova_magazine *fresh = iova_rcache_mag_alloc(d);
     CHECK(fresh != NULL);
     if (fresh) {
-        CHECK_EQ(iova_depot_push(dp, c->prev), 0);
+        CHECK_EQ(iova_rcache_depot_push(dp, c->prev), 0);
         struct iova_magazine *prev = c->prev;
         c->prev = fresh;
         CHECK_EQ(iova_check(d, msg, sizeof(msg)), IOVA_E_CORRUPT);
@@ -1535,7 +1536,7 @@ static void validator_sees_a_bad_61_depot(void)
         free(fresh);
     }
     CHECK_EQ(iova_check(d, NULL, 0), 0);
-    CHECK_EQ(iova_flush_rcaches(d), 0);
+    CHECK_EQ(iova_rcache_flush_all(d), 0);
     CHECK_EQ(iova_rcache_pfns(d, NULL, 0), 0);
     iova_domain_destroy(d);
 }

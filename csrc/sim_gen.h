@@ -1,24 +1,24 @@
 /*
- * sim_workloads.h - the built-in workloads' operation streams, generated in
+ * sim_gen.h - the built-in workloads' operation streams, generated in
  * C as records for the simulation engine (sim_engine.h).
  *
  * Each generator is its Python counterpart (pyiova/workloads/usb.py, nic.py,
  * nvme.py, randomized.py) written as a state machine: given the same
  * parameters and the same random state (a random.Random's getstate(), see
- * sim_random.h) it yields the same operations, number for number; a test
+ * sim_mt.h) it yields the same operations, number for number; a test
  * compares the two streams. The parameters come from the Python workload
  * object, its module's constants included (handles, physical bases), so
  * that they are stated once.
  *
  * This header is read by cffi as well as by C.
  */
-#ifndef PYIOVA_SIM_WORKLOADS_H
-#define PYIOVA_SIM_WORKLOADS_H
+#ifndef PYIOVA_SIM_GEN_H
+#define PYIOVA_SIM_GEN_H
 
 #include <stdint.h>
 #include <stddef.h>
 
-#include "sim_random.h"
+#include "sim_mt.h"
 #include "sim_engine.h"
 
 struct sim_usb_params {

@@ -1,6 +1,6 @@
 /*
- * sim_workloads.c - the built-in workloads as record generators (see
- * sim_workloads.h). Each step function is one turn of its Python
+ * sim_gen.c - the built-in workloads as record generators (see
+ * sim_gen.h). Each step function is one turn of its Python
  * generator's endless loop: it appends that turn's operations to the
  * generator's queue, drawing the random numbers in the order the Python
  * code draws them (a conditional draws only when Python's short-circuit
@@ -13,8 +13,8 @@
 
 #include "iova_mem_internal.h"
 #include "sim_array.h"
-#include "sim_random_internal.h"
-#include "sim_workloads_internal.h"
+#include "sim_mt_internal.h"
+#include "sim_gen_internal.h"
 
 #define DIR_TO_DEVICE 1
 #define DIR_FROM_DEVICE 2
@@ -469,7 +469,7 @@ static struct sim_gen *gen_new(enum kind kind, const struct sim_mt *rng, int *er
         *err = SIM_E_INVAL;
         return NULL;
     }
-    struct sim_gen *g = iova_calloc(1, sizeof(*g));
+    struct sim_gen *g = iova_mem_calloc(1, sizeof(*g));
     if (!g) {
         *err = SIM_E_NOMEM;
         return NULL;
@@ -501,9 +501,9 @@ struct sim_gen *sim_gen_usb(const struct sim_usb_params *p, const struct sim_mt 
         return NULL;
     __typeof__(g->u.usb) *u = &g->u.usb;
     u->p = *p;
-    u->sizes = iova_malloc(p->nsizes * sizeof(uint64_t));
-    u->cum = iova_malloc(p->nsizes * sizeof(uint64_t));
-    u->queue = iova_calloc(p->inflight, sizeof(*u->queue));
+    u->sizes = iova_mem_malloc(p->nsizes * sizeof(uint64_t));
+    u->cum = iova_mem_malloc(p->nsizes * sizeof(uint64_t));
+    u->queue = iova_mem_calloc(p->inflight, sizeof(*u->queue));
     if (!u->sizes || !u->cum || !u->queue)
         return gen_failed(g, err, SIM_E_NOMEM);
     for (uint64_t i = 0; i < p->nsizes; i++) {
@@ -537,7 +537,7 @@ struct sim_gen *sim_gen_nic(const struct sim_nic_params *p, const struct sim_mt 
     u->p = *p;
     u->halves = p->page / p->rx_buf ? p->page / p->rx_buf : 1;
     u->frame_span = p->mtu + 14 - 60 + 1;
-    u->busy = iova_calloc(p->tx_ring, sizeof(*u->busy));
+    u->busy = iova_mem_calloc(p->tx_ring, sizeof(*u->busy));
     if (!u->busy)
         return gen_failed(g, err, SIM_E_NOMEM);
     return g;
@@ -559,14 +559,14 @@ struct sim_gen *sim_gen_nvme(const struct sim_nvme_params *p, const struct sim_m
         return NULL;
     __typeof__(g->u.nvme) *u = &g->u.nvme;
     u->p = *p;
-    u->queues = iova_calloc(p->queues, sizeof(*u->queues));
+    u->queues = iova_mem_calloc(p->queues, sizeof(*u->queues));
     if (!u->queues)
         return gen_failed(g, err, SIM_E_NOMEM);
     for (uint64_t q = 0; q < p->queues; q++) {
         struct nvme_queue *Q = &u->queues[q];
-        Q->free_tags = iova_malloc(p->depth * sizeof(uint64_t));
-        Q->busy = iova_malloc(p->depth * sizeof(uint64_t));
-        Q->cmd = iova_calloc(p->depth, sizeof(*Q->cmd));
+        Q->free_tags = iova_mem_malloc(p->depth * sizeof(uint64_t));
+        Q->busy = iova_mem_malloc(p->depth * sizeof(uint64_t));
+        Q->cmd = iova_mem_calloc(p->depth, sizeof(*Q->cmd));
         if (!Q->free_tags || !Q->busy || !Q->cmd)
             return gen_failed(g, err, SIM_E_NOMEM);
         for (uint64_t i = 0; i < p->depth; i++)
