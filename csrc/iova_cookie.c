@@ -58,7 +58,7 @@ struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
     }
     if (!needs_domain && (granule < 2 || (granule & (granule - 1)) ||
                           end_pfn < start_pfn || end_pfn >= (IOVA_U64_MAX >> 1))) {
-        *err = IOVA_E_RANGE;
+        *err = IOVA_E_GEOMETRY;
         return NULL;
     }
     struct iova_state st;
@@ -177,7 +177,7 @@ static int check_iova_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
     if (pfn > c->end_pfn)
         return IOVA_E_PFN;
     if (pages > c->end_pfn)
-        return IOVA_E_SIZE;
+        return IOVA_E_FREE_SIZE;
     bool tree = iova_cookie_uses_tree(c);
     uint64_t size;
     int r = iova_cookie_range_at(c, pfn, &size);
@@ -186,7 +186,7 @@ static int check_iova_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
     if (!tree && !iova_cookie_same_class(size, pages))
         return IOVA_E_SIZECLASS;
     if ((tree || pages > FAST_ROUNDED_MAX) && size != pages)
-        return IOVA_E_SIZE;
+        return IOVA_E_FREE_SIZE;
     return 0;
 }
 
@@ -240,7 +240,7 @@ static int free_reset_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     if (r == IOVA_E_CACHED || (!r && pfn_set_holds(&c->retired, pfn)))
         r = IOVA_E_NOT_LIVE;
     else if (!r && size != pages)
-        r = IOVA_E_SIZE;                         /* a wrong count could reset too early */
+        r = IOVA_E_FREE_SIZE;                    /* a wrong count could reset too early */
     else if (!r && !pfn_set_holds(&c->live, pfn))
         r = IOVA_E_NOT_LIVE;                     /* not the cookie's: a reserved region */
     if (r)
@@ -352,7 +352,7 @@ int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     if (c->fq && iova_fq_holds(c->fq, pfn)) {
         r = IOVA_E_QUEUED;              /* freed now, it would be freed again at its flush */
     } else if (pages == 0 || counted > c->live_pfns) {
-        r = c->live_ranges ? IOVA_E_SIZE : IOVA_E_NOT_LIVE;
+        r = c->live_ranges ? IOVA_E_FREE_SIZE : IOVA_E_NOT_LIVE;
     } else {
         switch (c->type) {
         case IOVA_COOKIE_IOVA:
@@ -371,7 +371,7 @@ int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
             if (!c->msi_depth || pfn != c->msi_starts[c->msi_depth - 1]) {
                 r = IOVA_E_NOT_LIVE;
             } else if (pfn + pages != c->msi_next) {
-                r = IOVA_E_SIZE;
+                r = IOVA_E_FREE_SIZE;
             } else {
                 r = 0;
                 c->msi_next = pfn;
@@ -437,7 +437,7 @@ int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
     if (c->type != IOVA_COOKIE_IOVA || !c->mainline)
         return IOVA_E_COOKIE;
     if (ncpus < 1 || ring_size < 2 || ring_size > IOVA_FQ_MAX_SIZE)
-        return IOVA_E_RANGE;
+        return IOVA_E_GEOMETRY;
     /* a ring retires into its own CPU's rcache: there must be one */
     if (ncpus > c->dom_ncpus)
         return IOVA_E_CPU;
@@ -501,7 +501,7 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
         else if (iova_fq_holds(fq, pfn))
             r = IOVA_E_QUEUED;
         else if (pages == 0 || counted_pages(c, pages) > c->live_pfns)
-            r = IOVA_E_SIZE;
+            r = IOVA_E_FREE_SIZE;
         else if ((r = check_iova_free(c, pfn, pages)) == 0 && !pfn_set_holds(&c->live, pfn))
             r = IOVA_E_NOT_LIVE;
     }

@@ -17,11 +17,11 @@
 #define IOVA_E_SIZE       -3   /* size is 0 or larger than the pfn space */
 #define IOVA_E_LIMIT      -4   /* limit_pfn below start_pfn or beyond the pfn space */
 #define IOVA_E_PFN        -5   /* a pfn the granule cannot address in 64 bits */
-#define IOVA_E_NOTFOUND   -6   /* no range contains the pfn */
+#define IOVA_E_NOTFOUND   -6   /* no range contains the pfn; nothing is mapped there */
 #define IOVA_E_NOTSTART   -7   /* free_fast: pfn is inside a range, not its start */
 #define IOVA_E_CACHED     -8   /* the range already sits in an rcache magazine */
 #define IOVA_E_SIZECLASS  -9   /* free_fast: size names another size class */
-#define IOVA_E_RANGE      -10  /* reserve: lo > hi */
+#define IOVA_E_RANGE      -10  /* a reserve: lo > hi */
 #define IOVA_E_CPU        -11  /* cpu slot out of range */
 #define IOVA_E_ANCHOR     -12  /* the anchor node cannot be freed */
 #define IOVA_E_NOSPC      -13  /* no room: the allocation failed */
@@ -34,6 +34,21 @@
 #define IOVA_E_TOOMANY    -20  /* more ranges than the node index can address */
 #define IOVA_E_CORRUPT    -21  /* a validator (*_check): an invariant does not hold */
 #define IOVA_E_STATE      -22  /* a restore: the saved state is inconsistent */
+/* Page tables, IOTLBs and the simulation engine (io_pgtable.h, iotlb.h,
+ * sim_engine.h, sim_gen.h). ARG: a malformed argument (a NULL pointer, a bad
+ * chunk of operation records, parameters the call cannot follow). GEOMETRY:
+ * a shape the structure cannot have (a page table's granule, sizes or page
+ * sizes, an IOTLB's entries and ways, a flush queue's rings, an allocator's
+ * space). FAULT and PERM: a device access nothing translates (translation
+ * fault), or that its translation forbids (permission fault). */
+#define IOVA_E_ARG        -23
+#define IOVA_E_GEOMETRY   -24
+#define IOVA_E_ALIGN      -25  /* an address or size not a multiple of the granule, or 0 */
+#define IOVA_E_PROT       -26  /* prot without READ or WRITE, or with unknown bits */
+#define IOVA_E_ADDR       -27  /* beyond the page table's input or output size */
+#define IOVA_E_EXISTS     -28  /* a map would cover an address that is already mapped */
+#define IOVA_E_FAULT      -29
+#define IOVA_E_PERM       -30
 
 /* The cookie's (iova_cookie.h). */
 #define IOVA_E_FQ_FULL    -40  /* flush queue full: flush, then call again */
@@ -43,5 +58,7 @@
 /* A queued range could not be freed when its flush came (the domain was
  * changed behind the queue): it was dropped, and counted in fq_lost. */
 #define IOVA_E_FQ_LOST    -44
+#define IOVA_E_FREE_SIZE  -45  /* a free names another size than the range's own */
+#define IOVA_E_OVERLAP    -46  /* a reserve overlaps ranges already held */
 
 #endif

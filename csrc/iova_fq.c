@@ -20,7 +20,7 @@ struct iova_fq *iova_fq_new(unsigned ncpus, unsigned ring_size, uint64_t timeout
     /* one slot always stays empty (a full ring has tail + 1 == head), so a
      * ring needs two slots to hold anything */
     if (ncpus < 1 || ring_size < 2 || ring_size > IOVA_FQ_MAX_SIZE) {
-        *err = IOVA_E_RANGE;
+        *err = IOVA_E_GEOMETRY;
         return NULL;
     }
     *err = IOVA_E_NOMEM;

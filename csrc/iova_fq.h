@@ -53,7 +53,7 @@ struct iova_fq {
 };
 
 /* ncpus rings (at least 1) of ring_size slots (2..IOVA_FQ_MAX_SIZE), a
- * timer of timeout_ms; NULL with *err = IOVA_E_RANGE or IOVA_E_NOMEM. */
+ * timer of timeout_ms; NULL with *err = IOVA_E_GEOMETRY or IOVA_E_NOMEM. */
 struct iova_fq *iova_fq_new(unsigned ncpus, unsigned ring_size, uint64_t timeout_ms,
                             int *err);
 void iova_fq_destroy(struct iova_fq *fq);

@@ -101,14 +101,12 @@ int iova_wrap_free(struct iova_wrap *w, uint64_t pfn, uint64_t pages)
 {
     struct iova_tree *t = &w->tree;
     uint32_t x = iova_tree_find(t, pfn);
-    if (x == IOVA_NIL || x == w->sentinel)
-        return IOVA_E_NOTFOUND;
-    if (t->nodes[x].lo != pfn)
-        return IOVA_E_NOTSTART;
+    if (x == IOVA_NIL || x == w->sentinel || t->nodes[x].lo != pfn)
+        return IOVA_E_NOTFOUND;                  /* no range handed out starts at pfn */
     if (iova_flags(t, x) & (WRAP_NODE_RETIRED | WRAP_NODE_RESERVED))
         return IOVA_E_NOT_LIVE;
     if (t->nodes[x].hi - t->nodes[x].lo + 1 != pages)
-        return IOVA_E_SIZE;
+        return IOVA_E_FREE_SIZE;
     iova_set_flag(t, x, WRAP_NODE_RETIRED);
     w->retired_pfns += pages;
     return 0;
@@ -127,7 +125,7 @@ int iova_wrap_reserve(struct iova_wrap *w, uint64_t lo, uint64_t hi)
         hi = w->end_pfn;
     uint32_t above = iova_tree_lowest_hi_ge(t, lo);
     if (above != IOVA_NIL && t->nodes[above].lo <= hi)
-        return IOVA_E_NOT_LIVE;                  /* overlaps what is held */
+        return IOVA_E_OVERLAP;
     uint32_t x = iova_tree_node_new(t, lo, hi);
     if (x == IOVA_NIL)
         return IOVA_E_NOMEM;

@@ -38,6 +38,7 @@ import io
 import pickle
 
 from . import errors
+from .error_codes import error as _code_error
 from ._pyiova import ffi, lib
 from ._words import loaded_words, save_words
 from .allocators import AllocatorType, PfnAllocator
@@ -157,9 +158,7 @@ def _fields(obj):
 # ---- PfnAllocator (its __reduce__ delegates here) -------------------------------
 
 def _allocator_error(code):
-    if code == lib.IOVA_E_CLOSED:
-        return errors.IovaClosed("the allocator's IOVA domain is closed")
-    return errors.IovaError("saving the allocator failed with code %d" % code)
+    return _code_error(code, what="the allocator's IOVA domain", where="saving an allocator")
 
 
 def reduce_allocator(allocator):
@@ -182,10 +181,8 @@ def _restore_allocator(type_name, iovad, data):
     with loaded_words(data, "allocator") as (words, n):
         c = lib.iova_cookie_restore(words, n, iovad._d if iovad is not None else ffi.NULL, err)
     if c == ffi.NULL:
-        if err[0] == lib.IOVA_E_NOMEM:
-            raise MemoryError("out of memory restoring a %s allocator" % atype)
-        raise errors.IovaValueError("the saved %s allocator is corrupt or inconsistent, or "
-                                    "does not fit its IOVA domain" % atype)
+        raise _code_error(err[0], "lent", what="%s allocator" % atype,
+                          where="restoring a %s allocator" % atype)
     c = ffi.gc(c, lib.iova_cookie_destroy)
     st = ffi.new("struct iova_cookie_stats *")
     lib.iova_cookie_get_stats(c, st)

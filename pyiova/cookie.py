@@ -25,6 +25,7 @@ from ._args import as_cpu as _as_cpu
 from ._args import as_integer as _as_integer
 from ._args import as_u64 as _as_u64
 from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
+from .error_codes import error as _code_error
 from ._pyiova import lib
 from .iova import KERNELS, IovaDomain
 from .phys import PhysAllocator
@@ -312,7 +313,7 @@ class DmaCookie:
                     return True
                 self._flush()                      # ring full: flush, then queue
                 self.allocator.fq_flushed()
-            raise errors.IovaError("flush queue still full after a flush")
+            raise _code_error(lib.IOVA_E_FQ_FULL)            # as the C engine reports it
         self._events(self.allocator.free(pfn, pages, cpu=cpu))
         return False
 

@@ -23,8 +23,9 @@ from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
 from . import _state
 from . import errors
 from . import iommu_errors as ierr
-from ._iommu_native import (LPAE_4K_PGSIZES, IoPgtable, Iotlb, access_many, bad_argument,
-                            fault_error, u64_buffer)
+from ._args import bad_argument, u64_buffer
+from .iotlb import Iotlb, access_many, fault_error
+from .pgtable import LPAE_4K_PGSIZES, IoPgtable
 from ._pyiova import ffi, lib
 from .device import Device, device_name
 
