@@ -43,6 +43,15 @@ uint64_t iova_new_uid(void)
     return __atomic_fetch_add(&next_uid, 1, __ATOMIC_RELAXED);
 }
 
+int iova_granule_check(uint64_t granule)
+{
+    /* The kernel requires a power of two no larger than PAGE_SIZE (64K at
+     * most); at least 2 keeps every pfn below 2^63, so it fits an int64. */
+    if (granule < 2 || granule > 65536 || (granule & (granule - 1)))
+        return IOVA_E_GRANULE;
+    return 0;
+}
+
 struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
                                     unsigned ncpus, int kernel,
                                     uint64_t dma_32bit_pfn, int *err)
@@ -50,9 +59,7 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
     int dummy;
     if (!err)
         err = &dummy;
-    /* The kernel requires a power of two no larger than PAGE_SIZE (64K at
-     * most); at least 2 keeps every pfn below 2^63, so it fits an int64. */
-    if (granule < 2 || granule > 65536 || (granule & (granule - 1))) {
+    if (iova_granule_check(granule)) {
         *err = IOVA_E_GRANULE;
         return NULL;
     }

@@ -62,6 +62,11 @@ struct iova_state {
 
 /* --- lifetime ------------------------------------------------------------ */
 
+/* 0 when granule is one the core models, else IOVA_E_GRANULE: the one rule
+ * every constructor (iova_domain_new, iova_cookie_new) applies, and what the
+ * binding asks before it uses a granule. */
+int iova_granule_check(uint64_t granule);
+
 /* init_iova_domain (+ iova_domain_init_rcaches). dma_32bit_pfn is used by the
  * 4.10 rules only (inclusive boundary); pass 0 for 6.12 and 6.1. */
 struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,

@@ -56,9 +56,12 @@ struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
         *err = IOVA_E_COOKIE;
         return NULL;
     }
-    if (!needs_domain && (granule < 2 || (granule & (granule - 1)) ||
-                          end_pfn < start_pfn || end_pfn >= (IOVA_U64_MAX >> 1))) {
-        *err = IOVA_E_GEOMETRY;
+    if (!needs_domain && iova_granule_check(granule)) {
+        *err = IOVA_E_GRANULE;
+        return NULL;
+    }
+    if (!needs_domain && (end_pfn < start_pfn || end_pfn >= (IOVA_U64_MAX >> 1))) {
+        *err = IOVA_E_RANGE;
         return NULL;
     }
     struct iova_state st;

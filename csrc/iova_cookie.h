@@ -67,7 +67,8 @@ struct iova_cookie_stats {
 /* type IOVA and RESET_WHEN_EMPTY use `iovad` (not owned; it must outlive the
  * cookie); WRAPAROUND and MSI use [start_pfn, end_pfn] and `granule`.
  * NULL with *err = IOVA_E_COOKIE (an unknown type, or no domain for a type
- * that needs one), IOVA_E_GEOMETRY (a granule or space it cannot have) or
+ * that needs one), IOVA_E_GRANULE (a granule iova_granule_check refuses),
+ * IOVA_E_RANGE (start_pfn > end_pfn, or end_pfn beyond 2^63) or
  * IOVA_E_NOMEM. */
 struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
                                     uint64_t granule, uint64_t start_pfn,

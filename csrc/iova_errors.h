@@ -21,7 +21,7 @@
 #define IOVA_E_NOTSTART   -7   /* free_fast: pfn is inside a range, not its start */
 #define IOVA_E_CACHED     -8   /* the range already sits in an rcache magazine */
 #define IOVA_E_SIZECLASS  -9   /* free_fast: size names another size class */
-#define IOVA_E_RANGE      -10  /* a reserve: lo > hi */
+#define IOVA_E_RANGE      -10  /* lo > hi (a reserve, an allocator's space) */
 #define IOVA_E_CPU        -11  /* cpu slot out of range */
 #define IOVA_E_ANCHOR     -12  /* the anchor node cannot be freed */
 #define IOVA_E_NOSPC      -13  /* no room: the allocation failed */
@@ -38,8 +38,7 @@
  * sim_engine.h, sim_gen.h). ARG: a malformed argument (a NULL pointer, a bad
  * chunk of operation records, parameters the call cannot follow). GEOMETRY:
  * a shape the structure cannot have (a page table's granule, sizes or page
- * sizes, an IOTLB's entries and ways, a flush queue's rings, an allocator's
- * space). FAULT and PERM: a device access nothing translates (translation
+ * sizes, an IOTLB's entries and ways, a flush queue's rings). FAULT and PERM: a device access nothing translates (translation
  * fault), or that its translation forbids (permission fault). */
 #define IOVA_E_ARG        -23
 #define IOVA_E_GEOMETRY   -24

@@ -11,10 +11,9 @@ from .errors import (DmaApiError, DmaMappingError, IovaClosed, IovaCorrupted,  #
 from .iova import IOVA_ANCHOR, IovaDomain  # noqa: F401
 from .allocators import AllocatorType, PfnAllocator  # noqa: F401
 from .iommu import (DomainAttr, DomainCounters, DomainGeometry, DomainType,  # noqa: F401
-                    IommuDomain, IommuDriver, IommuOps, IotlbGather, IovaAllocator, Prot,
-                    StaleTranslation)
+                    IommuDomain, IommuOps, IotlbGather, IovaAllocator, Prot, StaleTranslation)
 from .device import DMA_BIT_MASK, Device  # noqa: F401
-from .drivers import GenericIommu, IpmmuVmsa  # noqa: F401
+from .drivers import GenericIommu, IommuDriver, IpmmuVmsa  # noqa: F401
 from .cookie import DmaCookie, get_dma_cookie, get_msi_cookie, put_dma_cookie  # noqa: F401
 from .dma import DmaDirection  # noqa: F401
 from . import dma  # noqa: F401

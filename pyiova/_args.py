@@ -21,10 +21,11 @@ import struct
 import sys
 
 from . import errors
-from ._pyiova import ffi
+from ._pyiova import ffi, lib
 
 __all__ = ["check_u64", "bad_argument", "u64_buffer", "as_integer", "as_u64", "as_flag", "as_cpu",
-           "u64_cdata", "release", "U64_CODES", "U64_ARRAY"]
+           "as_granule", "granule_ok", "granule_error", "u64_cdata", "release", "U64_CODES",
+           "U64_ARRAY"]
 
 _U64_MAX = (1 << 64) - 1
 _INT_MAX = (1 << 31) - 1
@@ -93,14 +94,39 @@ def as_cpu(value, ncpus, allow_none=True):
     """A CPU slot as the C int the core takes (-1 for None: this thread's
     slot). A negative number is refused here: the core reads -1 as "this
     thread's slot", which only None may ask for. An integer beyond a C int
-    cannot be a slot either; the core checks every other value itself."""
+    cannot be a slot either; the core checks every other value itself.
+    ncpus: the slots there are, for the message (None: no fixed number)."""
     if value is None and allow_none:
         return -1
     v = value if type(value) is int else _integer("cpu", value)
     if v < 0 or v > _INT_MAX:
-        raise errors.IovaCpuError("cpu %d is not in 0..%d%s" % (
-            v, ncpus - 1, " (None: this thread's)" if allow_none else "")) from None
+        raise errors.IovaCpuError("cpu %d is not %s%s" % (
+            v, "a CPU slot" if ncpus is None else "in 0..%d" % (ncpus - 1),
+            " (None: this thread's)" if allow_none else "")) from None
     return v
+
+
+def granule_ok(value):
+    """Whether the integer value is a granule the C core models. The rule
+    is the core's (iova_granule_check), asked here so that a constructor
+    can refuse a bad granule in the order it checks its arguments, before
+    it builds anything."""
+    return 0 <= value <= _U64_MAX and lib.iova_granule_check(value) == 0
+
+
+def granule_error(value):
+    """The IovaValueError for a granule granule_ok() refuses (the core's
+    IOVA_E_GRANULE)."""
+    from .error_codes import error
+    return error(lib.IOVA_E_GRANULE, granule=value)
+
+
+def as_granule(value):
+    """value as a granule the C core models, else the pyiova error naming it."""
+    granule = as_u64("granule", value)
+    if not granule_ok(granule):
+        raise granule_error(granule)
+    return granule
 
 
 def check_u64(name, value):

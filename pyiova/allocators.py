@@ -9,16 +9,18 @@ allocator wrapped, or a flush queue is full); EV_RESET - the space was reset
 failed; EV_QUEUED - a free went into the flush queue.
 """
 import enum
-import operator
 
 from . import errors
 from .error_codes import error as _code_error
 from ._pyiova import ffi, lib
+from ._args import as_cpu as _as_cpu
+from ._args import as_granule as _as_granule
+from ._args import as_u64 as _as_u64
 from ._args import bad_argument as _bad_argument
-from ._args import check_u64 as _check_u64
-from .iova import KERNELS, IovaDomain
+from ._words import loaded_words, save_words
+from .iova import IovaDomain, kernel_rules
 
-__all__ = ["AllocatorType", "PfnAllocator", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
+__all__ = ["AllocatorType", "PfnAllocator", "allocator_type", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
            "EV_QUEUED"]
 
 EV_FLUSH = lib.IOVA_EV_FLUSH
@@ -28,7 +30,14 @@ EV_QUEUED = lib.IOVA_EV_QUEUED
 
 
 class AllocatorType(str, enum.Enum):
-    """Allocator types a cookie can use (values as on the command line)."""
+    """Allocator types a cookie can use (values as on the command line): a
+    PfnAllocator's type, a DmaCookie's, and the value of an IOMMU domain's
+    IOVA_ALLOCATOR attribute.
+
+    The same class is also public as IovaAllocator (pyiova.IovaAllocator,
+    pyiova.iommu.IovaAllocator), the name the domain attribute's values have
+    always had: code that imports either name keeps working, and the two
+    compare identical (IovaAllocator.IOVA is AllocatorType.IOVA)."""
     IOVA = "iova"                          # the kernel's tree + rcache
     MSI = "msi"                            # the MSI cookie's bump pointer
     WRAPAROUND = "wraparound"              # one-way, flush at the wrap
@@ -38,6 +47,17 @@ class AllocatorType(str, enum.Enum):
         return self.value
 
 
+def allocator_type(value):
+    """The AllocatorType a name or member names, or the IovaValueError
+    naming value."""
+    try:
+        return AllocatorType(value)
+    except (ValueError, TypeError):
+        raise errors.IovaValueError("allocator %r is not one of %s"
+                                    % (value, [t.value for t in AllocatorType])) from None
+
+
+# each type's number in the C core (struct iova_cookie_stats.type)
 _C_TYPES = {AllocatorType.IOVA: lib.IOVA_COOKIE_IOVA, AllocatorType.MSI: lib.IOVA_COOKIE_MSI,
             AllocatorType.WRAPAROUND: lib.IOVA_COOKIE_WRAPAROUND,
             AllocatorType.RESET_WHEN_EMPTY: lib.IOVA_COOKIE_RESET_WHEN_EMPTY}
@@ -48,29 +68,6 @@ _cookie_free_lazy = lib.iova_cookie_free_lazy
 _new_events = ffi.new
 _INT_MAX = (1 << 31) - 1          # the C core's cpu arguments are ints
 _UINT_MAX = (1 << 32) - 1         # and its ring counts and sizes unsigned ints
-
-
-def _u64(name, value):
-    """value as an int in 0..2**64-1, or the IovaTypeError / IovaValueError
-    naming it (bools are refused: True is not a page count)."""
-    exc = _check_u64(name, value)
-    if exc is not None:
-        raise exc
-    return operator.index(value)
-
-
-def _cpu(cpu):
-    """The C core's cpu argument: -1 for None (this thread's slot), else a
-    slot number; IovaTypeError / IovaCpuError naming anything else."""
-    if cpu is None:
-        return -1
-    if isinstance(cpu, bool) or not hasattr(cpu, "__index__"):
-        raise errors.IovaTypeError("cpu must be an integer or None, not %s (%r)"
-                                   % (type(cpu).__name__, cpu))
-    c = operator.index(cpu)
-    if c < 0 or c > _INT_MAX:
-        raise errors.IovaCpuError("cpu %r is not a CPU slot (None: this thread's)" % (cpu,))
-    return c
 
 
 class PfnAllocator:
@@ -85,25 +82,17 @@ class PfnAllocator:
 
     def __init__(self, type, *, iovad=None, granule=4096, start_pfn=1, end_pfn=None,
                  ncpus=1, kernel="6.12"):
-        try:
-            self.type = AllocatorType(type)
-        except (ValueError, TypeError):
-            raise errors.IovaValueError("allocator %r is not one of %s"
-                                        % (type, [t.value for t in AllocatorType])) from None
+        self.type = allocator_type(type)
         # Every argument is checked before any is used, whether or not this
         # type needs it: a bad value is a mistake either way.
-        granule = _u64("granule", granule)
-        if granule < 2 or granule > 65536 or granule & (granule - 1):
-            raise errors.IovaValueError("granule %r is not a power of two in 2..65536"
-                                        % (granule,))
-        start_pfn = _u64("start_pfn", start_pfn)
+        granule = _as_granule(granule)
+        start_pfn = _as_u64("start_pfn", start_pfn)
         if end_pfn is not None:
-            end_pfn = _u64("end_pfn", end_pfn)
-        ncpus = _u64("ncpus", ncpus)
+            end_pfn = _as_u64("end_pfn", end_pfn)
+        ncpus = _as_u64("ncpus", ncpus)
         if not 1 <= ncpus <= lib.IOVA_MAX_CPUS:
             raise errors.IovaValueError("ncpus %r is not in 1..%d" % (ncpus, lib.IOVA_MAX_CPUS))
-        if not isinstance(kernel, str) or kernel not in KERNELS:
-            raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, sorted(KERNELS)))
+        kernel_rules(kernel)
         self._fq_rings = 0
         if self.type in (AllocatorType.IOVA, AllocatorType.RESET_WHEN_EMPTY):
             if iovad is None:
@@ -120,12 +109,15 @@ class PfnAllocator:
         c = lib.iova_cookie_new(_C_TYPES[self.type], iovad._d if iovad is not None else ffi.NULL,
                                 granule, start_pfn, end_pfn, err)
         if c == ffi.NULL:
-            raise _code_error(err[0], where="creating a %s allocator" % self.type,
-                              what="allocator space: granule %r, pfns %r..%r"
-                                   % (granule, start_pfn, end_pfn),
-                              rules="a granule that is a power of two in 2..65536, "
-                                    "start_pfn <= end_pfn < 2**63", type=self.type)
+            raise _code_error(err[0], "space", where="creating a %s allocator" % self.type,
+                              granule=granule, start_pfn=start_pfn, end_pfn=end_pfn,
+                              type=self.type)
         self._c = ffi.gc(c, lib.iova_cookie_destroy)
+
+    def _cpu(self, cpu):
+        """The C core's cpu argument: -1 for None (this thread's slot), else
+        a slot number (the core checks it against its slots)."""
+        return _as_cpu(cpu, self.iovad.ncpus if self.iovad is not None else None)
 
     # Where the allocator keeps a space of its own (WRAPAROUND, MSI), its
     # messages say "handed out" and "the allocator's space" where a domain's
@@ -156,8 +148,8 @@ class PfnAllocator:
                 cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
             c = -1 if cpu is None else cpu         # the common cases, checked by cffi
         else:
-            pages, limit_pfn = _u64("pages", pages), _u64("limit_pfn", limit_pfn)
-            c = _cpu(cpu)
+            pages, limit_pfn = _as_u64("pages", pages), _as_u64("limit_pfn", limit_pfn)
+            c = self._cpu(cpu)
         ev = _new_events("uint32_t *")
         try:
             r = _cookie_alloc(self._c, pages, limit_pfn, 1 if try_32bit else 0, c, ev)
@@ -175,7 +167,7 @@ class PfnAllocator:
                 cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
             c = -1 if cpu is None else cpu
         else:
-            pfn, pages, c = _u64("pfn", pfn), _u64("pages", pages), _cpu(cpu)
+            pfn, pages, c = _as_u64("pfn", pfn), _as_u64("pages", pages), self._cpu(cpu)
         ev = _new_events("uint32_t *")
         try:
             r = _cookie_free(self._c, pfn, pages, c, ev)
@@ -188,7 +180,7 @@ class PfnAllocator:
     def reserve(self, lo, hi):
         """WRAPAROUND: keep pfns [lo, hi] out of use for good (reserved
         regions; the IOVA types reserve on their .iovad)."""
-        lo, hi = _u64("lo", lo), _u64("hi", hi)
+        lo, hi = _as_u64("lo", lo), _as_u64("hi", hi)
         try:
             r = lib.iova_cookie_reserve(self._c, lo, hi)
         except (TypeError, OverflowError):
@@ -209,8 +201,8 @@ class PfnAllocator:
         slots: a ring retires into its CPU's rcache) of `size` slots
         (2..2**20) that hold size - 1 entries, as the kernel's rings do, and
         a timer of timeout_ms."""
-        ncpus, size = _u64("ncpus", ncpus), _u64("size", size)
-        timeout_ms = _u64("timeout_ms", timeout_ms)
+        ncpus, size = _as_u64("ncpus", ncpus), _as_u64("size", size)
+        timeout_ms = _as_u64("timeout_ms", timeout_ms)
         # counts beyond C's unsigned int are refused as the core refuses them
         r = (lib.IOVA_E_CPU if ncpus > _UINT_MAX else lib.IOVA_E_GEOMETRY if size > _UINT_MAX
              else lib.iova_cookie_fq_init(self._c, ncpus, size, timeout_ms))
@@ -225,8 +217,8 @@ class PfnAllocator:
         """Queues a free: (pfn, pages) as free() would take it now, not queued
         already. Returns the events; EV_FLUSH without EV_QUEUED means the
         ring was full: flush the IOTLB, call fq_flushed(), and retry."""
-        pfn, pages, now_ms = _u64("pfn", pfn), _u64("pages", pages), _u64("now_ms", now_ms)
-        c = _cpu(cpu)
+        pfn, pages, now_ms = _as_u64("pfn", pfn), _as_u64("pages", pages), _as_u64("now_ms", now_ms)
+        c = self._cpu(cpu)
         ev = _new_events("uint32_t *")
         r = _cookie_free_lazy(self._c, pfn, pages, c, now_ms, ev)
         if r and r != lib.IOVA_E_FQ_FULL:
@@ -240,7 +232,7 @@ class PfnAllocator:
     def fq_flushed(self, all_rings=False, cpu=0):
         """Counts a full IOTLB flush; with all_rings (the timer) retires every
         queued entry into `cpu`'s rcache."""
-        c = _cpu(cpu)
+        c = self._cpu(cpu)
         if c < 0:
             if all_rings:
                 raise errors.IovaCpuError("cpu %r: the timer retires into one CPU's rcache; "
@@ -286,12 +278,67 @@ class PfnAllocator:
         if r:
             raise self._error(r, report=ffi.string(msg).decode())
 
+    # -- saving (checkpoints) -------------------------------------------------
+    def save(self):
+        """The allocator's own C state as bytes (its IovaDomain, if it runs
+        on one, saves itself): `restore` turns them back into an allocator
+        that makes the same allocations."""
+        return save_words(lib.iova_cookie_save, self._c, _save_error)
+
+    @classmethod
+    def restore(cls, data, iovad=None, *, type=None):
+        """A new allocator from `save()`'s bytes, running on `iovad` (the
+        iova and reset-when-empty types: the IovaDomain restored beside it;
+        the others: None). `type`, when given, is the type the saved
+        allocator must have. IovaValueError when the bytes are not a
+        consistent allocator of that type on that domain."""
+        atype = None
+        if type is not None:
+            try:
+                atype = AllocatorType(type)
+            except ValueError:
+                raise errors.IovaValueError("saved allocator type %r is unknown" % (type,)) \
+                    from None
+        if iovad is not None and not isinstance(iovad, IovaDomain):
+            raise errors.IovaTypeError("a saved allocator's iovad must be an IovaDomain")
+        what = "%s allocator" % atype if atype is not None else "allocator"
+        err = ffi.new("int *")
+        with loaded_words(data, "allocator") as (words, n):
+            c = lib.iova_cookie_restore(words, n, iovad._d if iovad is not None else ffi.NULL,
+                                        err)
+        if c == ffi.NULL:
+            raise _code_error(err[0], "lent", what=what, where="restoring a %s" % what)
+        c = ffi.gc(c, lib.iova_cookie_destroy)
+        st = ffi.new("struct iova_cookie_stats *")
+        lib.iova_cookie_get_stats(c, st)
+        if atype is not None and st.type != _C_TYPES[atype]:
+            raise errors.IovaValueError("the saved allocator is a %d, not a %s" % (st.type, atype))
+        allocator = cls.__new__(cls)
+        allocator.type = atype if atype is not None else _TYPES[st.type]
+        allocator.iovad = iovad
+        allocator._c = c
+        allocator._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
+        return allocator
+
     def __reduce__(self):
-        """pickle and copy.deepcopy: the C state as words (pyiova.checkpoint)."""
-        from .checkpoint import reduce_allocator
-        return reduce_allocator(self)
+        """pickle and copy.deepcopy (pyiova.checkpoint): the C state as
+        words; the IovaDomain it runs on travels beside them (pickled on its
+        own, shared through the memo)."""
+        return (_restore, (self.type.value, self.iovad, self.save()))
 
     def __repr__(self):
         st = self.stats()
         return "<PfnAllocator %s live=%d ranges/%d pfns>" % (self.type, st["live_ranges"],
                                                              st["live_pfns"])
+
+
+_TYPES = {c: t for t, c in _C_TYPES.items()}
+
+
+def _save_error(code):
+    return _code_error(code, what="the allocator's IOVA domain", where="saving an allocator")
+
+
+def _restore(type_name, iovad, data):
+    """Unpickling entry point (kept at module level so pickle can name it)."""
+    return PfnAllocator.restore(data, iovad, type=type_name)

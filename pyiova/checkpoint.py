@@ -38,17 +38,10 @@ import io
 import pickle
 
 from . import errors
-from .error_codes import error as _code_error
-from ._pyiova import ffi, lib
-from ._words import loaded_words, save_words
-from .allocators import AllocatorType, PfnAllocator
+from .allocators import PfnAllocator
 from .errors import CheckpointError
 
 __all__ = ["dumps", "loads", "CheckpointError", "SEAL"]
-
-_C_TYPES = {AllocatorType.IOVA: lib.IOVA_COOKIE_IOVA, AllocatorType.MSI: lib.IOVA_COOKIE_MSI,
-            AllocatorType.WRAPAROUND: lib.IOVA_COOKIE_WRAPAROUND,
-            AllocatorType.RESET_WHEN_EMPTY: lib.IOVA_COOKIE_RESET_WHEN_EMPTY}
 
 SEAL = b"\n#pyiova-checkpoint-blake2b-128:"   # then 16 digest bytes: the end of a checkpoint
 _DIGEST = 16
@@ -155,42 +148,7 @@ def _fields(obj):
     return out
 
 
-# ---- PfnAllocator (its __reduce__ delegates here) -------------------------------
-
-def _allocator_error(code):
-    return _code_error(code, what="the allocator's IOVA domain", where="saving an allocator")
-
-
-def reduce_allocator(allocator):
-    """PfnAllocator.__reduce__: the C state as words; the IovaDomain it runs
-    on travels beside them (pickled on its own, shared through the memo)."""
-    words = save_words(lib.iova_cookie_save, allocator._c, _allocator_error)
-    return (_restore_allocator, (allocator.type.value, allocator.iovad, words))
-
+# ---- checkpoints written before PfnAllocator.restore existed name this -----------
 
 def _restore_allocator(type_name, iovad, data):
-    from .iova import IovaDomain
-    try:
-        atype = AllocatorType(type_name)
-    except ValueError:
-        raise errors.IovaValueError("saved allocator type %r is unknown" % (type_name,)) \
-            from None
-    if iovad is not None and not isinstance(iovad, IovaDomain):
-        raise errors.IovaTypeError("a saved allocator's iovad must be an IovaDomain")
-    err = ffi.new("int *")
-    with loaded_words(data, "allocator") as (words, n):
-        c = lib.iova_cookie_restore(words, n, iovad._d if iovad is not None else ffi.NULL, err)
-    if c == ffi.NULL:
-        raise _code_error(err[0], "lent", what="%s allocator" % atype,
-                          where="restoring a %s allocator" % atype)
-    c = ffi.gc(c, lib.iova_cookie_destroy)
-    st = ffi.new("struct iova_cookie_stats *")
-    lib.iova_cookie_get_stats(c, st)
-    if st.type != _C_TYPES[atype]:
-        raise errors.IovaValueError("the saved allocator is a %d, not a %s" % (st.type, atype))
-    allocator = PfnAllocator.__new__(PfnAllocator)
-    allocator.type = atype
-    allocator.iovad = iovad
-    allocator._c = c
-    allocator._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
-    return allocator
+    return PfnAllocator.restore(data, iovad, type=type_name)

@@ -1,8 +1,8 @@
 """The pyiova command (also `python -m pyiova`).
 
 It parses arguments, calls the simulator (pyiova.sim) and prints what comes
-back: a table for people, --json for machines, --plot for a picture. With
-no command it runs the demo.
+back: a table for people (pyiova.sim_report, pyiova.trace.report), --json
+for machines, --plot for a picture. With no command it runs the demo.
 
 Exit status: 0 when the runs completed (whatever they found: a policy that
 fails or is unsafe is a result, not an error); 1 when the command could
@@ -19,6 +19,7 @@ import sys
 import time
 
 from . import __version__
+from .sim_report import bench_text, compare_text, engine_line, run_header, simulate_text
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -91,168 +92,6 @@ def _si(n):
     return str(n)
 
 
-# ---- formatting ---------------------------------------------------------------------
-
-def _num(v):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "%.2f" % v
-    return format(v, ",")
-
-
-def _space(pfns):
-    size = pfns * 4096
-    for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
-        if size >= div:
-            return "%.4g %s" % (size / div, unit)
-    return "%d KiB" % (size >> 10)
-
-
-_COLUMNS = (
-    # header, function of a result, right-aligned
-    ("policy", lambda r: r.policy, False),
-    ("verdict", lambda r: r.verdict, False),
-    ("ops/s", lambda r: format(int(r.ops_per_sec), ","), True),
-    ("ops", lambda r: _num(r.ops), True),
-    ("maps", lambda r: _num(r.maps), True),
-    ("fails", lambda r: _num(r.failures), True),
-    ("1st fail", lambda r: _num(r.first_failure_op), True),
-    ("peak live", lambda r: _num(r.peak_live_pfns), True),
-    ("frag", lambda r: "%.3f" % r.fragmentation, True),
-    ("syncs", lambda r: _num(r.iotlb_syncs), True),
-    ("flushes", lambda r: _num(r.full_flushes), True),
-    ("hits", lambda r: _num(r.iotlb_hits), True),
-    ("misses", lambda r: _num(r.iotlb_misses), True),
-    ("stale", lambda r: _num(r.stale_translations), True),
-    ("faults", lambda r: _num(r.faults), True),
-)
-
-
-def format_table(results):
-    """The results as a plain-text table; a policy that cannot run gets its
-    reason across the measurement columns."""
-    rows = [[h for h, _, _ in _COLUMNS]]
-    for r in results:
-        if r.applicable:
-            rows.append([f(r) for _, f, _ in _COLUMNS])
-        else:
-            rows.append([r.policy, "n/a"])
-    widths = [max(len(row[i]) for row in rows if i < len(row) and (row[1] != "n/a" or i < 2))
-              for i in range(len(_COLUMNS))]
-    lines = []
-    for k, row in enumerate(rows):
-        if k and row[1] == "n/a":
-            r = results[k - 1]
-            lines.append("%-*s  %-*s  %s" % (widths[0], row[0], widths[1], row[1], r.note))
-            continue
-        cells = [c.rjust(w) if right else c.ljust(w)
-                 for c, w, (_, _, right) in zip(row, widths, _COLUMNS)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _live_at_failure(r):
-    """What was mapped when the first map failed, next to the run's peak."""
-    live = r.live_at_first_failure
-    if live is None:                    # a result from before this was recorded
-        return "with never more than %s pfns (%s) mapped at once" % (
-            format(r.peak_live_pfns, ","), _space(r.peak_live_pfns))
-    pfns = "%s pfn%s (%s)" % (format(live, ","), "" if live == 1 else "s", _space(live))
-    if live == r.peak_live_pfns:
-        return "with %s mapped, as many as were ever mapped at once" % pfns
-    return "with %s mapped at the time (the run's peak: %s pfns, %s)" % (
-        pfns, format(r.peak_live_pfns, ","), _space(r.peak_live_pfns))
-
-
-def explain(r):
-    """One sentence on what a result means."""
-    if not r.applicable:
-        return "%s: not run (%s)." % (r.policy, r.note)
-    if r.failures:
-        s = ("%s FAILS: the first map failed at op %s, after %s good maps, %s; %s failed map%s "
-             "in all" % (r.policy, format(r.first_failure_op, ","),
-                         format(r.maps_before_failure, ","), _live_at_failure(r),
-                         format(r.failures, ","), "" if r.failures == 1 else "s"))
-        if r.stopped_early:
-            s += ", after which the run gave up (a device that retries forever is hung by now)"
-        if r.policy == "reset-when-empty":
-            s += (". The space was never reset: something stayed mapped throughout"
-                  if r.resets == 0 else ". The space was reset %d times" % r.resets)
-        return s + "."
-    if r.stale_translations or r.faults:
-        s = ("%s UNSAFE: %s device accesses went through stale IOTLB entries (%s into freed "
-             "buffers, %s into buffers now mapped for something else)"
-             % (r.policy, format(r.stale_translations, ","), format(r.stale_unmapped, ","),
-                format(r.stale_remapped, ",")))
-        if r.faults:
-            s += ", and %s accesses to live buffers were refused by stale rights" \
-                 % format(r.faults, ",")
-        if r.invalidations_lost:
-            s += "; %s unmap-path flushes were lost to the erratum" \
-                 % format(r.invalidations_lost, ",")
-        return s + "."
-    s = "%s ok: no failed map, no stale translation in %s ops" % (r.policy, format(r.ops, ","))
-    if r.policy == "wraparound":
-        s += "; %d wraps, %s full flushes, %s per-unmap syncs skipped" % (
-            r.wraps, format(r.full_flushes, ","), format(r.syncs_skipped, ","))
-    else:
-        s += "; %s full flushes" % format(r.full_flushes, ",")
-    return s + "."
-
-
-def format_result(r):
-    """One result as labelled lines (simulate's table)."""
-    fail = "0"
-    if r.failures:
-        fail = "%s, the first at op %s after %s good maps%s%s" % (
-            _num(r.failures), _num(r.first_failure_op), _num(r.maps_before_failure),
-            "" if r.live_at_first_failure is None else
-            ", %s pfns mapped then" % _num(r.live_at_first_failure),
-            "; the run gave up after the last of them" if r.stopped_early else "")
-    rows = [
-        ("policy", "%s: %s" % (r.policy, r.verdict)),
-        ("operations", "%s of %s in %.2f s (%s ops/s)" % (
-            _num(r.ops), _num(r.ops_requested), r.elapsed_s, _num(int(r.ops_per_sec)))),
-        ("maps / unmaps", "%s / %s" % (_num(r.maps), _num(r.unmaps))),
-        ("failed maps", fail),
-        ("skipped", "%s accesses and unmaps of failed mappings" % _num(r.skipped)),
-        ("live pfns", "peak %s (%s), %s at the end" % (_num(r.peak_live_pfns),
-                                                       _space(r.peak_live_pfns),
-                                                       _num(r.live_pfns))),
-        ("address space", "%s pfns (%s); at the end %s free, the largest free run %s "
-                          "(fragmentation %.3f)" % (_num(r.space_pfns), _space(r.space_pfns),
-                                                    _num(r.free_pfns),
-                                                    _num(r.largest_free_pfns),
-                                                    r.fragmentation)),
-        ("IOTLB", "%s accesses: %s hits, %s misses" % (_num(r.accesses), _num(r.iotlb_hits),
-                                                       _num(r.iotlb_misses))),
-        ("invalidation", "%s syncs (%s skipped, %s lost to the erratum), %s full flushes" % (
-            _num(r.iotlb_syncs), _num(r.syncs_skipped), _num(r.invalidations_lost),
-            _num(r.full_flushes))),
-        ("stale", "%s stale translations (%s into freed buffers, %s into remapped ones), "
-                  "%s accesses refused by stale rights" % (
-                      _num(r.stale_translations), _num(r.stale_unmapped),
-                      _num(r.stale_remapped), _num(r.faults))),
-        ("allocator", "%s wraps, %s resets" % (_num(r.wraps), _num(r.resets))),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join("  %-*s  %s" % (width, k, v) for k, v in rows)
-
-
-def _header(args, wl):
-    from .sim import DRIVERS
-    drv = DRIVERS[args.driver]
-    if args.driver == "ipmmu":
-        drv += " (unmap-path flushes lost with probability %g)" % args.drop_rate
-    dev = wl.device()
-    return ("workload  %s: %s\ndevice    %s, %d-bit DMA mask, %s\ndriver    %s: %s\n"
-            "run       %s ops, seed %d, kernel %s rules" % (
-                wl.name, wl.summary, dev.name, wl.dma_bits,
-                "PCI" if dev.is_pci else "platform device", args.driver, drv,
-                format(args.ops, ","), args.seed, args.kernel))
-
-
 # ---- arguments ------------------------------------------------------------------------
 
 def _params(pairs):
@@ -277,7 +116,7 @@ def _names(text, check):
 
 
 def _policy_list(text):
-    from .sim import POLICIES
+    from .policies import POLICIES
     from .sim_args import policy_names
     return _names(text, lambda t: policy_names(t, POLICIES))
 
@@ -314,7 +153,7 @@ def _rate(text):
 
 def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
     from .iova import KERNELS
-    from .sim import DRIVERS
+    from .drivers.registry import DRIVERS
     p.add_argument("--driver", choices=list(DRIVERS), default=driver_default,
                    help="the IOMMU: ipmmu (Renesas IPMMU-VMSA with its TLB-invalidation "
                         "erratum) or generic (strict, ranged invalidation, flush queue) "
@@ -351,7 +190,8 @@ def _add_workload_options(p):
 
 
 def _epilog(examples):
-    from .sim import DRIVERS, POLICIES
+    from .drivers.registry import DRIVERS
+    from .policies import POLICIES
     from .workloads import describe
     pol = "\n".join("  %-17s %s" % (p.name, p.summary) for p in POLICIES.values())
     drv = "\n".join("  %-17s %s" % (k, v) for k, v in DRIVERS.items())
@@ -388,7 +228,8 @@ def build_parser():
                "  pyiova                             run the demo\n"
                "  pyiova demo --ops 1000000 --seed 3\n\n"
                "`pyiova COMMAND --help` shows each command's options, policies and workloads.")
-    from .sim import DEFAULT_OPS, DEFAULT_POLICIES, POLICIES
+    from .policies import DEFAULT_POLICIES, POLICIES
+    from .sim import DEFAULT_OPS
     p.add_argument("--version", action="version", version="pyiova " + __version__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     raw = argparse.RawDescriptionHelpFormatter
@@ -477,6 +318,10 @@ def _sim_kwargs(args):
                 max_failures=args.max_failures or DEFAULT_MAX_FAILURES, engine=args.engine)
 
 
+def _header(args, wl):
+    return run_header(wl, args.driver, args.drop_rate, args.ops, args.seed, args.kernel)
+
+
 def _workload(args):
     from .workloads import WorkloadError, get_workload
     try:
@@ -556,11 +401,7 @@ def _simulate(args):
     if args.json:
         print(json.dumps(r.as_dict(), indent=2))
     else:
-        print(_header(args, wl))
-        print()
-        print(format_result(r))
-        print()
-        print(explain(r))
+        print(simulate_text(_header(args, wl), r))
     if args.plot:
         _draw(args, [r], "pyiova simulate %s --policy %s --driver %s" % (wl.name, args.policy,
                                                                         args.driver))
@@ -584,17 +425,7 @@ def _compare(args):
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
-        print(_header(args, wl))
-        print("the device's IOVA space: %s pfns (%s)" % (
-            _num(next((r.space_pfns for r in results if r.applicable), 0)),
-            _space(next((r.space_pfns for r in results if r.applicable), 0))))
-        print()
-        print(format_table(results))
-        print()
-        for r in results:
-            print(explain(r))
-        print("\n(%.1f s; peak live and frag are in 4 KiB pfns: frag = 1 - largest free range "
-              "/ free space at the end)" % took)
+        print(compare_text(_header(args, wl), results, took))
     if args.plot:
         _draw(args, results, "pyiova compare %s --driver %s (%s ops, seed %d)"
               % (wl.name, args.driver, format(args.ops, ","), args.seed))
@@ -624,27 +455,13 @@ def _bench(args):
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
         return 0
-    print("pyiova bench: %s ops per run, seed %d, driver %s, kernel %s rules; operations per "
-          "second (verdict)" % (format(args.ops, ","), args.seed, args.driver, args.kernel))
-    print()
-    by = {(r.workload, r.policy): r for r in results}
-    head = ["policy"] + list(names)
-    rows = [head]
-    for pol in runnable:
-        rows.append([pol] + ["%s %s" % (format(int(by[n, pol].ops_per_sec), ","),
-                                        "" if by[n, pol].verdict == "ok"
-                                        else "(%s)" % by[n, pol].verdict)
-                             for n in names])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    for row in rows:
-        print("  ".join([row[0].ljust(widths[0])] +
-                        [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip())
-    for pol in args.policies:
-        if pol not in runnable:
-            print("%s: not run (%s)" % (pol, not_applicable(pol, args.driver, args.kernel)))
+    engine = None
     if runnable and args.engine != "python":
-        print(_engine_line(by[names[0], runnable[0]], args))
-    print("\n(%.1f s in all)" % took)
+        engine = _engine_line(results[0], args)
+    not_run = {p: not_applicable(p, args.driver, args.kernel)
+               for p in args.policies if p not in runnable}
+    print(bench_text(results, names, args.policies, not_run, args.ops, args.seed, args.driver,
+                     args.kernel, engine, took))
     return 0
 
 
@@ -653,15 +470,12 @@ def _engine_line(r, args):
     through the Python engine (the reference), its ops/s against the C
     engine's."""
     from .sim import simulate
-    if r.engine != "c":
-        return "\nengine: the Python engine ran these (%s)" % r.engine_note
-    kw = _sim_kwargs(args)
-    kw["engine"] = "python"
-    ref = simulate(r.workload, r.policy, args.driver, args.ops, args.seed, **kw)
-    return ("\nengine: %s %s through the C engine %s ops/s, through the Python engine %s "
-            "ops/s: %.1fx" % (r.workload, r.policy, format(int(r.ops_per_sec), ","),
-                               format(int(ref.ops_per_sec), ","),
-                               r.ops_per_sec / ref.ops_per_sec if ref.ops_per_sec else 0.0))
+    ref = None
+    if r.engine == "c":
+        kw = _sim_kwargs(args)
+        kw["engine"] = "python"
+        ref = simulate(r.workload, r.policy, args.driver, args.ops, args.seed, **kw)
+    return engine_line(r, ref)
 
 
 # ---- replay ---------------------------------------------------------------------------
@@ -794,6 +608,7 @@ def _replay(args):
         raise _Usage(str(exc)) from None
     finally:
         bar.close()
+    from .trace.report import kernel_only, no_events
     chk = res if isinstance(res, trace.CheckResult) else res[0].check
     if args.json:
         if args.check:
@@ -801,7 +616,7 @@ def _replay(args):
         elif args.policy:
             print(json.dumps([r.to_dict() for r in res], indent=2))
         else:
-            print(json.dumps([_kernel_only(chk)], indent=2))
+            print(json.dumps([kernel_only(chk)], indent=2))
     elif args.check:
         print(trace.format_check(res))
     elif args.policy:
@@ -809,28 +624,11 @@ def _replay(args):
     else:
         print(trace.format_check(res).replace("check against", "replay through", 1))
     if not chk.trace.get("events") or chk.matched + chk.mismatched == 0:
-        sys.stderr.write("pyiova: %s: %s\n" % (args.trace, _no_events(chk)))
+        sys.stderr.write("pyiova: %s: %s\n" % (args.trace, no_events(chk)))
         return 1
     if args.check and not chk.ok:
         return 1
     return 0
-
-
-def _no_events(chk):
-    from .trace.report import NO_EVENTS
-    for n in chk.notes:
-        if " is " in n and ("trace-cmd" in n or "UTF-16" in n or "not text" in n
-                            or "empty" in n):
-            return "%s: %s" % (NO_EVENTS, n)
-    return NO_EVENTS
-
-
-def _kernel_only(chk):
-    """--json without --policy: the kernel's replay alone, as a policy row."""
-    return {"policy": "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova"),
-            "kernel": chk.kernel, "mode": chk.mode, "mode_reason": chk.mode_reason,
-            "ok": chk.ok, "decided": chk.decided, "devices": chk.to_dicts(),
-            "notes": chk.notes, "trace": chk.trace}
 
 
 def main(argv=None):

@@ -24,10 +24,13 @@ from . import errors
 from ._args import as_cpu as _as_cpu
 from ._args import as_integer as _as_integer
 from ._args import as_u64 as _as_u64
-from .allocators import EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator
+from ._args import granule_error as _granule_error
+from ._args import granule_ok as _granule_ok
+from .allocators import (EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator,
+                         allocator_type)
 from .error_codes import error as _code_error
 from ._pyiova import lib
-from .iova import KERNELS, IovaDomain
+from .iova import KERNELS, IovaDomain, kernel_rules
 from .phys import PhysAllocator
 
 __all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
@@ -94,14 +97,8 @@ class DmaCookie:
 
     def __init__(self, allocator=AllocatorType.IOVA, *, kernel="6.12", ncpus=1, domain=None,
                  msi_base=None, forcedac=False, rcache=True):
-        try:
-            self.type = AllocatorType(allocator)
-        except ValueError:
-            raise errors.IovaValueError("allocator %r is not one of %s"
-                                        % (allocator, [t.value for t in AllocatorType])) from None
-        if not isinstance(kernel, str) or kernel not in KERNELS:
-            raise errors.IovaValueError("kernel %r is not one of %s"
-                                        % (kernel, ", ".join(map(repr, KERNELS))))
+        self.type = allocator_type(allocator)
+        kernel_rules(kernel)
         self.kernel = kernel
         self.ncpus = ncpus
         self.forcedac = _flag("forcedac", forcedac)
@@ -136,10 +133,8 @@ class DmaCookie:
                     reserved=()):
         """iommu_dma_init_domain: the first device attach. Re-initialising
         with another granule or start is refused, as in the kernel."""
-        if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
-                or granule & (granule - 1) or granule > _U64_MAX:
-            raise errors.IovaValueError("granule %r is not a power of two in 2..2**63"
-                                        % (granule,))
+        if isinstance(granule, bool) or not isinstance(granule, int) or not _granule_ok(granule):
+            raise _granule_error(granule)
         # every argument is checked before the cookie changes at all
         force_aperture = _flag("force_aperture", force_aperture)
         flush_queue = _flag("flush_queue", flush_queue)

@@ -37,7 +37,10 @@ ERRORS = {
                                          "in an rcache magazine"),
     lib.IOVA_E_SIZECLASS: (IovaInvalidFree, "size %(size)d names another size class than the "
                                             "range at pfn %(pfn)#x"),
-    lib.IOVA_E_RANGE: (IovaValueError, "reserve: lo %(lo)#x is above hi %(hi)#x"),
+    lib.IOVA_E_RANGE: (IovaValueError, {
+        "": "reserve: lo %(lo)#x is above hi %(hi)#x",
+        "space": "bad allocator space: granule %(granule)r, pfns %(start_pfn)r..%(end_pfn)r "
+                 "(start_pfn <= end_pfn < 2**63)"}),
     lib.IOVA_E_CPU: (IovaCpuError, {
         "": "cpu %(cpu)r is not in 0..%(max_cpu)d",
         "ring": "cpu %(cpu)r is not in 0..%(max_cpu)d, the flush queue's rings",

@@ -14,13 +14,14 @@ from ._args import U64_ARRAY as _U64A
 from ._args import U64_CODES as _U64_CODES
 from ._args import as_cpu as _as_cpu
 from ._args import as_flag as _as_flag
+from ._args import as_granule as _as_granule
 from ._args import as_u64 as _as_u64
 from ._args import release as _release
 from ._args import u64_cdata as _u64_cdata
 from ._pyiova import ffi, lib
 from ._words import loaded_words
 
-__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR"]
+__all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR", "kernel_rules"]
 
 # The kernels whose rules pyiova models, newest first: every kernel= argument
 # (IovaDomain, PfnAllocator, DmaCookie, simulate, the command line) takes
@@ -99,7 +100,13 @@ def _choice(name, value, table):
         return table[value]
     except (KeyError, TypeError):
         raise errors.IovaValueError("%s %r is not one of %s"
-                                    % (name, value, sorted(table))) from None
+                                    % (name, value, ", ".join(map(repr, table)))) from None
+
+
+def kernel_rules(kernel):
+    """The C core's number for the kernel rules a kernel= argument names
+    (one of KERNELS), or the IovaValueError naming it."""
+    return _choice("kernel", kernel, KERNELS)
 
 
 class IovaDomain:
@@ -122,9 +129,9 @@ class IovaDomain:
 
     def __init__(self, granule=4096, start_pfn=1, *, ncpus=None, kernel="6.12",
                  dma_32bit_pfn=None, search="augmented"):
-        granule = _as_u64("granule", granule)
+        granule = _as_granule(granule)
         start_pfn = _as_u64("start_pfn", start_pfn)
-        kernel_id = _choice("kernel", kernel, KERNELS)
+        kernel_id = kernel_rules(kernel)
         search_id = _choice("search", search, SEARCH_MODES)
         if ncpus is None:
             ncpus = min(os.cpu_count() or 1, lib.IOVA_MAX_CPUS)

@@ -17,19 +17,7 @@ engine for drivers written in Python), and _run_native, the C engine
 (csrc/sim_engine.c) over the same C structures, the default wherever the
 driver declares its behaviour (IommuDriver.engine_profile).
 
-Policies (the same names on the command line):
-
-    iova              the kernel default: tree + per-CPU rcache, strict invalidation
-    iova-lazy         the same with the flush queue (deferred invalidation); only on a
-                      driver with deferred-flush support and the 6.12 or 6.1 rules
-    iova-tree         the tree alone, no rcache
-    wraparound        one-way allocator, one full IOTLB flush per wrap (the 2017
-                      review's proposal); the IPMMU skips its per-unmap syncs under it
-    reset-when-empty  the rejected 2017 patch: freed space is never reused until
-                      nothing at all is mapped, then the whole space resets
-    msi               the MSI cookie's bump allocator: it serves unmanaged domains'
-                      doorbell pages, frees nothing out of order and ignores DMA
-                      masks, so no DMA API workload can run on it (reported n/a)
+Policies (the same names on the command line) are pyiova.policies' table.
 
 Drivers: "ipmmu" (Renesas IPMMU-VMSA with its TLB-invalidation erratum on:
 every flush issued on the unmap path is lost with probability drop_rate)
@@ -55,12 +43,13 @@ from . import dma, errors, sim_args
 from .allocators import AllocatorType
 from .cookie import get_dma_cookie, put_dma_cookie
 from .drivers.registry import DRIVER_SPECS, DRIVERS
-from .iommu import DomainAttr, DomainType, IovaAllocator
+from .iommu import DomainAttr, DomainType
 from ._pyiova import lib
 from .engine.native import NativeEngine, NotExpressible, why_not
 from .engine.streams import NativeStream, stream_for
 from .iommu_errors import IommuFault
-from .iova import KERNELS
+from .iova import kernel_rules
+from .policies import DEFAULT_POLICIES, POLICIES, Policy, PolicyNotApplicable, not_applicable
 from .tables import ResultList
 from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
                         UNMAP_PAGE, UNMAP_SG, WorkloadError, get_workload)
@@ -76,57 +65,7 @@ ENGINES = ("auto", "c", "python")
 TIMELINE_SAMPLES = 200
 
 
-class Policy(NamedTuple):
-    name: str
-    allocator: str        # the domain's IOVA_ALLOCATOR / the cookie's allocator type
-    rcache: bool
-    lazy: bool
-    summary: str
-
-
-POLICIES = {p.name: p for p in (
-    Policy("iova", "iova", True, False,
-           "kernel default: tree + per-CPU rcache, strict invalidation"),
-    Policy("iova-lazy", "iova", True, True,
-           "tree + rcache with the flush queue (deferred invalidation)"),
-    Policy("iova-tree", "iova", False, False, "the tree alone, no rcache, strict"),
-    Policy("wraparound", "wraparound", False, False,
-           "one-way allocator, one full IOTLB flush per wrap"),
-    Policy("reset-when-empty", "reset-when-empty", False, False,
-           "the rejected 2017 patch: no reuse until nothing is mapped"),
-    Policy("msi", "msi", False, False,
-           "MSI cookie bump allocator (unmanaged domains' doorbells only)"),
-)}
-
-DEFAULT_POLICIES = ("iova", "iova-lazy", "iova-tree", "wraparound", "reset-when-empty")
-
 # DRIVERS: name -> summary of every driver a run may name (built-in or registered)
-
-
-class PolicyNotApplicable(errors.IovaValueError):
-    """The policy cannot run here (the reason is the message)."""
-
-
-def not_applicable(policy, driver="ipmmu", kernel="6.12"):
-    """Why `policy` cannot run on `driver` (None when it can)."""
-    if not isinstance(policy, str) or policy not in POLICIES:
-        raise errors.IovaValueError("unknown policy %r (known: %s)"
-                                    % (policy, ", ".join(POLICIES)))
-    if not isinstance(driver, str) or driver not in DRIVERS:
-        raise errors.IovaValueError("unknown driver %r (known: %s)"
-                                    % (driver, ", ".join(DRIVERS)))
-    if policy == "msi":
-        return ("the MSI cookie belongs to unmanaged domains' MSI doorbell pages: it frees "
-                "only its latest allocation and ignores DMA masks, so DMA API workloads "
-                "cannot run on it")
-    if policy == "iova-lazy":
-        spec = DRIVER_SPECS[driver]
-        if not spec.flush_queue:
-            return ("%s has no deferred-flush support: its DMA domains are always "
-                    "strict (iova-lazy would be iova)" % spec.label)
-        if kernel == "4.10":
-            return "dma-iommu had no flush queue in 4.10 (it came in 4.14)"
-    return None
 
 
 class Sample(NamedTuple):
@@ -250,7 +189,7 @@ def _setup(wl, pol, driver, seed, kernel, drop_rate):
     dom = iommu.domain_alloc(DomainType.DMA)
     # The attribute is what the IPMMU reads to skip its per-unmap syncs under
     # wraparound; it must be set before the first attach.
-    dom.set_attr(DomainAttr.IOVA_ALLOCATOR, IovaAllocator(pol.allocator))
+    dom.set_attr(DomainAttr.IOVA_ALLOCATOR, pol.allocator)
     if pol.lazy:
         dom.set_attr(DomainAttr.DMA_USE_FLUSH_QUEUE, True)
     cookie = get_dma_cookie(dom, allocator=pol.allocator, rcache=pol.rcache, kernel=kernel,
@@ -712,9 +651,7 @@ def _checked_run(workload, policy, driver, ops, params, kernel, max_failures, en
     wl = get_workload(workload, **_params(params))
     ops, seed, max_failures, drop_rate = sim_args.run_args(ops, seed, max_failures, drop_rate,
                                                            timeline, progress)
-    if not isinstance(kernel, str) or kernel not in KERNELS:
-        raise errors.IovaValueError("kernel %r is not one of %s"
-                                    % (kernel, ", ".join(map(repr, KERNELS))))
+    kernel_rules(kernel)
     why = not_applicable(policy, driver, kernel)
     if why:
         raise PolicyNotApplicable("%s on %s: %s" % (policy, driver, why))

@@ -1,7 +1,11 @@
 """Tables of results: plain text for the terminal, HTML for Jupyter, pandas
 when it is installed.
 
-    text_table(headers, rows)          aligned columns, numbers to the right
+    align(headers, rows, right)        cells that are already text, in columns
+                                       sized to their contents (every text
+                                       table pyiova prints is laid out here)
+    text_table(headers, rows)          values in aligned columns, numbers to
+                                       the right
     html_table(headers, rows)          what _repr_html_ returns (long tables
                                        show their first and last rows)
     to_pandas(dicts, columns)          a DataFrame (ImportError naming the
@@ -18,8 +22,8 @@ import numbers
 
 from . import errors
 
-__all__ = ["text_table", "html_table", "cell_text", "to_pandas", "ResultList", "result_html",
-           "MISSING_PANDAS", "HTML_MAX_ROWS"]
+__all__ = ["align", "text_table", "html_table", "cell_text", "is_number", "to_pandas",
+           "ResultList", "result_html", "MISSING_PANDAS", "HTML_MAX_ROWS"]
 
 MISSING_PANDAS = ("to_pandas() needs pandas, which is not installed; install it with:  "
                   "pip install pandas")
@@ -47,22 +51,40 @@ def cell_text(value):
     return str(value)
 
 
-def _is_number(value):
+def is_number(value):
+    """A number a table right-aligns (bools are not)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def align(headers, rows, right=(), rule=False, indent=""):
+    """Text cells in columns two spaces apart, each as wide as its widest
+    cell; the columns whose indices are in `right` right-aligned. rule: a
+    line of dashes under the headers. A row with fewer cells than there are
+    headers ends in a cell that runs on across the columns it lacks (a note
+    in place of measurements): it is not counted in the widths."""
+    table = [list(headers)] + [list(row) for row in rows]
+    widths = [max([len(row[i]) for row in table if i < len(row) - (len(row) < len(headers))]
+                  or [0]) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(table):
+        ends = len(row) < len(headers)
+        cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i])
+                 for i, c in enumerate(row[:len(row) - 1] if ends else row)]
+        if ends:
+            cells.append(row[-1])
+        lines.append(indent + "  ".join(cells).rstrip())
+        if rule and n == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def text_table(headers, rows, indent=""):
     """rows (sequences of values) under headers, aligned; a column whose
     values are all numbers (or None) is right-aligned."""
     cells = [[cell_text(v) for v in row] for row in rows]
-    right = [all(_is_number(row[i]) or row[i] is None for row in rows) and rows != []
-             for i in range(len(headers))]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
-    lines = []
-    for row in [list(headers)] + cells:
-        lines.append(indent + "  ".join(c.rjust(w) if r else c.ljust(w)
-                                        for c, w, r in zip(row, widths, right)).rstrip())
-    return "\n".join(lines)
+    right = [i for i in range(len(headers))
+             if rows and all(is_number(row[i]) or row[i] is None for row in rows)]
+    return align(headers, cells, right, indent=indent)
 
 
 def html_table(headers, rows, caption=None, max_rows=HTML_MAX_ROWS):
@@ -86,7 +108,7 @@ def html_table(headers, rows, caption=None, max_rows=HTML_MAX_ROWS):
             out.append('<tr><td colspan="%d">... %d more rows ...</td></tr>'
                        % (len(headers), len(rows) - 2 * cut))
         out.append("<tr>%s</tr>" % "".join(
-            '<td style="text-align:%s">%s</td>' % ("right" if _is_number(v) else "left",
+            '<td style="text-align:%s">%s</td>' % ("right" if is_number(v) else "left",
                                                    esc(cell_text(v)))
             for v in row))
     out.append("</tbody></table>")

@@ -93,7 +93,7 @@ class World:
         c = self.cookie
         al = c.allocator
         return {
-            "allocator": checkpoint.reduce_allocator(al)[1][2] if al is not None else None,
+            "allocator": al.save() if al is not None else None,
             "iova domain": c.iovad.save() if c.iovad is not None else None,
             "cookie": (c.flushes, c.resets, c.clock_ms, sorted(d.name for d in c._no_32bit)),
             "mappings": [(iova, m.dev.name, m.size, m.direction, m.kind, m.length, m.addr,

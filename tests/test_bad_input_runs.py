@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from test_cli import run as run_cli
-from pyiova import cli, sim_args
+from pyiova import cli, sim_args, sim_report
 from pyiova.errors import IovaError, IovaTypeError, IovaValueError
 from pyiova.sim import Simulation, compare, simulate
 from pyiova.workloads import WORKLOADS, WorkloadError, get_workload
@@ -216,7 +216,7 @@ def test_the_failure_report_tells_what_was_mapped_then():
     says so, and gives the run's peak as the peak."""
     r = simulate("usb", ops=3000, params={"ring_size": "3G"})
     assert r.first_failure_op == 0 and r.live_at_first_failure == 0 and r.failures == 1
-    text = cli.explain(r)
+    text = sim_report.explain(r)
     assert "with 0 pfns (0 KiB) mapped at the time (the run's peak: %s pfns" \
         % format(r.peak_live_pfns, ",") in text
     assert "1 failed map in all" in text and "never more than" not in text

@@ -350,6 +350,32 @@ def test_a_copy_saves_to_the_same_words(kind):
     assert pickled(twin).__reduce__()[1][2] == words
 
 
+@pytest.mark.parametrize("kind", sorted(COOKIES))
+def test_save_and_restore_without_pickle(kind):
+    """PfnAllocator.save / restore, as IovaDomain's: the type comes from the
+    saved state when not named, and a named type must match it."""
+    fn, atype, iovad, words = SAVED_ALLOCATORS[kind]
+    twin = PfnAllocator.restore(words, copy.deepcopy(iovad))
+    assert twin.type == atype and twin.save() == words
+    other = next(t for t in ("msi", "wraparound") if t != atype)
+    with pytest.raises(IovaValueError):
+        PfnAllocator.restore(words, copy.deepcopy(iovad), type=other)
+
+
+def test_checkpoints_that_name_the_older_restore_function_still_load():
+    """Checkpoints written before PfnAllocator.restore name
+    pyiova.checkpoint._restore_allocator: it still rebuilds the allocator."""
+    fn, atype, iovad, words = SAVED_ALLOCATORS["wraparound"]
+
+    class Older:
+        def __reduce__(self):
+            return (_restore_allocator, (atype, iovad, words))
+
+    twin = pickle.loads(pickle.dumps(Older()))
+    assert type(twin) is PfnAllocator and twin.type == atype
+    assert twin.save() == words
+
+
 # ---- what the cookie's frees check survives a checkpoint -----------------------------------
 
 TOP_PFN = (1 << 40) - 1
@@ -692,9 +718,9 @@ def test_corrupted_words_of_the_new_parts_are_refused(name):
     dom = copy.deepcopy(iovad) if iovad is not None else None
     before = dom.save() if dom is not None else None
     with pytest.raises(IovaValueError):
-        _restore_allocator(atype, dom, struct.pack("<%dQ" % len(bad), *bad))
+        PfnAllocator.restore(struct.pack("<%dQ" % len(bad), *bad), dom, type=atype)
     assert (dom.save() if dom is not None else None) == before
-    _restore_allocator(atype, dom, data).check()     # the words as saved are fine on it
+    PfnAllocator.restore(data, dom, type=atype).check()   # the words as saved are fine on it
 
 
 @pytest.mark.parametrize("state", sorted(SAVED_STATES))
@@ -706,7 +732,8 @@ def test_out_of_memory_while_restoring_the_new_parts(state):
     before = dom.save() if dom is not None else None
     # the scenario ends with the first restore that meets no failure
     twin = []
-    assert each_failure_point(lambda: twin.append(_restore_allocator(atype, dom, data))) > 0
+    assert each_failure_point(
+        lambda: twin.append(PfnAllocator.restore(data, dom, type=atype))) > 0
     assert len(twin) == 1
     assert (dom.save() if dom is not None else None) == before
     twin[0].check()

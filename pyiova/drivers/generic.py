@@ -9,7 +9,8 @@ the freed addresses: the reference against which lazier policies are judged.
 from .. import errors
 from .. import iommu_errors as ierr
 from ..pgtable import LPAE_4K_PGSIZES
-from ..iommu import DomainGeometry, EngineProfile, IommuDriver, declares_own
+from ..iommu import DomainGeometry
+from .base import EngineProfile, IommuDriver, declares_own
 
 __all__ = ["GenericIommu"]
 

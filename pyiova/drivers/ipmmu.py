@@ -33,8 +33,9 @@ from .. import _state
 from .. import errors
 from .. import iommu_errors as ierr
 from ..pgtable import SZ_1G, SZ_2M, SZ_4K
-from ..iommu import (DomainGeometry, DomainType, EngineProfile, IommuDriver, IovaAllocator,
-                     declares_own)
+from ..allocators import AllocatorType
+from ..iommu import DomainGeometry, DomainType
+from .base import EngineProfile, IommuDriver, declares_own
 
 __all__ = ["IpmmuVmsa"]
 
@@ -216,7 +217,7 @@ class IpmmuVmsa(IommuDriver):
         if mmu is None:
             return
         counts = domain.counts
-        if domain.iova_allocator is IovaAllocator.WRAPAROUND:
+        if domain.iova_allocator is AllocatorType.WRAPAROUND:
             counts.syncs_skipped += 1
         else:
             counts.syncs += 1
@@ -242,7 +243,7 @@ class IpmmuVmsa(IommuDriver):
                 not declares_own(self, IpmmuVmsa, own) or not declares_own(mmu, IpmmuVmsa, own):
             return None
         return EngineProfile("context",
-                             skip_syncs=domain.iova_allocator is IovaAllocator.WRAPAROUND,
+                             skip_syncs=domain.iova_allocator is AllocatorType.WRAPAROUND,
                              erratum=mmu.erratum, drop_rate=mmu.erratum_drop_rate,
                              rng=mmu._rng, flush_when_idle=mmu.flush_when_idle,
                              dirty=priv.dirty)

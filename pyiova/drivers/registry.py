@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Callable, NamedTuple
 
 from .. import errors
-from ..iommu import IommuDriver
+from .base import IommuDriver
 from ..registry import DRIVER_GROUP, Registry
 from .generic import GenericIommu
 from .ipmmu import IpmmuVmsa

@@ -17,9 +17,10 @@ from .._pyiova import ffi, lib
 from ..allocators import AllocatorType
 from ..cookie import DmaCookie
 from ..device import Device
-from ..dma import CoherentBuffer, DmaDirection, PhysAllocator, SgMapping, _Mapping
+from ..dma import CoherentBuffer, PhysAllocator, SgMapping, _Mapping
 from ..iommu import IommuDomain
 from ..iotlb import fault_error
+from .records import DIRECTIONS, is_u64
 
 __all__ = ["NativeEngine", "why_not", "NotExpressible"]
 
@@ -28,7 +29,6 @@ _NONE = lib.SIM_NONE
 _KINDS = {"page": lib.SIM_KIND_PAGE, "sg": lib.SIM_KIND_SG, "coherent": lib.SIM_KIND_COHERENT}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
 _OBJ_KINDS = {SgMapping: "sg", CoherentBuffer: "coherent"}
-_DIRECTIONS = tuple(DmaDirection)
 _COUNTS = ("maps", "unmaps", "short_unmaps", "syncs", "syncs_skipped", "full_flushes",
            "invalidations_lost", "idle_flushes")
 _STATE_COUNTS = ("dom_maps", "dom_unmaps", "short_unmaps", "syncs", "syncs_skipped",
@@ -38,10 +38,6 @@ _STATE_COUNTS = ("dom_maps", "dom_unmaps", "short_unmaps", "syncs", "syncs_skipp
 class NotExpressible(Exception):
     """The run's state holds something the C engine cannot take (a handle
     that is not a 64-bit integer, a clock past 2**64...)."""
-
-
-def _u64(v):
-    return type(v) is int and 0 <= v < _U64
 
 
 def why_not(dom, dev, cookie):
@@ -136,7 +132,7 @@ class NativeEngine:
         if phys is not None:
             for pages, spare in phys._free.items():
                 for paddr in spare:
-                    if not _u64(paddr) or lib.sim_engine_push_spare(self._e, pages, paddr):
+                    if not is_u64(paddr) or lib.sim_engine_push_spare(self._e, pages, paddr):
                         raise NotExpressible("a spare coherent page the engine cannot hold")
 
     def _load_mappings(self, state):
@@ -148,7 +144,7 @@ class NativeEngine:
         for h, a in state.addr.items():
             obj = state.objs.get(h)
             kind = _OBJ_KINDS.get(type(obj), "page" if obj is None else None)
-            if kind is None or not _u64(h) or not _u64(a):
+            if kind is None or not is_u64(h) or not is_u64(a):
                 raise NotExpressible("handle %r holds what the engine cannot" % (h,))
             iova = a & ~gmask
             dm = live.get(iova)
@@ -274,7 +270,7 @@ class NativeEngine:
             elif kind == "coherent":
                 objs[h] = CoherentBuffer(m.paddr, m.dma_addr, m.buf_size)
             if not m.orphan:
-                live[m.iova] = _Mapping(dev, m.size, _DIRECTIONS[m.dir], kind, m.length,
+                live[m.iova] = _Mapping(dev, m.size, DIRECTIONS[m.dir], kind, m.length,
                                         m.dma_addr, m.paddr if kind == "coherent" else 0)
         state.addr, state.objs = addr, objs
 

@@ -33,7 +33,8 @@ from ..dma import DmaDirection
 from ..workloads.base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE,
                               MAP_SG, UNMAP_PAGE, UNMAP_SG)
 
-__all__ = ["RECORD", "RECORD_SIZE", "SEGMENT", "PYTHON", "pack", "unpack", "records_of"]
+__all__ = ["RECORD", "RECORD_SIZE", "SEGMENT", "PYTHON", "DIRECTIONS", "pack", "unpack",
+           "records_of", "is_u64"]
 
 RECORD = struct.Struct("<BBBBiQQQ")
 RECORD_SIZE = RECORD.size
@@ -42,10 +43,11 @@ PYTHON = 9
 
 _U64 = 1 << 64
 _INT_MAX = (1 << 31) - 1
-_DIRECTIONS = tuple(DmaDirection)
+DIRECTIONS = tuple(DmaDirection)     # a record's direction number -> DmaDirection
 
 
-def _u64(v):
+def is_u64(v):
+    """Whether a record's 64-bit field can hold v as it is."""
     return type(v) is int and 0 <= v < _U64
 
 
@@ -73,29 +75,29 @@ def _encode(op, out):
         code = op[0]
         if code == ACCESS:
             _, h, off, write = op
-            if _u64(h) and _u64(off) and type(write) in (bool, int) and write in (0, 1):
+            if is_u64(h) and is_u64(off) and type(write) in (bool, int) and write in (0, 1):
                 out.append((ACCESS, 0, 1 if write else 0, 0, -1, h, off, 0))
                 return True
         elif code == MAP_PAGE:
             _, h, paddr, size, d, cpu = op
             d, c = _direction(d), _cpu(cpu)
-            if _u64(h) and _u64(paddr) and _u64(size) and d is not None and c is not None:
+            if is_u64(h) and is_u64(paddr) and is_u64(size) and d is not None and c is not None:
                 out.append((MAP_PAGE, d, 0, 0, c, h, paddr, size))
                 return True
         elif code == UNMAP_PAGE:
             _, h, size, d, cpu = op
             d, c = _direction(d), _cpu(cpu)
-            if _u64(h) and _u64(size) and d is not None and c is not None:
+            if is_u64(h) and is_u64(size) and d is not None and c is not None:
                 out.append((UNMAP_PAGE, d, 0, 0, c, h, 0, size))
                 return True
         elif code == MAP_SG:
             _, h, segs, d, cpu = op
             d, c = _direction(d), _cpu(cpu)
-            if _u64(h) and d is not None and c is not None and type(segs) in (tuple, list):
+            if is_u64(h) and d is not None and c is not None and type(segs) in (tuple, list):
                 recs = [(MAP_SG, d, 0, 0, c, h, len(segs), 0)]
                 for seg in segs:
-                    if type(seg) is not tuple or len(seg) != 2 or not _u64(seg[0]) \
-                            or not _u64(seg[1]):
+                    if type(seg) is not tuple or len(seg) != 2 or not is_u64(seg[0]) \
+                            or not is_u64(seg[1]):
                         return False
                     recs.append((SEGMENT, 0, 0, 0, -1, 0, seg[0], seg[1]))
                 out.extend(recs)
@@ -103,24 +105,24 @@ def _encode(op, out):
         elif code == UNMAP_SG:
             _, h, d, cpu = op
             d, c = _direction(d), _cpu(cpu)
-            if _u64(h) and d is not None and c is not None:
+            if is_u64(h) and d is not None and c is not None:
                 out.append((UNMAP_SG, d, 0, 0, c, h, 0, 0))
                 return True
         elif code == ALLOC_COHERENT:
             _, h, size, cpu = op
             c = _cpu(cpu)
-            if _u64(h) and _u64(size) and c is not None:
+            if is_u64(h) and is_u64(size) and c is not None:
                 out.append((ALLOC_COHERENT, 0, 0, 0, c, h, 0, size))
                 return True
         elif code == FREE_COHERENT:
             _, h, cpu = op
             c = _cpu(cpu)
-            if _u64(h) and c is not None:
+            if is_u64(h) and c is not None:
                 out.append((FREE_COHERENT, 0, 0, 0, c, h, 0, 0))
                 return True
         elif code == ADVANCE:
             _, ms = op
-            if _u64(ms):
+            if is_u64(ms):
                 out.append((ADVANCE, 0, 0, 0, -1, 0, ms, 0))
                 return True
     except (TypeError, ValueError, IndexError, KeyError):
@@ -163,14 +165,14 @@ def decode(buf, i, extra=()):
     if code == ACCESS:
         return (ACCESS, h, arg, bool(write))
     if code == MAP_PAGE:
-        return (MAP_PAGE, h, arg, size, _DIRECTIONS[d], c)
+        return (MAP_PAGE, h, arg, size, DIRECTIONS[d], c)
     if code == UNMAP_PAGE:
-        return (UNMAP_PAGE, h, size, _DIRECTIONS[d], c)
+        return (UNMAP_PAGE, h, size, DIRECTIONS[d], c)
     if code == MAP_SG:
         segs = tuple(RECORD.unpack_from(buf, RECORD_SIZE * (i + 1 + k))[6:8] for k in range(arg))
-        return (MAP_SG, h, segs, _DIRECTIONS[d], c)
+        return (MAP_SG, h, segs, DIRECTIONS[d], c)
     if code == UNMAP_SG:
-        return (UNMAP_SG, h, _DIRECTIONS[d], c)
+        return (UNMAP_SG, h, DIRECTIONS[d], c)
     if code == ALLOC_COHERENT:
         return (ALLOC_COHERENT, h, size, c)
     if code == FREE_COHERENT:

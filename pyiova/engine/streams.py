@@ -34,10 +34,6 @@ def _mt_state(seed):
     return mt
 
 
-def _log2(n):
-    return n.bit_length() - 1
-
-
 def _usb(wl, mt, err):
     sizes = ffi.new("uint64_t[]", list(wl.sizes))
     weights = ffi.new("uint64_t[]", list(wl.weights))
@@ -60,12 +56,13 @@ def _nic(wl, mt, err):
 
 
 def _nvme(wl, mt, err):
+    lo, hi, seg_lo, seg_hi = wl.exponents
     p = ffi.new("struct sim_nvme_params *", dict(
         sq_base=nvme.SQ_BASE, cq_base=nvme.CQ_BASE, cmd_base=nvme.CMD_BASE,
         sqe_size=nvme.SQE_SIZE, cqe_size=nvme.CQE_SIZE, queues=wl.queues, depth=wl.depth,
-        min_log2=_log2(wl.min_size), max_log2=_log2(wl.max_size), read_ratio=wl.read_ratio,
-        prp_max=wl.prp_max, seg_min_log2=_log2(PAGE), seg_max_log2=_log2(wl.seg_max),
-        per_ms=wl.per_ms, phys_base=nvme.PHYS_BASE, phys_bits=nvme.PHYS_BITS))
+        min_log2=lo, max_log2=hi, read_ratio=wl.read_ratio, prp_max=wl.prp_max,
+        seg_min_log2=seg_lo, seg_max_log2=seg_hi, per_ms=wl.per_ms, phys_base=nvme.PHYS_BASE,
+        phys_bits=nvme.PHYS_BITS))
     return lib.sim_gen_nvme(p, mt, err)
 
 

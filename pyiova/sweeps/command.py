@@ -60,12 +60,9 @@ def _list_of(item):
 
 
 def _seeds(text):
-    from ..errors import IovaError
+    from ..cli import _names as as_option
     from .grid import parse_seeds
-    try:
-        return parse_seeds(text)
-    except IovaError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return as_option(text, parse_seeds)
 
 
 def _names(known, what):
@@ -82,7 +79,8 @@ def add_parser(sub, formatter_class):
     """Adds the sweep command to the pyiova command's subparsers."""
     from ..cli import _positive, _rate
     from ..iova import KERNELS
-    from ..sim import DEFAULT_POLICIES, DRIVERS, ENGINES, POLICIES
+    from ..policies import DEFAULT_POLICIES, POLICIES
+    from ..sim import DRIVERS, ENGINES
     from ..workloads import WORKLOADS
     from .run import DEFAULT_SEEDS, DEFAULT_SWEEP_OPS
     s = sub.add_parser(

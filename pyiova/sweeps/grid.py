@@ -17,7 +17,8 @@ from typing import NamedTuple, Tuple
 
 from .. import errors
 from ..iova import KERNELS
-from ..sim import DRIVERS, POLICIES, not_applicable
+from ..drivers.registry import DRIVERS
+from ..policies import POLICIES, not_applicable
 from ..sim_args import policy_names, run_args
 from ..workloads import WORKLOADS, WorkloadError, get_workload
 

@@ -2,7 +2,8 @@
 import time
 
 from .. import errors
-from ..sim import DEFAULT_MAX_FAILURES, DEFAULT_POLICIES, ENGINES
+from ..policies import DEFAULT_POLICIES
+from ..sim import DEFAULT_MAX_FAILURES, ENGINES
 from . import executors
 from .cell import base_row, columns, plugins_for, reserved_columns
 from .grid import expand

@@ -7,10 +7,9 @@ first_failure_op; an n/a or failed cell measures nothing), so n may be
 less than the seeds run; an interval needs n >= 2.
 """
 import math
-import numbers
 
 from .. import errors
-from ..tables import cell_text, html_table, text_table, to_pandas
+from ..tables import cell_text, html_table, is_number, text_table, to_pandas
 
 __all__ = ["summarize", "SweepSummary", "t_975", "HEADLINE_METRICS"]
 
@@ -52,10 +51,6 @@ def _stats(values):
     return dict(n=n, mean=mean, min=min(values), max=max(values), ci95_low=low, ci95_high=high)
 
 
-def _is_number(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
 def numeric_columns(rows, exclude):
     """Columns (in first-seen order) whose values are numbers or None, with
     at least one number."""
@@ -64,7 +59,7 @@ def numeric_columns(rows, exclude):
         for k, v in row.items():
             if k in exclude or v is None:
                 continue
-            seen[k] = seen.get(k, True) and _is_number(v)
+            seen[k] = seen.get(k, True) and is_number(v)
     return [k for k, ok in seen.items() if ok]
 
 
@@ -152,6 +147,6 @@ def summarize(rows, group_columns, exclude=()):
                            verdicts=", ".join("%d %s" % (n, v) for v, n in counts.items())))
         ok = [r for r in rs if not r.get("error")]
         for m in metrics:
-            values = [r[m] for r in ok if _is_number(r.get(m))]
+            values = [r[m] for r in ok if is_number(r.get(m))]
             out.append(dict(head, metric=m, **_stats(values)))
     return SweepSummary(group_columns, metrics, out, groups)

@@ -28,8 +28,6 @@ import math
 import pickle
 
 from .. import errors
-from .._pyiova import lib
-from .._words import save_words
 from ..cookie import DmaCookie
 from ..iova import KERNELS as _IOVA_KERNELS
 
@@ -220,7 +218,7 @@ class KernelDomain:
     def fingerprint(self):
         """Equal for two domains in the same state (the C core's words)."""
         c = self.cookie
-        words = save_words(lib.iova_cookie_save, c.allocator._c, errors.IovaError)
+        words = c.allocator.save()
         iovad = c.iovad.save() if c.iovad is not None else b""
         return (words, iovad, self.timer, self.trim, self.clock_ms, frozenset(c._no_32bit))
 

@@ -22,6 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from .. import errors
+from ..allocators import AllocatorType
+from ..policies import DMA_API_POLICIES
+from ..policies import POLICIES as _POLICY_TABLE
 from ..sim import free_space
 from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
@@ -32,10 +35,8 @@ from .parse import Trace, gc_paused, iter_events
 __all__ = ["POLICIES", "MODES", "VTD_RESERVED", "DeviceReplay", "ReplayResult", "DeviceCheck",
            "CheckResult", "replay", "check", "load", "parse_policy"]
 
-POLICIES = ("iova", "iova-lazy", "iova-tree", "wraparound", "reset-when-empty")
+POLICIES = DMA_API_POLICIES
 MODES = ("auto", "strict", "lazy")
-_COOKIE_TYPE = {"iova": "iova", "iova-lazy": "iova", "iova-tree": "iova",
-                "wraparound": "wraparound", "reset-when-empty": "reset-when-empty"}
 _PROGRESS_EVERY = 4096
 _U32_PFN_BYTES = 1 << 32
 
@@ -225,8 +226,8 @@ class _Policy:
 
     def __init__(self, run, policy, kernel, devices):
         self.policy, self.kernel = policy, kernel
-        self.model = run.model(kernel, lazy=policy == "iova-lazy", allocator=_COOKIE_TYPE[policy],
-                               rcache=policy != "iova-tree")
+        pol = _POLICY_TABLE[policy]
+        self.model = run.model(kernel, lazy=pol.lazy, allocator=pol.allocator, rcache=pol.rcache)
         self.record = run.record
         self.stats = {name: _Stats(run.record) for name in devices}
         self.got = {}
@@ -721,7 +722,8 @@ def _invalidations(policy, frees, model):
     """IOTLB invalidations: a strict policy invalidates at every unmap; the
     others only when they flush (the timer, a full ring, a wrap) or reset."""
     c = model.cookie
-    strict = policy in ("iova", "iova-tree")
+    pol = _POLICY_TABLE[policy]
+    strict = pol.allocator is AllocatorType.IOVA and not pol.lazy
     return (frees if strict else 0) + c.flushes + c.resets
 
 

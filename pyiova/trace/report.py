@@ -1,24 +1,40 @@
 """Readable tables for replay and check results."""
+from ..tables import align
 
-__all__ = ["format_check", "format_replay", "format_table", "format_decided", "NO_EVENTS"]
+__all__ = ["format_check", "format_replay", "format_decided", "kernel_only", "no_events",
+           "NO_EVENTS"]
 
 NO_EVENTS = "no iommu:map/unmap or dma: events found"
 
 
-def format_table(header, rows, right=()):
-    """Columns sized to their contents; column indices in `right` are
-    right-aligned (numbers)."""
-    cols = len(header)
-    text = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in text) for i in range(cols)]
-    out = []
-    for n, r in enumerate(text):
-        cells = [r[i].rjust(widths[i]) if i in right else r[i].ljust(widths[i])
-                 for i in range(cols)]
-        out.append("  ".join(cells).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+def _as_traced(chk):
+    """The kernel's own replay, named as a policy row is."""
+    return "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova")
+
+
+def no_events(chk):
+    """Why a replay compared no address: NO_EVENTS, with the note that
+    says what the file was when one does (trace-cmd's binary, UTF-16...)."""
+    for n in chk.notes:
+        if " is " in n and ("trace-cmd" in n or "UTF-16" in n or "not text" in n
+                            or "empty" in n):
+            return "%s: %s" % (NO_EVENTS, n)
+    return NO_EVENTS
+
+
+def kernel_only(chk):
+    """`pyiova replay --json` without --policy: the kernel's replay alone,
+    as a policy row."""
+    return {"policy": _as_traced(chk),
+            "kernel": chk.kernel, "mode": chk.mode, "mode_reason": chk.mode_reason,
+            "ok": chk.ok, "decided": chk.decided, "devices": chk.to_dicts(),
+            "notes": chk.notes, "trace": chk.trace}
+
+
+def _table(header, rows, right):
+    """Plain str() cells (no thousands separators), a rule under the header."""
+    return align(header, [["" if c is None else str(c) for c in r] for r in rows], right,
+                 rule=True)
 
 
 def _notes(notes):
@@ -63,8 +79,8 @@ def format_check(result):
     rows = [(d.device, d.mode, d.allocations, d.matched, d.mismatched, d.skipped,
              _divergence(d.first_divergence)) for d in result.devices]
     lines = ["check against kernel %s rules, %s" % (result.kernel, _mode(result)), ""]
-    lines.append(format_table(("device", "mode", "allocations", "matched", "mismatched",
-                               "skipped", "first divergence"), rows, right=(2, 3, 4, 5)))
+    lines.append(_table(("device", "mode", "allocations", "matched", "mismatched",
+                         "skipped", "first divergence"), rows, right=(2, 3, 4, 5)))
     total = result.matched + result.mismatched
     lines.append("")
     if result.ok:
@@ -106,7 +122,7 @@ def format_replay(results):
         else:
             lines.append("  " + NO_EVENTS)
         lines.append("")
-        traced = "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova")
+        traced = _as_traced(chk)
         r0 = results[0]
         for d in r0.devices:
             kd = {c.device: c for c in chk.devices}.get(d.device)
@@ -120,10 +136,9 @@ def format_replay(results):
             rows.append((r.policy, d.device, d.maps, d.frees, d.failures, first,
                          d.peak_live_pages, d.invalidations, _frag(d.fragmentation), d.changed,
                          d.skipped))
-    lines.append(format_table(("policy", "device", "maps", "frees", "failures", "first failure",
-                               "peak live pages", "invalidations", "frag <4G", "changed",
-                               "skipped"),
-                              rows, right=(2, 3, 4, 6, 7, 8, 9, 10)))
+    lines.append(_table(("policy", "device", "maps", "frees", "failures", "first failure",
+                         "peak live pages", "invalidations", "frag <4G", "changed", "skipped"),
+                        rows, right=(2, 3, 4, 6, 7, 8, 9, 10)))
     changes = []
     for r in results:
         for d in r.devices:

@@ -70,10 +70,17 @@ class NvmeWorkload(Workload):
     def ncpus(self):
         return self.queues
 
+    @property
+    def exponents(self):
+        """(smallest, largest) transfer and (smallest, largest) segment size
+        as powers of two: what each transfer and segment is drawn from (the
+        C generator is given the same)."""
+        return _log2(self.min_size), _log2(self.max_size), _log2(PAGE), _log2(self.seg_max)
+
     def _generate(self, rng):
         queues, depth, read_ratio = self.queues, self.depth, self.read_ratio
-        lo, hi = _log2(self.min_size), _log2(self.max_size)
-        prp_max, seg_lo, seg_hi = self.prp_max, _log2(PAGE), _log2(self.seg_max)
+        lo, hi, seg_lo, seg_hi = self.exponents
+        prp_max = self.prp_max
         per_ms = self.per_ms
         # random() and getrandbits() are single C calls; randrange and
         # randint cost several Python frames each.

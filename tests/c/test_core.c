@@ -333,6 +333,12 @@ static void bad_domain_parameters(void)
     int err = 0;
     CHECK(iova_domain_new(3, 1, 1, IOVA_KERNEL_6_12, 0, &err) == NULL);
     CHECK_EQ(err, IOVA_E_GRANULE);
+    CHECK(iova_domain_new(1 << 17, 1, 1, IOVA_KERNEL_6_12, 0, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_GRANULE);
+    CHECK_EQ(iova_granule_check(1), IOVA_E_GRANULE);
+    CHECK_EQ(iova_granule_check(2), 0);
+    CHECK_EQ(iova_granule_check(65536), 0);
+    CHECK_EQ(iova_granule_check(4096 + 1), IOVA_E_GRANULE);
     CHECK(iova_domain_new(4096, 1ull << 60, 1, IOVA_KERNEL_6_12, 0, &err) == NULL);
     CHECK_EQ(err, IOVA_E_START);
     CHECK(iova_domain_new(4096, 1, 0, IOVA_KERNEL_6_12, 0, &err) == NULL);
@@ -795,7 +801,11 @@ static void exercise_cookie_wrap(void)
     iova_cookie_destroy(c);
 
     CHECK(iova_cookie_new(IOVA_COOKIE_WRAPAROUND, NULL, 3, 1, 10, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_GRANULE);
+    CHECK(iova_cookie_new(IOVA_COOKIE_MSI, NULL, 1 << 17, 1, 10, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_GRANULE);
     CHECK(iova_cookie_new(IOVA_COOKIE_WRAPAROUND, NULL, 4096, 10, 1, &err) == NULL);
+    CHECK_EQ(err, IOVA_E_RANGE);
     CHECK(iova_cookie_new(IOVA_COOKIE_IOVA, NULL, 4096, 1, 10, &err) == NULL);
     CHECK_EQ(err, IOVA_E_COOKIE);
     CHECK(iova_cookie_new(17, NULL, 4096, 1, 10, &err) == NULL);
