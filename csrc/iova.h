@@ -3,13 +3,17 @@
  * (drivers/iommu/iova.c behaviour: mainline 6.12 rules, Linux 6.1 rules or
  * Linux 4.10 rules) and its per-CPU range caches.
  *
- * Conventions, kept across the whole C core:
+ * Conventions:
  *   - pfns are unsigned 64-bit page frame numbers in units of the granule;
  *     limits are inclusive, as in the kernel's API;
  *   - calls that hand out a pfn return it as a non-negative int64_t, or a
- *     negative IOVA_E_* code; other calls return 0 or a negative code;
+ *     negative IOVA_E_* code (iova_errors.h: the one family of codes of the
+ *     whole C core); other calls return 0 or a negative code;
  *   - nothing here aborts, prints or touches Python; every entry point takes
  *     the locks it needs, so any call may come from any thread.
+ *
+ * The per-CPU caches' calls are iova_rcache_* (iova_rcache.c), the others
+ * iova_* (iova.c; saving and restoring: iova_save.c).
  *
  * This file is read by cffi's cdef as well as by the C compiler: keep it to
  * prototypes, plain structs of integers and integer #defines.
