@@ -38,8 +38,9 @@
  * sim_engine.h, sim_gen.h). ARG: a malformed argument (a NULL pointer, a bad
  * chunk of operation records, parameters the call cannot follow). GEOMETRY:
  * a shape the structure cannot have (a page table's granule, sizes or page
- * sizes, an IOTLB's entries and ways, a flush queue's rings). FAULT and PERM: a device access nothing translates (translation
- * fault), or that its translation forbids (permission fault). */
+ * sizes, an IOTLB's entries and ways, a flush queue's rings). FAULT and
+ * PERM: a device access nothing translates (translation fault), or that its
+ * translation forbids (permission fault). */
 #define IOVA_E_ARG        -23
 #define IOVA_E_GEOMETRY   -24
 #define IOVA_E_ALIGN      -25  /* an address or size not a multiple of the granule, or 0 */

@@ -9,7 +9,8 @@
  *         trim item that, when it runs, frees the newest magazine back to
  *         the tree if the depot holds more magazines than there are CPUs,
  *         and re-arms itself. Time is simulated: the work only runs from
- *         iova_rcache_run_pending_work / iova_rcache_advance, so runs are reproducible.
+ *         iova_rcache_run_pending_work / iova_rcache_advance, so runs are
+ *         reproducible.
  *   6.1:  6.12's magazines of 127, its pop and its flush-and-retry, but the
  *         depot is a fixed array of 32 magazines: a full loaded magazine
  *         that finds the depot full has its pfns freed to the tree (oldest

@@ -281,7 +281,8 @@ static void exercise_domain(int kernel)
     for (int i = 0; i < 20; i++) {
         int64_t p = iova_rcache_alloc_fast(d, 1 + (uint64_t)i % 3, TOP32, 1, i % (int)ncpus);
         CHECK(p > 0);
-        CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)p, 1 + (uint64_t)i % 3, i % (int)ncpus), 0);
+        CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)p, 1 + (uint64_t)i % 3, i % (int)ncpus),
+                 0);
     }
     int64_t held = iova_ranges(d, NULL, 0), cached = iova_rcache_pfns(d, NULL, 0);
     CHECK(cached > 0);
