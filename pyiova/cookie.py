@@ -28,6 +28,7 @@ from ._args import granule_error as _granule_error
 from ._args import granule_ok as _granule_ok
 from .allocators import (EV_FLUSH, EV_NO_32BIT, EV_QUEUED, EV_RESET, AllocatorType, PfnAllocator,
                          allocator_type)
+from .error_codes import error as _code_error
 from ._pyiova import lib
 from .iova import KERNELS, IovaDomain, kernel_rules
 from .phys import PhysAllocator
@@ -308,7 +309,7 @@ class DmaCookie:
                     return True
                 self._flush()                      # ring full: flush, then queue
                 self.allocator.fq_flushed()
-            raise errors.IovaError("flush queue still full after a flush")
+            raise _code_error(lib.IOVA_E_FQ_FULL)            # as the C engine reports it
         ev = self.allocator.free(pfn, pages, cpu=cpu)
         if ev:
             self._events(ev)

@@ -16,7 +16,8 @@ from test_lifetime import ROUNDS, assert_flat
 
 from pyiova import IovaDomain, IovaError, IovaValueError, checkpoint, dma
 from pyiova import device as device_module
-from pyiova._iommu_native import IoPgtable, Iotlb
+from pyiova.iotlb import Iotlb
+from pyiova.pgtable import IoPgtable
 from pyiova._pyiova import lib
 from pyiova.allocators import EV_QUEUED, EV_RESET, PfnAllocator
 from pyiova.checkpoint import CheckpointError, _restore_allocator
@@ -1104,3 +1105,24 @@ def test_exhaustion_survives_a_checkpoint():
     twin = pickled(cookie)
     with pytest.raises(IovaExhausted):
         twin.allocator.alloc(64, (1 << 12) - 1)
+
+
+def test_checkpoints_that_name_the_bindings_former_module_still_load():
+    # Page tables and IOTLBs pickled before their bindings had modules of
+    # their own name pyiova._iommu_native; such checkpoints still load.
+    pt = IoPgtable()
+    pt.map(0x1000, 0x5000, 0x2000)
+    tlb = Iotlb(8)
+    tlb.access(pt, 0x1000)
+    modules = {c: c.__module__ for c in (IoPgtable, Iotlb)}
+    try:
+        for c in modules:
+            c.__module__ = "pyiova._iommu_native"
+        blob = pickle.dumps((pt, tlb))
+    finally:
+        for c, m in modules.items():
+            c.__module__ = m
+    assert b"pyiova._iommu_native" in blob and b"pyiova.pgtable" not in blob
+    pt2, tlb2 = pickle.loads(blob)
+    assert type(pt2) is IoPgtable and type(tlb2) is Iotlb
+    assert pt2.iova_to_phys(0x1800) == 0x5800 and tlb2.stats() == tlb.stats()

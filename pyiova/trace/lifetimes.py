@@ -38,6 +38,7 @@ import re
 from bisect import bisect_left
 from collections import Counter, deque
 
+from .. import errors
 from .engine import ALLOC, FREE, Op
 from .parse import Trace, gc_paused, iter_events
 
@@ -317,7 +318,7 @@ class Builder:
         granule = lt.granule
         if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
                 or granule & (granule - 1):
-            raise ValueError("granule %r is not a power of two" % (granule,))
+            raise errors.IovaValueError("granule %r is not a power of two" % (granule,))
         self.lt, self.sink = lt, sink
         self.g, self.gmask = granule, granule - 1
         self.page = max(page_size, granule)

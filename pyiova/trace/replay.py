@@ -509,8 +509,8 @@ def load(trace, **options):
     window. A Lifetimes is returned as it is."""
     if isinstance(trace, Lifetimes):
         if options:
-            raise ValueError("%s apply when the trace is read; this one is already built"
-                             % ", ".join(sorted(options)))
+            raise errors.IovaValueError("%s apply when the trace is read; this one is already "
+                                        "built" % ", ".join(sorted(options)))
         return trace
     return build_lifetimes(trace, **options)
 
@@ -533,8 +533,8 @@ def _execute(trace, *, kernel, mode, policies, granule, aperture_bits, reserved,
                driver=driver, engine=engine, drop_rate=drop_rate)
     if isinstance(trace, Lifetimes):
         if trace.granule != granule:
-            raise ValueError("the trace was built for granule %#x, not %#x"
-                             % (trace.granule, granule))
+            raise errors.IovaValueError("the trace was built for granule %#x, not %#x"
+                                        % (trace.granule, granule))
         run.lt = lt = trace
         for d, op in _kept_ops(lt):
             run.sink(d, op)
