@@ -152,8 +152,9 @@ int64_t iova_rcache_advance(struct iova_domain *d, uint64_t ms);
 /* For a caller that decides itself when trim work runs (a trace replay):
  * due_ms[k] (IOVA_RANGE_CACHE_MAX_SIZE of them) is when class k's pending
  * trim item falls due on the clock, UINT64_MAX when none; returns how many
- * are pending. iova_rcache_run_trim runs class k's item now if it is pending (1 if
- * it ran, 0 if not, IOVA_E_SIZECLASS for no such class); iova_rcache_set_clock
+ * are pending (due_ms may be NULL: the count alone). iova_rcache_run_trim runs
+ * class k's item now if it is pending (1 if it ran, 0 if not,
+ * IOVA_E_SIZECLASS for no such class); iova_rcache_set_clock
  * moves the clock forward to `ms` (never back) and runs nothing. */
 int iova_rcache_trim_due(struct iova_domain *d, uint64_t *due_ms);
 int iova_rcache_run_trim(struct iova_domain *d, unsigned k);

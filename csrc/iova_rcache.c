@@ -676,7 +676,8 @@ int iova_rcache_trim_due(struct iova_domain *d, uint64_t *due_ms)
     for (unsigned k = 0; n >= 0 && k < CACHED_CLASSES; k++) {
         iova_mutex_lock(&d->depot[k].lock);
         bool pending = d->depot[k].work_pending;
-        due_ms[k] = pending ? d->depot[k].work_due_ms : UINT64_MAX;
+        if (due_ms)
+            due_ms[k] = pending ? d->depot[k].work_due_ms : UINT64_MAX;
         iova_mutex_unlock(&d->depot[k].lock);
         n += pending;
     }

@@ -602,11 +602,15 @@ class IovaDomain:
     def trim_due(self):
         """{size class: clock ms when its pending depot trim item falls due}
         (empty under 6.1 and 4.10, which have no trim work)."""
-        due = ffi.new("uint64_t[]", CACHED_CLASSES)
-        r = lib.iova_rcache_trim_due(self._d, due)
+        r = lib.iova_rcache_trim_due(self._d, ffi.NULL)   # how many, first: mostly none
+        if r > 0:
+            due = ffi.new("uint64_t[]", CACHED_CLASSES)
+            r = lib.iova_rcache_trim_due(self._d, due)
+            if r > 0:
+                return {k: due[k] for k in range(CACHED_CLASSES) if due[k] != (1 << 64) - 1}
         if r < 0:
             raise self._error(r)
-        return {k: due[k] for k in range(CACHED_CLASSES) if due[k] != (1 << 64) - 1}
+        return {}
 
     def run_trim(self, size_class):
         """Runs size class `size_class`'s depot trim item now, if it is

@@ -120,6 +120,9 @@ def test_cookie_copies_continue_like_the_original(kind, cut):
     # the sticky 32-bit-first state is keyed by device: the copies bring
     # their own copy of it, found through the copied device
     copies = [(COPIES[how]((cookie, dev, live))) for how in sorted(COPIES)]
+    # the allocator's quick copy (trace replay's candidate orders): the same
+    # devices, a cookie of its own
+    copies.append((cookie.restored(cookie.allocator_state()), dev, list(live)))
     for c, _, _ in copies:
         same_cookie(cookie, c)
     expected = drive(cookie, dev, 2, 600, live)
@@ -146,6 +149,23 @@ def test_the_interesting_state_is_there_at_the_cut(kind):
             "iova-lazy": cookie.stats()["fq_flushes"] + cookie.flushes}[kind] > \
         {"wraparound": st["wraps"], "reset-when-empty": st["resets"],
          "iova-lazy": st["fq_flushes"]}[kind]
+
+
+def test_the_quick_copy_leaves_nothing_shared_and_refuses_dma_mappings():
+    cookie, dev = make_cookie("iova-lazy"), Pci()
+    live = []
+    drive(cookie, dev, 1, 300, live)
+    state = cookie.allocator_state()
+    twin = cookie.restored(state)
+    assert twin.allocator is not cookie.allocator and twin.iovad is not cookie.iovad
+    twin._no_32bit.add("another")
+    assert "another" not in cookie._no_32bit
+    # the state is bytes and numbers: restoring it twice gives two cookies
+    assert drive(cookie.restored(state), dev, 3, 200, list(live)) == \
+        drive(cookie.restored(state), dev, 3, 200, list(live))
+    cookie.dma_mappings[0x1000] = object()
+    with pytest.raises(IovaError, match="DMA mappings"):
+        cookie.allocator_state()
 
 
 def test_msi_cookie_round_trip():
