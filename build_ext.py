@@ -7,7 +7,9 @@ enums, integer #defines), so C and Python read the very same text.
 
 Environment switches read at build time:
   PYIOVA_SANITIZE=address,undefined   build with gcc's sanitizers
-  PYIOVA_DEBUG=1                      -O0 -g and expensive internal asserts
+  PYIOVA_DEBUG=1                      -O0 -g, for a debugger (the validators,
+                                      *_check(), are always built: the tests
+                                      call them)
 """
 import glob
 import os

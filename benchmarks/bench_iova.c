@@ -287,14 +287,14 @@ static double churn_fast_pairs(int mode, double *hit_rate)
     double t0 = now_ns();
     for (long p = 0; p < opt.pairs; p++) {
         uint64_t k = rnd_below(LIVE);
-        int r = iova_free_fast(d, pfn[k], size[k], 0);
+        int r = iova_rcache_free_fast(d, pfn[k], size[k], 0);
         if (r)
-            die("iova_free_fast", r);
+            die("iova_rcache_free_fast", r);
         bypass += size[k] > 32;
         size[k] = 1 + rnd_below(64);
-        int64_t q = iova_alloc_fast(d, size[k], LIMIT32, 1, 0);
+        int64_t q = iova_rcache_alloc_fast(d, size[k], LIMIT32, 1, 0);
         if (q <= 0)
-            die("iova_alloc_fast", q);
+            die("iova_rcache_alloc_fast", q);
         pfn[k] = (uint64_t)q;
     }
     double t = now_ns() - t0;
@@ -399,23 +399,23 @@ static void churn_run(struct churn *c)
             gsize[j] = size[v[j]];
         }
         if (many) {
-            int64_t r = fast ? iova_free_fast_many(d, gone, gsize, ROUND, 0, &err)
+            int64_t r = fast ? iova_rcache_free_fast_many(d, gone, gsize, ROUND, 0, &err)
                              : iova_free_many(d, gone, ROUND, &err);
             if (err || r != ROUND)
                 die("free_many", err);
-            r = fast ? iova_alloc_fast_many(d, ns, fresh, ROUND, LIMIT32, 1, 0, &bad)
+            r = fast ? iova_rcache_alloc_fast_many(d, ns, fresh, ROUND, LIMIT32, 1, 0, &bad)
                      : iova_alloc_many(d, ns, fresh, ROUND, LIMIT32, 1, &bad);
             if (r != ROUND)
                 die("alloc_many", r);
         } else {
             for (int j = 0; j < ROUND; j++) {
-                int r = fast ? iova_free_fast(d, gone[j], gsize[j], 0)
+                int r = fast ? iova_rcache_free_fast(d, gone[j], gsize[j], 0)
                              : iova_free(d, gone[j]);
                 if (r)
                     die("free", r);
             }
             for (int j = 0; j < ROUND; j++) {
-                int64_t r = fast ? iova_alloc_fast(d, ns[j], LIMIT32, 1, 0)
+                int64_t r = fast ? iova_rcache_alloc_fast(d, ns[j], LIMIT32, 1, 0)
                                  : iova_alloc(d, ns[j], LIMIT32, 1);
                 if (r <= 0)
                     die("alloc", r);
@@ -518,9 +518,9 @@ static struct iova_domain *hit_domain(int mode, unsigned ncpus, int cpu,
     struct iova_domain *d = iova_domain_new(GRANULE, 1, ncpus, opt.kernel, 0, &err);
     if (!d || iova_set_search_mode(d, mode))
         die("iova_domain_new", err);
-    if (iova_alloc_fast_many(d, sizes, pfns, batch, LIMIT32, 1, cpu, &bad) != batch)
+    if (iova_rcache_alloc_fast_many(d, sizes, pfns, batch, LIMIT32, 1, cpu, &bad) != batch)
         die("alloc_fast_many", 0);
-    if (iova_free_fast_many(d, pfns, sizes, batch, cpu, &err) != batch)
+    if (iova_rcache_free_fast_many(d, pfns, sizes, batch, cpu, &err) != batch)
         die("free_fast_many", err);
     return d;
 }
@@ -532,13 +532,13 @@ static void hit_rounds(struct iova_domain *d, int cpu, const uint64_t *sizes,
     int err;
     for (long i = 0; i < rounds; i++) {
         if (many) {
-            iova_alloc_fast_many(d, sizes, pfns, batch, LIMIT32, 1, cpu, &bad);
-            iova_free_fast_many(d, pfns, sizes, batch, cpu, &err);
+            iova_rcache_alloc_fast_many(d, sizes, pfns, batch, LIMIT32, 1, cpu, &bad);
+            iova_rcache_free_fast_many(d, pfns, sizes, batch, cpu, &err);
         } else {
             for (long j = 0; j < batch; j++)
-                pfns[j] = (uint64_t)iova_alloc_fast(d, sizes[j], LIMIT32, 1, cpu);
+                pfns[j] = (uint64_t)iova_rcache_alloc_fast(d, sizes[j], LIMIT32, 1, cpu);
             for (long j = 0; j < batch; j++)
-                iova_free_fast(d, pfns[j], sizes[j], cpu);
+                iova_rcache_free_fast(d, pfns[j], sizes[j], cpu);
         }
     }
 }
@@ -635,12 +635,12 @@ static void *work(void *p)
     seed(100 + w->cpu);
     for (long i = 0; i < w->pairs; i++) {
         uint64_t k = rnd_below(LIVE);
-        if (iova_free_fast(w->d, w->pfns[k], w->sizes[k], w->cpu))
-            die("iova_free_fast", 0);
+        if (iova_rcache_free_fast(w->d, w->pfns[k], w->sizes[k], w->cpu))
+            die("iova_rcache_free_fast", 0);
         w->sizes[k] = 1 + rnd_below(64);
-        int64_t q = iova_alloc_fast(w->d, w->sizes[k], LIMIT32, 1, w->cpu);
+        int64_t q = iova_rcache_alloc_fast(w->d, w->sizes[k], LIMIT32, 1, w->cpu);
         if (q <= 0)
-            die("iova_alloc_fast", q);
+            die("iova_rcache_alloc_fast", q);
         w->pfns[k] = (uint64_t)q;
     }
     return NULL;
@@ -668,8 +668,9 @@ static double run_workers(int mode, bool churn, int threads)
             uint64_t bad;
             for (int k = 0; k < 64; k++)
                 w[i].sizes[k] = 1 + rnd_below(32);
-            if (iova_alloc_fast_many(d, w[i].sizes, w[i].pfns, 64, LIMIT32, 1, i, &bad) != 64 ||
-                iova_free_fast_many(d, w[i].pfns, w[i].sizes, 64, i, &err) != 64)
+            if (iova_rcache_alloc_fast_many(d, w[i].sizes, w[i].pfns, 64, LIMIT32, 1, i,
+                                            &bad) != 64 ||
+                iova_rcache_free_fast_many(d, w[i].pfns, w[i].sizes, 64, i, &err) != 64)
                 die("stocking the magazines", err);
         }
     }

@@ -14,7 +14,7 @@ deciding a ratio alone.
      IovaDomain.alloc / .free call, and the same two calls made on `lib`
      directly, against two empty calls:
        (a) an empty cffi call with one pointer argument,
-           lib.iova_current_cpu(d);
+           lib.iova_rcache_current_cpu(d);
        (b) an empty call of the same C signature:
            lib.iova_alloc(ffi.NULL, 1, limit, 1) and
            lib.iova_free(ffi.NULL, pfn), which the core refuses before any
@@ -109,7 +109,7 @@ def single_call_costs(repeats, n=100_000):
     interleaved runs."""
     d = IovaDomain(4096, 1, ncpus=1)
     raw, null = d._d, ffi.NULL
-    empty = lib.iova_current_cpu
+    empty = lib.iova_rcache_current_cpu
     c_alloc, c_free = lib.iova_alloc, lib.iova_free
     alloc, free = d.alloc, d.free
     # The pfn the real loops hand back and forth, so the empty free
@@ -169,7 +169,7 @@ def report_single_calls(s):
     print("   %.0f ns per iteration is taken out of every figure." % loop)
     print("   %-52s %8s %8s %8s" % ("", "ns/call", "/ (a)", "/ (b)"))
     print("   %-52s %8.1f %7.2fx" % ("(a) empty cffi call, one pointer argument", a, 1.0))
-    print("         lib.iova_current_cpu(d)")
+    print("         lib.iova_rcache_current_cpu(d)")
     print("   %-52s %8.1f %7.2fx %7.2fx" % ("(b) empty call of the same signature", b, b / a, 1.0))
     print("         lib.iova_alloc(NULL, 1, limit, 1), lib.iova_free(NULL, pfn),")
     print("         refused before any work (IOVA_E_CLOSED)")

@@ -3,7 +3,7 @@
 Group "call-overhead": one alloc(1)+free pair on a nearly empty domain (the
 cheapest work the core does), made two ways, next to two empty calls:
 
-  empty-cffi            lib.iova_current_cpu(d): one call, one pointer
+  empty-cffi            lib.iova_rcache_current_cpu(d): one call, one pointer
                         argument, a C function that does nothing worth
                         timing; the floor of any call through cffi
   empty-same-signature  a pair of calls that cross into iova_alloc and
@@ -45,7 +45,7 @@ def test_call_overhead(benchmark, impl):
     d = IovaDomain(4096, 1, ncpus=1)
     raw = d._d
     if impl == "empty-cffi":
-        f = lib.iova_current_cpu
+        f = lib.iova_rcache_current_cpu
         benchmark(f, raw)
     elif impl == "empty-same-signature":
         alloc, free, null = lib.iova_alloc, lib.iova_free, ffi.NULL

@@ -11,11 +11,18 @@ address it recorded.
     pytest benchmarks/test_bench_replay.py --benchmark-only              200k lines
     pytest benchmarks/test_bench_replay.py --benchmark-only --run-slow   and 2M lines
 
-Speed is a ratio against a baseline in the same process: reading the same
-file's events (parsing alone), which any replay has to do. Memory is the
+Speed is a ratio against baselines in the same process: reading the same
+file's events (parsing alone), which any replay has to do, and the replay
+as it was before it streamed (commit e5475d4: every line held in lists,
+one fixed order, no ordering engine), run on the same capture in the same
+process (group replay-vs-e5475d4-*). That replay is read from the
+repository's history into a temporary directory for the run, never kept
+as code; without git or the history the group is skipped. Memory is the
 peak RSS of `pyiova replay --check` in a fresh process, for captures of
 one and two sizes: flat means the larger one needs no more.
 """
+import importlib
+import os
 import subprocess
 import sys
 import time
@@ -68,11 +75,93 @@ def test_replay_speed(benchmark, tmp_path_factory, size):
         times_parsing=round(s / parse_s, 2) if parse_s else None)
 
 
+# ---- against the replay before streaming -----------------------------------------
+
+OLD_COMMIT = "e5475d4"
+_OLD_MODULES = ("__init__", "lifetimes", "parse", "replay", "report")
+_REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+_timings = {}
+
+
+def _old_replay(tmp_path_factory):
+    """pyiova.trace as of OLD_COMMIT, as a package of its own (`old_trace`)
+    on top of today's C core; None when git or the history is missing."""
+    if "old_trace" in sys.modules:
+        return sys.modules["old_trace"]
+    root = tmp_path_factory.mktemp("old-replay")
+    pkg = root / "old_trace"
+    pkg.mkdir()
+    for name in _OLD_MODULES:
+        try:
+            text = subprocess.run(["git", "-C", _REPO, "show",
+                                   "%s:pyiova/trace/%s.py" % (OLD_COMMIT, name)],
+                                  capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        # its imports of the rest of pyiova, made absolute
+        text = text.replace("from .. import ", "from pyiova import ")
+        text = text.replace("from ..", "from pyiova.")
+        (pkg / ("%s.py" % name)).write_text(text)
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("old_trace")
+    finally:
+        sys.path.remove(str(root))
+
+
+@pytest.mark.parametrize("size", [200_000, pytest.param(2_000_000, marks=pytest.mark.slow)],
+                         ids=["200k", "2M"])
+@pytest.mark.parametrize("which", ["e5475d4", "now"])
+def test_replay_against_the_replay_before_streaming(benchmark, tmp_path_factory, size, which):
+    """Both check() the same capture. Before each timed round the other
+    replay runs once, untimed (so that a slow minute of a shared machine
+    falls on both rows alike); the ratio of their best process CPU times
+    (user + system, as `time` reports them) is noted on both rows."""
+    path = _capture(tmp_path_factory, size)
+    old = _old_replay(tmp_path_factory)
+    if old is None:
+        pytest.skip("the replay of %s is not in this checkout's history" % OLD_COMMIT)
+    label = "200k" if size < 10 ** 6 else "2M"
+    benchmark.group = "replay-vs-%s-%s" % (OLD_COMMIT, label)
+    n = _lines(path)
+    checks = {"e5475d4": old.check, "now": T.check}
+    cpu = _timings.setdefault(label, {"e5475d4": [], "now": []})
+    other = "now" if which == "e5475d4" else "e5475d4"
+
+    def one(kind):
+        with gc_paused():
+            t = time.process_time()
+            r = checks[kind](path)
+            cpu[kind].append(time.process_time() - t)
+        return r
+
+    r = benchmark.pedantic(one, args=(which,), setup=lambda: one(other) and None,
+                           rounds=3 if size < 10 ** 6 else 1, iterations=1)
+    if which == "now":
+        assert r.ok and r.mismatched == 0
+    best = {k: min(v) for k, v in cpu.items() if v}
+    benchmark.extra_info.update(lines=n, cpu_us_per_line=round(best[which] * 1e6 / n, 2))
+    ratio = best["now"] / best["e5475d4"]
+    benchmark.extra_info["now_over_e5475d4_cpu"] = round(ratio, 3)
+    benchmark.extra_info["e5475d4_cpu_us_per_line"] = round(best["e5475d4"] * 1e6 / n, 2)
+    benchmark.extra_info["now_cpu_us_per_line"] = round(best["now"] * 1e6 / n, 2)
+
+
+# The peak RSS of this process image: Linux's VmHWM starts again at exec,
+# while ru_maxrss keeps the forking parent's (pytest's, which the replay of
+# e5475d4 above has grown); ru_maxrss where there is no /proc.
 _RSS = ("import resource, sys\n"
         "from pyiova.cli import main\n"
         "code = main(['replay', sys.argv[1], '--check', '--no-progress'])\n"
         "sys.stdout.flush()\n"
-        "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            kb = int(line.split()[1])\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print('maxrss_kb', kb)\n"
         "sys.exit(code)\n")
 
 

@@ -42,17 +42,17 @@
  * lock (the allocation wrappers take none), so callers such as the IOTLB may
  * hold their own lock around ours.
  *
- * Memory: allocations go through iova_calloc, so the fault injector of
- * iova_mem.c reaches them; a failed one is reported as -ENOMEM with the
+ * Memory: allocations go through iova_mem_calloc, so the fault injector of
+ * iova_mem.c reaches them; a failed one is reported as IOVA_E_NOMEM with the
  * table unchanged.
  */
 #include "io_pgtable.h"
 #include "iova_mem_internal.h"
 #include "save_words.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,7 +146,7 @@ static struct pt_table *pt_table_alloc(io_pgtable *pt, uint32_t nentries)
         t->e[0] = 0;
         pt->nspare--;
     } else {
-        t = iova_calloc(1, sizeof(*t) + (size_t)nentries * sizeof(pte_t));
+        t = iova_mem_calloc(1, sizeof(*t) + (size_t)nentries * sizeof(pte_t));
         if (!t)
             return NULL;
         t->nentries = nentries;
@@ -213,18 +213,18 @@ int io_pgtable_create(uint32_t granule_shift, uint32_t ias, uint32_t oas,
     unsigned lvl;
 
     if (!out)
-        return -EINVAL;
+        return IOVA_E_ARG;
     *out = NULL;
     if (granule_shift != 12 && granule_shift != 14 && granule_shift != 16)
-        return -EINVAL;
+        return IOVA_E_GEOMETRY;
     if (ias <= granule_shift || ias > IO_PGTABLE_MAX_IAS)
-        return -EINVAL;
+        return IOVA_E_GEOMETRY;
     if (oas < granule_shift || oas > IO_PGTABLE_MAX_OAS)
-        return -EINVAL;
+        return IOVA_E_GEOMETRY;
 
-    pt = iova_calloc(1, sizeof(*pt));
+    pt = iova_mem_calloc(1, sizeof(*pt));
     if (!pt)
-        return -ENOMEM;
+        return IOVA_E_NOMEM;
     pt->gshift = granule_shift;
     pt->bpl = granule_shift - 3;
     pt->ias = ias;
@@ -260,20 +260,20 @@ int io_pgtable_create(uint32_t granule_shift, uint32_t ias, uint32_t oas,
 
     if (pthread_mutex_init(&pt->lock, NULL) != 0) {
         free(pt);
-        return -ENOMEM;
+        return IOVA_E_NOMEM;
     }
     pt->root = pt_table_alloc(pt, root_entries);
     if (!pt->root) {
         pthread_mutex_destroy(&pt->lock);
         free(pt);
-        return -ENOMEM;
+        return IOVA_E_NOMEM;
     }
     *out = pt;
     return 0;
 
 inval:
     free(pt);
-    return -EINVAL;
+    return IOVA_E_GEOMETRY;
 }
 
 void io_pgtable_destroy(io_pgtable *pt)
@@ -296,7 +296,7 @@ int io_pgtable_geometry(const io_pgtable *pt, uint32_t *granule_shift,
                         uint32_t *start_level)
 {
     if (!pt)
-        return -EINVAL;
+        return IOVA_E_ARG;
     /* Immutable after creation, so no lock is needed. */
     if (granule_shift)
         *granule_shift = pt->gshift;
@@ -396,7 +396,7 @@ static unsigned pt_pick_level(const io_pgtable *pt, uint64_t addr_merge, uint64_
  * Write one leaf at level target, creating tables on the way down. The slot
  * is known to be empty (the caller checked the whole range), and a table
  * created here is non-empty as soon as the leaf lands, so invariant 2 only
- * breaks transiently on -ENOMEM, which the caller repairs with pt_clear.
+ * breaks transiently on IOVA_E_NOMEM, which the caller repairs with pt_clear.
  */
 static int pt_install_in(io_pgtable *pt, uint64_t iova, uint64_t paddr,
                          unsigned target, uint32_t prot, struct pt_table **leaf_table)
@@ -410,7 +410,7 @@ static int pt_install_in(io_pgtable *pt, uint64_t iova, uint64_t paddr,
             struct pt_table *n = pt_table_alloc(pt, 1u << pt->bpl);
 
             if (!n)
-                return -ENOMEM;
+                return IOVA_E_NOMEM;
             *e = pte_make_table(n);
             t->nvalid++;
         }
@@ -437,14 +437,14 @@ static int pt_check_map_args(const io_pgtable *pt, uint64_t iova, uint64_t paddr
     uint64_t gmask = ((uint64_t)1 << pt->gshift) - 1;
 
     if (!size || ((iova | paddr | size) & gmask))
-        return -EINVAL;
+        return IOVA_E_ALIGN;
     if ((prot & ~(uint32_t)IO_PGTABLE_PROT_ALL) ||
         !(prot & (IO_PGTABLE_PROT_READ | IO_PGTABLE_PROT_WRITE)))
-        return -EINVAL;
+        return IOVA_E_PROT;
     if (iova >= pt->in_limit || size > pt->in_limit - iova)
-        return -ERANGE;
+        return IOVA_E_ADDR;
     if (paddr >= pt->out_limit || size > pt->out_limit - paddr)
-        return -ERANGE;
+        return IOVA_E_ADDR;
     return 0;
 }
 
@@ -459,7 +459,7 @@ static int pt_map_locked(io_pgtable *pt, uint64_t iova, uint64_t paddr,
         return rc;
     if (pt_any_leaf(pt, pt->root, pt->start_level, 0, iova, iova + size - 1)) {
         pt->st.map_failures++;
-        return -EEXIST;
+        return IOVA_E_EXISTS;
     }
     /* Granule pages that follow one another in the same last-level table
      * go straight into it: nothing on the way down changes between them. */
@@ -510,7 +510,7 @@ int io_pgtable_map(io_pgtable *pt, uint64_t iova, uint64_t paddr,
     int rc;
 
     if (!pt)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&pt->lock);
     rc = pt_map_locked(pt, iova, paddr, size, prot);
     pthread_mutex_unlock(&pt->lock);
@@ -530,7 +530,7 @@ static int pt_split_block(io_pgtable *pt, pte_t *e, unsigned lvl)
     struct pt_table *t = pt_table_alloc(pt, n);
 
     if (!t)
-        return -ENOMEM;
+        return IOVA_E_NOMEM;
     for (uint32_t i = 0; i < n; i++)
         t->e[i] = pte_make_leaf(paddr + i * step, prot);
     t->nvalid = n;
@@ -638,9 +638,9 @@ static int pt_unmap_locked(io_pgtable *pt, uint64_t iova, uint64_t size, uint64_
 
     *unmapped = 0;
     if (!size || ((iova | size) & gmask))
-        return -EINVAL;
+        return IOVA_E_ALIGN;
     if (iova >= pt->in_limit || size > pt->in_limit - iova)
-        return -ERANGE;
+        return IOVA_E_ADDR;
     pt->st.unmap_calls++;
     while (done < size) {
         unsigned lvl = pt_pick_level(pt, iova + done, size - done);
@@ -666,7 +666,7 @@ int io_pgtable_unmap(io_pgtable *pt, uint64_t iova, uint64_t size, uint64_t *unm
     int rc;
 
     if (!pt)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&pt->lock);
     rc = pt_unmap_locked(pt, iova, size, unmapped ? unmapped : &scratch);
     pthread_mutex_unlock(&pt->lock);
@@ -685,7 +685,7 @@ int io_pgtable_map_many(io_pgtable *pt, const uint64_t *iovas,
     if (done)
         *done = 0;
     if (!pt || (n && (!iovas || !paddrs || !sizes)))
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&pt->lock);
     for (; i < n; i++) {
         rc = pt_map_locked(pt, iovas[i], paddrs[i], sizes[i], prot);
@@ -709,7 +709,7 @@ int io_pgtable_unmap_many(io_pgtable *pt, const uint64_t *iovas,
     if (done)
         *done = 0;
     if (!pt || (n && (!iovas || !sizes)))
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&pt->lock);
     for (; i < n; i++) {
         rc = pt_unmap_locked(pt, iovas[i], sizes[i], &got);
@@ -731,12 +731,12 @@ static int pt_lookup_locked(const io_pgtable *pt, uint64_t iova, struct io_pgtab
     const struct pt_table *t = pt->root;
 
     if (iova >= pt->in_limit)
-        return -ERANGE;
+        return IOVA_E_ADDR;
     for (unsigned lvl = pt->start_level; lvl <= 3; lvl++) {
         pte_t e = t->e[lvl_index(pt, lvl, iova)];
 
         if (!pte_valid(e))
-            return -ENOENT;
+            return IOVA_E_NOTFOUND;
         if (pte_is_leaf(e)) {
             uint64_t size = lvl_size(pt, lvl);
 
@@ -749,7 +749,7 @@ static int pt_lookup_locked(const io_pgtable *pt, uint64_t iova, struct io_pgtab
         }
         t = pte_table(e);
     }
-    return -ENOENT; /* not reached: level 3 holds no tables (invariant 5) */
+    return IOVA_E_NOTFOUND; /* not reached: level 3 holds no tables (invariant 5) */
 }
 
 int io_pgtable_lookup(io_pgtable *pt, uint64_t iova, struct io_pgtable_leaf *leaf)
@@ -757,7 +757,7 @@ int io_pgtable_lookup(io_pgtable *pt, uint64_t iova, struct io_pgtable_leaf *lea
     int rc;
 
     if (!pt || !leaf)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&pt->lock);
     rc = pt_lookup_locked(pt, iova, leaf);
     pthread_mutex_unlock(&pt->lock);
@@ -770,7 +770,7 @@ int io_pgtable_iova_to_phys(io_pgtable *pt, uint64_t iova, uint64_t *paddr)
     int rc;
 
     if (!paddr)
-        return -EINVAL;
+        return IOVA_E_ARG;
     rc = io_pgtable_lookup(pt, iova, &leaf);
     if (rc == 0)
         *paddr = leaf.paddr + (iova - leaf.iova);
@@ -814,7 +814,7 @@ int io_pgtable_leaves(io_pgtable *pt, uint64_t from,
                       struct io_pgtable_leaf *out, size_t max, size_t *count)
 {
     if (!pt || !count || (max && !out))
-        return -EINVAL;
+        return IOVA_E_ARG;
     *count = 0;
     if (!max)
         return 0;
@@ -828,7 +828,7 @@ int io_pgtable_leaves(io_pgtable *pt, uint64_t from,
 int io_pgtable_get_stats(io_pgtable *pt, struct io_pgtable_stats *stats)
 {
     if (!pt || !stats)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&pt->lock);
     *stats = pt->st;
     pthread_mutex_unlock(&pt->lock);
@@ -896,15 +896,29 @@ static uint32_t pt_check_table(const io_pgtable *pt, const struct pt_table *t,
     return 0;
 }
 
-int io_pgtable_check(io_pgtable *pt, uint32_t *invariant)
+/* What each invariant says, as io_pgtable_check reports it. */
+static const char *const pt_invariant[] = {
+    "",
+    "a table's nvalid counts its non-empty entries, and empty entries hold no bits",
+    "no table but the root is empty",
+    "leaves sit only at levels whose span is a page size of the bitmap",
+    "a leaf's physical address is aligned to its span and below 2^oas, its prot "
+    "has READ or WRITE and no unknown bit",
+    "table pointers appear only at levels 0..2, each to a full table one level down",
+    "the live counters equal what a full walk counts",
+    "the root has the entry count the geometry asks for",
+    "the spare tables are full-sized, hold nothing but their link, and number nspare",
+};
+
+int io_pgtable_check(io_pgtable *pt, char *msg, size_t msg_len)
 {
     struct pt_census c;
     uint32_t bad;
 
-    if (invariant)
-        *invariant = 0;
+    if (msg && msg_len)
+        msg[0] = 0;
     if (!pt)
-        return -EINVAL;
+        return IOVA_E_ARG;
     memset(&c, 0, sizeof(c));
     pthread_mutex_lock(&pt->lock);
     if (pt->root->nentries != 1u << (pt->ias - lvl_shift(pt, pt->start_level)))
@@ -933,9 +947,12 @@ int io_pgtable_check(io_pgtable *pt, uint32_t *invariant)
             bad = 8;
     }
     pthread_mutex_unlock(&pt->lock);
-    if (invariant)
-        *invariant = bad;
-    return bad ? -EUCLEAN : 0;
+    if (!bad)
+        return 0;
+    if (msg && msg_len)
+        snprintf(msg, msg_len, "io_pgtable: invariant %u does not hold: %s", bad,
+                 pt_invariant[bad]);
+    return IOVA_E_CORRUPT;
 }
 
 /* ---- saving and restoring ----------------------------------------------- */
@@ -992,7 +1009,7 @@ int64_t io_pgtable_save(io_pgtable *pt, uint64_t *out, uint64_t cap)
     uint64_t nleaves = 0;
 
     if (!pt)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&pt->lock);
     words_put(&w, PT_SAVE_MAGIC);
     words_put(&w, PT_SAVE_VERSION);
@@ -1010,7 +1027,7 @@ int64_t io_pgtable_save(io_pgtable *pt, uint64_t *out, uint64_t cap)
     return (int64_t)w.n;
 }
 
-/* Installs the saved leaves; -EBADMSG on the first that is not sound. */
+/* Installs the saved leaves; IOVA_E_STATE on the first that is not sound. */
 static int pt_restore_leaves(io_pgtable *pt, const uint64_t *in, uint64_t nleaves)
 {
     uint64_t next = 0;   /* leaves come in iova order and never overlap */
@@ -1021,20 +1038,20 @@ static int pt_restore_leaves(io_pgtable *pt, const uint64_t *in, uint64_t nleave
         int rc;
 
         if (lvl > 3 || lvl < pt->top_leaf_level || lvl < pt->start_level)
-            return -EBADMSG;
+            return IOVA_E_STATE;
         size = lvl_size(pt, (unsigned)lvl);
         if ((k && iova < next) || ((iova | paddr) & (size - 1)) ||
             iova >= pt->in_limit || size > pt->in_limit - iova ||
             paddr >= pt->out_limit || size > pt->out_limit - paddr ||
             prot > IO_PGTABLE_PROT_ALL ||
             !(prot & (IO_PGTABLE_PROT_READ | IO_PGTABLE_PROT_WRITE)))
-            return -EBADMSG;
+            return IOVA_E_STATE;
         rc = pt_install(pt, iova, paddr, (unsigned)lvl, (uint32_t)prot);
         if (rc)
             return rc;
         next = iova + size;
         if (next == 0)   /* the leaf ends at the top of the address space */
-            return k + 1 == nleaves ? 0 : -EBADMSG;
+            return k + 1 == nleaves ? 0 : IOVA_E_STATE;
     }
     return 0;
 }
@@ -1047,17 +1064,17 @@ int io_pgtable_restore(const uint64_t *in, uint64_t n, io_pgtable **out)
     int rc;
 
     if (!out)
-        return -EINVAL;
+        return IOVA_E_ARG;
     *out = NULL;
     if (!in || n < 6 + PT_STAT_WORDS + 1 || in[0] != PT_SAVE_MAGIC ||
         in[1] != PT_SAVE_VERSION || in[2] > 64 || in[3] > 64 || in[4] > 64)
-        return -EBADMSG;
+        return IOVA_E_STATE;
     nleaves = in[6 + PT_STAT_WORDS];
     if (nleaves != (n - 7 - PT_STAT_WORDS) / 4 || (n - 7 - PT_STAT_WORDS) % 4)
-        return -EBADMSG;
+        return IOVA_E_STATE;
     rc = io_pgtable_create((uint32_t)in[2], (uint32_t)in[3], (uint32_t)in[4], in[5], &pt);
     if (rc)
-        return rc == -ENOMEM ? rc : -EBADMSG;
+        return rc == IOVA_E_NOMEM ? rc : IOVA_E_STATE;
     rc = pt_restore_leaves(pt, in + 7 + PT_STAT_WORDS, nleaves);
     if (!rc) {
         /* What the leaves built must be what the counters say is live. */
@@ -1065,15 +1082,15 @@ int io_pgtable_restore(const uint64_t *in, uint64_t n, io_pgtable **out)
             *pt_stat_word(&saved, i) = in[6 + i];
         for (unsigned l = 0; l < IO_PGTABLE_LEVELS; l++)
             if (saved.live_leaves[l] != pt->st.live_leaves[l])
-                rc = -EBADMSG;
+                rc = IOVA_E_STATE;
         if (saved.mapped_bytes != pt->st.mapped_bytes ||
             saved.live_tables != pt->st.live_tables)
-            rc = -EBADMSG;
+            rc = IOVA_E_STATE;
     }
     if (!rc) {
         pt->st = saved;
-        if (io_pgtable_check(pt, NULL))
-            rc = -EBADMSG;
+        if (io_pgtable_check(pt, NULL, 0))
+            rc = IOVA_E_STATE;
     }
     if (rc) {
         io_pgtable_destroy(pt);

@@ -10,15 +10,22 @@
  * This header is read by cffi as well as by C: it holds only an opaque
  * struct, plain structs of integers, prototypes and integer #defines.
  *
- * Conventions: every function returns 0 or a negative errno value.
- *   -EINVAL  an argument is malformed: NULL, size 0, an address or size not
- *            a multiple of the granule, unknown prot bits, a bad geometry
- *   -ERANGE  an address beyond the input (ias) or output (oas) size
- *   -EEXIST  a map would cover an address that is already mapped
- *   -ENOENT  nothing is mapped at the address looked up
- *   -ENOMEM  a table could not be allocated (the table is left as it was;
- *            pyiova.faults can make any allocation fail to test this)
- *   -EUCLEAN io_pgtable_check found a broken invariant
+ * Conventions: every function returns 0 or a negative IOVA_E_* code
+ * (iova_errors.h):
+ *   IOVA_E_ARG       a NULL pointer
+ *   IOVA_E_GEOMETRY  a granule, input or output size or page-size bitmap
+ *                    the table cannot have
+ *   IOVA_E_ALIGN     an address or size not a multiple of the granule, or a
+ *                    size of 0
+ *   IOVA_E_PROT      prot without READ or WRITE, or with unknown bits
+ *   IOVA_E_ADDR      an address beyond the input (ias) or output (oas) size
+ *   IOVA_E_EXISTS    a map would cover an address that is already mapped
+ *   IOVA_E_NOTFOUND  nothing is mapped at the address looked up
+ *   IOVA_E_NOMEM     a table could not be allocated (the table is left as it
+ *                    was; pyiova.faults can make any allocation fail to
+ *                    test this)
+ *   IOVA_E_CORRUPT   io_pgtable_check found a broken invariant
+ *   IOVA_E_STATE     io_pgtable_restore was given words that are no table
  * A single io_pgtable may be used from several threads: each call takes the
  * table's own mutex.
  */
@@ -27,6 +34,8 @@
 
 #include <stdint.h>
 #include <stddef.h>
+
+#include "iova_errors.h"
 
 /* Access rights, the same bit values as the kernel's IOMMU_* prot flags. */
 #define IO_PGTABLE_PROT_READ 1
@@ -91,8 +100,8 @@ int io_pgtable_geometry(const io_pgtable *pt, uint32_t *granule_shift,
  * way iommu_map() does: each step takes the largest page size of the bitmap
  * that fits the remaining size and to which both addresses are aligned.
  * All or nothing: if any address of the range is already mapped the call
- * fails with -EEXIST before touching anything, and on -ENOMEM what was
- * installed is taken back. prot needs READ or WRITE.
+ * fails with IOVA_E_EXISTS before touching anything, and on IOVA_E_NOMEM
+ * what was installed is taken back. prot needs READ or WRITE.
  */
 int io_pgtable_map(io_pgtable *pt, uint64_t iova, uint64_t paddr,
                    uint64_t size, uint32_t prot);
@@ -109,11 +118,11 @@ int io_pgtable_map(io_pgtable *pt, uint64_t iova, uint64_t paddr,
 int io_pgtable_unmap(io_pgtable *pt, uint64_t iova, uint64_t size,
                      uint64_t *unmapped);
 
-/* The leaf translating iova (-ENOENT if none). */
+/* The leaf translating iova (IOVA_E_NOTFOUND if none). */
 int io_pgtable_lookup(io_pgtable *pt, uint64_t iova,
                       struct io_pgtable_leaf *leaf);
 
-/* The physical address iova translates to (-ENOENT if none). */
+/* The physical address iova translates to (IOVA_E_NOTFOUND if none). */
 int io_pgtable_iova_to_phys(io_pgtable *pt, uint64_t iova, uint64_t *paddr);
 
 /*
@@ -138,20 +147,20 @@ int io_pgtable_unmap_many(io_pgtable *pt, const uint64_t *iovas,
 int io_pgtable_get_stats(io_pgtable *pt, struct io_pgtable_stats *stats);
 
 /*
- * Walk the whole table and recompute every count. Returns 0, or -EUCLEAN
- * with the number of the broken invariant (see io_pgtable.c) in *invariant
- * (which may be NULL).
+ * Validator: walks the whole table and recomputes every count. 0, or
+ * IOVA_E_CORRUPT with the broken invariant (numbered as in io_pgtable.c)
+ * described in msg.
  */
-int io_pgtable_check(io_pgtable *pt, uint32_t *invariant);
+int io_pgtable_check(io_pgtable *pt, char *msg, size_t msg_len);
 
 /*
  * Saving and restoring (pickle, deepcopy, checkpoints). io_pgtable_save
  * writes the geometry, every counter and every leaf as uint64_t words and
  * returns how many words that takes (copying them only when cap suffices),
- * or a negative errno. io_pgtable_restore builds a new table from them that
- * translates, counts and changes exactly as the original would: -EBADMSG
- * if the words are not a consistent table, -ENOMEM if memory ran out
- * (nothing is left allocated either way).
+ * or a negative code. io_pgtable_restore builds a new table from them that
+ * translates, counts and changes exactly as the original would:
+ * IOVA_E_STATE if the words are not a consistent table, IOVA_E_NOMEM if
+ * memory ran out (nothing is left allocated either way).
  */
 int64_t io_pgtable_save(io_pgtable *pt, uint64_t *out, uint64_t cap);
 int io_pgtable_restore(const uint64_t *in, uint64_t n, io_pgtable **out);

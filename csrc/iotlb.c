@@ -13,7 +13,7 @@
  * An entry is placed in set ((iova >> shift) % nsets), like a set index
  * taken from the virtual page number.
  *
- * Invariants (iotlb_check reports the number of the first broken one):
+ * Invariants (iotlb_check reports the first broken one):
  *   1. Each set's recency list holds exactly its `used` valid entries, all of
  *      that set, with consistent prev/next links from mru to lru; its free
  *      list holds the other ways - used entries, all invalid.
@@ -43,9 +43,9 @@
 #include "iotlb.h"
 #include "iova_mem_internal.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,16 +209,16 @@ int iotlb_create(uint32_t entries, uint32_t ways, uint64_t record_limit, iotlb *
     uint32_t nbuckets;
 
     if (!out)
-        return -EINVAL;
+        return IOVA_E_ARG;
     *out = NULL;
     if (ways == 0)
         ways = entries;
     if (entries == 0 || entries > IOTLB_MAX_ENTRIES || entries % ways)
-        return -EINVAL;
+        return IOVA_E_GEOMETRY;
 
-    tlb = iova_calloc(1, sizeof(*tlb));
+    tlb = iova_mem_calloc(1, sizeof(*tlb));
     if (!tlb)
-        return -ENOMEM;
+        return IOVA_E_NOMEM;
     tlb->nentries = entries;
     tlb->ways = ways;
     tlb->nsets = entries / ways;
@@ -229,15 +229,15 @@ int iotlb_create(uint32_t entries, uint32_t ways, uint64_t record_limit, iotlb *
         tlb->bucket_bits++;
     nbuckets = 1u << tlb->bucket_bits;
 
-    tlb->e = iova_calloc(entries, sizeof(*tlb->e));
-    tlb->sets = iova_calloc(tlb->nsets, sizeof(*tlb->sets));
-    tlb->bucket = iova_malloc((size_t)nbuckets * sizeof(*tlb->bucket));
+    tlb->e = iova_mem_calloc(entries, sizeof(*tlb->e));
+    tlb->sets = iova_mem_calloc(tlb->nsets, sizeof(*tlb->sets));
+    tlb->bucket = iova_mem_malloc((size_t)nbuckets * sizeof(*tlb->bucket));
     if (!tlb->e || !tlb->sets || !tlb->bucket || pthread_mutex_init(&tlb->lock, NULL)) {
         free(tlb->e);
         free(tlb->sets);
         free(tlb->bucket);
         free(tlb);
-        return -ENOMEM;
+        return IOVA_E_NOMEM;
     }
     for (uint32_t b = 0; b < nbuckets; b++)
         tlb->bucket[b] = NIL;
@@ -268,7 +268,7 @@ void iotlb_destroy(iotlb *tlb)
 int iotlb_geometry(const iotlb *tlb, uint32_t *entries, uint32_t *ways, uint32_t *sets)
 {
     if (!tlb)
-        return -EINVAL;
+        return IOVA_E_ARG;
     if (entries)
         *entries = tlb->nentries;
     if (ways)
@@ -294,7 +294,7 @@ static void tlb_record(iotlb *tlb, const struct iotlb_stale_record *r)
 
         if (cap > tlb->rec_limit)
             cap = (size_t)tlb->rec_limit;
-        grown = iova_realloc(tlb->rec, cap * sizeof(*grown));
+        grown = iova_mem_realloc(tlb->rec, cap * sizeof(*grown));
         if (!grown) {
             tlb->st.records_dropped++;
             return;
@@ -344,7 +344,7 @@ static int tlb_access_locked(iotlb *tlb, io_pgtable *pt, uint64_t iova, uint32_t
         res->flags = flags;
         if (!(x->prot & need)) {
             tlb->st.permission_faults++;
-            return -EACCES;
+            return IOVA_E_PERM;
         }
         rc = io_pgtable_lookup(pt, iova, &leaf);
         if (rc == 0) {
@@ -376,12 +376,12 @@ static int tlb_access_locked(iotlb *tlb, io_pgtable *pt, uint64_t iova, uint32_t
     if (rc) {
         res->paddr = 0;
         tlb->st.translation_faults++;
-        return -EFAULT;
+        return IOVA_E_FAULT;
     }
     res->paddr = leaf.paddr + (iova - leaf.iova);
     if (!(leaf.prot & need)) {
         tlb->st.permission_faults++;
-        return -EACCES;
+        return IOVA_E_PERM;
     }
     tlb_fill(tlb, &leaf);
     return 0;
@@ -393,7 +393,7 @@ int iotlb_access(iotlb *tlb, io_pgtable *pt, uint64_t iova, uint32_t access,
     int rc;
 
     if (!tlb || !pt || !res || access > IOTLB_ACCESS_WRITE)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&tlb->lock);
     rc = tlb_access_locked(tlb, pt, iova, access, op_index, dev_id, res);
     pthread_mutex_unlock(&tlb->lock);
@@ -407,11 +407,11 @@ int iotlb_access_many(iotlb *tlb, io_pgtable *pt, const uint64_t *iovas,
     struct iotlb_result res;
 
     if (!tlb || !pt || (n && !iovas))
-        return -EINVAL;
+        return IOVA_E_ARG;
     if (writes)
         for (size_t i = 0; i < n; i++)
             if (writes[i] > IOTLB_ACCESS_WRITE)
-                return -EINVAL;
+                return IOVA_E_ARG;
     pthread_mutex_lock(&tlb->lock);
     for (size_t i = 0; i < n; i++) {
         int rc = tlb_access_locked(tlb, pt, iovas[i], writes ? writes[i] : IOTLB_ACCESS_READ,
@@ -478,8 +478,10 @@ int iotlb_invalidate_range(iotlb *tlb, uint64_t iova, uint64_t size, uint64_t *d
 {
     uint64_t last, n;
 
-    if (!tlb || !size)
-        return -EINVAL;
+    if (!tlb)
+        return IOVA_E_ARG;
+    if (!size)
+        return IOVA_E_ALIGN;
     /* A range running past the top of the address space stops there. */
     last = size - 1 > UINT64_MAX - iova ? UINT64_MAX : iova + size - 1;
     pthread_mutex_lock(&tlb->lock);
@@ -497,7 +499,7 @@ int iotlb_invalidate_all(iotlb *tlb, uint64_t *dropped)
     uint64_t n = 0;
 
     if (!tlb)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&tlb->lock);
     for (uint32_t s = 0; s < tlb->nsets; s++)
         while (tlb->sets[s].mru != NIL) {
@@ -517,7 +519,7 @@ int iotlb_invalidate_all(iotlb *tlb, uint64_t *dropped)
 int iotlb_get_stats(iotlb *tlb, struct iotlb_stats *stats)
 {
     if (!tlb || !stats)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&tlb->lock);
     *stats = tlb->st;
     pthread_mutex_unlock(&tlb->lock);
@@ -530,7 +532,7 @@ int iotlb_stale_records(iotlb *tlb, uint64_t start, struct iotlb_stale_record *o
     size_t n = 0;
 
     if (!tlb || !count || (max && !out))
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&tlb->lock);
     for (uint64_t i = start; i < tlb->st.records_kept && n < max; i++)
         out[n++] = tlb->rec[i];
@@ -542,7 +544,7 @@ int iotlb_stale_records(iotlb *tlb, uint64_t start, struct iotlb_stale_record *o
 int iotlb_clear_records(iotlb *tlb)
 {
     if (!tlb)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&tlb->lock);
     tlb->records_cleared += tlb->st.records_kept;
     tlb->st.records_kept = 0;
@@ -558,7 +560,7 @@ int iotlb_entries(iotlb *tlb, struct iotlb_entry_info *out, size_t max, size_t *
     size_t n = 0;
 
     if (!tlb || !count || (max && !out))
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&tlb->lock);
     for (uint32_t s = 0; s < tlb->nsets && n < max; s++) {
         uint32_t rank = 0;
@@ -657,20 +659,35 @@ static uint32_t tlb_check_locked(const iotlb *tlb)
     return 0;
 }
 
-int iotlb_check(iotlb *tlb, uint32_t *invariant)
+/* What each invariant says, as iotlb_check reports it. */
+static const char *const tlb_invariant[] = {
+    "",
+    "each set's recency list holds its used valid entries, linked both ways, and "
+    "its free list the rest",
+    "every valid entry is on the one hash chain its key selects, and only those",
+    "no two valid entries have the same key",
+    "an entry's iova is aligned to its size, in the set its key selects",
+    "shift_count and shift_mask match the sizes of the valid entries",
+    "the counters add up (hits + misses, stale kinds, records)",
+};
+
+int iotlb_check(iotlb *tlb, char *msg, size_t msg_len)
 {
     uint32_t bad;
 
-    if (invariant)
-        *invariant = 0;
+    if (msg && msg_len)
+        msg[0] = 0;
     if (!tlb)
-        return -EINVAL;
+        return IOVA_E_ARG;
     pthread_mutex_lock(&tlb->lock);
     bad = tlb_check_locked(tlb);
     pthread_mutex_unlock(&tlb->lock);
-    if (invariant)
-        *invariant = bad;
-    return bad ? -EUCLEAN : 0;
+    if (!bad)
+        return 0;
+    if (msg && msg_len)
+        snprintf(msg, msg_len, "iotlb: invariant %u does not hold: %s", bad,
+                 tlb_invariant[bad]);
+    return IOVA_E_CORRUPT;
 }
 
 /* ---- saving and restoring ----------------------------------------------- */
@@ -708,7 +725,7 @@ int64_t iotlb_save(iotlb *tlb, uint64_t *out, uint64_t cap)
     uint64_t n = 0;
 
     if (!tlb)
-        return -EINVAL;
+        return IOVA_E_ARG;
     if (!out)
         cap = 0;
 #define TLB_PUT(v) do { uint64_t v_ = (v); if (n < cap) out[n] = v_; n++; } while (0)
@@ -759,7 +776,7 @@ static bool tlb_record_sound(const struct iotlb_stale_record *r)
 }
 
 /* Appends an entry at the least recently used end of set s: restoring the
- * entries most recent first rebuilds each set's order. -EBADMSG if the
+ * entries most recent first rebuilds each set's order. IOVA_E_STATE if the
  * entry cannot be there. */
 static int tlb_restore_entry(iotlb *tlb, uint32_t s, const uint64_t *x)
 {
@@ -772,7 +789,7 @@ static int tlb_restore_entry(iotlb *tlb, uint32_t s, const uint64_t *x)
     if (shift < 12 || shift > 63 || ((iova | paddr) & (((uint64_t)1 << shift) - 1)) ||
         prot > IO_PGTABLE_PROT_ALL || set->free == NIL ||
         tlb_set_of(tlb, iova, (unsigned)shift) != s || tlb_find(tlb, iova, (unsigned)shift) != NIL)
-        return -EBADMSG;
+        return IOVA_E_STATE;
     i = set->free;
     e = &tlb->e[i];
     set->free = e->next;
@@ -803,18 +820,18 @@ static int tlb_restore_body(iotlb *tlb, const uint64_t *in, uint64_t n,
     uint64_t pos = TLB_HEAD_WORDS, kept = saved->records_kept, valid = 0;
 
     if (kept > tlb->rec_limit || kept > (n - pos) / 6)
-        return -EBADMSG;
+        return IOVA_E_STATE;
     if (kept) {
-        tlb->rec = iova_calloc((size_t)kept, sizeof(*tlb->rec));
+        tlb->rec = iova_mem_calloc((size_t)kept, sizeof(*tlb->rec));
         if (!tlb->rec)
-            return -ENOMEM;
+            return IOVA_E_NOMEM;
         tlb->rec_cap = (size_t)kept;
     }
     for (uint64_t k = 0; k < kept; k++, pos += 6) {
         struct iotlb_stale_record *r = &tlb->rec[k];
 
         if (in[pos + 4] > UINT32_MAX || in[pos + 5] > UINT32_MAX)
-            return -EBADMSG;
+            return IOVA_E_STATE;
         r->iova = in[pos];
         r->stale_paddr = in[pos + 1];
         r->current_paddr = in[pos + 2];
@@ -822,23 +839,23 @@ static int tlb_restore_body(iotlb *tlb, const uint64_t *in, uint64_t n,
         r->dev_id = (uint32_t)in[pos + 4];
         r->flags = (uint32_t)in[pos + 5];
         if (!tlb_record_sound(r))
-            return -EBADMSG;
+            return IOVA_E_STATE;
     }
     for (uint32_t s = 0; s < tlb->nsets; s++) {
         uint64_t used;
 
         if (pos >= n)
-            return -EBADMSG;
+            return IOVA_E_STATE;
         used = in[pos++];
         if (used > tlb->ways || used > (n - pos) / 4)
-            return -EBADMSG;
+            return IOVA_E_STATE;
         for (uint64_t k = 0; k < used; k++, pos += 4)
             if (tlb_restore_entry(tlb, s, in + pos))
-                return -EBADMSG;
+                return IOVA_E_STATE;
         valid += used;
     }
     if (pos != n || valid != saved->valid_entries)
-        return -EBADMSG;
+        return IOVA_E_STATE;
     return 0;
 }
 
@@ -849,14 +866,14 @@ int iotlb_restore(const uint64_t *in, uint64_t n, iotlb **out)
     int rc;
 
     if (!out)
-        return -EINVAL;
+        return IOVA_E_ARG;
     *out = NULL;
     if (!in || n < TLB_HEAD_WORDS || in[0] != TLB_SAVE_MAGIC || in[1] != TLB_SAVE_VERSION ||
         in[2] == 0 || in[2] > IOTLB_MAX_ENTRIES || in[3] == 0 || in[3] > in[2])
-        return -EBADMSG;
+        return IOVA_E_STATE;
     rc = iotlb_create((uint32_t)in[2], (uint32_t)in[3], in[4], &tlb);
     if (rc)
-        return rc == -ENOMEM ? rc : -EBADMSG;
+        return rc == IOVA_E_NOMEM ? rc : IOVA_E_STATE;
     for (unsigned i = 0; i < TLB_STAT_WORDS; i++)
         *tlb_stat_word(&saved, i) = in[5 + i];
     tlb->records_cleared = in[5 + TLB_STAT_WORDS];
@@ -864,7 +881,7 @@ int iotlb_restore(const uint64_t *in, uint64_t n, iotlb **out)
     if (!rc) {
         tlb->st = saved;
         if (tlb_check_locked(tlb))
-            rc = -EBADMSG;
+            rc = IOVA_E_STATE;
     }
     if (rc) {
         iotlb_destroy(tlb);

@@ -15,12 +15,16 @@
  * This header is read by cffi as well as by C (only an opaque struct, plain
  * structs of integers, prototypes and integer #defines).
  *
- * Conventions: every function returns 0 or a negative errno value.
- *   -EINVAL  a malformed argument
- *   -EFAULT  (iotlb_access) translation fault: nothing cached, nothing mapped
- *   -EACCES  (iotlb_access) permission fault: the translation forbids the access
- *   -ENOMEM  allocation failure (the structure is left as it was)
- *   -EUCLEAN iotlb_check found a broken invariant
+ * Conventions: every function returns 0 or a negative IOVA_E_* code
+ * (iova_errors.h):
+ *   IOVA_E_ARG       a NULL pointer, an access kind that is neither read nor write
+ *   IOVA_E_GEOMETRY  entries and ways the IOTLB cannot have
+ *   IOVA_E_ALIGN     an invalidation of size 0
+ *   IOVA_E_FAULT     (iotlb_access) translation fault: nothing cached, nothing mapped
+ *   IOVA_E_PERM      (iotlb_access) permission fault: the translation forbids the access
+ *   IOVA_E_NOMEM     allocation failure (the structure is left as it was)
+ *   IOVA_E_CORRUPT   iotlb_check found a broken invariant
+ *   IOVA_E_STATE     iotlb_restore was given words that are no IOTLB
  * Each iotlb has its own mutex. iotlb_access also takes the page table's
  * mutex (always in that order: iotlb, then io_pgtable; the page table never
  * calls back into the IOTLB).
@@ -47,7 +51,6 @@
  *   STALE_REMAPPED  the address now maps elsewhere, or with rights that
  *                   forbid this access
  *   MULTI_HIT       more than one entry matched (the smallest page won)
- * (#define lines carry no comment: the cffi reader keeps bare ones only.)
  */
 #define IOTLB_HIT 1
 #define IOTLB_STALE 2
@@ -123,7 +126,7 @@ int iotlb_geometry(const iotlb *tlb, uint32_t *entries, uint32_t *ways, uint32_t
 /*
  * A device access to iova through the IOTLB, then (on a miss) the table pt.
  * access is IOTLB_ACCESS_READ or _WRITE; op_index and dev_id only label a
- * stale record. On 0 or -EACCES, *res says where the access went and how.
+ * stale record. On 0 or IOVA_E_PERM, *res says where the access went and how.
  */
 int iotlb_access(iotlb *tlb, io_pgtable *pt, uint64_t iova, uint32_t access,
                  uint64_t op_index, uint32_t dev_id, struct iotlb_result *res);
@@ -131,7 +134,7 @@ int iotlb_access(iotlb *tlb, io_pgtable *pt, uint64_t iova, uint32_t access,
 /*
  * n accesses in one call, the i-th labelled op_base + i. paddrs and status
  * may be NULL; status[i] gets the access's flags (>= 0) or its fault
- * (-EFAULT, -EACCES). Faults do not stop the batch. writes may be NULL (all
+ * (IOVA_E_FAULT, IOVA_E_PERM). Faults do not stop the batch. writes may be NULL (all
  * reads) or hold one 0/1 per access.
  */
 int iotlb_access_many(iotlb *tlb, io_pgtable *pt, const uint64_t *iovas,
@@ -154,17 +157,19 @@ int iotlb_clear_records(iotlb *tlb);
 /* Copy the valid entries, set by set, most recently used first. */
 int iotlb_entries(iotlb *tlb, struct iotlb_entry_info *out, size_t max, size_t *count);
 
-/* Recheck every invariant; -EUCLEAN with its number in *invariant. */
-int iotlb_check(iotlb *tlb, uint32_t *invariant);
+/* Validator: rechecks every invariant. 0, or IOVA_E_CORRUPT with the broken
+ * invariant (numbered as in iotlb.c) described in msg. */
+int iotlb_check(iotlb *tlb, char *msg, size_t msg_len);
 
 /*
  * Saving and restoring (pickle, deepcopy, checkpoints). iotlb_save writes
  * the geometry, every counter, every stale record and every cached entry
  * in recency order as uint64_t words; it returns how many words that takes
- * (copying them only when cap suffices), or a negative errno.
+ * (copying them only when cap suffices), or a negative code.
  * iotlb_restore builds a new IOTLB from them that hits, misses, evicts and
- * records exactly as the original would: -EBADMSG if the words are not a
- * consistent IOTLB, -ENOMEM if memory ran out (nothing is left allocated).
+ * records exactly as the original would: IOVA_E_STATE if the words are not
+ * a consistent IOTLB, IOVA_E_NOMEM if memory ran out (nothing is left
+ * allocated).
  */
 int64_t iotlb_save(iotlb *tlb, uint64_t *out, uint64_t cap);
 int iotlb_restore(const uint64_t *in, uint64_t n, iotlb **out);

@@ -36,6 +36,13 @@ static uint64_t size_mask(uint64_t size, bool aligned)
 
 /* ---- lifetime ----------------------------------------------------------- */
 
+static uint64_t next_uid = 1;   /* domains' and threads' uids alike */
+
+uint64_t iova_new_uid(void)
+{
+    return __atomic_fetch_add(&next_uid, 1, __ATOMIC_RELAXED);
+}
+
 int iova_granule_check(uint64_t granule)
 {
     /* The kernel requires a power of two no larger than PAGE_SIZE (64K at
@@ -80,13 +87,15 @@ struct iova_domain *iova_domain_new(uint64_t granule, uint64_t start_pfn,
         return NULL;
     }
 
-    struct iova_domain *d = iova_calloc(1, sizeof(*d));
+    struct iova_domain *d = iova_mem_calloc(1, sizeof(*d));
     if (!d) {
         *err = IOVA_E_NOMEM;
         return NULL;
     }
     iova_mutex_init(&d->tree_lock);
     iova_mutex_init(&d->work_lock);
+    iova_mutex_init(&d->thread_lock);
+    d->uid = iova_new_uid();
     for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++)
         iova_mutex_init(&d->depot[k].lock);
     iova_tree_init(&d->tree);
@@ -169,6 +178,7 @@ void iova_domain_destroy(struct iova_domain *d)
     if (!d->closed)
         iova_domain_close(d);
     free(d->cpu_rc);             /* the locks in it need no teardown */
+    free(d->thread_uids);
     free(d);
 }
 
@@ -179,13 +189,11 @@ int iova_domain_reset(struct iova_domain *d)
     iova_lock_all(d);
     int ret = d->closed ? IOVA_E_CLOSED : 0;
     if (!ret) {
-        /* Empty every magazine and the depot, then drop every range that
-         * was freed (RETIRED: kept out of reuse until now; CACHED: its
-         * magazine is gone). Ranges still held - reserved regions above
-         * all - stay: the rejected patch rebuilt the domain from scratch
-         * and so lost its reservations, then handed out e.g. the MSI
-         * doorbell window. Nothing here needs memory, so the reset cannot
-         * fail halfway. */
+        /* Empty every magazine and the depot, then drop every range they
+         * held. Allocated ranges stay - reserved regions above all: the
+         * rejected patch rebuilt the domain from scratch and so lost its
+         * reservations, then handed out e.g. the MSI doorbell window.
+         * Nothing here needs memory, so the reset cannot fail halfway. */
         for (unsigned i = 0; i < IOVA_RANGE_CACHE_MAX_SIZE * d->ncpus; i++)
             d->cpu_rc[i].loaded->count = d->cpu_rc[i].prev->count = 0;
         for (int k = 0; k < IOVA_RANGE_CACHE_MAX_SIZE; k++) {
@@ -197,16 +205,15 @@ int iova_domain_reset(struct iova_domain *d)
         struct iova_tree *t = &d->tree;
         for (uint32_t x = iova_tree_first(t); x != IOVA_NIL;) {
             uint32_t next = iova_tree_next(t, x);
-            if (x != d->anchor &&
-                (iova_flags(t, x) & (IOVA_NODE_RETIRED | IOVA_NODE_CACHED))) {
+            if (iova_flags(t, x) & IOVA_NODE_CACHED) {
                 iova_tree_erase(t, x);
                 iova_tree_node_free(t, x);
             }
             x = next;
         }
+        d->cached_ranges = 0;
         /* The cache pointers and the failure shortcut as init leaves them:
          * reserve_iova, which made what is left, touches neither. */
-        d->cached_ranges = 0;
         d->cached_node = d->cached32_node = d->anchor;   /* NIL under 4.10 */
         d->max32_alloc_size = d->dma_32bit_pfn;
     }
@@ -455,6 +462,26 @@ int iova_find(struct iova_domain *d, uint64_t pfn, uint64_t *lo_hi)
     return r;
 }
 
+int iova_lookup(struct iova_domain *d, uint64_t pfn, uint64_t *out)
+{
+    if (!d)
+        return IOVA_E_CLOSED;
+    iova_mutex_lock(&d->tree_lock);
+    int r = IOVA_E_CLOSED;
+    if (!d->closed) {
+        const struct iova_tree *t = &d->tree;
+        uint32_t i = iova_tree_find(&d->tree, pfn);
+        r = i != IOVA_NIL && i != d->anchor;
+        if (r) {
+            out[0] = t->nodes[i].lo;
+            out[1] = t->nodes[i].hi;
+            out[2] = (iova_flags(t, i) & IOVA_NODE_CACHED) != 0;
+        }
+    }
+    iova_mutex_unlock(&d->tree_lock);
+    return r;
+}
+
 /*
  * reserve_iova: walks the ranges that overlap [lo, hi] in address order,
  * widening each one downward in place to cover what lies below it, and
@@ -519,23 +546,24 @@ int iova_get_state(struct iova_domain *d, struct iova_state *st)
 {
     if (!d)
         return IOVA_E_CLOSED;
+    memset(st, 0, sizeof(*st));
+    /* the constants, readable after close */
+    st->dma_32bit_pfn = d->dma_32bit_pfn;
+    st->start_pfn = d->start_pfn;
+    st->granule = d->granule;
+    st->shift = d->shift;
+    st->kernel = d->kernel;
+    st->ncpus = d->ncpus;
     iova_mutex_lock(&d->tree_lock);
     int r = d->closed ? IOVA_E_CLOSED : 0;
     if (!r) {
         const struct iova_tree *t = &d->tree;
-        memset(st, 0, sizeof(*st));
         if (d->cached_node != IOVA_NIL)
             st->cached_lo = t->nodes[d->cached_node].lo;
         st->has_cached32 = d->cached32_node != IOVA_NIL;
         if (st->has_cached32)
             st->cached32_lo = t->nodes[d->cached32_node].lo;
         st->max32_alloc_size = d->max32_alloc_size;
-        st->dma_32bit_pfn = d->dma_32bit_pfn;
-        st->start_pfn = d->start_pfn;
-        st->granule = d->granule;
-        st->shift = d->shift;
-        st->kernel = d->kernel;
-        st->ncpus = d->ncpus;
         st->search_mode = d->search_mode;
         st->nodes = t->count - (d->anchor != IOVA_NIL);
         st->used_pfns = t->pfns;

@@ -3,13 +3,17 @@
  * (drivers/iommu/iova.c behaviour: mainline 6.12 rules, Linux 6.1 rules or
  * Linux 4.10 rules) and its per-CPU range caches.
  *
- * Conventions, kept across the whole C core:
+ * Conventions:
  *   - pfns are unsigned 64-bit page frame numbers in units of the granule;
  *     limits are inclusive, as in the kernel's API;
  *   - calls that hand out a pfn return it as a non-negative int64_t, or a
- *     negative IOVA_E_* code; other calls return 0 or a negative code;
+ *     negative IOVA_E_* code (iova_errors.h: the one family of codes of the
+ *     whole C core); other calls return 0 or a negative code;
  *   - nothing here aborts, prints or touches Python; every entry point takes
  *     the locks it needs, so any call may come from any thread.
+ *
+ * The per-CPU caches' calls are iova_rcache_* (iova_rcache.c), the others
+ * iova_* (iova.c; saving and restoring: iova_save.c).
  *
  * This file is read by cffi's cdef as well as by the C compiler: keep it to
  * prototypes, plain structs of integers and integer #defines.
@@ -20,29 +24,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-/* Error codes. Each names what was wrong, so the binding can name the value. */
-#define IOVA_E_NOMEM      -1   /* malloc failed; nothing changed */
-#define IOVA_E_CLOSED     -2   /* the domain was closed */
-#define IOVA_E_SIZE       -3   /* size is 0 or larger than the pfn space */
-#define IOVA_E_LIMIT      -4   /* limit_pfn below start_pfn or beyond the pfn space */
-#define IOVA_E_PFN        -5   /* a pfn the granule cannot address in 64 bits */
-#define IOVA_E_NOTFOUND   -6   /* no range contains the pfn */
-#define IOVA_E_NOTSTART   -7   /* free_fast: pfn is inside a range, not its start */
-#define IOVA_E_CACHED     -8   /* the range already sits in an rcache magazine */
-#define IOVA_E_SIZECLASS  -9   /* free_fast: size names another size class */
-#define IOVA_E_RANGE      -10  /* reserve: lo > hi */
-#define IOVA_E_CPU        -11  /* cpu slot out of range */
-#define IOVA_E_ANCHOR     -12  /* the anchor node cannot be freed */
-#define IOVA_E_NOSPC      -13  /* no room: the allocation failed */
-#define IOVA_E_GRANULE    -14  /* granule not a power of two in [2, 65536] */
-#define IOVA_E_START      -15  /* start_pfn beyond the pfn space */
-#define IOVA_E_NCPUS      -16  /* ncpus not in [1, IOVA_MAX_CPUS] */
-#define IOVA_E_KERNEL     -17  /* unknown kernel rules */
-#define IOVA_E_DMA32      -18  /* 4.10 dma_32bit_pfn out of range, or given for 6.12/6.1 */
-#define IOVA_E_MODE       -19  /* unknown search mode */
-#define IOVA_E_TOOMANY    -20  /* more ranges than the node index can address */
-#define IOVA_E_CORRUPT    -21  /* check(): an invariant does not hold */
-#define IOVA_E_STATE      -22  /* restore(): the saved state is inconsistent */
+#include "iova_errors.h"
 
 /* Kernel rules a domain follows. 6.1 is 6.12's tree with a depot of 4.10's
  * shape (a fixed array of 32 magazines that spills into the tree). */
@@ -100,10 +82,10 @@ int iova_domain_close(struct iova_domain *d);
 void iova_domain_destroy(struct iova_domain *d);
 int iova_set_search_mode(struct iova_domain *d, int mode);
 /* The rejected 2017 patch's reset_iova_domain, minus its loss of the
- * reserved regions: every cached pfn and every range freed but kept out of
- * reuse (RESET_WHEN_EMPTY's retired ranges) is dropped, the cache pointers
- * and max32_alloc_size go back to what init_iova_domain sets; ranges still
- * held (reserved regions, anything not freed) stay. */
+ * reserved regions: every cached pfn is dropped (with its range), the cache
+ * pointers and max32_alloc_size go back to what init_iova_domain sets;
+ * allocated ranges (reserved regions, anything not freed) stay. The
+ * reset-when-empty cookie frees the ranges it retired first. */
 int iova_domain_reset(struct iova_domain *d);
 
 /* --- the tree (alloc_iova, free_iova, find_iova, reserve_iova) ----------- */
@@ -114,9 +96,16 @@ int64_t iova_alloc(struct iova_domain *d, uint64_t size, uint64_t limit_pfn,
 int iova_free(struct iova_domain *d, uint64_t pfn);
 /* 1 and lo_hi[0..1] filled when a range contains pfn, 0 when none. */
 int iova_find(struct iova_domain *d, uint64_t pfn, uint64_t *lo_hi);
+/* iova_find for a caller that hands ranges out and takes them back (a
+ * cookie): 1 with out[0..2] = lo, hi, and 1 if the range sits in an rcache
+ * magazine (0 if it is allocated), 0 when no range holds pfn (the 6.12
+ * anchor is none), or IOVA_E_CLOSED. */
+int iova_lookup(struct iova_domain *d, uint64_t pfn, uint64_t *out);
 /* The range reserve_iova returns, in lo_hi[0..1]. */
 int iova_reserve(struct iova_domain *d, uint64_t lo, uint64_t hi,
                  uint64_t *lo_hi);
+/* IOVA_E_CLOSED on a closed domain, with the constants (granule, shift,
+ * start_pfn, kernel, ncpus, dma_32bit_pfn) still filled in. */
 int iova_get_state(struct iova_domain *d, struct iova_state *st);
 /* Copies up to cap ranges (lo, hi pairs, address order, anchor excluded) to
  * out; returns how many ranges exist (may be more than cap). */
@@ -138,32 +127,38 @@ int64_t iova_free_many(struct iova_domain *d, const uint64_t *pfns,
 
 /* --- the rcache (alloc_iova_fast, free_iova_fast and friends) ------------ */
 
-/* cpu == -1: the calling thread's own slot (stable for the thread's life). */
-int iova_current_cpu(struct iova_domain *d);
+/* The slot cpu == -1 stands for: the calling thread's own on this domain.
+ * Threads get slots in the order they first ask the domain (by this call or
+ * by any call with cpu == -1): the first slot 0, the next slot 1, and so on,
+ * modulo ncpus; a thread keeps its slot for the domain's life. A restored
+ * domain starts a new order. IOVA_E_NOMEM if the domain cannot remember one
+ * more thread. */
+int iova_rcache_current_cpu(struct iova_domain *d);
 /* Returns the pfn, 0 where the kernel returns 0, or a negative code. */
-int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
-                        uint64_t limit_pfn, int flush_rcache, int cpu);
-int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size,
-                   int cpu);
-int iova_flush_cpu(struct iova_domain *d, int cpu);
+int64_t iova_rcache_alloc_fast(struct iova_domain *d, uint64_t size,
+                               uint64_t limit_pfn, int flush_rcache, int cpu);
+int iova_rcache_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size,
+                          int cpu);
+int iova_rcache_flush_cpu(struct iova_domain *d, int cpu);
 /* free_global_cached_iovas: 6.12 frees the newest magazine first, 6.1 the
  * oldest (index 0 up); 4.10 had no such call, pyiova flushes newest first. */
-int iova_flush_depot(struct iova_domain *d);
-int iova_flush_rcaches(struct iova_domain *d);
+int iova_rcache_flush_depot(struct iova_domain *d);
+int iova_rcache_flush_all(struct iova_domain *d);
 /* Runs once every pending depot trim item (6.12; 6.1 and 4.10 have none);
  * returns how many ran. */
-int64_t iova_run_pending_work(struct iova_domain *d);
+int64_t iova_rcache_run_pending_work(struct iova_domain *d);
 /* Moves the simulated clock forward, running trim work as it falls due. */
-int64_t iova_advance(struct iova_domain *d, uint64_t ms);
+int64_t iova_rcache_advance(struct iova_domain *d, uint64_t ms);
 /* For a caller that decides itself when trim work runs (a trace replay):
  * due_ms[k] (IOVA_RANGE_CACHE_MAX_SIZE of them) is when class k's pending
  * trim item falls due on the clock, UINT64_MAX when none; returns how many
- * are pending. iova_run_trim runs class k's item now if it is pending (1 if
- * it ran, 0 if not, IOVA_E_SIZECLASS for no such class); iova_set_clock
+ * are pending (due_ms may be NULL: the count alone). iova_rcache_run_trim runs
+ * class k's item now if it is pending (1 if it ran, 0 if not,
+ * IOVA_E_SIZECLASS for no such class); iova_rcache_set_clock
  * moves the clock forward to `ms` (never back) and runs nothing. */
-int iova_trim_due(struct iova_domain *d, uint64_t *due_ms);
-int iova_run_trim(struct iova_domain *d, unsigned k);
-int iova_set_clock(struct iova_domain *d, uint64_t ms);
+int iova_rcache_trim_due(struct iova_domain *d, uint64_t *due_ms);
+int iova_rcache_run_trim(struct iova_domain *d, unsigned k);
+int iova_rcache_set_clock(struct iova_domain *d, uint64_t ms);
 /* Per size class k (0..5): loaded[k*ncpus+cpu], prev[k*ncpus+cpu], depot[k],
  * pending[k] (1 when trim work is armed). Arrays sized by the caller. */
 int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,
@@ -173,13 +168,13 @@ int iova_rcache_stats(struct iova_domain *d, uint32_t *loaded, uint32_t *prev,
  * copying at most cap. */
 int64_t iova_rcache_pfns(struct iova_domain *d, uint64_t *out, uint64_t cap);
 
-int64_t iova_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
-                             uint64_t *out, uint64_t n, uint64_t limit_pfn,
-                             int flush_rcache, int cpu, uint64_t *bad_index);
+int64_t iova_rcache_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
+                                    uint64_t *out, uint64_t n, uint64_t limit_pfn,
+                                    int flush_rcache, int cpu, uint64_t *bad_index);
 /* Frees pfns[i] with sizes[i]; stops at the first failure like free_many. */
-int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
-                            const uint64_t *sizes, uint64_t n, int cpu,
-                            int *err);
+int64_t iova_rcache_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
+                                   const uint64_t *sizes, uint64_t n, int cpu,
+                                   int *err);
 
 /* --- saving and restoring a domain (pickle, deepcopy, checkpoints) ------ */
 

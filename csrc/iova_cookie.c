@@ -1,7 +1,7 @@
 /*
  * iova_cookie.c - the dma-iommu cookie: allocator types behind one PFN-based
  * alloc/free interface (the review's "move the abstraction up into the
- * alloc and free helpers"), and the flush queue.
+ * alloc and free helpers"), and its flush queue.
  *
  * IOVA (mainline 6.12 and 6.1 rules): alloc_iova_fast, with the PCI "try
  * below 4 GiB first, without flushing the caches" attempt when asked (6.12
@@ -11,18 +11,23 @@
  * (size-aligned, tree only; the 32-bit attempt on every call) and frees
  * straight to the tree.
  * MSI: a bump pointer. WRAPAROUND: iova_wrap.c. RESET_WHEN_EMPTY: the
- * rejected patch - alloc_iova as 4.10's dma-iommu did, frees only counted,
- * and the whole domain reset when the count of mapped pfns reaches zero.
+ * rejected patch - alloc_iova as 4.10's dma-iommu did, frees only counted
+ * (the range stays allocated in the domain, and the cookie remembers it as
+ * retired), and when the count of mapped pfns reaches zero the retired
+ * ranges go back to the domain and the domain is reset.
  *
- * Flush queue (mainline): per-CPU rings of ring_size slots that hold
- * ring_size - 1 entries, as the kernel's (full when tail + 1 == head);
- * queueing first retires entries a
- * finished flush covers; a full ring needs a flush (the caller does it and
- * calls iova_cookie_fq_flushed); the first entry arms a timer whose expiry
- * flushes and retires everything. The kernel trusts its callers; here a
- * lazy free is checked as the strict free would check it, and refused if
- * the range is queued already, because at retire time a refusal can no
- * longer reach anyone: the range would be lost, or freed twice.
+ * The domain is the caller's, seen through iova.h only: what the cookie
+ * knows of its ranges (which it handed out, which it retired) it keeps in
+ * its own sets (pfn_set.c).
+ *
+ * Flush queue (mainline; the rings are iova_fq.c): queueing first retires
+ * entries a finished flush covers; a full ring needs a flush (the caller
+ * does it and calls iova_cookie_fq_flushed); the first entry arms a timer
+ * whose expiry flushes and retires everything. The kernel trusts its
+ * callers; here a lazy free is checked as the strict free would check it,
+ * and refused if the range is queued already, because at retire time a
+ * refusal can no longer reach anyone: the range would be lost, or freed
+ * twice.
  *
  * Where the kernel does not look at the size of a free (the tree paths,
  * MSI), the cookie still refuses one that does not match the range: it
@@ -35,93 +40,6 @@
 
 #include "iova_mem_internal.h"
 #include "iova_cookie_internal.h"
-
-#define U32_PFN(d) (0xFFFFFFFFull >> (d)->shift)
-
-/* ---- sets of pfns ------------------------------------------------------- */
-
-static uint64_t pfn_set_home(const struct pfn_set *s, uint64_t pfn)
-{
-    uint64_t h = pfn * 0x9E3779B97F4A7C15ull;   /* Fibonacci hashing: pfns are dense */
-    return (h ^ h >> 32) & s->mask;
-}
-
-/* The slot holding pfn, or the empty slot where it would go. */
-static uint64_t pfn_set_slot(const struct pfn_set *s, uint64_t pfn)
-{
-    uint64_t i = pfn_set_home(s, pfn);
-    while (s->slots[i] != PFN_SET_EMPTY && s->slots[i] != pfn)
-        i = (i + 1) & s->mask;
-    return i;
-}
-
-bool pfn_set_holds(const struct pfn_set *s, uint64_t pfn)
-{
-    /* PFN_SET_EMPTY marks a free slot, so it is never a member */
-    return pfn != PFN_SET_EMPTY && s->slots && s->slots[pfn_set_slot(s, pfn)] == pfn;
-}
-
-/* Room for `more` entries beyond the present ones (growing keeps the set at
- * most half full); IOVA_E_NOMEM leaves it as it was. */
-int pfn_set_reserve(struct pfn_set *s, uint64_t more)
-{
-    uint64_t want = 2 * (s->count + more);
-    if (s->slots && want <= s->mask + 1)
-        return 0;
-    uint64_t n = roundup_pow_of_two(want < 16 ? 16 : want);
-    if (n > SIZE_MAX / sizeof(uint64_t) || (s->slots && n <= s->mask + 1))
-        return IOVA_E_NOMEM;
-    struct pfn_set grown = { iova_malloc(n * sizeof(uint64_t)), n - 1, 0 };
-    if (!grown.slots)
-        return IOVA_E_NOMEM;
-    memset(grown.slots, 0xFF, n * sizeof(uint64_t));             /* all PFN_SET_EMPTY */
-    for (uint64_t i = 0; s->slots && i <= s->mask; i++)
-        if (s->slots[i] != PFN_SET_EMPTY) {
-            grown.slots[pfn_set_slot(&grown, s->slots[i])] = s->slots[i];
-            grown.count++;
-        }
-    free(s->slots);
-    *s = grown;
-    return 0;
-}
-
-/* pfn must not be in the set, and pfn_set_reserve must have made room. */
-void pfn_set_add(struct pfn_set *s, uint64_t pfn)
-{
-    s->slots[pfn_set_slot(s, pfn)] = pfn;
-    s->count++;
-}
-
-/* Removes pfn, moving the later entries of its probe run back so that each
- * stays reachable from its home slot, without tombstones. */
-bool pfn_set_remove(struct pfn_set *s, uint64_t pfn)
-{
-    if (!s->slots)
-        return false;
-    uint64_t *t = s->slots, m = s->mask;
-    uint64_t hole = pfn_set_slot(s, pfn);
-    if (t[hole] != pfn)
-        return false;
-    for (uint64_t j = (hole + 1) & m; t[j] != PFN_SET_EMPTY; j = (j + 1) & m) {
-        uint64_t home = pfn_set_home(s, t[j]);
-        /* t[j] stays unless the hole lies cyclically in [home, j) */
-        bool stays = hole < j ? hole < home && home <= j : hole < home || home <= j;
-        if (!stays) {
-            t[hole] = t[j];
-            hole = j;
-        }
-    }
-    t[hole] = PFN_SET_EMPTY;
-    s->count--;
-    return true;
-}
-
-void pfn_set_release(struct pfn_set *s)
-{
-    free(s->slots);
-    s->slots = NULL;
-    s->mask = s->count = 0;
-}
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -146,7 +64,15 @@ struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
         *err = IOVA_E_RANGE;
         return NULL;
     }
-    struct iova_cookie *c = iova_calloc(1, sizeof(*c));
+    struct iova_state st;
+    if (needs_domain) {
+        int r = iova_get_state(iovad, &st);         /* the constants, even if closed */
+        if (r && r != IOVA_E_CLOSED) {
+            *err = r;
+            return NULL;
+        }
+    }
+    struct iova_cookie *c = iova_mem_calloc(1, sizeof(*c));
     if (!c) {
         *err = IOVA_E_NOMEM;
         return NULL;
@@ -155,9 +81,12 @@ struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
     c->type = type;
     c->iovad = iovad;
     if (needs_domain) {
-        c->granule = iovad->granule;
-        c->start_pfn = iovad->start_pfn;
-        c->end_pfn = iovad->max_pfn;
+        c->granule = st.granule;
+        c->start_pfn = st.start_pfn;
+        c->end_pfn = IOVA_U64_MAX >> st.shift;
+        c->mainline = st.kernel != IOVA_KERNEL_4_10;
+        c->dom_ncpus = st.ncpus;
+        c->pfn_32 = 0xFFFFFFFFull >> st.shift;
     } else {
         c->granule = granule;
         c->start_pfn = c->msi_next = start_pfn;
@@ -172,27 +101,16 @@ struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
     return c;
 }
 
-static void fq_release(struct iova_fq *fq)
-{
-    if (!fq)
-        return;
-    if (fq->rings)
-        for (unsigned i = 0; i < fq->ncpus; i++)
-            free(fq->rings[i].entries);
-    free(fq->rings);
-    pfn_set_release(&fq->queued_pfns);
-    free(fq);
-}
-
 void iova_cookie_destroy(struct iova_cookie *c)
 {
     if (!c)
         return;
     if (c->type == IOVA_COOKIE_WRAPAROUND)
         iova_wrap_release(&c->wrap);
-    fq_release(c->fq);
+    iova_fq_destroy(c->fq);
     free(c->msi_starts);
     pfn_set_release(&c->live);
+    pfn_set_release(&c->retired);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -204,21 +122,12 @@ static int64_t alloc_iova_type(struct iova_cookie *c, uint64_t pages,
                                uint32_t *events)
 {
     struct iova_domain *d = c->iovad;
-    uint64_t low = U32_PFN(d);
+    uint64_t low = c->pfn_32;
     int64_t r;
-    if (c->tree_only) {
-        /* the tree alone, with mainline's sticky 32-bit-first attempt */
-        if ((flags & IOVA_COOKIE_TRY_32BIT) && limit_pfn > low) {
-            r = iova_alloc(d, pages, low, 1);
-            if (r != IOVA_E_NOSPC)
-                return r;
-            *events |= IOVA_EV_NO_32BIT;
-        }
-        return iova_alloc(d, pages, limit_pfn, 1);
-    }
-    if (!iova_mainline_tree(d)) {
-        /* 4.10/4.11 dma-iommu: the tree only, size-aligned, and the PCI
-         * 32-bit attempt on every call. */
+    if (iova_cookie_uses_tree(c)) {
+        /* The tree alone, size-aligned, with the PCI 32-bit attempt: the
+         * tree-only policy (mainline's sticky attempt, as the caller asks
+         * for it) and 4.10/4.11 dma-iommu (the attempt on every call). */
         if ((flags & IOVA_COOKIE_TRY_32BIT) && limit_pfn > low) {
             r = iova_alloc(d, pages, low, 1);
             if (r != IOVA_E_NOSPC)
@@ -228,58 +137,35 @@ static int64_t alloc_iova_type(struct iova_cookie *c, uint64_t pages,
         return iova_alloc(d, pages, limit_pfn, 1);
     }
     if ((flags & IOVA_COOKIE_TRY_32BIT) && limit_pfn > low) {
-        r = iova_alloc_fast(d, pages, low, 0, cpu);
+        r = iova_rcache_alloc_fast(d, pages, low, 0, cpu);
         if (r != 0)
             return r;
         *events |= IOVA_EV_NO_32BIT;
     }
-    r = iova_alloc_fast(d, pages, limit_pfn, 1, cpu);
+    r = iova_rcache_alloc_fast(d, pages, limit_pfn, 1, cpu);
     return r == 0 ? IOVA_E_NOSPC : r;
 }
 
-/* The node that starts at pfn, or the code saying why there is none that
- * could be freed; d->tree_lock held. */
-static int64_t range_start_locked(struct iova_domain *d, uint64_t pfn)
+int iova_cookie_range_at(const struct iova_cookie *c, uint64_t pfn, uint64_t *size)
 {
-    if (d->closed)
-        return IOVA_E_CLOSED;
-    uint32_t x = iova_tree_find(&d->tree, pfn);
-    if (x == IOVA_NIL)
+    uint64_t range[3];
+    int found = iova_lookup(c->iovad, pfn, range);
+    if (found < 0)
+        return found;
+    if (!found)
         return IOVA_E_NOTFOUND;
-    if (x == d->anchor)
-        return IOVA_E_ANCHOR;
-    if (d->tree.nodes[x].lo != pfn)
+    if (range[0] != pfn)
         return IOVA_E_NOTSTART;
-    return x;
+    *size = range[1] - range[0] + 1;
+    return range[2] ? IOVA_E_CACHED : 0;
 }
-
-/* free_iova_fast's size rule: any size of the range's class (classes past
- * the cached ones count as one, as they all go to the tree). */
-static bool same_size_class(uint64_t a, uint64_t b)
-{
-    unsigned ka = iova_size_class(a), kb = iova_size_class(b);
-    if (ka > IOVA_RANGE_CACHE_MAX_SIZE)
-        ka = IOVA_RANGE_CACHE_MAX_SIZE;
-    if (kb > IOVA_RANGE_CACHE_MAX_SIZE)
-        kb = IOVA_RANGE_CACHE_MAX_SIZE;
-    return ka == kb;
-}
-
-static bool iova_type_uses_tree(const struct iova_cookie *c)
-{
-    return !iova_mainline_tree(c->iovad) || c->tree_only;
-}
-
-/* The largest size alloc_iova_fast rounds up to a power of two, and the
- * largest that free_iova_fast tells apart by its size class. */
-#define FAST_ROUNDED_MAX (1ull << (IOVA_RANGE_CACHE_MAX_SIZE - 1))
 
 /* The pfns an allocation of `pages` takes: on the rcache path the size
  * alloc_iova_fast gives the range. Every size a free may name for that
  * range counts the same, so live_pfns cannot drift. */
 static uint64_t counted_pages(const struct iova_cookie *c, uint64_t pages)
 {
-    if (c->type == IOVA_COOKIE_IOVA && !iova_type_uses_tree(c) && pages < FAST_ROUNDED_MAX)
+    if (c->type == IOVA_COOKIE_IOVA && !iova_cookie_uses_tree(c) && pages < FAST_ROUNDED_MAX)
         return roundup_pow_of_two(pages);
     return pages;
 }
@@ -291,34 +177,27 @@ static uint64_t counted_pages(const struct iova_cookie *c, uint64_t pages)
  * unrounded, the range's own size. The same codes as the frees return. */
 static int check_iova_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
 {
-    struct iova_domain *d = c->iovad;
-    if (pfn > d->max_pfn)
+    if (pfn > c->end_pfn)
         return IOVA_E_PFN;
-    if (pages > d->max_pfn)
-        return IOVA_E_SIZE;
-    bool tree = iova_type_uses_tree(c);
-    iova_mutex_lock(&d->tree_lock);
-    int64_t x = range_start_locked(d, pfn);
-    int r = x < 0 ? (int)x : 0;
-    if (!r) {
-        const struct iova_node *n = &d->tree.nodes[x];
-        uint64_t size = n->hi - n->lo + 1;
-        if (iova_flags(&d->tree, (uint32_t)x) & IOVA_NODE_CACHED)
-            r = IOVA_E_CACHED;
-        else if (!tree && !same_size_class(size, pages))
-            r = IOVA_E_SIZECLASS;
-        else if ((tree || pages > FAST_ROUNDED_MAX) && size != pages)
-            r = IOVA_E_SIZE;
-    }
-    iova_mutex_unlock(&d->tree_lock);
-    return r;
+    if (pages > c->end_pfn)
+        return IOVA_E_FREE_SIZE;
+    bool tree = iova_cookie_uses_tree(c);
+    uint64_t size;
+    int r = iova_cookie_range_at(c, pfn, &size);
+    if (r)
+        return r;
+    if (!tree && !iova_cookie_same_class(size, pages))
+        return IOVA_E_SIZECLASS;
+    if ((tree || pages > FAST_ROUNDED_MAX) && size != pages)
+        return IOVA_E_FREE_SIZE;
+    return 0;
 }
 
 static int free_iova_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                           int cpu)
 {
     struct iova_domain *d = c->iovad;
-    if (iova_type_uses_tree(c)) {
+    if (iova_cookie_uses_tree(c)) {
         /* the kernel's tree free takes whatever node holds pfn; the cookie
          * wants the start and the size of what it handed out */
         int r = check_iova_free(c, pfn, pages);
@@ -329,7 +208,7 @@ static int free_iova_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
         if (r)
             return r;
     }
-    return iova_free_fast(d, pfn, pages, cpu);
+    return iova_rcache_free_fast(d, pfn, pages, cpu);
 }
 
 static int64_t alloc_reset_type(struct iova_cookie *c, uint64_t pages,
@@ -338,32 +217,41 @@ static int64_t alloc_reset_type(struct iova_cookie *c, uint64_t pages,
     return iova_alloc(c->iovad, pages, limit_pfn, 1);
 }
 
+/* The patch's reset: the domain's retired ranges go back to it, then the
+ * domain drops its caches and resets its cache pointers. Ranges still held
+ * (reserved regions) stay. c->lock held. */
+static int reset_domain(struct iova_cookie *c)
+{
+    struct iova_domain *d = c->iovad;
+    for (uint64_t i = 0; i < pfn_set_slots(&c->retired); i++) {
+        uint64_t pfn = c->retired.slots[i];
+        /* each starts a range the domain holds (the frees checked it);
+         * only a closed domain can refuse */
+        if (pfn != PFN_SET_EMPTY && iova_free(d, pfn) == IOVA_E_CLOSED)
+            return IOVA_E_CLOSED;
+    }
+    pfn_set_clear(&c->retired);
+    return iova_domain_reset(d);
+}
+
 /* The patch's free: count, never reuse; reset everything at zero. */
 static int free_reset_type(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                            uint32_t *events)
 {
-    struct iova_domain *d = c->iovad;
-    iova_mutex_lock(&d->tree_lock);
-    int64_t x = range_start_locked(d, pfn);
-    int r = x == IOVA_E_ANCHOR ? IOVA_E_NOTFOUND : x < 0 ? (int)x : 0;
-    if (!r) {
-        const struct iova_node *n = &d->tree.nodes[x];
-        if (iova_flags(&d->tree, (uint32_t)x) & (IOVA_NODE_RETIRED | IOVA_NODE_CACHED))
-            r = IOVA_E_NOT_LIVE;
-        else if (n->hi - n->lo + 1 != pages)
-            r = IOVA_E_SIZE;                     /* a wrong count could reset too early */
-        else if (!pfn_set_holds(&c->live, pfn))
-            r = IOVA_E_NOT_LIVE;                 /* not the cookie's: a reserved region */
-        else
-            iova_set_flag(&d->tree, (uint32_t)x, IOVA_NODE_RETIRED);
-    }
-    iova_mutex_unlock(&d->tree_lock);
+    uint64_t size;
+    int r = iova_cookie_range_at(c, pfn, &size);
+    if (r == IOVA_E_CACHED || (!r && pfn_set_holds(&c->retired, pfn)))
+        r = IOVA_E_NOT_LIVE;
+    else if (!r && size != pages)
+        r = IOVA_E_FREE_SIZE;                    /* a wrong count could reset too early */
+    else if (!r && !pfn_set_holds(&c->live, pfn))
+        r = IOVA_E_NOT_LIVE;                     /* not the cookie's: a reserved region */
     if (r)
         return r;
+    pfn_set_add(&c->retired, pfn);               /* room was made when it was handed out */
     c->retired_pfns += pages;
     if (c->live_pfns == pages) {                 /* this free empties the space */
-        /* drops every retired range; reserved ones stay */
-        r = iova_domain_reset(d);
+        r = reset_domain(c);
         if (r)
             return r;
         c->retired_pfns = 0;
@@ -378,7 +266,7 @@ static int msi_push(struct iova_cookie *c, uint64_t pfn)
 {
     if (c->msi_depth == c->msi_cap) {
         uint64_t ncap = c->msi_cap ? 2 * c->msi_cap : 8;
-        uint64_t *n = iova_realloc(c->msi_starts, ncap * sizeof(*n));
+        uint64_t *n = iova_mem_realloc(c->msi_starts, ncap * sizeof(*n));
         if (!n)
             return IOVA_E_NOMEM;
         c->msi_starts = n;
@@ -403,7 +291,9 @@ int64_t iova_cookie_alloc(struct iova_cookie *c, uint64_t pages,
     pthread_mutex_lock(&c->lock);
     /* room to remember the range first: once allocated, it must be kept */
     bool tracked = c->type == IOVA_COOKIE_IOVA || c->type == IOVA_COOKIE_RESET_WHEN_EMPTY;
-    if (tracked && pfn_set_reserve(&c->live, 1)) {
+    if ((tracked && pfn_set_reserve(&c->live, 1)) ||
+        (c->type == IOVA_COOKIE_RESET_WHEN_EMPTY &&
+         pfn_set_reserve(&c->retired, c->live.count + 1))) {   /* its free retires it */
         pthread_mutex_unlock(&c->lock);
         return IOVA_E_NOMEM;
     }
@@ -423,8 +313,14 @@ int64_t iova_cookie_alloc(struct iova_cookie *c, uint64_t pages,
         }
         break;
     case IOVA_COOKIE_WRAPAROUND:
-        r = limit_pfn < c->start_pfn ? IOVA_E_LIMIT
-                                     : iova_wrap_alloc(&c->wrap, pages, limit_pfn, &ev);
+        if (limit_pfn < c->start_pfn) {
+            r = IOVA_E_LIMIT;
+        } else {
+            bool wrapped = false;
+            r = iova_wrap_alloc(&c->wrap, pages, limit_pfn, &wrapped);
+            if (wrapped)
+                ev |= IOVA_EV_FLUSH;             /* before the range is used */
+        }
         break;
     default:
         r = alloc_reset_type(c, pages, limit_pfn);
@@ -456,10 +352,10 @@ int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     int r;
     pthread_mutex_lock(&c->lock);
     uint64_t counted = counted_pages(c, pages);
-    if (c->fq && pfn_set_holds(&c->fq->queued_pfns, pfn)) {
+    if (c->fq && iova_fq_holds(c->fq, pfn)) {
         r = IOVA_E_QUEUED;              /* freed now, it would be freed again at its flush */
     } else if (pages == 0 || counted > c->live_pfns) {
-        r = c->live_ranges ? IOVA_E_SIZE : IOVA_E_NOT_LIVE;
+        r = c->live_ranges ? IOVA_E_FREE_SIZE : IOVA_E_NOT_LIVE;
     } else {
         switch (c->type) {
         case IOVA_COOKIE_IOVA:
@@ -478,7 +374,7 @@ int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
             if (!c->msi_depth || pfn != c->msi_starts[c->msi_depth - 1]) {
                 r = IOVA_E_NOT_LIVE;
             } else if (pfn + pages != c->msi_next) {
-                r = IOVA_E_SIZE;
+                r = IOVA_E_FREE_SIZE;
             } else {
                 r = 0;
                 c->msi_next = pfn;
@@ -541,58 +437,39 @@ int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
         return IOVA_E_CLOSED;
     /* dma-iommu has had the flush queue since 5.17 (iova.c before that):
      * 6.12 and 6.1, not 4.10 */
-    if (c->type != IOVA_COOKIE_IOVA || !iova_mainline_tree(c->iovad))
+    if (c->type != IOVA_COOKIE_IOVA || !c->mainline)
         return IOVA_E_COOKIE;
-    /* one slot always stays empty (a full ring has tail + 1 == head), so a
-     * ring needs two slots to hold anything */
-    if (ncpus < 1 || ring_size < 2 || ring_size > (1u << 20))
-        return IOVA_E_RANGE;
+    if (ncpus < 1 || ring_size < 2 || ring_size > IOVA_FQ_MAX_SIZE)
+        return IOVA_E_GEOMETRY;
     /* a ring retires into its own CPU's rcache: there must be one */
-    if (ncpus > c->iovad->ncpus)
+    if (ncpus > c->dom_ncpus)
         return IOVA_E_CPU;
-    struct iova_fq *fq = iova_calloc(1, sizeof(*fq));
+    int r;
+    struct iova_fq *fq = iova_fq_new(ncpus, ring_size, timeout_ms, &r);
     if (!fq)
-        return IOVA_E_NOMEM;
-    fq->ncpus = ncpus;
-    fq->size = ring_size;
-    fq->timeout_ms = timeout_ms;
-    fq->rings = iova_calloc(ncpus, sizeof(*fq->rings));
-    if (!fq->rings) {
-        fq_release(fq);
-        return IOVA_E_NOMEM;
-    }
-    for (unsigned i = 0; i < ncpus; i++) {
-        fq->rings[i].entries = iova_calloc(ring_size, sizeof(struct fq_entry));
-        if (!fq->rings[i].entries) {
-            fq_release(fq);
-            return IOVA_E_NOMEM;
-        }
-    }
-    if (pfn_set_reserve(&fq->queued_pfns, (uint64_t)ncpus * ring_size)) {
-        fq_release(fq);
-        return IOVA_E_NOMEM;
-    }
+        return r;
     pthread_mutex_lock(&c->lock);
-    int r = c->fq ? IOVA_E_COOKIE : 0;
+    r = c->fq ? IOVA_E_COOKIE : 0;
     if (!r)
         c->fq = fq;
     pthread_mutex_unlock(&c->lock);
     if (r)
-        fq_release(fq);
+        iova_fq_destroy(fq);
     return r;
 }
 
-/* Retires, from the head, every entry a finished flush covers, into `cpu`'s
- * rcache; c->lock held. Entries were checked when queued, so a refusal here
- * means the domain was changed behind the queue: the entry is dropped and
- * counted, and IOVA_E_FQ_LOST says so. A closed domain keeps its entries
- * (there is nothing left to free them into) and returns IOVA_E_CLOSED. */
-static int fq_retire(struct iova_cookie *c, struct fq_ring *ring, int cpu)
+/* Retires, from the head, every entry of a ring that a finished flush
+ * covers, into `cpu`'s rcache; c->lock held. Entries were checked when
+ * queued, so a refusal here means the domain was changed behind the queue:
+ * the entry is dropped and counted, and IOVA_E_FQ_LOST says so. A closed
+ * domain keeps its entries (there is nothing left to free them into) and
+ * returns IOVA_E_CLOSED. */
+static int fq_retire(struct iova_cookie *c, unsigned ring, int cpu)
 {
     struct iova_fq *fq = c->fq;
+    const struct fq_entry *e;
     int ret = 0;
-    while (ring->count && ring->entries[ring->head].counter < fq->finished) {
-        struct fq_entry *e = &ring->entries[ring->head];
+    while ((e = iova_fq_done(fq, ring)) != NULL) {
         int r = free_iova_type(c, e->pfn, e->pages, cpu);
         if (r == IOVA_E_CLOSED)
             return r;
@@ -600,10 +477,7 @@ static int fq_retire(struct iova_cookie *c, struct fq_ring *ring, int cpu)
             fq->lost++;
             ret = IOVA_E_FQ_LOST;
         }
-        pfn_set_remove(&fq->queued_pfns, e->pfn);
-        ring->head = (ring->head + 1) % fq->size;
-        ring->count--;
-        fq->queued--;
+        iova_fq_pop(fq, ring);
     }
     return ret;
 }
@@ -617,43 +491,34 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
     pthread_mutex_lock(&c->lock);
     struct iova_fq *fq = c->fq;
     int r = 0;
-    unsigned slot = 0;
+    unsigned ring = 0;
     if (!fq) {
         r = IOVA_E_COOKIE;
     } else if (cpu < -1 || (cpu >= 0 && (unsigned)cpu >= fq->ncpus)) {
         r = IOVA_E_CPU;
     } else {
-        slot = cpu == -1 ? (unsigned)iova_current_cpu(c->iovad) % fq->ncpus : (unsigned)cpu;
-        if (pfn_set_holds(&fq->queued_pfns, pfn))
+        int me = cpu == -1 ? iova_rcache_current_cpu(c->iovad) : cpu;
+        ring = me < 0 ? 0 : (unsigned)me % fq->ncpus;
+        if (me < 0)
+            r = me;
+        else if (iova_fq_holds(fq, pfn))
             r = IOVA_E_QUEUED;
         else if (pages == 0 || counted_pages(c, pages) > c->live_pfns)
-            r = IOVA_E_SIZE;
+            r = IOVA_E_FREE_SIZE;
         else if ((r = check_iova_free(c, pfn, pages)) == 0 && !pfn_set_holds(&c->live, pfn))
             r = IOVA_E_NOT_LIVE;
     }
     if (!r) {
-        struct fq_ring *ring = &fq->rings[slot];
-        r = fq_retire(c, ring, (int)slot);
+        r = fq_retire(c, ring, (int)ring);
         if (r) {
             /* reported, and this free not done: the caller may call again */
-        } else if (ring->count == fq->size - 1) {
-            /* the kernel's ring is full at tail + 1 == head: size - 1 entries */
+        } else if (iova_fq_full(fq, ring)) {
             r = IOVA_E_FQ_FULL;                  /* the caller flushes, then retries */
             ev |= IOVA_EV_FLUSH;
             fq->flushes++;
         } else {
-            struct fq_entry *e = &ring->entries[(ring->head + ring->count) % fq->size];
-            e->pfn = pfn;
-            e->pages = pages;
-            e->counter = fq->started;
-            ring->count++;
-            fq->queued++;
-            pfn_set_add(&fq->queued_pfns, pfn);
+            iova_fq_push(fq, ring, pfn, pages, now_ms);
             pfn_set_remove(&c->live, pfn);
-            if (!fq->timer_armed) {
-                fq->timer_armed = true;
-                fq->timer_due_ms = now_ms + fq->timeout_ms;
-            }
             c->frees++;
             c->live_ranges--;
             c->live_pfns -= counted_pages(c, pages);
@@ -676,13 +541,12 @@ int iova_cookie_fq_flushed(struct iova_cookie *c, int all_rings, int cpu)
     if (fq && all_rings && (cpu < 0 || (unsigned)cpu >= fq->ncpus))
         r = IOVA_E_CPU;
     if (!r) {
-        fq->started++;
-        fq->finished++;
+        iova_fq_flushed(fq);
         if (all_rings) {
             /* the timer: everything queued is now covered */
             fq->timer_armed = false;
             for (unsigned i = 0; i < fq->ncpus; i++) {
-                int e = fq_retire(c, &fq->rings[i], cpu);
+                int e = fq_retire(c, i, cpu);
                 if (e && (!r || e == IOVA_E_CLOSED))
                     r = e;
             }
@@ -700,6 +564,16 @@ uint64_t iova_cookie_fq_due(struct iova_cookie *c)
     uint64_t due = c->fq && c->fq->timer_armed ? c->fq->timer_due_ms : UINT64_MAX;
     pthread_mutex_unlock(&c->lock);
     return due;
+}
+
+int iova_cookie_fq_rings(struct iova_cookie *c)
+{
+    if (!c)
+        return IOVA_E_CLOSED;
+    pthread_mutex_lock(&c->lock);
+    int n = c->fq ? (int)c->fq->ncpus : 0;
+    pthread_mutex_unlock(&c->lock);
+    return n;
 }
 
 /* ---- introspection ------------------------------------------------------ */
@@ -728,10 +602,9 @@ int iova_cookie_get_stats(struct iova_cookie *c, struct iova_cookie_stats *st)
         st->cursor = c->msi_next;
     } else if (c->type == IOVA_COOKIE_RESET_WHEN_EMPTY) {
         /* nothing of the domain is reused before the reset: live, retired
-         * and reserved ranges alike */
-        iova_mutex_lock(&c->iovad->tree_lock);
-        st->held_pfns = c->iovad->tree.pfns;
-        iova_mutex_unlock(&c->iovad->tree_lock);
+         * and reserved ranges alike (0 once the domain is closed) */
+        struct iova_state ds;
+        st->held_pfns = iova_get_state(c->iovad, &ds) ? 0 : ds.used_pfns;
     }
     if (c->fq) {
         st->fq_queued = c->fq->queued;
@@ -744,80 +617,54 @@ int iova_cookie_get_stats(struct iova_cookie *c, struct iova_cookie_stats *st)
     return 0;
 }
 
-/* RESET_WHEN_EMPTY: the domain's ranges are the cookie's live and retired
- * ones plus what it did not hand out (reserved regions); a reserve may have
- * widened either kind in place, so the tree may hold more than the counts,
- * never less. c->lock held. */
-static const char *check_reset_counts(struct iova_cookie *c)
+/* IOVA, RESET_WHEN_EMPTY: the ranges the cookie knows of in its domain (C1,
+ * C2 at iova_cookie_check). `set` holds where they start; each must start
+ * an allocated (uncached) range of the domain and none may be in `other`;
+ * together they cover at least `pfns` pages (a reserve may widen a range in
+ * place, never shrink it). 0 or IOVA_E_CORRUPT with msg. c->lock held. */
+static int check_ranges(struct iova_cookie *c, const struct pfn_set *set,
+                        const struct pfn_set *other, uint64_t pfns, const char *what,
+                        char *msg, size_t msg_len)
 {
-    struct iova_domain *d = c->iovad;
-    const struct iova_tree *t = &d->tree;
-    uint64_t retired = 0, held = 0, held_ranges = 0;
-    iova_mutex_lock(&d->tree_lock);
-    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x)) {
-        if (x == d->anchor)
-            continue;
-        uint64_t n = t->nodes[x].hi - t->nodes[x].lo + 1;
-        unsigned f = iova_flags(t, x);
-        if (f & IOVA_NODE_RETIRED) {
-            retired += n;
-        } else if (!(f & IOVA_NODE_CACHED)) {
-            held += n;
-            held_ranges++;
-        }
-    }
-    iova_mutex_unlock(&d->tree_lock);
-    if (retired < c->retired_pfns)
-        return "the tree holds fewer retired pfns than were freed";
-    if (held < c->live_pfns || held_ranges < c->live_ranges)
-        return "the tree holds fewer live ranges than are handed out";
-    return NULL;
-}
-
-/* The flush queue's rings, counts and set of queued pfns agree. c->lock held. */
-static const char *check_fq(const struct iova_fq *fq)
-{
-    uint64_t queued = 0, in_set = 0;
-    for (unsigned i = 0; i < fq->ncpus; i++) {
-        const struct fq_ring *ring = &fq->rings[i];
-        queued += ring->count;
-        for (unsigned k = 0; k < ring->count; k++)
-            if (!pfn_set_holds(&fq->queued_pfns, ring->entries[(ring->head + k) % fq->size].pfn))
-                return "a queued entry is missing from the set of queued pfns";
-    }
-    for (uint64_t i = 0; i <= fq->queued_pfns.mask; i++)
-        in_set += fq->queued_pfns.slots[i] != PFN_SET_EMPTY;
-    if (in_set != fq->queued_pfns.count)
-        return "the set of queued pfns miscounts";
-    if (queued != fq->queued || in_set != fq->queued || fq->finished > fq->started)
-        return "the flush queue's counts disagree";
-    return NULL;
-}
-
-/* IOVA, RESET_WHEN_EMPTY: the set of live ranges matches the count, and
- * each starts a range of the domain that is neither cached nor retired.
- * c->lock held. */
-static const char *check_live_set(struct iova_cookie *c)
-{
-    if (c->live.count != c->live_ranges)
-        return "the set of live ranges disagrees with their count";
-    struct iova_domain *d = c->iovad;
-    const char *why = NULL;
-    iova_mutex_lock(&d->tree_lock);
-    for (uint64_t i = 0; !why && c->live.slots && i <= c->live.mask; i++) {
-        uint64_t pfn = c->live.slots[i];
+    uint64_t covered = 0;
+    for (uint64_t i = 0; i < pfn_set_slots(set); i++) {
+        uint64_t pfn = set->slots[i], size;
         if (pfn == PFN_SET_EMPTY)
             continue;
-        int64_t x = range_start_locked(d, pfn);
-        if (x < 0)
-            why = "a live range is not in the domain";
-        else if (iova_flags(&d->tree, (uint32_t)x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED))
-            why = "a live range is cached or retired";
+        int r = iova_cookie_range_at(c, pfn, &size);
+        if (r == IOVA_E_CLOSED)
+            return r;
+        if (r || pfn_set_holds(other, pfn)) {
+            if (msg && msg_len)
+                snprintf(msg, msg_len, "cookie: the %s range at pfn %#llx is not an "
+                         "allocated range of the domain, or is both live and retired",
+                         what, (unsigned long long)pfn);
+            return IOVA_E_CORRUPT;
+        }
+        covered = covered > UINT64_MAX - size ? UINT64_MAX : covered + size;
     }
-    iova_mutex_unlock(&d->tree_lock);
-    return why;
+    if (covered < pfns) {
+        if (msg && msg_len)
+            snprintf(msg, msg_len, "cookie: the %s ranges hold fewer pfns than it counts",
+                     what);
+        return IOVA_E_CORRUPT;
+    }
+    return 0;
 }
 
+/*
+ * Invariants (iova_cookie_check), beside those of the domain, the
+ * wraparound allocator, the sets and the flush queue:
+ *   C1  IOVA, RESET_WHEN_EMPTY: the live set holds live_ranges starts of
+ *       allocated ranges of the domain, at least live_pfns pages long;
+ *   C2  RESET_WHEN_EMPTY: the retired set holds starts of allocated ranges,
+ *       none live, at least retired_pfns pages long;
+ *   C3  WRAPAROUND: the live pfns are what the tree holds besides retired
+ *       and reserved ranges and the sentinel;
+ *   C4  MSI: the undo stack holds live_ranges starts in ascending order,
+ *       below the bump pointer, which lies at least live_pfns above
+ *       start_pfn.
+ */
 int iova_cookie_check(struct iova_cookie *c, char *msg, size_t msg_len)
 {
     if (!c)
@@ -829,29 +676,37 @@ int iova_cookie_check(struct iova_cookie *c, char *msg, size_t msg_len)
     const char *why = NULL;
     if (c->type == IOVA_COOKIE_WRAPAROUND) {
         r = iova_wrap_check(&c->wrap, msg, msg_len);
-        /* every node but the sentinel is live or retired */
+        /* every node but the sentinel is live, retired or reserved */
         uint64_t live = c->wrap.tree.pfns - 1 - c->wrap.retired_pfns - c->wrap.reserved_pfns;
         if (!r && live != c->live_pfns)
-            why = "live pfns disagree with the tree";
+            why = "live pfns disagree with the tree (C3)";
     } else if (c->type == IOVA_COOKIE_MSI) {
         if (c->msi_next < c->start_pfn + c->live_pfns)
-            why = "the bump pointer is below what is live";
+            why = "the bump pointer is below what is live (C4)";
         else if (c->msi_depth != c->live_ranges)
-            why = "the MSI undo stack disagrees with the live ranges";
+            why = "the MSI undo stack disagrees with the live ranges (C4)";
         for (uint64_t i = 1; !why && i < c->msi_depth; i++)
             if (c->msi_starts[i] <= c->msi_starts[i - 1])
-                why = "the MSI undo stack is out of order";
+                why = "the MSI undo stack is out of order (C4)";
         if (!why && c->msi_depth && c->msi_starts[c->msi_depth - 1] >= c->msi_next)
-            why = "the latest MSI allocation starts at the bump pointer";
+            why = "the latest MSI allocation starts at the bump pointer (C4)";
     } else {
         r = iova_check(c->iovad, msg, msg_len);
         if (!r)
-            why = check_live_set(c);
-        if (!r && !why && c->type == IOVA_COOKIE_RESET_WHEN_EMPTY)
-            why = check_reset_counts(c);
+            r = pfn_set_check(&c->live, msg, msg_len);
+        if (!r)
+            r = pfn_set_check(&c->retired, msg, msg_len);
+        if (!r && c->live.count != c->live_ranges)
+            why = "the set of live ranges disagrees with their count (C1)";
+        if (!r && !why)
+            r = check_ranges(c, &c->live, &c->retired, c->live_pfns, "live (C1)", msg,
+                             msg_len);
+        if (!r && !why)
+            r = check_ranges(c, &c->retired, &c->live, c->retired_pfns, "retired (C2)", msg,
+                             msg_len);
     }
-    if (!why && c->fq)
-        why = check_fq(c->fq);
+    if (!r && !why && c->fq)
+        r = iova_fq_check(c->fq, msg, msg_len);
     if (!r && why) {
         r = IOVA_E_CORRUPT;
         if (msg && msg_len)
@@ -875,7 +730,7 @@ int64_t iova_cookie_wrap_ranges(struct iova_cookie *c, uint64_t *out,
         if (k < cap) {
             out[3 * k] = t->nodes[x].lo;
             out[3 * k + 1] = t->nodes[x].hi;
-            out[3 * k + 2] = (iova_flags(t, x) & IOVA_NODE_RETIRED) != 0;
+            out[3 * k + 2] = (iova_flags(t, x) & WRAP_NODE_RETIRED) != 0;
         }
         k++;
     }

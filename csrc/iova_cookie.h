@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "iova_errors.h"
+
 #define IOVA_COOKIE_IOVA             0
 #define IOVA_COOKIE_MSI              1
 #define IOVA_COOKIE_WRAPAROUND       2
@@ -37,14 +39,6 @@
 
 /* Flags of iova_cookie_alloc. */
 #define IOVA_COOKIE_TRY_32BIT 1   /* try below 4 GiB first, without flushing caches */
-
-#define IOVA_E_FQ_FULL    -40    /* flush queue full: flush, then call again */
-#define IOVA_E_NOT_LIVE   -41    /* free of a range that is not handed out */
-#define IOVA_E_COOKIE     -42    /* unknown type, or the call does not apply to it */
-#define IOVA_E_QUEUED     -43    /* the range already waits in the flush queue */
-/* A queued range could not be freed when its flush came (the domain was
- * changed behind the queue): it was dropped, and counted in fq_lost. */
-#define IOVA_E_FQ_LOST    -44
 
 struct iova_domain;
 struct iova_cookie;
@@ -71,9 +65,11 @@ struct iova_cookie_stats {
 };
 
 /* type IOVA and RESET_WHEN_EMPTY use `iovad` (not owned; it must outlive the
- * cookie); WRAPAROUND and MSI use [start_pfn, end_pfn] and `granule`
- * (IOVA_E_GRANULE: not one iova_granule_check accepts; IOVA_E_RANGE: a bad
- * pfn range). */
+ * cookie); WRAPAROUND and MSI use [start_pfn, end_pfn] and `granule`.
+ * NULL with *err = IOVA_E_COOKIE (an unknown type, or no domain for a type
+ * that needs one), IOVA_E_GRANULE (a granule iova_granule_check refuses),
+ * IOVA_E_RANGE (start_pfn > end_pfn, or end_pfn beyond 2^63) or
+ * IOVA_E_NOMEM. */
 struct iova_cookie *iova_cookie_new(int type, struct iova_domain *iovad,
                                     uint64_t granule, uint64_t start_pfn,
                                     uint64_t end_pfn, int *err);
@@ -86,7 +82,7 @@ int64_t iova_cookie_alloc(struct iova_cookie *c, uint64_t pages,
                           uint32_t *events);
 /* Keeps [lo, hi] out of use for good (reserved regions). WRAPAROUND only:
  * the IOVA types reserve on their iova_domain. Overlapping what is already
- * held is refused. */
+ * held is refused (IOVA_E_OVERLAP). */
 int iova_cookie_reserve(struct iova_cookie *c, uint64_t lo, uint64_t hi);
 /* IOVA type on a 6.12 domain: use the tree alone (alloc_iova/free_iova,
  * size-aligned), bypassing the rcache - a policy to compare against. */
@@ -95,14 +91,17 @@ int iova_cookie_set_tree_only(struct iova_cookie *c, int tree_only);
  * what was asked for: the range's own size on the tree paths (4.10,
  * tree-only, RESET_WHEN_EMPTY), a size of its class on the rcache path (as
  * free_iova_fast takes it); MSI undoes only the latest live allocation, whole.
- * A range waiting in the flush queue is refused (IOVA_E_QUEUED). */
+ * Another size is refused (IOVA_E_FREE_SIZE, or IOVA_E_SIZECLASS on the
+ * rcache path), as is a range the cookie did not hand out (IOVA_E_NOT_LIVE)
+ * or one waiting in the flush queue (IOVA_E_QUEUED). */
 int iova_cookie_free(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
                      int cpu, uint32_t *events);
 
-/* Flush queue (IOVA type only): per-CPU rings of ring_size slots (2 or
- * more) holding ring_size - 1 entries each, as the kernel's; a
- * timer of timeout_ms on the caller's clock. A retired entry goes to its
- * ring's CPU rcache, so ncpus may not exceed the domain's (IOVA_E_CPU). */
+/* Flush queue (IOVA type only): ncpus (at least 1) per-CPU rings of
+ * ring_size slots (2..2^20: IOVA_E_GEOMETRY otherwise) holding
+ * ring_size - 1 entries each, as the kernel's (iova_fq.h); a timer of
+ * timeout_ms on the caller's clock. A retired entry goes to its ring's CPU
+ * rcache, so ncpus may not exceed the domain's (IOVA_E_CPU). */
 int iova_cookie_fq_init(struct iova_cookie *c, unsigned ncpus,
                         unsigned ring_size, uint64_t timeout_ms);
 /* Queues a free. The range must be one the strict free would take now
@@ -119,6 +118,9 @@ int iova_cookie_free_lazy(struct iova_cookie *c, uint64_t pfn, uint64_t pages,
 int iova_cookie_fq_flushed(struct iova_cookie *c, int all_rings, int cpu);
 /* When the timer fires, or UINT64_MAX when it is not armed. */
 uint64_t iova_cookie_fq_due(struct iova_cookie *c);
+/* How many flush-queue rings the cookie has (0: no flush queue); a restored
+ * cookie's wrapper names the valid CPUs with it. */
+int iova_cookie_fq_rings(struct iova_cookie *c);
 
 int iova_cookie_get_stats(struct iova_cookie *c, struct iova_cookie_stats *st);
 /* Validator; 0 or IOVA_E_CORRUPT with a description. */

@@ -5,8 +5,8 @@
  * the space, the MSI bump pointer, the tree-only switch, the counters; for
  * WRAPAROUND every range it holds (live, awaiting the wrap's flush, or
  * reserved), the cursor and the wrap count; for RESET_WHEN_EMPTY which
- * ranges of its iova_domain are freed but kept out of reuse (the domain's
- * own save knows nothing of that flag); for MSI where each live allocation
+ * ranges of its iova_domain are freed but kept out of reuse (the domain
+ * holds them as any allocated range); for MSI where each live allocation
  * starts (only the latest may be undone); for IOVA and RESET_WHEN_EMPTY
  * which ranges of the domain the cookie handed out (the domain cannot tell
  * them from reserved regions, so this is saved, not rebuilt); and the flush
@@ -34,10 +34,14 @@
  * Version 1 lacked the MSI stack, the live set and `lost`; a cookie
  * restored from it could not check its frees, so it is refused.
  *
+ * The sets of pfns are written in ascending order, so that a cookie and
+ * its copy save to the same words whatever their sets' layout. Neither
+ * saving nor restoring walks the domain: a restore asks it, through
+ * iova.h, about each range the words name.
+ *
  * Restoring checks every word as it reads it, builds a cookie that nobody
  * else can see yet, and finally runs the cookie's validator. On any failure
- * everything it built is released and the lent iova_domain is left exactly
- * as it was (the RETIRED flags it may have set are cleared again).
+ * everything it built is released; the lent iova_domain is never changed.
  */
 #include <stdlib.h>
 
@@ -54,7 +58,6 @@
 #define WRAP_RESERVED 2
 
 #define FQ_MAX_CPUS   IOVA_MAX_CPUS
-#define FQ_MAX_SIZE   (1u << 20)                     /* what iova_cookie_fq_init accepts */
 
 static void save_wrap(struct words_writer *w, const struct iova_wrap *wr)
 {
@@ -66,22 +69,20 @@ static void save_wrap(struct words_writer *w, const struct iova_wrap *wr)
         unsigned f = iova_flags(t, x);
         words_put(w, t->nodes[x].lo);
         words_put(w, t->nodes[x].hi);
-        words_put(w, (f & IOVA_NODE_RETIRED) ? WRAP_RETIRED
-               : (f & IOVA_NODE_RESERVED) ? WRAP_RESERVED : WRAP_LIVE);
+        words_put(w, (f & WRAP_NODE_RETIRED) ? WRAP_RETIRED
+               : (f & WRAP_NODE_RESERVED) ? WRAP_RESERVED : WRAP_LIVE);
     }
 }
 
-/* The retired ranges of a RESET_WHEN_EMPTY cookie's domain; tree_lock held. */
-static void save_retired(struct words_writer *w, const struct iova_domain *d)
+/* A set's size, then its members in ascending order: sorted in the output
+ * itself, so that saving needs no memory. */
+static void save_set(struct words_writer *w, const struct pfn_set *s)
 {
-    const struct iova_tree *t = &d->tree;
-    uint64_t n = 0;
-    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
-        n += x != d->anchor && (iova_flags(t, x) & IOVA_NODE_RETIRED);
-    words_put(w, n);
-    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
-        if (x != d->anchor && (iova_flags(t, x) & IOVA_NODE_RETIRED))
-            words_put(w, t->nodes[x].lo);
+    words_put(w, s->count);
+    uint64_t first = w->n;
+    if (first + s->count <= w->cap)
+        pfn_set_sorted(s, w->out + first);
+    w->n += s->count;
 }
 
 /* MSI: the undo stack, oldest first. */
@@ -90,25 +91,6 @@ static void save_msi(struct words_writer *w, const struct iova_cookie *c)
     words_put(w, c->msi_depth);
     for (uint64_t i = 0; i < c->msi_depth; i++)
         words_put(w, c->msi_starts[i]);
-}
-
-/* IOVA, RESET_WHEN_EMPTY: the live ranges the cookie handed out, found by
- * walking the domain's tree so that they come out in ascending order - the
- * same words for a cookie and its copy, whatever their sets' layout. A
- * member that is not a range start (a domain changed behind the cookie) is
- * left out; the restore then finds the count short and refuses. tree_lock
- * held. */
-static void save_live(struct words_writer *w, const struct iova_cookie *c)
-{
-    const struct iova_domain *d = c->iovad;
-    const struct iova_tree *t = &d->tree;
-    uint64_t n = 0;
-    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
-        n += x != d->anchor && pfn_set_holds(&c->live, t->nodes[x].lo);
-    words_put(w, n);
-    for (uint32_t x = iova_tree_first(t); x != IOVA_NIL; x = iova_tree_next(t, x))
-        if (x != d->anchor && pfn_set_holds(&c->live, t->nodes[x].lo))
-            words_put(w, t->nodes[x].lo);
 }
 
 static void save_fq(struct words_writer *w, const struct iova_fq *fq)
@@ -144,14 +126,10 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
         return IOVA_E_CLOSED;
     struct words_writer w = words_writer(out, cap);
     pthread_mutex_lock(&c->lock);
-    struct iova_domain *d = c->iovad;
-    if (d) {
-        iova_mutex_lock(&d->tree_lock);
-        if (d->closed) {
-            iova_mutex_unlock(&d->tree_lock);
-            pthread_mutex_unlock(&c->lock);
-            return IOVA_E_CLOSED;
-        }
+    struct iova_state ds;
+    if (c->iovad && iova_get_state(c->iovad, &ds) == IOVA_E_CLOSED) {
+        pthread_mutex_unlock(&c->lock);
+        return IOVA_E_CLOSED;
     }
     words_put(&w, COOKIE_SAVE_MAGIC);
     words_put(&w, COOKIE_SAVE_VERSION);
@@ -171,14 +149,12 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap)
     if (c->type == IOVA_COOKIE_WRAPAROUND)
         save_wrap(&w, &c->wrap);
     else if (c->type == IOVA_COOKIE_RESET_WHEN_EMPTY)
-        save_retired(&w, d);
+        save_set(&w, &c->retired);
     if (c->type == IOVA_COOKIE_MSI)
         save_msi(&w, c);
-    else if (d)
-        save_live(&w, c);
+    else if (c->iovad)
+        save_set(&w, &c->live);
     save_fq(&w, c->fq);
-    if (d)
-        iova_mutex_unlock(&d->tree_lock);
     pthread_mutex_unlock(&c->lock);
     return (int64_t)w.n;
 }
@@ -210,10 +186,10 @@ static int restore_wrap(struct iova_cookie *c, struct words_reader *r)
             return IOVA_E_NOMEM;
         iova_tree_insert(&w->tree, x);
         if (kind == WRAP_RETIRED) {
-            iova_set_flag(&w->tree, x, IOVA_NODE_RETIRED);
+            iova_set_flag(&w->tree, x, WRAP_NODE_RETIRED);
             w->retired_pfns += hi - lo + 1;
         } else if (kind == WRAP_RESERVED) {
-            iova_set_flag(&w->tree, x, IOVA_NODE_RESERVED);
+            iova_set_flag(&w->tree, x, WRAP_NODE_RESERVED);
             w->reserved_pfns += hi - lo + 1;
         }
         have_prev = true;
@@ -224,78 +200,67 @@ static int restore_wrap(struct iova_cookie *c, struct words_reader *r)
     return 0;
 }
 
-/* Flags the domain's retired ranges. On success *marked holds the nodes
- * flagged (the caller clears them if the restore fails later). */
-static int restore_retired(struct iova_cookie *c, struct words_reader *r,
-                           uint32_t **marked, uint64_t *nmarked)
+/* A set of range starts of the domain (the live or the retired ranges), as
+ * save_set wrote it: `n` of them, ascending (so none twice), each the start
+ * of an allocated range of the domain that is not in `other`, together at
+ * least `pfns` pages long (a reserve may have widened one in place, never
+ * shrunk it). */
+static int restore_set(struct iova_cookie *c, struct words_reader *r, struct pfn_set *set,
+                       const struct pfn_set *other, uint64_t n, uint64_t pfns)
 {
-    struct iova_domain *d = c->iovad;
-    uint64_t n = words_get(r);
-    if (!room_for(r, n, 1) || n > IOVA_MAX_NODES)
+    if (!room_for(r, n, 1))
         return IOVA_E_STATE;
-    uint32_t *nodes = n ? iova_malloc(n * sizeof(*nodes)) : NULL;
-    if (n && !nodes)
+    if (n && pfn_set_reserve(set, n))
         return IOVA_E_NOMEM;
-    int rc = 0;
-    iova_mutex_lock(&d->tree_lock);
-    struct iova_tree *t = &d->tree;
-    for (uint64_t i = 0; i < n && !rc; i++) {
-        uint64_t lo = words_get(r);
-        uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(t, lo);
-        if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != lo ||
-            (iova_flags(t, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) ||
-            (i && lo <= t->nodes[nodes[i - 1]].lo))
-            rc = IOVA_E_STATE;
-        else
-            nodes[i] = x;
+    uint64_t covered = 0, prev = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t pfn = words_get(r), size;
+        if (iova_cookie_range_at(c, pfn, &size) || (i && pfn <= prev) ||
+            pfn_set_holds(other, pfn))
+            return IOVA_E_STATE;
+        covered = covered > UINT64_MAX - size ? UINT64_MAX : covered + size;
+        pfn_set_add(set, pfn);
+        prev = pfn;
     }
-    if (!rc)
-        for (uint64_t i = 0; i < n; i++)
-            iova_set_flag(t, nodes[i], IOVA_NODE_RETIRED);
-    iova_mutex_unlock(&d->tree_lock);
-    if (rc) {
-        free(nodes);
-        return rc;
-    }
-    *marked = nodes;
-    *nmarked = n;
-    return 0;
+    return covered < pfns ? IOVA_E_STATE : 0;
 }
 
-/* The largest size alloc_iova_fast rounds up, and the largest size class
- * free_iova_fast tells apart (iova_cookie.c's FAST_ROUNDED_MAX). */
-#define FAST_ROUNDED_MAX (1ull << (IOVA_RANGE_CACHE_MAX_SIZE - 1))
-
-static unsigned cached_class(uint64_t pages)
+/* RESET_WHEN_EMPTY: the retired ranges; room for every live one to join
+ * them (as iova_cookie_alloc makes it). */
+static int restore_retired(struct iova_cookie *c, struct words_reader *r)
 {
-    unsigned k = iova_size_class(pages);
-    return k > IOVA_RANGE_CACHE_MAX_SIZE ? IOVA_RANGE_CACHE_MAX_SIZE : k;
+    uint64_t n = words_get(r);
+    if (r->bad || n > IOVA_MAX_NODES)
+        return IOVA_E_STATE;
+    int rc = restore_set(c, r, &c->retired, &c->live, n, c->retired_pfns);
+    if (!rc && pfn_set_reserve(&c->retired, c->live_ranges))
+        rc = IOVA_E_NOMEM;
+    return rc;
 }
 
-/* Whether free_lazy could have queued (pfn, pages): the start of a range
- * of the domain that is allocated (not cached, not retired), not handed
- * out as live any more, and `pages` a size the free accepts for it - its
- * own size on the tree paths and beyond the cached classes, else one of
- * its size class. An entry the retire would refuse would be lost. */
+/* IOVA, RESET_WHEN_EMPTY: the live ranges the cookie handed out, as many as
+ * live_ranges. Queued ranges are checked against this set afterwards. */
+static int restore_live(struct iova_cookie *c, struct words_reader *r)
+{
+    uint64_t n = words_get(r);
+    if (r->bad || n != c->live_ranges)
+        return IOVA_E_STATE;
+    return restore_set(c, r, &c->live, &c->retired, n, c->live_pfns);
+}
+
+/* Whether free_lazy could have queued (pfn, pages): the start of an
+ * allocated range of the domain, not handed out as live any more, and
+ * `pages` a size the free accepts for it - its own size on the tree paths
+ * and beyond the cached classes, else one of its size class. An entry the
+ * retire would refuse would be lost. */
 static bool queued_range_ok(struct iova_cookie *c, uint64_t pfn, uint64_t pages)
 {
-    struct iova_domain *d = c->iovad;
-    bool tree = !iova_mainline_tree(d) || c->tree_only;
-    if (pages == 0 || pfn_set_holds(&c->live, pfn))
+    uint64_t size;
+    if (pages == 0 || pfn_set_holds(&c->live, pfn) || iova_cookie_range_at(c, pfn, &size))
         return false;
-    iova_mutex_lock(&d->tree_lock);
-    uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(&d->tree, pfn);
-    bool ok = x != IOVA_NIL && x != d->anchor && d->tree.nodes[x].lo == pfn &&
-              !(iova_flags(&d->tree, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED));
-    if (ok) {
-        uint64_t size = d->tree.nodes[x].hi - pfn + 1;
-        if (tree || pages > FAST_ROUNDED_MAX)
-            ok = pages == size;
-        else
-            ok = cached_class(pages) == cached_class(size);
-    }
-    iova_mutex_unlock(&d->tree_lock);
-    return ok;
+    if (iova_cookie_uses_tree(c) || pages > FAST_ROUNDED_MAX)
+        return pages == size;
+    return iova_cookie_same_class(pages, size);
 }
 
 static int restore_fq(struct iova_cookie *c, struct words_reader *r)
@@ -306,8 +271,8 @@ static int restore_fq(struct iova_cookie *c, struct words_reader *r)
     if (!has)
         return 0;
     uint64_t ncpus = words_get(r), size = words_get(r), timeout = words_get(r);
-    if (r->bad || c->type != IOVA_COOKIE_IOVA || !iova_mainline_tree(c->iovad) ||
-        ncpus < 1 || ncpus > FQ_MAX_CPUS || size < 2 || size > FQ_MAX_SIZE)
+    if (r->bad || c->type != IOVA_COOKIE_IOVA || !c->mainline ||
+        ncpus < 1 || ncpus > FQ_MAX_CPUS || size < 2 || size > IOVA_FQ_MAX_SIZE)
         return IOVA_E_STATE;
     /* Seven counter words follow, then each ring needs its count word:
      * refuse sizes the words cannot describe before allocating anything
@@ -344,8 +309,7 @@ static int restore_fq(struct iova_cookie *c, struct words_reader *r)
              * started; a range has at most one place in the queue (the
              * set was sized for every ring full by fq_init) */
             if (r->bad || e->counter > fq->started || e->counter < prev_counter ||
-                !queued_range_ok(c, e->pfn, e->pages) ||
-                pfn_set_holds(&fq->queued_pfns, e->pfn))
+                !queued_range_ok(c, e->pfn, e->pages) || iova_fq_holds(fq, e->pfn))
                 return IOVA_E_STATE;
             pfn_set_add(&fq->queued_pfns, e->pfn);
             prev_counter = e->counter;
@@ -369,7 +333,7 @@ static int restore_msi(struct iova_cookie *c, struct words_reader *r)
         return IOVA_E_STATE;
     if (!depth)
         return 0;
-    c->msi_starts = iova_malloc(depth * sizeof(*c->msi_starts));
+    c->msi_starts = iova_mem_malloc(depth * sizeof(*c->msi_starts));
     if (!c->msi_starts)
         return IOVA_E_NOMEM;
     c->msi_cap = depth;                 /* msi_push grows it from there */
@@ -380,42 +344,6 @@ static int restore_msi(struct iova_cookie *c, struct words_reader *r)
         c->msi_starts[c->msi_depth++] = start;
     }
     return c->msi_starts[depth - 1] < c->msi_next ? 0 : IOVA_E_STATE;
-}
-
-/* IOVA, RESET_WHEN_EMPTY: the live ranges the cookie handed out, each the
- * start of a range of the domain that is neither cached nor retired, in
- * ascending order (so none twice), as many as live_ranges, and together at
- * least live_pfns long (a reserve may have widened one in place, never
- * shrunk it). Queued ranges are checked against this set afterwards. */
-static int restore_live(struct iova_cookie *c, struct words_reader *r)
-{
-    struct iova_domain *d = c->iovad;
-    uint64_t n = words_get(r);
-    if (!room_for(r, n, 1) || n != c->live_ranges)
-        return IOVA_E_STATE;
-    if (n && pfn_set_reserve(&c->live, n))
-        return IOVA_E_NOMEM;
-    int rc = 0;
-    uint64_t pfns = 0, prev = 0;
-    iova_mutex_lock(&d->tree_lock);
-    struct iova_tree *t = &d->tree;
-    for (uint64_t i = 0; i < n && !rc; i++) {
-        uint64_t lo = words_get(r);
-        uint32_t x = d->closed ? IOVA_NIL : iova_tree_find(t, lo);
-        if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != lo ||
-            (iova_flags(t, x) & (IOVA_NODE_CACHED | IOVA_NODE_RETIRED)) || (i && lo <= prev)) {
-            rc = IOVA_E_STATE;
-        } else {
-            uint64_t size = t->nodes[x].hi - lo + 1;
-            pfns = pfns > UINT64_MAX - size ? UINT64_MAX : pfns + size;
-            pfn_set_add(&c->live, lo);
-            prev = lo;
-        }
-    }
-    iova_mutex_unlock(&d->tree_lock);
-    if (!rc && pfns < c->live_pfns)
-        rc = IOVA_E_STATE;
-    return rc;
 }
 
 /* The header's values for the type, or IOVA_E_STATE. */
@@ -470,13 +398,11 @@ struct iova_cookie *iova_cookie_restore(const uint64_t *in, uint64_t n,
             *err = IOVA_E_STATE;
         return NULL;
     }
-    uint32_t *marked = NULL;
-    uint64_t nmarked = 0;
     int rc = restore_header(c, &r, granule, start, end);
     if (!rc && type == IOVA_COOKIE_WRAPAROUND)
         rc = restore_wrap(c, &r);
     else if (!rc && type == IOVA_COOKIE_RESET_WHEN_EMPTY)
-        rc = restore_retired(c, &r, &marked, &nmarked);
+        rc = restore_retired(c, &r);
     if (!rc && type == IOVA_COOKIE_MSI)
         rc = restore_msi(c, &r);
     else if (!rc && needs_domain)
@@ -492,28 +418,10 @@ struct iova_cookie *iova_cookie_restore(const uint64_t *in, uint64_t n,
             rc = IOVA_E_STATE;
     }
     if (rc) {
-        if (nmarked) {
-            iova_mutex_lock(&iovad->tree_lock);
-            for (uint64_t i = 0; i < nmarked; i++)
-                iova_clear_flag(&iovad->tree, marked[i], IOVA_NODE_RETIRED);
-            iova_mutex_unlock(&iovad->tree_lock);
-        }
-        free(marked);
         iova_cookie_destroy(c);
         *err = rc;
         return NULL;
     }
-    free(marked);
     *err = 0;
     return c;
-}
-
-int iova_cookie_fq_rings(struct iova_cookie *c)
-{
-    if (!c)
-        return IOVA_E_CLOSED;
-    pthread_mutex_lock(&c->lock);
-    int n = c->fq ? (int)c->fq->ncpus : 0;
-    pthread_mutex_unlock(&c->lock);
-    return n;
 }

@@ -26,8 +26,5 @@ int64_t iova_cookie_save(struct iova_cookie *c, uint64_t *out, uint64_t cap);
  * domain, IOVA_E_NOMEM if memory ran out; `iovad` is then left as it was. */
 struct iova_cookie *iova_cookie_restore(const uint64_t *in, uint64_t n,
                                         struct iova_domain *iovad, int *err);
-/* How many flush-queue rings a cookie has (0: no flush queue): the words
- * decide it, and a restored cookie's wrapper names the valid CPUs with it. */
-int iova_cookie_fq_rings(struct iova_cookie *c);
 
 #endif

@@ -37,17 +37,17 @@ uint64_t iova_mem_failures(void)
     return __atomic_load_n(&failures, __ATOMIC_RELAXED);
 }
 
-void *iova_malloc(size_t size)
+void *iova_mem_malloc(size_t size)
 {
     return should_fail() ? NULL : malloc(size);
 }
 
-void *iova_calloc(size_t n, size_t size)
+void *iova_mem_calloc(size_t n, size_t size)
 {
     return should_fail() ? NULL : calloc(n, size);
 }
 
-void *iova_realloc(void *p, size_t size)
+void *iova_mem_realloc(void *p, size_t size)
 {
     return should_fail() ? NULL : realloc(p, size);
 }

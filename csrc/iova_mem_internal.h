@@ -7,8 +7,8 @@
 
 #include <stddef.h>
 
-void *iova_malloc(size_t size);
-void *iova_calloc(size_t n, size_t size);
-void *iova_realloc(void *p, size_t size);
+void *iova_mem_malloc(size_t size);
+void *iova_mem_calloc(size_t n, size_t size);
+void *iova_mem_realloc(void *p, size_t size);
 
 #endif

@@ -9,7 +9,8 @@
  *         trim item that, when it runs, frees the newest magazine back to
  *         the tree if the depot holds more magazines than there are CPUs,
  *         and re-arms itself. Time is simulated: the work only runs from
- *         iova_run_pending_work / iova_advance, so runs are reproducible.
+ *         iova_rcache_run_pending_work / iova_rcache_advance, so runs are
+ *         reproducible.
  *   6.1:  6.12's magazines of 127, its pop and its flush-and-retry, but the
  *         depot is a fixed array of 32 magazines: a full loaded magazine
  *         that finds the depot full has its pfns freed to the tree (oldest
@@ -44,15 +45,10 @@
 
 #define CACHED_CLASSES IOVA_RANGE_CACHE_MAX_SIZE
 
-unsigned iova_size_class(uint64_t size)
-{
-    return size <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(size - 1);
-}
-
-struct iova_magazine *iova_mag_alloc(const struct iova_domain *d)
+struct iova_magazine *iova_rcache_mag_alloc(const struct iova_domain *d)
 {
     struct iova_magazine *m =
-        iova_malloc(sizeof(*m) + d->mag_size * (sizeof(m->pfns[0]) + sizeof(m->nodes[0])));
+        iova_mem_malloc(sizeof(*m) + d->mag_size * (sizeof(m->pfns[0]) + sizeof(m->nodes[0])));
     if (m) {
         m->count = 0;
         m->nodes = (uint32_t *)(m->pfns + d->mag_size);
@@ -77,15 +73,15 @@ int iova_rcache_init(struct iova_domain *d)
 {
     d->mag_size = iova_mainline_tree(d) ? 127 : 128;
     d->depot_max = iova_depot_trimmed(d) ? UINT64_MAX : IOVA_DEPOT_MAX_MAGS;
-    d->live_hint = iova_calloc(IOVA_LIVE_HINTS, sizeof(*d->live_hint));
-    d->cpu_rc = iova_calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
+    d->live_hint = iova_mem_calloc(IOVA_LIVE_HINTS, sizeof(*d->live_hint));
+    d->cpu_rc = iova_mem_calloc((size_t)CACHED_CLASSES * d->ncpus, sizeof(*d->cpu_rc));
     if (!d->live_hint || !d->cpu_rc)
         return IOVA_E_NOMEM;
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++)
         iova_mutex_init(&d->cpu_rc[i].lock);
     for (unsigned i = 0; i < CACHED_CLASSES * d->ncpus; i++) {
-        d->cpu_rc[i].loaded = iova_mag_alloc(d);
-        d->cpu_rc[i].prev = iova_mag_alloc(d);
+        d->cpu_rc[i].loaded = iova_rcache_mag_alloc(d);
+        d->cpu_rc[i].prev = iova_rcache_mag_alloc(d);
         if (!d->cpu_rc[i].loaded || !d->cpu_rc[i].prev)
             return IOVA_E_NOMEM;
     }
@@ -155,11 +151,11 @@ static uint64_t mag_pop_410(struct iova_magazine *m, uint64_t limit_pfn, uint32_
 
 /* ---- depot -------------------------------------------------------------- */
 
-int iova_depot_push(struct iova_depot *dp, struct iova_magazine *m)
+int iova_rcache_depot_push(struct iova_depot *dp, struct iova_magazine *m)
 {
     if (dp->len == dp->cap) {
         uint64_t ncap = dp->cap ? dp->cap * 2 : 8;
-        struct iova_magazine **n = iova_realloc(dp->mags, ncap * sizeof(*n));
+        struct iova_magazine **n = iova_mem_realloc(dp->mags, ncap * sizeof(*n));
         if (!n)
             return IOVA_E_NOMEM;
         dp->mags = n;
@@ -184,7 +180,7 @@ static void arm_trim(struct iova_domain *d, struct iova_depot *dp)
 static uint64_t rcache_get(struct iova_domain *d, uint64_t size,
                            uint64_t limit_pfn, unsigned cpu)
 {
-    unsigned k = iova_size_class(size);
+    unsigned k = order_base_2(size);
     if (k >= CACHED_CLASSES)
         return 0;
     struct iova_cpu_rcache *c = cpu_rc(d, k, cpu);
@@ -253,7 +249,7 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
         c->loaded = c->prev;
         c->prev = tmp;
     } else {
-        struct iova_magazine *fresh = iova_mag_alloc(d);
+        struct iova_magazine *fresh = iova_rcache_mag_alloc(d);
         if (!fresh) {
             *inserted = false;
             return NULL;
@@ -261,7 +257,7 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
         iova_mutex_lock(&dp->lock);
         if (dp->len >= d->depot_max) {
             evicted = c->loaded;               /* 6.1, 4.10: depot full */
-        } else if (iova_depot_push(dp, c->loaded) != 0) {
+        } else if (iova_rcache_depot_push(dp, c->loaded) != 0) {
             iova_mutex_unlock(&dp->lock);
             free(fresh);
             *inserted = false;
@@ -279,21 +275,68 @@ static struct iova_magazine *rcache_insert(struct iova_domain *d, unsigned k,
 
 /* ---- public: fast paths ------------------------------------------------- */
 
-static _Thread_local unsigned thread_slot_plus_one;
-static unsigned next_thread_slot;
+/* cpu == -1. A thread's uid, and its last few answers per domain uid, are
+ * thread-local: a hit costs no lock. Uids of both kinds come from counters
+ * that never repeat a value, so a destroyed domain's entry can never answer
+ * for a new domain at the same address. */
+#define SLOT_CACHE 4                       /* a power of two */
+static _Thread_local uint64_t thread_uid;
+static _Thread_local struct {
+    uint64_t domain;
+    unsigned slot;
+} slot_cache[SLOT_CACHE];
 
-int iova_current_cpu(struct iova_domain *d)
+/* The slot of the calling thread on d: the position in which it first
+ * asked d, modulo ncpus. IOVA_E_NOMEM if d cannot remember one more thread
+ * (nothing changed). */
+static int thread_slot(struct iova_domain *d)
 {
-    if (!thread_slot_plus_one)
-        thread_slot_plus_one =
-            __atomic_fetch_add(&next_thread_slot, 1, __ATOMIC_RELAXED) % 0x7fffffff + 1;
-    return d ? (int)((thread_slot_plus_one - 1) % d->ncpus) : 0;
+    unsigned h = (unsigned)d->uid & (SLOT_CACHE - 1);
+    if (slot_cache[h].domain == d->uid)
+        return (int)slot_cache[h].slot;
+    if (!thread_uid)
+        thread_uid = iova_new_uid();
+    iova_mutex_lock(&d->thread_lock);
+    uint32_t i = 0;
+    while (i < d->nthreads && d->thread_uids[i] != thread_uid)
+        i++;
+    int r = 0;
+    if (i == d->nthreads) {
+        if (d->nthreads == d->threads_cap) {
+            uint32_t ncap = d->threads_cap ? 2 * d->threads_cap : 8;
+            uint64_t *n = ncap > d->threads_cap
+                              ? iova_mem_realloc(d->thread_uids, (size_t)ncap * sizeof(*n))
+                              : NULL;
+            if (!n)
+                r = IOVA_E_NOMEM;
+            else {
+                d->thread_uids = n;
+                d->threads_cap = ncap;
+            }
+        }
+        if (!r)
+            d->thread_uids[d->nthreads++] = thread_uid;
+    }
+    iova_mutex_unlock(&d->thread_lock);
+    if (r)
+        return r;
+    slot_cache[h].domain = d->uid;
+    slot_cache[h].slot = i % d->ncpus;
+    return (int)slot_cache[h].slot;
+}
+
+int iova_rcache_current_cpu(struct iova_domain *d)
+{
+    return d ? thread_slot(d) : IOVA_E_CLOSED;
 }
 
 static int resolve_cpu(struct iova_domain *d, int cpu, unsigned *out)
 {
     if (cpu == -1) {
-        *out = (unsigned)iova_current_cpu(d);
+        int slot = thread_slot(d);
+        if (slot < 0)
+            return slot;
+        *out = (unsigned)slot;
         return 0;
     }
     if (cpu < 0 || (unsigned)cpu >= d->ncpus)
@@ -371,8 +414,8 @@ static int64_t alloc_fast_one(struct iova_domain *d, uint64_t size,
     }
 }
 
-int64_t iova_alloc_fast(struct iova_domain *d, uint64_t size,
-                        uint64_t limit_pfn, int flush_rcache, int cpu)
+int64_t iova_rcache_alloc_fast(struct iova_domain *d, uint64_t size,
+                               uint64_t limit_pfn, int flush_rcache, int cpu)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -421,8 +464,8 @@ static int64_t validate_fast_free(struct iova_domain *d, uint64_t pfn,
         return IOVA_E_NOTSTART;
     if (iova_flags(t, i) & IOVA_NODE_CACHED)
         return IOVA_E_CACHED;
-    unsigned want = iova_size_class(t->nodes[i].hi - t->nodes[i].lo + 1);
-    unsigned got = iova_size_class(size);
+    unsigned want = order_base_2(t->nodes[i].hi - t->nodes[i].lo + 1);
+    unsigned got = order_base_2(size);
     if (want > CACHED_CLASSES)
         want = CACHED_CLASSES;
     if (got > CACHED_CLASSES)
@@ -435,7 +478,7 @@ static int64_t validate_fast_free(struct iova_domain *d, uint64_t pfn,
 static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
                          unsigned cpu)
 {
-    unsigned k = iova_size_class(size);
+    unsigned k = order_base_2(size);
     int64_t i;
     struct iova_path p;
     /* pfn 0 is cached like any other, as the kernel does (only a reserve
@@ -481,7 +524,7 @@ static int free_fast_one(struct iova_domain *d, uint64_t pfn, uint64_t size,
     return 0;
 }
 
-int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size, int cpu)
+int iova_rcache_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size, int cpu)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -496,9 +539,9 @@ int iova_free_fast(struct iova_domain *d, uint64_t pfn, uint64_t size, int cpu)
     return free_fast_one(d, pfn, size, c);
 }
 
-int64_t iova_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
-                             uint64_t *out, uint64_t n, uint64_t limit_pfn,
-                             int flush_rcache, int cpu, uint64_t *bad_index)
+int64_t iova_rcache_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
+                                    uint64_t *out, uint64_t n, uint64_t limit_pfn,
+                                    int flush_rcache, int cpu, uint64_t *bad_index)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -528,9 +571,9 @@ int64_t iova_alloc_fast_many(struct iova_domain *d, const uint64_t *sizes,
     return ok;
 }
 
-int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
-                            const uint64_t *sizes, uint64_t n, int cpu,
-                            int *err)
+int64_t iova_rcache_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
+                                   const uint64_t *sizes, uint64_t n, int cpu,
+                                   int *err)
 {
     *err = 0;
     if (!d) {
@@ -556,7 +599,7 @@ int64_t iova_free_fast_many(struct iova_domain *d, const uint64_t *pfns,
 
 /* ---- public: flushes and trim work -------------------------------------- */
 
-int iova_flush_cpu(struct iova_domain *d, int cpu)
+int iova_rcache_flush_cpu(struct iova_domain *d, int cpu)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -566,7 +609,7 @@ int iova_flush_cpu(struct iova_domain *d, int cpu)
     return d->closed ? IOVA_E_CLOSED : 0;
 }
 
-int iova_flush_depot(struct iova_domain *d)
+int iova_rcache_flush_depot(struct iova_domain *d)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -574,7 +617,7 @@ int iova_flush_depot(struct iova_domain *d)
     return d->closed ? IOVA_E_CLOSED : 0;
 }
 
-int iova_flush_rcaches(struct iova_domain *d)
+int iova_rcache_flush_all(struct iova_domain *d)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -601,7 +644,7 @@ static void run_trim(struct iova_domain *d, unsigned k)
     iova_mutex_unlock(&dp->lock);
 }
 
-int64_t iova_run_pending_work(struct iova_domain *d)
+int64_t iova_rcache_run_pending_work(struct iova_domain *d)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -624,7 +667,7 @@ int64_t iova_run_pending_work(struct iova_domain *d)
     return ran;
 }
 
-int iova_trim_due(struct iova_domain *d, uint64_t *due_ms)
+int iova_rcache_trim_due(struct iova_domain *d, uint64_t *due_ms)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -633,7 +676,8 @@ int iova_trim_due(struct iova_domain *d, uint64_t *due_ms)
     for (unsigned k = 0; n >= 0 && k < CACHED_CLASSES; k++) {
         iova_mutex_lock(&d->depot[k].lock);
         bool pending = d->depot[k].work_pending;
-        due_ms[k] = pending ? d->depot[k].work_due_ms : UINT64_MAX;
+        if (due_ms)
+            due_ms[k] = pending ? d->depot[k].work_due_ms : UINT64_MAX;
         iova_mutex_unlock(&d->depot[k].lock);
         n += pending;
     }
@@ -641,7 +685,7 @@ int iova_trim_due(struct iova_domain *d, uint64_t *due_ms)
     return n;
 }
 
-int iova_run_trim(struct iova_domain *d, unsigned k)
+int iova_rcache_run_trim(struct iova_domain *d, unsigned k)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -662,7 +706,7 @@ int iova_run_trim(struct iova_domain *d, unsigned k)
     return r;
 }
 
-int iova_set_clock(struct iova_domain *d, uint64_t ms)
+int iova_rcache_set_clock(struct iova_domain *d, uint64_t ms)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -674,7 +718,7 @@ int iova_set_clock(struct iova_domain *d, uint64_t ms)
     return r;
 }
 
-int64_t iova_advance(struct iova_domain *d, uint64_t ms)
+int64_t iova_rcache_advance(struct iova_domain *d, uint64_t ms)
 {
     if (!d)
         return IOVA_E_CLOSED;
@@ -860,7 +904,7 @@ int iova_rcache_check(struct iova_domain *d, char *msg, size_t msg_len)
         struct verify_ctx v = { .d = d };
         struct collect_ctx count = { NULL, 0, 0 };
         for_each_cached(d, collect, &count);
-        v.seen = iova_malloc((count.n ? count.n : 1) * sizeof(uint64_t));
+        v.seen = iova_mem_malloc((count.n ? count.n : 1) * sizeof(uint64_t));
         if (!v.seen)
             return IOVA_E_NOMEM;
         for_each_cached(d, verify, &v);

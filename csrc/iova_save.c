@@ -103,7 +103,7 @@ static bool get_mag(struct words_reader *r, const struct iova_domain *d, unsigne
         uint32_t x = r->bad ? IOVA_NIL : iova_tree_find((struct iova_tree *)t, pfn);
         if (x == IOVA_NIL || x == d->anchor || t->nodes[x].lo != pfn ||
             !(iova_flags(t, x) & IOVA_NODE_CACHED) ||
-            iova_size_class(t->nodes[x].hi - t->nodes[x].lo + 1) != k)
+            order_base_2(t->nodes[x].hi - t->nodes[x].lo + 1) != k)
             return false;
         m->pfns[i] = pfn;
         m->nodes[i] = x;
@@ -162,14 +162,14 @@ static int restore_into(struct iova_domain *d, struct words_reader *r,
         if (r->bad || len > d->depot_max || len > (r->n - r->pos))
             return IOVA_E_STATE;
         for (uint64_t j = 0; j < len; j++) {
-            struct iova_magazine *m = iova_mag_alloc(d);
+            struct iova_magazine *m = iova_rcache_mag_alloc(d);
             if (!m)
                 return IOVA_E_NOMEM;
             if (!get_mag(r, d, k, m) || m->count != d->mag_size) {
                 free(m);
                 return IOVA_E_STATE;
             }
-            if (iova_depot_push(dp, m) != 0) {
+            if (iova_rcache_depot_push(dp, m) != 0) {
                 free(m);
                 return IOVA_E_NOMEM;
             }

@@ -1,13 +1,15 @@
 /*
- * iova_tree.c - the ordered set of ranges behind an IOVA domain.
+ * iova_tree.c - the ordered set of ranges behind an IOVA domain (and behind
+ * the wraparound allocator): it knows nothing of either.
  *
  * An AVL tree of disjoint [lo, hi] ranges keyed by lo, whose nodes live in a
  * pool addressed by 26-bit indices (so a node is 48 bytes and a whole domain
  * can be copied or saved without pointer fix-ups). The kernel's results never
  * depend on the tree's shape (only on the ordered set and on which node
- * objects the cache pointers name), so any balanced tree serves; AVL keeps
- * insert and erase short and recursive, which makes maintaining the
- * augmented fields on the way back up straightforward.
+ * objects the cache pointers name), so any balanced tree serves. AVL keeps
+ * insert and erase short: each is one descent that records its path, then
+ * one iterative walk back up that path rebalancing and refreshing the
+ * augmented fields (fix_path) - no recursion, and no parent links.
  *
  * Invariants (iova_tree_check verifies each from scratch):
  *   T1  in-order, ranges are sorted and disjoint: prev.hi < lo <= hi;
@@ -20,7 +22,7 @@
  *   T5  count and pfns match the nodes in the tree, and every pool slot is
  *       either in the tree or on the free list (flagged FREE).
  *
- * The searches (iova_tree_search_*) are described in iova_internal.h: the
+ * The searches (iova_tree_search_*) are described in iova_tree.h: the
  * linear one walks gaps downward one node at a time as the kernel does; the
  * augmented one prunes whole subtrees whose best gap is too small, so it
  * costs O(log n) however fragmented the space is.
@@ -31,7 +33,7 @@
 #include <string.h>
 
 #include "iova_mem_internal.h"
-#include "iova_internal.h"
+#include "iova_tree.h"
 
 #define HEIGHT_SHIFT IOVA_IDX_BITS
 #define MAX_DEPTH IOVA_PATH_MAX
@@ -59,12 +61,12 @@ static int pool_grow(struct iova_tree *t)
         ncap = IOVA_MAX_NODES;
     if (ncap <= t->cap)
         return IOVA_E_TOOMANY;
-    struct iova_node *n = iova_realloc(t->nodes, ncap * sizeof(*n));
+    struct iova_node *n = iova_mem_realloc(t->nodes, ncap * sizeof(*n));
     if (!n)
         return IOVA_E_NOMEM;
     t->nodes = n;
     if (t->cap == 0) {
-        /* slot 0: the sentinel (iova_internal.h) - height 0, no gaps */
+        /* slot 0: the sentinel (iova_tree.h) - height 0, no gaps */
         memset(&n[IOVA_NIL], 0, sizeof(*n));
         n[IOVA_NIL].right_f = IOVA_NODE_FREE << IOVA_IDX_BITS;
         t->top = 1;
@@ -143,11 +145,6 @@ static inline uint64_t gap_fit(uint64_t gap_lo, uint64_t end)
             best = end - p < (2ull << k) ? end - p : (2ull << k);
     }
     return best;
-}
-
-uint64_t iova_gap_fit(uint64_t gap_lo, uint64_t end)
-{
-    return gap_fit(gap_lo, end);
 }
 
 static inline uint64_t own_len(const struct iova_node *n)

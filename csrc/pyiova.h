@@ -13,14 +13,15 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "iova_errors.h"
 #include "iova.h"
 #include "iova_cookie.h"
 #include "iova_cookie_save.h"
 #include "iova_mem.h"
 #include "io_pgtable.h"
 #include "iotlb.h"
-#include "sim_random.h"
+#include "sim_mt.h"
 #include "sim_engine.h"
-#include "sim_workloads.h"
+#include "sim_gen.h"
 
 #endif

@@ -18,7 +18,7 @@ static inline bool sim_array_room(void **items, uint64_t count, uint64_t *cap, s
     if (count < *cap)
         return true;
     uint64_t n = *cap ? 2 * *cap : first;
-    void *grown = iova_realloc(*items, n * size);
+    void *grown = iova_mem_realloc(*items, n * size);
     if (!grown)
         return false;
     *items = grown;

@@ -9,7 +9,6 @@
  * is the reference, and the differential tests compare every counter, the
  * timeline and the final live set of both engines.
  */
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +19,8 @@
 #include "iova_mem_internal.h"
 #include "sim_array.h"
 #include "sim_engine.h"
-#include "sim_random_internal.h"
-#include "sim_workloads_internal.h"
+#include "sim_mt_internal.h"
+#include "sim_gen_internal.h"
 
 #define U32_MAX 0xffffffffull
 #define DIR_BIDIRECTIONAL 0
@@ -86,15 +85,15 @@ static struct entry *find(struct sim_engine *e, uint64_t handle)
     }
 }
 
-/* Room for one more mapping; SIM_E_NOMEM leaves the table as it was. */
+/* Room for one more mapping; IOVA_E_NOMEM leaves the table as it was. */
 static int reserve_slot(struct sim_engine *e)
 {
     if (2 * (e->count + 1) <= e->mask + 1)
         return 0;
     uint64_t n = 2 * (e->mask + 1);
-    struct entry *grown = iova_calloc(n, sizeof(*grown));
+    struct entry *grown = iova_mem_calloc(n, sizeof(*grown));
     if (!grown)
-        return SIM_E_NOMEM;
+        return IOVA_E_NOMEM;
     struct entry *old = e->slots;
     uint64_t old_n = e->mask + 1;
     e->slots = grown;
@@ -164,9 +163,9 @@ static int phys_free(struct sim_engine *e, uint64_t paddr, uint64_t size)
     uint64_t pages = size / page + (size % page != 0);
     struct spare_class *c = spare_class(e, pages, true);
     if (!c)
-        return SIM_E_NOMEM;
+        return IOVA_E_NOMEM;
     if (!sim_array_room((void **)&c->paddr, c->count, &c->cap, sizeof(*c->paddr), 8))
-        return SIM_E_NOMEM;
+        return IOVA_E_NOMEM;
     c->paddr[c->count++] = paddr;
     return 0;
 }
@@ -234,7 +233,7 @@ static enum step map_failed(struct sim_engine *e)
         if (!sim_array_room((void **)&e->failure_ops, e->nfailure_ops, &e->failure_ops_cap,
                             sizeof(*e->failure_ops), 64)) {
             st->failures--;
-            return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
+            return raise_at(e, SIM_AT_NOMEM, IOVA_E_NOMEM, 0, 0, 0, 0);
         }
         e->failure_ops[e->nfailure_ops++] = st->pos;
     }
@@ -517,7 +516,7 @@ static enum step op_access(struct sim_engine *e, const struct sim_op *op)
     e->st.op_count++;
     int rc = iotlb_access(e->cfg.iotlb, e->cfg.pgtable, a, op->write, e->st.op_count,
                           e->cfg.dev_id, &res);
-    if (rc == -EFAULT || rc == -EACCES)
+    if (rc == IOVA_E_FAULT || rc == IOVA_E_PERM)
         e->st.faults++;
     else if (rc)
         return raise_at(e, SIM_AT_ACCESS, rc, a, op->write, 0, 0);
@@ -531,7 +530,7 @@ static enum step op_map_page(struct sim_engine *e, const struct sim_op *op)
         !aligned_length(e, off, op->size, &length))
         return STEP_FALLBACK;
     if (reserve_slot(e))
-        return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
+        return raise_at(e, SIM_AT_NOMEM, IOVA_E_NOMEM, 0, 0, 0, 0);
     if (alloc_iova(e, length, e->cfg.stream_limit, op->cpu, &iova) != STEP_OK)
         return STEP_FALLBACK;
     if (!iova)
@@ -588,10 +587,10 @@ static enum step op_map_sg(struct sim_engine *e, const struct sim_op *op)
             __builtin_add_overflow(total, len, &total))
             return STEP_FALLBACK;
     }
-    uint64_t *segs = iova_malloc(2 * n * sizeof(uint64_t));
+    uint64_t *segs = iova_mem_malloc(2 * n * sizeof(uint64_t));
     if (!segs || reserve_slot(e)) {
         free(segs);
-        return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
+        return raise_at(e, SIM_AT_NOMEM, IOVA_E_NOMEM, 0, 0, 0, 0);
     }
     if (alloc_iova(e, total, e->cfg.stream_limit, op->cpu, &iova) != STEP_OK) {
         free(segs);
@@ -653,7 +652,7 @@ static enum step op_alloc_coherent(struct sim_engine *e, const struct sim_op *op
         !aligned_length(e, 0, op->size, &size))
         return STEP_FALLBACK;
     if (reserve_slot(e))
-        return raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
+        return raise_at(e, SIM_AT_NOMEM, IOVA_E_NOMEM, 0, 0, 0, 0);
     uint64_t paddr;
     if (!phys_alloc(e, size, &paddr, &spare))
         return map_failed(e);
@@ -693,7 +692,7 @@ static enum step op_free_coherent(struct sim_engine *e, const struct sim_op *op)
         return STEP_FALLBACK;
     enum step step = unmap_range(e, s->m.iova, s->m.length, op->cpu, e->cfg.lazy);
     if (step == STEP_OK && phys_free(e, s->m.paddr, s->m.length))
-        step = raise_at(e, SIM_AT_NOMEM, SIM_E_NOMEM, 0, 0, 0, 0);
+        step = raise_at(e, SIM_AT_NOMEM, IOVA_E_NOMEM, 0, 0, 0, 0);
     return unmapped(e, s, step);
 }
 
@@ -714,7 +713,7 @@ static enum step op_advance(struct sim_engine *e, const struct sim_op *op)
         }
     }
     if (e->cfg.iovad) {
-        int64_t r = iova_advance(e->cfg.iovad, op->arg);
+        int64_t r = iova_rcache_advance(e->cfg.iovad, op->arg);
         if (r < 0)
             return raise_at(e, SIM_AT_ADVANCE, r, op->arg, 0, 0, 0);
     }
@@ -776,7 +775,7 @@ static int run_records(struct sim_engine *e, const struct sim_op *ops, uint64_t 
         }
         uint64_t k = op_records(&ops[i], n - i);
         if (!k)
-            return SIM_E_INVAL;
+            return IOVA_E_ARG;
         enum step s = step_op(e, &ops[i]);
         if (s == STEP_FALLBACK || s == STEP_RAISE) {
             run->status = s == STEP_FALLBACK ? SIM_FALLBACK : SIM_RAISE;
@@ -805,7 +804,7 @@ int sim_engine_run(struct sim_engine *e, const struct sim_op *ops, uint64_t n,
                    uint64_t max_ops, struct sim_run *run)
 {
     if (!e || !run || (n && !ops))
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     start_run(run);
     if (e->st.stopped) {
         run->status = SIM_STOPPED;
@@ -818,7 +817,7 @@ int sim_engine_run_gen(struct sim_engine *e, struct sim_gen *g, uint64_t max_ops
                        struct sim_run *run)
 {
     if (!e || !g || !run)
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     start_run(run);
     if (e->st.stopped) {
         run->status = SIM_STOPPED;
@@ -847,16 +846,16 @@ struct sim_engine *sim_engine_new(const struct sim_config *cfg, const struct sim
     int dummy;
     if (!err)
         err = &dummy;
-    *err = SIM_E_INVAL;
+    *err = IOVA_E_ARG;
     if (!cfg || !st || !cfg->cookie || !cfg->pgtable || !cfg->iotlb || cfg->shift < 1 ||
         cfg->shift > 63 || cfg->phys_page == 0 || cfg->max_failures == 0 || cfg->ncpus == 0 ||
         sim_mt_valid(&st->rng) || cfg->invalidation < SIM_INVAL_RANGE ||
         cfg->invalidation > SIM_INVAL_CONTEXT)
         return NULL;
-    struct sim_engine *e = iova_calloc(1, sizeof(*e));
-    if (!e || !(e->slots = iova_calloc(16, sizeof(*e->slots)))) {
+    struct sim_engine *e = iova_mem_calloc(1, sizeof(*e));
+    if (!e || !(e->slots = iova_mem_calloc(16, sizeof(*e->slots)))) {
         free(e);
-        *err = SIM_E_NOMEM;
+        *err = IOVA_E_NOMEM;
         return NULL;
     }
     e->mask = 15;
@@ -888,17 +887,17 @@ int sim_engine_add_mapping(struct sim_engine *e, const struct sim_mapping *m,
         find(e, m->handle) ||
         (m->kind == SIM_KIND_SG && (!m->nsegs || !segs)) || m->dir >= DIR_NONE ||
         m->nsegs > (UINT64_MAX >> 4))
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     uint64_t *copy = NULL;
     if (m->kind == SIM_KIND_SG) {
-        copy = iova_malloc(2 * m->nsegs * sizeof(uint64_t));
+        copy = iova_mem_malloc(2 * m->nsegs * sizeof(uint64_t));
         if (!copy)
-            return SIM_E_NOMEM;
+            return IOVA_E_NOMEM;
         memcpy(copy, segs, 2 * m->nsegs * sizeof(uint64_t));
     }
     if (reserve_slot(e)) {
         free(copy);
-        return SIM_E_NOMEM;
+        return IOVA_E_NOMEM;
     }
     struct sim_mapping mm = *m;
     if (mm.kind != SIM_KIND_SG)
@@ -910,14 +909,14 @@ int sim_engine_add_mapping(struct sim_engine *e, const struct sim_mapping *m,
 int sim_engine_push_spare(struct sim_engine *e, uint64_t pages, uint64_t paddr)
 {
     if (!e || !pages || pages > UINT64_MAX / e->cfg.phys_page)
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     return phys_free(e, paddr, pages * e->cfg.phys_page);
 }
 
 int sim_engine_get_state(struct sim_engine *e, struct sim_state *st)
 {
     if (!e || !st)
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     *st = e->st;
     return 0;
 }
@@ -925,7 +924,7 @@ int sim_engine_get_state(struct sim_engine *e, struct sim_state *st)
 int64_t sim_engine_mappings(struct sim_engine *e, struct sim_mapping *out, uint64_t cap)
 {
     if (!e || (cap && !out))
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     uint64_t k = 0;
     for (uint64_t i = 0; i <= e->mask; i++) {
         if (!e->slots[i].m.kind)
@@ -940,10 +939,10 @@ int64_t sim_engine_mappings(struct sim_engine *e, struct sim_mapping *out, uint6
 int64_t sim_engine_segments(struct sim_engine *e, uint64_t handle, uint64_t *out, uint64_t cap)
 {
     if (!e || (cap && !out))
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     struct entry *s = find(e, handle);
     if (!s || s->m.kind != SIM_KIND_SG)
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     uint64_t words = 2 * s->m.nsegs;
     memcpy(out, s->segs, (words < cap ? words : cap) * sizeof(uint64_t));
     return (int64_t)words;
@@ -952,7 +951,7 @@ int64_t sim_engine_segments(struct sim_engine *e, uint64_t handle, uint64_t *out
 int64_t sim_engine_spares(struct sim_engine *e, uint64_t *out, uint64_t cap)
 {
     if (!e || (cap && !out))
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     uint64_t k = 0;
     for (uint64_t i = 0; i < e->nspares; i++)
         for (uint64_t j = 0; j < e->spares[i].count; j++, k++)
@@ -966,7 +965,7 @@ int64_t sim_engine_spares(struct sim_engine *e, uint64_t *out, uint64_t cap)
 int64_t sim_engine_take_failure_ops(struct sim_engine *e, uint64_t *out, uint64_t cap)
 {
     if (!e || (cap && !out))
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     uint64_t n = e->nfailure_ops < cap ? e->nfailure_ops : cap;
     if (!n)
         return 0;
@@ -979,7 +978,7 @@ int64_t sim_engine_take_failure_ops(struct sim_engine *e, uint64_t *out, uint64_
 int sim_engine_check(struct sim_engine *e, char *msg, size_t msg_len)
 {
     if (!e)
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     const char *why = NULL;
     uint64_t count = 0, live = 0, orphans = 0;
     for (uint64_t i = 0; !why && i <= e->mask; i++) {
@@ -1013,7 +1012,7 @@ int sim_engine_check(struct sim_engine *e, char *msg, size_t msg_len)
     if (why) {
         if (msg && msg_len)
             snprintf(msg, msg_len, "sim engine: %s", why);
-        return SIM_E_INVAL;
+        return IOVA_E_CORRUPT;
     }
     if (msg && msg_len)
         msg[0] = 0;

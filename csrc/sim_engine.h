@@ -7,7 +7,7 @@
  *
  * Operations arrive as fixed-width records (struct sim_op, 32 bytes, the
  * layout below) in chunks, so any producer can feed the engine: the
- * built-in workloads' generators (sim_workloads.h), a Python generator whose
+ * built-in workloads' generators (sim_gen.h), a Python generator whose
  * tuples are packed into records, a trace. A chunk holds whole operations:
  * a MAP_SG record is followed by its SEGMENT records.
  *
@@ -48,7 +48,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#include "sim_random.h"
+#include "iova_errors.h"
+#include "sim_mt.h"
 #include "io_pgtable.h"
 #include "iotlb.h"
 
@@ -104,10 +105,6 @@ struct sim_op {
 
 /* No first failure yet. */
 #define SIM_NONE 0xffffffffffffffff
-
-/* Error codes of the calls themselves (a bad chunk, a bad configuration). */
-#define SIM_E_INVAL -22
-#define SIM_E_NOMEM -12
 
 struct iova_cookie;
 struct iova_domain;
@@ -183,7 +180,7 @@ struct sim_run {
     uint64_t ops;                /* operations done by the call */
     uint64_t records;            /* records consumed */
     int where;                   /* SIM_RAISE: SIM_AT_* */
-    int64_t code;                /* the failed call's return code */
+    int64_t code;                /* the failed call's IOVA_E_* code */
     uint64_t a0;                 /* its arguments (see sim_engine.c, raise_at) */
     uint64_t a1;
     uint64_t a2;
@@ -207,7 +204,8 @@ struct sim_mapping {
     uint64_t nsegs;              /* sg: its segments (sim_engine_segments) */
 };
 
-/* A new engine; NULL with *err = SIM_E_INVAL or SIM_E_NOMEM. */
+/* A new engine; NULL with *err = IOVA_E_ARG (a configuration it cannot
+ * run) or IOVA_E_NOMEM. */
 struct sim_engine *sim_engine_new(const struct sim_config *cfg, const struct sim_state *st,
                                   int *err);
 void sim_engine_destroy(struct sim_engine *e);
@@ -219,10 +217,10 @@ int sim_engine_add_mapping(struct sim_engine *e, const struct sim_mapping *m,
 int sim_engine_push_spare(struct sim_engine *e, uint64_t pages, uint64_t paddr);
 
 /* Runs the records ops[0..n) until max_ops operations are done or the
- * records end; *run says what happened. SIM_E_INVAL for a malformed chunk. */
+ * records end; *run says what happened. IOVA_E_ARG for a malformed chunk. */
 int sim_engine_run(struct sim_engine *e, const struct sim_op *ops, uint64_t n,
                    uint64_t max_ops, struct sim_run *run);
-/* The same with a generator as the producer (sim_workloads.h). */
+/* The same with a generator as the producer (sim_gen.h). */
 int sim_engine_run_gen(struct sim_engine *e, struct sim_gen *g, uint64_t max_ops,
                        struct sim_run *run);
 
@@ -239,7 +237,7 @@ int64_t sim_engine_spares(struct sim_engine *e, uint64_t *out, uint64_t cap);
  * returns how many were copied, and forgets them. */
 int64_t sim_engine_take_failure_ops(struct sim_engine *e, uint64_t *out, uint64_t cap);
 
-/* Validator: 0, or SIM_E_INVAL with a description in msg. */
+/* Validator: 0, or IOVA_E_CORRUPT with a description in msg. */
 int sim_engine_check(struct sim_engine *e, char *msg, size_t msg_len);
 
 #endif

@@ -6,8 +6,8 @@
     '0xfffff'
 """
 from .errors import (DmaApiError, DmaMappingError, IovaClosed, IovaCorrupted,  # noqa: F401
-                     IovaCpuError, IovaError, IovaExhausted, IovaInvalidFree, IovaNotFound,
-                     IovaTypeError, IovaValueError)
+                     IovaCpuError, IovaError, IovaExhausted, IovaInvalidFree, IovaNoMemory,
+                     IovaNotFound, IovaTypeError, IovaValueError)
 from .iova import IOVA_ANCHOR, IovaDomain  # noqa: F401
 from .allocators import AllocatorType, PfnAllocator  # noqa: F401
 from .iommu import (DomainAttr, DomainCounters, DomainGeometry, DomainType,  # noqa: F401

@@ -115,8 +115,10 @@ def granule_ok(value):
 
 
 def granule_error(value):
-    """The IovaValueError for a granule granule_ok() refuses."""
-    return errors.IovaValueError("granule %r is not a power of two in 2..65536" % (value,))
+    """The IovaValueError for a granule granule_ok() refuses (the core's
+    IOVA_E_GRANULE)."""
+    from .error_codes import error
+    return error(lib.IOVA_E_GRANULE, granule=value)
 
 
 def as_granule(value):

@@ -11,6 +11,7 @@ failed; EV_QUEUED - a free went into the flush queue.
 import enum
 
 from . import errors
+from .error_codes import error as _code_error
 from ._pyiova import ffi, lib
 from ._args import as_cpu as _as_cpu
 from ._args import as_granule as _as_granule
@@ -108,10 +109,9 @@ class PfnAllocator:
         c = lib.iova_cookie_new(_C_TYPES[self.type], iovad._d if iovad is not None else ffi.NULL,
                                 granule, start_pfn, end_pfn, err)
         if c == ffi.NULL:
-            if err[0] == lib.IOVA_E_NOMEM:
-                raise MemoryError("cannot allocate an IOVA allocator")
-            raise errors.IovaValueError("bad allocator space: granule %r, pfns %r..%r"
-                                        % (granule, start_pfn, end_pfn))
+            raise _code_error(err[0], "space", where="creating a %s allocator" % self.type,
+                              granule=granule, start_pfn=start_pfn, end_pfn=end_pfn,
+                              type=self.type)
         self._c = ffi.gc(c, lib.iova_cookie_destroy)
 
     def _cpu(self, cpu):
@@ -119,39 +119,27 @@ class PfnAllocator:
         a slot number (the core checks it against its slots)."""
         return _as_cpu(cpu, self.iovad.ncpus if self.iovad is not None else None)
 
-    def _error(self, code, **named):
-        if code == lib.IOVA_E_NOMEM:
-            return MemoryError("out of memory in the %s allocator" % self.type)
-        if code == lib.IOVA_E_NOT_LIVE:
-            return errors.IovaInvalidFree("the range at pfn %#x is not handed out"
-                                          % named.get("pfn", 0))
-        if code == lib.IOVA_E_COOKIE:
-            return errors.IovaValueError("a %s allocator cannot do that" % self.type)
-        if code == lib.IOVA_E_SIZE and "pfn" in named:
-            return errors.IovaInvalidFree("%d pages is not the size of the range at pfn %#x"
-                                          % (named["pages"], named["pfn"]))
-        if code == lib.IOVA_E_QUEUED:
-            return errors.IovaInvalidFree("the range at pfn %#x is already freed: it waits in "
-                                          "the flush queue" % named.get("pfn", 0))
-        if code == lib.IOVA_E_FQ_LOST:
-            return errors.IovaInvalidFree(
-                "a range waiting in the flush queue could no longer be freed when its flush "
-                "came (it was freed behind the queue's back); it was dropped from the queue")
+    # Where the allocator keeps a space of its own (WRAPAROUND, MSI), its
+    # messages say "handed out" and "the allocator's space" where a domain's
+    # say "allocated" and "start_pfn".
+    _OWN_SPACE_VARIANTS = {lib.IOVA_E_NOTFOUND: "start", lib.IOVA_E_LIMIT: "space"}
+
+    def _error(self, code, variant="", **named):
+        """The exception for the C core's code (pyiova.error_codes), naming
+        the values of the call (pfn, pages, limit_pfn, cpu, lo, hi) and the
+        allocator's limits, or its domain's. variant "ring": a cpu names a
+        flush queue ring."""
+        named.setdefault("size", named.get("pages"))
+        named.setdefault("where", "in the %s allocator" % self.type)
+        if variant == "ring" and self._fq_rings:
+            named["max_cpu"] = self._fq_rings - 1
         if self.iovad is not None:
-            return self.iovad._error(code, size=named.get("pages"), pfn=named.get("pfn"),
-                                     limit_pfn=named.get("limit_pfn"), cpu=named.get("cpu"))
-        if code == lib.IOVA_E_NOSPC:
-            return errors.IovaExhausted("no free range of %d pages at or below pfn %#x"
-                                        % (named["pages"], named["limit_pfn"]))
-        if code == lib.IOVA_E_NOTFOUND or code == lib.IOVA_E_NOTSTART:
-            return errors.IovaNotFound("no range handed out starts at pfn %#x"
-                                       % named.get("pfn", 0))
-        if code == lib.IOVA_E_SIZE:
-            return errors.IovaValueError("size %r pages is not allowed" % named.get("pages"))
-        if code == lib.IOVA_E_LIMIT:
-            return errors.IovaValueError("limit_pfn %#x is below the allocator's space"
-                                         % named["limit_pfn"])
-        return errors.IovaError("unexpected error code %d" % code)
+            return self.iovad._error(code, variant, type=self.type, **named)
+        stats = ffi.new("struct iova_cookie_stats *")
+        lib.iova_cookie_get_stats(self._c, stats)
+        return _code_error(code, self._OWN_SPACE_VARIANTS.get(code, variant), **{
+            "what": "the allocator", "type": self.type, "max_size": (1 << 62) - 1,
+            "start_pfn": stats.start_pfn, "max_pfn": stats.end_pfn, "max_cpu": 0, **named})
 
     def alloc(self, pages, limit_pfn, *, try_32bit=False, cpu=None):
         """(pfn, events): `pages` pfns at or below limit_pfn. Raises
@@ -197,13 +185,8 @@ class PfnAllocator:
             r = lib.iova_cookie_reserve(self._c, lo, hi)
         except (TypeError, OverflowError):
             raise _bad_argument(lo=lo, hi=hi) from None
-        if r == lib.IOVA_E_RANGE:
-            raise errors.IovaValueError("reserve: lo %#x is above hi %#x" % (lo, hi))
-        if r == lib.IOVA_E_NOT_LIVE:
-            raise errors.IovaValueError("reserve: [%#x, %#x] overlaps ranges already held"
-                                        % (lo, hi))
         if r:
-            raise self._error(r)
+            raise self._error(r, lo=lo, hi=hi)
 
     def bypass_rcache(self):
         """IOVA type: allocate and free through the tree alone (the
@@ -220,24 +203,14 @@ class PfnAllocator:
         a timer of timeout_ms."""
         ncpus, size = _as_u64("ncpus", ncpus), _as_u64("size", size)
         timeout_ms = _as_u64("timeout_ms", timeout_ms)
-        if ncpus > _UINT_MAX:
-            ncpus_slots = self.iovad.ncpus if self.iovad is not None else 0
-            raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
-                                      % (ncpus, ncpus_slots))
-        if size > _UINT_MAX:
-            raise errors.IovaValueError("flush queue size %r is not in 2..%d" % (size, 1 << 20))
-        r = lib.iova_cookie_fq_init(self._c, ncpus, size, timeout_ms)
-        if r == lib.IOVA_E_RANGE:
-            # not routed through IovaDomain._error: its IOVA_E_RANGE is reserve's
-            if ncpus == 0:
-                raise errors.IovaValueError("flush queue ncpus %r: at least one ring is needed"
-                                            % (ncpus,))
-            raise errors.IovaValueError("flush queue size %r is not in 2..%d" % (size, 1 << 20))
-        if r == lib.IOVA_E_CPU:
-            raise errors.IovaCpuError("flush queue ncpus %r: the domain has %d CPU slots"
-                                      % (ncpus, self.iovad.ncpus))
+        # counts beyond C's unsigned int are refused as the core refuses them
+        r = (lib.IOVA_E_CPU if ncpus > _UINT_MAX else lib.IOVA_E_GEOMETRY if size > _UINT_MAX
+             else lib.iova_cookie_fq_init(self._c, ncpus, size, timeout_ms))
         if r:
-            raise self._error(r)
+            raise self._error(r, "rings", ncpus=ncpus, size=size,
+                              slots=self.iovad.ncpus if self.iovad is not None else 0,
+                              what="flush queue: ncpus %r, size %r" % (ncpus, size),
+                              rules="at least one ring, of 2..%d slots" % (1 << 20))
         self._fq_rings = ncpus
 
     def free_lazy(self, pfn, pages, now_ms, *, cpu=None):
@@ -253,14 +226,8 @@ class PfnAllocator:
         return ev[0]
 
     def _free_lazy_error(self, code, pfn, pages, cpu):
-        """The exception for free_lazy's C code `code`."""
-        if code == lib.IOVA_E_CPU and self._fq_rings:
-            return self._ring_error(cpu)
-        return self._error(code, pfn=pfn, pages=pages, cpu=cpu)
-
-    def _ring_error(self, cpu):
-        return errors.IovaCpuError("cpu %r is not in 0..%d, the flush queue's rings"
-                                   % (cpu, self._fq_rings - 1))
+        """The exception for free_lazy's C code `code` (a cpu names a ring)."""
+        return self._error(code, "ring", pfn=pfn, pages=pages, cpu=cpu)
 
     def fq_flushed(self, all_rings=False, cpu=0):
         """Counts a full IOTLB flush; with all_rings (the timer) retires every
@@ -276,10 +243,8 @@ class PfnAllocator:
             raise self._fq_flushed_error(r, cpu)
 
     def _fq_flushed_error(self, code, cpu):
-        """The exception for fq_flushed's C code `code`."""
-        if code == lib.IOVA_E_CPU and self._fq_rings:
-            return self._ring_error(cpu)
-        return self._error(code, cpu=cpu)
+        """The exception for fq_flushed's C code `code` (a cpu names a ring)."""
+        return self._error(code, "ring", cpu=cpu)
 
     @property
     def fq_due(self):
@@ -310,10 +275,8 @@ class PfnAllocator:
     def check(self):
         msg = ffi.new("char[]", 256)
         r = lib.iova_cookie_check(self._c, msg, 256)
-        if r == lib.IOVA_E_CORRUPT:
-            raise errors.IovaCorrupted(ffi.string(msg).decode())
         if r:
-            raise self._error(r)
+            raise self._error(r, report=ffi.string(msg).decode())
 
     # -- saving (checkpoints) -------------------------------------------------
     def save(self):
@@ -338,16 +301,13 @@ class PfnAllocator:
                     from None
         if iovad is not None and not isinstance(iovad, IovaDomain):
             raise errors.IovaTypeError("a saved allocator's iovad must be an IovaDomain")
-        what = atype if atype is not None else "allocator's"
+        what = "%s allocator" % atype if atype is not None else "allocator"
         err = ffi.new("int *")
         with loaded_words(data, "allocator") as (words, n):
             c = lib.iova_cookie_restore(words, n, iovad._d if iovad is not None else ffi.NULL,
                                         err)
         if c == ffi.NULL:
-            if err[0] == lib.IOVA_E_NOMEM:
-                raise MemoryError("out of memory restoring a %s allocator" % what)
-            raise errors.IovaValueError("the saved %s allocator is corrupt or inconsistent, or "
-                                        "does not fit its IOVA domain" % what)
+            raise _code_error(err[0], "lent", what=what, where="restoring a %s" % what)
         c = ffi.gc(c, lib.iova_cookie_destroy)
         st = ffi.new("struct iova_cookie_stats *")
         lib.iova_cookie_get_stats(c, st)
@@ -376,9 +336,7 @@ _TYPES = {c: t for t, c in _C_TYPES.items()}
 
 
 def _save_error(code):
-    if code == lib.IOVA_E_CLOSED:
-        return errors.IovaClosed("the allocator's IOVA domain is closed")
-    return errors.IovaError("saving the allocator failed with code %d" % code)
+    return _code_error(code, what="the allocator's IOVA domain", where="saving an allocator")
 
 
 def _restore(type_name, iovad, data):

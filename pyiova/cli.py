@@ -499,6 +499,8 @@ def _add_replay(sub):
                "  pyiova replay trace.txt.gz --check          does the model fit this kernel?\n"
                "  pyiova replay trace.txt.gz --policy wraparound,reset-when-empty\n"
                "  pyiova replay trace.txt.gz --policy iova@4.10   the same lifetimes on 4.10\n"
+               "  pyiova replay trace.txt.gz --policy iova,wraparound --driver ipmmu\n"
+               "                                 ...behind the IPMMU, erratum and all\n"
                "  pyiova replay trace.txt --check --mode lazy --json\n\n"
                "exit status: 0 when the replay ran (with --check: every address matched); "
                "1 when an address differs or no event could be replayed; 2 for bad arguments "
@@ -521,6 +523,15 @@ def _add_replay(sub):
     r.add_argument("--hz", type=int, default=250, metavar="HZ",
                    help="the traced kernel's tick rate, for the flush queue's timer "
                         "(default 250, Debian's)")
+    r.add_argument("--driver", default=None, metavar="DRIVER",
+                   help="the IOMMU driver model the what-if runs through as well, with "
+                        "simulated device accesses: generic (the traced IOMMU, default), "
+                        "ipmmu (the IPMMU and its invalidation erratum), any registered "
+                        "driver, or none (the allocators alone)")
+    r.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
+                   help="the simulation engine of the driver model (default auto: C)")
+    r.add_argument("--drop-rate", type=float, default=1.0, metavar="P",
+                   help="ipmmu: probability that an unmap-path flush is lost (default 1.0)")
     r.add_argument("--json", action="store_true",
                    help="JSON: with --check an array of one object per device, else an array "
                         "of one object per policy")
@@ -599,9 +610,13 @@ def _replay(args):
                 progress=bar)
     try:
         if args.check or not args.policy:
+            if args.driver is not None:
+                raise _Usage("--driver is for the what-if: give --policy (and no --check)")
             res = trace.check(source, **opts)
         else:
-            res = trace.replay(source, list(args.policy), **opts)
+            driver = args.driver if args.driver is not None else trace.DEFAULT_DRIVER
+            res = trace.replay(source, list(args.policy), driver=driver, engine=args.engine,
+                               drop_rate=args.drop_rate, **opts)
     except OSError as exc:
         raise _Usage("cannot read %s: %s" % (args.trace, exc.strerror or exc)) from None
     except TraceError as exc:

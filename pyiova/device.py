@@ -112,8 +112,8 @@ class Device:
     def dma_access_many(self, iovas, write=False):
         """Many accesses in one call (write: a bool for all, or one per iova).
         Faults do not stop the batch. Returns (paddrs, status): array('Q')
-        and array('i'), status holding IOTLB_* flags (>= 0) or -EFAULT /
-        -EACCES for a fault."""
+        and array('i'), status holding IOTLB_* flags (>= 0) or, for a fault,
+        pyiova.iotlb.FAULT_TRANSLATION / FAULT_PERMISSION (negative)."""
         dom = self._domain
         if dom is None:
             raise self._not_attached()

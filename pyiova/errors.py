@@ -1,8 +1,11 @@
 """pyiova's exceptions.
 
-Every error pyiova raises is an ``IovaError``. Where a builtin exception is
-the natural one, the class also derives from it, so ``except ValueError`` and
-``except KeyError`` work as a Python programmer expects.
+Every error pyiova raises is an ``IovaError`` (besides AttributeError for an
+attribute that does not exist, which Python's attribute protocol requires).
+Where a builtin exception is the natural one, the class also derives from
+it, so ``except ValueError``, ``except KeyError`` or ``except MemoryError``
+work as a Python programmer expects. Which class each of
+the C core's error codes raises is one table, pyiova.error_codes.
 """
 
 
@@ -89,6 +92,11 @@ class IovaCorrupted(IovaError, AssertionError):
     """check() found an invariant that does not hold (a bug in pyiova)."""
 
 
+class IovaNoMemory(IovaError, MemoryError):
+    """The C core could not allocate memory (or a domain ran out of node
+    indices). The structure is unchanged."""
+
+
 class DmaMappingError(IovaError):
     """A DMA API map failed (the kernel returns DMA_MAPPING_ERROR, or NULL
     from dma_alloc_coherent): no IOVA space was left below the device's DMA
@@ -110,6 +118,11 @@ class DmaApiTypeError(DmaApiError, IovaTypeError):
     """A DMA API argument of the wrong type (a str or a float where an
     address or a size belongs, None for a device...): a DmaApiError that
     is also a TypeError."""
+
+
+class MissingDependency(IovaError, ImportError):
+    """An optional package a call needs is not installed (matplotlib for a
+    plot, pandas for a DataFrame); the message says how to install it."""
 
 
 class CheckpointError(IovaValueError):

@@ -4,7 +4,8 @@
         ...   # the 4th malloc in the C core (and every later one) fails
 
 Every C allocation goes through one wrapper, so this reaches them all; the
-C core must report each failure (MemoryError here) and stay consistent.
+C core must report each failure (IovaNoMemory here, a MemoryError) and stay
+consistent.
 """
 import contextlib
 

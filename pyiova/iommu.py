@@ -24,7 +24,9 @@ from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
 from . import _state
 from . import errors
 from . import iommu_errors as ierr
-from ._iommu_native import IoPgtable, Iotlb, access_many, bad_argument, fault_error, u64_buffer
+from ._args import bad_argument, u64_buffer
+from .iotlb import Iotlb, access_many, fault_error
+from .pgtable import IoPgtable
 from ._pyiova import ffi, lib
 from .allocators import AllocatorType
 from .device import Device, device_name

@@ -3,7 +3,7 @@
 Each is an ``IovaError`` and, where Python has a natural builtin for the
 situation, also that builtin, so ``except ValueError`` keeps working.
 """
-from .errors import IovaError, IovaValueError
+from .errors import IovaError, IovaNoMemory, IovaValueError
 
 
 class IommuAlignmentError(IovaValueError):
@@ -46,8 +46,9 @@ class IommuAttachError(IovaError, RuntimeError):
     to)."""
 
 
-class IommuNoMemory(IovaError, MemoryError):
-    """The C core could not allocate memory. The structure is unchanged."""
+# The C core out of memory, wherever it is: one class (the name is kept for
+# the IOMMU layer's callers).
+IommuNoMemory = IovaNoMemory
 
 
 class IommuFault(IovaError, RuntimeError):

@@ -8,6 +8,8 @@ import array
 import os
 
 from . import errors
+from .error_codes import error as _code_error
+from .error_codes import template as _code_template
 from ._args import U64_ARRAY as _U64A
 from ._args import U64_CODES as _U64_CODES
 from ._args import as_cpu as _as_cpu
@@ -37,13 +39,13 @@ _UINT_MAX = (1 << 32) - 1
 # themselves, and a ctype object spares cffi parsing a type string per call.
 _alloc = lib.iova_alloc
 _free = lib.iova_free
-_alloc_fast = lib.iova_alloc_fast
-_free_fast = lib.iova_free_fast
+_alloc_fast = lib.iova_rcache_alloc_fast
+_free_fast = lib.iova_rcache_free_fast
 _find = lib.iova_find
 _alloc_many = lib.iova_alloc_many
 _free_many = lib.iova_free_many
-_alloc_fast_many = lib.iova_alloc_fast_many
-_free_fast_many = lib.iova_free_fast_many
+_alloc_fast_many = lib.iova_rcache_alloc_fast_many
+_free_fast_many = lib.iova_rcache_free_fast_many
 _new = ffi.new
 _from_buffer = ffi.from_buffer
 _array = array.array
@@ -51,9 +53,8 @@ _U64P = ffi.typeof("uint64_t *")
 _INTP = ffi.typeof("int *")
 _U64X2 = ffi.typeof("uint64_t[2]")
 _E_NOSPC = lib.IOVA_E_NOSPC
-_Exhausted = errors.IovaExhausted
+_Exhausted, _NOSPC_MESSAGE = _code_template(_E_NOSPC)
 _Later = errors.LaterMessage
-_NOSPC_MESSAGE = "no free range of %d pages at or below limit_pfn %#x"
 
 # The batch calls' result: slicing a zeroed template copies it at memcpy
 # speed, where array("Q", bytes(8 * n)) builds and copies a bytes object.
@@ -153,17 +154,9 @@ class IovaDomain:
         d = lib.iova_domain_new(granule, start_pfn, min(ncpus, _UINT_MAX), kernel_id, dma32_arg,
                                 err)
         if d == ffi.NULL:
-            code = err[0]
-            if code == lib.IOVA_E_NOMEM:
-                raise MemoryError("cannot allocate an IOVA domain")
-            what = {
-                lib.IOVA_E_START: "start_pfn %#x is beyond what a %d-byte granule can address"
-                                  % (start_pfn, granule),
-                lib.IOVA_E_NCPUS: "ncpus %r is not in 1..%d" % (ncpus, lib.IOVA_MAX_CPUS),
-                lib.IOVA_E_DMA32: "dma_32bit_pfn %#x is beyond what a %d-byte granule can address"
-                                  % (dma32_arg, granule),
-            }.get(code, "bad domain parameters (code %d)" % code)
-            raise errors.IovaValueError(what)
+            raise _code_error(err[0], where="creating an IOVA domain", granule=granule,
+                              start_pfn=start_pfn, ncpus=ncpus, max_cpus=lib.IOVA_MAX_CPUS,
+                              dma_32bit_pfn=dma32_arg, kernel=kernel, kernels=sorted(KERNELS))
         self._adopt(d)
         if search_id != lib.IOVA_SEARCH_AUGMENTED:
             lib.iova_set_search_mode(self._d, search_id)
@@ -183,57 +176,22 @@ class IovaDomain:
     # ---- errors ---------------------------------------------------------
 
     def _alloc_error(self, code, size, limit_pfn, cpu=None):
-        """An allocation's failure; no room (the common one) is cheap."""
+        """An allocation's failure; no room (the common one) is cheap: its
+        message is formatted only if something reads it."""
         if code == _E_NOSPC:
-            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit_pfn)))
+            return _Exhausted(_Later(_NOSPC_MESSAGE, {"size": size, "limit_pfn": limit_pfn}))
         return self._error(code, size=size, limit_pfn=limit_pfn, cpu=cpu)
 
-    def _error(self, code, **named):
-        """The exception for a negative return code, naming the values."""
-        size = named.get("size")
-        limit = named.get("limit_pfn")
-        pfn = named.get("pfn")
-        E = lib
-        if code == E.IOVA_E_NOSPC:
-            return _Exhausted(_Later(_NOSPC_MESSAGE, (size, limit)))
-        if code == E.IOVA_E_SIZE:
-            return errors.IovaValueError("size %r is not in 1..%#x" % (size, self.max_pfn))
-        if code == E.IOVA_E_LIMIT:
-            return errors.IovaValueError(
-                "limit_pfn %#x is below start_pfn %#x or above the highest pfn %#x"
-                % (limit, self.start_pfn, self.max_pfn))
-        if code == E.IOVA_E_PFN:
-            what = named.get("what", "pfn")
-            value = named.get(what, pfn)
-            return errors.IovaValueError(
-                "%s %#x is beyond what a %d-byte granule can address in 64 bits (max %#x)"
-                % (what, value, self.granule, self.max_pfn))
-        if code == E.IOVA_E_NOTFOUND:
-            return errors.IovaNotFound("no allocated range contains pfn %#x" % pfn)
-        if code == E.IOVA_E_NOTSTART:
-            return errors.IovaInvalidFree(
-                "pfn %#x is inside a range but is not its first pfn" % pfn)
-        if code == E.IOVA_E_CACHED:
-            return errors.IovaInvalidFree(
-                "the range at pfn %#x is already freed: it sits in an rcache magazine" % pfn)
-        if code == E.IOVA_E_SIZECLASS:
-            return errors.IovaInvalidFree(
-                "size %d names another size class than the range at pfn %#x" % (size, pfn))
-        if code == E.IOVA_E_ANCHOR:
-            return errors.IovaInvalidFree("pfn %#x is the anchor node, which is never freed" % pfn)
-        if code == E.IOVA_E_RANGE:
-            return errors.IovaValueError(
-                "reserve: lo %#x is above hi %#x" % (named["lo"], named["hi"]))
-        if code == E.IOVA_E_CPU:
-            return errors.IovaCpuError(
-                "cpu %r is not in 0..%d" % (named.get("cpu"), self.ncpus - 1))
-        if code == E.IOVA_E_CLOSED:
-            return errors.IovaClosed("the domain is closed")
-        if code == E.IOVA_E_NOMEM:
-            return MemoryError("out of memory in the IOVA domain")
-        if code == E.IOVA_E_TOOMANY:
-            return MemoryError("the domain holds as many ranges as a node index can address")
-        return errors.IovaError("unexpected error code %d" % code)
+    def _error(self, code, variant="", **named):
+        """The exception for the C core's code (pyiova.error_codes), naming
+        the values of the call and the domain's limits. `name` says which
+        argument a pfn error is about (pfn, lo or hi)."""
+        name = named.get("name", "pfn")
+        return _code_error(code, variant, **{
+            "what": "the domain", "where": "in the IOVA domain", "max_size": self.max_pfn,
+            "start_pfn": self.start_pfn, "max_pfn": self.max_pfn, "granule": self.granule,
+            "max_cpu": self.ncpus - 1, "name": name, "value": named.get(name, named.get("pfn")),
+            **named})
 
     # ---- the tree -------------------------------------------------------
 
@@ -290,8 +248,8 @@ class IovaDomain:
         out = _new(_U64X2)
         r = lib.iova_reserve(self._d, lo, hi, out)
         if r:
-            what = "lo" if lo > self.max_pfn else "hi"
-            raise self._error(r, lo=lo, hi=hi, what=what)
+            name = "lo" if lo > self.max_pfn else "hi"
+            raise self._error(r, lo=lo, hi=hi, name=name)
         return (out[0], out[1])
 
     def ranges(self):
@@ -361,10 +319,8 @@ class IovaDomain:
         """Runs the C validator over every invariant; raises IovaCorrupted."""
         msg = ffi.new("char[]", 256)
         r = lib.iova_check(self._d, msg, 256)
-        if r == lib.IOVA_E_CORRUPT:
-            raise errors.IovaCorrupted(ffi.string(msg).decode())
         if r:
-            raise self._error(r)
+            raise self._error(r, report=ffi.string(msg).decode())
 
     # ---- batches --------------------------------------------------------
     #
@@ -384,11 +340,7 @@ class IovaDomain:
         """The exception for a batch alloc that failed at sizes[i] with code r;
         what was allocated before the failure stays allocated, and the
         exception says what (.index, .done, .pfns)."""
-        if r == lib.IOVA_E_SIZE:
-            exc = errors.IovaValueError("sizes[%d] = %d is not in 1..%#x"
-                                        % (i, size, self.max_pfn))
-        else:
-            exc = self._error(r, size=size, **ctx)
+        exc = self._error(r, "batch", size=size, index=i, **ctx)
         exc.index = exc.done = i
         exc.pfns = out
         return exc
@@ -594,37 +546,42 @@ class IovaDomain:
         _int_cells.append(err)
 
     def current_cpu(self):
-        """The CPU slot this thread uses when cpu=None."""
-        return lib.iova_current_cpu(self._d)
+        """The CPU slot this thread uses when cpu=None: threads get slots in
+        the order they first use this domain (the first 0, the next 1...,
+        modulo ncpus), whatever else the process ran."""
+        r = lib.iova_rcache_current_cpu(self._d)
+        if r < 0:
+            raise self._error(r)
+        return r
 
     def flush_cpu(self, cpu):
         """free_cpu_cached_iovas: every pfn in cpu's magazines back to the tree."""
         try:
             if type(cpu) is not int:
                 raise TypeError
-            r = lib.iova_flush_cpu(self._d, cpu)
+            r = lib.iova_rcache_flush_cpu(self._d, cpu)
         except (TypeError, OverflowError):
-            r = lib.iova_flush_cpu(self._d, _as_cpu(cpu, self.ncpus, allow_none=False))
+            r = lib.iova_rcache_flush_cpu(self._d, _as_cpu(cpu, self.ncpus, allow_none=False))
         if r:
             raise self._error(r, cpu=cpu)
 
     def flush_depot(self):
         """free_global_cached_iovas: every depot magazine back to the tree,
         the newest first under 6.12 (and 4.10), the oldest first under 6.1."""
-        r = lib.iova_flush_depot(self._d)
+        r = lib.iova_rcache_flush_depot(self._d)
         if r:
             raise self._error(r)
 
     def flush_rcaches(self):
         """Every CPU's caches, then the depot (what alloc_fast does before its retry)."""
-        r = lib.iova_flush_rcaches(self._d)
+        r = lib.iova_rcache_flush_all(self._d)
         if r:
             raise self._error(r)
 
     def run_pending_work(self):
         """Runs once each depot trim item pending now; returns how many ran
         (always 0 under 6.1 and 4.10, which have no trim work)."""
-        r = lib.iova_run_pending_work(self._d)
+        r = lib.iova_rcache_run_pending_work(self._d)
         if r < 0:
             raise self._error(r)
         return r
@@ -635,9 +592,9 @@ class IovaDomain:
         try:
             if type(ms) is not int:
                 raise TypeError
-            r = lib.iova_advance(self._d, ms)
+            r = lib.iova_rcache_advance(self._d, ms)
         except (TypeError, OverflowError):
-            r = lib.iova_advance(self._d, _as_u64("ms", ms))
+            r = lib.iova_rcache_advance(self._d, _as_u64("ms", ms))
         if r < 0:
             raise self._error(r)
         return r
@@ -645,11 +602,15 @@ class IovaDomain:
     def trim_due(self):
         """{size class: clock ms when its pending depot trim item falls due}
         (empty under 6.1 and 4.10, which have no trim work)."""
-        due = ffi.new("uint64_t[]", CACHED_CLASSES)
-        r = lib.iova_trim_due(self._d, due)
+        r = lib.iova_rcache_trim_due(self._d, ffi.NULL)   # how many, first: mostly none
+        if r > 0:
+            due = ffi.new("uint64_t[]", CACHED_CLASSES)
+            r = lib.iova_rcache_trim_due(self._d, due)
+            if r > 0:
+                return {k: due[k] for k in range(CACHED_CLASSES) if due[k] != (1 << 64) - 1}
         if r < 0:
             raise self._error(r)
-        return {k: due[k] for k in range(CACHED_CLASSES) if due[k] != (1 << 64) - 1}
+        return {}
 
     def run_trim(self, size_class):
         """Runs size class `size_class`'s depot trim item now, if it is
@@ -662,7 +623,7 @@ class IovaDomain:
         if not 0 <= size_class < CACHED_CLASSES:
             raise errors.IovaValueError("size class %r is not in 0..%d"
                                         % (size_class, CACHED_CLASSES - 1))
-        r = lib.iova_run_trim(self._d, size_class)
+        r = lib.iova_rcache_run_trim(self._d, size_class)
         if r < 0:
             raise self._error(r)
         return bool(r)
@@ -670,7 +631,7 @@ class IovaDomain:
     def set_clock(self, ms):
         """Moves the simulated clock forward to `ms` (never back), running
         no work (advance() runs what falls due)."""
-        r = lib.iova_set_clock(self._d, _as_u64("ms", ms))
+        r = lib.iova_rcache_set_clock(self._d, _as_u64("ms", ms))
         if r < 0:
             raise self._error(r)
 
@@ -729,9 +690,7 @@ class IovaDomain:
             err = ffi.new("int *")
             d = lib.iova_restore(words, n, err)
         if d == ffi.NULL:
-            if err[0] == lib.IOVA_E_NOMEM:
-                raise MemoryError("out of memory restoring an IOVA domain")
-            raise errors.IovaValueError("the saved domain is corrupt or inconsistent")
+            raise _code_error(err[0], where="restoring an IOVA domain", what="domain")
         self = cls.__new__(cls)
         self._adopt(d)
         return self

@@ -107,7 +107,7 @@ def plot_results(results, path, title=None):
         import numpy as np
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError(MISSING_MATPLOTLIB) from None
+        raise errors.MissingDependency(MISSING_MATPLOTLIB) from None
     path = plot_path(path)
     runs = [r for r in results if r.applicable and r.timeline]
     if not runs:

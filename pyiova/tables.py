@@ -20,6 +20,8 @@ floats to 4 significant digits, None as "-".
 import html
 import numbers
 
+from . import errors
+
 __all__ = ["align", "text_table", "html_table", "cell_text", "is_number", "to_pandas",
            "ResultList", "result_html", "MISSING_PANDAS", "HTML_MAX_ROWS"]
 
@@ -118,7 +120,7 @@ def to_pandas(dicts, columns=None):
     try:
         import pandas
     except ImportError:
-        raise ImportError(MISSING_PANDAS) from None
+        raise errors.MissingDependency(MISSING_PANDAS) from None
     return pandas.DataFrame.from_records(list(dicts), columns=columns)
 
 

@@ -608,6 +608,20 @@ CASES = {
     "cookie free_iova lazy, cpu 9": Case("cookie", lambda l: l.obj.free_iova(l.iova, 0x2000, lazy=True,
                                                                        cpu=9),
                                    IovaCpuError, 9),
+    "cookie restored not a state": Case("cookie", lambda l: l.obj.restored("state"),
+                                        IovaTypeError, "state"),
+    "cookie restored clock negative": Case("cookie", lambda l: l.obj.restored(
+        l.obj.allocator_state()[:2] + (-5,) + l.obj.allocator_state()[3:]), IovaValueError, -5),
+    "cookie restored devices a list": Case("cookie", lambda l: l.obj.restored(
+        l.obj.allocator_state()[:3] + (["dev"],) + l.obj.allocator_state()[4:]), IovaTypeError,
+        "dev"),
+    "cookie restored damaged words": Case("cookie", lambda l: l.obj.restored(
+        (b"\x01" * 8,) + l.obj.allocator_state()[1:]), IovaValueError, NOT_NAMED),
+    "cookie restored without its domain": Case("cookie", lambda l: l.obj.restored(
+        (None,) + l.obj.allocator_state()[1:]), IovaValueError, NOT_NAMED),
+    "cookie allocator_state uninitialised": Case("bare_cookie",
+                                                 lambda l: l.obj.allocator_state(), IovaError,
+                                                 NOT_NAMED),
     "cookie advance negative": Case("cookie", lambda l: l.obj.advance(-1), IovaValueError, -1),
     "cookie advance str": Case("cookie", lambda l: l.obj.advance("x"), IovaTypeError, "x"),
     "cookie advance 2**64": Case("cookie", lambda l: l.obj.advance(2**64), IovaValueError, 2**64),

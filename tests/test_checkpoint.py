@@ -16,7 +16,8 @@ from test_lifetime import ROUNDS, assert_flat
 
 from pyiova import IovaDomain, IovaError, IovaValueError, checkpoint, dma
 from pyiova import device as device_module
-from pyiova._iommu_native import IoPgtable, Iotlb
+from pyiova.iotlb import Iotlb
+from pyiova.pgtable import IoPgtable
 from pyiova._pyiova import lib
 from pyiova.allocators import EV_QUEUED, EV_RESET, PfnAllocator
 from pyiova.checkpoint import CheckpointError, _restore_allocator
@@ -119,6 +120,9 @@ def test_cookie_copies_continue_like_the_original(kind, cut):
     # the sticky 32-bit-first state is keyed by device: the copies bring
     # their own copy of it, found through the copied device
     copies = [(COPIES[how]((cookie, dev, live))) for how in sorted(COPIES)]
+    # the allocator's quick copy (trace replay's candidate orders): the same
+    # devices, a cookie of its own
+    copies.append((cookie.restored(cookie.allocator_state()), dev, list(live)))
     for c, _, _ in copies:
         same_cookie(cookie, c)
     expected = drive(cookie, dev, 2, 600, live)
@@ -145,6 +149,23 @@ def test_the_interesting_state_is_there_at_the_cut(kind):
             "iova-lazy": cookie.stats()["fq_flushes"] + cookie.flushes}[kind] > \
         {"wraparound": st["wraps"], "reset-when-empty": st["resets"],
          "iova-lazy": st["fq_flushes"]}[kind]
+
+
+def test_the_quick_copy_leaves_nothing_shared_and_refuses_dma_mappings():
+    cookie, dev = make_cookie("iova-lazy"), Pci()
+    live = []
+    drive(cookie, dev, 1, 300, live)
+    state = cookie.allocator_state()
+    twin = cookie.restored(state)
+    assert twin.allocator is not cookie.allocator and twin.iovad is not cookie.iovad
+    twin._no_32bit.add("another")
+    assert "another" not in cookie._no_32bit
+    # the state is bytes and numbers: restoring it twice gives two cookies
+    assert drive(cookie.restored(state), dev, 3, 200, list(live)) == \
+        drive(cookie.restored(state), dev, 3, 200, list(live))
+    cookie.dma_mappings[0x1000] = object()
+    with pytest.raises(IovaError, match="DMA mappings"):
+        cookie.allocator_state()
 
 
 def test_msi_cookie_round_trip():
@@ -1084,3 +1105,24 @@ def test_exhaustion_survives_a_checkpoint():
     twin = pickled(cookie)
     with pytest.raises(IovaExhausted):
         twin.allocator.alloc(64, (1 << 12) - 1)
+
+
+def test_checkpoints_that_name_the_bindings_former_module_still_load():
+    # Page tables and IOTLBs pickled before their bindings had modules of
+    # their own name pyiova._iommu_native; such checkpoints still load.
+    pt = IoPgtable()
+    pt.map(0x1000, 0x5000, 0x2000)
+    tlb = Iotlb(8)
+    tlb.access(pt, 0x1000)
+    modules = {c: c.__module__ for c in (IoPgtable, Iotlb)}
+    try:
+        for c in modules:
+            c.__module__ = "pyiova._iommu_native"
+        blob = pickle.dumps((pt, tlb))
+    finally:
+        for c, m in modules.items():
+            c.__module__ = m
+    assert b"pyiova._iommu_native" in blob and b"pyiova.pgtable" not in blob
+    pt2, tlb2 = pickle.loads(blob)
+    assert type(pt2) is IoPgtable and type(tlb2) is Iotlb
+    assert pt2.iova_to_phys(0x1800) == 0x5800 and tlb2.stats() == tlb.stats()

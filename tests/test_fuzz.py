@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
 
@@ -43,30 +42,6 @@ TOP32 = 0xFFFFF
 
 
 # ---- the short fuzz pass ----------------------------------------------------
-
-def _next_thread_slot(probe):
-    """The slot (mod probe.ncpus) the C core gives the next new thread; the
-    thread that asks takes it."""
-    seen = []
-    t = threading.Thread(target=lambda: seen.append(probe.current_cpu()))
-    t.start()
-    t.join()
-    return seen[0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def thread_slots_as_found():
-    """The core hands each new thread the next CPU slot from one counter for
-    the whole process. fuzz_threads starts a random number of threads; this
-    puts the counter back where it was (mod 1024, so mod every power-of-two
-    CPU count), so that the slot a later test's thread gets does not depend
-    on how many threads ran here."""
-    probe = IovaDomain(4096, 1, ncpus=1024)
-    first = _next_thread_slot(probe)
-    yield
-    for _ in range(1024):
-        if _next_thread_slot(probe) == (first - 1) % 1024:
-            break
 
 @pytest.mark.parametrize("prop", fuzz_iova.PROPERTIES, ids=lambda p: p.__name__)
 def test_fuzz(prop):

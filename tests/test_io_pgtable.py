@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from pyiova._iommu_native import SZ_1G, SZ_2M, SZ_4K, SZ_64K, SZ_512M, IoPgtable
+from pyiova.pgtable import SZ_1G, SZ_2M, SZ_4K, SZ_64K, SZ_512M, IoPgtable
 from pyiova.errors import IovaError, IovaTypeError, IovaValueError
 from faultpoints import each_failure_point
 from pyiova.faults import fail_allocations_after

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pyiova._iommu_native import SZ_1G, SZ_2M, SZ_4K
+from pyiova.pgtable import SZ_1G, SZ_2M, SZ_4K
 from pyiova.device import DMA_BIT_MASK, Device
 from pyiova.drivers import GenericIommu, IommuDriver, IpmmuVmsa
 from pyiova.errors import IovaClosed, IovaError, IovaTypeError, IovaValueError

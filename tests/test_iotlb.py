@@ -7,7 +7,6 @@ detection: a hit on an entry the page table no longer agrees with is served
 lockstep with a small Python reference of the same cache.
 """
 import array
-import errno
 import threading
 from collections import OrderedDict
 
@@ -15,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyiova._iommu_native import SZ_1G, SZ_2M, SZ_4K, IoPgtable, Iotlb
+from pyiova.iotlb import FAULT_PERMISSION, FAULT_TRANSLATION, Iotlb
+from pyiova.pgtable import SZ_1G, SZ_2M, SZ_4K, IoPgtable
 from pyiova._pyiova import lib
 from pyiova.errors import IovaTypeError, IovaValueError
 from pyiova.faults import fail_allocations_after
@@ -197,7 +197,7 @@ def test_access_many(pt):
     paddrs, status = tlb.access_many(pt, [0x1000, 0x1008, 0x2000, 0x7000, 0x1000],
                                      [0, 0, 0, 0, 1], op_base=10)
     assert list(paddrs[:3]) == [0x9000, 0x9008, 0xA000]
-    assert list(status) == [0, lib.IOTLB_HIT, 0, -errno.EFAULT, -errno.EACCES]
+    assert list(status) == [0, lib.IOTLB_HIT, 0, FAULT_TRANSLATION, FAULT_PERMISSION]
     pt.unmap(0x1000, SZ_4K)
     paddrs, status = tlb.access_many(pt, array.array("Q", [0x1010]), op_base=20, dev_id=3)
     assert status[0] == lib.IOTLB_HIT | lib.IOTLB_STALE | lib.IOTLB_STALE_UNMAPPED
@@ -308,7 +308,7 @@ class RefTlb:
             paddr, prot = s[key]
             p = paddr + iova - key[0]
             if not prot & need:
-                return ("fault", -errno.EACCES)
+                return ("fault", FAULT_PERMISSION)
             leaf = pt.lookup(iova)
             if leaf is None:
                 return ("ok", p, 1 | 2 | 4 | (16 if len(found) > 1 else 0))
@@ -317,9 +317,9 @@ class RefTlb:
             return ("ok", p, 1 | (16 if len(found) > 1 else 0))
         leaf = pt.lookup(iova)
         if leaf is None:
-            return ("fault", -errno.EFAULT)
+            return ("fault", FAULT_TRANSLATION)
         if not leaf.prot & need:
-            return ("fault", -errno.EACCES)
+            return ("fault", FAULT_PERMISSION)
         shift = leaf.size.bit_length() - 1
         s = self._set(leaf.iova, shift)
         if len(s) == self.ways:
@@ -373,7 +373,7 @@ def test_lockstep_with_reference(geometry, seq):
                 tr = tlb.access(pt, addr, arg, op_index=n)
                 got = ("ok", tr.paddr, tr.flags)
             except IommuFault as exc:
-                got = ("fault", -errno.EFAULT if exc.kind == "translation" else -errno.EACCES)
+                got = ("fault", FAULT_TRANSLATION if exc.kind == "translation" else FAULT_PERMISSION)
             assert got == want
             stale += got[0] == "ok" and bool(got[2] & 2)
         elif op == "map":

@@ -1,11 +1,13 @@
-"""Out of memory in C is a MemoryError, never a crash, and never leaves a
-half-changed domain: every allocation in each scenario is made to fail in
-turn, and the domain must check out (and still work) afterwards."""
+"""Out of memory in C is an IovaNoMemory (a MemoryError and an IovaError),
+never a crash, and never leaves a half-changed domain: every allocation in
+each scenario is made to fail in turn, and the domain must check out (and
+still work) afterwards."""
 import pickle
 
 import pytest
 
 from pyiova import IovaDomain, IovaError
+from pyiova.errors import IovaNoMemory
 from pyiova.allocators import PfnAllocator
 from faultpoints import each_failure_point
 from pyiova.faults import fail_allocations_after
@@ -90,8 +92,18 @@ def test_cookie_allocators_and_the_flush_queue():
     each_failure_point(scenario)
 
 
-def test_the_injector_reports_memory_error_not_iova_error():
-    with fail_allocations_after(0):
-        with pytest.raises(MemoryError) as e:
-            IovaDomain()
-    assert not isinstance(e.value, IovaError)
+def test_out_of_memory_is_one_class_a_memory_error_and_an_iova_error():
+    # wherever the C core runs out: a domain, an allocator, a page table,
+    # an IOTLB, the simulation engine's generator
+    from pyiova.engine.streams import native_stream
+    from pyiova.iotlb import Iotlb
+    from pyiova.pgtable import IoPgtable
+    from pyiova.workloads import get_workload
+    makers = [IovaDomain, lambda: PfnAllocator("wraparound"), IoPgtable, lambda: Iotlb(8),
+              lambda: native_stream(get_workload("usb"), 1)]
+    for make in makers:
+        with fail_allocations_after(0):
+            with pytest.raises(IovaNoMemory) as e:
+                make()
+        assert isinstance(e.value, MemoryError) and isinstance(e.value, IovaError)
+        assert "out of memory" in str(e.value)

@@ -144,24 +144,54 @@ def test_advance_runs_rearmed_work_as_it_falls_due():
     assert dom.stats()["clock_ms"] == 350
 
 
-def test_cpu_none_is_the_threads_own_stable_slot_and_bad_cpus_are_refused():
-    dom = IovaDomain(4096, 1, ncpus=4)
-    me = dom.current_cpu()
-    assert 0 <= me < 4 and dom.current_cpu() == me
-    p = dom.alloc_fast(1, TOP32)
-    dom.free_fast(p, 1)
-    assert dom.rcache_stats()[0]["loaded"][me] == 1
+def _slot_in_new_thread(dom):
     seen = []
     t = threading.Thread(target=lambda: seen.append(dom.current_cpu()))
     t.start()
     t.join()
-    assert seen[0] != me or 4 == 1
+    return seen[0]
+
+
+def test_cpu_none_is_the_threads_own_stable_slot_and_bad_cpus_are_refused():
+    dom = IovaDomain(4096, 1, ncpus=4)
+    assert dom.current_cpu() == 0 and dom.current_cpu() == 0   # the first to ask
+    p = dom.alloc_fast(1, TOP32)
+    dom.free_fast(p, 1)
+    assert dom.rcache_stats()[0]["loaded"][0] == 1
+    assert [_slot_in_new_thread(dom) for _ in range(4)] == [1, 2, 3, 0]   # modulo ncpus
+    assert dom.current_cpu() == 0
     for bad in (4, -2, 1000):
         with pytest.raises(IovaCpuError, match=str(bad)):
             dom.alloc_fast(1, TOP32, cpu=bad)
         with pytest.raises(IovaCpuError):
             dom.flush_cpu(bad)
     dom.check()
+
+
+def test_cpu_none_slots_follow_first_use_of_each_domain_not_the_threads_started_before():
+    # Threads that ran earlier, and that used other domains, change nothing:
+    # the first thread to use a domain gets slot 0 there.
+    other = IovaDomain(4096, 1, ncpus=8)
+    for _ in range(3):
+        _slot_in_new_thread(other)
+    dom = IovaDomain(4096, 1, ncpus=4)
+    assert _slot_in_new_thread(dom) == 0                  # a new thread, first on dom
+    assert dom.current_cpu() == 1                         # this one asks second
+    p = dom.alloc_fast(1, TOP32)                          # cpu=None is that slot
+    dom.free_fast(p, 1)
+    assert dom.rcache_stats()[0]["loaded"] == [0, 1, 0, 0]
+    fresh = IovaDomain(4096, 1, ncpus=4)
+    q = fresh.alloc_fast(1, TOP32)                        # first use: slot 0
+    fresh.free_fast(q, 1)
+    assert fresh.rcache_stats()[0]["loaded"] == [1, 0, 0, 0]
+    assert other.current_cpu() == 3                       # fourth on other
+
+
+def test_cpu_none_in_a_copy_starts_a_new_order():
+    dom = IovaDomain(4096, 1, ncpus=2)
+    _slot_in_new_thread(dom)
+    assert dom.current_cpu() == 1
+    assert copy.deepcopy(dom).current_cpu() == 0
 
 
 # ---- 4.10 ------------------------------------------------------------------

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 from .. import _state
 from .. import errors
 from .. import iommu_errors as ierr
-from .._iommu_native import LPAE_4K_PGSIZES, IoPgtable, Iotlb
+from ..iotlb import Iotlb
+from ..pgtable import LPAE_4K_PGSIZES, IoPgtable
 from ..allocators import AllocatorType
 from ..iommu import DomainAttr, DomainType, IommuDomain, _domain_type
 
@@ -119,7 +120,8 @@ class IommuDriver:
         pass
 
     def attach_dev(self, domain, dev):
-        raise NotImplementedError
+        raise ierr.IommuAttachError("the %s driver does not say how to attach a device "
+                                    "(it defines no attach_dev)" % type(self).__name__)
 
     def detach_dev(self, domain, dev):
         pass

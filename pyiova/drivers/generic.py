@@ -8,7 +8,7 @@ the freed addresses: the reference against which lazier policies are judged.
 """
 from .. import errors
 from .. import iommu_errors as ierr
-from .._iommu_native import LPAE_4K_PGSIZES
+from ..pgtable import LPAE_4K_PGSIZES
 from ..iommu import DomainGeometry
 from .base import EngineProfile, IommuDriver, declares_own
 

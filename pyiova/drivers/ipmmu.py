@@ -32,7 +32,7 @@ import random
 from .. import _state
 from .. import errors
 from .. import iommu_errors as ierr
-from .._iommu_native import SZ_1G, SZ_2M, SZ_4K
+from ..pgtable import SZ_1G, SZ_2M, SZ_4K
 from ..allocators import AllocatorType
 from ..iommu import DomainGeometry, DomainType
 from .base import EngineProfile, IommuDriver, declares_own

@@ -12,14 +12,14 @@ why_not(dom, dev, cookie) says why a run cannot go through the C engine
 (None when it can): a driver that declares no EngineProfile, a subclassed
 domain, device or cookie, a cookie that is not set up.
 """
-from .. import errors
+from ..error_codes import error as _code_error
 from .._pyiova import ffi, lib
 from ..allocators import AllocatorType
 from ..cookie import DmaCookie
 from ..device import Device
 from ..dma import CoherentBuffer, PhysAllocator, SgMapping, _Mapping
 from ..iommu import IommuDomain
-from .._iommu_native import fault_error
+from ..iotlb import fault_error
 from .records import DIRECTIONS, is_u64
 
 __all__ = ["NativeEngine", "why_not", "NotExpressible"]
@@ -124,8 +124,8 @@ class NativeEngine:
         err = ffi.new("int *")
         e = lib.sim_engine_new(self._config(), st, err)
         if e == ffi.NULL:
-            if err[0] == lib.SIM_E_NOMEM:
-                raise MemoryError("cannot allocate the simulation engine")
+            if err[0] != lib.IOVA_E_ARG:
+                raise _code_error(err[0], where="creating the simulation engine")
             raise NotExpressible("the engine refused the run's configuration")
         self._e = ffi.gc(e, lib.sim_engine_destroy)
         self._load_mappings(state)
@@ -166,8 +166,8 @@ class NativeEngine:
                 m.buf_size, m.paddr = obj.size, obj.paddr
                 m.live_pfns = (obj.size + gmask) >> shift
             r = lib.sim_engine_add_mapping(self._e, m, segs)
-            if r == lib.SIM_E_NOMEM:
-                raise MemoryError("cannot allocate the simulation engine's handles")
+            if r and r != lib.IOVA_E_ARG:
+                raise _code_error(r, where="in the simulation engine's handles")
             if r:
                 raise NotExpressible("handle %r: a mapping the engine cannot take" % (h,))
         self._imported = imported
@@ -176,10 +176,9 @@ class NativeEngine:
     def run(self, stream, max_ops):
         """Runs up to max_ops operations of stream; the struct sim_run."""
         r = stream.run(self._e, max_ops, self._run)
-        if r == lib.SIM_E_NOMEM:
-            raise MemoryError("out of memory in the simulation engine")
         if r:
-            raise errors.IovaValueError("the operation records are malformed (code %d)" % r)
+            raise _code_error(r, where="in the simulation engine", what="a chunk of operation "
+                              "records")
         return self._run
 
     def counters(self):
@@ -197,8 +196,9 @@ class NativeEngine:
 
     def check(self):
         msg = ffi.new("char[]", 256)
-        if lib.sim_engine_check(self._e, msg, 256):
-            raise errors.IovaCorrupted(ffi.string(msg).decode())
+        r = lib.sim_engine_check(self._e, msg, 256)
+        if r:
+            raise _code_error(r, report=ffi.string(msg).decode(), what="the engine")
 
     # ---- state out -------------------------------------------------------------
     def store(self, state):
@@ -293,14 +293,14 @@ class NativeEngine:
         if where == lib.SIM_AT_FQ_FLUSHED:
             return allocator._fq_flushed_error(code, a1)
         if where == lib.SIM_AT_FQ_FULL:
-            return errors.IovaError("flush queue still full after a flush")
+            return _code_error(lib.IOVA_E_FQ_FULL)
         if where == lib.SIM_AT_ACCESS:
             return fault_error(code, a0, bool(a1), self.dev.name)
         if where == lib.SIM_AT_ADVANCE:
             return self.cookie.iovad._error(code)
         if where == lib.SIM_AT_NOMEM:
-            return MemoryError("out of memory in the simulation engine")
-        return errors.IovaError("the simulation engine failed (%d at %d)" % (code, where))
+            return _code_error(lib.IOVA_E_NOMEM, where="in the simulation engine")
+        return _code_error(code, where="in the simulation engine", what="the engine")
 
     def close(self):
         if self._e is not None:

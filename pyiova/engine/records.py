@@ -28,6 +28,7 @@ the original tuple, which then fails or succeeds as it always would.
 """
 import struct
 
+from .. import errors
 from ..dma import DmaDirection
 from ..workloads.base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE,
                               MAP_SG, UNMAP_PAGE, UNMAP_SG)
@@ -180,7 +181,7 @@ def decode(buf, i, extra=()):
         return (ADVANCE, arg)
     if code == PYTHON:
         return extra[arg]
-    raise ValueError("record %d: code %d does not start an operation" % (i, code))
+    raise errors.IovaValueError("record %d: code %d does not start an operation" % (i, code))
 
 
 def unpack(buf, extra=()):

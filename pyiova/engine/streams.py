@@ -1,6 +1,6 @@
 """Where the C engine's records come from.
 
-NativeStream  a built-in workload's generator in C (csrc/sim_workloads.c):
+NativeStream  a built-in workload's generator in C (csrc/sim_gen.c):
               the same parameters and the same random.Random(seed) state
               as the Python generator, hence the same operations.
 PackedStream  any iterator of operation tuples (a user's Workload, a trace),
@@ -13,6 +13,7 @@ so the Python engine can run it (skip then moves past it).
 import random
 
 from .._pyiova import ffi, lib
+from ..error_codes import error as _code_error
 from ..workloads import NicWorkload, NvmeWorkload, RandomWorkload, UsbWorkload
 from ..workloads import nic, nvme, randomized, usb
 from ..workloads.base import PAGE
@@ -96,7 +97,7 @@ class NativeStream:
     def skip(self, n=1):
         r = lib.sim_gen_skip(self._g, n)
         if r:
-            raise MemoryError("out of memory generating the workload's operations")
+            raise _code_error(r, where=_GENERATING, what="the generator")
 
     def take(self, n):
         """The next n operations as tuples (and past them)."""
@@ -104,7 +105,7 @@ class NativeStream:
         while len(out) < n:
             k = lib.sim_gen_next(self._g, self._peek, _PEEK, n - len(out), self._ops)
             if k < 0:
-                raise MemoryError("out of memory generating the workload's operations")
+                raise _code_error(k, where=_GENERATING, what="the generator")
             buf = ffi.buffer(self._peek, records.RECORD_SIZE * k)
             out.extend(records.unpack(bytes(buf)))
         return out
@@ -124,8 +125,11 @@ class NativeStream:
         """The operation at the stream's position, not consumed."""
         k = lib.sim_gen_peek(self._g, self._peek, _PEEK)
         if k < 0:
-            raise MemoryError("out of memory generating the workload's operations")
+            raise _code_error(k, where=_GENERATING, what="the generator")
         return records.decode(bytes(ffi.buffer(self._peek, records.RECORD_SIZE * k)), 0)
+
+
+_GENERATING = "generating the workload's operations"
 
 
 def native_stream(workload, seed):
@@ -138,8 +142,8 @@ def native_stream(workload, seed):
     err = ffi.new("int *")
     gen = make(workload, _mt_state(seed), err)
     if gen == ffi.NULL:
-        if err[0] == lib.SIM_E_NOMEM:
-            raise MemoryError("cannot allocate the workload's generator")
+        if err[0] != lib.IOVA_E_ARG:
+            raise _code_error(err[0], where="creating the workload's generator")
         return None, "parameters beyond what the C generator follows exactly"
     return NativeStream(gen), None
 

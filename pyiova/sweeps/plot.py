@@ -12,6 +12,7 @@ backend), imported when a plot is drawn.
 """
 import numbers
 
+from .. import errors
 from ..plot import MISSING_MATPLOTLIB
 from .summary import HEADLINE_METRICS
 
@@ -28,13 +29,13 @@ def x_column(result, x=None):
     swept = result.swept()
     if x is not None:
         if x not in swept:
-            raise ValueError("%r is not swept here (swept: %s)"
-                             % (x, ", ".join(swept) or "nothing"))
+            raise errors.IovaValueError("%r is not swept here (swept: %s)"
+                                        % (x, ", ".join(swept) or "nothing"))
         return x
     for c in list(result.param_names) + ["drop_rate", "ops_requested"]:
         if c in swept:
             return c
-    raise ValueError(NOTHING_SWEPT)
+    raise errors.IovaValueError(NOTHING_SWEPT)
 
 
 def _number(v):
@@ -60,7 +61,7 @@ def plot_sweep(result, path, x=None, metrics=None, title=None):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError(MISSING_MATPLOTLIB) from None
+        raise errors.MissingDependency(MISSING_MATPLOTLIB) from None
     from ..tables import cell_text
     xcol = x_column(result, x)
     rows = [r for r in result.rows if not r.get("error") and r.get("applicable")]
@@ -70,10 +71,10 @@ def plot_sweep(result, path, x=None, metrics=None, title=None):
     else:
         bad = [m for m in metrics if m not in summary.metrics]
         if bad:
-            raise ValueError("no numeric column %s (there are: %s)"
-                             % (", ".join(bad), ", ".join(summary.metrics)))
+            raise errors.IovaValueError("no numeric column %s (there are: %s)"
+                                        % (", ".join(bad), ", ".join(summary.metrics)))
     if not rows or not metrics:
-        raise ValueError("no cell ran: there is nothing to draw")
+        raise errors.IovaValueError("no cell ran: there is nothing to draw")
     facets_by = [c for c in result.swept() if c not in (xcol, "policy")]
     facet_of = {id(r): tuple(r.get(c) for c in facets_by) for r in rows}
     facets = list(dict.fromkeys(facet_of[id(r)] for r in rows))

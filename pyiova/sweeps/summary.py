@@ -8,6 +8,7 @@ less than the seeds run; an interval needs n >= 2.
 """
 import math
 
+from .. import errors
 from ..tables import cell_text, html_table, is_number, text_table, to_pandas
 
 __all__ = ["summarize", "SweepSummary", "t_975", "HEADLINE_METRICS"]
@@ -27,7 +28,7 @@ def t_975(df):
     """The 0.975 quantile of Student's t with df degrees of freedom (a table,
     interpolated in 1/df above 30: within 1e-4)."""
     if df < 1:
-        raise ValueError("df must be >= 1")
+        raise errors.IovaValueError("df must be >= 1")
     if df <= 30:
         return _T975[int(df) - 1]
     for (d0, t0), (d1, t1) in zip(_T975_TAIL, _T975_TAIL[1:]):

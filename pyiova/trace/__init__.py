@@ -12,6 +12,7 @@ Modules, one concern each:
   kernel     one domain as the traced kernel ran it (strict or lazy)
   engine     where the trace leaves the order open, the record decides
   replay     check() and replay(): the stream through all of them
+  whatif     the settled lifetimes through simulate()'s engines on a driver model
   report     the tables
 """
 from .engine import Engine, Op  # noqa: F401
@@ -23,10 +24,11 @@ from .parse import (Event, Problem, Trace, iter_events, open_trace, parse_line, 
 from .replay import (MODES, POLICIES, CheckResult, DeviceCheck, DeviceReplay,  # noqa: F401
                      ReplayResult, check, load, parse_policy, replay)
 from .report import format_check, format_replay  # noqa: F401
+from .whatif import DEFAULT_DRIVER, NO_DRIVER, driver_names  # noqa: F401
 
 __all__ = ["read_trace", "iter_events", "parse_line", "open_trace", "Event", "Problem", "Trace",
            "build_lifetimes", "Lifetimes", "DeviceLifetimes", "Allocation", "TraceDevice",
            "ALL_DEVICES", "load", "replay", "check", "POLICIES", "MODES", "KERNELS",
            "VTD_RESERVED", "TimerRules", "KernelDomain", "Engine", "Op", "parse_policy",
            "ReplayResult", "DeviceReplay", "CheckResult", "DeviceCheck", "format_check",
-           "format_replay"]
+           "format_replay", "DEFAULT_DRIVER", "NO_DRIVER", "driver_names"]

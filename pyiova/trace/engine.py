@@ -234,8 +234,10 @@ class Engine:
         r = self._run(h, limit, self.hyps, 0)
         if r is None:
             return False
+        last = r[1]                     # the allocation it ran to
         if not r[0]:
             self.ck = None              # the active hypothesis changes
+            last = None
             alive, root, furthest = self._wake(h.nalloc)
             if alive:
                 h = alive[0]
@@ -254,7 +256,8 @@ class Engine:
                 _divergence(h, r[1], r[2])
                 self._diverged(h)
             self.hyps = [h]
-        self._expire()
+        if self.parked:
+            self._expire(last)
         self._emit()
         return True
 
@@ -416,6 +419,7 @@ class Engine:
             if r is not None:
                 return r
         buf, base, starts = self.buf, self.base, self.block_starts
+        m = h.model
         while True:
             if h.pending_i < len(h.pending):
                 op = h.pending[h.pending_i]
@@ -431,7 +435,10 @@ class Engine:
                     continue
                 h.pos = p + 1
                 op = buf[p - base]
-            r = self._step(h, op, hyps, index, False)
+            if m.trim is None and m.timer is None:
+                r = _apply(h, op)       # no deferred work can come before it
+            else:
+                r = self._step(h, op, hyps, index, False)
             if r is not None:
                 return r
 
@@ -532,14 +539,16 @@ class Engine:
         h.pos = alloc_i + 1
         return None
 
-    def _expire(self):
-        """Drops parked choices the record has confirmed long enough."""
+    def _expire(self, last=None):
+        """Drops parked choices the record has confirmed long enough; `last`
+        is the active hypothesis' latest allocation when the caller knows it."""
         parked = self.parked
         if not parked:
             return
         h = self.hyps[0]
         m = h.c[MATCHED]
-        last = _last_alloc(h)
+        if last is None:
+            last = _last_alloc(h)
         if last is not None:
             ts = last.ts
             i = self.unclosed
@@ -667,20 +676,30 @@ def _log(h, kind, op, x):
 def _apply(h, op):
     """One operation in hypothesis h; for an allocation (matched, op, answer)."""
     m = h.model
-    m.at(op.ts)
+    ts = op.ts
+    if ts > m.now or m.origin is None:
+        m.at(ts)                    # (the clock cannot have moved otherwise)
     a = op.a
     if op.kind == ALLOC:
         got = m.alloc(op.dev, a, op.cpu)
         h.got[a.id] = got
         h.nalloc += 1
-        _log(h, ALLOC, op, got)
+        d = h.direct
+        if d is not None:
+            d(ALLOC, op, got)
+        else:
+            _log(h, ALLOC, op, got)
         answer = got + a.offset if got else 0
         if answer == a.expected:
             h.c[MATCHED] += 1
             return (True, op, answer)
         return (False, op, answer)
     g = h.got.pop(a.id, 0)
-    _log(h, FREE, op, g)
+    d = h.direct
+    if d is not None:
+        d(FREE, op, g)
+    else:
+        _log(h, FREE, op, g)
     if g:
         armed = m.timer
         m.free(g, a.size, op.cpu, op.ts)

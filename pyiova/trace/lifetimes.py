@@ -38,6 +38,7 @@ import re
 from bisect import bisect_left
 from collections import Counter, deque
 
+from .. import errors
 from .engine import ALLOC, FREE, Op
 from .parse import Trace, gc_paused, iter_events
 
@@ -73,6 +74,15 @@ _COHERENT = ("alloc", "alloc_pages", "alloc_sgt")
 
 # event kinds
 _OTHER, _MAP, _UNMAP, _DMA_ALLOC, _DMA_FREE, _DMA_OTHER = range(6)
+# (system, name) -> kind, for a trace with dma: events; other dma: events
+# are _DMA_OTHER, other iommu: events _OTHER
+_DMA_KINDS = dict([(("iommu", n), _OTHER) for n in ("io_page_fault", "add_device_to_group",
+                                                      "remove_device_from_group",
+                                                      "attach_device_to_domain",
+                                                      "detach_device_from_domain")]
+                  + [(("iommu", "map"), _MAP), (("iommu", "unmap"), _UNMAP)]
+                  + [(("dma", n), _DMA_ALLOC) for n in ALLOC_CALLS]
+                  + [(("dma", n), _DMA_FREE) for n in FREE_CALLS])
 
 _PCI_NAME = re.compile(r"^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$", re.A)
 _EXAMPLES = 5             # line numbers kept per kind of skipped thing
@@ -86,17 +96,18 @@ def looks_pci(name):
 class TraceDevice:
     """The device a cookie sees: a name, PCI or not, its bus limit."""
 
-    __slots__ = ("name", "is_pci", "bus_dma_limit")
+    __slots__ = ("name", "is_pci", "bus_dma_limit", "_hash")
 
     def __init__(self, name, is_pci, bus_dma_limit=0):
         self.name, self.is_pci, self.bus_dma_limit = name, is_pci, bus_dma_limit
+        self._hash = hash((name, is_pci))       # asked at every allocation (sticky 32-bit)
 
     def __eq__(self, other):
         return isinstance(other, TraceDevice) and (self.name, self.is_pci) == \
             (other.name, other.is_pci)
 
     def __hash__(self):
-        return hash((self.name, self.is_pci))
+        return self._hash
 
     def __reduce__(self):
         return (TraceDevice, (self.name, self.is_pci, self.bus_dma_limit))
@@ -121,19 +132,23 @@ class Allocation:
                 kernel adds to the IOVA it allocated
     coherent    made through the coherent mask (dma_alloc*)
     mask        the device's DMA mask for this call, when known (else None)
+    paddr       the physical address its first iommu:map line mapped (None
+                when the line did not print one)
+    dir         the DMA direction the dma: call named ("FROM_DEVICE"...), or None
     free_line   the iommu:unmap line that freed it (None: live at the end)
     inconsistent  its dma_addr does not lie in the map lines it was paired with
     """
 
     __slots__ = ("id", "device", "call", "line", "dma_line", "cpu", "ts", "pid", "irq", "iova",
                  "size", "expected", "offset", "coherent", "mask", "free_line", "free_cpu",
-                 "free_ts", "inconsistent")
+                 "free_ts", "inconsistent", "paddr", "dir")
 
     def __init__(self, id, device, call, first, dma_line, iova, size, expected, offset,
-                 coherent=False, mask=None, inconsistent=False):
+                 coherent=False, mask=None, inconsistent=False, paddr=None, dir=None):
         self.id, self.device, self.call = id, device, call
         self.line, self.cpu, self.ts = first.line, first.cpu, first.ts
         self.pid, self.irq = first.pid, first.irq
+        self.paddr, self.dir = paddr, dir
         self.dma_line, self.iova, self.size = dma_line, iova, size
         self.expected, self.offset = expected, offset
         self.coherent, self.mask, self.inconsistent = coherent, mask, inconsistent
@@ -147,7 +162,7 @@ class Allocation:
     def to_dict(self):
         return {k: getattr(self, k) for k in ("id", "device", "call", "line", "dma_line", "cpu",
                                               "iova", "size", "expected", "coherent", "mask",
-                                              "free_line", "inconsistent")}
+                                              "free_line", "inconsistent", "paddr", "dir")}
 
     def __repr__(self):
         return "<Allocation #%d %s %s line %d iova=%#x size=%#x expected=%#x%s>" % (
@@ -303,7 +318,7 @@ class Builder:
         granule = lt.granule
         if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
                 or granule & (granule - 1):
-            raise ValueError("granule %r is not a power of two" % (granule,))
+            raise errors.IovaValueError("granule %r is not a power of two" % (granule,))
         self.lt, self.sink = lt, sink
         self.g, self.gmask = granule, granule - 1
         self.page = max(page_size, granule)
@@ -326,6 +341,24 @@ class Builder:
         elif len(self.start) >= self.window:
             self._choose(_MapsMode)
 
+    def feed_many(self, events):
+        """feed() for each of a list of events, with the same result: a
+        mode that can takes them a batch at a time."""
+        if self.mode is None:
+            for i, e in enumerate(events):
+                if self.mode is not None:
+                    self.feed_many(events[i:])
+                    return
+                self.feed(e)
+            return
+        many = getattr(self.mode, "feed_many", None)
+        if many is not None:
+            many(events)
+            return
+        feed = self.mode.feed
+        for e in events:
+            feed(e)
+
     def finish(self):
         if self.mode is None:
             self._choose(_MapsMode)
@@ -334,6 +367,7 @@ class Builder:
 
     def _choose(self, mode):
         self.mode = mode(self)
+        self.feed = self.mode.feed      # from now on events go straight to it
         start, self.start = self.start, []
         for e in start:
             self.mode.feed(e)
@@ -355,10 +389,11 @@ class Builder:
         return d
 
     def new_alloc(self, d, call, first, dma_line, iova, size, expected, coherent,
-                  inconsistent=False):
+                  inconsistent=False, dir=None):
         mask = d.coherent_mask if coherent else d.mask
         a = Allocation(self.nallocs, d.name, call, first, dma_line, iova, size, expected,
-                       expected & self.gmask, coherent, mask, inconsistent)
+                       expected & self.gmask, coherent, mask, inconsistent,
+                       first.fields.get("paddr"), dir)
         self.nallocs += 1
         d.nallocs += 1
         return a
@@ -377,15 +412,15 @@ class _Window:
     """The recent events, by absolute index (ev(i)); each CPU's sequence of
     them (for the interrupt lines just before a map line), and each
     context's -- CPU, task, irq-ness -- for the walks that pair lines
-    logged near each other in one context. An event carries its kind, its
+    logged near each other in one context (ctx[key] = [indices, the
+    context position of the first]). An event carries its kind, its
     place in its CPU's sequence and in its context's (Event._k, _w, _c)."""
 
     def __init__(self, window):
         self.window = window
         self.evs = []               # events from absolute index `first` on
         self.first = 0
-        self.seq = {}               # cpu -> [indices], from position seq_base[cpu]
-        self.seq_base = {}
+        self.seq = {}               # cpu -> [[indices], position of the first]
         self.ctx = {}               # (cpu, pid, irq) -> [[indices], position of the first]
         self.n = 0
 
@@ -400,19 +435,22 @@ class _Window:
         self.n = i + 1
         self.evs.append(e)
         e._k = kind
-        cpu = e.cpu if e.cpu is not None else -1
+        cpu = e.cpu
+        if cpu is None:
+            cpu = -1
         s = self.seq.get(cpu)
         if s is None:
-            s = self.seq[cpu] = []
-            self.seq_base[cpu] = 0
-        e._w = self.seq_base[cpu] + len(s)
-        s.append(i)
+            s = self.seq[cpu] = [[], 0]
+        lst = s[0]
+        e._w = s[1] + len(lst)
+        lst.append(i)
         key = (cpu, e.pid, e.irq)
         c = self.ctx.get(key)
         if c is None:
             c = self.ctx[key] = [[], 0]
-        e._c = c[1] + len(c[0])
-        c[0].append(i)
+        lst = c[0]
+        e._c = c[1] + len(lst)
+        lst.append(i)
         return i
 
     def forget(self, upto):
@@ -422,11 +460,11 @@ class _Window:
             return
         del self.evs[:upto - self.first]
         self.first = upto
-        for cpu, s in self.seq.items():
-            k = bisect_left(s, upto)
+        for s in self.seq.values():
+            k = bisect_left(s[0], upto)
             if k:
-                del s[:k]
-                self.seq_base[cpu] += k
+                del s[0][:k]
+                s[1] += k
         for key in list(self.ctx):
             c = self.ctx[key]
             k = bisect_left(c[0], upto)
@@ -436,39 +474,20 @@ class _Window:
                 del c[0][:k]
                 c[1] += k
 
-    def walk(self, i, step, stop_kind):
-        """Indices of the events logged in i's context (CPU, task, irq-ness),
-        going away from i in direction `step`, within the window, up to an
-        event of kind >= stop_kind (included, so callers see where their
-        search ends)."""
-        evs, first = self.evs, self.first
-        e = evs[i - first]
-        lst, base = self.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
-        p = e._c - base + step
-        lo, hi = max(i - self.window, first), i + self.window
-        out = []
-        while 0 <= p < len(lst):
-            j = lst[p]
-            if j < lo or j > hi:
-                break
-            out.append(j)
-            if evs[j - first]._k >= stop_kind:
-                break
-            p += step
-        return out
-
     def block_before(self, i):
         """(cpu, pid, first line) of the interrupt lines of i's task logged
-        just before i on its CPU, or None."""
+        just before i on its CPU (at most a window back), or None."""
         evs, first = self.evs, self.first
         e = evs[i - first]
         if e.irq:
             return None
-        cpu = e.cpu if e.cpu is not None else -1
-        s = self.seq[cpu]
-        p = e._w - self.seq_base[cpu] - 1
+        s, base = self.seq[e.cpu if e.cpu is not None else -1]
+        p = e._w - base - 1
         line = None
-        while p >= 0 and s[p] >= first:
+        # within a window before i, which the window always still holds (so
+        # the answer does not depend on when old events were dropped)
+        lowest = max(first, i - self.window)
+        while p >= 0 and s[p] >= lowest:
             f = evs[s[p] - first]
             if not f.irq or f.pid != e.pid:
                 break
@@ -494,62 +513,109 @@ class _DmaMode:
         self.alloc_at = {}          # map index -> [Allocation] starting there
         self.live = {}              # device -> {iova: Allocation}
         self.identity = {}          # iova -> iova_end of identity maps seen
+        self.next_forget = 1024     # events added when the window next drops old ones
 
     def feed(self, e):
-        b, w = self.b, self.w
-        name = e.name
-        if e.system == "iommu":
-            if name == "map":
-                k = _MAP
-            elif name == "unmap":
-                k = _UNMAP
-            else:
-                f = e.fields
-                if name == "add_device_to_group" and f.get("groupID") is not None:
-                    b.groups[f.get("device")] = f["groupID"]
-                    d = self.lt.devices.get(f.get("device"))
-                    if d is not None and d.group is None:
-                        d.group = f["groupID"]
-                return
-        elif name in ALLOC_CALLS:
-            k = _DMA_ALLOC
-        elif name in FREE_CALLS:
-            k = _DMA_FREE
-        else:
-            k = _DMA_OTHER
+        k = _DMA_KINDS.get((e.system, e.name))
+        if k is None:
+            k = _OTHER if e.system == "iommu" else _DMA_OTHER
+        if k == _OTHER:
+            self._iommu_other(e)
+            return
         if not e.flags:
             self.lt.no_flags += 1
-        i = w.add(e, k)
+        i = self.w.add(e, k)
         if k >= _DMA_ALLOC:
             if k != _DMA_OTHER:
-                self.calls.append(i)
+                calls = self.calls
+                calls.append(i)
+                if len(calls) > 1 and i - calls[0] < self.w.window:
+                    # the oldest call has not waited a window's worth, and
+                    # the lines it holds back are as they were
+                    return
         else:
             self.lines.append(i)
         self._progress(i)
+
+    def feed_many(self, events):
+        """Every event of the list added, then one progress step: pairing
+        and settling later than feed() would, but -- the walks being bound
+        to the window by index -- to the same effect. Events of no kind here
+        (an IOMMU group's, say) first bring progress up to them, as feed()
+        does."""
+        w = self.w
+        calls, lines = self.calls, self.lines
+        add = w.add
+        kinds = _DMA_KINDS
+        lt = self.lt
+        for e in events:
+            k = kinds.get((e.system, e.name))
+            if k is None:
+                k = _OTHER if e.system == "iommu" else _DMA_OTHER
+            if k == _OTHER:
+                if w.n:
+                    self._progress(w.n - 1)
+                self._iommu_other(e)
+                continue
+            if not e.flags:
+                lt.no_flags += 1
+            i = add(e, k)
+            if k >= _DMA_ALLOC:
+                if k != _DMA_OTHER:
+                    calls.append(i)
+            else:
+                lines.append(i)
+        if w.n:
+            self._progress(w.n - 1)
+
+    def _iommu_other(self, e):
+        f = e.fields
+        if e.name == "add_device_to_group" and f.get("groupID") is not None:
+            self.b.groups[f.get("device")] = f["groupID"]
+            d = self.lt.devices.get(f.get("device"))
+            if d is not None and d.group is None:
+                d.group = f["groupID"]
 
     def finish(self):
         self._progress(None)
 
     def _progress(self, newest):
-        win = self.w.window
+        """Pairs the calls that have waited a window's worth of events, then
+        settles the lines no waiting call can pair any more; newest None:
+        everything (the end of the trace)."""
+        w = self.w
+        win = w.window
         calls, lines = self.calls, self.lines
-        while calls and (newest is None or calls[0] + win <= newest):
-            self._call(calls.popleft())
-        done = calls[0] if calls else (newest + 1 if newest is not None else None)
-        while lines and (done is None or lines[0] + win < done):
-            self._settle(lines.popleft())
-        oldest = min(lines[0] if lines else self.w.n, calls[0] if calls else self.w.n)
-        if oldest - 2 * win > 0 and (self.w.n & 1023) == 0:
-            self.w.forget(oldest - 2 * win)
+        final = newest is None
+        if final:
+            newest = w.n + win
+        if calls and calls[0] + win <= newest:
+            evs = w.evs
+            while calls and calls[0] + win <= newest:
+                i = calls.popleft()
+                e = evs[i - w.first]
+                if e._k == _DMA_ALLOC:
+                    self._claim_maps(i, e)
+                else:
+                    self._pair_unmap(i, e)
+        done = calls[0] if calls else newest + 1
+        if lines and lines[0] + win < done:
+            evs = w.evs
+            while lines and lines[0] + win < done:
+                j = lines.popleft()
+                e = evs[j - w.first]
+                if e._k == _MAP:
+                    self._settle_map(j, e)
+                else:
+                    self._settle_unmap(j, e)
+        if w.n >= self.next_forget and not final:
+            self.next_forget = w.n + 1024
+            # what a waiting call or line may still look at: a window back
+            oldest = min(lines[0] if lines else w.n, calls[0] if calls else w.n)
+            if oldest - win > 0:
+                w.forget(oldest - win)
 
     # ---- a dma: call, with the events around it known ----------------------
-    def _call(self, i):
-        e = self.w.ev(i)
-        if e._k == _DMA_ALLOC:
-            self._claim_maps(i, e)
-        else:
-            self._pair_unmap(i, e)
-
     def _claim_maps(self, i, e):
         b, w = self.b, self.w
         f = e.fields
@@ -588,16 +654,27 @@ class _DmaMode:
         hi = None if size is None else lo + size
         inside, loose = [], []
         ev, claimed = w.ev, self.claimed
-        for j in w.walk(i, -1, _DMA_ALLOC):
-            k = ev(j)._k
+        evs, base = w.evs, w.first
+        # the map lines logged before it in its context (CPU, task,
+        # irq-ness), within the window, back to the previous call there
+        lst, pos = w.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
+        p = e._c - pos - 1
+        lowest = max(i - w.window, base)
+        while p >= 0:
+            j = lst[p]
+            if j < lowest:
+                break
+            m = evs[j - base]
+            k = m._k
             if k >= _DMA_ALLOC:
                 break                      # the previous call of this context
             if k == _MAP and j not in claimed:
-                m = ev(j).fields
+                m = m.fields
                 if lo <= m["iova"] and (hi is None or m["iova_end"] <= hi):
                     inside.append(j)
                 else:
                     loose.append(j)
+            p -= 1
         inconsistent = False
         if not inside:
             if not loose:
@@ -614,7 +691,7 @@ class _DmaMode:
         if size is None:
             size = b.up(max(ev(j).fields["iova_end"] for j in inside) - iova)
         a = b.new_alloc(d, call, ev(first), e.line, iova, size, expected, coherent,
-                        inconsistent)
+                        inconsistent, f.get("dir"))
         self.alloc_at.setdefault(first, []).append(a)
 
     def _skip_unmapped(self, d, e, call, expected):
@@ -631,9 +708,20 @@ class _DmaMode:
         w, paired = self.w, self.paired
         first = FREE_CALLS[e.name]
         addr = e.fields.get("dma_addr")
+        evs, base = w.evs, w.first
+        # the unmap lines next to it in its context (CPU, task, irq-ness),
+        # within the window, up to the next call there: on the side the
+        # call is logged first, then the other
+        lst, pos = w.ctx[(e.cpu if e.cpu is not None else -1, e.pid, e.irq)]
+        lowest, highest = max(i - w.window, base), i + w.window
+        n = len(lst)
         for step in (first, -first):
-            for j in w.walk(i, step, _DMA_ALLOC):
-                u = w.ev(j)
+            p = e._c - pos + step
+            while 0 <= p < n:
+                j = lst[p]
+                if j < lowest or j > highest:
+                    break
+                u = evs[j - base]
                 k = u._k
                 if k >= _DMA_ALLOC:
                     break
@@ -642,35 +730,44 @@ class _DmaMode:
                     if addr is None or f["iova"] <= addr < f["iova_end"] or addr == f["iova"]:
                         paired[j] = i
                         return
+                p += step
         self.b.device(e.fields["device"])
         self.lt.count("frees_without_unmap", e.line)
 
     # ---- a map or unmap line, settled ------------------------------------------
-    def _settle(self, j):
-        w, b, lt = self.w, self.b, self.lt
-        e = w.ev(j)
-        f = e.fields
-        if e._k == _MAP:
-            starts = self.alloc_at.pop(j, None)
-            if starts:
-                block = w.block_before(j)
-                for a in starts:
-                    space = self.live.setdefault(a.device, {})
-                    if a.iova in space:
-                        # its unmap was never seen (lost, or the trace
-                        # mixes domains): the old one stays allocated
-                        lt.count("remapped_while_live", e.line)
-                    space[a.iova] = a
-                    b.emit_alloc(lt.devices[a.device], a, block)
-            elif j not in self.claimed:
-                if f.get("paddr") is not None and f["paddr"] == f["iova"]:
-                    self.identity[f["iova"]] = f["iova_end"]
-                    lt.count("identity_maps", e.line)
-                else:
-                    lt.count("unattributed_maps", e.line)
+    def _settle_map(self, j, e):
+        lt = self.lt
+        starts = self.alloc_at.pop(j, None)
+        if starts:
+            b = self.b
+            block = self.w.block_before(j)
+            for a in starts:
+                space = self.live.get(a.device)
+                if space is None:
+                    space = self.live[a.device] = {}
+                if a.iova in space:
+                    # its unmap was never seen (lost, or the trace
+                    # mixes domains): the old one stays allocated
+                    lt.count("remapped_while_live", e.line)
+                space[a.iova] = a
+                d = lt.devices[a.device]
+                b.sink(d, Op(ALLOC, a, d.tdev, a.line, a.ts, a.cpu if a.cpu is not None else 0,
+                             a.pid, a.irq, block))
             self.claimed.discard(j)
             return
-        if self.identity.get(f["iova"]) == f["iova_end"]:
+        if j not in self.claimed:
+            f = e.fields
+            if f.get("paddr") is not None and f["paddr"] == f["iova"]:
+                self.identity[f["iova"]] = f["iova_end"]
+                lt.count("identity_maps", e.line)
+            else:
+                lt.count("unattributed_maps", e.line)
+        self.claimed.discard(j)
+
+    def _settle_unmap(self, j, e):
+        w, b, lt = self.w, self.b, self.lt
+        f = e.fields
+        if self.identity and self.identity.get(f["iova"]) == f["iova_end"]:
             lt.count("identity_unmaps", e.line)
             self.paired.pop(j, None)
             return
@@ -694,7 +791,10 @@ class _DmaMode:
             return
         if b.up(f["size"]) != a.size:
             lt.count("length_disagreements", e.line)
-        b.emit_free(lt.devices[dev], a, e)
+        d = lt.devices[dev]
+        cpu = e.cpu
+        a.free_line, a.free_cpu, a.free_ts = e.line, cpu, e.ts
+        b.sink(d, Op(FREE, a, d.tdev, e.line, e.ts, cpu if cpu is not None else 0, e.pid, e.irq))
 
 
 class _Open:

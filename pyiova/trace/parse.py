@@ -31,10 +31,11 @@ import shutil
 import subprocess
 import zlib
 from collections import Counter
+from itertools import islice
 
 from ..errors import TraceError
 
-__all__ = ["Event", "Trace", "read_trace", "iter_events", "parse_line", "open_trace",
+__all__ = ["Event", "Trace", "read_trace", "iter_events", "iter_event_batches", "parse_line", "open_trace",
            "read_number", "sniff", "IOMMU_EVENTS", "DMA_EVENTS", "Problem", "gc_paused"]
 
 
@@ -194,11 +195,6 @@ class Event:
         self.flags, self.irq, self.system, self.name, self.fields = flags, irq, system, name, fields
         self.style = style
 
-    def __getattr__(self, key):
-        # only reached for names that are not slots
-        if key in Event._FIELD_NAMES:
-            return self.fields.get(key)
-        raise AttributeError(key)
 
     @property
     def full_name(self):
@@ -223,6 +219,17 @@ class Event:
             self.line, self.full_name, self.cpu, self.pid, " irq" if self.irq else "",
             " ".join("%s=%s" % (k, hex(v) if isinstance(v, int) and k in _HEX else v)
                      for k, v in self.fields.items()))
+
+
+def _field_property(key):
+    return property(lambda self: self.fields.get(key), doc="the %s field, or None" % key)
+
+
+# Fields read as attributes are properties, not a __getattr__ hook: a class
+# with one pays for it on every attribute read, its slots' included
+for _key in Event._FIELD_NAMES:
+    setattr(Event, _key, _field_property(_key))
+del _key
 
 
 class _Malformed(Exception):
@@ -645,6 +652,16 @@ def iter_events(source, trace):
     lines) one at a time, in file order; `trace` (a Trace) counts the rest
     as it goes. Only the lines being read are held. A trace-cmd .dat file
     is read through `trace-cmd report` when that is installed."""
+    for events in iter_event_batches(source, trace):
+        for e in events:
+            trace.nevents += 1
+            trace.lines = e.line
+            yield e
+
+
+def iter_event_batches(source, trace):
+    """iter_events(), a list of events at a time (as the replay reads them);
+    trace.nevents is the caller's to count."""
     stream = None
     if isinstance(source, (str, os.PathLike, bytes, bytearray)) or hasattr(source, "read"):
         stream, trace.content, raw = _open(source)
@@ -657,7 +674,7 @@ def iter_events(source, trace):
     else:
         lines = source
     try:
-        yield from _events(lines, trace)
+        yield from _event_batches(lines, trace)
     except _READ_ERRORS as exc:
         raise TraceError("%s: the data ends or breaks after line %d (%s): a truncated or "
                          "damaged file?" % (trace.name or "the trace", trace.lines,
@@ -703,56 +720,111 @@ def _release(stream, source):
             pass
 
 
-def _events(lines, trace):
+_CHUNK = 1024               # lines read ahead and put through the common-line reader at once
+
+
+def _chunks(lines):
+    """Lists of up to _CHUNK lines. A read error is raised once the lines
+    before it have been handed on."""
+    it = iter(lines)
+    while True:
+        chunk = []
+        try:
+            # (list.extend keeps what it appended before an error)
+            chunk.extend(islice(it, _CHUNK))
+        except _READ_ERRORS:
+            if chunk:
+                yield chunk
+            raise
+        if not chunk:
+            return
+        yield chunk
+
+
+def _event_batches(lines, trace):
+    """The events of each chunk of lines, a list at a time; `trace` counts
+    what else the lines held (problems, lost events, CPUs, framings) as it
+    goes. How many events were handed on is for the consumer to count."""
+    from .fastline import fast_event
     problems = trace.problems
     max_problems = trace.max_problems
-    max_cpu = trace.max_cpu
     styles = {}
+    fast = 0                    # events the one-pattern reader took (ftrace style)
     n = trace.lines
-    fractional = trace.fractional_ts
     try:
-        for text in lines:
-            n += 1
-            r = parse_line(text, n)
-            if r is None:
-                head = text.lstrip()
-                if head.startswith("#"):
-                    if trace.header_ncpus is None:
-                        m = _NCPUS_HEADER.search(head)
-                        if m:
-                            trace.header_ncpus = int(m.group(1))
-                    if head.startswith("# tracer:"):
-                        trace.tracer = head[9:].strip()
+        for chunk in _chunks(lines):
+            # the common lines of a chunk are read in one tight loop, then
+            # handed on: an interpreter runs one kind of work at a time
+            # faster than all of them in turn
+            read = list(map(fast_event, chunk, range(n + 1, n + 1 + len(chunk))))
+            events = list(filter(None, read))
+            if len(events) == len(chunk):
+                # every line a common event: the whole chunk at once
+                n += len(chunk)
+                fast += len(events)
+                _note_events(events, trace)
+                yield events
+                continue
+            events = []
+            for text, r in zip(chunk, read):
+                n += 1
+                if r is not None:
+                    fast += 1
+                    events.append(r)
+                    continue
+                r = parse_line(text, n)
+                if r is None:
+                    _header(text, trace)
+                elif type(r) is Event:
+                    styles[r.style] = styles.get(r.style, 0) + 1
+                    events.append(r)
+                elif r.kind == "lost":
+                    m = _LOST.search(r.text)
+                    trace.lost_events += int(m.group(2))
+                    trace.lost_lines.append(n)
                 else:
-                    m = _CPUS_LINE.match(head.strip())
-                    if m:
-                        trace._trace_cmd = True
-                        if trace.header_ncpus is None:
-                            trace.header_ncpus = int(m.group(1))
-                continue
-            if type(r) is Event:
-                if r.cpu is not None and r.cpu > max_cpu:
-                    max_cpu = r.cpu
-                    trace.max_cpu = max_cpu
-                if not fractional and not r.ts.is_integer():
-                    fractional = trace.fractional_ts = True
-                styles[r.style] = styles.get(r.style, 0) + 1
-                trace.nevents += 1
-                trace.lines = n
-                yield r
-                continue
-            if r.kind == "lost":
-                m = _LOST.search(r.text)
-                trace.lost_events += int(m.group(2))
-                trace.lost_lines.append(n)
-                continue
-            if r.kind == "unknown":
-                trace.unknown += 1
-                trace.unknown_names[r.reason.split()[1]] += 1
-            else:
-                trace.malformed += 1
-            if len(problems) < max_problems:
-                problems.append(r)
+                    if r.kind == "unknown":
+                        trace.unknown += 1
+                        trace.unknown_names[r.reason.split()[1]] += 1
+                    else:
+                        trace.malformed += 1
+                    if len(problems) < max_problems:
+                        problems.append(r)
+            if events:
+                _note_events(events, trace)
+                yield events
     finally:
         trace.lines = n
+        if fast:
+            styles["ftrace"] = styles.get("ftrace", 0) + fast
         trace.styles.update(styles)
+
+
+def _note_events(events, trace):
+    """The highest CPU and whether the clock counts seconds, from a batch."""
+    cpus = [e.cpu for e in events if e.cpu is not None]
+    if cpus:
+        top = max(cpus)
+        if top > trace.max_cpu:
+            trace.max_cpu = top
+    if not trace.fractional_ts and not all(e.ts.is_integer() for e in events):
+        trace.fractional_ts = True
+
+
+def _header(text, trace):
+    """What a line that carries no event says about the trace (#P:N, cpus=N,
+    the tracer)."""
+    head = text.lstrip()
+    if head.startswith("#"):
+        if trace.header_ncpus is None:
+            m = _NCPUS_HEADER.search(head)
+            if m:
+                trace.header_ncpus = int(m.group(1))
+        if head.startswith("# tracer:"):
+            trace.tracer = head[9:].strip()
+    else:
+        m = _CPUS_LINE.match(head.strip())
+        if m:
+            trace._trace_cmd = True
+            if trace.header_ncpus is None:
+                trace.header_ncpus = int(m.group(1))

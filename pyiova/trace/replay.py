@@ -22,15 +22,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from .. import errors
+from .. import sim_args
 from ..allocators import AllocatorType
 from ..policies import DMA_API_POLICIES
 from ..policies import POLICIES as _POLICY_TABLE
-from ..sim import free_space
+from ..sim import ENGINES, free_space
 from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
 from .kernel import KERNELS, U64_MAX, VTD_RESERVED, KernelDomain, TimerRules
 from .lifetimes import ALL_DEVICES, Builder, Lifetimes, build_lifetimes
-from .parse import Trace, gc_paused, iter_events
+from .parse import Trace, gc_paused, iter_event_batches
+from .whatif import DEFAULT_DRIVER, NO_DRIVER, RESULT_FIELDS, DriverModel, check_driver
 
 __all__ = ["POLICIES", "MODES", "VTD_RESERVED", "DeviceReplay", "ReplayResult", "DeviceCheck",
            "CheckResult", "replay", "check", "load", "parse_policy"]
@@ -38,6 +40,7 @@ __all__ = ["POLICIES", "MODES", "VTD_RESERVED", "DeviceReplay", "ReplayResult", 
 POLICIES = DMA_API_POLICIES
 MODES = ("auto", "strict", "lazy")
 _PROGRESS_EVERY = 4096
+_BATCH = 1024               # events of a kept Trace the builder takes at a time
 _U32_PFN_BYTES = 1 << 32
 
 
@@ -163,6 +166,23 @@ class DeviceReplay:
     kernel_flushes: int = 0
     kernel_invalidations: int = 0
     kernel_fragmentation: float = 0.0
+    # through the driver model (whatif.py): simulate()'s figures for the same lifetimes
+    driver: Optional[str] = None               # the driver model, None: cookies only
+    engine: Optional[str] = None               # "c" or "python": which engine ran it
+    driver_note: Optional[str] = None          # why it did not run, when it did not
+    driver_maps: Optional[int] = None          # maps and failed maps as the DMA API counted
+    driver_failures: Optional[int] = None
+    accesses: Optional[int] = None             # device accesses (every page, once mapped)
+    iotlb_hits: Optional[int] = None
+    iotlb_misses: Optional[int] = None
+    stale_translations: Optional[int] = None   # accesses served by a stale IOTLB entry:
+    stale_unmapped: Optional[int] = None       # ...into a freed buffer
+    stale_remapped: Optional[int] = None       # ...into a buffer mapped for something else
+    faults: Optional[int] = None               # accesses to live mappings the IOMMU refused
+    iotlb_syncs: Optional[int] = None          # invalidations the unmap path issued
+    syncs_skipped: Optional[int] = None
+    full_flushes: Optional[int] = None
+    invalidations_lost: Optional[int] = None   # unmap-path flushes lost (the IPMMU erratum)
     # with record=True: (op, line, "alloc" | "fail" | "free", iova, pages) per operation
     timeline: Optional[list] = None
 
@@ -224,10 +244,20 @@ class _Policy:
     final operations (allocations, frees, and -- for a lazy policy on a
     lazy trace -- the timer fires the record decided)."""
 
-    def __init__(self, run, policy, kernel, devices):
+    def __init__(self, run, policy, kernel, devices, device):
         self.policy, self.kernel = policy, kernel
+        # through the driver model too, when there is one: the cookie-level
+        # model below is set up as that driver sets its domain up
+        self.driver = None
+        setup = {}
+        if run.driver != NO_DRIVER:
+            self.driver = DriverModel(run, run.driver, policy, kernel, device)
+            bits, reserved = self.driver.aperture
+            if bits is not None:
+                setup = dict(aperture_bits=bits, reserved=reserved)
         pol = _POLICY_TABLE[policy]
-        self.model = run.model(kernel, lazy=pol.lazy, allocator=pol.allocator, rcache=pol.rcache)
+        self.model = run.model(kernel, lazy=pol.lazy, allocator=pol.allocator, rcache=pol.rcache,
+                               **setup)
         self.record = run.record
         self.stats = {name: _Stats(run.record) for name in devices}
         self.got = {}
@@ -236,6 +266,8 @@ class _Policy:
         self.kernel_fires = False
 
     def op(self, kind, op, kernel_iova):
+        if self.driver is not None and kind != FIRE:
+            self.driver.op(kind, op)
         m = self.model
         t = m.timer
         if kind == FIRE:
@@ -310,25 +342,33 @@ class _Domain:
             self.mode_reason = "4.10 has no flush queue"
         self.kernel_stats = {}
         self.policies = []
+        self.device_lifetimes = []
         self.first_op = True
 
     def add_device(self, d):
         self.devices.append(d.name)
+        self.device_lifetimes.append(d)
         self.kernel_stats[d.name] = _Stats()
         for p in self.policies:
             p.stats.setdefault(d.name, _Stats(self.run.record))
+            if p.driver is not None and p.driver.note is None:
+                p.driver.abandon("the driver model runs one device per domain; %s has %s too"
+                                 % (self.key, d.name))
 
     def start_policies(self):
         run = self.run
         for policy, kernel in run.policies:
-            self.policies.append(_Policy(run, policy, kernel or run.kernel, self.devices))
+            self.policies.append(_Policy(run, policy, kernel or run.kernel, self.devices,
+                                         self.device_lifetimes[0]))
 
     def feed(self, op):
         if self.first_op:
             self.first_op = False
             self.start_policies()
         if self.mode is not None:
-            self.engines[self.mode].feed(op)
+            # the mode is known: from now on operations go straight to its engine
+            self.feed = self.engines[self.mode].feed
+            self.feed(op)
             return
         for eng in self.engines.values():
             eng.feed(op)
@@ -407,9 +447,12 @@ class _Domain:
 
 class _Run:
     def __init__(self, *, kernel, mode, policies, granule, aperture_bits, reserved,
-                 default_mask, timer, record, engine_options, progress):
+                 default_mask, timer, record, engine_options, progress, driver=NO_DRIVER,
+                 engine="auto", drop_rate=1.0, driver_seed=1):
         if mode not in MODES:
             raise errors.IovaValueError("mode %r is not one of %s" % (mode, ", ".join(MODES)))
+        self.driver, self.engine = driver, engine
+        self.drop_rate, self.driver_seed = drop_rate, driver_seed
         self.kernel = kernel
         self.mode = mode
         self.policies = policies
@@ -425,13 +468,19 @@ class _Run:
         self.ncpus = 1
         self.use_clock = True
         self.lt = None
+        self.feeds = {}             # DeviceLifetimes -> (its group then, its _Domain)
 
     def model(self, kernel, **kw):
-        return KernelDomain(kernel, granule=self.granule, aperture_bits=self.aperture_bits,
-                            reserved=self.reserved, ncpus=self.ncpus,
-                            default_mask=self.default_mask, use_clock=self.use_clock, **kw)
+        setup = dict(aperture_bits=self.aperture_bits, reserved=self.reserved)
+        setup.update(kw)
+        return KernelDomain(kernel, granule=self.granule, ncpus=self.ncpus,
+                            default_mask=self.default_mask, use_clock=self.use_clock, **setup)
 
     def sink(self, d, op):
+        seen = self.feeds.get(d)
+        if seen is not None and seen[0] is d.group:
+            seen[1].feed(op)
+            return
         if self.lt is not None:
             # the first operation: the trace's start says which kernel, how many CPUs
             lt, self.lt = self.lt, None
@@ -445,6 +494,9 @@ class _Run:
         if d.name not in dom.kernel_stats:
             dom.add_device(d)
         dom.feed(op)
+        # its next operations go straight to its domain while it stays in
+        # this group (or in none: a device may join a group later)
+        self.feeds[d] = (d.group, dom)
 
     def finish(self):
         for dom in self.domains.values():
@@ -457,42 +509,56 @@ def load(trace, **options):
     window. A Lifetimes is returned as it is."""
     if isinstance(trace, Lifetimes):
         if options:
-            raise ValueError("%s apply when the trace is read; this one is already built"
-                             % ", ".join(sorted(options)))
+            raise errors.IovaValueError("%s apply when the trace is read; this one is already "
+                                        "built" % ", ".join(sorted(options)))
         return trace
     return build_lifetimes(trace, **options)
 
 
 def _execute(trace, *, kernel, mode, policies, granule, aperture_bits, reserved, default_mask,
-             timer, record, progress, engine_options, page_size=4096, masks=None,
-             coherent_masks=None, pci=None, window=4096):
+             timer, record, progress, engine_options, driver=NO_DRIVER, engine="auto",
+             drop_rate=1.0, page_size=4096, masks=None, coherent_masks=None, pci=None,
+             window=4096):
     if kernel not in KERNELS + ("auto",):
         raise errors.IovaValueError("kernel %r is not one of auto, %s"
                                     % (kernel, ", ".join(KERNELS)))
     aperture_bits = sim_aperture_bits(aperture_bits)
+    driver = check_driver(driver)
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise errors.IovaValueError("engine %r is not one of %s" % (engine, ", ".join(ENGINES)))
+    drop_rate = sim_args.run_args(1, 1, 1, drop_rate)[3]
     run = _Run(kernel=kernel, mode=mode, policies=policies, granule=granule,
                aperture_bits=aperture_bits, reserved=reserved, default_mask=default_mask,
-               timer=timer, record=record, engine_options=engine_options, progress=progress)
+               timer=timer, record=record, engine_options=engine_options, progress=progress,
+               driver=driver, engine=engine, drop_rate=drop_rate)
     if isinstance(trace, Lifetimes):
         if trace.granule != granule:
-            raise ValueError("the trace was built for granule %#x, not %#x"
-                             % (trace.granule, granule))
+            raise errors.IovaValueError("the trace was built for granule %#x, not %#x"
+                                        % (trace.granule, granule))
         run.lt = lt = trace
         for d, op in _kept_ops(lt):
             run.sink(d, op)
         run.finish()
         return run, lt
     info = trace if isinstance(trace, Trace) else Trace(_name(trace))
-    events = trace.events if isinstance(trace, Trace) else iter_events(trace, info)
+    if isinstance(trace, Trace):
+        batches = (trace.events[i:i + _BATCH] for i in range(0, len(trace.events), _BATCH))
+    else:
+        batches = iter_event_batches(trace, info)
     run.lt = lt = Lifetimes(info, granule)
     b = Builder(lt, run.sink, page_size=page_size, masks=masks, coherent_masks=coherent_masks,
                 pci=pci, window=window)
     with gc_paused():
-        n = 0
-        for e in events:
-            b.feed(e)
-            n += 1
-            if progress is not None and n % _PROGRESS_EVERY == 0:
+        # the builder takes events a batch at a time: the same result, and
+        # an interpreter that does one kind of work at a time does it faster
+        read = 0
+        for events in batches:
+            if info is not trace:
+                info.nevents += len(events)
+            b.feed_many(events)
+            read += len(events)
+            if progress is not None and read >= _PROGRESS_EVERY:
+                read = 0
                 _report(progress, info)
         b.finish()
         run.finish()
@@ -649,7 +715,8 @@ def check(trace, *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
 
 def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
            reserved=VTD_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
-           record=False, engine_options=None, **options):
+           record=False, engine_options=None, driver=DEFAULT_DRIVER, engine="auto",
+           drop_rate=1.0, **options):
     """Runs a trace's lifetimes through other allocators: what would have
     changed?
 
@@ -658,6 +725,14 @@ def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, ap
                    "iova-lazy" (with the flush queue), "iova-tree" (the
                    rcache bypassed), "wraparound", "reset-when-empty"
     record         keep each device's timeline of (op, line, what, iova, pages)
+    driver         the IOMMU driver model the lifetimes also run through
+                   (whatif.py): "generic" (the traced IOMMU as the replay sets
+                   it up: strict ranged invalidation, or the flush queue for
+                   iova-lazy), "ipmmu" (the IPMMU with its erratum: an
+                   unmap-path flush is lost with probability drop_rate), any
+                   registered driver, or "none" (the cookies alone)
+    engine         which of simulate()'s engines runs the driver model: "auto"
+                   (the C engine), "c" or "python"
     the rest       as for check(): the kernel's own replay (check) runs
                    beside the policies and decides the order they all see
 
@@ -672,7 +747,12 @@ def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, ap
     run, lt = _execute(trace, kernel=kernel, mode=mode, policies=wanted, granule=granule,
                        aperture_bits=aperture_bits, reserved=reserved,
                        default_mask=default_mask, timer=timer, record=record, progress=progress,
-                       engine_options=engine_options, **options)
+                       engine_options=engine_options, driver=driver, engine=engine,
+                       drop_rate=drop_rate, **options)
+    for dom in run.domains.values():
+        for p in dom.policies:
+            if p.driver is not None:
+                p.driver.finish()
     seconds = time.perf_counter() - start
     devices, mode_used, why = _checks(run, lt)
     chk = CheckResult(run.kernel, devices, _notes(run, lt), lt.trace.summary(), mode_used, why)
@@ -706,6 +786,10 @@ def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, ap
                     row.kernel_invalidations = _invalidations(
                         "iova-lazy" if dom.mode == "lazy" else "iova", kst.frees, eng.model)
                 row.kernel_fragmentation = _fragmentation(eng.model, d)
+                if p.driver is not None and dom.devices[0] == name:
+                    _driver_fields(row, p.driver)
+            elif run.driver != NO_DRIVER:
+                row.driver = run.driver
             rows.append(row)
         label = pol if k is None else "%s@%s" % (pol, k)
         results.append(ReplayResult(label, k or run.kernel, rows, list(chk.notes),
@@ -713,9 +797,24 @@ def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, ap
     for dom in run.domains.values():
         for p in dom.policies:
             p.model.close()
+            if p.driver is not None:
+                p.driver.close()
         for eng in dom.engines.values():
             eng.model.close()
     return results if many else results[0]
+
+
+def _driver_fields(row, model):
+    """The driver model's figures into a what-if row."""
+    row.driver = model.driver
+    res = model.finish()
+    if res is None:
+        row.driver_note = model.note
+        return
+    row.engine = res.engine
+    row.driver_maps, row.driver_failures = res.maps, res.failures
+    for name in RESULT_FIELDS:
+        setattr(row, name, getattr(res, name))
 
 
 def _invalidations(policy, frees, model):

@@ -102,6 +102,47 @@ def _frag(x):
     return "%.3f" % x
 
 
+def _driver_table(results):
+    """What the driver model saw, a row per policy and device it ran."""
+    rows, notes, drivers, engines = [], [], [], set()
+    for r in results:
+        for d in r.devices:
+            if d.driver is None:
+                continue
+            if d.driver not in drivers:
+                drivers.append(d.driver)
+            if d.accesses is None:
+                if d.driver_note:
+                    notes.append("%s on %s: not run through the %s driver model: %s"
+                                 % (r.policy, d.device, d.driver, d.driver_note))
+                continue
+            engines.add(d.engine)
+            rows.append((r.policy, d.device, d.driver_failures, d.accesses,
+                         d.stale_translations, d.stale_remapped, d.stale_unmapped, d.faults,
+                         d.iotlb_syncs, d.syncs_skipped, d.full_flushes, d.invalidations_lost))
+    if not rows and not notes:
+        return []
+    out = ["", "through the %s driver model (%s engine; the device touches every page of a "
+               "buffer once, right after it is mapped):"
+           % (", ".join(drivers), "/".join(sorted(engines)) or "no")]
+    if rows:
+        out.append(_table(("policy", "device", "failures", "accesses", "stale",
+                           "stale remapped", "stale freed", "faults", "syncs", "syncs skipped",
+                           "full flushes", "lost"), rows, right=tuple(range(2, 12))))
+    out += ["  - " + n for n in notes]
+    return out
+
+
+def _driver_change(d):
+    if d.accesses is None:
+        return ""
+    return ("; through the %s driver model %d stale translations (%d into buffers mapped for "
+            "something else, %d into freed ones), %d faults, %d of %d unmap-path "
+            "invalidations lost" % (d.driver, d.stale_translations, d.stale_remapped,
+                                    d.stale_unmapped, d.faults, d.invalidations_lost,
+                                    d.iotlb_syncs))
+
+
 def format_replay(results):
     """The table `pyiova replay` prints: one ReplayResult or several (one
     per policy), a row per device for the kernel's own replay and for each
@@ -139,6 +180,7 @@ def format_replay(results):
     lines.append(_table(("policy", "device", "maps", "frees", "failures", "first failure",
                          "peak live pages", "invalidations", "frag <4G", "changed", "skipped"),
                         rows, right=(2, 3, 4, 6, 7, 8, 9, 10)))
+    lines += _driver_table(results)
     changes = []
     for r in results:
         for d in r.devices:
@@ -147,11 +189,11 @@ def format_replay(results):
             changes.append(
                 "%s on %s: %d of %d allocations at another address; failures %d (as traced "
                 "%d); peak %d live pages (as traced %d); %d IOTLB invalidations (as traced "
-                "%d); fragmentation below 4 GiB %s (as traced %s)"
+                "%d); fragmentation below 4 GiB %s (as traced %s)%s"
                 % (r.policy, d.device, d.changed, d.maps, d.failures, d.kernel_failures,
                    d.peak_live_pages, d.kernel_peak_live_pages, d.invalidations,
                    d.kernel_invalidations, _frag(d.fragmentation),
-                   _frag(d.kernel_fragmentation)))
+                   _frag(d.kernel_fragmentation), _driver_change(d)))
     if changes:
         lines += ["", "what would have changed:"] + ["  - " + c for c in changes]
     notes = []

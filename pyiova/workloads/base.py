@@ -132,7 +132,8 @@ class Workload:
         self.__dict__.update(fresh.__dict__)
 
     def _generate(self, rng) -> Iterator[tuple]:
-        raise NotImplementedError
+        raise WorkloadError("the %s workload does not define _generate(rng), the stream of "
+                            "its operations" % self.name)
 
     def __repr__(self):
         defaults = type(self)().params

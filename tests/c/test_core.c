@@ -16,7 +16,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -30,9 +29,10 @@
 #include "iova_cookie.h"
 #include "iova_cookie_save.h"
 #include "iova_internal.h"   /* the validator_sees_* tests reach inside */
+#include "iova_cookie_internal.h"
 #include "iova_mem.h"
 #include "sim_engine.h"
-#include "sim_workloads.h"
+#include "sim_gen.h"
 
 static int failures;
 
@@ -120,13 +120,13 @@ static void churn(struct iova_domain *d, unsigned ncpus, int rounds)
             size_t k = rnd_below(n);
             struct live l = live[k];
             live[k] = live[--n];
-            int e = rnd() & 1 ? iova_free_fast(d, l.pfn, l.size, (int)rnd_below(ncpus))
+            int e = rnd() & 1 ? iova_rcache_free_fast(d, l.pfn, l.size, (int)rnd_below(ncpus))
                               : iova_free(d, l.pfn);
             CHECK_EQ(e, 0);
         } else if (r < 75) {
             uint64_t size = 1 + rnd_below(40);
-            int64_t p = iova_alloc_fast(d, size, TOP32 >> rnd_below(4), 1,
-                                        (int)rnd_below(ncpus));
+            int64_t p = iova_rcache_alloc_fast(d, size, TOP32 >> rnd_below(4), 1,
+                                               (int)rnd_below(ncpus));
             CHECK(p >= 0);
             if (p > 0)
                 live[n++] = (struct live){ (uint64_t)p, size };
@@ -137,11 +137,11 @@ static void churn(struct iova_domain *d, unsigned ncpus, int rounds)
             if (p >= 0)
                 live[n++] = (struct live){ (uint64_t)p, size };
         } else if (r < 97) {
-            CHECK_EQ(iova_flush_cpu(d, (int)rnd_below(ncpus)), 0);
+            CHECK_EQ(iova_rcache_flush_cpu(d, (int)rnd_below(ncpus)), 0);
         } else if (r < 98) {
-            CHECK(iova_advance(d, rnd_below(150)) >= 0);
+            CHECK(iova_rcache_advance(d, rnd_below(150)) >= 0);
         } else {
-            CHECK(iova_run_pending_work(d) >= 0);
+            CHECK(iova_rcache_run_pending_work(d) >= 0);
         }
     }
     free(live);
@@ -187,8 +187,8 @@ static void exercise_domain(int kernel)
     CHECK_EQ(iova_free_many(d, pfns, 3, &err), 1);
     CHECK_EQ(err, IOVA_E_NOTFOUND);
     sizes[7] = 2;
-    CHECK(iova_alloc_fast_many(d, sizes, out, 64, TOP32, 1, 1, &bad) > 0);
-    CHECK_EQ(iova_free_fast_many(d, out, sizes, 64, 1, &err), 64);
+    CHECK(iova_rcache_alloc_fast_many(d, sizes, out, 64, TOP32, 1, 1, &bad) > 0);
+    CHECK_EQ(iova_rcache_free_fast_many(d, out, sizes, 64, 1, &err), 64);
     CHECK_EQ(err, 0);
     check_domain(d, "after batches");
 
@@ -204,7 +204,7 @@ static void exercise_domain(int kernel)
     }
     for (int i = 0; i < MANY; i++)
         if (many[i])
-            CHECK_EQ(iova_free_fast(d, many[i], 2, 0), 0);
+            CHECK_EQ(iova_rcache_free_fast(d, many[i], 2, 0), 0);
     free(many);
     uint32_t loaded[6 * ncpus], prev[6 * ncpus], pending[6];
     uint64_t depot[6];
@@ -219,28 +219,29 @@ static void exercise_domain(int kernel)
     uint64_t due[6];
     if (kernel == IOVA_KERNEL_6_12)
         CHECK(pending[1]);                              /* the depot push armed it */
-    int npending = iova_trim_due(d, due);
+    int npending = iova_rcache_trim_due(d, due);
     CHECK(npending >= 0);
     int armed = 0;
     for (int k = 0; k < 6; k++)
         armed += pending[k] != 0;
     CHECK_EQ(npending, armed);
+    CHECK_EQ(iova_rcache_trim_due(d, NULL), npending);        /* the count alone */
     if (kernel == IOVA_KERNEL_6_12 && pending[1]) {
         CHECK(due[1] != UINT64_MAX);
-        CHECK_EQ(iova_set_clock(d, due[1] + 7), 0);
-        CHECK_EQ(iova_set_clock(d, 1), 0);              /* never back */
-        CHECK_EQ(iova_run_trim(d, 1), 1);
+        CHECK_EQ(iova_rcache_set_clock(d, due[1] + 7), 0);
+        CHECK_EQ(iova_rcache_set_clock(d, 1), 0);              /* never back */
+        CHECK_EQ(iova_rcache_run_trim(d, 1), 1);
         uint64_t again[6];
-        if (iova_trim_due(d, again) > 0 && again[1] != UINT64_MAX)
+        if (iova_rcache_trim_due(d, again) > 0 && again[1] != UINT64_MAX)
             CHECK_EQ(again[1], due[1] + 7 + IOVA_DEPOT_DELAY_MS);   /* re-armed from now */
     } else {
-        CHECK_EQ(iova_run_trim(d, 1), 0);               /* nothing pending */
+        CHECK_EQ(iova_rcache_run_trim(d, 1), 0);               /* nothing pending */
     }
-    CHECK_EQ(iova_run_trim(d, 6), IOVA_E_SIZECLASS);
+    CHECK_EQ(iova_rcache_run_trim(d, 6), IOVA_E_SIZECLASS);
     check_domain(d, "after a trim run by hand");
-    CHECK(iova_run_pending_work(d) >= 0);
-    CHECK(iova_advance(d, 1000) >= 0);
-    CHECK(iova_advance(d, UINT64_MAX) >= 0);          /* saturates, no wrap */
+    CHECK(iova_rcache_run_pending_work(d) >= 0);
+    CHECK(iova_rcache_advance(d, 1000) >= 0);
+    CHECK(iova_rcache_advance(d, UINT64_MAX) >= 0);          /* saturates, no wrap */
     check_domain(d, "after trim work");
 
     churn(d, ncpus, 6000);
@@ -268,19 +269,21 @@ static void exercise_domain(int kernel)
         CHECK_EQ(iova_save(copy, again, (uint64_t)words), words);
         CHECK(memcmp(saved, again, (size_t)words * sizeof(uint64_t)) == 0);
         free(again);
-        CHECK_EQ(iova_alloc_fast(copy, 3, TOP32, 1, 0), iova_alloc_fast(d, 3, TOP32, 1, 0));
+        CHECK_EQ(iova_rcache_alloc_fast(copy, 3, TOP32, 1, 0),
+                 iova_rcache_alloc_fast(d, 3, TOP32, 1, 0));
         iova_domain_destroy(copy);                  /* never closed: destroy does it */
     }
     free(saved);
 
     /* the reset drops the cached ranges and keeps every range still held,
      * the reserved window among them */
-    CHECK_EQ(iova_flush_rcaches(d), 0);
+    CHECK_EQ(iova_rcache_flush_all(d), 0);
     CHECK_EQ(iova_rcache_pfns(d, NULL, 0), 0);
     for (int i = 0; i < 20; i++) {
-        int64_t p = iova_alloc_fast(d, 1 + (uint64_t)i % 3, TOP32, 1, i % (int)ncpus);
+        int64_t p = iova_rcache_alloc_fast(d, 1 + (uint64_t)i % 3, TOP32, 1, i % (int)ncpus);
         CHECK(p > 0);
-        CHECK_EQ(iova_free_fast(d, (uint64_t)p, 1 + (uint64_t)i % 3, i % (int)ncpus), 0);
+        CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)p, 1 + (uint64_t)i % 3, i % (int)ncpus),
+                 0);
     }
     int64_t held = iova_ranges(d, NULL, 0), cached = iova_rcache_pfns(d, NULL, 0);
     CHECK(cached > 0);
@@ -295,19 +298,19 @@ static void exercise_domain(int kernel)
     CHECK_EQ(iova_domain_close(d), 0);
     CHECK_EQ(iova_domain_close(d), IOVA_E_CLOSED);
     CHECK_EQ(iova_alloc(d, 1, TOP32, 0), IOVA_E_CLOSED);
-    CHECK_EQ(iova_alloc_fast(d, 1, TOP32, 1, 0), IOVA_E_CLOSED);
-    CHECK_EQ(iova_free_fast(d, 5, 1, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_alloc_fast(d, 1, TOP32, 1, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_free_fast(d, 5, 1, 0), IOVA_E_CLOSED);
     CHECK_EQ(iova_free(d, 5), IOVA_E_CLOSED);
     CHECK_EQ(iova_find(d, 5, lo_hi), IOVA_E_CLOSED);
     CHECK_EQ(iova_reserve(d, 5, 6, lo_hi), IOVA_E_CLOSED);
-    CHECK_EQ(iova_flush_cpu(d, 0), IOVA_E_CLOSED);
-    CHECK_EQ(iova_flush_depot(d), IOVA_E_CLOSED);
-    CHECK_EQ(iova_flush_rcaches(d), IOVA_E_CLOSED);
-    CHECK_EQ(iova_run_pending_work(d), IOVA_E_CLOSED);
-    CHECK_EQ(iova_advance(d, 5), IOVA_E_CLOSED);
-    CHECK_EQ(iova_trim_due(d, due), IOVA_E_CLOSED);
-    CHECK_EQ(iova_run_trim(d, 0), IOVA_E_CLOSED);
-    CHECK_EQ(iova_set_clock(d, 5), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_flush_cpu(d, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_flush_depot(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_flush_all(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_run_pending_work(d), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_advance(d, 5), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_trim_due(d, due), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_run_trim(d, 0), IOVA_E_CLOSED);
+    CHECK_EQ(iova_rcache_set_clock(d, 5), IOVA_E_CLOSED);
     CHECK_EQ(iova_save(d, NULL, 0), IOVA_E_CLOSED);
     CHECK_EQ(iova_ranges(d, NULL, 0), IOVA_E_CLOSED);
     CHECK_EQ(iova_rcache_pfns(d, NULL, 0), IOVA_E_CLOSED);
@@ -354,7 +357,7 @@ static void bad_domain_parameters(void)
     struct iova_domain *big = iova_domain_new(65536, 0, IOVA_MAX_CPUS, IOVA_KERNEL_6_12, 0, &err);
     CHECK(big != NULL);
     if (big) {
-        CHECK(iova_alloc_fast(big, 1, 0xFFFF, 1, IOVA_MAX_CPUS - 1) > 0);
+        CHECK(iova_rcache_alloc_fast(big, 1, 0xFFFF, 1, IOVA_MAX_CPUS - 1) > 0);
         iova_domain_destroy(big);
     }
 }
@@ -374,15 +377,15 @@ static void poke(struct iova_domain *d)
         uint64_t size = 1 + rnd_below(40);
         uint64_t limit = st.start_pfn + rnd_below(top - st.start_pfn + 1);
         int cpu = (int)rnd_below(st.ncpus);
-        held[i] = i % 2 ? iova_alloc_fast(d, size, limit, 1, cpu)
+        held[i] = i % 2 ? iova_rcache_alloc_fast(d, size, limit, 1, cpu)
                         : iova_alloc(d, size, limit, (int)(rnd() & 1));
         if (held[i] > 0 && i % 4 == 1)
-            (void)iova_free_fast(d, (uint64_t)held[i], size, cpu);
+            (void)iova_rcache_free_fast(d, (uint64_t)held[i], size, cpu);
         else if (held[i] > 0 && i % 4 == 2)
             (void)iova_free(d, (uint64_t)held[i]);
     }
-    (void)iova_advance(d, 200);
-    (void)iova_flush_rcaches(d);
+    (void)iova_rcache_advance(d, 200);
+    (void)iova_rcache_flush_all(d);
 }
 
 /* The index of the first word after the ranges that equals v. */
@@ -402,10 +405,10 @@ static void forged_magazines(void)
     uint64_t lo_hi[2];
     CHECK_EQ(iova_reserve(d, 0, 0, lo_hi), 0);
     int64_t big = iova_alloc(d, 32, TOP32, 1);
-    int64_t two = iova_alloc_fast(d, 2, TOP32, 1, 0);
+    int64_t two = iova_rcache_alloc_fast(d, 2, TOP32, 1, 0);
     CHECK(big > 0 && two > 0);
-    CHECK_EQ(iova_free_fast(d, (uint64_t)big, 32, 0), 0);     /* class 5 */
-    CHECK_EQ(iova_free_fast(d, (uint64_t)two, 2, 0), 0);      /* class 1 */
+    CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)big, 32, 0), 0);     /* class 5 */
+    CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)two, 2, 0), 0);      /* class 1 */
     int64_t n = iova_save(d, NULL, 0);
     uint64_t *w = malloc((size_t)n * sizeof(uint64_t));
     CHECK_EQ(iova_save(d, w, (uint64_t)n), n);
@@ -645,11 +648,11 @@ static void exercise_cookie_iova(int kernel)
     CHECK_EQ(iova_cookie_free(c, 0x80000, 4, 0, &ev), IOVA_E_NOT_LIVE);
     if (kernel == IOVA_KERNEL_4_10) {
         /* the tree path frees whole ranges, of the size handed out */
-        CHECK_EQ(iova_cookie_free(c, (uint64_t)p[300], 2, 0, &ev), IOVA_E_SIZE);
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)p[300], 2, 0, &ev), IOVA_E_FREE_SIZE);
     }
     if (kernel != IOVA_KERNEL_4_10) {
         CHECK_EQ(iova_cookie_fq_init(c, 3, 16, 10), IOVA_E_CPU);     /* 2 CPUs */
-        CHECK_EQ(iova_cookie_fq_init(c, 2, 0, 10), IOVA_E_RANGE);
+        CHECK_EQ(iova_cookie_fq_init(c, 2, 0, 10), IOVA_E_GEOMETRY);
         CHECK_EQ(iova_cookie_fq_init(c, 2, 16, 10), 0);
         /* p[303] is 4 pages: one page names another class */
         CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)p[303], 1, 0, 0, &ev), IOVA_E_SIZECLASS);
@@ -738,7 +741,7 @@ static void exercise_cookie_iova(int kernel)
             int64_t q = iova_cookie_alloc(c, 1 + (uint64_t)i % 5, TOP32, 0, 0, &ev);
             CHECK(q > 0);
             if (q > 0 && i % 5 == 2)          /* 3 pages: 4 is of its class, not its size */
-                CHECK_EQ(iova_cookie_free(c, (uint64_t)q, 4, 0, &ev), IOVA_E_SIZE);
+                CHECK_EQ(iova_cookie_free(c, (uint64_t)q, 4, 0, &ev), IOVA_E_FREE_SIZE);
             if (q > 0 && i % 3)
                 CHECK_EQ(iova_cookie_free(c, (uint64_t)q, 1 + (uint64_t)i % 5, 0, &ev), 0);
         }
@@ -773,10 +776,10 @@ static void exercise_cookie_wrap(void)
         wraps += (ev & IOVA_EV_FLUSH) != 0;
     }
     CHECK(wraps > 0);
-    CHECK_EQ(iova_cookie_reserve(c, (uint64_t)held[0], (uint64_t)held[0]), IOVA_E_NOT_LIVE);
+    CHECK_EQ(iova_cookie_reserve(c, (uint64_t)held[0], (uint64_t)held[0]), IOVA_E_OVERLAP);
     CHECK_EQ(iova_cookie_alloc(c, 1, 0, 0, 0, &ev), IOVA_E_LIMIT);
     CHECK_EQ(iova_cookie_alloc(c, 5000, 4000, 0, 0, &ev), IOVA_E_NOSPC);
-    CHECK_EQ(iova_cookie_free(c, (uint64_t)held[3], 1, 0, &ev), IOVA_E_SIZE);
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)held[3], 1, 0, &ev), IOVA_E_FREE_SIZE);
     int64_t n = iova_cookie_wrap_ranges(c, NULL, 0);
     CHECK(n > 0);
     uint64_t *out = calloc(3 * (size_t)n, sizeof(uint64_t));
@@ -835,7 +838,7 @@ static void exercise_cookie_msi(void)
     }
     CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 2, 0, &ev), IOVA_E_NOT_LIVE);   /* not the latest */
     CHECK_EQ(iova_cookie_free(c, (uint64_t)b + 1, 2, 0, &ev), IOVA_E_NOT_LIVE); /* a part */
-    CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 2, 0, &ev), IOVA_E_SIZE);
+    CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 2, 0, &ev), IOVA_E_FREE_SIZE);
     check_cookie(c, "msi after refused undos");
     CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 3, 0, &ev), 0);
     CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 2, 0, &ev), 0);      /* now the latest */
@@ -868,8 +871,8 @@ static void exercise_cookie_reset(void)
             CHECK(p[i] > 0);
         }
         /* 5 pages named for 6: refused, or the count would reach zero early */
-        CHECK_EQ(iova_cookie_free(c, (uint64_t)p[5], 5, 0, &ev), IOVA_E_SIZE);
-        CHECK_EQ(iova_cookie_free(c, (uint64_t)0xFEE00, 256, 0, &ev), IOVA_E_SIZE);
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)p[5], 5, 0, &ev), IOVA_E_FREE_SIZE);
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)0xFEE00, 256, 0, &ev), IOVA_E_FREE_SIZE);
         for (int i = 0; i < 10; i++) {
             CHECK_EQ(iova_cookie_free(c, (uint64_t)p[i], 1 + (uint64_t)i, 0, &ev), 0);
             resets += (ev & IOVA_EV_RESET) != 0;
@@ -939,7 +942,7 @@ static void busy_hardware(io_pgtable **pt, iotlb **tlb)
         uint64_t k = i % 64;
         uint64_t iova = (k << 22) + (k % 3 == 0 ? 4096 * (i % 5) : 4096 * (k % 7));
         int r = iotlb_access(*tlb, *pt, iova, (uint32_t)(i & 1), i, 3, &res);
-        CHECK(r == 0 || r == -EACCES || r == -EFAULT);
+        CHECK(r == 0 || r == IOVA_E_PERM || r == IOVA_E_FAULT);
         if (i % 17 == 0)     /* a page out of a block: the block is split */
             CHECK_EQ(io_pgtable_unmap(*pt, k << 22, 4096, &unmapped), 0);
     }
@@ -959,16 +962,15 @@ static void busy_hardware(io_pgtable **pt, iotlb **tlb)
     CHECK(st.stale_hits > 0 && st.records_kept > 0);
 }
 
-/* Restores words with restore(), expecting -EBADMSG or a sound result. */
+/* Restores words with restore(), expecting IOVA_E_STATE or a sound result. */
 #define HOSTILE_HW(restore, check, destroy, w, n)                               \
     ({                                                                          \
         __typeof__(destroy) *_d = destroy;                                      \
         void *_o = NULL;                                                        \
         int _r = restore(w, n, (void *)&_o);                                    \
-        CHECK(_r == 0 || _r == -EBADMSG);                                       \
+        CHECK(_r == 0 || _r == IOVA_E_STATE);                                   \
         if (_r == 0) {                                                          \
-            uint32_t _inv = 0;                                                  \
-            CHECK_EQ(check(_o, &_inv), 0);                                      \
+            CHECK_EQ(check(_o, NULL, 0), 0);                                    \
             _d(_o);                                                             \
         }                                                                       \
         _r != 0;                                                                \
@@ -1003,16 +1005,15 @@ static void hardware_saves(void)
             int ra = iotlb_access(tlb, pt, iova, (uint32_t)(i & 1), 1000 + i, 4, &a);
             int rb = iotlb_access(tlb2, pt2, iova, (uint32_t)(i & 1), 1000 + i, 4, &b);
             CHECK_EQ(ra, rb);
-            if (ra == 0 || ra == -EACCES)
+            if (ra == 0 || ra == IOVA_E_PERM)
                 CHECK(a.paddr == b.paddr && a.flags == b.flags);
         }
         struct iotlb_stats sa, sb;
         CHECK_EQ(iotlb_get_stats(tlb, &sa), 0);
         CHECK_EQ(iotlb_get_stats(tlb2, &sb), 0);
         CHECK(memcmp(&sa, &sb, sizeof(sa)) == 0);
-        uint32_t inv = 0;
-        CHECK_EQ(io_pgtable_check(pt2, &inv), 0);
-        CHECK_EQ(iotlb_check(tlb2, &inv), 0);
+        CHECK_EQ(io_pgtable_check(pt2, NULL, 0), 0);
+        CHECK_EQ(iotlb_check(tlb2, NULL, 0), 0);
     }
     io_pgtable_destroy(pt2);
     iotlb_destroy(tlb2);
@@ -1107,10 +1108,10 @@ static int fp_grow(void)
     if (!ret)
         ret = iova_reserve(d, 0x10, 0x20, lo_hi);
     for (int i = 0; !ret && i < n; i++)
-        ret = iova_free_fast(d, pfns[i], 1, 0);
+        ret = iova_rcache_free_fast(d, pfns[i], 1, 0);
     /* free_fast never fails for want of memory: a failed magazine sends
      * the range back to the tree instead */
-    (void)iova_run_pending_work(d);
+    (void)iova_rcache_run_pending_work(d);
     int64_t words = ret ? 0 : iova_save(d, NULL, 0);
     if (words > 0) {
         uint64_t *w = malloc((size_t)words * sizeof(uint64_t));
@@ -1197,7 +1198,7 @@ static int fp_hardware_restore(void)
         r = iotlb_restore(fp_saved.iotlb, fp_saved.niotlb, &tlb);
     io_pgtable_destroy(pt);
     iotlb_destroy(tlb);
-    return r == -ENOMEM ? IOVA_E_NOMEM : r;
+    return r;
 }
 
 /* Each type of cookie in a state with every part of its words in use, and
@@ -1271,14 +1272,14 @@ static void *worker_main(void *arg)
     for (int i = 0; i < 4000; i++) {
         int k = i % 64;
         uint64_t size = 1 + (uint64_t)k % 9;
-        if (held[k] && iova_free_fast(w->d, (uint64_t)held[k], size, w->cpu))
+        if (held[k] && iova_rcache_free_fast(w->d, (uint64_t)held[k], size, w->cpu))
             w->bad++;
-        held[k] = iova_alloc_fast(w->d, size, TOP32, 1, w->cpu);
+        held[k] = iova_rcache_alloc_fast(w->d, size, TOP32, 1, w->cpu);
         if (held[k] < 0)
             w->bad++;
         if (i % 500 == 0) {
-            iova_flush_cpu(w->d, (w->cpu + 1) % 3);
-            iova_advance(w->d, 50);
+            iova_rcache_flush_cpu(w->d, (w->cpu + 1) % 3);
+            iova_rcache_advance(w->d, 50);
         }
     }
     return NULL;
@@ -1312,7 +1313,7 @@ static void validator_sees_a_bad_hint(void)
     char msg[256];
     struct iova_domain *d = iova_domain_new(4096, 1, 1, IOVA_KERNEL_6_12, 0, &err);
     CHECK(d != NULL);
-    int64_t pfn = iova_alloc_fast(d, 1, TOP32, 1, 0);
+    int64_t pfn = iova_rcache_alloc_fast(d, 1, TOP32, 1, 0);
     CHECK(pfn > 0);
     uint32_t *slot = &d->live_hint[iova_live_hint_slot((uint64_t)pfn)];
     uint32_t saved = *slot;
@@ -1321,7 +1322,7 @@ static void validator_sees_a_bad_hint(void)
     CHECK(strstr(msg, "R4") != NULL);
     *slot = saved;
     CHECK_EQ(iova_check(d, NULL, 0), 0);
-    CHECK_EQ(iova_free_fast(d, (uint64_t)pfn, 1, 0), 0);
+    CHECK_EQ(iova_rcache_free_fast(d, (uint64_t)pfn, 1, 0), 0);
     iova_domain_destroy(d);
 }
 
@@ -1475,7 +1476,7 @@ static void exercise_engine_records(void)
         { .code = SIM_OP_MAP_SG, .dir = 1, .cpu = -1, .handle = 8, .arg = 2 },
         { .code = SIM_OP_SEGMENT, .arg = 0x2000, .size = 4096 },
     };
-    CHECK_EQ(sim_engine_run(r.e, cut, 2, 100, &run), SIM_E_INVAL);
+    CHECK_EQ(sim_engine_run(r.e, cut, 2, 100, &run), IOVA_E_ARG);
     struct sim_op far[] = {
         { .code = SIM_OP_MAP_PAGE, .dir = 1, .cpu = -1, .handle = 9, .arg = 1ull << 41,
           .size = 4096 },
@@ -1519,7 +1520,7 @@ static void validator_sees_a_bad_61_depot(void)
         pfns[i] = (uint64_t)p;
     }
     for (int i = 0; i < N; i++)
-        CHECK_EQ(iova_free_fast(d, pfns[i], 1, 0), 0);
+        CHECK_EQ(iova_rcache_free_fast(d, pfns[i], 1, 0), 0);
     struct iova_depot *dp = &d->depot[0];
     CHECK_EQ(dp->len, IOVA_DEPOT_MAX_MAGS);
     CHECK_EQ(iova_check(d, msg, sizeof(msg)), 0);
@@ -1531,10 +1532,10 @@ static void validator_sees_a_bad_61_depot(void)
 
     /* a 33rd magazine: the prev one, moved into the depot behind the lock's back */
     struct iova_cpu_rcache *c = &d->cpu_rc[0];
-    struct iova_magazine *fresh = iova_mag_alloc(d);
+    struct iova_magazine *fresh = iova_rcache_mag_alloc(d);
     CHECK(fresh != NULL);
     if (fresh) {
-        CHECK_EQ(iova_depot_push(dp, c->prev), 0);
+        CHECK_EQ(iova_rcache_depot_push(dp, c->prev), 0);
         struct iova_magazine *prev = c->prev;
         c->prev = fresh;
         CHECK_EQ(iova_check(d, msg, sizeof(msg)), IOVA_E_CORRUPT);
@@ -1544,8 +1545,76 @@ static void validator_sees_a_bad_61_depot(void)
         free(fresh);
     }
     CHECK_EQ(iova_check(d, NULL, 0), 0);
-    CHECK_EQ(iova_flush_rcaches(d), 0);
+    CHECK_EQ(iova_rcache_flush_all(d), 0);
     CHECK_EQ(iova_rcache_pfns(d, NULL, 0), 0);
+    iova_domain_destroy(d);
+}
+
+/* The cookie's own state - its sets of live and retired ranges, its flush
+ * queue's rings and counts - is checked by iova_cookie_check (C1, C2, the
+ * sets' S1, the queue's Q1 and Q2): each broken by hand is reported, and
+ * put back the cookie checks clean. */
+static void validator_sees_a_broken_cookie(void)
+{
+    int err;
+    char msg[256];
+    uint32_t ev;
+    struct iova_domain *d = iova_domain_new(4096, 1, 2, IOVA_KERNEL_6_12, 0, &err);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    struct iova_cookie *c = iova_cookie_new(IOVA_COOKIE_RESET_WHEN_EMPTY, d, 0, 0, 0, &err);
+    CHECK(c != NULL);
+    if (c) {
+        int64_t a = iova_cookie_alloc(c, 4, TOP32, 0, 0, &ev);
+        int64_t b = iova_cookie_alloc(c, 2, TOP32, 0, 0, &ev);
+        CHECK(a > 0 && b > 0);
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)a, 4, 0, &ev), 0);      /* retired */
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), 0);
+        c->retired_pfns += 1;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "C2") != NULL);
+        c->retired_pfns -= 1;
+        c->live.count++;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "S1") != NULL);
+        c->live.count--;
+        /* a retired range that is live too */
+        CHECK_EQ(pfn_set_reserve(&c->live, 1), 0);
+        pfn_set_add(&c->live, (uint64_t)a);
+        c->live_ranges++;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "C1") != NULL);
+        pfn_set_remove(&c->live, (uint64_t)a);
+        c->live_ranges--;
+        CHECK_EQ(iova_cookie_check(c, NULL, 0), 0);
+        CHECK_EQ(iova_cookie_free(c, (uint64_t)b, 2, 0, &ev), 0);
+        CHECK(ev & IOVA_EV_RESET);
+        CHECK_EQ(c->retired.count, 0);
+        iova_cookie_destroy(c);
+    }
+    c = iova_cookie_new(IOVA_COOKIE_IOVA, d, 0, 0, 0, &err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_EQ(iova_cookie_fq_init(c, 2, 4, 10), 0);
+        int64_t a = iova_cookie_alloc(c, 1, TOP32, 0, 0, &ev);
+        int64_t b = iova_cookie_alloc(c, 1, TOP32, 0, 1, &ev);
+        CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)a, 1, 0, 5, &ev), 0);
+        CHECK_EQ(iova_cookie_free_lazy(c, (uint64_t)b, 1, 1, 6, &ev), 0);
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), 0);
+        c->fq->queued++;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "Q1") != NULL);
+        c->fq->queued--;
+        c->fq->rings[1].entries[c->fq->rings[1].head].counter = c->fq->started + 1;
+        CHECK_EQ(iova_cookie_check(c, msg, sizeof(msg)), IOVA_E_CORRUPT);
+        CHECK(strstr(msg, "Q2") != NULL);
+        c->fq->rings[1].entries[c->fq->rings[1].head].counter = c->fq->started;
+        CHECK_EQ(iova_cookie_check(c, NULL, 0), 0);
+        CHECK_EQ(iova_cookie_fq_flushed(c, 1, 0), 0);
+        CHECK_EQ(iova_cookie_check(c, NULL, 0), 0);
+        iova_cookie_destroy(c);
+    }
     iova_domain_destroy(d);
 }
 
@@ -1579,6 +1648,7 @@ int main(void)
     exercise_engine_records();
     each_failure_point("engine", fp_engine);
     validator_sees_a_bad_61_depot();
+    validator_sees_a_broken_cookie();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
         return 1;

@@ -1,5 +1,5 @@
 /*
- * sim_random.c - MT19937 with CPython's way of turning its words into
+ * sim_mt.c - MT19937 with CPython's way of turning its words into
  * numbers (Modules/_randommodule.c and Lib/random.py): the simulation
  * engine's workload streams and the IPMMU erratum's dropped flushes must be
  * the numbers the Python reference draws from the same state, bit for bit.
@@ -11,7 +11,7 @@
  */
 #include <math.h>
 
-#include "sim_random_internal.h"
+#include "sim_mt_internal.h"
 
 #define MT_N 624
 #define MT_M 397

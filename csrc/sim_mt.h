@@ -1,5 +1,5 @@
 /*
- * sim_random.h - the Mersenne Twister (MT19937) as CPython's random module
+ * sim_mt.h - the Mersenne Twister (MT19937) as CPython's random module
  * uses it, so that C code draws the very numbers a random.Random with the
  * same state would: random(), getrandbits(k) for k <= 32, expovariate().
  *
@@ -8,8 +8,8 @@
  * out unchanged in form, so a Python Random and a C stream can hand the
  * sequence to each other at any point.
  */
-#ifndef PYIOVA_SIM_RANDOM_H
-#define PYIOVA_SIM_RANDOM_H
+#ifndef PYIOVA_SIM_MT_H
+#define PYIOVA_SIM_MT_H
 
 #include <stdint.h>
 #include <stddef.h>

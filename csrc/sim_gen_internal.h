@@ -1,10 +1,10 @@
 /*
- * sim_workloads_internal.h - how the engine reads a generator in place.
+ * sim_gen_internal.h - how the engine reads a generator in place.
  */
-#ifndef PYIOVA_SIM_WORKLOADS_INTERNAL_H
-#define PYIOVA_SIM_WORKLOADS_INTERNAL_H
+#ifndef PYIOVA_SIM_GEN_INTERNAL_H
+#define PYIOVA_SIM_GEN_INTERNAL_H
 
-#include "sim_workloads.h"
+#include "sim_gen.h"
 
 /* The records generated and not consumed yet (generating more when there
  * are none): *ops points at whole operations, *n of them records. */

@@ -1,10 +1,10 @@
 /*
- * sim_random_internal.h - the draws of sim_random.c (C callers only).
+ * sim_mt_internal.h - the draws of sim_mt.c (C callers only).
  */
-#ifndef PYIOVA_SIM_RANDOM_INTERNAL_H
-#define PYIOVA_SIM_RANDOM_INTERNAL_H
+#ifndef PYIOVA_SIM_MT_INTERNAL_H
+#define PYIOVA_SIM_MT_INTERNAL_H
 
-#include "sim_random.h"
+#include "sim_mt.h"
 
 /* 0 for a state CPython would accept (index in 0..624), else -1. */
 int sim_mt_valid(const struct sim_mt *m);

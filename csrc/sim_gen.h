@@ -1,24 +1,24 @@
 /*
- * sim_workloads.h - the built-in workloads' operation streams, generated in
+ * sim_gen.h - the built-in workloads' operation streams, generated in
  * C as records for the simulation engine (sim_engine.h).
  *
  * Each generator is its Python counterpart (pyiova/workloads/usb.py, nic.py,
  * nvme.py, randomized.py) written as a state machine: given the same
  * parameters and the same random state (a random.Random's getstate(), see
- * sim_random.h) it yields the same operations, number for number; a test
+ * sim_mt.h) it yields the same operations, number for number; a test
  * compares the two streams. The parameters come from the Python workload
  * object, its module's constants included (handles, physical bases), so
  * that they are stated once.
  *
  * This header is read by cffi as well as by C.
  */
-#ifndef PYIOVA_SIM_WORKLOADS_H
-#define PYIOVA_SIM_WORKLOADS_H
+#ifndef PYIOVA_SIM_GEN_H
+#define PYIOVA_SIM_GEN_H
 
 #include <stdint.h>
 #include <stddef.h>
 
-#include "sim_random.h"
+#include "sim_mt.h"
 #include "sim_engine.h"
 
 struct sim_usb_params {
@@ -93,8 +93,8 @@ struct sim_random_params {
     uint32_t phys_bits;
 };
 
-/* A generator; NULL with *err = SIM_E_INVAL (parameters it cannot follow
- * exactly) or SIM_E_NOMEM. */
+/* A generator; NULL with *err = IOVA_E_ARG (parameters it cannot follow
+ * exactly) or IOVA_E_NOMEM. */
 struct sim_gen *sim_gen_usb(const struct sim_usb_params *p, const struct sim_mt *rng, int *err);
 struct sim_gen *sim_gen_nic(const struct sim_nic_params *p, const struct sim_mt *rng, int *err);
 struct sim_gen *sim_gen_nvme(const struct sim_nvme_params *p, const struct sim_mt *rng, int *err);
@@ -104,11 +104,11 @@ void sim_gen_destroy(struct sim_gen *g);
 
 /* Copies the records of the next whole operations to out: at most cap
  * records and max_ops operations. Returns the records copied (*ops: the
- * operations), or SIM_E_NOMEM. An operation larger than cap is not copied. */
+ * operations), or IOVA_E_NOMEM. An operation larger than cap is not copied. */
 int64_t sim_gen_next(struct sim_gen *g, struct sim_op *out, uint64_t cap, uint64_t max_ops,
                      uint64_t *ops);
 /* Copies the records of the next operation without taking it; returns how
- * many (0 when more than cap), or SIM_E_NOMEM. */
+ * many (0 when more than cap), or IOVA_E_NOMEM. */
 int64_t sim_gen_peek(struct sim_gen *g, struct sim_op *out, uint64_t cap);
 /* Drops the next n operations (a restored run goes back to where it stood). */
 int sim_gen_skip(struct sim_gen *g, uint64_t n);

@@ -1,6 +1,6 @@
 /*
- * sim_workloads.c - the built-in workloads as record generators (see
- * sim_workloads.h). Each step function is one turn of its Python
+ * sim_gen.c - the built-in workloads as record generators (see
+ * sim_gen.h). Each step function is one turn of its Python
  * generator's endless loop: it appends that turn's operations to the
  * generator's queue, drawing the random numbers in the order the Python
  * code draws them (a conditional draws only when Python's short-circuit
@@ -13,8 +13,8 @@
 
 #include "iova_mem_internal.h"
 #include "sim_array.h"
-#include "sim_random_internal.h"
-#include "sim_workloads_internal.h"
+#include "sim_mt_internal.h"
+#include "sim_gen_internal.h"
 
 #define DIR_TO_DEVICE 1
 #define DIR_FROM_DEVICE 2
@@ -59,7 +59,7 @@ struct sim_gen {
     struct sim_op *q;              /* records generated: [head, len) not consumed */
     uint64_t head, len, cap;
     bool started;
-    int error;                     /* SIM_E_NOMEM once a step could not append */
+    int error;                     /* IOVA_E_NOMEM once a step could not append */
     union {
         struct {
             struct sim_usb_params p;
@@ -93,7 +93,7 @@ struct sim_gen {
 static struct sim_op *append(struct sim_gen *g)
 {
     if (!sim_array_room((void **)&g->q, g->len, &g->cap, sizeof(*g->q), 256)) {
-        g->error = SIM_E_NOMEM;
+        g->error = IOVA_E_NOMEM;
         return NULL;
     }
     struct sim_op *op = &g->q[g->len++];
@@ -359,7 +359,7 @@ static bool heap_push(struct sim_gen *g, struct due d)
 {
     __typeof__(g->u.rnd) *u = &g->u.rnd;
     if (!sim_array_room((void **)&u->heap, u->nheap, &u->heap_cap, sizeof(*u->heap), 64)) {
-        g->error = SIM_E_NOMEM;
+        g->error = IOVA_E_NOMEM;
         return false;
     }
     uint64_t i = u->nheap++;
@@ -466,12 +466,12 @@ static void random_step(struct sim_gen *g)
 static struct sim_gen *gen_new(enum kind kind, const struct sim_mt *rng, int *err)
 {
     if (sim_mt_valid(rng)) {
-        *err = SIM_E_INVAL;
+        *err = IOVA_E_ARG;
         return NULL;
     }
-    struct sim_gen *g = iova_calloc(1, sizeof(*g));
+    struct sim_gen *g = iova_mem_calloc(1, sizeof(*g));
     if (!g) {
-        *err = SIM_E_NOMEM;
+        *err = IOVA_E_NOMEM;
         return NULL;
     }
     g->kind = kind;
@@ -493,7 +493,7 @@ struct sim_gen *sim_gen_usb(const struct sim_usb_params *p, const struct sim_mt 
     if (!p || !p->nsizes || !p->sizes || !p->weights || !p->inflight || !p->per_ms ||
         p->desc_size == 0 || p->ring_size < p->desc_size || p->nsizes > (1u << 20) ||
         p->phys_bits > 32 || p->inflight > (1u << 20)) {
-        *err = SIM_E_INVAL;
+        *err = IOVA_E_ARG;
         return NULL;
     }
     struct sim_gen *g = gen_new(GEN_USB, rng, err);
@@ -501,20 +501,20 @@ struct sim_gen *sim_gen_usb(const struct sim_usb_params *p, const struct sim_mt 
         return NULL;
     __typeof__(g->u.usb) *u = &g->u.usb;
     u->p = *p;
-    u->sizes = iova_malloc(p->nsizes * sizeof(uint64_t));
-    u->cum = iova_malloc(p->nsizes * sizeof(uint64_t));
-    u->queue = iova_calloc(p->inflight, sizeof(*u->queue));
+    u->sizes = iova_mem_malloc(p->nsizes * sizeof(uint64_t));
+    u->cum = iova_mem_malloc(p->nsizes * sizeof(uint64_t));
+    u->queue = iova_mem_calloc(p->inflight, sizeof(*u->queue));
     if (!u->sizes || !u->cum || !u->queue)
-        return gen_failed(g, err, SIM_E_NOMEM);
+        return gen_failed(g, err, IOVA_E_NOMEM);
     for (uint64_t i = 0; i < p->nsizes; i++) {
         u->sizes[i] = p->sizes[i];
         if (p->weights[i] > EXACT || u->total > EXACT)
-            return gen_failed(g, err, SIM_E_INVAL);
+            return gen_failed(g, err, IOVA_E_ARG);
         u->total += p->weights[i];
         u->cum[i] = u->total;
     }
     if (!u->total)
-        return gen_failed(g, err, SIM_E_INVAL);
+        return gen_failed(g, err, IOVA_E_ARG);
     u->p.sizes = u->p.weights = NULL;
     u->ndesc = p->ring_size / p->desc_size;
     return g;
@@ -527,7 +527,7 @@ struct sim_gen *sim_gen_nic(const struct sim_nic_params *p, const struct sim_mt 
     if (!p || !p->rx_ring || !p->tx_ring || !p->rx_buf || !p->burst || !p->reap ||
         p->rx_ring > (1u << 24) || p->tx_ring > (1u << 24) || p->mtu + 14 < 60 ||
         p->mtu > EXACT || p->phys_bits > 32) {
-        *err = SIM_E_INVAL;
+        *err = IOVA_E_ARG;
         return NULL;
     }
     struct sim_gen *g = gen_new(GEN_NIC, rng, err);
@@ -537,9 +537,9 @@ struct sim_gen *sim_gen_nic(const struct sim_nic_params *p, const struct sim_mt 
     u->p = *p;
     u->halves = p->page / p->rx_buf ? p->page / p->rx_buf : 1;
     u->frame_span = p->mtu + 14 - 60 + 1;
-    u->busy = iova_calloc(p->tx_ring, sizeof(*u->busy));
+    u->busy = iova_mem_calloc(p->tx_ring, sizeof(*u->busy));
     if (!u->busy)
-        return gen_failed(g, err, SIM_E_NOMEM);
+        return gen_failed(g, err, IOVA_E_NOMEM);
     return g;
 }
 
@@ -551,7 +551,7 @@ struct sim_gen *sim_gen_nvme(const struct sim_nvme_params *p, const struct sim_m
     if (!p || !p->queues || !p->depth || !p->per_ms || p->queues > 1024 ||
         p->depth > (1u << 20) || p->min_log2 > p->max_log2 || p->max_log2 > 62 ||
         p->seg_min_log2 > p->seg_max_log2 || p->seg_max_log2 > 62 || p->phys_bits > 32) {
-        *err = SIM_E_INVAL;
+        *err = IOVA_E_ARG;
         return NULL;
     }
     struct sim_gen *g = gen_new(GEN_NVME, rng, err);
@@ -559,16 +559,16 @@ struct sim_gen *sim_gen_nvme(const struct sim_nvme_params *p, const struct sim_m
         return NULL;
     __typeof__(g->u.nvme) *u = &g->u.nvme;
     u->p = *p;
-    u->queues = iova_calloc(p->queues, sizeof(*u->queues));
+    u->queues = iova_mem_calloc(p->queues, sizeof(*u->queues));
     if (!u->queues)
-        return gen_failed(g, err, SIM_E_NOMEM);
+        return gen_failed(g, err, IOVA_E_NOMEM);
     for (uint64_t q = 0; q < p->queues; q++) {
         struct nvme_queue *Q = &u->queues[q];
-        Q->free_tags = iova_malloc(p->depth * sizeof(uint64_t));
-        Q->busy = iova_malloc(p->depth * sizeof(uint64_t));
-        Q->cmd = iova_calloc(p->depth, sizeof(*Q->cmd));
+        Q->free_tags = iova_mem_malloc(p->depth * sizeof(uint64_t));
+        Q->busy = iova_mem_malloc(p->depth * sizeof(uint64_t));
+        Q->cmd = iova_mem_calloc(p->depth, sizeof(*Q->cmd));
         if (!Q->free_tags || !Q->busy || !Q->cmd)
-            return gen_failed(g, err, SIM_E_NOMEM);
+            return gen_failed(g, err, IOVA_E_NOMEM);
         for (uint64_t i = 0; i < p->depth; i++)
             Q->free_tags[i] = p->depth - 1 - i;       /* range(depth - 1, -1, -1) */
         Q->nfree = p->depth;
@@ -584,7 +584,7 @@ struct sim_gen *sim_gen_random(const struct sim_random_params *p, const struct s
     if (!p || !p->size_min || p->size_min > p->size_max || p->size_max >= EXACT ||
         !p->per_ms || !p->live_max || !p->page || !(p->lifetime >= 0) ||
         p->lifetime > 1e15 || p->phys_bits > 32) {
-        *err = SIM_E_INVAL;
+        *err = IOVA_E_ARG;
         return NULL;
     }
     struct sim_gen *g = gen_new(GEN_RANDOM, rng, err);
@@ -676,7 +676,7 @@ int64_t sim_gen_next(struct sim_gen *g, struct sim_op *out, uint64_t cap, uint64
 {
     uint64_t copied = 0, done = 0;
     if (!g || !ops || (cap && !out))
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     while (done < max_ops) {
         const struct sim_op *rec;
         uint64_t n;
@@ -700,7 +700,7 @@ int64_t sim_gen_peek(struct sim_gen *g, struct sim_op *out, uint64_t cap)
     const struct sim_op *rec;
     uint64_t n;
     if (!g || (cap && !out))
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     int r = sim_gen_pending(g, &rec, &n);
     if (r)
         return r;
@@ -714,7 +714,7 @@ int64_t sim_gen_peek(struct sim_gen *g, struct sim_op *out, uint64_t cap)
 int sim_gen_skip(struct sim_gen *g, uint64_t n)
 {
     if (!g)
-        return SIM_E_INVAL;
+        return IOVA_E_ARG;
     while (n) {
         const struct sim_op *rec;
         uint64_t left;
