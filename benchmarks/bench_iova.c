@@ -6,9 +6,9 @@
  * Python figures are measured against (benchmarks/bench_python_overhead.py
  * times the same loops in its own process, through libbench_iova.so below).
  *
- * The cases are those of the kernel's own userspace measurements
- * (kernel-iova-semantics.md section 11), run once per search mode so the two
- * columns can be read side by side:
+ * The cases are those the kernel's own iova.c was measured on, built as a
+ * userspace program (benchmarks/README.md, "The kernel baseline"), run once
+ * per search mode so the two columns can be read side by side:
  *
  *   a   1M alloc(aligned)+free pairs, random sizes 1..64, 1000 live,
  *       32-bit limit (4K granule: limit_pfn 0xFFFFF)
@@ -862,7 +862,7 @@ static void run_c3(int mode)
 /* ---- s: per-alloc latency at 1M live ----------------------------------- */
 
 /*
- * The scale goal of performance-anchors.md section 8: 10^6 live ranges,
+ * The scale target (benchmarks/README.md, case s): 10^6 live ranges,
  * p99.9 alloc under 5 us. 1M ranges of 1..64 pages do not fit below 4 GiB
  * at a 4K granule, so this one uses the 64-bit limit: random victims, random
  * sizes, each alloc timed on its own.

@@ -10,11 +10,16 @@ import sys
 
 import pytest
 
-# The benchmark files import their shared helpers as a top-level module;
-# make that work under any --import-mode, not only the default "prepend".
+# The benchmark files import their shared helpers (workloads.py, c_baseline.py)
+# and the tests' (reference.py, trace_synth.py) as top-level modules; make that
+# work under any --import-mode, not only the default "prepend". The tests'
+# directory is appended: its helpers never shadow an installed module.
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_TESTS = os.path.join(os.path.dirname(_HERE), "tests")
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)
 
 import workloads  # noqa: E402
 

@@ -1,5 +1,5 @@
-"""The linear walk's worst cases (kernel-iova-semantics.md section 11, c1-c3),
-augmented against linear. Each timed body is ONE allocation, so the table
+"""The linear walk's worst cases (c1-c3 of the kernel baseline,
+benchmarks/README.md), augmented against linear. Each timed body is ONE allocation, so the table
 reads directly as time per alloc (Python call included: ~0.3 us here).
 
   pathology-c1  200k one-page ranges, every other one freed; before each

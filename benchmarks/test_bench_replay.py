@@ -32,10 +32,7 @@ import pytest
 from pyiova import trace as T
 from pyiova.trace.parse import Trace, gc_paused, iter_events
 
-_TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-import trace_synth  # noqa: E402
+import trace_synth             # tests/trace_synth.py (conftest.py puts tests/ on the path)
 
 OPS_PER_100K_LINES = 43_500      # map/unmap calls per 100k lines, for the generator
 

@@ -7,9 +7,7 @@ set) happens in pytest-benchmark's `setup`, outside the timed body.
 """
 import array
 import hashlib
-import os
 import random
-import sys
 
 from pyiova import IovaDomain
 
@@ -18,7 +16,6 @@ try:
 except ImportError:        # the batch bodies fall back to plain lists
     np = None
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Live-set sizes, and the granule each one runs at. The 32-bit limit holds
 # 2^(32 - shift) pfns: at 4K that is 1M pfns, room for 1k ranges of 1..64
@@ -40,11 +37,9 @@ def limit32(granule):
 
 
 def load_reference():
-    """tests/reference.py's ReferenceDomain, or None while it cannot be
-    imported (a colleague's work in progress must not break the suite)."""
-    tests = os.path.normpath(os.path.join(HERE, os.pardir, "tests"))
-    if tests not in sys.path:
-        sys.path.append(tests)    # appended: never shadows an installed module
+    """tests/reference.py's ReferenceDomain (conftest.py puts tests/ on the
+    path), or None while it cannot be imported (work in progress on it must
+    not break the benchmarks)."""
     try:
         from reference import ReferenceDomain
     except Exception:             # not only ImportError: a half-written file

@@ -1,9 +1,9 @@
 /*
  * iova.c - the IOVA domain and the kernel's tree allocator.
  *
- * Behaviour follows drivers/iommu/iova.c as the project's semantics notes
- * describe it (mainline 6.12 by default, Linux 6.1 or 4.10 on request); the
- * code is our own. What the rules come down to:
+ * Behaviour follows drivers/iommu/iova.c as docs/allocator-rules.md and
+ * docs/kernels.md describe it (mainline 6.12 by default, Linux 6.1 or 4.10 on
+ * request); the code is our own. What the rules come down to:
  *
  *   6.12  alloc searches downward from cached32_node (limit below 4 GiB) or
  *         cached_node, and if that fails, once more over the space above

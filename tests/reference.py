@@ -4,7 +4,7 @@ This is the yardstick the C core (``pyiova.IovaDomain``) is differentially
 tested against, so it is written for clarity rather than speed: the ranges
 live in a Python list kept in address order, and every walk is a simple loop
 over that list.  It follows the kernel's rules as the project states them
-(README.md, docs/kernels.md): mainline 6.12, Linux 6.1 (6.12's tree with a
+(docs/allocator-rules.md, docs/kernels.md): mainline 6.12, Linux 6.1 (6.12's tree with a
 fixed depot of 32 magazines) and Linux 4.10.  It is checked line for line
 against the answers recorded from the kernel's own iova.c
 (``tests/test_reference_vectors.py``).
@@ -223,8 +223,8 @@ class ReferenceDomain:
         i = self._index(node)
         succ = self._successor(i)
         if self._mainline:
-            # 6.12 (spec 3.3).  The successor always exists: the anchor is
-            # above every removable node.
+            # 6.12 (docs/allocator-rules.md, "Freeing").  The successor
+            # always exists: the anchor is above every removable node.
             dma32 = self._dma32
             c32 = self._cached32
             if node is c32 or (node.hi < dma32 and node.lo >= c32.lo):
@@ -236,8 +236,9 @@ class ReferenceDomain:
             if node.lo >= self._cached.lo:
                 self._cached = succ
         else:
-            # 4.10 (spec 6.3): the cache moves to the successor only if that
-            # starts below the (inclusive) 32-bit boundary pfn, else empties.
+            # 4.10 (docs/kernels.md, "The tree: 4.10"): the cache moves to
+            # the successor only if that starts below the (inclusive) 32-bit
+            # boundary pfn, else empties.
             # Note the comparison is "<", so a successor starting exactly at
             # dma_32bit_pfn empties the cache.
             c32 = self._cached32

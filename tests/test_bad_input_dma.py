@@ -9,14 +9,16 @@ passing.
 DMA calls raise DmaApiError (DmaApiTypeError for a wrong type) for what the
 kernel's DMA API takes no such argument for, or its DMA-API debugging
 reports (an unmap at an address no map returned...), and DmaMappingError
-for a mapping that cannot be made. tests/test_bad_input_catalogue.py has
-the same for IovaDomain, PfnAllocator and DmaCookie.
+for a mapping that cannot be made. tests/test_bad_input_iova.py has the
+same for IovaDomain, PfnAllocator and DmaCookie, tests/test_bad_input_runs.py
+for the simulator and the command line.
 """
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import pytest
 
+from bad_input import NOT_NAMED, Index, named
 from dma_world import (BI, FROM, NONE, TO, World, assert_same, failed_alloc, generic, ipmmu,
                        refused_map)
 from pyiova import dma
@@ -31,8 +33,6 @@ from pyiova.iommu_errors import (IommuAlignmentError, IommuAttrValueError, Iommu
                                  IommuMappingExists, IommuRangeError, IommuReadOnlyAttr,
                                  IommuUnknownAttr)
 
-NOT_NAMED = object()
-
 
 @dataclass
 class Case:
@@ -42,25 +42,6 @@ class Case:
     # None: the call changes nothing. Else what the kernel itself does when
     # this call fails (dma_world): the call must change exactly that.
     kernel: Optional[Callable[[World], Any]] = None
-
-
-def named(value, message):
-    if value is NOT_NAMED:
-        return True
-    texts = {str(value), repr(value)}
-    if isinstance(value, int) and not isinstance(value, bool):
-        texts.update({hex(value), "-%#x" % -value if value < 0 else hex(value)})
-    return any(t in message for t in texts)
-
-
-class Index:
-    """An integer through __index__ alone."""
-
-    def __init__(self, v):
-        self.v = v
-
-    def __index__(self):
-        return self.v
 
 
 def mp(*a, **k):

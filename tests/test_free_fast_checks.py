@@ -8,17 +8,13 @@ slots reused by other ranges, pfns that collide in it, ranges freed through
 the other path - and require the verdict and the domain to be exactly what
 the lookup alone gives (the reference model's).
 """
-import os
 import random
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference import ReferenceDomain
 
-from reference import ReferenceDomain  # noqa: E402
-
-from pyiova import IovaDomain, IovaError, IovaInvalidFree  # noqa: E402
+from pyiova import IovaDomain, IovaError, IovaInvalidFree
 
 TOP32 = 0xFFFFF
 HINT_BITS = 12             # csrc/iova_internal.h IOVA_LIVE_HINT_BITS

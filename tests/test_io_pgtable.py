@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from pyiova.pgtable import SZ_1G, SZ_2M, SZ_4K, SZ_64K, SZ_512M, IoPgtable
 from pyiova.errors import IovaError, IovaTypeError, IovaValueError
-from faultpoints import each_failure_point  # noqa: E402  (tests/ is on sys.path)
+from faultpoints import each_failure_point
 from pyiova.faults import fail_allocations_after
 from pyiova.iommu_errors import (IommuAlignmentError, IommuMappingExists, IommuNoMemory,
                                  IommuRangeError)

@@ -13,15 +13,12 @@ small cases worked out by hand from its rules.
 """
 
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from reference import (IovaExhausted, IovaInvalidFree, IovaNotFound,  # noqa: E402
+from reference import (IovaExhausted, IovaInvalidFree, IovaNotFound,
                        IovaValueError, ReferenceDomain)
-from vectors import VECTOR_DIR, VECTOR_FILES, load_sequences, replay  # noqa: E402
+from vectors import VECTOR_DIR, VECTOR_FILES, load_sequences, replay
 
 # check() walks every node and magazine, so it runs only now and then.
 CHECK_EVERY = 250

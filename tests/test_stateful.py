@@ -10,18 +10,15 @@ must be identical, check() must pass, and every pfn must be in exactly one
 place: handed out (live), cached in a magazine or the depot, or free.
 """
 import os
-import sys
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference import ReferenceDomain
 
-from reference import ReferenceDomain  # noqa: E402
-
-from pyiova import IovaDomain, IovaError  # noqa: E402
+from pyiova import IovaDomain, IovaError
 
 
 def outcome(fn, *args, **kw):

@@ -3,15 +3,12 @@ come out of the C core unchanged: returned pfns, find/reserve results, the
 cache pointers and max32_alloc_size (`state`), and the whole range list
 (`dump`), under both search implementations."""
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vectors import VECTOR_DIR, VECTOR_FILES, load_sequences, replay
 
-from vectors import VECTOR_DIR, VECTOR_FILES, load_sequences, replay  # noqa: E402
-
-from pyiova import IovaDomain  # noqa: E402
+from pyiova import IovaDomain
 
 SEQUENCES = [seq for name in VECTOR_FILES
              for seq in load_sequences(os.path.join(VECTOR_DIR, name))]

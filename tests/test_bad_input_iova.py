@@ -1,30 +1,39 @@
-"""A catalogue of bad inputs for every public call of IovaDomain,
-PfnAllocator and DmaCookie: each must raise the documented exception (an
-IovaError subclass) with the bad value named in the message, and leave the
-object as it was, check() passing.
+"""The bad-input catalogue of the allocator objects over the C core:
+IovaDomain, PfnAllocator and DmaCookie.
 
-tests/test_bad_input.py has the first cases (sizes and limits of alloc,
-non-integers for the tree calls, granules, bad CPUs of the fast path, the
-first batch errors, calls after close); this table extends them to every
-other call and argument. Rows the bindings get wrong today are strict
-xfails that say what happens instead; crashes and undocumented exceptions
-the fuzzer found are in tests/test_fuzz.py and not repeated here.
+Each row names a call, a bad argument, the exception it must raise (an
+IovaError subclass, and the builtin where one is natural) and what the
+message must name; the call must leave the object as it was, check()
+passing. Then the refusals that take more than one call to set up (double
+frees, a batch that stops half way), and what the calls take as an integer
+and as a batch: a plain int, or anything operator.index takes (numpy
+integers, IntEnum, an object with __index__ alone), never a bool; an array
+or any buffer of 8-byte native integers read in place, raw bytes, or an
+iterable of integers.
+
+The crashes and undocumented exceptions the fuzzer found are in
+tests/test_fuzz.py and not repeated here. The other layers' catalogues:
+tests/test_bad_input_dma.py (the DMA API, IOMMU domains, drivers, devices)
+and tests/test_bad_input_runs.py (workloads, runs, the command line).
 """
 import array
 import decimal
+import enum
+import gc
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
 
-from pyiova import (IovaClosed, IovaCpuError, IovaDomain, IovaError, IovaInvalidFree,
-                    IovaNotFound, IovaTypeError, IovaValueError)
+from bad_input import NOT_NAMED, Index, named
+from pyiova import (IovaClosed, IovaCpuError, IovaDomain, IovaError, IovaExhausted,
+                    IovaInvalidFree, IovaNotFound, IovaTypeError, IovaValueError)
 from pyiova.allocators import PfnAllocator
 from pyiova.cookie import DmaCookie, put_dma_cookie
 
 TOP32 = 0xFFFFF
 U32 = (1 << 32) - 1
-NOT_NAMED = object()        # the value has no useful text (an anonymous object)
 
 
 @dataclass
@@ -32,7 +41,7 @@ class Case:
     target: str                  # which fixture object the call gets (see make())
     call: Callable[[Any], Any]
     exc: type
-    value: Any                   # what the message must name
+    value: Any                   # what the message must name (None: nothing checked)
     xfail: str = ""              # why the binding gets it wrong today
 
 
@@ -102,39 +111,87 @@ def check(live):
         o.check()
 
 
-def named(value, message):
-    if value is NOT_NAMED:
-        return True
-    texts = {str(value), repr(value)}
-    if isinstance(value, int) and not isinstance(value, bool):
-        texts.add(hex(value))
-    return any(t in message for t in texts)
-
-
 def _set_search(d, value):
     d.search = value
-
-
-class IndexOnly:
-    def __index__(self):
-        return 3
-
-
-class IndexLike:
-    """An integer through __index__ alone (no __int__), of any value."""
-
-    def __init__(self, v):
-        self.v = v
-
-    def __index__(self):
-        return self.v
 
 
 # ---- the catalogue ----------------------------------------------------------
 
 D, D4, CL = "domain", "domain410", "closed"
 CASES = {
+    # sizes, limits and non-integers of the tree and fast-path calls
+    **{"%s size %r" % (call, size): Case(D, lambda l, f=f, size=size: f(l.obj, size),
+                                         IovaValueError, str(size))
+       for size in (0, -1, 2**64, 2**52)
+       for call, f in (("alloc", lambda d, s: d.alloc(s, TOP32)),
+                       ("alloc_fast", lambda d, s: d.alloc_fast(s, TOP32)))},
+    # 15 is below the domain's start_pfn (16)
+    **{"%s limit %r" % (call, limit): Case(D, lambda l, f=f, limit=limit: f(l.obj, limit),
+                                           IovaValueError, limit)
+       for limit in (0, 15, -5, 2**52, 2**64 + 3)
+       for call, f in (("alloc", lambda d, v: d.alloc(1, v)),
+                       ("alloc_fast", lambda d, v: d.alloc_fast(1, v)),
+                       ("alloc_many", lambda d, v: d.alloc_many([1, 2], v)))},
+    **{"%s %s %r" % (call, arg, bad): Case(D, lambda l, f=f, bad=bad: f(l.obj, bad),
+                                           IovaTypeError,
+                                           "integer" if call == "alloc" and arg == "size"
+                                           else "None" if bad is None else bad)
+       for bad in (1.5, "3", None, b"\x01", [1])
+       for call, arg, f in (("alloc", "size", lambda d, v: d.alloc(v, TOP32)),
+                            ("alloc", "limit", lambda d, v: d.alloc(1, v)),
+                            ("free", "pfn", lambda d, v: d.free(v)),
+                            ("find", "pfn", lambda d, v: d.find(v)),
+                            ("reserve", "lo", lambda d, v: d.reserve(v, 10)),
+                            ("free_fast", "pfn", lambda d, v: d.free_fast(v, 1)))},
+    # pfns no byte address of 64 bits reaches with a 4K granule
+    **{"%s %s %#x" % (call, arg, pfn): Case(D, lambda l, f=f, pfn=pfn: f(l.obj, pfn),
+                                            IovaValueError, "granule")
+       for pfn in (2**52, 2**60)
+       for call, arg, f in (("free", "pfn", lambda d, p: d.free(p)),
+                            ("free_fast", "pfn", lambda d, p: d.free_fast(p, 1)),
+                            ("reserve", "lo", lambda d, p: d.reserve(p, p)),
+                            ("reserve", "hi", lambda d, p: d.reserve(1, p)))},
+    "free never allocated": Case(D, lambda l: l.obj.free(0x100), IovaNotFound, "0x100"),
+    "free_fast never allocated": Case(D, lambda l: l.obj.free_fast(0x100, 1), IovaNotFound,
+                                      0x100),
+    "free the anchor": Case(D, lambda l: l.obj.free(2**64 - 1), IovaValueError, 2**64 - 1),
+    "reserve lo above hi": Case(D, lambda l: l.obj.reserve(0x20, 0x10), IovaValueError, "0x20"),
+    # the domain has CPUs 0 and 1
+    **{"%s cpu %d" % (call, cpu): Case(D, lambda l, f=f, cpu=cpu: f(l.obj, cpu), IovaCpuError,
+                                       str(cpu))
+       for cpu in (2, -2, 99)
+       for call, f in (("alloc_fast", lambda d, c: d.alloc_fast(1, TOP32, cpu=c)),
+                       ("free_fast", lambda d, c: d.free_fast(1, 1, cpu=c)),
+                       ("flush_cpu", lambda d, c: d.flush_cpu(c)))},
+    "alloc_fast cpu str": Case(D, lambda l: l.obj.alloc_fast(1, TOP32, cpu="0"), IovaTypeError,
+                               "0"),
+    "alloc_many item 0": Case(D, lambda l: l.obj.alloc_many([1, 2, 0, 4], TOP32),
+                              IovaValueError, "sizes[2] = 0"),
+    "alloc_many item negative": Case(D, lambda l: l.obj.alloc_many([1, -1], TOP32),
+                                     IovaValueError, "sizes[1]"),
+    "alloc_many double buffer": Case(D, lambda l: l.obj.alloc_many(array.array("d", [1.0, 2.0]),
+                                                                   TOP32),
+                                     IovaTypeError, "format"),
+    "alloc_many str": Case(D, lambda l: l.obj.alloc_many("abc", TOP32), IovaTypeError, "str"),
+    "free_fast_many lengths differ": Case(D, lambda l: l.obj.free_fast_many([1, 2], [1]),
+                                          IovaValueError, "items"),
+
     # IovaDomain(...)
+    **{"ctor granule %d" % g: Case("none", lambda _, g=g: IovaDomain(g, 1), IovaValueError,
+                                   str(g))
+       for g in (0, 1, 3, 4095, 4097, 2**17, 2**20)},
+    "ctor start beyond reach": Case("none", lambda _: IovaDomain(4096, 2**52), IovaValueError,
+                                    "start_pfn"),
+    "ctor ncpus 0": Case("none", lambda _: IovaDomain(4096, 1, ncpus=0), IovaValueError,
+                         "ncpus"),
+    "ctor kernel unknown": Case("none", lambda _: IovaDomain(4096, 1, kernel="5.4"),
+                                IovaValueError, "kernel"),
+    # 6.12 derives it from the granule
+    "ctor dma32 on 6.12": Case("none", lambda _: IovaDomain(4096, 1, dma_32bit_pfn=0xFFFFF),
+                               IovaValueError, "dma_32bit_pfn"),
+    "ctor search unknown": Case("none", lambda _: IovaDomain(4096, 1, search="fast"),
+                                IovaValueError, "search"),
+    "ctor granule str": Case("none", lambda _: IovaDomain("4096", 1), IovaTypeError, "4096"),
     "ctor granule None": Case("none", lambda _: IovaDomain(None), IovaTypeError, None),
     "ctor granule negative": Case("none", lambda _: IovaDomain(-4096), IovaValueError, -4096),
     "ctor granule 2**64": Case("none", lambda _: IovaDomain(2**64), IovaValueError, 2**64),
@@ -165,7 +222,7 @@ CASES = {
     "ctor dma32 str": Case("none", lambda _: IovaDomain(kernel="4.10", dma_32bit_pfn="x"),
                            IovaTypeError, "x"),
 
-    # alloc / alloc_fast: what test_bad_input.py does not try
+    # alloc / alloc_fast
     "alloc size float": Case(D, lambda l: l.obj.alloc(2.0, TOP32), IovaTypeError, 2.0),
     "alloc size bool": Case(D, lambda l: l.obj.alloc(True, TOP32), IovaTypeError, True),
     "alloc aligned str": Case(D, lambda l: l.obj.alloc(1, TOP32, "yes"), IovaTypeError, "yes"),
@@ -175,7 +232,7 @@ CASES = {
     "alloc size Decimal": Case(D, lambda l: l.obj.alloc(decimal.Decimal("1.5"), TOP32),
                                IovaTypeError, "Decimal"),
     "alloc limit bool": Case(D, lambda l: l.obj.alloc(1, True), IovaTypeError, True),
-    "alloc size index-only negative": Case(D, lambda l: l.obj.alloc(IndexLike(-1), TOP32),
+    "alloc size index-only negative": Case(D, lambda l: l.obj.alloc(Index(-1), TOP32),
                                            IovaValueError, -1),
     "alloc_fast size bool": Case(D, lambda l: l.obj.alloc_fast(True, TOP32), IovaTypeError,
                                  True),
@@ -348,7 +405,23 @@ CASES = {
     "restore floats": Case("none", lambda _: IovaDomain.restore(array.array("d", [1.0] * 20)),
                            IovaValueError, NOT_NAMED),
 
-    # calls on a closed domain that test_bad_input.py does not make
+    # calls on a closed domain
+    **{"closed %s" % name: Case(CL, call, IovaClosed, NOT_NAMED) for name, call in (
+        ("alloc", lambda l: l.obj.alloc(1, TOP32)), ("free", lambda l: l.obj.free(l.p)),
+        ("find", lambda l: l.obj.find(l.p)), ("reserve", lambda l: l.obj.reserve(1, 2)),
+        ("ranges", lambda l: l.obj.ranges()), ("state", lambda l: l.obj.state()),
+        ("len", lambda l: len(l.obj)), ("check", lambda l: l.obj.check()),
+        ("alloc_fast", lambda l: l.obj.alloc_fast(1, TOP32)),
+        ("free_fast", lambda l: l.obj.free_fast(l.p, 1)),
+        ("flush_cpu", lambda l: l.obj.flush_cpu(0)), ("flush_depot", lambda l: l.obj.flush_depot()),
+        ("flush_rcaches", lambda l: l.obj.flush_rcaches()),
+        ("run_pending_work", lambda l: l.obj.run_pending_work()),
+        ("advance", lambda l: l.obj.advance(5)), ("rcache_stats", lambda l: l.obj.rcache_stats()),
+        ("cached_pfns", lambda l: l.obj.cached_pfns()),
+        ("alloc_many", lambda l: l.obj.alloc_many([1], TOP32)),
+        ("free_many", lambda l: l.obj.free_many([l.p])),
+        ("alloc_fast_many", lambda l: l.obj.alloc_fast_many([1], TOP32)),
+        ("free_fast_many", lambda l: l.obj.free_fast_many([l.p], [1])))},
     "closed stats": Case(CL, lambda l: l.obj.stats(), IovaClosed, NOT_NAMED),
     "closed used_pfns": Case(CL, lambda l: l.obj.used_pfns, IovaClosed, NOT_NAMED),
     "closed search": Case(CL, lambda l: l.obj.search, IovaClosed, NOT_NAMED),
@@ -608,3 +681,347 @@ def test_every_public_call_has_a_row():
                 continue
             if v.__code__.co_argcount > 1 and not any(name in k for k in CASES):
                 raise AssertionError("%s.%s takes arguments but has no row" % (cls.__name__, name))
+
+
+# ---- refusals that take more than one call ------------------------------------
+
+@pytest.fixture
+def d():
+    dom = IovaDomain(4096, 16, ncpus=2)
+    dom.alloc(4, TOP32)
+    dom.alloc_fast(2, TOP32, cpu=0)
+    snapshot = (dom.ranges(), dom.state(), dom.cached_pfns())
+    yield dom
+    # whatever the test threw at it, the domain is unchanged and consistent
+    dom.check()
+    assert (dom.ranges(), dom.state(), dom.cached_pfns()) == snapshot
+
+
+def test_errors_are_iova_errors_and_natural_builtins():
+    assert issubclass(IovaValueError, ValueError) and issubclass(IovaValueError, IovaError)
+    assert issubclass(IovaNotFound, KeyError) and issubclass(IovaTypeError, TypeError)
+    assert issubclass(IovaInvalidFree, ValueError) and issubclass(IovaClosed, IovaError)
+    assert issubclass(IovaExhausted, IovaError)
+
+
+def test_double_free_through_the_tree():
+    dom = IovaDomain(4096, 1)
+    p = dom.alloc(2, TOP32)
+    dom.free(p)
+    with pytest.raises(IovaNotFound, match=hex(p)):
+        dom.free(p)
+    dom.check()
+
+
+def test_double_free_through_the_rcache(d):
+    p = d.alloc_fast(1, TOP32, cpu=1)
+    d.free_fast(p, 1, cpu=1)
+    with pytest.raises(IovaInvalidFree, match="already freed"):
+        d.free_fast(p, 1, cpu=0)
+    with pytest.raises(IovaInvalidFree, match="already freed"):
+        d.free(p)
+    assert d.alloc_fast(1, TOP32, cpu=1) == p       # put the fixture back as it was
+    d.free(p)
+
+
+def test_free_fast_must_name_the_start_and_the_size_class(d):
+    p = d.alloc_fast(8, TOP32, cpu=0)
+    with pytest.raises(IovaInvalidFree, match="not its first pfn"):
+        d.free_fast(p + 1, 8)
+    with pytest.raises(IovaInvalidFree, match="size class"):
+        d.free_fast(p, 16)
+    with pytest.raises(IovaInvalidFree, match="size class"):
+        d.free_fast(p, 64)
+    d.free_fast(p, 5, cpu=0)                        # 5 rounds to 8: the same class
+    assert d.alloc_fast(5, TOP32, cpu=0) == p
+    d.free(p)
+
+
+def test_free_many_stops_at_the_first_bad_pfn_and_says_how_far_it_got():
+    dom = IovaDomain(4096, 1)
+    pfns = list(dom.alloc_many([1, 1, 1, 1], TOP32))
+    with pytest.raises(IovaNotFound) as e:
+        dom.free_many([pfns[0], pfns[1], 0x42, pfns[2]])
+    assert e.value.done == 2 and e.value.index == 2
+    assert [r[0] for r in dom.ranges()] == sorted(pfns[2:])
+    dom.check()
+
+
+def test_a_domain_closed_by_with_stays_closed():
+    """The calls a closed domain refuses are rows above (target "closed");
+    here the ways of closing it."""
+    dom = IovaDomain(4096, 1, ncpus=1)
+    p = dom.alloc(1, TOP32)
+    with dom:
+        pass                                        # __exit__ closes
+    assert dom.closed
+    for call in (lambda: dom.alloc(1, TOP32), lambda: dom.free(p), lambda: len(dom)):
+        with pytest.raises(IovaClosed):
+            call()
+    dom.close()                                     # closing twice is harmless
+    assert dom.closed and "closed" in repr(dom)
+
+
+# ---- what the calls take: integers and batches --------------------------------
+
+class Pages(enum.IntEnum):
+    ONE = 1
+    FOUR = 4
+
+
+def twin_domains():
+    return IovaDomain(4096, 16, ncpus=2), IovaDomain(4096, 16, ncpus=2)
+
+
+def test_index_only_integers_act_as_the_same_ints():
+    a, b = twin_domains()
+    I = Index
+    assert a.alloc(I(4), I(TOP32), True) == b.alloc(4, TOP32, True)
+    assert a.alloc(Pages.FOUR, TOP32) == b.alloc(4, TOP32)
+    p = a.alloc_fast(I(2), I(TOP32), I(1), cpu=I(1))
+    assert p == b.alloc_fast(2, TOP32, True, cpu=1)
+    assert a.find(I(p)) == b.find(p)
+    a.free_fast(I(p), I(2), cpu=I(0))
+    b.free_fast(p, 2, cpu=0)
+    assert a.reserve(I(0x100), I(0x1FF)) == b.reserve(0x100, 0x1FF)
+    assert a.advance(I(20)) == b.advance(20)
+    a.flush_cpu(I(0))
+    b.flush_cpu(0)
+    assert list(a.alloc_many([I(1), Pages.ONE], I(TOP32), I(0))) == \
+        list(b.alloc_many([1, 1], TOP32))
+    assert list(a.alloc_fast_many([I(3)], TOP32, cpu=I(1))) == \
+        list(b.alloc_fast_many([3], TOP32, cpu=1))
+    for d in (a, b):
+        d.check()
+    assert a.ranges() == b.ranges() and a.cached_pfns() == b.cached_pfns()
+    assert IovaDomain(I(4096), I(16), ncpus=I(2)).ncpus == 2
+
+
+def test_numpy_integers_are_integers_and_numpy_floats_are_not():
+    np = pytest.importorskip("numpy")
+    a, b = twin_domains()
+    assert a.alloc(np.uint64(3), np.int64(TOP32)) == b.alloc(3, TOP32)
+    a.free_fast(a.alloc_fast(np.uint32(1), TOP32, cpu=np.int8(0)), 1, cpu=0)
+    # cffi would truncate these (they have __int__): 1.5 pages is no size
+    for bad in (np.float32(1.5), np.float64(2.0)):
+        with pytest.raises(IovaTypeError):
+            a.alloc(bad, TOP32)
+    a.check()
+
+
+def test_bools_are_not_integers():
+    d = IovaDomain(4096, 1, ncpus=1)
+    for call in (lambda: d.alloc(True, TOP32), lambda: d.alloc(1, True),
+                 lambda: d.alloc_fast(True, TOP32), lambda: d.free(True),
+                 lambda: d.alloc_many([True], TOP32), lambda: d.advance(False),
+                 lambda: d.flush_cpu(False), lambda: d.alloc_fast(1, TOP32, cpu=True)):
+        with pytest.raises(IovaTypeError, match="bool"):
+            call()
+    assert len(d) == 0
+    d.check()
+
+
+def test_flags_take_bools_and_integers_and_nothing_else():
+    a, b = twin_domains()
+    assert a.alloc(4, TOP32, 1) == b.alloc(4, TOP32, True)
+    assert a.alloc(3, TOP32, Index(7)) == b.alloc(3, TOP32, True)
+    assert a.alloc(3, TOP32, 0) == b.alloc(3, TOP32, False)
+    for flag in (None, "yes", 1.0, []):
+        with pytest.raises(IovaTypeError, match="size_aligned"):
+            a.alloc(1, TOP32, flag)
+        with pytest.raises(IovaTypeError, match="flush_rcache"):
+            a.alloc_fast(1, TOP32, flag)
+    assert a.ranges() == b.ranges()
+
+
+def test_cpus_beyond_a_c_int_are_cpu_errors_naming_them():
+    d = IovaDomain(4096, 1, ncpus=2)
+    for cpu in (2**31, 2**40, -2**31 - 1, 2**64):
+        for call in (lambda: d.alloc_fast(1, TOP32, cpu=cpu),
+                     lambda: d.free_fast(1, 1, cpu=cpu), lambda: d.flush_cpu(cpu),
+                     lambda: d.alloc_fast_many([1], TOP32, cpu=cpu),
+                     lambda: d.free_fast_many([1], [1], cpu=cpu)):
+            with pytest.raises(IovaCpuError, match=str(cpu)):
+                call()
+    assert len(d) == 0
+    d.check()
+
+
+@pytest.mark.parametrize("kind", ["array-Q", "array-q", "bytes", "bytearray", "memoryview",
+                                  "strided", "list", "tuple", "generator"])
+def test_every_batch_form_gives_the_same_pfns(kind):
+    sizes = [1, 2, 3, 8, 1, 64, 5]
+    make = {
+        "array-Q": lambda v: array.array("Q", v),
+        "array-q": lambda v: array.array("q", v),
+        "bytes": lambda v: array.array("Q", v).tobytes(),
+        "bytearray": lambda v: bytearray(array.array("Q", v).tobytes()),
+        "memoryview": lambda v: memoryview(array.array("Q", v)),
+        "strided": lambda v: memoryview(array.array("Q", [x for s in v for x in (s, 99)]))[::2],
+        "list": list, "tuple": tuple, "generator": lambda v: (x for x in v),
+    }[kind]
+    a, b = twin_domains()
+    pfns = a.alloc_fast_many(make(sizes), TOP32, cpu=0)
+    assert type(pfns) is array.array and pfns.typecode == "Q"
+    assert list(pfns) == list(b.alloc_fast_many(sizes, TOP32, cpu=0))
+    a.free_fast_many(make(list(pfns)), make(sizes), cpu=0)
+    b.free_fast_many(list(pfns), sizes, cpu=0)
+    tree = a.alloc_many(make(sizes), TOP32)
+    assert list(tree) == list(b.alloc_many(sizes, TOP32))
+    a.free_many(make(list(tree[:3])))
+    b.free_many(tree[:3])
+    a.check()
+    assert a.ranges() == b.ranges() and not any(a.find(p) for p in tree[:3])
+
+
+def test_numpy_batches_in_native_order_only():
+    np = pytest.importorskip("numpy")
+    a, b = twin_domains()
+    for dt in (np.uint64, np.int64):
+        assert list(a.alloc_many(np.array([1, 2], dtype=dt), TOP32)) == \
+            list(b.alloc_many([1, 2], TOP32))
+    # a big-endian buffer read as native would ask for 2**56 pages
+    swapped = ">u8" if np.little_endian else "<u8"
+    with pytest.raises(IovaTypeError, match="format"):
+        a.alloc_many(np.array([1], dtype=swapped), TOP32)
+    assert a.ranges() == b.ranges()
+
+
+def test_large_batches_beyond_the_zeroed_template():
+    d = IovaDomain(4096, 1, ncpus=1)
+    n = 5000                      # more than iova.py's preset result buffer
+    pfns = d.alloc_many(array.array("Q", [1]) * n, TOP32)
+    assert len(pfns) == n and len(set(pfns)) == n and 0 not in pfns
+    d.free_many(pfns)
+    assert len(d) == 0
+    assert len(d.alloc_many([], TOP32)) == 0
+
+
+@pytest.mark.parametrize("call", [
+    lambda d, mv: d.alloc_many(mv, TOP32),                # sizes[1] = 0
+    lambda d, mv: d.alloc_fast_many(mv, TOP32),
+    lambda d, mv: d.alloc_many(mv, -1),                   # refused limit
+    lambda d, mv: d.alloc_fast_many(mv, TOP32, "x"),      # refused flag
+    lambda d, mv: d.alloc_fast_many(mv, TOP32, cpu=2**40),
+    lambda d, mv: d.free_many(mv),                        # pfn 1 never allocated
+    lambda d, mv: d.free_fast_many(mv, [1, 1]),
+    lambda d, mv: d.free_fast_many([1, 1], mv),
+    lambda d, mv: d.free_fast_many(mv, [1]),              # lengths differ
+    lambda d, mv: d.free_fast_many(mv, "x"),              # sizes refused
+    lambda d, mv: d.free_fast_many(mv, mv, cpu=7),
+])
+def test_a_refused_batch_leaves_no_export_of_the_callers_buffer(call):
+    """A kept exception holds the raising frame; no view of the caller's
+    memoryview may live on in it (CPython < 3.12.7 can crash collecting the
+    memoryview, gh-77894; any version refuses to release or resize it)."""
+    d = IovaDomain(4096, 1, ncpus=1)
+    backing = array.array("Q", [1, 0])
+    mv = memoryview(backing)
+    try:
+        call(d, mv)
+    except (IovaValueError, IovaTypeError, KeyError) as exc:
+        kept = exc
+    else:
+        pytest.fail("the call was not refused")
+    assert kept.__traceback__ is not None
+    try:
+        mv.release()              # BufferError while an export is alive
+        backing.append(7)         # likewise for the array under it
+        pfns = getattr(kept, "pfns", None)
+        if pfns is not None:
+            pfns.append(0)        # the result array carries no export either
+    except BufferError as exc:
+        # drop the frames holding the export before failing, so that a
+        # regression fails here rather than crashing the run in the GC
+        _drop_frames(kept)
+        pytest.fail("an export outlived the refused call: %s" % exc)
+    del kept
+    gc.collect()
+    d.check()
+
+
+def _drop_frames(e):
+    while e is not None:
+        e.__traceback__ = None
+        e = e.__context__
+
+
+def test_out_parameter_cells_do_not_carry_an_index_from_an_earlier_failure():
+    d = IovaDomain(4096, 1, ncpus=1)
+    with pytest.raises(IovaValueError) as e:
+        d.alloc_fast_many([1, 1, 1, 0], TOP32)
+    assert e.value.index == 3
+    for _ in range(3):
+        d.free_fast_many(d.alloc_fast_many([1, 2], TOP32), [1, 2])
+    with pytest.raises(IovaValueError) as e:
+        d.alloc_fast_many([1, 1], 0)                  # refused before any size is looked at
+    assert e.value.index == 0 and list(e.value.pfns) == [0, 0]
+    with pytest.raises(IovaCpuError) as e:
+        d.alloc_many([1], TOP32) and d.alloc_fast_many([1, 1], TOP32, cpu=5)
+    assert e.value.index == 0
+
+
+def test_batch_calls_from_threads_each_get_their_own_result():
+    d = IovaDomain(4096, 1, ncpus=4)
+    errors = []
+
+    def work(k):
+        try:
+            sizes = array.array("Q", [1 + k] * 16)
+            for _ in range(300):
+                pfns = d.alloc_fast_many(sizes, TOP32)
+                assert 0 not in pfns
+                d.free_fast_many(pfns, sizes)
+                with pytest.raises(IovaValueError) as e:
+                    d.alloc_many([1] * k + [0], TOP32)
+                assert e.value.index == k
+        except BaseException as exc:      # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    d.check()
+
+
+def test_empty_batches_on_a_closed_domain_raise_closed():
+    d = IovaDomain(4096, 1, ncpus=1)
+    d.close()
+    for call in (lambda: d.alloc_many([], TOP32), lambda: d.free_many([]),
+                 lambda: d.alloc_fast_many([], TOP32), lambda: d.free_fast_many([], [])):
+        with pytest.raises(IovaClosed):
+            call()
+    live = IovaDomain(4096, 1, ncpus=1)
+    assert len(live.alloc_fast_many([], TOP32)) == 0 and live.free_fast_many([], []) is None
+
+
+def test_unhashable_choices_are_value_errors():
+    for kw in ({"kernel": []}, {"search": {}}):
+        with pytest.raises(IovaValueError):
+            IovaDomain(**kw)
+    d = IovaDomain()
+    with pytest.raises(IovaValueError, match=r"\[\]"):
+        d.search = []
+    assert d.search == "augmented"
+
+
+def test_a_cookie_allocates_for_no_device_under_a_64_bit_limit():
+    c = DmaCookie("iova").init_domain(4096, 0, (1 << 64) - 1)
+    iova = c.alloc_iova(None, 0x2000, 1 << 40)
+    assert iova and iova + 0x2000 - 1 <= 1 << 40
+    c.free_iova(iova, 0x2000)
+    c.check()
+
+
+def test_a_cookie_takes_index_only_integers():
+    c = DmaCookie("iova").init_domain(4096, Index(0), Index((1 << 32) - 1),
+                                      reserved=[(Index(0x1000), 0x1FFF)])
+    iova = c.alloc_iova(None, Index(0x3000), Index((1 << 32) - 1))
+    assert iova and c.dma_limit(None, Index(5)) == 5
+    c.free_iova(Index(iova), Index(0x3000))
+    c.advance(Index(3))
+    assert c.clock_ms == 3
+    c.check()
