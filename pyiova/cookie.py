@@ -462,7 +462,7 @@ def _check_cookie_state(state):
     if any(state[name] is None for name in geometry):
         raise _state.fail("a DMA cookie", "with an allocator lacks part of its geometry")
     granule = state["granule"]
-    if granule < 2 or granule & (granule - 1) or state["shift"] != granule.bit_length() - 1:
+    if not 2 <= granule <= 1 << 63 or granule & (granule - 1) or state["shift"] != granule.bit_length() - 1:
         raise _state.fail("a DMA cookie", "has granule %r and shift %r" % (granule,
                                                                            state["shift"]))
     if allocator.type is not state["type"]:
@@ -471,6 +471,10 @@ def _check_cookie_state(state):
     if allocator.iovad is not None and allocator.iovad.granule != granule:
         raise _state.fail("a DMA cookie", "of granule %#x holds an IOVA domain of granule %#x"
                           % (granule, allocator.iovad.granule))
+    _state.check_int("a DMA cookie's aperture_end", state["aperture_end"], 0, _U64_MAX)
+    _state.check_int("a DMA cookie's start_pfn", state["start_pfn"], 0, _U64_MAX >> state["shift"])
+    if state["msi_base"] is not None:
+        _state.check_int("a DMA cookie's msi_base", state["msi_base"], 0, _U64_MAX)
     if state["flush_queue"] and not allocator._fq_rings:
         raise _state.fail("a DMA cookie", "uses a flush queue its allocator does not have")
     for iova, m in state["dma_mappings"].items():

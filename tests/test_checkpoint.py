@@ -1047,6 +1047,10 @@ def _damaged(mutate):
         s._dom.priv, "context", (s._dom.priv.context + 1) % 8)),
     ("an erratum drop rate above 1", lambda s: setattr(s._dom.ops, "erratum_drop_rate", 1.5)),
     ("a device mask beyond 64 bits", lambda s: setattr(s._dev, "dma_mask", 1 << 64)),
+    ("a cookie aperture end that is negative", lambda s: setattr(s._cookie, "aperture_end", -1)),
+    ("a cookie start pfn beyond 64 bits", lambda s: setattr(s._cookie, "start_pfn", 1 << 60)),
+    ("a cookie granule beyond 64 bits", lambda s: (setattr(s._cookie, "granule", 1 << 64),
+                                                   setattr(s._cookie, "shift", 64))),
 ])
 def test_damaged_states_are_refused_at_load_time(what, mutate):
     try:
