@@ -164,3 +164,20 @@ def test_depot_trims_at_moments_the_record_decides():
     r = T.check(k.write())
     assert r.matched == k.allocations and r.mismatched == 0 and r.mode == "lazy"
     assert r.decided["trims"] > 0 and r.decided["fires"] > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bursts_of_frees_stay_within_the_width(seed):
+    # network receive: hundreds of frees inside one timer window make a
+    # choice at every gap; copies are cut to `width` as they are made, and
+    # the depth-first search still finds the moments the record says
+    k = trace_synth.SyntheticKernel(seed, lazy=True, ops=900, live=40, bursts=0.01,
+                                    burst_size=300)
+    lt = T.load(k.write())
+    d, = lt.devices.values()
+    eng = Engine(KernelDomain("6.12", lazy=True, trim="record"), width=32)
+    for op in d.ops:
+        eng.feed(op)
+    eng.finish()
+    assert eng.counts["matched"] == k.allocations and eng.counts["mismatched"] == 0
+    assert eng.stats["peak_hypotheses"] <= 32 and eng.stats["wakes"] > 0

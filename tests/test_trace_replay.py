@@ -177,6 +177,27 @@ def test_iommu_events_only_are_one_domain():
     assert "one IOMMU domain" in lt.notes[0]
 
 
+def _never_unmapped(second_paddr):
+    """Two map lines of one context, contiguous in IOVA, never unmapped:
+    the first maps page 0x8c89000, the second `second_paddr`."""
+    return [ft("dd", 166, 0, 1.0, "map", mapl(0xfffe0000, 4096, 0x8c89000), "..s1."),
+            ft("dd", 166, 0, 1.000002, "map", mapl(0xfffe1000, 4096, second_paddr), "..s1.")]
+
+
+@pytest.mark.parametrize("second_paddr, calls", [
+    (0x7000000, 1),         # another page, not where the first ended: one call's two chunks
+    (0x8c8a000, 2),         # where the first ended: one call would have logged one line
+    (0x8c89000, 2),         # the same page again: two buffers in one page (network receive)
+])
+def test_a_line_that_cannot_be_the_next_chunk_starts_an_allocation(second_paddr, calls):
+    allocs = T.load(_never_unmapped(second_paddr)).devices[T.ALL_DEVICES].allocations
+    if calls == 1:
+        assert [(a.iova, a.size) for a in allocs] == [(0xfffe0000, 0x2000)]
+    else:
+        assert [(a.iova, a.size) for a in allocs] == [(0xfffe0000, 0x1000),
+                                                      (0xfffe1000, 0x1000)]
+
+
 def test_direct_mapped_calls_skipped_with_reason():
     lt = T.load(os.path.join(DATA, "mainline-names.trace"))
     d = lt.devices["0000:00:1f.3"]
@@ -304,11 +325,37 @@ def test_check_needs_the_vtd_reservation():
         phys = 0x100000000 + i * 0x400000
         lines.append(ft("fio", 300, 0, 1 + i / 10, "map", mapl(addr, 4 << 20, phys)))
         lines.append(ft("fio", 300, 0, 1.01 + i / 10, "dma_map_page", dmap(A, addr, 4 << 20, phys)))
-    r = T.check(lines)
+    r = T.check(lines, reserved=T.VTD_RESERVED)
     assert r.ok and r.matched == 5
     r = T.check(lines, reserved=())
     assert r.first_divergence == {"line": 10, "expected": 0xfe800000, "got": 0xfec00000,
                                   "call": "map_page", "op": 4}
+
+
+def _walk_down(addrs):
+    lines = []
+    for i, addr in enumerate(addrs):
+        phys = 0x100000000 + i * 0x400000
+        lines.append(ft("fio", 300, 0, 1 + i / 10, "map", mapl(addr, 4 << 20, phys)))
+        lines.append(ft("fio", 300, 0, 1.01 + i / 10, "dma_map_page", dmap(A, addr, 4 << 20,
+                                                                         phys)))
+    return lines
+
+
+def test_check_reserves_the_pci_host_bridge_windows():
+    # the same walk down, on a q35 guest: 0xfe800000 is inside the host
+    # bridge's window 0xc0000000-0xfebfffff, which dma-iommu reserves in a
+    # PCI device's domain, so the fifth lands below it: (c0000 - 400) & ~3ff
+    lines = _walk_down([0xffc00000, 0xff800000, 0xff400000, 0xff000000, 0xbfc00000])
+    r = T.check(lines)
+    assert r.ok and r.matched == 5
+    assert T.DEFAULT_RESERVED == T.VTD_RESERVED + T.Q35_PCI_WINDOWS
+    r = T.check(lines, reserved=T.VTD_RESERVED)
+    assert r.first_divergence["expected"] == 0xbfc00000
+    assert r.first_divergence["got"] == 0xfe800000
+    # a window of another machine: 0xf0000000-0xfebfffff leaves room below it
+    lines = _walk_down([0xffc00000, 0xff800000, 0xff400000, 0xff000000, 0xefc00000])
+    assert T.check(lines, reserved=T.VTD_RESERVED + ((0xf0000000, 0xfebfffff),)).ok
 
 
 @pytest.mark.parametrize("name, ok", [

@@ -30,11 +30,21 @@ from .. import errors
 from ..cookie import DmaCookie
 from ..iova import KERNELS as _IOVA_KERNELS
 
-__all__ = ["KernelDomain", "TimerRules", "KERNELS", "VTD_RESERVED", "U64_MAX"]
+__all__ = ["KernelDomain", "TimerRules", "KERNELS", "VTD_RESERVED", "Q35_PCI_WINDOWS",
+           "DEFAULT_RESERVED", "U64_MAX"]
 
 U64_MAX = (1 << 64) - 1
 # VT-d reserves the IOAPIC/MSI window in every DMA domain
 VTD_RESERVED = ((0xFEE00000, 0xFEEFFFFF),)
+# dma-iommu also reserves, in a PCI device's domain, the memory windows of
+# its PCI host bridge, so that DMA never aims at a peer's MMIO. A machine's
+# own are in its boot log: "pci_bus 0000:00: root bus resource [mem LO-HI
+# window]". These are QEMU 7.2's q35 with 2 GiB of RAM. The window that
+# matters most, 0xc0000000-0xfebfffff, is the same in every q35 guest: an
+# allocation that does not fit above 0xfec00000 lands below 0xc0000000.
+Q35_PCI_WINDOWS = ((0xA0000, 0xBFFFF), (0x80000000, 0xAFFFFFFF), (0xC0000000, 0xFEBFFFFF),
+                   (0x100000000, 0x8FFFFFFFF))
+DEFAULT_RESERVED = VTD_RESERVED + Q35_PCI_WINDOWS
 KERNELS = tuple(_IOVA_KERNELS)       # "6.12", "6.1", "4.10"
 
 

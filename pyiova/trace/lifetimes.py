@@ -799,13 +799,32 @@ class _DmaMode:
 
 class _Open:
     """An allocation being rebuilt from map lines (no dma: events)."""
-    __slots__ = ("first", "start", "end", "last", "extent", "ready", "block", "alloc")
+    __slots__ = ("first", "start", "end", "last", "extent", "ready", "block", "alloc", "phys")
 
-    def __init__(self, first, start, end, last, extent, block):
+    def __init__(self, first, start, end, last, extent, block, phys):
         self.first, self.start, self.end, self.last = first, start, end, last
         self.extent, self.block = extent, block
         self.ready = extent is not None     # its size is known already
         self.alloc = None
+        self.phys = phys                    # its last line's physical range, or None
+
+
+def _phys(f):
+    """A map line's physical range [paddr, paddr + size), or None."""
+    p = f.get("paddr")
+    return None if p is None else (p, p + f["iova_end"] - f["iova"])
+
+
+def _next_chunk(prev, cur):
+    """Whether a map line mapping `cur` can be the chunk that follows one
+    mapping `prev` in one call. The IOMMU core logs one map line per
+    physically contiguous run of a call (a scatterlist's segments, a
+    dma_alloc's pages), so the next run never starts where the last one
+    ended; nor does it map the last one's pages again -- two small buffers
+    in one page mapped one after the other (network receive buffers) do."""
+    if prev is None or cur is None:
+        return True
+    return cur[0] != prev[1] and (cur[1] <= prev[0] or cur[0] >= prev[1])
 
 
 class _MapsMode:
@@ -911,14 +930,17 @@ class _MapsMode:
                 goes_on = f["iova_end"] <= o.start + o.extent
             else:
                 # never unmapped: contiguous lines are one call, unless a
-                # later unmap starts right here (another allocation)
-                goes_on = self._later_unmap(iova, j) is None
+                # later unmap starts right here, or the line cannot be the
+                # next chunk of one call (another allocation)
+                goes_on = self._later_unmap(iova, j) is None and \
+                    _next_chunk(o.phys, _phys(f))
             if goes_on:
-                o.end, o.last = f["iova_end"], j
+                o.end, o.last, o.phys = f["iova_end"], j, _phys(f)
                 return
         if o is not None:
             o.ready = True
-        o = _Open(e, iova, f["iova_end"], j, self._later_unmap(iova, j), self.w.block_before(j))
+        o = _Open(e, iova, f["iova_end"], j, self._later_unmap(iova, j), self.w.block_before(j),
+                  _phys(f))
         self.open[ctx] = o
         if iova in self.live:
             self.lt.count("remapped_while_live", e.line)

@@ -29,7 +29,8 @@ from ..policies import POLICIES as _POLICY_TABLE
 from ..sim import ENGINES, free_space
 from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
-from .kernel import KERNELS, U64_MAX, VTD_RESERVED, KernelDomain, TimerRules
+from .kernel import (DEFAULT_RESERVED, KERNELS, U64_MAX, VTD_RESERVED, KernelDomain,
+                     TimerRules)
 from .lifetimes import ALL_DEVICES, Builder, Lifetimes, build_lifetimes
 from .parse import Trace, gc_paused, iter_event_batches
 from .whatif import DEFAULT_DRIVER, NO_DRIVER, RESULT_FIELDS, DriverModel, check_driver
@@ -682,7 +683,7 @@ def _content_note(content, name):
 
 
 def check(trace, *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
-          reserved=VTD_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
+          reserved=DEFAULT_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
           engine_options=None, **options):
     """Replays a capture through the kernel's own allocator and compares
     every address the kernel recorded with pyiova's.
@@ -694,8 +695,9 @@ def check(trace, *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
     mode           "strict" or "lazy" TLB invalidation (the flush queue), or
                    "auto": the record decides
     granule, aperture_bits, reserved, default_mask   the domain's setup
-                   (VT-d: 4 KiB, 39 bits, the IOAPIC/MSI window; devices
-                   of unknown mask: 64 bits)
+                   (VT-d: 4 KiB, 39 bits, the IOAPIC/MSI window and the
+                   PCI host bridge's memory windows, QEMU q35's by default;
+                   devices of unknown mask: 64 bits)
     timer          TimerRules: when the flush queue's timer can fire
     progress       called as progress(done, total) now and then
     options        for reading the trace (page_size, masks, coherent_masks,
@@ -714,7 +716,7 @@ def check(trace, *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
 
 
 def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
-           reserved=VTD_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
+           reserved=DEFAULT_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
            record=False, engine_options=None, driver=DEFAULT_DRIVER, engine="auto",
            drop_rate=1.0, **options):
     """Runs a trace's lifetimes through other allocators: what would have
