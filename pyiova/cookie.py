@@ -462,7 +462,8 @@ def _check_cookie_state(state):
     if any(state[name] is None for name in geometry):
         raise _state.fail("a DMA cookie", "with an allocator lacks part of its geometry")
     granule = state["granule"]
-    if not 2 <= granule <= 1 << 63 or granule & (granule - 1) or state["shift"] != granule.bit_length() - 1:
+    if (not 2 <= granule <= 1 << 63 or granule & (granule - 1)
+            or state["shift"] != granule.bit_length() - 1):
         raise _state.fail("a DMA cookie", "has granule %r and shift %r" % (granule,
                                                                            state["shift"]))
     if allocator.type is not state["type"]:
@@ -506,7 +507,8 @@ def get_dma_cookie(domain, allocator=None, **kw):
     """iommu_get_dma_cookie: attach an (uninitialised) cookie; the allocator
     type defaults to the domain's IOVA_ALLOCATOR attribute."""
     if cookie_of(domain) is not None:
-        raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
+        raise errors.IovaValueError("domain %s already has a cookie"
+                                    % getattr(domain, "name", domain))
     if allocator is None:
         allocator = getattr(domain, "iova_allocator", None) or AllocatorType.IOVA
     if isinstance(allocator, str) and allocator == AllocatorType.MSI:
@@ -524,7 +526,8 @@ def get_msi_cookie(domain, base, **kw):
         raise errors.IovaValueError("an MSI cookie is only for unmanaged domains, not %s"
                                     % getattr(dtype, "name", dtype))
     if cookie_of(domain) is not None:
-        raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
+        raise errors.IovaValueError("domain %s already has a cookie"
+                                    % getattr(domain, "name", domain))
     cookie = DmaCookie(AllocatorType.MSI, domain=domain, msi_base=base, **kw)
     _attach(domain, cookie)
     return cookie

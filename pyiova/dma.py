@@ -393,7 +393,7 @@ def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     addrs = []
     prot = _PROT[direction]
     try:
-        for (p, n), length in zip(segments, lengths):
+        for (p, _n), length in zip(segments, lengths):
             domain.map(iova + done, p & -g, length, prot)
             addrs.append(iova + done + (p & (g - 1)))
             done += length

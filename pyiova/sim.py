@@ -37,7 +37,7 @@ import itertools
 import time
 import warnings
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from . import dma, errors, sim_args
 from .allocators import AllocatorType
@@ -54,9 +54,9 @@ from .tables import ResultList
 from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
                         UNMAP_PAGE, UNMAP_SG, WorkloadError, get_workload)
 
-__all__ = ["simulate", "Simulation", "compare", "SimResult", "Sample", "Policy", "POLICIES", "DRIVERS",
-           "DEFAULT_POLICIES", "DEFAULT_OPS", "PolicyNotApplicable", "not_applicable", "ENGINES",
-           "EngineFallback"]
+__all__ = ["simulate", "Simulation", "compare", "SimResult", "Sample", "Policy", "POLICIES",
+           "DRIVERS", "DEFAULT_POLICIES", "DEFAULT_OPS", "PolicyNotApplicable", "not_applicable",
+           "ENGINES", "EngineFallback"]
 
 DEFAULT_OPS = 400_000
 DEFAULT_MAX_FAILURES = 1000
@@ -124,9 +124,9 @@ class SimResult:
                                     # (a stale entry with the old mapping's rights)
     wraps: int = 0
     resets: int = 0
-    params: Dict[str, Any] = field(default_factory=dict)
-    timeline: List[Sample] = field(default_factory=list, repr=False)
-    failure_ops: List[int] = field(default_factory=list, repr=False)
+    params: dict[str, Any] = field(default_factory=dict)
+    timeline: list[Sample] = field(default_factory=list, repr=False)
+    failure_ops: list[int] = field(default_factory=list, repr=False)
 
     @property
     def verdict(self):

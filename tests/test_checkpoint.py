@@ -24,7 +24,7 @@ from pyiova.checkpoint import CheckpointError, _restore_allocator
 from pyiova.cookie import DmaCookie, put_dma_cookie
 from pyiova.device import DMA_BIT_MASK, Device
 from pyiova.drivers import GenericIommu, IpmmuVmsa
-from pyiova.errors import IovaClosed, IovaCpuError, IovaExhausted, IovaInvalidFree
+from pyiova.errors import IovaClosed, IovaExhausted, IovaInvalidFree
 from pyiova.iommu import DomainAttr, DomainType, IovaAllocator
 from pyiova.sim import Simulation, simulate
 

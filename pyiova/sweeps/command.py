@@ -7,7 +7,8 @@ prints the cells and their verdicts over the seeds, then one table per
 metric (mean, min, max, 95% interval of the mean over the seeds); --json
 prints the rows instead, one JSON object per line. Exit status: 0 when every
 cell ran, 1 when some cell failed (its row holds the error) or --out could
-not be written, and the pyiova command's others (2 bad arguments, 3 --plot without matplotlib, 130 Ctrl-C).
+not be written, and the pyiova command's others (2 bad arguments, 3 --plot
+without matplotlib, 130 Ctrl-C).
 """
 import argparse
 import json

@@ -13,7 +13,7 @@ what a resumed sweep looks for in its file).
         is one value, and repeating -p sweeps over them
 """
 import itertools
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
 from .. import errors
 from ..iova import KERNELS
@@ -30,7 +30,7 @@ class Cell(NamedTuple):
     policy: str
     driver: str
     kernel: str
-    params: Tuple[Tuple[str, object], ...]     # (name, parsed value), the names given
+    params: tuple[tuple[str, object], ...]     # (name, parsed value), the names given
     seed: int
     ops: int
     drop_rate: float

@@ -71,8 +71,8 @@ class TimerRules:
         self.trim_latest = 2 * tick + late_ms / 1000.0
 
     def __repr__(self):
-        return "<TimerRules HZ=%d, the flush queue's timer fires %.1f-%.1f ms after it is armed>" % (
-            self.hz, self.earliest * 1000, self.latest * 1000)
+        return ("<TimerRules HZ=%d, the flush queue's timer fires %.1f-%.1f ms after it is armed>"
+                % (self.hz, self.earliest * 1000, self.latest * 1000))
 
 
 class KernelDomain:

@@ -35,8 +35,9 @@ from itertools import islice
 
 from ..errors import TraceError
 
-__all__ = ["Event", "Trace", "read_trace", "iter_events", "iter_event_batches", "parse_line", "open_trace",
-           "read_number", "sniff", "IOMMU_EVENTS", "DMA_EVENTS", "Problem", "gc_paused"]
+__all__ = ["Event", "Trace", "read_trace", "iter_events", "iter_event_batches", "parse_line",
+           "open_trace", "read_number", "sniff", "IOMMU_EVENTS", "DMA_EVENTS", "Problem",
+           "gc_paused"]
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from ..sim import ENGINES, free_space
 from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
 from .kernel import KERNELS, U64_MAX, VTD_RESERVED, KernelDomain, TimerRules
-from .lifetimes import ALL_DEVICES, Builder, Lifetimes, build_lifetimes
+from .lifetimes import Builder, Lifetimes, build_lifetimes
 from .parse import Trace, gc_paused, iter_event_batches
 from .whatif import DEFAULT_DRIVER, NO_DRIVER, RESULT_FIELDS, DriverModel, check_driver
 

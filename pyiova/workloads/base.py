@@ -28,7 +28,7 @@ per simulated million operations.
 """
 import itertools
 import random
-from typing import Dict, Iterator
+from collections.abc import Iterator
 
 from ..device import DMA_BIT_MASK, Device
 from .params import (Param, WorkloadError, boolean, choice, format_size, fraction,  # noqa: F401
@@ -69,7 +69,7 @@ class Workload:
 
     name = ""
     summary = ""
-    PARAMS: Dict[str, Param] = {}
+    PARAMS: dict[str, Param] = {}
     # The device: a name, its streaming and coherent DMA mask widths, PCI or not.
     device_name = "dev"
     dma_bits = 32
