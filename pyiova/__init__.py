@@ -5,6 +5,8 @@
     >>> hex(d.alloc(1, 0xFFFFF))
     '0xfffff'
 """
+from __future__ import annotations
+
 from .errors import (DmaApiError, DmaMappingError, IovaClosed, IovaCorrupted,  # noqa: F401
                      IovaCpuError, IovaError, IovaExhausted, IovaInvalidFree, IovaNoMemory,
                      IovaNotFound, IovaTypeError, IovaValueError)

@@ -14,6 +14,8 @@ a size. cffi itself would take bools, and any object with __int__ (a
 Decimal, numpy.float32) truncated, so nothing but a plain int goes to it
 unconverted.
 """
+from __future__ import annotations
+
 import array
 import mmap
 import operator

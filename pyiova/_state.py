@@ -8,6 +8,8 @@ checkpoint is refused with CheckpointError at load time rather than failing
 later, somewhere inside a simulation, with an error that says nothing about
 the checkpoint.
 """
+from __future__ import annotations
+
 import math
 
 from .errors import CheckpointError
@@ -74,7 +76,7 @@ def old_slot_state(state):
     return state
 
 
-def set_fields(obj, state):
+def set_fields(obj, state) -> None:
     """Take a checked state (setattr works for slots and __dict__ alike)."""
     for name, value in state.items():
         setattr(obj, name, value)

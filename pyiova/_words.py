@@ -1,6 +1,8 @@
 """Saved states as bytes: the C core writes a state as uint64_t words
 (iova_save, iova_cookie_save, io_pgtable_save, iotlb_save), and these two
 helpers move such words between C and the bytes a pickle holds."""
+from __future__ import annotations
+
 import contextlib
 
 from . import errors

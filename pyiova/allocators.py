@@ -8,6 +8,8 @@ allocator wrapped, or a flush queue is full); EV_RESET - the space was reset
 (call the driver's domain_reset); EV_NO_32BIT - a 32-bit-first attempt
 failed; EV_QUEUED - a free went into the flush queue.
 """
+from __future__ import annotations
+
 import enum
 
 from . import errors
@@ -43,7 +45,7 @@ class AllocatorType(str, enum.Enum):
     WRAPAROUND = "wraparound"              # one-way, flush at the wrap
     RESET_WHEN_EMPTY = "reset-when-empty"  # the rejected 2017 patch
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.value
 
 
@@ -81,7 +83,7 @@ class PfnAllocator:
     __slots__ = ("type", "iovad", "_c", "_fq_rings", "__weakref__")
 
     def __init__(self, type, *, iovad=None, granule=4096, start_pfn=1, end_pfn=None,
-                 ncpus=1, kernel="6.12"):
+                 ncpus=1, kernel="6.12") -> None:
         self.type = allocator_type(type)
         # Every argument is checked before any is used, whether or not this
         # type needs it: a bad value is a mistake either way.
@@ -177,7 +179,7 @@ class PfnAllocator:
             raise self._error(r, pfn=pfn, pages=pages, cpu=cpu)
         return ev[0]
 
-    def reserve(self, lo, hi):
+    def reserve(self, lo, hi) -> None:
         """WRAPAROUND: keep pfns [lo, hi] out of use for good (reserved
         regions; the IOVA types reserve on their .iovad)."""
         lo, hi = _as_u64("lo", lo), _as_u64("hi", hi)
@@ -188,7 +190,7 @@ class PfnAllocator:
         if r:
             raise self._error(r, lo=lo, hi=hi)
 
-    def bypass_rcache(self):
+    def bypass_rcache(self) -> None:
         """IOVA type: allocate and free through the tree alone (the
         "iova-tree" policy). Only before anything is allocated."""
         r = lib.iova_cookie_set_tree_only(self._c, 1)
@@ -196,7 +198,7 @@ class PfnAllocator:
             raise self._error(r)
 
     # -- flush queue (IOVA type, 6.12 and 6.1) -------------------------------
-    def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10):
+    def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10) -> None:
         """IOVA type, 6.12 and 6.1: `ncpus` rings (at most the domain's CPU
         slots: a ring retires into its CPU's rcache) of `size` slots
         (2..2**20) that hold size - 1 entries, as the kernel's rings do, and
@@ -229,7 +231,7 @@ class PfnAllocator:
         """The exception for free_lazy's C code `code` (a cpu names a ring)."""
         return self._error(code, "ring", pfn=pfn, pages=pages, cpu=cpu)
 
-    def fq_flushed(self, all_rings=False, cpu=0):
+    def fq_flushed(self, all_rings=False, cpu=0) -> None:
         """Counts a full IOTLB flush; with all_rings (the timer) retires every
         queued entry into `cpu`'s rcache."""
         c = self._cpu(cpu)
@@ -272,7 +274,7 @@ class PfnAllocator:
         flat = ffi.unpack(buf, 3 * n)
         return [(flat[i], flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3)]
 
-    def check(self):
+    def check(self) -> None:
         msg = ffi.new("char[]", 256)
         r = lib.iova_cookie_check(self._c, msg, 256)
         if r:
@@ -326,7 +328,7 @@ class PfnAllocator:
         own, shared through the memo)."""
         return (_restore, (self.type.value, self.iovad, self.save()))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         st = self.stats()
         return "<PfnAllocator %s live=%d ranges/%d pfns>" % (self.type, st["live_ranges"],
                                                              st["live_pfns"])

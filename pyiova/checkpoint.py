@@ -33,6 +33,8 @@ Damaged bytes are refused, never loaded half-way or into something else:
 Like any pickle, a checkpoint must come from a trusted source: unpickling
 can run code named in the data.
 """
+from __future__ import annotations
+
 import hashlib
 import io
 import pickle
@@ -116,7 +118,7 @@ def _load(data):
                               % (type(exc).__name__, exc)) from exc
 
 
-def _check_graph(root):
+def _check_graph(root) -> None:
     """Every object loads() rebuilt that can say whether it fits the objects
     around it (a _check_restored method) is asked to."""
     seen = set()

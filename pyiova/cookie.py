@@ -16,6 +16,8 @@ and hands the IOMMU driver the flushes and resets the allocators ask for.
 A DmaCookie also works without an IommuDomain (trace replay): give
 init_domain the granule and aperture directly.
 """
+from __future__ import annotations
+
 import threading
 import weakref
 
@@ -96,7 +98,7 @@ class DmaCookie:
     """
 
     def __init__(self, allocator=AllocatorType.IOVA, *, kernel="6.12", ncpus=1, domain=None,
-                 msi_base=None, forcedac=False, rcache=True):
+                 msi_base=None, forcedac=False, rcache=True) -> None:
         self.type = allocator_type(allocator)
         kernel_rules(kernel)
         self.kernel = kernel
@@ -216,19 +218,19 @@ class DmaCookie:
         """The IovaDomain behind an "iova" or "reset-when-empty" cookie."""
         return self.allocator.iovad if self.allocator is not None else None
 
-    def _need_init(self):
+    def _need_init(self) -> None:
         if not self.initialised:
             raise errors.IovaError("the cookie's domain is not initialised: attach a device "
                                    "(or call init_domain) first")
 
     # ---- events the allocators raise ------------------------------------------
-    def _flush(self):
+    def _flush(self) -> None:
         self.flushes += 1
         dom = self.domain
         if dom is not None:
             dom.flush_iotlb_all()
 
-    def _events(self, ev):
+    def _events(self, ev) -> None:
         if ev & EV_FLUSH:
             self._flush()
         if ev & EV_RESET:
@@ -284,7 +286,7 @@ class DmaCookie:
             self._events(ev)
         return pfn << shift
 
-    def free_iova(self, iova, size, *, lazy=False, cpu=None):
+    def free_iova(self, iova, size, *, lazy=False, cpu=None) -> bool:
         """iommu_dma_free_iova: at once, or (lazy, with a flush queue)
         queued until a flush covers it. Returns True when queued."""
         if self.allocator is None:
@@ -315,7 +317,7 @@ class DmaCookie:
             self._events(ev)
         return False
 
-    def advance(self, ms, *, cpu=0):
+    def advance(self, ms, *, cpu=0) -> None:
         """Moves the cookie's clock; fires the flush-queue timer when due, and
         the depot trim work of its IOVA domain."""
         # checked before the clock moves: a refused call changes nothing
@@ -349,7 +351,7 @@ class DmaCookie:
         st.update(type=str(self.type), flushes=self.flushes, resets=self.resets)
         return st
 
-    def check(self):
+    def check(self) -> None:
         if self.allocator is not None:
             self.allocator.check()
 
@@ -414,7 +416,7 @@ class DmaCookie:
         self.__dict__.update(state)
         self._init_lock = threading.Lock()
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         """After a checkpoint is loaded: its DMA mappings sit where their
         addresses say, for devices of its domain."""
         live = self.dma_mappings
@@ -431,12 +433,12 @@ class DmaCookie:
                 raise _state.fail("a cookie", "holds a DMA mapping at %#x of %s, which is not "
                                   "attached to its domain" % (iova, m.dev.name))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<DmaCookie %s kernel=%s%s>" % (self.type, self.kernel,
                                                 "" if self.initialised else " uninitialised")
 
 
-def _check_cookie_state(state):
+def _check_cookie_state(state) -> None:
     """The state a DmaCookie is restored from, checked (see pyiova._state)."""
     from .dma import _Mapping
     opt_int = (int, type(None))
@@ -496,7 +498,7 @@ def cookie_of(domain):
                                    % (domain,)) from None
 
 
-def _attach(domain, cookie):
+def _attach(domain, cookie) -> None:
     try:
         domain.iova_cookie = cookie
     except AttributeError:
@@ -533,7 +535,7 @@ def get_msi_cookie(domain, base, **kw):
     return cookie
 
 
-def put_dma_cookie(domain):
+def put_dma_cookie(domain) -> None:
     """iommu_put_dma_cookie: drop the cookie (its IOVA domain with it)."""
     cookie = cookie_of(domain)
     if cookie is None:

@@ -5,6 +5,8 @@ its DMA masks, whether it is a PCI device, which IOMMU instance it sits
 behind, and the domain it is attached to. dma_access() is the device doing
 DMA: the address goes through the domain's IOTLB and page table.
 """
+from __future__ import annotations
+
 import itertools
 
 from . import errors
@@ -54,7 +56,7 @@ class Device:
     """
 
     def __init__(self, name, dma_mask=DMA_BIT_MASK(32), coherent_dma_mask=DMA_BIT_MASK(32),
-                 is_pci=False, *, iommu=None):
+                 is_pci=False, *, iommu=None) -> None:
         if not isinstance(name, str):
             raise errors.IovaTypeError("name must be a str, not %s" % type(name).__name__)
         if not isinstance(is_pci, bool):
@@ -68,11 +70,11 @@ class Device:
         self.id = next(_ids)
         _names[self.id] = name
 
-    def set_dma_mask(self, mask):
+    def set_dma_mask(self, mask) -> None:
         """dma_set_mask(): change the streaming DMA mask."""
         self.dma_mask = _mask("dma_mask", mask)
 
-    def set_coherent_dma_mask(self, mask):
+    def set_coherent_dma_mask(self, mask) -> None:
         """dma_set_coherent_mask()."""
         self.coherent_dma_mask = _mask("coherent_dma_mask", mask)
 
@@ -81,7 +83,7 @@ class Device:
         """The IOMMU domain the device is attached to, or None."""
         return self._domain
 
-    def attach(self, domain):
+    def attach(self, domain) -> None:
         """iommu_attach_device(domain, dev)."""
         from .iommu import IommuDomain
         if not isinstance(domain, IommuDomain):
@@ -89,7 +91,7 @@ class Device:
                                        % (self.name, type(domain).__name__, domain))
         domain.attach_device(self)
 
-    def detach(self):
+    def detach(self) -> None:
         """iommu_detach_device(): leave the current domain (no-op if none)."""
         if self._domain is not None:
             self._domain.detach_device(self)
@@ -152,14 +154,14 @@ class Device:
         self.id = next(_ids)
         _names[self.id] = self.name
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         """After a checkpoint is loaded: the domain it is attached to lists it."""
         from . import _state
         if self._domain is not None and self not in self._domain._devices:
             raise _state.fail("device %s" % self.name,
                               "is attached to %s, which does not list it" % self._domain.name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         dom = "" if self._domain is None else " attached"
         return "<Device %s mask=%#x%s%s>" % (self.name, self.dma_mask,
                                             " pci" if self.is_pci else "", dom)

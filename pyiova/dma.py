@@ -23,6 +23,8 @@ by another device. A mapping that cannot be made raises DmaMappingError
 (the kernel's DMA_MAPPING_ERROR). Either way the call has changed nothing
 the kernel's own failed call would not have changed.
 """
+from __future__ import annotations
+
 import enum
 
 from . import _state
@@ -63,7 +65,7 @@ class _Mapping:
     DMA-API debugging keeps in its dma_debug_entry)."""
     __slots__ = ("dev", "size", "direction", "kind", "length", "addr", "paddr")
 
-    def __init__(self, dev, size, direction, kind, length, addr, paddr):
+    def __init__(self, dev, size, direction, kind, length, addr, paddr) -> None:
         self.dev, self.size, self.direction, self.kind = dev, size, direction, kind
         self.length, self.addr, self.paddr = length, addr, paddr
 
@@ -87,7 +89,7 @@ class SgMapping:
     """A mapped scatter-gather list: one IOVA range, segments back to back."""
     __slots__ = ("iova", "length", "segments", "dma_addrs")
 
-    def __init__(self, iova, length, segments, dma_addrs):
+    def __init__(self, iova, length, segments, dma_addrs) -> None:
         self.iova, self.length, self.segments, self.dma_addrs = iova, length, segments, dma_addrs
 
     def __getstate__(self):
@@ -105,7 +107,7 @@ class SgMapping:
                               % (len(state["segments"]), len(state["dma_addrs"])))
         _state.set_fields(self, state)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SgMapping iova=%#x length=%#x segments=%d>" % (self.iova, self.length,
                                                                 len(self.segments))
 
@@ -114,7 +116,7 @@ class CoherentBuffer:
     """A dma_alloc_coherent buffer: its physical pages and its DMA address."""
     __slots__ = ("paddr", "dma_addr", "size")
 
-    def __init__(self, paddr, dma_addr, size):
+    def __init__(self, paddr, dma_addr, size) -> None:
         self.paddr, self.dma_addr, self.size = paddr, dma_addr, size
 
     def __getstate__(self):
@@ -128,7 +130,7 @@ class CoherentBuffer:
             _state.check_int("a CoherentBuffer's %s" % name, state[name], lo, _U64_MAX)
         _state.set_fields(self, state)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<CoherentBuffer dma=%#x phys=%#x size=%#x>" % (self.dma_addr, self.paddr, self.size)
 
 
@@ -309,7 +311,7 @@ def _find(call, dev, cookie, dma_addr, size, direction, kind):
 _MAPPED_BY = {"page": "map_page", "sg": "map_sg", "coherent": "alloc_coherent"}
 
 
-def _release(domain, cookie, iova, m, cpu):
+def _release(domain, cookie, iova, m, cpu) -> None:
     """Unmap and free a mapping _find returned; it leaves the live set first,
     so that no other thread can release it too, and goes back if the
     unmap fails."""
@@ -331,7 +333,7 @@ def _release(domain, cookie, iova, m, cpu):
 
 # ---- the calls ---------------------------------------------------------------------
 
-def _plain_segments(segments):
+def _plain_segments(segments) -> bool:
     """Whether segments is a non-empty tuple or list of (paddr, length)
     tuples of plain ints that dma_args.segments would take as they are."""
     if (type(segments) is not tuple and type(segments) is not list) or not segments:
@@ -357,7 +359,7 @@ def map_page(dev, paddr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None
                 "page", direction, cpu)
 
 
-def unmap_page(dev, dma_addr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
+def unmap_page(dev, dma_addr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None) -> None:
     """dma_unmap_page: at the address map_page returned, with the size and
     direction it was mapped with."""
     if (type(dma_addr) is not int or type(size) is not int or type(direction) is not DmaDirection
@@ -410,7 +412,7 @@ def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     return SgMapping(iova, total, segments, addrs)
 
 
-def unmap_sg(dev, sg, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
+def unmap_sg(dev, sg, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None) -> None:
     """dma_unmap_sg: the mapping map_sg returned."""
     if not isinstance(sg, SgMapping):
         raise errors.DmaApiTypeError("unmap_sg: sg must be the SgMapping map_sg returned, not %s "
@@ -448,7 +450,7 @@ def alloc_coherent(dev, size, *, cpu=None):
     return CoherentBuffer(paddr, dma, size)
 
 
-def free_coherent(dev, buf, *, cpu=None):
+def free_coherent(dev, buf, *, cpu=None) -> None:
     """dma_free_coherent: the buffer alloc_coherent returned."""
     if not isinstance(buf, CoherentBuffer):
         raise errors.DmaApiTypeError("free_coherent: buf must be the CoherentBuffer "

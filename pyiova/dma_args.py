@@ -23,6 +23,8 @@ The rules are the kernel's types:
 bool is not an integer here (True is not an address), and nothing with a
 fractional part is truncated: 4095.9 bytes is an error, not 4095.
 """
+from __future__ import annotations
+
 import operator
 
 from . import errors
@@ -68,7 +70,7 @@ def _u64(call, name, value, what, lo=0):
     return v
 
 
-def _show(v):
+def _show(v) -> str:
     """An integer as a kernel engineer reads it: hex, with a sign if any."""
     return "-%#x" % -v if v < 0 else "%#x" % v
 
@@ -85,7 +87,7 @@ def dma_addr(call, value, name="dma_addr"):
     return _u64(call, name, value, "a DMA address")
 
 
-def buffer(call, paddr, nbytes, name="paddr"):
+def buffer(call, paddr, nbytes, name="paddr") -> None:
     """[paddr, paddr+nbytes) must lie in the 64-bit physical address space."""
     if paddr + nbytes > U64_MAX + 1:
         raise errors.DmaApiError("%s: the buffer at %s %#x of %#x bytes runs past the top of the "

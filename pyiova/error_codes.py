@@ -8,6 +8,8 @@ the call (the pfn, the size, the domain's limits...), and where one code
 arises in situations a user tells apart, the table holds one message per
 variant.
 """
+from __future__ import annotations
+
 from ._pyiova import lib
 from .errors import (IovaClosed, IovaCorrupted, IovaCpuError, IovaError, IovaExhausted,
                      IovaInvalidFree, IovaNoMemory, IovaNotFound, IovaValueError, LaterMessage)

@@ -7,6 +7,7 @@ it, so ``except ValueError``, ``except KeyError`` or ``except MemoryError``
 work as a Python programmer expects. Which class each of
 the C core's error codes raises is one table, pyiova.error_codes.
 """
+from __future__ import annotations
 
 
 class LaterMessage:
@@ -15,13 +16,13 @@ class LaterMessage:
     what a succeeding one does. IovaError.args gives it as the string."""
     __slots__ = ("fmt", "values")
 
-    def __init__(self, fmt, values):
+    def __init__(self, fmt, values) -> None:
         self.fmt, self.values = fmt, values
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.fmt % self.values
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(self.fmt % self.values)
 
     def __reduce__(self):
@@ -50,7 +51,7 @@ class IovaError(Exception):
         return args
 
     @args.setter
-    def args(self, value):
+    def args(self, value) -> None:
         BaseException.args.__set__(self, value)
 
 
@@ -70,7 +71,7 @@ class IovaTypeError(IovaError, TypeError):
 class IovaNotFound(IovaError, KeyError):
     """No allocated range contains (or starts at) the pfn given."""
 
-    def __str__(self):  # KeyError would quote the message
+    def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 

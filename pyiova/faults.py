@@ -7,6 +7,8 @@ Every C allocation goes through one wrapper, so this reaches them all; the
 C core must report each failure (IovaNoMemory here, a MemoryError) and stay
 consistent.
 """
+from __future__ import annotations
+
 import contextlib
 
 from ._pyiova import lib

@@ -16,6 +16,8 @@ entries), so a device access (Device.dma_access) is served by whatever the
 IOTLB still holds. Whether a driver's invalidation policy is safe is then an
 observable: every stale IOTLB hit is recorded (stale_translations()).
 """
+from __future__ import annotations
+
 import array
 import enum
 from dataclasses import dataclass, fields
@@ -110,7 +112,7 @@ class StaleTranslation(NamedTuple):
     device: Optional[str]       # the device's name
 
     @property
-    def kind(self):
+    def kind(self) -> str:
         """"unmapped" (DMA into a freed buffer) or "remapped" (into someone
         else's buffer)."""
         return "unmapped" if self.current_paddr is None else "remapped"
@@ -156,7 +158,7 @@ class _Counts:
     __slots__ = ("maps", "unmaps", "short_unmaps", "syncs", "syncs_skipped", "full_flushes",
                  "invalidations_lost", "idle_flushes", "resets", "passthrough_accesses")
 
-    def __init__(self):
+    def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
 
@@ -178,13 +180,13 @@ class IotlbGather:
     """
     __slots__ = ("start", "end", "pgsize", "queued")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.start = _U64_MAX
         self.end = 0
         self.pgsize = 0
         self.queued = False
 
-    def reset(self):
+    def reset(self) -> None:
         self.start = _U64_MAX
         self.end = 0
         self.pgsize = 0
@@ -193,7 +195,7 @@ class IotlbGather:
     def empty(self):
         return self.end == 0 and self.start == _U64_MAX
 
-    def add_range(self, iova, size):
+    def add_range(self, iova, size) -> None:
         """Grow the range to cover [iova, iova+size)."""
         end = iova + size - 1
         if iova < self.start:
@@ -208,7 +210,7 @@ class IotlbGather:
             return False
         return iova + size < self.start or iova > self.end + 1
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.empty:
             return "<IotlbGather empty>"
         return "<IotlbGather %#x..%#x>" % (self.start, self.end)
@@ -223,41 +225,41 @@ class IommuOps(Protocol):
 
     name: str
 
-    def domain_alloc(self, type: DomainType) -> "IommuDomain":
+    def domain_alloc(self, type: DomainType) -> IommuDomain:
         """A new domain of that type (IommuDomainTypeError if unsupported)."""
 
-    def domain_free(self, domain: "IommuDomain") -> None:
+    def domain_free(self, domain: IommuDomain) -> None:
         """Release the domain's hardware resources."""
 
-    def attach_dev(self, domain: "IommuDomain", dev: Device) -> None:
+    def attach_dev(self, domain: IommuDomain, dev: Device) -> None:
         """Make dev translate through domain (IommuAttachError if it cannot)."""
 
-    def detach_dev(self, domain: "IommuDomain", dev: Device) -> None:
+    def detach_dev(self, domain: IommuDomain, dev: Device) -> None:
         """Stop dev translating through domain."""
 
-    def map(self, domain: "IommuDomain", iova: int, paddr: int, size: int, prot: int) -> None:
+    def map(self, domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> None:
         """Write the page-table entries for the range."""
 
-    def unmap(self, domain: "IommuDomain", iova: int, size: int, gather: IotlbGather) -> int:
+    def unmap(self, domain: IommuDomain, iova: int, size: int, gather: IotlbGather) -> int:
         """Clear the entries; record what needs invalidating in gather;
         return the bytes unmapped."""
 
-    def iotlb_sync(self, domain: "IommuDomain", gather: IotlbGather) -> None:
+    def iotlb_sync(self, domain: IommuDomain, gather: IotlbGather) -> None:
         """Invalidate what gather describes, and wait for it."""
 
-    def flush_iotlb_all(self, domain: "IommuDomain") -> None:
+    def flush_iotlb_all(self, domain: IommuDomain) -> None:
         """Invalidate every TLB entry of the domain."""
 
-    def iova_to_phys(self, domain: "IommuDomain", iova: int) -> Optional[int]:
+    def iova_to_phys(self, domain: IommuDomain, iova: int) -> Optional[int]:
         """Walk the page table (None if unmapped)."""
 
-    def domain_get_attr(self, domain: "IommuDomain", attr: DomainAttr) -> Any:
+    def domain_get_attr(self, domain: IommuDomain, attr: DomainAttr) -> Any:
         """Read a driver-handled attribute."""
 
-    def domain_set_attr(self, domain: "IommuDomain", attr: DomainAttr, value: Any) -> None:
+    def domain_set_attr(self, domain: IommuDomain, attr: DomainAttr, value: Any) -> None:
         """Set a driver-handled attribute."""
 
-    def domain_reset(self, domain: "IommuDomain") -> None:
+    def domain_reset(self, domain: IommuDomain) -> None:
         """The hook the rejected 2017 reset-when-empty patch added: forget
         every cached translation because the IOVA space starts over."""
 
@@ -314,7 +316,7 @@ class IommuDomain:
 
     _serial = 0
 
-    def __init__(self, ops, type, pgsize_bitmap, *, geometry=None, name=None):
+    def __init__(self, ops, type, pgsize_bitmap, *, geometry=None, name=None) -> None:
         type = _domain_type(type)
         IommuDomain._serial += 1
         self.ops = ops
@@ -343,7 +345,7 @@ class IommuDomain:
         self._saved_names = None
 
     # -- for drivers ---------------------------------------------------------
-    def set_hardware(self, pgtable, iotlb):
+    def set_hardware(self, pgtable, iotlb) -> None:
         """Give the domain its page table and IOTLB (drivers only)."""
         if not isinstance(pgtable, IoPgtable) or not isinstance(iotlb, Iotlb):
             raise errors.IovaTypeError("set_hardware takes an IoPgtable and an Iotlb")
@@ -352,7 +354,7 @@ class IommuDomain:
         self._ptp = pgtable.ptr
         self._tlbp = iotlb.ptr
 
-    def set_geometry(self, geometry):
+    def set_geometry(self, geometry) -> None:
         """Set the domain's geometry (drivers only: users read it)."""
         if not isinstance(geometry, DomainGeometry):
             raise errors.IovaTypeError("geometry must be a DomainGeometry")
@@ -398,7 +400,7 @@ class IommuDomain:
         """The IOVA_ALLOCATOR attribute (None for identity domains)."""
         return self._attrs.get(DomainAttr.IOVA_ALLOCATOR)
 
-    def _live(self):
+    def _live(self) -> None:
         if self._closed:
             raise errors.IovaClosed("domain %s was freed" % self.name)
 
@@ -414,7 +416,7 @@ class IommuDomain:
                                        self.name))
 
     # -- the core's operations (drivers/iommu/iommu.c) -------------------------
-    def map(self, iova, paddr, size, prot=_RW):
+    def map(self, iova, paddr, size, prot=_RW) -> None:
         """iommu_map(): map [iova, iova+size) to paddr with prot (Prot bits).
 
         The range is cut into the largest pages the alignment of iova and
@@ -460,7 +462,7 @@ class IommuDomain:
             self._pc.short_unmaps += 1
         return unmapped
 
-    def iotlb_sync(self, gather):
+    def iotlb_sync(self, gather) -> None:
         """iommu_iotlb_sync(): have the driver invalidate the gathered range,
         then empty the gather."""
         self._live()
@@ -470,13 +472,13 @@ class IommuDomain:
         self.ops.iotlb_sync(self, gather)
         gather.reset()
 
-    def flush_iotlb_all(self):
+    def flush_iotlb_all(self) -> None:
         """iommu_flush_iotlb_all(): invalidate every IOTLB entry of the domain."""
         self._live()
         self._op += 1
         self.ops.flush_iotlb_all(self)
 
-    def reset(self):
+    def reset(self) -> None:
         """Call the driver's domain_reset (the 2017 reset-when-empty hook)."""
         self._live()
         self._op += 1
@@ -533,7 +535,7 @@ class IommuDomain:
             return self.pgsize_bitmap != 0
         return self.ops.domain_get_attr(self, key)
 
-    def set_attr(self, attr, value):
+    def set_attr(self, attr, value) -> None:
         """iommu_domain_set_attr(): the driver decides (GEOMETRY and PAGING
         are read-only)."""
         self._live()
@@ -543,7 +545,7 @@ class IommuDomain:
         self.ops.domain_set_attr(self, key, value)
 
     # -- devices -------------------------------------------------------------
-    def attach_device(self, dev):
+    def attach_device(self, dev) -> None:
         """iommu_attach_device(): the driver may refuse (IommuAttachError,
         IommuBusy). A device is in at most one domain at a time."""
         self._live()
@@ -559,7 +561,7 @@ class IommuDomain:
         dev._domain = self
         self._devices.append(dev)
 
-    def detach_device(self, dev):
+    def detach_device(self, dev) -> None:
         """iommu_detach_device()."""
         self._live()
         if not isinstance(dev, Device) or dev._domain is not self:
@@ -568,7 +570,7 @@ class IommuDomain:
         dev._domain = None
         self._devices.remove(dev)
 
-    def free(self):
+    def free(self) -> None:
         """iommu_domain_free(). Devices must be detached first (IommuBusy)."""
         if self._closed:
             return
@@ -694,7 +696,7 @@ class IommuDomain:
         self._saved_names = None if saved is None else \
             (_records_cleared(self.iotlb), saved[0], saved[1])
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         """After a checkpoint is loaded: the domain and its devices and
         cookie name each other."""
         for dev in self._devices:
@@ -712,19 +714,19 @@ class IommuDomain:
             return iter(())
         return self.pgtable.leaves(start)
 
-    def check(self):
+    def check(self) -> None:
         """Run the C validators of the page table and IOTLB (IovaCorrupted)."""
         if self.pgtable is not None:
             self.pgtable.check()
         if self.iotlb is not None:
             self.iotlb.check()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "freed" if self._closed else "%d device(s)" % len(self._devices)
         return "<IommuDomain %s %s %s>" % (self.name, self.type.name, state)
 
 
-def _check_domain_state(state):
+def _check_domain_state(state) -> None:
     """The state an IommuDomain is restored from, checked (see pyiova._state)."""
     from .cookie import DmaCookie
     spec = {"ops": object, "type": DomainType, "pgsize_bitmap": int, "name": str,

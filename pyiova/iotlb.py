@@ -5,6 +5,8 @@ As pgtable.py: arguments go straight to C, and only a refusal is examined
 to name the offending value; the C core's codes become exceptions through
 pyiova.error_codes.
 """
+from __future__ import annotations
+
 import array
 from collections import namedtuple
 
@@ -48,7 +50,7 @@ class Iotlb:
 
     __slots__ = ("_p", "ptr", "entries", "ways", "sets", "record_limit", "__weakref__")
 
-    def __init__(self, entries=64, ways=0, *, record_limit=65536):
+    def __init__(self, entries=64, ways=0, *, record_limit=65536) -> None:
         for name, value in (("entries", entries), ("ways", ways),
                             ("record_limit", record_limit)):
             exc = check_u64(name, value)
@@ -65,7 +67,7 @@ class Iotlb:
                       "associative" % lib.IOTLB_MAX_ENTRIES)
         self._adopt(out[0], record_limit)
 
-    def _adopt(self, p, record_limit):
+    def _adopt(self, p, record_limit) -> None:
         """Takes ownership of a C IOTLB and mirrors its geometry."""
         self._p = ffi.gc(p, lib.iotlb_destroy)
         self.ptr = p
@@ -167,7 +169,7 @@ class Iotlb:
                 break
         return out
 
-    def clear_records(self):
+    def clear_records(self) -> None:
         lib.iotlb_clear_records(self.ptr)
 
     def dump(self):
@@ -179,17 +181,17 @@ class Iotlb:
         return [TlbEntry(e.iova, e.paddr, e.size, e.prot, e.set, e.rank)
                 for e in (buf[i] for i in range(count[0]))]
 
-    def check(self):
+    def check(self) -> None:
         """Recheck every invariant; raises IovaCorrupted."""
         msg = ffi.new("char[]", 256)
         rc = lib.iotlb_check(self.ptr, msg, 256)
         if rc:
             raise _code_error(rc, report=ffi.string(msg).decode(), what="an IOTLB call")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.stats().valid_entries
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Iotlb entries=%d ways=%d sets=%d valid=%d>" % (
             self.entries, self.ways, self.sets, len(self))
 

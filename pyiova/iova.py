@@ -4,6 +4,8 @@ This layer only checks types, converts buffers and turns the C core's error
 codes into exceptions that name the offending value. Every allocation
 decision is made in C, with the GIL released, under the domain's own locks.
 """
+from __future__ import annotations
+
 import array
 import os
 
@@ -79,7 +81,7 @@ class _Anchor(int):
     number. Arithmetic, comparisons, hex() and json see the plain int."""
     __slots__ = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "IOVA_ANCHOR"
 
     def __reduce__(self):
@@ -128,7 +130,7 @@ class IovaDomain:
                  "dma_32bit_pfn", "max_pfn", "__weakref__")
 
     def __init__(self, granule=4096, start_pfn=1, *, ncpus=None, kernel="6.12",
-                 dma_32bit_pfn=None, search="augmented"):
+                 dma_32bit_pfn=None, search="augmented") -> None:
         granule = _as_granule(granule)
         start_pfn = _as_u64("start_pfn", start_pfn)
         kernel_id = kernel_rules(kernel)
@@ -161,7 +163,7 @@ class IovaDomain:
         if search_id != lib.IOVA_SEARCH_AUGMENTED:
             lib.iova_set_search_mode(self._d, search_id)
 
-    def _adopt(self, d):
+    def _adopt(self, d) -> None:
         """Takes ownership of a C domain and mirrors its constants."""
         self._d = ffi.gc(d, lib.iova_domain_destroy)
         st = self._state()
@@ -214,7 +216,7 @@ class IovaDomain:
             raise self._alloc_error(r, size, limit_pfn)
         return r
 
-    def free(self, pfn):
+    def free(self, pfn) -> None:
         """free_iova: frees the range containing pfn. Raises IovaNotFound."""
         try:
             if type(pfn) is not int:
@@ -297,7 +299,7 @@ class IovaDomain:
                 "nodes_visited": st.nodes_visited, "clock_ms": st.clock_ms,
                 "search": _SEARCH_NAMES[st.search_mode]}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._state().nodes
 
     @property
@@ -310,12 +312,12 @@ class IovaDomain:
         return _SEARCH_NAMES[self._state().search_mode]
 
     @search.setter
-    def search(self, mode):
+    def search(self, mode) -> None:
         r = lib.iova_set_search_mode(self._d, _choice("search", mode, SEARCH_MODES))
         if r:
             raise self._error(r)
 
-    def check(self):
+    def check(self) -> None:
         """Runs the C validator over every invariant; raises IovaCorrupted."""
         msg = ffi.new("char[]", 256)
         r = lib.iova_check(self._d, msg, 256)
@@ -331,7 +333,7 @@ class IovaDomain:
     # (gh-77894) can crash collecting a memoryview that a live export in such
     # a frame still points at.
 
-    def _batch_closed(self):
+    def _batch_closed(self) -> None:
         """For an empty batch, which the core returns from at once: a closed
         domain still raises IovaClosed, as for any other batch."""
         self._state()
@@ -381,7 +383,7 @@ class IovaDomain:
         _u64_cells.append(bad)
         return out
 
-    def free_many(self, pfns):
+    def free_many(self, pfns) -> None:
         """free for each pfn in one C call. Stops at the first pfn it cannot
         free, raising what free would; `done` on the exception says how many
         were freed before it."""
@@ -429,7 +431,7 @@ class IovaDomain:
             raise self._alloc_error(r or _E_NOSPC, size, limit_pfn, cpu)
         return r
 
-    def free_fast(self, pfn, size, cpu=None):
+    def free_fast(self, pfn, size, cpu=None) -> None:
         """free_iova_fast: into `cpu`'s magazines, or the tree for big sizes."""
         try:
             if type(pfn) is not int or type(size) is not int:
@@ -492,7 +494,7 @@ class IovaDomain:
         _u64_cells.append(bad)
         return out
 
-    def free_fast_many(self, pfns, sizes, cpu=None):
+    def free_fast_many(self, pfns, sizes, cpu=None) -> None:
         """free_fast(pfns[i], sizes[i]) in one C call; stops at the first
         failure like free_many."""
         if type(pfns) is _array and pfns.typecode in _U64_CODES:
@@ -554,7 +556,7 @@ class IovaDomain:
             raise self._error(r)
         return r
 
-    def flush_cpu(self, cpu):
+    def flush_cpu(self, cpu) -> None:
         """free_cpu_cached_iovas: every pfn in cpu's magazines back to the tree."""
         try:
             if type(cpu) is not int:
@@ -565,14 +567,14 @@ class IovaDomain:
         if r:
             raise self._error(r, cpu=cpu)
 
-    def flush_depot(self):
+    def flush_depot(self) -> None:
         """free_global_cached_iovas: every depot magazine back to the tree,
         the newest first under 6.12 (and 4.10), the oldest first under 6.1."""
         r = lib.iova_rcache_flush_depot(self._d)
         if r:
             raise self._error(r)
 
-    def flush_rcaches(self):
+    def flush_rcaches(self) -> None:
         """Every CPU's caches, then the depot (what alloc_fast does before its retry)."""
         r = lib.iova_rcache_flush_all(self._d)
         if r:
@@ -628,7 +630,7 @@ class IovaDomain:
             raise self._error(r)
         return bool(r)
 
-    def set_clock(self, ms):
+    def set_clock(self, ms) -> None:
         """Moves the simulated clock forward to `ms` (never back), running
         no work (advance() runs what falls due)."""
         r = lib.iova_rcache_set_clock(self._d, _as_u64("ms", ms))
@@ -706,7 +708,7 @@ class IovaDomain:
 
     # ---- lifetime -------------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         """put_iova_domain. Idempotent; later calls raise IovaClosed."""
         lib.iova_domain_close(self._d)
 
@@ -720,7 +722,7 @@ class IovaDomain:
     def __exit__(self, *exc):
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<IovaDomain kernel=%s granule=%d closed>" % (self.kernel, self.granule)
         st = self._state()

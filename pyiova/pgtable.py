@@ -7,6 +7,8 @@ the call examined to name the offending value. That keeps one operation at
 roughly one cffi crossing. The C core's codes become exceptions through
 pyiova.error_codes.
 """
+from __future__ import annotations
+
 import array
 from collections import namedtuple
 
@@ -102,7 +104,7 @@ class IoPgtable:
     __slots__ = ("_p", "ptr", "granule", "ias", "oas", "pgsize_bitmap", "start_level",
                  "__weakref__")
 
-    def __init__(self, pgsize_bitmap=LPAE_4K_PGSIZES, *, ias=48, oas=48, granule=None):
+    def __init__(self, pgsize_bitmap=LPAE_4K_PGSIZES, *, ias=48, oas=48, granule=None) -> None:
         for name, value in (("pgsize_bitmap", pgsize_bitmap), ("ias", ias), ("oas", oas)):
             exc = check_u64(name, value)
             if exc is not None:
@@ -129,7 +131,7 @@ class IoPgtable:
                       "e.g. 4K|2M|1G" % (lib.IO_PGTABLE_MAX_IAS, lib.IO_PGTABLE_MAX_OAS))
         self._adopt(out[0])
 
-    def _adopt(self, p):
+    def _adopt(self, p) -> None:
         """Takes ownership of a C table and mirrors its geometry."""
         self._p = ffi.gc(p, lib.io_pgtable_destroy)
         self.ptr = p
@@ -203,7 +205,7 @@ class IoPgtable:
         return exc
 
     # -- operations -------------------------------------------------------
-    def map(self, iova, paddr, size, prot=PROT_RW):
+    def map(self, iova, paddr, size, prot=PROT_RW) -> None:
         """Map [iova, iova+size) to [paddr, paddr+size) with prot (READ 1, WRITE 2...)."""
         try:
             rc = _pt_map(self.ptr, iova, paddr, size, prot)
@@ -317,16 +319,16 @@ class IoPgtable:
         lib.io_pgtable_get_stats(self.ptr, st)
         return st.mapped_bytes
 
-    def check(self):
+    def check(self) -> None:
         """Walk the whole table and recheck every invariant; raises IovaCorrupted."""
         msg = ffi.new("char[]", 256)
         rc = lib.io_pgtable_check(self.ptr, msg, 256)
         if rc:
             raise _code_error(rc, report=ffi.string(msg).decode(), what="a page table call")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return sum(self.stats().live_leaves)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<IoPgtable granule=%#x ias=%d oas=%d pgsizes=%#x mapped=%#x>" % (
             self.granule, self.ias, self.oas, self.pgsize_bitmap, self.mapped_bytes)

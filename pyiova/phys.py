@@ -12,6 +12,8 @@ as the original. A coherent allocation that fails after its pages were
 taken gives them back with undo(), which leaves the allocator exactly as it
 was before: the next buffer gets the address it would have got anyway.
 """
+from __future__ import annotations
+
 import threading
 
 from . import errors
@@ -27,7 +29,7 @@ class PhysAllocator:
     aligned to whatever power of two every size is a multiple of, up to
     base's own alignment."""
 
-    def __init__(self, base=0x4000_0000, page=4096):
+    def __init__(self, base=0x4000_0000, page=4096) -> None:
         self.base, self.page = base, page
         self._next = base
         self._free = {}               # pages -> [paddr, ...], the latest freed last
@@ -56,7 +58,7 @@ class PhysAllocator:
             self._next = end
             return paddr, False
 
-    def undo(self, paddr, size, reused):
+    def undo(self, paddr, size, reused) -> None:
         """Take back what take(size) just returned, as if it had never been
         called (exactly so when nothing was allocated or freed in between;
         when other threads were at work, the pages are freed instead)."""
@@ -68,7 +70,7 @@ class PhysAllocator:
                 # an emptied run list stays in the dict, so it keeps its place
                 self._free.setdefault(pages, []).append(paddr)
 
-    def free(self, paddr, size):
+    def free(self, paddr, size) -> None:
         with self._lock:
             self._free.setdefault(-(-size // self.page), []).append(paddr)
 

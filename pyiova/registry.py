@@ -20,6 +20,8 @@ wrong kind) is left out with a PluginWarning naming it: one broken package
 does not take the others, or pyiova, down with it. A name the built-ins
 already use keeps the built-in.
 """
+from __future__ import annotations
+
 import importlib.metadata
 import threading
 import warnings
@@ -58,7 +60,7 @@ class Registry(Mapping):
     what a worker process registers again before it runs a cell.
     """
 
-    def __init__(self, group, what, normalise):
+    def __init__(self, group, what, normalise) -> None:
         self.group = group
         self.what = what
         self._normalise = normalise
@@ -68,7 +70,7 @@ class Registry(Mapping):
         self._loaded = False
         self._lock = threading.RLock()
 
-    def add_builtin(self, name, entry):
+    def add_builtin(self, name, entry) -> None:
         self._entries[name] = entry
         self._sources[name] = None
         self._origins[name] = "built-in"
@@ -112,7 +114,7 @@ class Registry(Mapping):
                 return self._entries[name]
             return self.register(obj, name, replace=True)
 
-    def unregister(self, name):
+    def unregister(self, name) -> None:
         """Removes a registered (not built-in) entry; for tests and notebooks."""
         with self._lock:
             if self._origins.get(name) == "built-in":
@@ -129,7 +131,7 @@ class Registry(Mapping):
         self._load()
         return self._origins[name]
 
-    def _load(self):
+    def _load(self) -> None:
         if self._loaded:
             return
         with self._lock:
@@ -167,13 +169,13 @@ class Registry(Mapping):
         self._load()
         return iter(list(self._entries))
 
-    def __len__(self):
+    def __len__(self) -> int:
         self._load()
         return len(self._entries)
 
-    def __contains__(self, name):
+    def __contains__(self, name) -> bool:
         self._load()
         return name in self._entries
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s registry: %s>" % (self.what, ", ".join(self))

@@ -32,6 +32,8 @@ workload's next transfer is the retry. After max_failures failures the run
 stops and is marked stopped_early: the device would be hung by then, and
 the remaining operations would only add failures.
 """
+from __future__ import annotations
+
 import copy
 import itertools
 import time
@@ -129,7 +131,7 @@ class SimResult:
     failure_ops: list[int] = field(default_factory=list, repr=False)
 
     @property
-    def verdict(self):
+    def verdict(self) -> str:
         """"n/a", "FAILS", "UNSAFE" (stale translations, or faults on live
         mappings) or "ok"."""
         if not self.applicable:
@@ -200,7 +202,7 @@ def _setup(wl, pol, driver, seed, kernel, drop_rate):
     return dom, dev, cookie
 
 
-def _teardown(dom, dev):
+def _teardown(dom, dev) -> None:
     dev.detach()
     put_dma_cookie(dom)
     dom.free()
@@ -281,7 +283,7 @@ class _RunState:
     __slots__ = ("pos", "addr", "objs", "live", "peak", "maps", "unmaps", "failures",
                  "skipped", "faults", "first_fail", "maps_before", "live_at_fail", "stopped")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pos = 0           # operations done
         self.addr = {}         # handle -> DMA address
         self.objs = {}         # handle -> SgMapping / CoherentBuffer
@@ -303,7 +305,7 @@ class _Clock:
     """A run's timing: time spent sampling is kept out of ops/s."""
     __slots__ = ("t0", "sampling")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.t0 = time.perf_counter()
         self.sampling = 0.0
 
@@ -316,7 +318,7 @@ def _sampler(res, cookie, dom, first, last, clock):
     timeline, the address space read from the allocator now."""
     iotlb = dom.iotlb
 
-    def sample(at, live, failures, full_flushes):
+    def sample(at, live, failures, full_flushes) -> None:
         t = time.perf_counter()
         runs, held = _runs(_held_ranges(cookie), first, last)
         res.timeline.append(Sample(at, live, held, failures, full_flushes,
@@ -338,7 +340,7 @@ def _live_handle(i, h):
 
 
 def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first, last,
-         state=None):
+         state=None) -> None:
     """The Python engine: executes the operations through the DMA API, one
     call at a time; fills res. The loop binds everything it calls to locals,
     keeps its counters in locals, and makes no objects of its own per
@@ -521,7 +523,7 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
         progress(done, label)
 
 
-def _results(res, state):
+def _results(res, state) -> None:
     """The run's own counters, from its state, into res."""
     res.ops = state.pos
     res.ops_per_sec = state.pos / res.elapsed_s if res.elapsed_s > 0 else 0.0
@@ -535,7 +537,7 @@ def _results(res, state):
 
 
 def _run_native(stream, count, n, dev, dom, cookie, res, max_failures, progress, timeline,
-                first, last, state):
+                first, last, state) -> None:
     """The C engine: the next `count` operations of `stream` (a NativeStream
     or PackedStream positioned at state.pos), with what _run does - the same
     ticks, samples, progress calls and counters. An operation the engine
@@ -611,7 +613,7 @@ def _run_native(stream, count, n, dev, dom, cookie, res, max_failures, progress,
         progress(done, label)
 
 
-def _fill_counters(res, dom, cookie, first, last):
+def _fill_counters(res, dom, cookie, first, last) -> None:
     c = dom.counters()
     res.full_flushes = c.full_flushes
     res.iotlb_syncs = c.syncs
@@ -738,7 +740,7 @@ class Simulation:
 
     def __init__(self, workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1, *,
                  params=None, kernel="6.12", max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0,
-                 timeline=False, engine="auto"):
+                 timeline=False, engine="auto") -> None:
         wl, ops, seed, max_failures, drop_rate = _checked_run(
             workload, policy, driver, ops, params, kernel, max_failures, engine, seed, drop_rate,
             timeline)
@@ -826,7 +828,7 @@ class Simulation:
             _fill_counters(res, self._dom, self._cookie, self._first, self._last)
         return res
 
-    def close(self):
+    def close(self) -> None:
         """Detaches the device and frees the domain; idempotent."""
         if not self._closed:
             self._res = self.result()
@@ -846,11 +848,11 @@ class Simulation:
         check_simulation_state(state, SimResult, _RunState)
         self.__dict__.update(state)
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         from .sim_checkpoint import check_simulation
         check_simulation(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         r = self._res
         return "<Simulation %s %s on %s: %d/%d ops%s>" % (
             r.workload, r.policy, r.driver, self._state.pos, self.total,

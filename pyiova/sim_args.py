@@ -14,6 +14,8 @@ pyiova.workloads.params, whose number parsers these use too).
 Each raises IovaValueError (IovaTypeError for a wrong type) naming the
 argument and the value.
 """
+from __future__ import annotations
+
 from . import errors
 from .workloads.params import WorkloadError, fraction, integer, op_count, seed
 

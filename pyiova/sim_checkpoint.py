@@ -5,6 +5,8 @@ in one piece (its device attached to its domain, the domain's cookie, the
 DMA addresses the workload's handles hold live in that cookie). See
 pyiova._state for why.
 """
+from __future__ import annotations
+
 import sys
 from dataclasses import fields
 from typing import get_args, get_origin, get_type_hints
@@ -77,7 +79,7 @@ def check_result_state(cls, state):
     return state
 
 
-def check_simulation_state(state, result_cls, run_state_cls):
+def check_simulation_state(state, result_cls, run_state_cls) -> None:
     """A Simulation's state, field by field."""
     _state.check_fields("a Simulation", state, {
         "workload": Workload, "seed": SEED_TYPES, "total": int, "max_failures": int,
@@ -93,7 +95,7 @@ def check_simulation_state(state, result_cls, run_state_cls):
                           % (state["_first"], state["_last"]))
 
 
-def check_simulation(sim):
+def check_simulation(sim) -> None:
     """The system a restored Simulation holds, in one piece (every object in
     it restored by now)."""
     dom, dev, cookie, run = sim._dom, sim._dev, sim._cookie, sim._state

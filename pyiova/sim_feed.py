@@ -16,6 +16,8 @@ through the Python engine (engine="python", or a driver that declares no
 EngineProfile), exactly as simulate() does: the two give the same results.
 A run is never stopped early here: every failed map is counted.
 """
+from __future__ import annotations
+
 from .engine.streams import PackedStream
 from .sim import (SimResult, _choose_engine, _device_space, _fill_counters,
                   _run, _run_native, _RunState)
@@ -29,7 +31,7 @@ class FedRun:
     """Operations pushed in chunks through one simulation's engine."""
 
     def __init__(self, dom, dev, cookie, *, workload, policy, driver, seed=1, kernel="6.12",
-                 engine="auto"):
+                 engine="auto") -> None:
         self.dom, self.dev, self.cookie = dom, dev, cookie
         self.res = SimResult(workload, policy, driver, seed, kernel=kernel)
         self.res.engine, self.res.engine_note = _choose_engine(engine, dom, dev, cookie)
@@ -41,7 +43,7 @@ class FedRun:
         """Operations executed so far."""
         return self.state.pos
 
-    def feed(self, ops):
+    def feed(self, ops) -> None:
         """Runs the operations of the list `ops` now."""
         n = len(ops)
         if not n:

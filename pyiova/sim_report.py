@@ -8,6 +8,8 @@ print (trace replay's tables are pyiova.trace.report's).
     explain(r)                 the verdict as a sentence
     simulate_text / compare_text / bench_text   a command's whole report
 """
+from __future__ import annotations
+
 from .allocators import AllocatorType
 from .drivers.registry import DRIVERS
 from .policies import POLICIES
@@ -25,7 +27,7 @@ def _num(v):
     return format(v, ",")
 
 
-def _space(pfns):
+def _space(pfns) -> str:
     size = pfns * 4096
     for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
         if size >= div:
@@ -40,7 +42,7 @@ def _allocator(r):
     return pol.allocator if pol is not None else None
 
 
-def run_header(wl, driver, drop_rate, ops, seed, kernel):
+def run_header(wl, driver, drop_rate, ops, seed, kernel) -> str:
     """The lines that say what ran: workload, device, driver, run."""
     drv = DRIVERS[driver]
     if driver == "ipmmu":
@@ -82,7 +84,7 @@ def results_table(results):
                  [i for i, (_, _, right) in enumerate(_COLUMNS) if right])
 
 
-def _live_at_failure(r):
+def _live_at_failure(r) -> str:
     """What was mapped when the first map failed, next to the run's peak."""
     live = r.live_at_first_failure
     if live is None:                    # a result from before this was recorded
@@ -187,7 +189,7 @@ def compare_text(header, results, took):
     return "\n".join(lines)
 
 
-def engine_line(r, reference=None):
+def engine_line(r, reference=None) -> str:
     """The engines side by side on one run: r, and the same run again
     through the Python engine (`reference`; None when r ran there itself)."""
     if r.engine != "c":

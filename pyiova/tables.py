@@ -17,6 +17,8 @@ when it is installed.
 Every cell is formatted by cell_text: integers with thousands separators,
 floats to 4 significant digits, None as "-".
 """
+from __future__ import annotations
+
 import html
 import numbers
 

@@ -8,7 +8,9 @@ IOMMU core (IommuDomain) calls them. Subclasses of IommuDriver decide what
 invalidation means (unmap, iotlb_sync, flush_iotlb_all) and when the
 hardware is set up (_init_domain or attach_dev).
 """
-from typing import Any, NamedTuple
+from __future__ import annotations
+
+from typing import Any, NamedTuple, NoReturn
 
 from .. import _state
 from .. import errors
@@ -78,7 +80,7 @@ class IommuDriver:
     supports_flush_queue = True
 
     def __init__(self, name, *, pgsize_bitmap=LPAE_4K_PGSIZES, ias=48, oas=48,
-                 tlb_entries=64, tlb_ways=0, record_limit=65536):
+                 tlb_entries=64, tlb_ways=0, record_limit=65536) -> None:
         if not isinstance(name, str):
             raise errors.IovaTypeError("name must be a str")
         self.name = name
@@ -113,21 +115,21 @@ class IommuDriver:
         self._init_domain(domain)
         return domain
 
-    def _init_domain(self, domain):
+    def _init_domain(self, domain) -> None:
         """Set up a new domain's hardware (default: nothing until attach)."""
 
-    def domain_free(self, domain):
+    def domain_free(self, domain) -> None:
         pass
 
-    def attach_dev(self, domain, dev):
+    def attach_dev(self, domain, dev) -> NoReturn:
         raise ierr.IommuAttachError("the %s driver does not say how to attach a device "
                                     "(it defines no attach_dev)" % type(self).__name__)
 
-    def detach_dev(self, domain, dev):
+    def detach_dev(self, domain, dev) -> None:
         pass
 
     # -- page table --------------------------------------------------------------
-    def map(self, domain, iova, paddr, size, prot):
+    def map(self, domain, iova, paddr, size, prot) -> None:
         pt = domain.pgtable
         if pt is None:
             raise self._not_ready(domain)
@@ -144,26 +146,26 @@ class IommuDriver:
         return None if pt is None else pt.iova_to_phys(iova)
 
     # -- TLB -------------------------------------------------------------------
-    def iotlb_sync(self, domain, gather):
+    def iotlb_sync(self, domain, gather) -> None:
         pass
 
-    def flush_iotlb_all(self, domain):
+    def flush_iotlb_all(self, domain) -> None:
         tlb = domain.iotlb
         if tlb is not None:
             domain.counts.full_flushes += 1
             tlb.invalidate_all()
 
-    def domain_reset(self, domain):
+    def domain_reset(self, domain) -> None:
         self.flush_iotlb_all(domain)
 
     # -- the C simulation engine -----------------------------------------------
-    def engine_profile(self, domain):
+    def engine_profile(self, domain) -> None:
         """How this driver behaves on domain's DMA path (an EngineProfile),
         or None when a profile cannot say it: the simulation then runs on
         the Python engine. Drivers that declare one override this."""
         return None
 
-    def engine_store(self, domain, dirty):
+    def engine_store(self, domain, dirty) -> None:
         """Takes back what the engine changed of the profile's state."""
 
     # -- attributes --------------------------------------------------------------
@@ -174,7 +176,7 @@ class IommuDriver:
             raise ierr.IommuUnknownAttr("%s domains of %s have no attribute %s"
                                         % (domain.type.name, self.name, attr.name)) from None
 
-    def domain_set_attr(self, domain, attr, value):
+    def domain_set_attr(self, domain, attr, value) -> None:
         if attr not in domain.attrs:
             raise ierr.IommuUnknownAttr("%s domains of %s have no attribute %s"
                                         % (domain.type.name, self.name, attr.name))
@@ -228,7 +230,7 @@ class IommuDriver:
         self._check_state(state)
         self.__dict__.update(state)
 
-    def _check_state(self, state):
+    def _check_state(self, state) -> None:
         """What a driver class checks of its own state (subclasses)."""
 
     def __init_subclass__(cls, **kw):
@@ -238,5 +240,5 @@ class IommuDriver:
 
     _EXTRA_STATE_OK = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s %s>" % (type(self).__name__, self.name)

@@ -6,6 +6,8 @@ iotlb_sync (which the core calls after every unmap) invalidates that range.
 No stale translation can outlive an unmap, whatever the allocator does with
 the freed addresses: the reference against which lazier policies are judged.
 """
+from __future__ import annotations
+
 from .. import errors
 from .. import iommu_errors as ierr
 from ..pgtable import LPAE_4K_PGSIZES
@@ -25,7 +27,7 @@ class GenericIommu(IommuDriver):
     """
 
     def __init__(self, name="generic-iommu", *, pgsize_bitmap=LPAE_4K_PGSIZES, ias=48, oas=48,
-                 tlb_entries=64, tlb_ways=0, record_limit=65536, deferred_flush=True):
+                 tlb_entries=64, tlb_ways=0, record_limit=65536, deferred_flush=True) -> None:
         super().__init__(name, pgsize_bitmap=pgsize_bitmap, ias=ias, oas=oas,
                          tlb_entries=tlb_entries, tlb_ways=tlb_ways, record_limit=record_limit)
         if not isinstance(deferred_flush, bool):
@@ -35,12 +37,12 @@ class GenericIommu(IommuDriver):
 
     _STATE = dict(IommuDriver._STATE, supports_flush_queue=bool)
 
-    def _init_domain(self, domain):
+    def _init_domain(self, domain) -> None:
         if domain.type.paging:
             domain.set_hardware(self.new_pgtable(), self.new_iotlb())
             domain.set_geometry(DomainGeometry(0, (1 << self.ias) - 1, True))
 
-    def attach_dev(self, domain, dev):
+    def attach_dev(self, domain, dev) -> None:
         if dev.iommu is None:
             dev.iommu = self
         elif dev.iommu is not self:
@@ -58,7 +60,7 @@ class GenericIommu(IommuDriver):
             gather.add_range(iova, unmapped)
         return unmapped
 
-    def iotlb_sync(self, domain, gather):
+    def iotlb_sync(self, domain, gather) -> None:
         if gather.empty:
             return
         domain.counts.syncs += 1

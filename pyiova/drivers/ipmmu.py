@@ -27,6 +27,8 @@ What is modelled:
 * ipmmu-vmsa has no deferred-flush capability, so DMA_USE_FLUSH_QUEUE
   cannot be turned on: its DMA domains are always strict.
 """
+from __future__ import annotations
+
 import random
 
 from .. import _state
@@ -49,7 +51,7 @@ class _IpmmuDomain:
     """Driver-private state of a domain (struct ipmmu_vmsa_domain)."""
     __slots__ = ("mmu", "context", "dirty")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.mmu = None       # the instance the domain is bound to
         self.context = None   # its hardware context number there
         self.dirty = False    # unmaps since the last flush that took effect
@@ -86,7 +88,7 @@ class IpmmuVmsa(IommuDriver):
 
     def __init__(self, name="ipmmu", *, num_contexts=8, erratum=False, erratum_drop_rate=1.0,
                  seed=0, flush_when_idle=False, tlb_entries=64, tlb_ways=0,
-                 record_limit=65536):
+                 record_limit=65536) -> None:
         super().__init__(name, pgsize_bitmap=IPMMU_PGSIZES, ias=IPMMU_IAS, oas=IPMMU_OAS,
                          tlb_entries=tlb_entries, tlb_ways=tlb_ways, record_limit=record_limit)
         if isinstance(num_contexts, bool) or not isinstance(num_contexts, int):
@@ -119,7 +121,7 @@ class IpmmuVmsa(IommuDriver):
     _STATE = dict(IommuDriver._STATE, num_contexts=int, erratum=bool, erratum_drop_rate=float,
                   flush_when_idle=bool, _rng=random.Random, _contexts=list)
 
-    def _check_state(self, state):
+    def _check_state(self, state) -> None:
         name = "IPMMU %s" % state["name"]
         n = _state.check_int("%s's context count" % name, state["num_contexts"], 1,
                              IPMMU_CTX_MAX)
@@ -130,7 +132,7 @@ class IpmmuVmsa(IommuDriver):
         for owner in state["_contexts"]:
             _state.check_type("a context owner of %s" % name, owner, (IommuDomain, type(None)))
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         """After a checkpoint is loaded: each context's domain is bound to it."""
         for ctx, owner in enumerate(self._contexts):
             if owner is not None and (owner.priv.mmu is not self or owner.priv.context != ctx):
@@ -143,7 +145,7 @@ class IpmmuVmsa(IommuDriver):
         return sum(1 for c in self._contexts if c is not None)
 
     # -- domains ---------------------------------------------------------------
-    def _init_domain(self, domain):
+    def _init_domain(self, domain) -> None:
         domain.priv = _IpmmuDomain()
 
     def _free_context(self):
@@ -154,7 +156,7 @@ class IpmmuVmsa(IommuDriver):
         raise ierr.IommuBusy("IPMMU %s has no free context (all %d in use)"
                              % (self.name, self.num_contexts))
 
-    def domain_free(self, domain):
+    def domain_free(self, domain) -> None:
         priv = domain.priv
         if priv.mmu is not None:
             # The kernel disables the context (with a final flush) and
@@ -163,7 +165,7 @@ class IpmmuVmsa(IommuDriver):
             priv.mmu = None
             priv.context = None
 
-    def attach_dev(self, domain, dev):
+    def attach_dev(self, domain, dev) -> None:
         # Everything is checked and built before anything is bound, so a
         # refused attach leaves the device, the domain and the instances as
         # they were.
@@ -199,7 +201,7 @@ class IpmmuVmsa(IommuDriver):
         return unmapped
 
     # -- TLB -------------------------------------------------------------------
-    def _flush_context(self, domain, *, unmap_path):
+    def _flush_context(self, domain, *, unmap_path) -> None:
         """ipmmu_tlb_invalidate(): set FLUSH in IMCTR and wait. Lost to the
         erratum only when issued on the unmap path."""
         counts = domain.counts
@@ -211,7 +213,7 @@ class IpmmuVmsa(IommuDriver):
         domain.iotlb.invalidate_all()
         domain.priv.dirty = False
 
-    def iotlb_sync(self, domain, gather):
+    def iotlb_sync(self, domain, gather) -> None:
         priv = domain.priv
         mmu = priv.mmu
         if mmu is None:
@@ -226,12 +228,12 @@ class IpmmuVmsa(IommuDriver):
             counts.idle_flushes += 1
             mmu._flush_context(domain, unmap_path=False)
 
-    def flush_iotlb_all(self, domain):
+    def flush_iotlb_all(self, domain) -> None:
         mmu = domain.priv.mmu
         if mmu is not None:
             mmu._flush_context(domain, unmap_path=False)
 
-    def domain_reset(self, domain):
+    def domain_reset(self, domain) -> None:
         self.flush_iotlb_all(domain)
 
     # -- the C simulation engine -----------------------------------------------
@@ -248,10 +250,10 @@ class IpmmuVmsa(IommuDriver):
                              rng=mmu._rng, flush_when_idle=mmu.flush_when_idle,
                              dirty=priv.dirty)
 
-    def engine_store(self, domain, dirty):
+    def engine_store(self, domain, dirty) -> None:
         domain.priv.dirty = bool(dirty)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<IpmmuVmsa %s contexts %d/%d%s>" % (
             self.name, self.contexts_in_use, self.num_contexts,
             " erratum" if self.erratum else "")

@@ -14,6 +14,8 @@ with no arguments but `seed` and `drop_rate` (the run's) when its
 constructor takes parameters of those names. Whether it supports the flush
 queue is its supports_flush_queue class attribute.
 """
+from __future__ import annotations
+
 import inspect
 from collections.abc import Mapping
 from typing import Callable, NamedTuple
@@ -49,7 +51,7 @@ class _Construct:
     """make() for an IommuDriver subclass: cls(), given the run arguments
     its constructor names."""
 
-    def __init__(self, cls):
+    def __init__(self, cls) -> None:
         self.cls = cls
         try:
             params = inspect.signature(cls).parameters
@@ -98,13 +100,13 @@ class _Summaries(Mapping):
     def __iter__(self):
         return iter(DRIVER_SPECS)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(DRIVER_SPECS)
 
-    def __contains__(self, name):
+    def __contains__(self, name) -> bool:
         return name in DRIVER_SPECS
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(dict(self))
 
 

@@ -26,6 +26,8 @@ the original tuple, which then fails or succeeds as it always would.
     buf, extra, n = pack(ops)         # a list/iterator of operation tuples
     unpack(buf, extra) == list(ops)   # the same operations back
 """
+from __future__ import annotations
+
 import struct
 
 from .. import errors
@@ -68,7 +70,7 @@ def _direction(d):
     return None
 
 
-def _encode(op, out):
+def _encode(op, out) -> bool:
     """Appends op's records to out (a list of record tuples); False when the
     records cannot carry it."""
     try:

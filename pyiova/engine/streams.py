@@ -10,6 +10,8 @@ Both run the engine over their next records (run), and hand the operation
 at their position back as a tuple (current) when the engine stops there,
 so the Python engine can run it (skip then moves past it).
 """
+from __future__ import annotations
+
 import random
 
 from .._pyiova import ffi, lib
@@ -82,7 +84,7 @@ _BUILT_IN = {UsbWorkload: _usb, NicWorkload: _nic, NvmeWorkload: _nvme, RandomWo
 class NativeStream:
     """A built-in workload's stream, generated in C."""
 
-    def __init__(self, gen):
+    def __init__(self, gen) -> None:
         self._g = ffi.gc(gen, lib.sim_gen_destroy)
         self._peek = ffi.new("struct sim_op[]", _PEEK)
         self._ops = ffi.new("uint64_t *")
@@ -94,7 +96,7 @@ class NativeStream:
     def run(self, engine, max_ops, run):
         return lib.sim_engine_run_gen(engine, self._g, max_ops, run)
 
-    def skip(self, n=1):
+    def skip(self, n=1) -> None:
         r = lib.sim_gen_skip(self._g, n)
         if r:
             raise _code_error(r, where=_GENERATING, what="the generator")
@@ -118,7 +120,7 @@ class NativeStream:
             yield op
 
     @property
-    def exhausted(self):
+    def exhausted(self) -> bool:
         return False
 
     def current(self):
@@ -152,7 +154,7 @@ class PackedStream:
     """Operation tuples from an iterator, packed into records PACK_CHUNK at a
     time."""
 
-    def __init__(self, ops):
+    def __init__(self, ops) -> None:
         self._it = iter(ops)
         self._buf = bytearray()
         self._extra = []
@@ -179,10 +181,10 @@ class PackedStream:
         return r
 
     @property
-    def exhausted(self):
+    def exhausted(self) -> bool:
         return not self._fill()
 
-    def skip(self, n=1):
+    def skip(self, n=1) -> None:
         for _ in range(n):
             if not self._fill():
                 return

@@ -12,6 +12,8 @@ every field of SimResult (params as JSON text: all the workload's
 parameters, defaults too), verdict, the engine that ran the cell, the
 pyiova version and error (None when the cell ran).
 """
+from __future__ import annotations
+
 import dataclasses
 import json
 import traceback
@@ -95,7 +97,7 @@ def plugins_for(cells):
     return tuple(out)
 
 
-def _adopt(plugins):
+def _adopt(plugins) -> None:
     for kind, name, obj in plugins:
         (WORKLOADS if kind == "workload" else DRIVER_SPECS).adopt(name, obj)
 
@@ -156,7 +158,7 @@ def error_row(cell, error):
     return row
 
 
-def _error_text(exc):
+def _error_text(exc) -> str:
     """The error and where it was raised (the innermost frame), on one line."""
     tb = traceback.extract_tb(exc.__traceback__)
     where = " (%s:%d in %s)" % (tb[-1].filename, tb[-1].lineno, tb[-1].name) if tb else ""

@@ -10,6 +10,8 @@ cell ran, 1 when some cell failed (its row holds the error) or --out could
 not be written, and the pyiova command's others (2 bad arguments, 3 --plot
 without matplotlib, 130 Ctrl-C).
 """
+from __future__ import annotations
+
 import argparse
 import json
 import sys
@@ -175,7 +177,7 @@ def _run(args):
     bar = None
     started = [None]
 
-    def progress(done, total, row):
+    def progress(done, total, row) -> None:
         nonlocal bar
         if bar is None:
             started[0] = done
@@ -213,7 +215,7 @@ def _run(args):
     return 0
 
 
-def _bad_metrics(metrics, params):
+def _bad_metrics(metrics, params) -> str | None:
     """Why --metrics names something a sweep cannot summarise (None if fine)."""
     if metrics in (None, "all"):
         return None
@@ -227,7 +229,7 @@ def _bad_metrics(metrics, params):
     return None
 
 
-def _bad_out(args):
+def _bad_out(args) -> str | None:
     """Why --out FILE cannot be written (None if it can), before the run."""
     if not args.out:
         return None
@@ -256,7 +258,7 @@ def _bad_x(args, params):
     return None
 
 
-def _print_summary(args, result, metrics):
+def _print_summary(args, result, metrics) -> None:
     summary = result.summary()
     found = " (%d found in %s, not run again)" % (result.reused, args.out) \
         if result.reused else ""
@@ -269,7 +271,7 @@ def _print_summary(args, result, metrics):
         print("\nrows written to %s" % args.out)
 
 
-def _where(args):
+def _where(args) -> str:
     if args.serial:
         return "in this process"
     if args.scheduler:
@@ -278,7 +280,7 @@ def _where(args):
     return "on %d local processes" % (args.workers or default_workers())
 
 
-def _draw(args, result, metrics):
+def _draw(args, result, metrics) -> None:
     from ..cli import _Failure, _Usage
     try:
         result.plot(args.plot, x=args.x, metrics=None if metrics == "all" else metrics,

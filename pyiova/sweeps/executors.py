@@ -12,6 +12,8 @@ completion order, not the cells' order).
                     address ("tcp://host:8786"), "local" for a LocalCluster
                     on this machine, or a Client you made
 """
+from __future__ import annotations
+
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -41,12 +43,12 @@ def default_workers():
         return os.cpu_count() or 1
 
 
-def run_serial(cells, plugins, engine, on_row):
+def run_serial(cells, plugins, engine, on_row) -> None:
     for cell in cells:
         on_row(run_cell(cell, plugins, engine))
 
 
-def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None):
+def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None) -> None:
     """At most IN_FLIGHT_PER_WORKER cells per worker in flight (one running,
     the next ready, so a worker never waits for this process), so the cells
     a dying worker may have taken with it are known. Those are suspects:
@@ -83,7 +85,7 @@ def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None)
         pool.shutdown(wait=not running, cancel_futures=True)
 
 
-def _submit(pool, todo, running, deaths, workers, plugins, engine):
+def _submit(pool, todo, running, deaths, workers, plugins, engine) -> None:
     """Fills the free workers from todo; a suspect cell runs alone."""
     while todo and len(running) < workers * IN_FLIGHT_PER_WORKER:
         if any(c.key in deaths for c in running.values()):
@@ -94,7 +96,7 @@ def _submit(pool, todo, running, deaths, workers, plugins, engine):
         running[pool.submit(run_cell, cell, plugins, engine)] = cell
 
 
-def _died(cell, deaths, todo, on_row):
+def _died(cell, deaths, todo, on_row) -> None:
     deaths[cell.key] = deaths.get(cell.key, 0) + 1
     if deaths[cell.key] > WORKER_DEATHS_ALLOWED:
         on_row(error_row(cell, "WorkerDied: the worker process running this cell died, "
@@ -133,7 +135,7 @@ def dask_client(scheduler, workers=None):
                                     % (scheduler, exc)) from None
 
 
-def run_dask(cells, plugins, engine, on_row, scheduler="local", workers=None):
+def run_dask(cells, plugins, engine, on_row, scheduler="local", workers=None) -> None:
     client, cluster = dask_client(scheduler, workers)
     from distributed import as_completed
     futures = {}
@@ -157,7 +159,7 @@ def run_dask(cells, plugins, engine, on_row, scheduler="local", workers=None):
             cluster.close()
 
 
-def _task_key(cell):
+def _task_key(cell) -> str:
     import hashlib
     import uuid
     return "%s-%s" % (hashlib.sha1(cell.key.encode()).hexdigest()[:16], uuid.uuid4().hex[:8])

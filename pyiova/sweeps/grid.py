@@ -12,6 +12,8 @@ what a resumed sweep looks for in its file).
         parameter whose value is itself a list (usb's sizes): each -p of it
         is one value, and repeating -p sweeps over them
 """
+from __future__ import annotations
+
 import itertools
 from typing import NamedTuple
 

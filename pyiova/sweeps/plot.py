@@ -10,6 +10,8 @@ a glance. Failed and n/a cells are left out.
 As pyiova.plot: matplotlib's object-oriented API only (no pyplot, no global
 backend), imported when a plot is drawn.
 """
+from __future__ import annotations
+
 import numbers
 
 from .. import errors

@@ -1,4 +1,6 @@
 """sweep(): a grid of simulations on every core or a Dask cluster."""
+from __future__ import annotations
+
 import time
 
 from .. import errors
@@ -87,7 +89,7 @@ def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12",
     total = len(cells)
     writer = RowWriter(out, cols) if out is not None else None
 
-    def on_row(row):
+    def on_row(row) -> None:
         rows[row["cell"]] = row
         if writer is not None:
             writer.write(row)

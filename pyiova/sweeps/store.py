@@ -15,6 +15,8 @@ loses no finished cell. A CSV file written by an earlier sweep with other
 columns (another parameter swept) is rewritten once with the columns of
 both.
 """
+from __future__ import annotations
+
 import csv
 import importlib.util
 import json
@@ -103,7 +105,7 @@ def _read_jsonl(path):
     return rows
 
 
-def _drop_partial_line(path):
+def _drop_partial_line(path) -> None:
     """Cuts a last line that has no newline (the sweep was killed while
     writing it), so the next row starts on a line of its own."""
     if not os.path.exists(path):
@@ -155,7 +157,7 @@ class RowWriter:
     """Appends rows to path as they come (flushed each time); close() ends
     the file (writes the Parquet file)."""
 
-    def __init__(self, path, columns):
+    def __init__(self, path, columns) -> None:
         self.path = path
         self.format = file_format(path)
         self.columns = list(columns)
@@ -171,7 +173,7 @@ class RowWriter:
             _drop_partial_line(target)
             self._file = open(target, "a")
 
-    def _open_csv(self):
+    def _open_csv(self) -> None:
         header, old = _read_csv(self.path) if os.path.exists(self.path) else ([], [])
         if header and header != self.columns:
             self.columns = header + [c for c in self.columns if c not in header]
@@ -189,14 +191,14 @@ class RowWriter:
             self._csv.writerow(self.columns)
             self._file.flush()
 
-    def write(self, row):
+    def write(self, row) -> None:
         if self.format == "csv":
             self._csv.writerow([_csv_text(row.get(c)) for c in self.columns])
         else:
             self._file.write(json.dumps(row) + "\n")
         self._file.flush()
 
-    def close(self, finished=True):
+    def close(self, finished=True) -> None:
         """Closes the file; for Parquet, when the sweep finished, writes the
         whole table and removes the journal."""
         if self._file is None:

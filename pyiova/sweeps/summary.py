@@ -6,6 +6,8 @@ Values that are None are left out (a policy that never failed has no
 first_failure_op; an n/a or failed cell measures nothing), so n may be
 less than the seeds run; an interval needs n >= 2.
 """
+from __future__ import annotations
+
 import math
 
 from .. import errors
@@ -68,7 +70,7 @@ class SweepSummary:
     group's columns, metric, n, mean, min, max, ci95_low, ci95_high);
     groups: one dict per group (its columns, cells, errors, verdicts)."""
 
-    def __init__(self, group_columns, metrics, rows, groups):
+    def __init__(self, group_columns, metrics, rows, groups) -> None:
         self.group_columns = list(group_columns)
         self.metrics = list(metrics)
         self.rows = rows
@@ -102,7 +104,7 @@ class SweepSummary:
                                              _interval(r)] for r in rows]))
         return "\n".join(out)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.format()
 
     def to_dicts(self):
@@ -117,7 +119,7 @@ class SweepSummary:
                           caption="over seeds: mean, min, max, 95% confidence interval")
 
 
-def _interval(r):
+def _interval(r) -> str | None:
     if r["ci95_low"] is None:
         return None
     return "%s .. %s" % (cell_text(r["ci95_low"]), cell_text(r["ci95_high"]))

@@ -11,6 +11,8 @@
 
 In Jupyter a SweepResult shows as a table (its first and last rows).
 """
+from __future__ import annotations
+
 import os
 
 from ..tables import html_table, to_pandas
@@ -30,7 +32,7 @@ _SHOWN = ("verdict", "ops", "failures", "first_failure_op", "peak_live_pfns", "f
 
 
 class SweepResult:
-    def __init__(self, rows, columns, param_names=(), took=None, executor=None, reused=0):
+    def __init__(self, rows, columns, param_names=(), took=None, executor=None, reused=0) -> None:
         self.rows = list(rows)
         self.columns = list(columns)
         self.param_names = list(param_names)
@@ -49,7 +51,7 @@ class SweepResult:
         params = [c for c in columns if c not in fixed]
         return cls(rows, columns, params)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
     def __iter__(self):
@@ -109,7 +111,7 @@ class SweepResult:
                                                    ", %d failed" % len(self.errors)
                                                    if self.errors else ""))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SweepResult %d cells, %d columns%s>" % (
             len(self.rows), len(self.columns),
             ", %d failed" % len(self.errors) if self.errors else "")

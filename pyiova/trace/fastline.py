@@ -11,6 +11,8 @@ reports -- everything else. Numbers follow the shared digit rules: ASCII
 digits, at most 16 hex digits, a decimal above 2**64-1 left to the slow
 reader.
 """
+from __future__ import annotations
+
 import re
 
 from .parse import _IRQ_MARKS, U64_MAX, Event, _attrs

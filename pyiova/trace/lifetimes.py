@@ -34,6 +34,8 @@ lines of an interrupt that hit the same task carries that interrupt's
 place (Op.block): the allocation may have come before the interrupt's
 work. The ordering engine lets the record decide (engine.py).
 """
+from __future__ import annotations
+
 import re
 from bisect import bisect_left
 from collections import Counter, deque
@@ -98,7 +100,7 @@ class TraceDevice:
 
     __slots__ = ("name", "is_pci", "bus_dma_limit", "_hash")
 
-    def __init__(self, name, is_pci, bus_dma_limit=0):
+    def __init__(self, name, is_pci, bus_dma_limit=0) -> None:
         self.name, self.is_pci, self.bus_dma_limit = name, is_pci, bus_dma_limit
         self._hash = hash((name, is_pci))       # asked at every allocation (sticky 32-bit)
 
@@ -112,7 +114,7 @@ class TraceDevice:
     def __reduce__(self):
         return (TraceDevice, (self.name, self.is_pci, self.bus_dma_limit))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "TraceDevice(%r, is_pci=%r)" % (self.name, self.is_pci)
 
 
@@ -144,7 +146,7 @@ class Allocation:
                  "free_ts", "inconsistent", "paddr", "dir")
 
     def __init__(self, id, device, call, first, dma_line, iova, size, expected, offset,
-                 coherent=False, mask=None, inconsistent=False, paddr=None, dir=None):
+                 coherent=False, mask=None, inconsistent=False, paddr=None, dir=None) -> None:
         self.id, self.device, self.call = id, device, call
         self.line, self.cpu, self.ts = first.line, first.cpu, first.ts
         self.pid, self.irq = first.pid, first.irq
@@ -164,7 +166,7 @@ class Allocation:
                                               "iova", "size", "expected", "coherent", "mask",
                                               "free_line", "inconsistent", "paddr", "dir")}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Allocation #%d %s %s line %d iova=%#x size=%#x expected=%#x%s>" % (
             self.id, self.device, self.call, self.line, self.iova, self.size, self.expected,
             "" if self.free_line is None else " freed line %d" % self.free_line)
@@ -175,7 +177,7 @@ class DeviceLifetimes:
     order) are filled only when the lifetimes are kept (build_lifetimes);
     a streaming replay only counts."""
 
-    def __init__(self, name, is_pci, mask=None, coherent_mask=None):
+    def __init__(self, name, is_pci, mask=None, coherent_mask=None) -> None:
         self.name = name
         self.is_pci = is_pci
         self.mask = mask
@@ -198,12 +200,12 @@ class DeviceLifetimes:
     def skipped_total(self):
         return sum(self.skipped.values())
 
-    def skip(self, line, reason):
+    def skip(self, line, reason) -> None:
         self.skipped[reason] += 1
         if len(self.skipped_lines) < _EXAMPLES:
             self.skipped_lines.append((line, reason))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<DeviceLifetimes %s: %d allocations, %d skipped>" % (
             self.name, self.nallocs, self.skipped_total)
 
@@ -218,7 +220,7 @@ class Lifetimes:
     notes          the same, as sentences for a report (after notes())
     """
 
-    def __init__(self, trace, granule):
+    def __init__(self, trace, granule) -> None:
         self.trace = trace
         self.granule = granule
         self.devices = {}
@@ -228,7 +230,7 @@ class Lifetimes:
         self.notes = []
         self.no_flags = 0
 
-    def count(self, kind, line=None, n=1):
+    def count(self, kind, line=None, n=1) -> None:
         self.counts[kind] += n
         if line is not None:
             ex = self.examples.setdefault(kind, [])
@@ -249,7 +251,7 @@ class Lifetimes:
         """The counts as sentences (once the trace has been read)."""
         notes, c, tr = [], self.counts, self.trace
 
-        def ex(kind):
+        def ex(kind) -> str:
             lines = self.examples.get(kind)
             return " (line %s)" % ", ".join(map(str, lines)) if lines else ""
 
@@ -276,7 +278,7 @@ class Lifetimes:
         self.notes = notes
         return notes
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Lifetimes %d devices, %d allocations%s>" % (
             len(self.devices), self.allocations, " (one domain)" if self.single_domain else "")
 
@@ -314,7 +316,7 @@ class Builder:
     `window`; call finish() after the last event."""
 
     def __init__(self, lt, sink, *, page_size=4096, masks=None, coherent_masks=None, pci=None,
-                 window=4096):
+                 window=4096) -> None:
         granule = lt.granule
         if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
                 or granule & (granule - 1):
@@ -331,7 +333,7 @@ class Builder:
         self.mode = None
         self.nallocs = 0
 
-    def feed(self, e):
+    def feed(self, e) -> None:
         if self.mode is not None:
             self.mode.feed(e)
             return
@@ -341,7 +343,7 @@ class Builder:
         elif len(self.start) >= self.window:
             self._choose(_MapsMode)
 
-    def feed_many(self, events):
+    def feed_many(self, events) -> None:
         """feed() for each of a list of events, with the same result: a
         mode that can takes them a batch at a time."""
         if self.mode is None:
@@ -359,13 +361,13 @@ class Builder:
         for e in events:
             feed(e)
 
-    def finish(self):
+    def finish(self) -> None:
         if self.mode is None:
             self._choose(_MapsMode)
         self.mode.finish()
         self.lt.make_notes()
 
-    def _choose(self, mode):
+    def _choose(self, mode) -> None:
         self.mode = mode(self)
         self.feed = self.mode.feed      # from now on events go straight to it
         start, self.start = self.start, []
@@ -398,11 +400,11 @@ class Builder:
         d.nallocs += 1
         return a
 
-    def emit_alloc(self, d, a, block):
+    def emit_alloc(self, d, a, block) -> None:
         self.sink(d, Op(ALLOC, a, d.tdev, a.line, a.ts, a.cpu if a.cpu is not None else 0,
                         a.pid, a.irq, block))
 
-    def emit_free(self, d, a, e):
+    def emit_free(self, d, a, e) -> None:
         a.free_line, a.free_cpu, a.free_ts = e.line, e.cpu, e.ts
         self.sink(d, Op(FREE, a, d.tdev, e.line, e.ts, e.cpu if e.cpu is not None else 0,
                         e.pid, e.irq))
@@ -416,7 +418,7 @@ class _Window:
     context position of the first]). An event carries its kind, its
     place in its CPU's sequence and in its context's (Event._k, _w, _c)."""
 
-    def __init__(self, window):
+    def __init__(self, window) -> None:
         self.window = window
         self.evs = []               # events from absolute index `first` on
         self.first = 0
@@ -453,7 +455,7 @@ class _Window:
         lst.append(i)
         return i
 
-    def forget(self, upto):
+    def forget(self, upto) -> None:
         """Drops events before absolute index `upto`."""
         upto = min(upto, self.n)
         if upto <= self.first:
@@ -502,7 +504,7 @@ class _DmaMode:
     operations emitted, in order) once the events `window` after it could
     no longer pair with it."""
 
-    def __init__(self, b):
+    def __init__(self, b) -> None:
         self.b = b
         self.lt = b.lt
         self.w = _Window(b.window)
@@ -515,7 +517,7 @@ class _DmaMode:
         self.identity = {}          # iova -> iova_end of identity maps seen
         self.next_forget = 1024     # events added when the window next drops old ones
 
-    def feed(self, e):
+    def feed(self, e) -> None:
         k = _DMA_KINDS.get((e.system, e.name))
         if k is None:
             k = _OTHER if e.system == "iommu" else _DMA_OTHER
@@ -537,7 +539,7 @@ class _DmaMode:
             self.lines.append(i)
         self._progress(i)
 
-    def feed_many(self, events):
+    def feed_many(self, events) -> None:
         """Every event of the list added, then one progress step: pairing
         and settling later than feed() would, but -- the walks being bound
         to the window by index -- to the same effect. Events of no kind here
@@ -568,7 +570,7 @@ class _DmaMode:
         if w.n:
             self._progress(w.n - 1)
 
-    def _iommu_other(self, e):
+    def _iommu_other(self, e) -> None:
         f = e.fields
         if e.name == "add_device_to_group" and f.get("groupID") is not None:
             self.b.groups[f.get("device")] = f["groupID"]
@@ -576,10 +578,10 @@ class _DmaMode:
             if d is not None and d.group is None:
                 d.group = f["groupID"]
 
-    def finish(self):
+    def finish(self) -> None:
         self._progress(None)
 
-    def _progress(self, newest):
+    def _progress(self, newest) -> None:
         """Pairs the calls that have waited a window's worth of events, then
         settles the lines no waiting call can pair any more; newest None:
         everything (the end of the trace)."""
@@ -616,7 +618,7 @@ class _DmaMode:
                 w.forget(oldest - win)
 
     # ---- a dma: call, with the events around it known ----------------------
-    def _claim_maps(self, i, e):
+    def _claim_maps(self, i, e) -> None:
         b, w = self.b, self.w
         f = e.fields
         call, coherent = ALLOC_CALLS[e.name]
@@ -694,7 +696,7 @@ class _DmaMode:
                         inconsistent, f.get("dir"))
         self.alloc_at.setdefault(first, []).append(a)
 
-    def _skip_unmapped(self, d, e, call, expected):
+    def _skip_unmapped(self, d, e, call, expected) -> None:
         if call in _SINGLE and e.phys_addr == expected:
             reason = "direct (dma_addr == phys_addr: no IOMMU translation)"
         elif call == "map_sg" and e.phys_addrs and e.phys_addrs[0] == expected:
@@ -704,7 +706,7 @@ class _DmaMode:
             self.lt.count("maps_dropped", e.line)
         d.skip(e.line, reason)
 
-    def _pair_unmap(self, i, e):
+    def _pair_unmap(self, i, e) -> None:
         w, paired = self.w, self.paired
         first = FREE_CALLS[e.name]
         addr = e.fields.get("dma_addr")
@@ -735,7 +737,7 @@ class _DmaMode:
         self.lt.count("frees_without_unmap", e.line)
 
     # ---- a map or unmap line, settled ------------------------------------------
-    def _settle_map(self, j, e):
+    def _settle_map(self, j, e) -> None:
         lt = self.lt
         starts = self.alloc_at.pop(j, None)
         if starts:
@@ -764,7 +766,7 @@ class _DmaMode:
                 lt.count("unattributed_maps", e.line)
         self.claimed.discard(j)
 
-    def _settle_unmap(self, j, e):
+    def _settle_unmap(self, j, e) -> None:
         w, b, lt = self.w, self.b, self.lt
         f = e.fields
         if self.identity and self.identity.get(f["iova"]) == f["iova_end"]:
@@ -801,7 +803,7 @@ class _Open:
     """An allocation being rebuilt from map lines (no dma: events)."""
     __slots__ = ("first", "start", "end", "last", "extent", "ready", "block", "alloc")
 
-    def __init__(self, first, start, end, last, extent, block):
+    def __init__(self, first, start, end, last, extent, block) -> None:
         self.first, self.start, self.end, self.last = first, start, end, last
         self.extent, self.block = extent, block
         self.ready = extent is not None     # its size is known already
@@ -814,7 +816,7 @@ class _MapsMode:
     it (the later unmap lines that say where allocations start and how
     long they are) have been read."""
 
-    def __init__(self, b):
+    def __init__(self, b) -> None:
         self.b = b
         self.lt = b.lt
         self.lt.single_domain = True
@@ -827,7 +829,7 @@ class _MapsMode:
         self.out = deque()          # (_Open, None) allocations and (_Open, event) frees, in order
         self.identity = {}
 
-    def feed(self, e):
+    def feed(self, e) -> None:
         if e.system != "iommu":
             if e.system == "dma":
                 self.lt.count("dma_events_ignored", e.line)
@@ -851,7 +853,7 @@ class _MapsMode:
         if (i & 1023) == 0 and self.waiting:
             w.forget(self.waiting[0] - w.window)
 
-    def finish(self):
+    def finish(self) -> None:
         while self.waiting:
             self._settle(self.waiting.popleft())
         for o in self.open.values():
@@ -868,7 +870,7 @@ class _MapsMode:
                     return size
         return None
 
-    def _settle(self, j):
+    def _settle(self, j) -> None:
         w, lt = self.w, self.lt
         e = w.ev(j)
         f = e.fields
@@ -903,7 +905,7 @@ class _MapsMode:
             out[0][0].ready = True
         self._flush()
 
-    def _map_line(self, j, e, f, iova):
+    def _map_line(self, j, e, f, iova) -> None:
         ctx = (e.cpu, e.pid, e.irq)
         o = self.open.get(ctx)
         if o is not None and iova == o.end:
@@ -925,7 +927,7 @@ class _MapsMode:
         self.live[iova] = o
         self.out.append((o, None))
 
-    def _flush(self):
+    def _flush(self) -> None:
         """Emits, in order, the allocations whose size is settled and the
         frees behind them."""
         out, b = self.out, self.b
@@ -967,7 +969,7 @@ def build_lifetimes(trace, *, granule=4096, page_size=4096, masks=None, coherent
         events = iter_events(trace, info)
     lt = Lifetimes(info, granule)
 
-    def keep(d, op):
+    def keep(d, op) -> None:
         if op.kind == ALLOC:
             d.allocations.append(op.a)
         d.ops.append(op)

@@ -19,6 +19,8 @@ event whose message lacks what it must carry, is counted as malformed; a
 well-framed event of another subsystem is counted as unknown. Both keep
 their line numbers for the report.
 """
+from __future__ import annotations
+
 import bz2
 import contextlib
 import gc
@@ -154,13 +156,13 @@ class Problem:
 
     __slots__ = ("line", "kind", "reason", "text")
 
-    def __init__(self, line, kind, reason, text):
+    def __init__(self, line, kind, reason, text) -> None:
         self.line, self.kind, self.reason, self.text = line, kind, reason, text
 
     def to_dict(self):
         return {"line": self.line, "kind": self.kind, "reason": self.reason, "text": self.text}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Problem line %d %s: %s>" % (self.line, self.kind, self.reason)
 
 
@@ -191,14 +193,15 @@ class Event:
                               "phys_addrs", "nents", "ents", "truncated", "virt_addr", "flags_gfp",
                               "driver", "groupID", "err", "fault_flags"))
 
-    def __init__(self, line, ts, cpu, task, pid, flags, irq, system, name, fields, style="ftrace"):
+    def __init__(self, line, ts, cpu, task, pid, flags, irq, system, name, fields,
+                 style="ftrace") -> None:
         self.line, self.ts, self.cpu, self.task, self.pid = line, ts, cpu, task, pid
         self.flags, self.irq, self.system, self.name, self.fields = flags, irq, system, name, fields
         self.style = style
 
 
     @property
-    def full_name(self):
+    def full_name(self) -> str:
         return "%s:%s" % (self.system, self.name)
 
     def to_dict(self):
@@ -215,7 +218,7 @@ class Event:
 
     __hash__ = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Event line %d %s cpu=%s pid=%d%s %s>" % (
             self.line, self.full_name, self.cpu, self.pid, " irq" if self.irq else "",
             " ".join("%s=%s" % (k, hex(v) if isinstance(v, int) and k in _HEX else v)
@@ -317,7 +320,7 @@ _CONVERT = dict([(k, _hex) for k in _HEX] + [(k, _dec) for k in _DEC]
                 + [("attrs", _attrs)])
 
 
-def _store(into, k, v):
+def _store(into, k, v) -> None:
     if k == "flags":
         # dma_alloc's gfp flags and io_page_fault's fault flags share a key
         into["flags_gfp" if not v.startswith("0x") else "fault_flags"] = v
@@ -474,7 +477,7 @@ def _decompressor(head):
     return None
 
 
-def sniff(head):
+def sniff(head) -> str | None:
     """What the first bytes of a (decompressed) file say it is: None for
     text, else "trace-cmd .dat", "UTF-16 text" or "binary"."""
     if head.startswith(TRACE_DAT_MAGIC):
@@ -519,10 +522,10 @@ def _peek(source, n):
 class _Prefixed(io.RawIOBase):
     """A raw stream that yields `prefix`, then the rest of `rest`."""
 
-    def __init__(self, prefix, rest):
+    def __init__(self, prefix, rest) -> None:
         self.prefix, self.rest = prefix, rest
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
     def readinto(self, b):
@@ -575,7 +578,7 @@ class Trace:
     problems     the first `max_problems` unused lines (Problem records)
     """
 
-    def __init__(self, name=None, max_problems=20):
+    def __init__(self, name=None, max_problems=20) -> None:
         self.name = name
         self.events = []
         self.nevents = 0
@@ -627,7 +630,7 @@ class Trace:
                 "content": self.content,
                 "problems": [p.to_dict() for p in self.problems]}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Trace %s: %d events from %d lines, %d malformed, %d unknown>" % (
             self.format, self.nevents, self.lines, self.malformed, self.unknown)
 
@@ -704,7 +707,7 @@ def _command_lines(argv):
         proc.wait()
 
 
-def _release(stream, source):
+def _release(stream, source) -> None:
     """Closes what iter_events opened; a caller's own file stays open."""
     if stream is source:
         return
@@ -801,7 +804,7 @@ def _event_batches(lines, trace):
         trace.styles.update(styles)
 
 
-def _note_events(events, trace):
+def _note_events(events, trace) -> None:
     """The highest CPU and whether the clock counts seconds, from a batch."""
     cpus = [e.cpu for e in events if e.cpu is not None]
     if cpus:
@@ -812,7 +815,7 @@ def _note_events(events, trace):
         trace.fractional_ts = True
 
 
-def _header(text, trace):
+def _header(text, trace) -> None:
     """What a line that carries no event says about the trace (#P:N, cpus=N,
     the tracer)."""
     head = text.lstrip()

@@ -17,6 +17,8 @@ a lazy kernel never hands out an IOVA between its unmap and the next flush,
 a strict one often does at once, so a strict and a lazy replay run side by
 side until the record rules one out -- unless `mode` says which.
 """
+from __future__ import annotations
+
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -231,7 +233,7 @@ class _Stats:
     __slots__ = ("ops", "maps", "frees", "failures", "first_fail_op", "first_fail_line", "live",
                  "peak", "matched", "mismatched", "first_divergence", "timeline", "changed")
 
-    def __init__(self, record=False):
+    def __init__(self, record=False) -> None:
         self.ops = self.maps = self.frees = self.failures = 0
         self.first_fail_op = self.first_fail_line = None
         self.live = self.peak = self.matched = self.mismatched = self.changed = 0
@@ -244,7 +246,7 @@ class _Policy:
     final operations (allocations, frees, and -- for a lazy policy on a
     lazy trace -- the timer fires the record decided)."""
 
-    def __init__(self, run, policy, kernel, devices, device):
+    def __init__(self, run, policy, kernel, devices, device) -> None:
         self.policy, self.kernel = policy, kernel
         # through the driver model too, when there is one: the cookie-level
         # model below is set up as that driver sets its domain up
@@ -265,7 +267,7 @@ class _Policy:
         self.nominal = run.timer.latest - run.timer.late_ms / 1000.0
         self.kernel_fires = False
 
-    def op(self, kind, op, kernel_iova):
+    def op(self, kind, op, kernel_iova) -> None:
         if self.driver is not None and kind != FIRE:
             self.driver.op(kind, op)
         m = self.model
@@ -318,7 +320,7 @@ class _Domain:
     """One IOVA domain: the kernel's replay (two, strict and lazy, until the
     record rules one out) and the what-if policies behind it."""
 
-    def __init__(self, run, key):
+    def __init__(self, run, key) -> None:
         self.run = run
         self.key = key
         self.devices = []
@@ -345,7 +347,7 @@ class _Domain:
         self.device_lifetimes = []
         self.first_op = True
 
-    def add_device(self, d):
+    def add_device(self, d) -> None:
         self.devices.append(d.name)
         self.device_lifetimes.append(d)
         self.kernel_stats[d.name] = _Stats()
@@ -355,13 +357,13 @@ class _Domain:
                 p.driver.abandon("the driver model runs one device per domain; %s has %s too"
                                  % (self.key, d.name))
 
-    def start_policies(self):
+    def start_policies(self) -> None:
         run = self.run
         for policy, kernel in run.policies:
             self.policies.append(_Policy(run, policy, kernel or run.kernel, self.devices,
                                          self.device_lifetimes[0]))
 
-    def feed(self, op):
+    def feed(self, op) -> None:
         if self.first_op:
             self.first_op = False
             self.start_policies()
@@ -374,7 +376,7 @@ class _Domain:
             eng.feed(op)
         self._decide(final=False)
 
-    def _decide(self, final):
+    def _decide(self, final) -> None:
         s, lz = self.engines["strict"], self.engines["lazy"]
         ds, dl = s.hyps[0].first_divergence, lz.hyps[0].first_divergence
         if not final and not ds and not dl:
@@ -405,13 +407,13 @@ class _Domain:
         winner.listener = self._final
         self.pending.clear()
 
-    def finish(self):
+    def finish(self) -> None:
         for eng in self.engines.values():
             eng.finish()
         if self.mode is None:
             self._decide(final=True)
 
-    def _final(self, kind, op, x):
+    def _final(self, kind, op, x) -> None:
         """An operation of the kernel's replay that is final."""
         for p in self.policies:
             p.op(kind, op, x)
@@ -448,7 +450,7 @@ class _Domain:
 class _Run:
     def __init__(self, *, kernel, mode, policies, granule, aperture_bits, reserved,
                  default_mask, timer, record, engine_options, progress, driver=NO_DRIVER,
-                 engine="auto", drop_rate=1.0, driver_seed=1):
+                 engine="auto", drop_rate=1.0, driver_seed=1) -> None:
         if mode not in MODES:
             raise errors.IovaValueError("mode %r is not one of %s" % (mode, ", ".join(MODES)))
         self.driver, self.engine = driver, engine
@@ -476,7 +478,7 @@ class _Run:
         return KernelDomain(kernel, granule=self.granule, ncpus=self.ncpus,
                             default_mask=self.default_mask, use_clock=self.use_clock, **setup)
 
-    def sink(self, d, op):
+    def sink(self, d, op) -> None:
         seen = self.feeds.get(d)
         if seen is not None and seen[0] is d.group:
             seen[1].feed(op)
@@ -498,7 +500,7 @@ class _Run:
         # this group (or in none: a device may join a group later)
         self.feeds[d] = (d.group, dom)
 
-    def finish(self):
+    def finish(self) -> None:
         for dom in self.domains.values():
             dom.finish()
 
@@ -569,7 +571,7 @@ def _execute(trace, *, kernel, mode, policies, granule, aperture_bits, reserved,
     return run, lt
 
 
-def _report(progress, info, done=False):
+def _report(progress, info, done=False) -> None:
     total = getattr(info, "size", None)
     if total:
         progress(total if done else min(info.position(), total), total)
@@ -664,7 +666,7 @@ def _notes(run, lt, refused_policies=()):
     return notes
 
 
-def _content_note(content, name):
+def _content_note(content, name) -> str:
     name = name or "the input"
     if content.startswith("trace-cmd .dat"):
         if "read through" in content:
@@ -804,7 +806,7 @@ def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, ap
     return results if many else results[0]
 
 
-def _driver_fields(row, model):
+def _driver_fields(row, model) -> None:
     """The driver model's figures into a what-if row."""
     row.driver = model.driver
     res = model.finish()

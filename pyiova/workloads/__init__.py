@@ -17,6 +17,8 @@ own (a Workload subclass, or a generator function of operations) are added
 by register_workload() or, from another package, under the
 "pyiova.workloads" entry-point group (pyiova.registry, .custom).
 """
+from __future__ import annotations
+
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG, OP_NAMES,
                    UNMAP_PAGE, UNMAP_SG, Param, Workload, WorkloadError, format_op, format_size,
                    parse_size)

@@ -26,6 +26,8 @@ cpu is None (the one CPU) or the CPU slot the call runs on; direction is a
 DmaDirection. Tuples rather than objects because a million of them are made
 per simulated million operations.
 """
+from __future__ import annotations
+
 import itertools
 import random
 from collections.abc import Iterator
@@ -76,7 +78,7 @@ class Workload:
     coherent_bits = 32
     is_pci = False
 
-    def __init__(self, **params):
+    def __init__(self, **params) -> None:
         unknown = sorted(set(params) - set(self.PARAMS))
         if unknown:
             raise WorkloadError("%s has no parameter %s (it has: %s)"
@@ -89,11 +91,11 @@ class Workload:
                 raise WorkloadError("%s %s: %s" % (self.name, key, exc)) from None
         self._check()
 
-    def _check(self):
+    def _check(self) -> None:
         """Cross-parameter checks (subclasses)."""
 
     @property
-    def ncpus(self):
+    def ncpus(self) -> int:
         """CPU slots the workload's calls use (the cookie gets as many)."""
         return 1
 
@@ -135,13 +137,13 @@ class Workload:
         raise WorkloadError("the %s workload does not define _generate(rng), the stream of "
                             "its operations" % self.name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         defaults = type(self)().params
         changed = ["%s=%r" % (k, v) for k, v in self.params.items() if v != defaults[k]]
         return "<%s workload%s>" % (self.name, (" " + " ".join(changed)) if changed else "")
 
 
-def format_op(op):
+def format_op(op) -> str:
     """One operation as text, for debugging and error messages."""
     name = OP_NAMES[op[0]]
     args = []

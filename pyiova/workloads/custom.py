@@ -23,6 +23,8 @@ registering it. The class pickles as "the workload of this function", so
 runs in worker processes (sweep) and checkpoints (Simulation) work as long
 as the function can be imported by its module and name.
 """
+from __future__ import annotations
+
 import copyreg
 import inspect
 import threading

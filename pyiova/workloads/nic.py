@@ -14,6 +14,8 @@ never hold more mappings than it has descriptors).
 
 Device: a 64-bit PCI function.
 """
+from __future__ import annotations
+
 from collections import deque
 
 from ..dma import DmaDirection
@@ -55,7 +57,7 @@ class NicWorkload(Workload):
         "idle_ms": Param(1, integer(0, (1 << 32) - 1), "simulated milliseconds between bursts"),
     }
 
-    def _check(self):
+    def _check(self) -> None:
         if self.rx_buf > 1 << 20:
             raise WorkloadError("nic: rx_buf %d is above 1 MiB" % self.rx_buf)
 

@@ -14,6 +14,8 @@ q * depth + tag for its commands (tag < depth).
 
 Device: a 64-bit PCI function.
 """
+from __future__ import annotations
+
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, MAP_SG, PAGE, UNMAP_PAGE,
                    UNMAP_SG, Workload)
@@ -55,7 +57,7 @@ class NvmeWorkload(Workload):
         "per_ms": Param(16, integer(1), "commands completed per simulated millisecond"),
     }
 
-    def _check(self):
+    def _check(self) -> None:
         for key in ("min_size", "max_size", "seg_max"):
             v = getattr(self, key)
             if v & (v - 1) or v < PAGE:

@@ -16,6 +16,8 @@ uses, for values from the command line (strings) and from Python alike.
 Each raises WorkloadError (an IovaValueError) naming the value and saying
 what was expected; the workload adds its name and the parameter's.
 """
+from __future__ import annotations
+
 import math
 import numbers
 import operator

@@ -10,6 +10,8 @@ buffers instead of single pages.
 
 Handles: one new handle per mapping (1, 2, 3, ...).
 """
+from __future__ import annotations
+
 import heapq
 import math
 
@@ -48,7 +50,7 @@ class RandomWorkload(Workload):
         "per_ms": Param(16, integer(1), "steps per simulated millisecond"),
     }
 
-    def _check(self):
+    def _check(self) -> None:
         if self.size_min > self.size_max:
             raise WorkloadError("random: size_min is above size_max")
         if self.sg_ratio + self.coherent_ratio > 1.0:

@@ -13,6 +13,8 @@ never reused the streaming maps eventually fail.
 
 Device: a 32-bit platform device (EHCI/xHCI behind an IPMMU on R-Car).
 """
+from __future__ import annotations
+
 from bisect import bisect
 from collections import deque
 from itertools import accumulate
@@ -65,7 +67,7 @@ class UsbWorkload(Workload):
         "per_ms": Param(8, integer(1), "transfers completed per simulated millisecond"),
     }
 
-    def _check(self):
+    def _check(self) -> None:
         if not self.weights:
             self.weights = (_weight_list(DEFAULT_WEIGHTS)
                             if self.sizes == parse_list(parse_size)(DEFAULT_SIZES)
