@@ -59,7 +59,8 @@ class IommuFault(IovaError, RuntimeError):
     "permission"). On hardware the device gets an abort and the IOMMU
     reports the fault."""
 
-    def __init__(self, message, *, iova=None, write=False, kind="translation", device=None) -> None:
+    def __init__(self, message: object, *, iova: int | None = None, write: bool = False,
+                 kind: str = "translation", device: object = None) -> None:
         super().__init__(message)
         self.iova = iova
         self.write = write

@@ -64,7 +64,7 @@ class PolicyNotApplicable(errors.IovaValueError):
     """The policy cannot run here (the reason is the message)."""
 
 
-def not_applicable(policy, driver="ipmmu", kernel="6.12") -> str | None:
+def not_applicable(policy: str, driver: str = "ipmmu", kernel: str = "6.12") -> str | None:
     """Why `policy` cannot run on `driver` (None when it can)."""
     if not isinstance(policy, str) or policy not in POLICIES:
         raise errors.IovaValueError("unknown policy %r (known: %s)"
