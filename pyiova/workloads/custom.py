@@ -28,6 +28,7 @@ from __future__ import annotations
 import copyreg
 import inspect
 import threading
+from typing import Any
 
 from .. import errors
 from .base import Workload
@@ -91,7 +92,7 @@ class _GeneratorWorkloadType(type):
     as the call that makes them, so a worker process gets the same class."""
 
 
-_classes = {}
+_classes: dict[Any, Any] = {}
 _classes_lock = threading.Lock()
 
 
@@ -154,7 +155,8 @@ def _rebuild(fn, name, options):
     return generator_workload(fn, name, **dict(options))
 
 
-copyreg.pickle(_GeneratorWorkloadType, lambda cls: (_rebuild, cls._made_by))
+copyreg.pickle(_GeneratorWorkloadType,
+               lambda cls: (_rebuild, cls._made_by))  # type: ignore[attr-defined]
 
 
 def as_workload_class(name, obj):

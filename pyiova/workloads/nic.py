@@ -43,6 +43,17 @@ class NicWorkload(Workload):
     coherent_bits = 64
     is_pci = True
 
+    # The parameters, as attributes (Workload.__init__ sets them)
+    rx_ring: int
+    tx_ring: int
+    rx_buf: int
+    mtu: int
+    tso: float
+    tx_ratio: float
+    burst: int
+    reap: int
+    idle_ms: int
+
     PARAMS = {
         "rx_ring": Param(256, integer(1, RX_BASE - 1),
                          "receive descriptors (buffers kept mapped)"),
@@ -83,7 +94,7 @@ class NicWorkload(Workload):
 
         rx_next = 0
         tx_next = 0
-        tx_busy = deque()              # (slot, size) in send order
+        tx_busy: deque[tuple[int, int]] = deque()   # (slot, size) in send order
         while True:
             n = 1 + int(expo(1.0 / mean_burst))
             for _ in range(n):

@@ -16,6 +16,8 @@ Device: a 64-bit PCI function.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, MAP_SG, PAGE, UNMAP_PAGE,
                    UNMAP_SG, Workload)
@@ -45,6 +47,16 @@ class NvmeWorkload(Workload):
     dma_bits = 64
     coherent_bits = 64
     is_pci = True
+
+    # The parameters, as attributes (Workload.__init__ sets them)
+    queues: int
+    depth: int
+    min_size: int
+    max_size: int
+    read_ratio: float
+    prp_max: int
+    seg_max: int
+    per_ms: int
 
     PARAMS = {
         "queues": Param(4, integer(1, 64), "I/O queue pairs, one per CPU"),
@@ -95,8 +107,8 @@ class NvmeWorkload(Workload):
             yield (ALLOC_COHERENT, CQ_BASE + q, depth * CQE_SIZE, q)
         # Per queue: free tags, and what each busy tag holds.
         free_tags = [list(range(depth - 1, -1, -1)) for _ in range(queues)]
-        busy = [[] for _ in range(queues)]      # tags in flight, in no particular order
-        cmd = [dict() for _ in range(queues)]   # tag -> (size, is_read, sg)
+        busy: list[list[int]] = [[] for _ in range(queues)]   # tags in flight, in no order
+        cmd: list[dict[int, Any]] = [dict() for _ in range(queues)]  # tag -> (size, is_read, sg)
         sq_tail = [0] * queues
         done = 0
         while True:

@@ -189,6 +189,7 @@ def choice(*names):
 def boolean(value):
     if isinstance(value, bool):
         return value
+    text: str | None
     if isinstance(value, str):
         text = value.strip().lower()
     else:

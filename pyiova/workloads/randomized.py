@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import Any
 
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG, PAGE,
@@ -32,6 +33,19 @@ class RandomWorkload(Workload):
     name = "random"
     summary = "synthetic: sizes and lifetimes from distributions you choose"
     device_name = "dma-dev"
+
+    # The parameters, as attributes (Workload.__init__ sets them)
+    size_min: int
+    size_max: int
+    size_dist: str
+    lifetime: float
+    lifetime_dist: str
+    live_max: int
+    sg_ratio: float
+    coherent_ratio: float
+    write_ratio: float
+    pci: bool
+    per_ms: int
 
     PARAMS = {
         "size_min": Param("4K", parse_size, "smallest mapping"),
@@ -65,7 +79,7 @@ class RandomWorkload(Workload):
         self.coherent_bits = self.dma_bits
 
     @property
-    def is_pci(self):
+    def is_pci(self) -> bool:  # type: ignore[override]  # (a parameter, not a constant)
         return self.pci
 
     def _generate(self, rng):
@@ -85,7 +99,7 @@ class RandomWorkload(Workload):
         IN, OUT = DmaDirection.FROM_DEVICE, DmaDirection.TO_DEVICE
         push, pop = heapq.heappush, heapq.heappop
 
-        due = []           # (step, handle, kind, size, direction)
+        due: list[Any] = []   # (step, handle, kind, size, direction)
         step = 0
         handle = 0
         while True:

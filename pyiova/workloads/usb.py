@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect
 from collections import deque
 from itertools import accumulate
+from typing import Any
 
 from ..dma import DmaDirection
 from .base import ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, PAGE, UNMAP_PAGE, Workload
@@ -51,6 +52,15 @@ class UsbWorkload(Workload):
     dma_bits = 32
     coherent_bits = 32
     is_pci = False
+
+    # The parameters, as attributes (Workload.__init__ sets them)
+    ring_size: int
+    sizes: tuple[int, ...]
+    weights: tuple[float, ...]
+    inflight: int
+    in_ratio: float
+    unaligned: float
+    per_ms: int
 
     PARAMS = {
         "ring_size": Param("4K", parse_size,
@@ -94,7 +104,7 @@ class UsbWorkload(Workload):
         IN, OUT = DmaDirection.FROM_DEVICE, DmaDirection.TO_DEVICE
 
         yield (ALLOC_COHERENT, RING, self.ring_size, None)
-        queue = deque()
+        queue: deque[Any] = deque()
         seq = 0
         done = 0
         while True:
