@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from typing import Any, NoReturn
 
 from . import __version__
 from .sim_report import bench_text, compare_text, engine_line, run_header, simulate_text
@@ -210,7 +211,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line (the usage itself is one
     --help away)."""
 
-    def error(self, message) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, "%s: error: %s (see: %s --help)\n" % (self.prog, message,
                                                                     self.prog))
 
@@ -568,7 +569,7 @@ class _TraceBar:
 
     def __init__(self, enabled) -> None:
         self.enabled = enabled
-        self.bar = None
+        self.bar: Any = None
         self.label = ""
 
     def __call__(self, done, total):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 from .iova import IOVA_ANCHOR, IovaDomain
 
@@ -23,7 +24,7 @@ def _timed(fn):
 
 def _churn_single(dom, ops, seed):
     rng = random.Random(seed)
-    live = []
+    live: list[Any] = []
     for _ in range(ops):
         if len(live) >= 1000:
             dom.free(live.pop(rng.randrange(len(live))))
@@ -33,7 +34,7 @@ def _churn_single(dom, ops, seed):
 
 def _churn_fast(dom, ops, seed):
     rng = random.Random(seed)
-    live = []
+    live: list[Any] = []
     for _ in range(ops):
         if len(live) >= 1000:
             pfn, size = live.pop(rng.randrange(len(live)))

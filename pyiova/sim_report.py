@@ -212,7 +212,7 @@ def engine_line(r: SimResult, reference: SimResult | None = None) -> str:
 
 
 def bench_text(results: Iterable[SimResult], workloads: Sequence[str],
-               policies: Sequence[str], not_run: dict[str, str], ops: int, seed: Any,
+               policies: Sequence[str], not_run: dict[str, str | None], ops: int, seed: Any,
                driver: str, kernel: str, engine: str | None, took: float) -> str:
     """`pyiova bench`'s report: operations per second (and the verdict when
     it is not ok) of each policy (rows) on each workload (columns).

@@ -50,7 +50,7 @@ def why_not(dom, dev, cookie) -> str | None:
         return "the device is not a plain Device attached to the domain"
     if type(cookie) is not DmaCookie or not cookie.initialised:
         return "the domain's cookie is not a plain, initialised DmaCookie"
-    if dom.ops.engine_profile(dom) is None:
+    if dom.ops.engine_profile(dom) is None:  # type: ignore[attr-defined]  # (IommuDriver's)
         return "the driver %s declares no engine profile" % type(dom.ops).__name__
     return None
 
@@ -65,7 +65,8 @@ class NativeEngine:
         self.failure_ops_cap = failure_ops_cap
         self._e = None
         self._run = ffi.new("struct sim_run *")
-        self._imported = ()            # iovas of the mappings handed to the engine
+        # iovas of the mappings handed to the engine
+        self._imported: tuple[int, ...] | list[int] = ()
         self._fail_buf = ffi.new("uint64_t[]", 1024)
 
     # ---- state in ------------------------------------------------------------
@@ -239,15 +240,16 @@ class NativeEngine:
                 return                        # no coherent buffer yet: none made
             phys = self.cookie.dma_phys = PhysAllocator()
         phys._next = st.phys_next
-        spares = {pages: [] for pages in phys._free}     # the emptied lists stay
+        # (the emptied lists stay)
+        spares: dict[int, list[int]] = {pages: [] for pages in phys._free}
         for i in range(n):
             spares.setdefault(buf[2 * i], []).append(buf[2 * i + 1])
         phys._free = spares
 
     def _store_mappings(self, state) -> None:
         live = self.cookie.dma_mappings
-        for iova in self._imported:
-            live.pop(iova, None)
+        for imported in self._imported:
+            live.pop(imported, None)
         n = lib.sim_engine_mappings(self._e, ffi.NULL, 0)
         out = ffi.new("struct sim_mapping[]", n + 1)
         n = lib.sim_engine_mappings(self._e, out, n)
@@ -270,7 +272,8 @@ class NativeEngine:
                     done += ((p & gmask) + length + gmask) & ~gmask
                 objs[h] = SgMapping(m.iova, m.length, segs, dma_addrs)
             elif kind == "coherent":
-                objs[h] = CoherentBuffer(m.paddr, m.dma_addr, m.buf_size)
+                objs[h] = CoherentBuffer(m.paddr, m.dma_addr,  # type: ignore[assignment]
+                                         m.buf_size)
             if not m.orphan:
                 live[m.iova] = _Mapping(dev, m.size, DIRECTIONS[m.dir], kind, m.length,
                                         m.dma_addr, m.paddr if kind == "coherent" else 0)

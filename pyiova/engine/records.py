@@ -29,6 +29,7 @@ the original tuple, which then fails or succeeds as it always would.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from .. import errors
 from ..dma import DmaDirection
@@ -136,8 +137,8 @@ def pack(ops, limit=None):
     """The operations of `ops` (at most `limit`) as records: (bytearray,
     extra, n) where extra holds the operations that went as PYTHON records
     (record arg = their index) and n is how many operations were packed."""
-    recs = []
-    extra = []
+    recs: list[Any] = []
+    extra: list[Any] = []
     n = 0
     for op in ops:
         if not _encode(op, recs):

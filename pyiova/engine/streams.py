@@ -13,6 +13,7 @@ so the Python engine can run it (skip then moves past it).
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from .._pyiova import ffi, lib
 from ..error_codes import error as _code_error
@@ -103,7 +104,7 @@ class NativeStream:
 
     def take(self, n):
         """The next n operations as tuples (and past them)."""
-        out = []
+        out: list[Any] = []
         while len(out) < n:
             k = lib.sim_gen_next(self._g, self._peek, _PEEK, n - len(out), self._ops)
             if k < 0:
@@ -157,10 +158,10 @@ class PackedStream:
     def __init__(self, ops) -> None:
         self._it = iter(ops)
         self._buf = bytearray()
-        self._extra = []
+        self._extra: list[Any] = []
         self._pos = 0                  # next record
         self._n = 0                    # records in the buffer
-        self._cbuf = None
+        self._cbuf: Any = None
 
     def _fill(self):
         if self._pos < self._n:

@@ -161,5 +161,5 @@ def error_row(cell, error):
 def _error_text(exc) -> str:
     """The error and where it was raised (the innermost frame), on one line."""
     tb = traceback.extract_tb(exc.__traceback__)
-    where = " (%s:%d in %s)" % (tb[-1].filename, tb[-1].lineno, tb[-1].name) if tb else ""
+    where = " (%s:%s in %s)" % (tb[-1].filename, tb[-1].lineno, tb[-1].name) if tb else ""
     return "%s: %s%s" % (type(exc).__name__, exc, where)

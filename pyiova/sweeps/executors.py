@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from .. import errors
 from .cell import error_row, run_cell
@@ -56,8 +57,8 @@ def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None)
     the cause."""
     workers = workers or default_workers()
     todo = list(reversed(cells))
-    deaths = {}
-    running = {}
+    deaths: dict[Any, Any] = {}
+    running: dict[Any, Any] = {}
     pool = ProcessPoolExecutor(workers, mp_context=mp_context)
     try:
         while todo or running:

@@ -15,7 +15,7 @@ what a resumed sweep looks for in its file).
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .. import errors
 from ..iova import KERNELS
@@ -63,7 +63,7 @@ def parse_seeds(text):
     no repeats)."""
     if not isinstance(text, str):
         raise errors.IovaTypeError("seeds are given as text here, not %r" % (text,))
-    out = []
+    out: list[Any] = []
     for part in text.split(","):
         part = part.strip()
         lo, dots, hi = part.partition("..")
@@ -99,7 +99,7 @@ def param_alternatives(classes, pairs):
     """{name: [value text, ...]} from the command line's -p NAME=V1,V2,...
     (pairs: the -p strings), checked against the workload classes' parameters.
     This is the one place the command line's parameter lists are split."""
-    out = {}
+    out: dict[str, Any] = {}
     for item in pairs or ():
         name, sep, text = item.partition("=")
         name = name.strip()
@@ -168,7 +168,7 @@ def expand(workloads, policies, drivers, kernels, params, seeds, ops, drop_rates
         for d in drivers:
             for k in kernels:
                 not_applicable(p, d, k)          # unknown combinations fail here
-    cells = []
+    cells: list[Cell] = []
     for wl, given in _workload_grids(workloads, params):
         for d, k, n, r, p in itertools.product(drivers, kernels, ops, rates, policies):
             cells.extend(Cell(wl, p, d, k, given, s, n, r, max_failures) for s in seeds)

@@ -13,6 +13,7 @@ backend), imported when a plot is drawn.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 from .. import errors
 from ..plot import MISSING_MATPLOTLIB
@@ -95,7 +96,7 @@ def plot_sweep(result, path, x=None, metrics=None, title=None):
         for j, facet in enumerate(facets):
             ax = axes[i][j]
             for pol in policies:
-                points = {}
+                points: dict[Any, Any] = {}
                 for r in rows:
                     if r["policy"] == pol and facet_of[id(r)] == facet and _number(r.get(metric)):
                         points.setdefault(pos[r[xcol]], []).append(r[metric])

@@ -21,6 +21,7 @@ import csv
 import importlib.util
 import json
 import os
+from typing import Any
 
 from .. import errors
 from .cell import TEXT_COLUMNS, column_kinds
@@ -164,7 +165,7 @@ class RowWriter:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise errors.IovaValueError("cannot write %s: %s is not a folder" % (path, folder))
-        self._file = None
+        self._file: Any = None
         if self.format == "csv":
             _drop_partial_line(path)
             self._open_csv()

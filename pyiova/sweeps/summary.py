@@ -9,6 +9,7 @@ less than the seeds run; an interval needs n >= 2.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from .. import errors
 from ..tables import cell_text, html_table, is_number, text_table, to_pandas
@@ -56,7 +57,7 @@ def _stats(values):
 def numeric_columns(rows, exclude):
     """Columns (in first-seen order) whose values are numbers or None, with
     at least one number."""
-    seen = {}
+    seen: dict[Any, Any] = {}
     for row in rows:
         for k, v in row.items():
             if k in exclude or v is None:
@@ -131,7 +132,8 @@ def summarize(rows, group_columns, exclude=()):
     their group's errors and add no values."""
     skip = set(group_columns) | set(exclude)
     metrics = numeric_columns(rows, skip)
-    order, members = [], {}
+    order: list[Any] = []
+    members: dict[Any, list[Any]] = {}
     for row in rows:
         key = tuple(repr(row.get(c)) for c in group_columns)
         if key not in members:
@@ -142,7 +144,7 @@ def summarize(rows, group_columns, exclude=()):
     for key in order:
         rs = members[key]
         head = {c: rs[0].get(c) for c in group_columns}
-        counts = {}
+        counts: dict[Any, int] = {}
         for r in rs:
             counts[r.get("verdict")] = counts.get(r.get("verdict"), 0) + 1
         groups.append(dict(head, cells=len(rs), errors=sum(1 for r in rs if r.get("error")),

@@ -45,6 +45,8 @@ operations since the oldest, never the whole trace.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .kernel import TimerRules
 
 __all__ = ["Op", "Engine", "ALLOC", "FREE", "FIRE", "TRIM"]
@@ -89,6 +91,21 @@ class _Hyp:
     __slots__ = ("model", "pos", "pending", "pending_i", "irq_done", "c", "first_divergence",
                  "fire_gaps", "armings", "got", "journal", "nalloc", "todo", "direct",
                  "trim_gaps")
+    model: Any
+    pos: Any
+    pending: Any
+    pending_i: Any
+    irq_done: Any
+    c: Any
+    first_divergence: Any
+    fire_gaps: Any
+    armings: Any
+    got: Any
+    journal: Any
+    nalloc: Any
+    todo: Any
+    direct: Any
+    trim_gaps: Any
 
     def fields(self):
         return (self.pos, self.pending, self.pending_i, self.irq_done, list(self.c),
@@ -129,12 +146,27 @@ class _Parked:
     every choice when few are ever woken."""
     __slots__ = ("snap", "fields", "ck", "kind", "where", "next", "ncand", "armings",
                  "close_ts", "close_m", "root")
+    snap: Any
+    fields: Any
+    ck: Any
+    kind: Any
+    where: Any
+    next: Any
+    ncand: Any
+    armings: Any
+    close_ts: Any
+    close_m: Any
+    root: Any
 
 
 class _Checkpoint:
     """A whole copy of the active hypothesis, shared by the choices parked
     after it (up to `checkpoint_every` of them)."""
     __slots__ = ("snap", "fields", "node", "parks")
+    snap: Any
+    fields: Any
+    node: Any
+    parks: Any
 
 
 class Engine:
@@ -157,12 +189,13 @@ class Engine:
         self.quiet_until = -1           # no parking before this many allocations
         self.last_divergence = None
         self.clustered = 0
-        self.ck = None              # the active hypothesis' latest checkpoint
+        self.ck: Any = None              # the active hypothesis' latest checkpoint
         self.listener = listener
-        self.buf = []               # operations from absolute index `base` on
+        self.buf: list[Any] = []               # operations from absolute index `base` on
         self.base = 0
         self.end = 0
-        self.block_starts = {}      # index of a block's first op -> (alloc's index, ops)
+        # index of a block's first op -> (alloc's index, ops)
+        self.block_starts: dict[Any, Any] = {}
         h = _Hyp()
         h.model = model
         h.set_fields((0, (), 0, -1, [0] * _NCOUNTERS, None, 0, 0, {}, None, 0, 0))
@@ -170,9 +203,9 @@ class Engine:
         # with nothing parked, final results go straight to the listener
         h.direct = listener if listener is not None else _ignore
         self.hyps = [h]
-        self.parked = []
+        self.parked: list[Any] = []
         self.unclosed = 0           # parked[:unclosed] have had their window close
-        self.emitted = None         # the journal node handed on last
+        self.emitted: Any = None         # the journal node handed on last
         self.stats = {"wakes": 0, "peak_hypotheses": 1, "peak_parked": 0, "width_cuts": 0,
                       "parked_dropped": 0, "budget_cuts": 0, "searches_suspended": 0}
 
@@ -643,7 +676,7 @@ def _last_alloc(h):
 
 def _merge(hyps):
     """Drops the hypotheses in the same state as a preferred one."""
-    seen = {}
+    seen: dict[Any, Any] = {}
     out = []
     for h in hyps:
         if h.todo is None:

@@ -27,6 +27,7 @@ later, which real captures show (up to 8 ms later).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from .. import errors
 from ..cookie import DmaCookie
@@ -92,7 +93,7 @@ class KernelDomain:
         if kernel not in KERNELS:
             raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, ", ".join(KERNELS)))
         self.kernel = kernel
-        self.cookie = DmaCookie(allocator, kernel=kernel, ncpus=ncpus, rcache=rcache)
+        self.cookie: Any = DmaCookie(allocator, kernel=kernel, ncpus=ncpus, rcache=rcache)
         if aperture_bits:
             end, force = (1 << aperture_bits) - 1, True
         else:
@@ -101,19 +102,19 @@ class KernelDomain:
                                 flush_queue=lazy)
         self.lazy = bool(lazy) and self.cookie.flush_queue
         self.default_mask = default_mask
-        self.timer = None
+        self.timer: Any = None
         self.fires = 0
         self.clock_ms = 0
         self.origin = None              # the trace time of clock_ms 0
         self.now = 0.0                  # the latest trace time seen
         self.use_clock = use_clock
         self.refused = 0                # allocations the allocator refused outright
-        self.refused_first = None
+        self.refused_first: str | None = None
         # "clock": depot trim work runs when due on the trace's clock;
         # "record": the caller runs it (run_trim), `trim` saying what is due
         # (6.1 and 4.10 have no trim work)
         self.trim_by_record = trim == "record" and kernel == "6.12"
-        self.trim = None                # (trace time due, size class), by record only
+        self.trim: Any = None                # (trace time due, size class), by record only
 
     # ---- the kernel's calls ---------------------------------------------------
     def alloc(self, dev, a, cpu):

@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections import Counter, deque
+from typing import Any
 
 from .. import errors
 from .engine import ALLOC, FREE, Op
@@ -185,10 +186,10 @@ class DeviceLifetimes:
         self.group = None
         self.calls = 0              # dma: map-type calls seen
         self.nallocs = 0
-        self.allocations = []
-        self.ops = []
-        self.skipped = Counter()    # reason -> calls not replayed
-        self.skipped_lines = []     # (line, reason), the first few
+        self.allocations: list[Any] = []
+        self.ops: list[Any] = []
+        self.skipped: Counter[Any] = Counter()    # reason -> calls not replayed
+        self.skipped_lines: list[Any] = []     # (line, reason), the first few
         self.tdev = TraceDevice(name, bool(is_pci))
 
     @property
@@ -223,11 +224,11 @@ class Lifetimes:
     def __init__(self, trace, granule) -> None:
         self.trace = trace
         self.granule = granule
-        self.devices = {}
+        self.devices: dict[Any, Any] = {}
         self.single_domain = False
-        self.counts = Counter()
-        self.examples = {}
-        self.notes = []
+        self.counts: Counter[Any] = Counter()
+        self.examples: dict[Any, Any] = {}
+        self.notes: list[Any] = []
         self.no_flags = 0
 
     def count(self, kind, line=None, n=1) -> None:
@@ -328,9 +329,9 @@ class Builder:
         self.coherent_masks = masks if coherent_masks is None else coherent_masks
         self.pci = pci
         self.window = window
-        self.groups = {}
-        self.start = []             # events held until the kind of trace is known
-        self.mode = None
+        self.groups: dict[Any, Any] = {}
+        self.start: list[Any] = []             # events held until the kind of trace is known
+        self.mode: Any = None
         self.nallocs = 0
 
     def feed(self, e) -> None:
@@ -369,7 +370,8 @@ class Builder:
 
     def _choose(self, mode) -> None:
         self.mode = mode(self)
-        self.feed = self.mode.feed      # from now on events go straight to it
+        # from now on events go straight to it
+        self.feed = self.mode.feed  # type: ignore[method-assign]
         start, self.start = self.start, []
         for e in start:
             self.mode.feed(e)
@@ -420,10 +422,11 @@ class _Window:
 
     def __init__(self, window) -> None:
         self.window = window
-        self.evs = []               # events from absolute index `first` on
+        self.evs: list[Any] = []               # events from absolute index `first` on
         self.first = 0
-        self.seq = {}               # cpu -> [[indices], position of the first]
-        self.ctx = {}               # (cpu, pid, irq) -> [[indices], position of the first]
+        self.seq: dict[Any, Any] = {}               # cpu -> [[indices], position of the first]
+        # (cpu, pid, irq) -> [[indices], position of the first]
+        self.ctx: dict[Any, Any] = {}
         self.n = 0
 
     def ev(self, i):
@@ -508,13 +511,13 @@ class _DmaMode:
         self.b = b
         self.lt = b.lt
         self.w = _Window(b.window)
-        self.calls = deque()        # dma: calls waiting for the events after them
-        self.lines = deque()        # map/unmap lines waiting to be settled
-        self.claimed = set()
-        self.paired = {}            # unmap index -> dma: free-call index
-        self.alloc_at = {}          # map index -> [Allocation] starting there
-        self.live = {}              # device -> {iova: Allocation}
-        self.identity = {}          # iova -> iova_end of identity maps seen
+        self.calls: deque[Any] = deque()        # dma: calls waiting for the events after them
+        self.lines: deque[Any] = deque()        # map/unmap lines waiting to be settled
+        self.claimed: set[Any] = set()
+        self.paired: dict[Any, Any] = {}            # unmap index -> dma: free-call index
+        self.alloc_at: dict[Any, Any] = {}          # map index -> [Allocation] starting there
+        self.live: dict[Any, Any] = {}              # device -> {iova: Allocation}
+        self.identity: dict[Any, Any] = {}          # iova -> iova_end of identity maps seen
         self.next_forget = 1024     # events added when the window next drops old ones
 
     def feed(self, e) -> None:
@@ -822,12 +825,15 @@ class _MapsMode:
         self.lt.single_domain = True
         self.d = None               # ALL_DEVICES, once something is allocated
         self.w = _Window(b.window)
-        self.waiting = deque()      # map/unmap indices not yet settled
-        self.unmaps_ahead = {}      # iova -> deque of (index, size) of unmaps read, unsettled
-        self.open = {}              # (cpu, pid, irq) -> _Open that map lines may extend
-        self.live = {}              # iova -> _Open
-        self.out = deque()          # (_Open, None) allocations and (_Open, event) frees, in order
-        self.identity = {}
+        self.waiting: deque[Any] = deque()      # map/unmap indices not yet settled
+        # iova -> deque of (index, size) of unmaps read, unsettled
+        self.unmaps_ahead: dict[Any, Any] = {}
+        # (cpu, pid, irq) -> _Open that map lines may extend
+        self.open: dict[Any, Any] = {}
+        self.live: dict[Any, Any] = {}              # iova -> _Open
+        # (_Open, None) allocations and (_Open, event) frees, in order
+        self.out: deque[Any] = deque()
+        self.identity: dict[Any, Any] = {}
 
     def feed(self, e) -> None:
         if e.system != "iommu":

@@ -34,6 +34,7 @@ import subprocess
 import zlib
 from collections import Counter
 from itertools import islice
+from typing import Any
 
 from ..errors import TraceError
 
@@ -216,7 +217,7 @@ class Event:
             return NotImplemented
         return all(getattr(self, k) == getattr(other, k) for k in Event._PUBLIC)
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # (mutable: not hashable)
 
     def __repr__(self) -> str:
         return "<Event line %d %s cpu=%s pid=%d%s %s>" % (
@@ -580,7 +581,7 @@ class Trace:
 
     def __init__(self, name=None, max_problems=20) -> None:
         self.name = name
-        self.events = []
+        self.events: list[Any] = []
         self.nevents = 0
         self.lines = 0
         self.header_ncpus = None
@@ -588,13 +589,13 @@ class Trace:
         self.malformed = 0
         self.unknown = 0
         self.lost_events = 0
-        self.lost_lines = []
-        self.problems = []
+        self.lost_lines: list[Any] = []
+        self.problems: list[Any] = []
         self.max_problems = max_problems
         self.tracer = None
         self.content = None
-        self.styles = Counter()
-        self.unknown_names = Counter()
+        self.styles: Counter[Any] = Counter()
+        self.unknown_names: Counter[Any] = Counter()
         self.fractional_ts = False
         self._trace_cmd = False
         self.size = None            # bytes in the file read (for progress), if known
@@ -701,9 +702,10 @@ def _trace_cmd_report(source, trace):
 def _command_lines(argv):
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        yield from io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")
+        yield from io.TextIOWrapper(proc.stdout,  # type: ignore[type-var]  # (a PIPE)
+                                    encoding="utf-8", errors="replace", newline="")
     finally:
-        proc.stdout.close()
+        proc.stdout.close()  # type: ignore[union-attr]
         proc.wait()
 
 
@@ -732,7 +734,7 @@ def _chunks(lines):
     before it have been handed on."""
     it = iter(lines)
     while True:
-        chunk = []
+        chunk: list[Any] = []
         try:
             # (list.extend keeps what it appended before an error)
             chunk.extend(islice(it, _CHUNK))
@@ -752,7 +754,7 @@ def _event_batches(lines, trace):
     from .fastline import fast_event
     problems = trace.problems
     max_problems = trace.max_problems
-    styles = {}
+    styles: dict[Any, Any] = {}
     fast = 0                    # events the one-pattern reader took (ftrace style)
     n = trace.lines
     try:
@@ -784,7 +786,7 @@ def _event_batches(lines, trace):
                     events.append(r)
                 elif r.kind == "lost":
                     m = _LOST.search(r.text)
-                    trace.lost_events += int(m.group(2))
+                    trace.lost_events += int(m.group(2))  # type: ignore[union-attr]
                     trace.lost_lines.append(n)
                 else:
                     if r.kind == "unknown":

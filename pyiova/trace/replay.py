@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from .. import errors
 from .. import sim_args
@@ -235,10 +235,11 @@ class _Stats:
 
     def __init__(self, record=False) -> None:
         self.ops = self.maps = self.frees = self.failures = 0
-        self.first_fail_op = self.first_fail_line = None
+        self.first_fail_op: int | None = None
+        self.first_fail_line: int | None = None
         self.live = self.peak = self.matched = self.mismatched = self.changed = 0
         self.first_divergence = None
-        self.timeline = [] if record else None
+        self.timeline: list[Any] | None = [] if record else None
 
 
 class _Policy:
@@ -262,7 +263,7 @@ class _Policy:
                                **setup)
         self.record = run.record
         self.stats = {name: _Stats(run.record) for name in devices}
-        self.got = {}
+        self.got: dict[Any, Any] = {}
         self.shift = run.shift
         self.nominal = run.timer.latest - run.timer.late_ms / 1000.0
         self.kernel_fires = False
@@ -323,9 +324,10 @@ class _Domain:
     def __init__(self, run, key) -> None:
         self.run = run
         self.key = key
-        self.devices = []
+        self.devices: list[Any] = []
         self.engines = {}
-        self.pending = {}           # mode -> final entries held until the mode is known
+        # mode -> final entries held until the mode is known
+        self.pending: dict[Any, Any] = {}
         modes = ("strict", "lazy") if run.mode == "auto" else (run.mode,)
         if run.kernel == "4.10":
             modes = ("strict",)     # 4.10 has no flush queue
@@ -342,9 +344,9 @@ class _Domain:
         self.mode_reason = "given" if run.mode != "auto" else ""
         if run.kernel == "4.10" and run.mode != "strict":
             self.mode_reason = "4.10 has no flush queue"
-        self.kernel_stats = {}
-        self.policies = []
-        self.device_lifetimes = []
+        self.kernel_stats: dict[Any, Any] = {}
+        self.policies: list[Any] = []
+        self.device_lifetimes: list[Any] = []
         self.first_op = True
 
     def add_device(self, d) -> None:
@@ -369,7 +371,7 @@ class _Domain:
             self.start_policies()
         if self.mode is not None:
             # the mode is known: from now on operations go straight to its engine
-            self.feed = self.engines[self.mode].feed
+            self.feed = self.engines[self.mode].feed  # type: ignore[method-assign]
             self.feed(op)
             return
         for eng in self.engines.values():
@@ -466,11 +468,12 @@ class _Run:
         self.record = record
         self.engine_options = engine_options or {}
         self.progress = progress
-        self.domains = {}
+        self.domains: dict[Any, Any] = {}
         self.ncpus = 1
         self.use_clock = True
-        self.lt = None
-        self.feeds = {}             # DeviceLifetimes -> (its group then, its _Domain)
+        self.lt: Any = None
+        # DeviceLifetimes -> (its group then, its _Domain)
+        self.feeds: dict[Any, Any] = {}
 
     def model(self, kernel, **kw):
         setup = dict(aperture_bits=self.aperture_bits, reserved=self.reserved)

@@ -40,6 +40,8 @@ What the trace does not say, and what is assumed instead:
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .. import dma, errors
 from ..cookie import get_dma_cookie, put_dma_cookie
 from ..device import Device
@@ -93,16 +95,18 @@ class DriverModel:
         self.driver, self.policy, self.kernel = driver, policy, kernel
         self.note = not_applicable(policy, driver, kernel)
         self.aperture = (run.aperture_bits, run.reserved)
-        self.fed = None
-        self.dom = self.dev = None
-        self.buf = []
-        self.live = {}              # handle -> (kind, size, direction, cpu) of its map
-        self.origin = None
+        self.fed: Any = None
+        self.dom: Any = None
+        self.dev: Any = None
+        self.buf: list[Any] = []
+        # handle -> (kind, size, direction, cpu) of its map
+        self.live: dict[Any, Any] = {}
+        self.origin: Any = None
         self.clock_ms = 0
         self.shift = run.shift
         self.ncpus = run.ncpus
         self.device = device.name
-        self.res = None
+        self.res: Any = None
         if self.note is None and run.granule != 4096:
             self.note = "the driver models map 4 KiB pages; the trace's granule is %#x" \
                 % run.granule
@@ -131,8 +135,9 @@ class DriverModel:
         else:
             dma.dma_cookie(dev)         # from the driver's own geometry
             geo = dom.geometry
-            bits = geo.aperture_end.bit_length() if geo.force_aperture else 0
-            if geo.force_aperture and geo.aperture_end != (1 << bits) - 1:
+            width = geo.aperture_end.bit_length() if geo.force_aperture else 0
+            bits: int | None = width
+            if geo.force_aperture and geo.aperture_end != (1 << width) - 1:
                 bits = None
             self.aperture = (bits, ())
         self.dom, self.dev = dom, dev
