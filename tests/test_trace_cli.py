@@ -1,8 +1,10 @@
 """`pyiova replay` end to end: exit codes, text and JSON, and the inputs a
 new user hits -- empty, binary, trace-cmd .dat, UTF-16, cut-short gzip,
 numbers no kernel prints, maps whose iommu:map line is missing."""
+import bz2
 import gzip
 import json
+import lzma
 import os
 import stat
 
@@ -130,6 +132,21 @@ def test_a_cut_gzip_is_one_line_not_a_traceback(capsys, tmp_path):
     code, _, err = run(capsys, str(cut), "--check")
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "truncated or damaged" in err
+
+
+@pytest.mark.parametrize("name,data", [
+    ("header-only.gz", b"\x1f\x8b\x08\x00"),                         # ends inside the header
+    ("bad-block.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage"),
+    ("cut.bz2", bz2.compress(b"x" * 1000)[:12]),
+    ("cut.xz", lzma.compress(b"x" * 1000)[:20]),
+])
+def test_compressed_input_damaged_before_its_first_line_is_not_an_empty_file(capsys, tmp_path,
+                                                                            name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    code, _, err = run(capsys, str(path), "--check")
+    assert code == 2 and "Traceback" not in err
+    assert "after line 0" in err and "truncated or damaged" in err and "empty" not in err
 
 
 def test_numbers_no_kernel_prints_are_malformed_with_line_numbers(capsys, tmp_path):

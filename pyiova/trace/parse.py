@@ -540,6 +540,19 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+class _Failing(io.RawIOBase):
+    """A raw stream whose first read raises `exc`."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        raise self.exc
+
+
 def _open(source):
     """(text stream, what the content looks like: see sniff)."""
     if isinstance(source, (bytes, bytearray)):
@@ -555,8 +568,10 @@ def _open(source):
         source = opener(source, "rb")
         try:
             head, source = _peek(source, _SNIFF)
-        except _READ_ERRORS:
-            head = b""          # reported when the lines are read
+        except _READ_ERRORS as exc:
+            # Damaged before the first line: the reader raises it as it
+            # would further on, so it is reported, not taken for an empty file.
+            return io.TextIOWrapper(io.BufferedReader(_Failing(exc))), None, raw
     else:
         head, source = _peek(source, _SNIFF)
     kind = sniff(head)
