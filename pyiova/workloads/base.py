@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Iterator
+from typing import Any
 
 from ..device import DMA_BIT_MASK, Device
 from .params import (Param, WorkloadError, boolean, choice, format_size, fraction,  # noqa: F401
@@ -78,7 +79,7 @@ class Workload:
     coherent_bits = 32
     is_pci = False
 
-    def __init__(self, **params) -> None:
+    def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.PARAMS))
         if unknown:
             raise WorkloadError("%s has no parameter %s (it has: %s)"
@@ -100,21 +101,21 @@ class Workload:
         return 1
 
     @property
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.PARAMS}
 
-    def device(self):
+    def device(self) -> Device:
         """A fresh Device with this workload's masks."""
         return Device(self.device_name, DMA_BIT_MASK(self.dma_bits),
                       DMA_BIT_MASK(self.coherent_bits), self.is_pci)
 
-    def ops(self, n, seed=1):
+    def ops(self, n: int, seed: Any = 1) -> Iterator[tuple[Any, ...]]:
         """The first n operations for this seed (an iterator)."""
         n = op_count(n, "the number of operations")
         return itertools.islice(self._generate(random.Random(_seed(seed))), n)
 
     # -- pickling and deepcopy (checkpoints) ------------------------------------
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         """A restored workload is built again from its parameters, so that a
         damaged checkpoint cannot give it values its parsers would refuse."""
         from .._state import CheckpointError, check_type
@@ -133,7 +134,7 @@ class Workload:
                                   % (self.name, ", ".join(extra)))
         self.__dict__.update(fresh.__dict__)
 
-    def _generate(self, rng) -> Iterator[tuple]:
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         raise WorkloadError("the %s workload does not define _generate(rng), the stream of "
                             "its operations" % self.name)
 
@@ -143,7 +144,7 @@ class Workload:
         return "<%s workload%s>" % (self.name, (" " + " ".join(changed)) if changed else "")
 
 
-def format_op(op) -> str:
+def format_op(op: tuple[Any, ...]) -> str:
     """One operation as text, for debugging and error messages."""
     name = OP_NAMES[op[0]]
     args = []

@@ -16,12 +16,16 @@ Device: a 64-bit PCI function.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, MAP_SG, PAGE, UNMAP_PAGE,
                    UNMAP_SG, Workload)
 from .params import Param, WorkloadError, fraction, integer, parse_size
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterator
 
 __all__ = ["NvmeWorkload", "SQ_BASE", "CQ_BASE", "CMD_BASE", "SQE_SIZE", "CQE_SIZE"]
 
@@ -35,7 +39,7 @@ PHYS_BITS = 21                # data pages come from 2^21 pages (8 GiB) of RAM
 SEG_MAX = 1 << 31             # the largest power of two a scatterlist entry can hold
 
 
-def _log2(n):
+def _log2(n: int) -> int:
     return n.bit_length() - 1
 
 
@@ -81,17 +85,17 @@ class NvmeWorkload(Workload):
                                 "an unsigned int" % (self.seg_max, SEG_MAX))
 
     @property
-    def ncpus(self):
+    def ncpus(self) -> int:
         return self.queues
 
     @property
-    def exponents(self):
+    def exponents(self) -> tuple[int, int, int, int]:
         """(smallest, largest) transfer and (smallest, largest) segment size
         as powers of two: what each transfer and segment is drawn from (the
         C generator is given the same)."""
         return _log2(self.min_size), _log2(self.max_size), _log2(PAGE), _log2(self.seg_max)
 
-    def _generate(self, rng):
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         queues, depth, read_ratio = self.queues, self.depth, self.read_ratio
         lo, hi, seg_lo, seg_hi = self.exponents
         prp_max = self.prp_max

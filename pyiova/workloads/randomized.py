@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG, PAGE,
                    UNMAP_PAGE, UNMAP_SG, Workload)
 from .params import (Param, WorkloadError, boolean, choice, format_size, fraction, integer,
                      non_negative, parse_size)
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterator
 
 __all__ = ["RandomWorkload"]
 
@@ -82,7 +86,7 @@ class RandomWorkload(Workload):
     def is_pci(self) -> bool:  # type: ignore[override]  # (a parameter, not a constant)
         return self.pci
 
-    def _generate(self, rng):
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         size_min, size_max = self.size_min, self.size_max
         loguniform = self.size_dist == "loguniform"
         log_lo, log_hi = math.log(size_min), math.log(size_max + 1)

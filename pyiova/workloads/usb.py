@@ -18,11 +18,15 @@ from __future__ import annotations
 from bisect import bisect
 from collections import deque
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dma import DmaDirection
 from .base import ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, PAGE, UNMAP_PAGE, Workload
 from .params import Param, WorkloadError, fraction, integer, parse_list, parse_size
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterator
 
 __all__ = ["UsbWorkload", "RING", "DESC_SIZE"]
 
@@ -37,7 +41,7 @@ DEFAULT_WEIGHTS = "1,1,2,3,3"
 _weight_list = parse_list(integer(0))
 
 
-def _weights(value):
+def _weights(value: Any) -> tuple[float, ...]:
     # "" (or None): chosen in _check, once the sizes are known
     if value is None or isinstance(value, str) and not value.strip():
         return ()
@@ -91,7 +95,7 @@ class UsbWorkload(Workload):
             raise WorkloadError("usb: ring_size %d holds no %d-byte descriptor"
                                 % (self.ring_size, DESC_SIZE))
 
-    def _generate(self, rng):
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         sizes = list(self.sizes)
         cum = list(accumulate(self.weights))
         total = cum[-1]
