@@ -15,7 +15,7 @@ what a resumed sweep looks for in its file).
 from __future__ import annotations
 
 import itertools
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .. import errors
 from ..iova import KERNELS
@@ -23,6 +23,13 @@ from ..drivers.registry import DRIVERS
 from ..policies import POLICIES, not_applicable
 from ..sim_args import policy_names, run_args
 from ..workloads import WORKLOADS, WorkloadError, get_workload
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from ..workloads import Param, Workload
+
+_V = TypeVar("_V")
 
 __all__ = ["Cell", "parse_seeds", "param_alternatives", "expand", "as_values", "canonical"]
 
@@ -39,7 +46,7 @@ class Cell(NamedTuple):
     max_failures: int
 
     @property
-    def key(self):
+    def key(self) -> str:
         """The cell as text: equal keys, equal cells."""
         parts = [self.workload, self.policy, self.driver, self.kernel]
         parts += ["%s=%s" % (k, canonical(v)) for k, v in self.params]
@@ -48,7 +55,7 @@ class Cell(NamedTuple):
         return " ".join(parts)
 
 
-def canonical(value):
+def canonical(value: object) -> str:
     """A parameter value as text, the same whether it was parsed here or read
     back from a table: lists joined by commas, floats by repr."""
     if isinstance(value, (tuple, list)):
@@ -58,7 +65,7 @@ def canonical(value):
     return str(value)
 
 
-def parse_seeds(text):
+def parse_seeds(text: str) -> tuple[int, ...]:
     """Seeds from "1..20", "3", "1,5,9" or "1..5,10" (a tuple, in order,
     no repeats)."""
     if not isinstance(text, str):
@@ -78,8 +85,8 @@ def parse_seeds(text):
     return _unique(out, "seed")
 
 
-def _unique(values, what):
-    seen = []
+def _unique(values: Iterable[_V], what: str) -> tuple[_V, ...]:
+    seen: list[_V] = []
     for v in values:
         if v in seen:
             raise errors.IovaValueError("%s %r is given twice" % (what, v))
@@ -87,7 +94,7 @@ def _unique(values, what):
     return tuple(seen)
 
 
-def _is_list_param(spec):
+def _is_list_param(spec: Param) -> bool:
     """Whether a parameter's value is itself a list (its default parses to one)."""
     try:
         return isinstance(spec.parse(spec.default), tuple)
@@ -95,11 +102,12 @@ def _is_list_param(spec):
         return False
 
 
-def param_alternatives(classes, pairs):
+def param_alternatives(classes: Sequence[type[Workload]],
+                       pairs: Iterable[str] | None) -> dict[str, list[str]]:
     """{name: [value text, ...]} from the command line's -p NAME=V1,V2,...
     (pairs: the -p strings), checked against the workload classes' parameters.
     This is the one place the command line's parameter lists are split."""
-    out: dict[str, Any] = {}
+    out: dict[str, list[str]] = {}
     for item in pairs or ():
         name, sep, text = item.partition("=")
         name = name.strip()
@@ -119,7 +127,7 @@ def param_alternatives(classes, pairs):
     return out
 
 
-def as_values(value):
+def as_values(value: Any) -> list[Any]:
     """The values to sweep: a list, tuple or range as they are, anything
     else as the one value."""
     if isinstance(value, (list, tuple, range)):
@@ -130,7 +138,8 @@ def as_values(value):
     return [value]
 
 
-def _workload_grids(workloads, params):
+def _workload_grids(workloads: Sequence[str], params: dict[str, Any]
+                    ) -> Iterator[tuple[str, tuple[tuple[str, Any], ...]]]:
     """(workload, [(name, value), ...]) for every combination of the
     parameters each workload has, values parsed (a bad one raises here,
     before anything runs)."""
@@ -147,8 +156,9 @@ def _workload_grids(workloads, params):
             yield name, tuple((k, wl.params[k]) for k in given)
 
 
-def expand(workloads, policies, drivers, kernels, params, seeds, ops, drop_rates,
-           max_failures):
+def expand(workloads: Any, policies: Any, drivers: Any, kernels: Any,
+           params: dict[str, Any] | None, seeds: Any, ops: Any, drop_rates: Any,
+           max_failures: int) -> list[Cell]:
     """The cells, checked: names known, parameters parsed. Seeds vary
     fastest, then policies, so neighbouring cells take similar times."""
     workloads = policy_names(workloads, WORKLOADS, "workload")
