@@ -611,6 +611,7 @@ def _replay(args) -> int:
     bar.label = "check" if args.check else "replay"
     opts = dict(kernel=args.kernel, mode=mode, aperture_bits=args.aperture_bits, timer=timer,
                 progress=bar)
+    res: Any    # a CheckResult, or the list of ReplayResult
     try:
         if args.check or not args.policy:
             if args.driver is not None:

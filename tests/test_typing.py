@@ -27,7 +27,8 @@ from pyiova import (DmaDirection, GenericIommu, IovaDomain, IovaExhausted, PfnAl
                     DmaCookie, Device, DMA_BIT_MASK, dma)
 from pyiova.iommu import DomainType, IommuDomain
 from pyiova.sim import SimResult, Simulation, compare, simulate
-from pyiova.trace import replay
+from pyiova.sweeps import SweepResult, sweep
+from pyiova.trace import check, replay
 
 d = IovaDomain(4096, 1, kernel="6.1")
 pfn: int = d.alloc(4, 0xFFFFF, size_aligned=True)
@@ -63,7 +64,10 @@ verdict: str = r.verdict
 s: Simulation = Simulation("usb", "iova", ops=100).run(50)
 results = compare("usb", ["iova", "wraparound"], ops=100)
 first: SimResult = results[0]
-print(pfn, found, ranges, got, stale, cookie, mapped, verdict, s, first, replay)
+table: SweepResult = sweep("usb", ["iova"], seeds=[1, 2], ops=100, executor="serial")
+rows: int = len(table.summary().rows)
+matched: int = check("vtd.trace", kernel="6.12").matched
+print(pfn, found, ranges, got, stale, cookie, mapped, verdict, s, first, rows, matched, replay)
 '''
 
 # Each line is wrong in one way a checker must see; the marker names it.
@@ -80,6 +84,8 @@ dma.map_page("eth0", 0x1000, 4096)          # BAD: a name, not a Device
 Device("nic").dma_access(None)              # BAD: None for an address
 simulate("usb", ops="many")                 # BAD: str for a count
 n: int = simulate("usb").verdict            # BAD: the verdict is a str
+from pyiova.trace import check
+check("vtd.trace", granule="4K")            # BAD: str for the granule
 '''
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .. import errors
 from .. import sim_args
@@ -36,6 +36,9 @@ from .lifetimes import Builder, Lifetimes, build_lifetimes
 from .parse import Trace, gc_paused, iter_event_batches
 from .whatif import DEFAULT_DRIVER, NO_DRIVER, RESULT_FIELDS, DriverModel, check_driver
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
 __all__ = ["POLICIES", "MODES", "VTD_RESERVED", "DeviceReplay", "ReplayResult", "DeviceCheck",
            "CheckResult", "replay", "check", "load", "parse_policy"]
 
@@ -46,7 +49,7 @@ _BATCH = 1024               # events of a kept Trace the builder takes at a time
 _U32_PFN_BYTES = 1 << 32
 
 
-def parse_policy(text):
+def parse_policy(text: str) -> tuple[str, str | None]:
     """"POLICY" or "POLICY@KERNEL" -> (policy, kernel or None)."""
     policy, _, kernel = text.partition("@")
     if policy not in POLICIES:
@@ -89,10 +92,10 @@ class DeviceCheck:
     flushes: int = 0
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.mismatched == 0
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -106,37 +109,37 @@ class CheckResult:
     mode_reason: str = ""
 
     @property
-    def matched(self):
+    def matched(self) -> int:
         return sum(d.matched for d in self.devices)
 
     @property
-    def mismatched(self):
+    def mismatched(self) -> int:
         return sum(d.mismatched for d in self.devices)
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         """Every compared address matched, and there was something to compare."""
         return self.mismatched == 0 and self.matched > 0
 
     @property
-    def first_divergence(self):
+    def first_divergence(self) -> dict[str, Any] | None:
         """The earliest divergence over all devices (by line), or None."""
         firsts = [d.first_divergence for d in self.devices if d.first_divergence]
         return min(firsts, key=lambda f: f["line"]) if firsts else None
 
     @property
-    def decided(self):
+    def decided(self) -> dict[str, int]:
         """What the record decided, summed over the domains."""
         keys = ("interrupt_choices", "interrupt_orders_decided", "fires", "fires_single",
                 "fires_earliest", "fires_decided", "trims", "trims_single", "trims_earliest",
                 "trims_decided")
         return {k: sum(getattr(d, k) for d in self.devices) for k in keys}
 
-    def to_dicts(self):
+    def to_dicts(self) -> list[dict[str, Any]]:
         """One JSON-ready object per device."""
         return [d.to_dict() for d in self.devices]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"kernel": self.kernel, "mode": self.mode, "mode_reason": self.mode_reason,
                 "ok": self.ok, "decided": self.decided, "devices": self.to_dicts(),
                 "notes": list(self.notes), "trace": self.trace}
@@ -188,7 +191,7 @@ class DeviceReplay:
     # with record=True: (op, line, "alloc" | "fail" | "free", iova, pages) per operation
     timeline: Optional[list] = None
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["timeline"] is None:
             del d["timeline"]
@@ -207,14 +210,14 @@ class ReplayResult:
     check: Optional[CheckResult] = None        # the kernel's own replay of the same trace
 
     @property
-    def ops_per_sec(self):
+    def ops_per_sec(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
 
-    def to_dicts(self):
+    def to_dicts(self) -> list[dict[str, Any]]:
         """One JSON-ready object per device."""
         return [d.to_dict() for d in self.devices]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         out = {"policy": self.policy, "kernel": self.kernel, "ops": self.ops,
                "seconds": self.seconds, "ops_per_sec": self.ops_per_sec,
                "devices": self.to_dicts(), "notes": list(self.notes), "trace": self.trace}
@@ -508,7 +511,7 @@ class _Run:
             dom.finish()
 
 
-def load(trace, **options):
+def load(trace: Any, **options: Any) -> Lifetimes:
     """A trace (path, file, lines, Trace) -> Lifetimes with every allocation
     kept (build_lifetimes); options: granule, masks, coherent_masks, pci,
     window. A Lifetimes is returned as it is."""
@@ -686,9 +689,11 @@ def _content_note(content, name) -> str:
     return "%s: %s" % (name, content)
 
 
-def check(trace, *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
-          reserved=VTD_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
-          engine_options=None, **options):
+def check(trace: Any, *, kernel: str = "auto", mode: str = "auto", granule: int = 4096,
+          aperture_bits: int | None = 39, reserved: Iterable[tuple[int, int]] = VTD_RESERVED,
+          default_mask: int = U64_MAX, timer: TimerRules | None = None,
+          progress: Callable[[int, int], None] | None = None,
+          engine_options: dict[str, Any] | None = None, **options: Any) -> CheckResult:
     """Replays a capture through the kernel's own allocator and compares
     every address the kernel recorded with pyiova's.
 
@@ -718,10 +723,13 @@ def check(trace, *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
     return CheckResult(run.kernel, devices, _notes(run, lt), lt.trace.summary(), mode_used, why)
 
 
-def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
-           reserved=VTD_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
-           record=False, engine_options=None, driver=DEFAULT_DRIVER, engine="auto",
-           drop_rate=1.0, **options):
+def replay(trace: Any, policy: str | Sequence[str] = "iova", *, kernel: str = "auto",
+           mode: str = "auto", granule: int = 4096, aperture_bits: int | None = 39,
+           reserved: Iterable[tuple[int, int]] = VTD_RESERVED, default_mask: int = U64_MAX,
+           timer: TimerRules | None = None, progress: Callable[[int, int], None] | None = None,
+           record: bool = False, engine_options: dict[str, Any] | None = None,
+           driver: str = DEFAULT_DRIVER, engine: str = "auto", drop_rate: float = 1.0,
+           **options: Any) -> ReplayResult | list[ReplayResult]:
     """Runs a trace's lifetimes through other allocators: what would have
     changed?
 
