@@ -30,7 +30,8 @@ def _public_headers():
 def _cdef_text(header):
     """The header with preprocessor lines dropped, integer #defines kept."""
     out = []
-    define = re.compile(r"#define\s+([A-Z][A-Z0-9_]*)\s+\(?(-?(?:0x[0-9a-fA-F]+|\d+))[uUlL]*\)?\s*$")
+    define = re.compile(r"#define\s+([A-Z][A-Z0-9_]*)\s+"
+                        r"\(?(-?(?:0x[0-9a-fA-F]+|\d+))[uUlL]*\)?\s*$")
     with open(os.path.join(CSRC, header)) as f:
         for line in f:
             stripped = re.sub(r"/\*.*?\*/|//.*", "", line).strip()

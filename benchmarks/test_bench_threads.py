@@ -29,9 +29,11 @@ def _bodies(kind, churns):
     bodies = []
     for cpu, churn in enumerate(churns):
         if kind == "fast-batch":
-            bodies.append(lambda d, live, sizes, c=churn, cpu=cpu: _fast_batch(c, d, live, sizes, cpu))
+            bodies.append(lambda d, live, sizes, c=churn, cpu=cpu:
+                          _fast_batch(c, d, live, sizes, cpu))
         elif kind == "fast-single":
-            bodies.append(lambda d, live, sizes, c=churn, cpu=cpu: _fast_single(c, d, live, sizes, cpu))
+            bodies.append(lambda d, live, sizes, c=churn, cpu=cpu:
+                          _fast_single(c, d, live, sizes, cpu))
         else:
             bodies.append(lambda d, live, sizes, c=churn: c.run_batch(d, live))
     return bodies

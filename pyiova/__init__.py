@@ -5,6 +5,10 @@
     >>> hex(d.alloc(1, 0xFFFFF))
     '0xfffff'
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .errors import (DmaApiError, DmaMappingError, IovaClosed, IovaCorrupted,  # noqa: F401
                      IovaCpuError, IovaError, IovaExhausted, IovaInvalidFree, IovaNoMemory,
                      IovaNotFound, IovaTypeError, IovaValueError)
@@ -18,10 +22,13 @@ from .cookie import DmaCookie, get_dma_cookie, get_msi_cookie, put_dma_cookie  #
 from .dma import DmaDirection  # noqa: F401
 from . import dma  # noqa: F401
 
+if TYPE_CHECKING:
+    from .sweeps import sweep  # noqa: F401  (at run time: __getattr__, on first use)
+
 __version__ = "0.1.0"
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # pyiova.sweep(...) without importing the simulator on `import pyiova`
     if name == "sweep":
         from .sweeps import sweep

@@ -14,14 +14,25 @@ a size. cffi itself would take bools, and any object with __int__ (a
 Decimal, numpy.float32) truncated, so nothing but a plain int goes to it
 unconverted.
 """
+from __future__ import annotations
+
 import array
 import mmap
 import operator
 import struct
 import sys
 
+from typing import TYPE_CHECKING, Any, Union
+
 from . import errors
 from ._pyiova import ffi, lib
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    # What a batch call takes: a buffer of 8-byte integers (array('Q'),
+    # numpy uint64, raw bytes, an mmap) or an iterable of integers.
+    U64Batch = Union[Iterable[int], mmap.mmap]
 
 __all__ = ["check_u64", "bad_argument", "u64_buffer", "as_integer", "as_u64", "as_flag", "as_cpu",
            "as_granule", "granule_ok", "granule_error", "u64_cdata", "release", "U64_CODES",
@@ -54,7 +65,7 @@ _RAW = (bytes, bytearray, mmap.mmap)
 
 # ---- scalars: the slow path, after a plain-int fast path refused -------------
 
-def _integer(name, value):
+def _integer(name: str, value: Any) -> int:
     """value as an int through __index__, or raise IovaTypeError naming it."""
     if isinstance(value, bool):
         raise errors.IovaTypeError("%s must be an integer, not bool (%r)" % (name, value))
@@ -65,12 +76,12 @@ def _integer(name, value):
                                    % (name, type(value).__name__, value)) from None
 
 
-def as_integer(name, value):
+def as_integer(name: str, value: Any) -> int:
     """value as an int of any sign, else raise IovaTypeError naming it."""
     return value if type(value) is int else _integer(name, value)
 
 
-def as_u64(name, value):
+def as_u64(name: str, value: Any) -> int:
     """value as an int in 0..2**64-1, else raise the pyiova error naming it."""
     v = value if type(value) is int else _integer(name, value)
     if v < 0 or v > _U64_MAX:
@@ -78,7 +89,7 @@ def as_u64(name, value):
     return v
 
 
-def as_flag(name, value):
+def as_flag(name: str, value: Any) -> int:
     """A C flag (0 or 1) from a bool or an integer; anything else (None, a
     string) is refused rather than read as true or false."""
     if value is True or value is False:
@@ -90,7 +101,7 @@ def as_flag(name, value):
                                    % (name, type(value).__name__, value)) from None
 
 
-def as_cpu(value, ncpus, allow_none=True):
+def as_cpu(value: Any, ncpus: int | None, allow_none: bool = True) -> int:
     """A CPU slot as the C int the core takes (-1 for None: this thread's
     slot). A negative number is refused here: the core reads -1 as "this
     thread's slot", which only None may ask for. An integer beyond a C int
@@ -106,7 +117,7 @@ def as_cpu(value, ncpus, allow_none=True):
     return v
 
 
-def granule_ok(value):
+def granule_ok(value: int) -> bool:
     """Whether the integer value is a granule the C core models. The rule
     is the core's (iova_granule_check), asked here so that a constructor
     can refuse a bad granule in the order it checks its arguments, before
@@ -114,14 +125,14 @@ def granule_ok(value):
     return 0 <= value <= _U64_MAX and lib.iova_granule_check(value) == 0
 
 
-def granule_error(value):
+def granule_error(value: int) -> errors.IovaError:
     """The IovaValueError for a granule granule_ok() refuses (the core's
     IOVA_E_GRANULE)."""
     from .error_codes import error
     return error(lib.IOVA_E_GRANULE, granule=value)
 
 
-def as_granule(value):
+def as_granule(value: Any) -> int:
     """value as a granule the C core models, else the pyiova error naming it."""
     granule = as_u64("granule", value)
     if not granule_ok(granule):
@@ -129,7 +140,7 @@ def as_granule(value):
     return granule
 
 
-def check_u64(name, value):
+def check_u64(name: str, value: Any) -> errors.IovaError | None:
     """None if value is an int in 0..2**64-1, else the exception to raise."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         return errors.IovaTypeError("%s must be an integer, not %s (%r)"
@@ -140,7 +151,7 @@ def check_u64(name, value):
     return None
 
 
-def bad_argument(**named):
+def bad_argument(**named: Any) -> errors.IovaError:
     """The exception for a call cffi refused: the first argument that is not
     a 64-bit unsigned integer. A cpu of None is fine: it means this thread's."""
     for name, value in named.items():
@@ -155,7 +166,7 @@ def bad_argument(**named):
 
 # ---- batches ------------------------------------------------------------------
 
-def _items_array(name, values):
+def _items_array(name: str, values: Any) -> array.array[int]:
     """An array('Q') of an iterable's integers, or the error naming the first
     item that is not one."""
     if isinstance(values, str) or not hasattr(values, "__iter__"):
@@ -170,7 +181,7 @@ def _items_array(name, values):
     return _array("Q", [as_u64("%s[%d]" % (name, i), v) for i, v in enumerate(items)])
 
 
-def u64_cdata(name, values):
+def u64_cdata(name: str, values: Any) -> tuple[Any, int]:
     """(a cffi uint64_t[] over values, its length). A contiguous buffer of
     8-byte integers (array('Q'), numpy uint64/int64, bytes) is read in place;
     other iterables are copied. The cdata keeps its source alive; a caller
@@ -203,7 +214,7 @@ def u64_cdata(name, values):
                                % (name, fmt, why))
 
 
-def u64_buffer(name, values):
+def u64_buffer(name: str, values: Any) -> tuple[Any, Any, int]:
     """(cffi uint64_t[] over values, an iterable of its integers, count): the
     older form of u64_cdata, for callers that also read the values."""
     buf, n = u64_cdata(name, values)

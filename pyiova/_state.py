@@ -8,15 +8,26 @@ checkpoint is refused with CheckpointError at load time rather than failing
 later, somewhere inside a simulation, with an error that says nothing about
 the checkpoint.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+
+    # A type or a tuple of types, as isinstance() takes them.
+    Types = type | tuple[type, ...]
+
+_T = TypeVar("_T")
 
 __all__ = ["CheckpointError", "check_fields", "check_int", "check_float", "check_type",
            "slot_state", "old_slot_state", "set_fields", "fail"]
 
 
-def _name(types):
+def _name(types: Types) -> str:
     if isinstance(types, tuple):
         return " or ".join(_name(t) for t in types)
     if types is type(None):
@@ -25,7 +36,7 @@ def _name(types):
     return ("an " if name[:1].lower() in "aeiou" else "a ") + name
 
 
-def check_type(what, value, types):
+def check_type(what: str, value: _T, types: Types) -> _T:
     """value, if it is an instance of types (bool is not an int here unless
     bool is named), else CheckpointError."""
     named = types if isinstance(types, tuple) else (types,)
@@ -39,7 +50,8 @@ def check_type(what, value, types):
     return value
 
 
-def check_fields(what, state, spec, optional=(), extra_ok=False):
+def check_fields(what: str, state: Any, spec: Mapping[str, Types],
+                 optional: Collection[str] = (), extra_ok: bool = False) -> dict[str, Any]:
     """state must be a dict holding exactly the keys of spec (those in
     optional may be missing; others may be there too with extra_ok), each
     an instance of its type(s)."""
@@ -61,12 +73,12 @@ def check_fields(what, state, spec, optional=(), extra_ok=False):
     return state
 
 
-def slot_state(obj):
+def slot_state(obj: Any) -> dict[str, Any]:
     """The dict of an object's slots (what its __getstate__ returns)."""
     return {name: getattr(obj, name) for name in type(obj).__slots__ if name != "__weakref__"}
 
 
-def old_slot_state(state):
+def old_slot_state(state: Any) -> Any:
     """A slots object's state as pickle gave it before the class had a
     __getstate__: (None, {slot: value}) becomes the dict."""
     if type(state) is tuple and len(state) == 2 and state[0] is None:
@@ -74,18 +86,18 @@ def old_slot_state(state):
     return state
 
 
-def set_fields(obj, state):
+def set_fields(obj: object, state: Mapping[str, Any]) -> None:
     """Take a checked state (setattr works for slots and __dict__ alike)."""
     for name, value in state.items():
         setattr(obj, name, value)
 
 
-def fail(what, why):
+def fail(what: str, why: str) -> CheckpointError:
     """The CheckpointError for a state that fits no sound object."""
     return CheckpointError("damaged checkpoint: %s %s" % (what, why))
 
 
-def check_int(what, value, lo=None, hi=None):
+def check_int(what: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """value, an int (not a bool) in lo..hi (either bound may be None)."""
     if type(value) is not int:
         check_type(what, value, int)
@@ -97,7 +109,8 @@ def check_int(what, value, lo=None, hi=None):
     return value
 
 
-def check_float(what, value, lo=None, hi=None):
+def check_float(what: str, value: Any, lo: float | None = None,
+                hi: float | None = None) -> float:
     """value, a finite float or int in lo..hi."""
     check_type(what, value, (int, float))
     if not math.isfinite(value) or (lo is not None and value < lo) or \

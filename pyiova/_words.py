@@ -1,13 +1,20 @@
 """Saved states as bytes: the C core writes a state as uint64_t words
 (iova_save, iova_cookie_save, io_pgtable_save, iotlb_save), and these two
 helpers move such words between C and the bytes a pickle holds."""
+from __future__ import annotations
+
 import contextlib
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import errors
 from ._pyiova import ffi
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
-def save_words(save, ptr, error):
+
+def save_words(save: Callable[[Any, Any, int], int], ptr: Any,
+               error: Callable[[int], BaseException]) -> bytes:
     """The bytes of save(ptr, buf, cap). `error(code)` builds the exception
     for a negative return. The state may grow between the sizing call and
     the copy (another thread), hence the loop."""
@@ -24,7 +31,7 @@ def save_words(save, ptr, error):
 
 
 @contextlib.contextmanager
-def loaded_words(data, what):
+def loaded_words(data: Any, what: str) -> Iterator[tuple[Any, int]]:
     """with loaded_words(data, what) as (words, n): a uint64_t[] over the
     bytes of a save, and its word count. The export of data is released on
     the way out, whatever happens: a restore that raises would otherwise

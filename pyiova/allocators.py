@@ -8,7 +8,10 @@ allocator wrapped, or a flush queue is full); EV_RESET - the space was reset
 (call the driver's domain_reset); EV_NO_32BIT - a 32-bit-first attempt
 failed; EV_QUEUED - a free went into the flush queue.
 """
+from __future__ import annotations
+
 import enum
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .error_codes import error as _code_error
@@ -19,6 +22,11 @@ from ._args import as_u64 as _as_u64
 from ._args import bad_argument as _bad_argument
 from ._words import loaded_words, save_words
 from .iova import IovaDomain, kernel_rules
+
+if TYPE_CHECKING:
+    from typing import SupportsIndex
+
+    from typing_extensions import Self
 
 __all__ = ["AllocatorType", "PfnAllocator", "allocator_type", "EV_FLUSH", "EV_RESET", "EV_NO_32BIT",
            "EV_QUEUED"]
@@ -43,11 +51,11 @@ class AllocatorType(str, enum.Enum):
     WRAPAROUND = "wraparound"              # one-way, flush at the wrap
     RESET_WHEN_EMPTY = "reset-when-empty"  # the rejected 2017 patch
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.value
 
 
-def allocator_type(value):
+def allocator_type(value: AllocatorType | str) -> AllocatorType:
     """The AllocatorType a name or member names, or the IovaValueError
     naming value."""
     try:
@@ -79,9 +87,13 @@ class PfnAllocator:
     """
 
     __slots__ = ("type", "iovad", "_c", "_fq_rings", "__weakref__")
+    type: AllocatorType
+    iovad: IovaDomain | None
 
-    def __init__(self, type, *, iovad=None, granule=4096, start_pfn=1, end_pfn=None,
-                 ncpus=1, kernel="6.12"):
+    def __init__(self, type: AllocatorType | str, *, iovad: IovaDomain | None = None,
+                 granule: SupportsIndex = 4096, start_pfn: SupportsIndex = 1,
+                 end_pfn: SupportsIndex | None = None, ncpus: SupportsIndex = 1,
+                 kernel: str = "6.12") -> None:
         self.type = allocator_type(type)
         # Every argument is checked before any is used, whether or not this
         # type needs it: a bad value is a mistake either way.
@@ -114,7 +126,7 @@ class PfnAllocator:
                               type=self.type)
         self._c = ffi.gc(c, lib.iova_cookie_destroy)
 
-    def _cpu(self, cpu):
+    def _cpu(self, cpu: Any) -> int:
         """The C core's cpu argument: -1 for None (this thread's slot), else
         a slot number (the core checks it against its slots)."""
         return _as_cpu(cpu, self.iovad.ncpus if self.iovad is not None else None)
@@ -124,7 +136,7 @@ class PfnAllocator:
     # say "allocated" and "start_pfn".
     _OWN_SPACE_VARIANTS = {lib.IOVA_E_NOTFOUND: "start", lib.IOVA_E_LIMIT: "space"}
 
-    def _error(self, code, variant="", **named):
+    def _error(self, code: int, variant: str = "", **named: Any) -> errors.IovaError:
         """The exception for the C core's code (pyiova.error_codes), naming
         the values of the call (pfn, pages, limit_pfn, cpu, lo, hi) and the
         allocator's limits, or its domain's. variant "ring": a cpu names a
@@ -141,7 +153,8 @@ class PfnAllocator:
             "what": "the allocator", "type": self.type, "max_size": (1 << 62) - 1,
             "start_pfn": stats.start_pfn, "max_pfn": stats.end_pfn, "max_cpu": 0, **named})
 
-    def alloc(self, pages, limit_pfn, *, try_32bit=False, cpu=None):
+    def alloc(self, pages: SupportsIndex, limit_pfn: SupportsIndex, *, try_32bit: bool = False,
+              cpu: SupportsIndex | None = None) -> tuple[int, int]:
         """(pfn, events): `pages` pfns at or below limit_pfn. Raises
         IovaExhausted (events are still on .last_events)."""
         if type(pages) is int and type(limit_pfn) is int and (
@@ -161,7 +174,8 @@ class PfnAllocator:
             raise exc
         return r, ev[0]
 
-    def free(self, pfn, pages, *, cpu=None):
+    def free(self, pfn: SupportsIndex, pages: SupportsIndex, *,
+             cpu: SupportsIndex | None = None) -> int:
         """Frees what alloc returned, at once; returns the events."""
         if type(pfn) is int and type(pages) is int and (
                 cpu is None or (type(cpu) is int and 0 <= cpu <= _INT_MAX)):
@@ -177,7 +191,7 @@ class PfnAllocator:
             raise self._error(r, pfn=pfn, pages=pages, cpu=cpu)
         return ev[0]
 
-    def reserve(self, lo, hi):
+    def reserve(self, lo: SupportsIndex, hi: SupportsIndex) -> None:
         """WRAPAROUND: keep pfns [lo, hi] out of use for good (reserved
         regions; the IOVA types reserve on their .iovad)."""
         lo, hi = _as_u64("lo", lo), _as_u64("hi", hi)
@@ -188,7 +202,7 @@ class PfnAllocator:
         if r:
             raise self._error(r, lo=lo, hi=hi)
 
-    def bypass_rcache(self):
+    def bypass_rcache(self) -> None:
         """IOVA type: allocate and free through the tree alone (the
         "iova-tree" policy). Only before anything is allocated."""
         r = lib.iova_cookie_set_tree_only(self._c, 1)
@@ -196,7 +210,8 @@ class PfnAllocator:
             raise self._error(r)
 
     # -- flush queue (IOVA type, 6.12 and 6.1) -------------------------------
-    def enable_flush_queue(self, ncpus=1, size=256, timeout_ms=10):
+    def enable_flush_queue(self, ncpus: SupportsIndex = 1, size: SupportsIndex = 256,
+                           timeout_ms: SupportsIndex = 10) -> None:
         """IOVA type, 6.12 and 6.1: `ncpus` rings (at most the domain's CPU
         slots: a ring retires into its CPU's rcache) of `size` slots
         (2..2**20) that hold size - 1 entries, as the kernel's rings do, and
@@ -213,7 +228,8 @@ class PfnAllocator:
                               rules="at least one ring, of 2..%d slots" % (1 << 20))
         self._fq_rings = ncpus
 
-    def free_lazy(self, pfn, pages, now_ms, *, cpu=None):
+    def free_lazy(self, pfn: SupportsIndex, pages: SupportsIndex, now_ms: SupportsIndex, *,
+                  cpu: SupportsIndex | None = None) -> int:
         """Queues a free: (pfn, pages) as free() would take it now, not queued
         already. Returns the events; EV_FLUSH without EV_QUEUED means the
         ring was full: flush the IOTLB, call fq_flushed(), and retry."""
@@ -225,11 +241,11 @@ class PfnAllocator:
             raise self._free_lazy_error(r, pfn, pages, cpu)
         return ev[0]
 
-    def _free_lazy_error(self, code, pfn, pages, cpu):
+    def _free_lazy_error(self, code: int, pfn: int, pages: int, cpu: Any) -> errors.IovaError:
         """The exception for free_lazy's C code `code` (a cpu names a ring)."""
         return self._error(code, "ring", pfn=pfn, pages=pages, cpu=cpu)
 
-    def fq_flushed(self, all_rings=False, cpu=0):
+    def fq_flushed(self, all_rings: bool = False, cpu: SupportsIndex | None = 0) -> None:
         """Counts a full IOTLB flush; with all_rings (the timer) retires every
         queued entry into `cpu`'s rcache."""
         c = self._cpu(cpu)
@@ -242,18 +258,18 @@ class PfnAllocator:
         if r:
             raise self._fq_flushed_error(r, cpu)
 
-    def _fq_flushed_error(self, code, cpu):
+    def _fq_flushed_error(self, code: int, cpu: Any) -> errors.IovaError:
         """The exception for fq_flushed's C code `code` (a cpu names a ring)."""
         return self._error(code, "ring", cpu=cpu)
 
     @property
-    def fq_due(self):
+    def fq_due(self) -> int | None:
         """When the flush queue's timer fires (None when not armed)."""
         due = lib.iova_cookie_fq_due(self._c)
         return None if due == (1 << 64) - 1 else due
 
     # -- introspection --------------------------------------------------------
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         st = ffi.new("struct iova_cookie_stats *")
         lib.iova_cookie_get_stats(self._c, st)
         return {k: getattr(st, k) for k in (
@@ -261,7 +277,7 @@ class PfnAllocator:
             "held_pfns", "cursor", "wraps", "resets", "fq_queued", "fq_flushes",
             "fq_started", "fq_finished", "fq_lost")}
 
-    def ranges(self):
+    def ranges(self) -> list[tuple[int, int, bool]]:
         """WRAPAROUND: every (lo, hi, awaiting_flush) it holds, reserved
         regions included (awaiting_flush False)."""
         n = lib.iova_cookie_wrap_ranges(self._c, ffi.NULL, 0)
@@ -272,21 +288,22 @@ class PfnAllocator:
         flat = ffi.unpack(buf, 3 * n)
         return [(flat[i], flat[i + 1], bool(flat[i + 2])) for i in range(0, len(flat), 3)]
 
-    def check(self):
+    def check(self) -> None:
         msg = ffi.new("char[]", 256)
         r = lib.iova_cookie_check(self._c, msg, 256)
         if r:
             raise self._error(r, report=ffi.string(msg).decode())
 
     # -- saving (checkpoints) -------------------------------------------------
-    def save(self):
+    def save(self) -> bytes:
         """The allocator's own C state as bytes (its IovaDomain, if it runs
         on one, saves itself): `restore` turns them back into an allocator
         that makes the same allocations."""
         return save_words(lib.iova_cookie_save, self._c, _save_error)
 
     @classmethod
-    def restore(cls, data, iovad=None, *, type=None):
+    def restore(cls, data: bytes | bytearray | memoryview, iovad: IovaDomain | None = None, *,
+                type: AllocatorType | str | None = None) -> Self:
         """A new allocator from `save()`'s bytes, running on `iovad` (the
         iova and reset-when-empty types: the IovaDomain restored beside it;
         the others: None). `type`, when given, is the type the saved
@@ -320,13 +337,13 @@ class PfnAllocator:
         allocator._fq_rings = lib.iova_cookie_fq_rings(c)   # for free_lazy's CPU errors
         return allocator
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[str, IovaDomain | None, bytes]]:
         """pickle and copy.deepcopy (pyiova.checkpoint): the C state as
         words; the IovaDomain it runs on travels beside them (pickled on its
         own, shared through the memo)."""
         return (_restore, (self.type.value, self.iovad, self.save()))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         st = self.stats()
         return "<PfnAllocator %s live=%d ranges/%d pfns>" % (self.type, st["live_ranges"],
                                                              st["live_pfns"])
@@ -335,10 +352,10 @@ class PfnAllocator:
 _TYPES = {c: t for t, c in _C_TYPES.items()}
 
 
-def _save_error(code):
+def _save_error(code: int) -> errors.IovaError:
     return _code_error(code, what="the allocator's IOVA domain", where="saving an allocator")
 
 
-def _restore(type_name, iovad, data):
+def _restore(type_name: str, iovad: IovaDomain | None, data: bytes) -> PfnAllocator:
     """Unpickling entry point (kept at module level so pickle can name it)."""
     return PfnAllocator.restore(data, iovad, type=type_name)

@@ -33,13 +33,19 @@ Damaged bytes are refused, never loaded half-way or into something else:
 Like any pickle, a checkpoint must come from a trusted source: unpickling
 can run code named in the data.
 """
+from __future__ import annotations
+
 import hashlib
 import io
 import pickle
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .allocators import PfnAllocator
 from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .iova import IovaDomain
 
 __all__ = ["dumps", "loads", "CheckpointError", "SEAL"]
 
@@ -47,18 +53,18 @@ SEAL = b"\n#pyiova-checkpoint-blake2b-128:"   # then 16 digest bytes: the end of
 _DIGEST = 16
 
 
-def _digest(data):
+def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=_DIGEST).digest()
 
 
-def dumps(obj):
+def dumps(obj: object) -> bytes:
     """obj (any graph of pyiova objects, plain data around them) as bytes:
     the pickle, then its seal."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return data + SEAL + _digest(data)
 
 
-def _unseal(data):
+def _unseal(data: Any) -> bytes:
     """The pickle's bytes of a sealed checkpoint (the seal checked), or the
     bytes themselves when they have no seal."""
     mark = data.rfind(SEAL)
@@ -76,7 +82,7 @@ def _unseal(data):
     return body
 
 
-def loads(data):
+def loads(data: bytes | bytearray | memoryview) -> Any:
     """The graph dumps() saved. CheckpointError when the bytes are not a
     sound checkpoint; the IovaError a restore raised when a saved state in
     it is inconsistent."""
@@ -92,7 +98,7 @@ def loads(data):
     return obj
 
 
-def _load(data):
+def _load(data: bytes) -> Any:
     f = io.BytesIO(data)
     try:
         obj = pickle.Unpickler(f).load()
@@ -116,7 +122,7 @@ def _load(data):
                               % (type(exc).__name__, exc)) from exc
 
 
-def _check_graph(root):
+def _check_graph(root: object) -> None:
     """Every object loads() rebuilt that can say whether it fits the objects
     around it (a _check_restored method) is asked to."""
     seen = set()
@@ -138,7 +144,7 @@ def _check_graph(root):
             todo.extend(_fields(obj))
 
 
-def _fields(obj):
+def _fields(obj: object) -> list[Any]:
     """The values an object holds in its __dict__ and its slots."""
     out = list(getattr(obj, "__dict__", {}).values())
     for cls in type(obj).__mro__:
@@ -150,5 +156,5 @@ def _fields(obj):
 
 # ---- checkpoints written before PfnAllocator.restore existed name this -----------
 
-def _restore_allocator(type_name, iovad, data):
+def _restore_allocator(type_name: str, iovad: IovaDomain | None, data: bytes) -> PfnAllocator:
     return PfnAllocator.restore(data, iovad, type=type_name)

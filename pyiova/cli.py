@@ -12,11 +12,14 @@ error); 2 for bad arguments or a policy that cannot run where asked; 3 when
 of the output goes away. Every error is one line on stderr ("pyiova: ..."),
 never a traceback (PYIOVA_TRACEBACK=1 shows one for an internal error).
 """
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
 import time
+from typing import Any, NoReturn
 
 from . import __version__
 from .sim_report import bench_text, compare_text, engine_line, run_header, simulate_text
@@ -35,7 +38,7 @@ class _Bar:
 
     DELAY = 1.0
 
-    def __init__(self, total, enabled=True, unit="op"):
+    def __init__(self, total, enabled=True, unit="op") -> None:
         self.total = max(1, total)
         self.unit = unit
         self.enabled = enabled and sys.stderr.isatty()
@@ -77,7 +80,7 @@ class _Bar:
             _si(self.total), self.unit, left))
         sys.stderr.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.tqdm is not None:
             self.tqdm.close()
         elif self.shown:
@@ -151,7 +154,7 @@ def _rate(text):
     return v
 
 
-def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
+def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True) -> None:
     from .iova import KERNELS
     from .drivers.registry import DRIVERS
     p.add_argument("--driver", choices=list(DRIVERS), default=driver_default,
@@ -181,7 +184,7 @@ def _add_run_options(p, ops_default, driver_default="ipmmu", plot=True):
                        help="draw the address space over time (needs matplotlib)")
 
 
-def _add_workload_options(p):
+def _add_workload_options(p) -> None:
     from .workloads import WORKLOADS
     p.add_argument("workload", choices=list(WORKLOADS), metavar="WORKLOAD",
                    help="one of: %s" % ", ".join(WORKLOADS))
@@ -189,7 +192,7 @@ def _add_workload_options(p):
                    help="a workload parameter (repeatable; listed below)")
 
 
-def _epilog(examples):
+def _epilog(examples) -> str:
     from .drivers.registry import DRIVERS
     from .policies import POLICIES
     from .workloads import describe
@@ -208,7 +211,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line (the usage itself is one
     --help away)."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, "%s: error: %s (see: %s --help)\n" % (self.prog, message,
                                                                     self.prog))
 
@@ -338,7 +341,7 @@ class _Failure(Exception):
     """The command could not do what was asked (exit status 1)."""
 
 
-def _check_plot(args):
+def _check_plot(args) -> bool:
     """Before a long run: can the plot be drawn and written at all? args.plot
     becomes the file that will be written (".png" added to a bare name)."""
     path = getattr(args, "plot", None)
@@ -371,7 +374,7 @@ def _check_plot(args):
     return True
 
 
-def _draw(args, results, title):
+def _draw(args, results, title) -> None:
     from .plot import plot_results
     try:
         path = plot_results(results, args.plot, title=title)
@@ -432,7 +435,7 @@ def _compare(args):
     return 0
 
 
-def _bench(args):
+def _bench(args) -> int:
     from .sim import not_applicable, simulate
     from .workloads import WORKLOADS
     names = args.workloads or tuple(WORKLOADS)
@@ -444,7 +447,7 @@ def _bench(args):
     try:
         for name in names:
             for pol in runnable:
-                def cb(n, label, _base=done):
+                def cb(n, label, _base=done) -> None:
                     bar(_base + n, label)
                 results.append(simulate(name, pol, args.driver, args.ops, args.seed, cb,
                                         **_sim_kwargs(args)))
@@ -480,7 +483,7 @@ def _engine_line(r, args):
 
 # ---- replay ---------------------------------------------------------------------------
 
-def _add_replay(sub):
+def _add_replay(sub) -> None:
     r = sub.add_parser(
         "replay", help="replay a kernel trace: --check the model against it, or what if "
                        "another policy had run",
@@ -587,9 +590,9 @@ def _aperture_bits(text):
 class _TraceBar:
     """The trace reports progress as (done, total): make the bar on the first call."""
 
-    def __init__(self, enabled):
+    def __init__(self, enabled) -> None:
         self.enabled = enabled
-        self.bar = None
+        self.bar: Any = None
         self.label = ""
 
     def __call__(self, done, total):
@@ -597,7 +600,7 @@ class _TraceBar:
             self.bar = _Bar(total, self.enabled)
         self.bar(done, self.label)
 
-    def close(self):
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -618,7 +621,7 @@ def _replay_mode(args):
     return "auto"
 
 
-def _replay(args):
+def _replay(args) -> int:
     from . import trace
     from .errors import TraceError
     try:
@@ -633,6 +636,7 @@ def _replay(args):
                 progress=bar)
     if args.pci_windows is not None:
         opts["reserved"] = trace.VTD_RESERVED + args.pci_windows
+    res: Any    # a CheckResult, or the list of ReplayResult
     try:
         if args.check or not args.policy:
             if args.driver is not None:

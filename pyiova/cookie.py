@@ -16,8 +16,11 @@ and hands the IOMMU driver the flushes and resets the allocators ask for.
 A DmaCookie also works without an IommuDomain (trace replay): give
 init_domain the granule and aperture directly.
 """
+from __future__ import annotations
+
 import threading
 import weakref
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _state
 from . import errors
@@ -33,6 +36,14 @@ from ._pyiova import lib
 from .iova import KERNELS, IovaDomain, kernel_rules
 from .phys import PhysAllocator
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import SupportsIndex
+
+    from typing_extensions import Self
+
+    from .dma import _Mapping
+
 __all__ = ["DmaCookie", "get_dma_cookie", "get_msi_cookie", "put_dma_cookie", "cookie_of",
            "FQ_SIZE", "FQ_TIMEOUT_MS"]
 
@@ -43,10 +54,10 @@ _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 _MAX_CPUS = lib.IOVA_MAX_CPUS
 # Cookies of domains that have no iova_cookie slot (any object can hold one).
-_cookies = weakref.WeakKeyDictionary()
+_cookies: weakref.WeakKeyDictionary[Any, DmaCookie | None] = weakref.WeakKeyDictionary()
 
 
-def _flag(name, value):
+def _flag(name: str, value: Any) -> bool:
     """A flag must be a bool: "no" is not False."""
     if not isinstance(value, bool):
         raise errors.IovaTypeError("%s must be a bool, not %s (%r)"
@@ -54,7 +65,7 @@ def _flag(name, value):
     return value
 
 
-def _min_not_zero(a, b):
+def _min_not_zero(a: int, b: int) -> int:
     if not a:
         return b
     if not b:
@@ -62,7 +73,7 @@ def _min_not_zero(a, b):
     return min(a, b)
 
 
-def _regions(reserved):
+def _regions(reserved: Iterable[tuple[SupportsIndex, SupportsIndex]]) -> list[tuple[int, int]]:
     """The reserved regions as (lo, hi) byte addresses, each checked, so that
     init_domain refuses a bad one before it builds anything."""
     try:
@@ -95,8 +106,18 @@ class DmaCookie:
     rcache     False: the "iova" allocator uses the tree alone (policy "iova-tree")
     """
 
-    def __init__(self, allocator=AllocatorType.IOVA, *, kernel="6.12", ncpus=1, domain=None,
-                 msi_base=None, forcedac=False, rcache=True):
+    # The allocator is None until init_domain (the first attach); so are the
+    # geometry's numbers, which only an initialised cookie's callers read.
+    allocator: PfnAllocator | None
+    granule: int
+    shift: int
+    start_pfn: int
+    aperture_end: int
+
+    def __init__(self, allocator: AllocatorType | str = AllocatorType.IOVA, *,
+                 kernel: str = "6.12", ncpus: int = 1, domain: Any = None,
+                 msi_base: SupportsIndex | None = None, forcedac: bool = False,
+                 rcache: bool = True) -> None:
         self.type = allocator_type(allocator)
         kernel_rules(kernel)
         self.kernel = kernel
@@ -106,31 +127,32 @@ class DmaCookie:
         self._domain = weakref.ref(domain) if domain is not None else None
         self.msi_base = msi_base
         self.allocator = None          # a PfnAllocator, once init_domain has run
-        self.granule = self.shift = None
-        self.start_pfn = None
-        self.aperture_end = None
+        self.granule = self.shift = None  # type: ignore[assignment]
+        self.start_pfn = None  # type: ignore[assignment]
+        self.aperture_end = None  # type: ignore[assignment]
         self.force_aperture = False
         self.flush_queue = False
         self.clock_ms = 0              # the flush queue's simulated clock
-        self._no_32bit = set()         # devices whose 32-bit-first attempt failed (6.12 only)
+        self._no_32bit: set[Any] = set()  # devices whose 32-bit-first attempt failed (6.12)
         self.flushes = 0               # full IOTLB flushes the cookie asked for
         self.resets = 0
-        self.dma_mappings = {}         # live DMA API mappings (pyiova.dma)
+        self.dma_mappings: dict[int, _Mapping] = {}   # live DMA API mappings (pyiova.dma)
         self.dma_phys = PhysAllocator()  # pages of its coherent buffers (pyiova.dma)
         self._init_lock = threading.Lock()   # devices may probe from several threads
 
     # ---- setup ----------------------------------------------------------------
     @property
-    def domain(self):
+    def domain(self) -> Any:
         return self._domain() if self._domain is not None else None
 
     @property
-    def initialised(self):
+    def initialised(self) -> bool:
         return self.allocator is not None
 
-    def init_domain(self, granule, aperture_start=0, aperture_end=(1 << 64) - 1,
-                    force_aperture=False, *, end_pfn=None, flush_queue=False,
-                    reserved=()):
+    def init_domain(self, granule: int, aperture_start: SupportsIndex = 0,
+                    aperture_end: SupportsIndex = (1 << 64) - 1, force_aperture: bool = False,
+                    *, end_pfn: SupportsIndex | None = None, flush_queue: bool = False,
+                    reserved: Iterable[tuple[SupportsIndex, SupportsIndex]] = ()) -> Self:
         """iommu_dma_init_domain: the first device attach. Re-initialising
         with another granule or start is refused, as in the kernel."""
         if isinstance(granule, bool) or not isinstance(granule, int) or not _granule_ok(granule):
@@ -154,13 +176,14 @@ class DmaCookie:
                     "returns for a failure" % (msi_base, granule))
         elif self.msi_base is not None:
             _as_u64("msi_base", self.msi_base)
-        reserved = _regions(reserved)
+        regions = _regions(reserved)
         with self._init_lock:
             return self._init_locked(granule, aperture_start, aperture_end, force_aperture,
-                                     end_pfn, flush_queue, reserved, msi_base)
+                                     end_pfn, flush_queue, regions, msi_base)
 
-    def _init_locked(self, granule, aperture_start, aperture_end, force_aperture, end_pfn,
-                     flush_queue, reserved, msi_base):
+    def _init_locked(self, granule: int, aperture_start: int, aperture_end: int,
+                     force_aperture: bool, end_pfn: int | None, flush_queue: bool,
+                     reserved: list[tuple[int, int]], msi_base: int | None) -> Self:
         shift = granule.bit_length() - 1
         if self.kernel == "6.12" or force_aperture:
             start_pfn = max(1, aperture_start >> shift)
@@ -180,7 +203,9 @@ class DmaCookie:
         # DMA layer's fast path reads the cookie without the lock once the
         # allocator is set.
         lazy = False
+        allocator: PfnAllocator
         if self.type is AllocatorType.MSI:
+            assert msi_base is not None        # (init_domain sets it for this type)
             allocator = PfnAllocator("msi", granule=granule, start_pfn=msi_base >> shift,
                                      end_pfn=min(aperture_end, (1 << 62) - 1) >> shift)
         elif self.type is AllocatorType.WRAPAROUND:
@@ -190,7 +215,7 @@ class DmaCookie:
             for lo, hi in reserved:
                 allocator.reserve(lo >> shift, hi >> shift)
         else:
-            kw = {}
+            kw: dict[str, Any] = {}
             if self.kernel == "4.10":
                 # 4.10 passes the domain's end pfn as its 32-bit boundary
                 end = end_pfn if end_pfn is not None else (
@@ -212,23 +237,26 @@ class DmaCookie:
         return self
 
     @property
-    def iovad(self):
+    def iovad(self) -> IovaDomain | None:
         """The IovaDomain behind an "iova" or "reset-when-empty" cookie."""
         return self.allocator.iovad if self.allocator is not None else None
 
-    def _need_init(self):
+    def _need_init(self) -> None:
         if not self.initialised:
-            raise errors.IovaError("the cookie's domain is not initialised: attach a device "
-                                   "(or call init_domain) first")
+            self._not_initialised()
+
+    def _not_initialised(self) -> NoReturn:
+        raise errors.IovaError("the cookie's domain is not initialised: attach a device "
+                               "(or call init_domain) first")
 
     # ---- events the allocators raise ------------------------------------------
-    def _flush(self):
+    def _flush(self) -> None:
         self.flushes += 1
         dom = self.domain
         if dom is not None:
             dom.flush_iotlb_all()
 
-    def _events(self, ev):
+    def _events(self, ev: int) -> None:
         if ev & EV_FLUSH:
             self._flush()
         if ev & EV_RESET:
@@ -238,7 +266,7 @@ class DmaCookie:
                 dom.ops.domain_reset(dom)
 
     # ---- iommu_dma_alloc_iova / iommu_dma_free_iova ----------------------------
-    def dma_limit(self, dev, dma_limit):
+    def dma_limit(self, dev: Any, dma_limit: SupportsIndex) -> int:
         """The limit the kernel applies: the device's bus limit, then the
         aperture when the domain forces it."""
         if type(dma_limit) is not int or dma_limit < 0 or dma_limit > _U64_MAX:
@@ -249,12 +277,13 @@ class DmaCookie:
             limit = self.aperture_end
         return limit
 
-    def alloc_iova(self, dev, size, dma_limit, *, cpu=None):
+    def alloc_iova(self, dev: Any, size: SupportsIndex, dma_limit: SupportsIndex, *,
+                   cpu: SupportsIndex | None = None) -> int:
         """iommu_dma_alloc_iova: an IOVA (bytes) for `size` bytes, already
         rounded to the granule; 0 when no space is left."""
         allocator = self.allocator
         if allocator is None:
-            self._need_init()
+            self._not_initialised()
         granule = self.granule
         if type(size) is not int:
             size = _as_integer("size", size)
@@ -284,11 +313,12 @@ class DmaCookie:
             self._events(ev)
         return pfn << shift
 
-    def free_iova(self, iova, size, *, lazy=False, cpu=None):
+    def free_iova(self, iova: SupportsIndex, size: SupportsIndex, *, lazy: bool = False,
+                  cpu: SupportsIndex | None = None) -> bool:
         """iommu_dma_free_iova: at once, or (lazy, with a flush queue)
         queued until a flush covers it. Returns True when queued."""
         if self.allocator is None:
-            self._need_init()
+            self._not_initialised()
         # the allocator checks the pfn and the page count against what it
         # handed out; a value no uint64_t can hold never reaches it
         if type(iova) is not int:
@@ -315,7 +345,7 @@ class DmaCookie:
             self._events(ev)
         return False
 
-    def advance(self, ms, *, cpu=0):
+    def advance(self, ms: SupportsIndex, *, cpu: SupportsIndex = 0) -> None:
         """Moves the cookie's clock; fires the flush-queue timer when due, and
         the depot trim work of its IOVA domain."""
         # checked before the clock moves: a refused call changes nothing
@@ -326,7 +356,7 @@ class DmaCookie:
             if not 0 <= ring < self.ncpus:
                 raise errors.IovaCpuError("cpu %r is not in 0..%d" % (cpu, self.ncpus - 1))
         self.clock_ms += ms
-        if self.flush_queue:
+        if self.flush_queue and self.allocator is not None:
             due = self.allocator.fq_due
             if due is not None and due <= self.clock_ms:
                 self._flush()
@@ -335,32 +365,33 @@ class DmaCookie:
             self.iovad.advance(ms)
 
     @property
-    def sticky_no_32bit(self):
+    def sticky_no_32bit(self) -> bool:
         """Whether a failed 32-bit-first attempt ends them for the device
         (6.12), rather than being made again on every allocation (6.1, 4.10)."""
         return self.kernel == "6.12"
 
-    def uses_32bit_first(self, dev):
+    def uses_32bit_first(self, dev: Any) -> bool:
         """Whether the next allocation for dev tries below 4 GiB first."""
         return getattr(dev, "is_pci", False) and not self.forcedac and dev not in self._no_32bit
 
-    def stats(self):
-        st = self.allocator.stats() if self.allocator is not None else {}
+    def stats(self) -> dict[str, Any]:
+        st: dict[str, Any] = self.allocator.stats() if self.allocator is not None else {}
         st.update(type=str(self.type), flushes=self.flushes, resets=self.resets)
         return st
 
-    def check(self):
+    def check(self) -> None:
         if self.allocator is not None:
             self.allocator.check()
 
     # ---- quick copies (the candidate orders of trace replay) --------------------
-    def allocator_state(self):
+    def allocator_state(self) -> tuple[Any, ...]:
         """What the allocator calls (alloc_iova, free_iova, the flush queue)
         depend on, for restored(): the allocator's and its IOVA domain's C
         words and the cookie's own counters. A fraction of a pickle's cost,
         and no checkpoint format: the DMA API's mappings are not in it, so
         a cookie that holds some is refused."""
-        self._need_init()
+        if self.allocator is None:
+            self._not_initialised()
         if self.dma_mappings:
             raise errors.IovaError("the allocator state of a cookie with live DMA mappings "
                                    "would leave them out: pickle it instead")
@@ -368,7 +399,7 @@ class DmaCookie:
         return (iovad.save() if iovad is not None else None, self.allocator.save(),
                 self.clock_ms, frozenset(self._no_32bit), self.flushes, self.resets)
 
-    def restored(self, state):
+    def restored(self, state: tuple[Any, ...]) -> DmaCookie:
         """A new cookie set up like this one (type, kernel, domain, aperture)
         whose allocator is in `state` (from allocator_state())."""
         self._need_init()
@@ -399,13 +430,13 @@ class DmaCookie:
         return c
 
     # ---- pickling and deepcopy (checkpoints) -----------------------------------
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_init_lock"]
         state["_domain"] = self.domain    # held strongly only inside the pickle
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         _check_cookie_state(state)
         state = dict(state)            # in the saved order, the domain held weakly again
         domain = state["_domain"]
@@ -414,7 +445,7 @@ class DmaCookie:
         self.__dict__.update(state)
         self._init_lock = threading.Lock()
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         """After a checkpoint is loaded: its DMA mappings sit where their
         addresses say, for devices of its domain."""
         live = self.dma_mappings
@@ -431,12 +462,12 @@ class DmaCookie:
                 raise _state.fail("a cookie", "holds a DMA mapping at %#x of %s, which is not "
                                   "attached to its domain" % (iova, m.dev.name))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<DmaCookie %s kernel=%s%s>" % (self.type, self.kernel,
                                                 "" if self.initialised else " uninitialised")
 
 
-def _check_cookie_state(state):
+def _check_cookie_state(state: Any) -> None:
     """The state a DmaCookie is restored from, checked (see pyiova._state)."""
     from .dma import _Mapping
     opt_int = (int, type(None))
@@ -462,7 +493,8 @@ def _check_cookie_state(state):
     if any(state[name] is None for name in geometry):
         raise _state.fail("a DMA cookie", "with an allocator lacks part of its geometry")
     granule = state["granule"]
-    if not 2 <= granule <= 1 << 63 or granule & (granule - 1) or state["shift"] != granule.bit_length() - 1:
+    if (not 2 <= granule <= 1 << 63 or granule & (granule - 1)
+            or state["shift"] != granule.bit_length() - 1):
         raise _state.fail("a DMA cookie", "has granule %r and shift %r" % (granule,
                                                                            state["shift"]))
     if allocator.type is not state["type"]:
@@ -482,7 +514,7 @@ def _check_cookie_state(state):
         _state.check_type("the DMA mapping at %#x" % iova, m, _Mapping)
 
 
-def cookie_of(domain):
+def cookie_of(domain: Any) -> DmaCookie | None:
     """The cookie a domain holds, or None."""
     try:
         return domain.iova_cookie
@@ -495,18 +527,20 @@ def cookie_of(domain):
                                    % (domain,)) from None
 
 
-def _attach(domain, cookie):
+def _attach(domain: Any, cookie: DmaCookie | None) -> None:
     try:
         domain.iova_cookie = cookie
     except AttributeError:
         _cookies[domain] = cookie
 
 
-def get_dma_cookie(domain, allocator=None, **kw):
+def get_dma_cookie(domain: Any, allocator: AllocatorType | str | None = None,
+                   **kw: Any) -> DmaCookie:
     """iommu_get_dma_cookie: attach an (uninitialised) cookie; the allocator
     type defaults to the domain's IOVA_ALLOCATOR attribute."""
     if cookie_of(domain) is not None:
-        raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
+        raise errors.IovaValueError("domain %s already has a cookie"
+                                    % getattr(domain, "name", domain))
     if allocator is None:
         allocator = getattr(domain, "iova_allocator", None) or AllocatorType.IOVA
     if isinstance(allocator, str) and allocator == AllocatorType.MSI:
@@ -517,20 +551,21 @@ def get_dma_cookie(domain, allocator=None, **kw):
     return cookie
 
 
-def get_msi_cookie(domain, base, **kw):
+def get_msi_cookie(domain: Any, base: SupportsIndex, **kw: Any) -> DmaCookie:
     """iommu_get_msi_cookie: only for unmanaged (caller-managed) domains."""
     dtype = getattr(domain, "type", None)
     if dtype is not None and getattr(dtype, "name", "") != "UNMANAGED":
         raise errors.IovaValueError("an MSI cookie is only for unmanaged domains, not %s"
                                     % getattr(dtype, "name", dtype))
     if cookie_of(domain) is not None:
-        raise errors.IovaValueError("domain %s already has a cookie" % getattr(domain, "name", domain))
+        raise errors.IovaValueError("domain %s already has a cookie"
+                                    % getattr(domain, "name", domain))
     cookie = DmaCookie(AllocatorType.MSI, domain=domain, msi_base=base, **kw)
     _attach(domain, cookie)
     return cookie
 
 
-def put_dma_cookie(domain):
+def put_dma_cookie(domain: Any) -> None:
     """iommu_put_dma_cookie: drop the cookie (its IOVA domain with it)."""
     cookie = cookie_of(domain)
     if cookie is None:

@@ -5,8 +5,11 @@ the kernel's rules at work (the same pfns Linux hands out), how fast the C
 core churns through single and batch calls and through the per-CPU caches,
 and what the O(log n) search buys on a fragmented space.
 """
+from __future__ import annotations
+
 import random
 import time
+from typing import Any
 
 from .iova import IOVA_ANCHOR, IovaDomain
 
@@ -21,7 +24,7 @@ def _timed(fn):
 
 def _churn_single(dom, ops, seed):
     rng = random.Random(seed)
-    live = []
+    live: list[Any] = []
     for _ in range(ops):
         if len(live) >= 1000:
             dom.free(live.pop(rng.randrange(len(live))))
@@ -31,7 +34,7 @@ def _churn_single(dom, ops, seed):
 
 def _churn_fast(dom, ops, seed):
     rng = random.Random(seed)
-    live = []
+    live: list[Any] = []
     for _ in range(ops):
         if len(live) >= 1000:
             pfn, size = live.pop(rng.randrange(len(live)))
@@ -47,7 +50,7 @@ def _fragment(search, n):
     dom.free_many(pfns[1::2])
     top = dom.ranges()[-1][0]
 
-    def allocs():
+    def allocs() -> None:
         for _ in range(200):
             dom.free(top)                 # sends the cached node back to the top
             dom.alloc(1, TOP32)
@@ -56,7 +59,7 @@ def _fragment(search, n):
     return dom, secs / 200
 
 
-def run(ops=200_000, seed=1, out=print):
+def run(ops=200_000, seed=1, out=print) -> int:
     out("pyiova demo: the Linux IOVA allocator (mainline 6.12 rules), 4K granule, start_pfn 1")
     out("")
     dom = IovaDomain(4096, 1, ncpus=1)
@@ -79,7 +82,7 @@ def run(ops=200_000, seed=1, out=print):
     rng = random.Random(seed)
     sizes = [rng.randint(1, 64) for _ in range(ops)]
 
-    def batches():
+    def batches() -> None:
         live = bdom.alloc_many(sizes[:1000], TOP32, True)
         for i in range(1000, ops, 1000):
             bdom.free_many(live)

@@ -23,7 +23,10 @@ by another device. A mapping that cannot be made raises DmaMappingError
 (the kernel's DMA_MAPPING_ERROR). Either way the call has changed nothing
 the kernel's own failed call would not have changed.
 """
+from __future__ import annotations
+
 import enum
+from typing import TYPE_CHECKING, Any
 
 from . import _state
 from . import dma_args as _args
@@ -33,6 +36,14 @@ from .device import Device
 from .iommu import DomainAttr, DomainType, IommuDomain, IotlbGather, Prot
 from .phys import PHYS_END as _PHYS_END
 from .phys import PhysAllocator
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import SupportsIndex
+
+    from typing_extensions import TypeGuard
+
+    from .cookie import DmaCookie
 
 __all__ = ["DmaDirection", "SgMapping", "CoherentBuffer", "PhysAllocator", "map_page",
            "unmap_page", "map_sg", "unmap_sg", "alloc_coherent", "free_coherent",
@@ -45,6 +56,11 @@ class DmaDirection(enum.IntEnum):
     TO_DEVICE = 1
     FROM_DEVICE = 2
     NONE = 3
+
+
+if TYPE_CHECKING:
+    # A direction as the calls take it: a DmaDirection or its value.
+    Direction = DmaDirection | int
 
 
 _NONE = DmaDirection.NONE
@@ -63,14 +79,15 @@ class _Mapping:
     DMA-API debugging keeps in its dma_debug_entry)."""
     __slots__ = ("dev", "size", "direction", "kind", "length", "addr", "paddr")
 
-    def __init__(self, dev, size, direction, kind, length, addr, paddr):
+    def __init__(self, dev: Device, size: int, direction: DmaDirection, kind: str, length: int,
+                 addr: int, paddr: int) -> None:
         self.dev, self.size, self.direction, self.kind = dev, size, direction, kind
         self.length, self.addr, self.paddr = length, addr, paddr
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return _state.slot_state(self)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         _state.check_fields("a DMA mapping", state, {
             "dev": Device, "size": int, "direction": DmaDirection, "kind": str, "length": int,
             "addr": int, "paddr": int})
@@ -87,13 +104,14 @@ class SgMapping:
     """A mapped scatter-gather list: one IOVA range, segments back to back."""
     __slots__ = ("iova", "length", "segments", "dma_addrs")
 
-    def __init__(self, iova, length, segments, dma_addrs):
+    def __init__(self, iova: int, length: int, segments: Sequence[tuple[int, int]],
+                 dma_addrs: list[int]) -> None:
         self.iova, self.length, self.segments, self.dma_addrs = iova, length, segments, dma_addrs
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return _state.slot_state(self)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         state = _state.old_slot_state(state)
         _state.check_fields("an SgMapping", state, {"iova": int, "length": int,
                                                     "segments": (tuple, list),
@@ -105,7 +123,7 @@ class SgMapping:
                               % (len(state["segments"]), len(state["dma_addrs"])))
         _state.set_fields(self, state)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SgMapping iova=%#x length=%#x segments=%d>" % (self.iova, self.length,
                                                                 len(self.segments))
 
@@ -114,13 +132,13 @@ class CoherentBuffer:
     """A dma_alloc_coherent buffer: its physical pages and its DMA address."""
     __slots__ = ("paddr", "dma_addr", "size")
 
-    def __init__(self, paddr, dma_addr, size):
+    def __init__(self, paddr: int, dma_addr: int, size: int) -> None:
         self.paddr, self.dma_addr, self.size = paddr, dma_addr, size
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return _state.slot_state(self)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         state = _state.old_slot_state(state)
         _state.check_fields("a CoherentBuffer", state, {"paddr": int, "dma_addr": int,
                                                         "size": int})
@@ -128,11 +146,11 @@ class CoherentBuffer:
             _state.check_int("a CoherentBuffer's %s" % name, state[name], lo, _U64_MAX)
         _state.set_fields(self, state)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<CoherentBuffer dma=%#x phys=%#x size=%#x>" % (self.dma_addr, self.paddr, self.size)
 
 
-def _phys(cookie):
+def _phys(cookie: DmaCookie) -> PhysAllocator:
     """The cookie's PhysAllocator (cookies made before it had one get it here)."""
     phys = cookie.__dict__.get("dma_phys")
     if phys is None:
@@ -140,13 +158,13 @@ def _phys(cookie):
     return phys
 
 
-def _live(cookie):
+def _live(cookie: DmaCookie) -> dict[int, _Mapping]:
     """Live mappings of a cookie's domain: iova -> _Mapping. The kernel keeps
     none; pyiova keeps them to refuse the unmaps the kernel would WARN about."""
     return cookie.dma_mappings
 
 
-def mappings(domain):
+def mappings(domain: IommuDomain) -> dict[int, tuple[str, int, DmaDirection, str]]:
     """Live DMA mappings of a domain: {iova: (device name, bytes, direction, kind)}."""
     if not isinstance(domain, IommuDomain):
         raise errors.DmaApiTypeError("mappings: domain must be an IommuDomain, not %s (%r)"
@@ -158,7 +176,7 @@ def mappings(domain):
 
 # ---- the device's domain and cookie ------------------------------------------------
 
-def _dma_domain(dev, call):
+def _dma_domain(dev: Device, call: str) -> IommuDomain:
     """dev's domain, if the DMA API can work in it."""
     domain = dev._domain
     if domain is None:
@@ -169,13 +187,13 @@ def _dma_domain(dev, call):
     return domain
 
 
-def dma_cookie(dev, call="dma_cookie"):
+def dma_cookie(dev: Device, call: str = "dma_cookie") -> tuple[IommuDomain, DmaCookie]:
     """(domain, cookie) of dev's domain, the cookie set up
     (iommu_dma_init_domain) on first use."""
     domain = getattr(dev, "_domain", None)
     cookie = domain.iova_cookie if domain is not None else None
     if cookie is not None and cookie.allocator is not None:
-        return domain, cookie                      # the common case, kept short
+        return domain, cookie  # type: ignore[return-value]  # the common case, kept short
     _args.device(call, dev)
     domain = _dma_domain(dev, call)
     cookie = cookie_of(domain)
@@ -191,7 +209,7 @@ def dma_cookie(dev, call="dma_cookie"):
     return domain, cookie
 
 
-def _cpu(call, dev, cpu):
+def _cpu(call: str, dev: Device, cpu: Any) -> int | None:
     """cpu checked against the CPU slots of dev's cookie (the one dma_cookie
     would make has one), before anything is set up."""
     domain = dev._domain
@@ -199,14 +217,15 @@ def _cpu(call, dev, cpu):
     return _args.cpu(call, cpu, cookie.ncpus if cookie is not None else 1)
 
 
-def _mapped_cookie(dev, call, cpu):
+def _mapped_cookie(dev: Device, call: str,
+                   cpu: Any) -> tuple[IommuDomain, DmaCookie | None, int | None]:
     """(domain, cookie or None, cpu) for an unmap. Nothing is set up: an
     unmap in a domain without a cookie unmaps what was never mapped."""
     domain = dev._domain if type(dev) is Device else None
     cookie = domain.iova_cookie if domain is not None else None
-    if cookie is not None and domain.type is _DMA and (
+    if cookie is not None and domain.type is _DMA and (  # type: ignore[union-attr]
             cpu is None or type(cpu) is int and 0 <= cpu < cookie.ncpus):
-        return domain, cookie, cpu
+        return domain, cookie, cpu  # type: ignore[return-value]  # (a cookie: a domain)
     _args.device(call, dev)
     domain = _dma_domain(dev, call)
     cookie = cookie_of(domain)
@@ -217,7 +236,8 @@ def _mapped_cookie(dev, call, cpu):
 
 # ---- mapping -----------------------------------------------------------------------
 
-def _unmappable(call, dev, cookie, length, limit, cause):
+def _unmappable(call: str, dev: Device, cookie: DmaCookie, length: int, limit: int,
+                cause: BaseException) -> errors.IovaError:
     """The DmaMappingError for a request the allocator refused outright,
     before doing anything (a mask that leaves no IOVA space, a size no
     space could hold), in bytes."""
@@ -235,21 +255,22 @@ def _unmappable(call, dev, cookie, length, limit, cause):
     return errors.DmaMappingError("%s: no mapping for %s: %s" % (call, dev.name, why))
 
 
-def _ready(call, dev, cpu):
+def _ready(call: str, dev: Device, cpu: Any) -> tuple[IommuDomain, DmaCookie, int | None]:
     """(domain, cookie, cpu) for a map: the cookie set up, cpu checked
     against its CPU slots (before anything is set up)."""
     domain = dev._domain
     cookie = domain.iova_cookie if domain is not None else None
     if cookie is not None and cookie.allocator is not None and (
             cpu is None or type(cpu) is int and 0 <= cpu < cookie.ncpus):
-        return domain, cookie, cpu
+        return domain, cookie, cpu  # type: ignore[return-value]  # (a cookie: a domain)
     if cpu is not None:
         cpu = _cpu(call, dev, cpu)
     domain, cookie = dma_cookie(dev, call)
     return domain, cookie, cpu
 
 
-def _map(call, dev, domain, cookie, paddr, size, limit, prot, kind, direction, cpu):
+def _map(call: str, dev: Device, domain: IommuDomain, cookie: DmaCookie, paddr: int, size: int,
+         limit: int, prot: int, kind: str, direction: DmaDirection, cpu: int | None) -> int:
     g = cookie.granule
     off = paddr & (g - 1)
     base = paddr - off
@@ -275,14 +296,16 @@ def _map(call, dev, domain, cookie, paddr, size, limit, prot, kind, direction, c
     return addr
 
 
-def _find(call, dev, cookie, dma_addr, size, direction, kind):
-    """(iova, the _Mapping) that an unmap of dma_addr releases, or the
-    DmaApiError the kernel's DMA-API debugging would report instead."""
+def _find(call: str, dev: Device, cookie: DmaCookie | None, dma_addr: int, size: int | None,
+          direction: DmaDirection | None,
+          kind: str) -> tuple[DmaCookie, int, _Mapping]:
+    """(the cookie, iova, the _Mapping) that an unmap of dma_addr releases,
+    or the DmaApiError the kernel's DMA-API debugging would report instead."""
     m = None
     if cookie is not None and cookie.granule is not None:
         iova = dma_addr & ~(cookie.granule - 1)
         m = _live(cookie).get(iova)
-    if m is None:
+    if m is None or cookie is None:             # (no cookie: no mapping either)
         raise errors.DmaApiError("%s: %s: unmapping %#x, which was never mapped"
                                  % (call, dev.name, dma_addr))
     if m.dev is not dev:
@@ -303,13 +326,14 @@ def _find(call, dev, cookie, dma_addr, size, direction, kind):
     if direction is not None and m.direction != direction:
         raise errors.DmaApiError("%s: %s: unmapping %#x as %s, mapped as %s"
                                  % (call, dev.name, dma_addr, direction.name, m.direction.name))
-    return iova, m
+    return cookie, iova, m
 
 
 _MAPPED_BY = {"page": "map_page", "sg": "map_sg", "coherent": "alloc_coherent"}
 
 
-def _release(domain, cookie, iova, m, cpu):
+def _release(domain: IommuDomain, cookie: DmaCookie, iova: int, m: _Mapping,
+             cpu: int | None) -> None:
     """Unmap and free a mapping _find returned; it leaves the live set first,
     so that no other thread can release it too, and goes back if the
     unmap fails."""
@@ -331,7 +355,7 @@ def _release(domain, cookie, iova, m, cpu):
 
 # ---- the calls ---------------------------------------------------------------------
 
-def _plain_segments(segments):
+def _plain_segments(segments: object) -> TypeGuard[Sequence[tuple[int, int]]]:
     """Whether segments is a non-empty tuple or list of (paddr, length)
     tuples of plain ints that dma_args.segments would take as they are."""
     if (type(segments) is not tuple and type(segments) is not list) or not segments:
@@ -346,7 +370,9 @@ def _plain_segments(segments):
     return True
 
 
-def map_page(dev, paddr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
+def map_page(dev: Device, paddr: SupportsIndex, size: SupportsIndex,
+             direction: Direction = DmaDirection.BIDIRECTIONAL, *,
+             cpu: SupportsIndex | None = None) -> int:
     """dma_map_page / dma_map_phys: the DMA address of [paddr, paddr+size)."""
     if (type(paddr) is not int or type(size) is not int or type(direction) is not DmaDirection
             or type(dev) is not Device or paddr < 0 or size <= 0 or paddr + size > _PHYS_END
@@ -357,7 +383,9 @@ def map_page(dev, paddr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None
                 "page", direction, cpu)
 
 
-def unmap_page(dev, dma_addr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
+def unmap_page(dev: Device, dma_addr: SupportsIndex, size: SupportsIndex,
+               direction: Direction = DmaDirection.BIDIRECTIONAL, *,
+               cpu: SupportsIndex | None = None) -> None:
     """dma_unmap_page: at the address map_page returned, with the size and
     direction it was mapped with."""
     if (type(dma_addr) is not int or type(size) is not int or type(direction) is not DmaDirection
@@ -365,12 +393,14 @@ def unmap_page(dev, dma_addr, size, direction=DmaDirection.BIDIRECTIONAL, *, cpu
             or direction is _NONE):
         dma_addr, size, direction = _args.unmap_args("unmap_page", dev, dma_addr, size,
                                                      direction)
-    domain, cookie, cpu = _mapped_cookie(dev, "unmap_page", cpu)
-    iova, m = _find("unmap_page", dev, cookie, dma_addr, size, direction, "page")
+    domain, maybe_cookie, cpu = _mapped_cookie(dev, "unmap_page", cpu)
+    cookie, iova, m = _find("unmap_page", dev, maybe_cookie, dma_addr, size, direction, "page")
     _release(domain, cookie, iova, m, cpu)
 
 
-def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
+def map_sg(dev: Device, segments: Sequence[tuple[SupportsIndex, SupportsIndex]],
+           direction: Direction = DmaDirection.BIDIRECTIONAL, *,
+           cpu: SupportsIndex | None = None) -> SgMapping:
     """dma_map_sg: segments [(paddr, length), ...] laid back to back in one
     IOVA range, each padded to the granule as iommu_dma_map_sg does."""
     if type(dev) is not Device or type(direction) is not DmaDirection or direction is _NONE \
@@ -393,7 +423,7 @@ def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     addrs = []
     prot = _PROT[direction]
     try:
-        for (p, n), length in zip(segments, lengths):
+        for (p, _n), length in zip(segments, lengths):
             domain.map(iova + done, p & -g, length, prot)
             addrs.append(iova + done + (p & (g - 1)))
             done += length
@@ -410,7 +440,8 @@ def map_sg(dev, segments, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
     return SgMapping(iova, total, segments, addrs)
 
 
-def unmap_sg(dev, sg, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
+def unmap_sg(dev: Device, sg: SgMapping, direction: Direction = DmaDirection.BIDIRECTIONAL, *,
+             cpu: SupportsIndex | None = None) -> None:
     """dma_unmap_sg: the mapping map_sg returned."""
     if not isinstance(sg, SgMapping):
         raise errors.DmaApiTypeError("unmap_sg: sg must be the SgMapping map_sg returned, not %s "
@@ -421,12 +452,13 @@ def unmap_sg(dev, sg, direction=DmaDirection.BIDIRECTIONAL, *, cpu=None):
         iova = _args.dma_addr("unmap_sg", iova, "sg.iova")
         length = _args.size("unmap_sg", length, "sg.length")
         direction = _args.direction("unmap_sg", direction)
-    domain, cookie, cpu = _mapped_cookie(dev, "unmap_sg", cpu)
-    iova, m = _find("unmap_sg", dev, cookie, iova, length, direction, "sg")
+    domain, maybe_cookie, cpu = _mapped_cookie(dev, "unmap_sg", cpu)
+    cookie, iova, m = _find("unmap_sg", dev, maybe_cookie, iova, length, direction, "sg")
     _release(domain, cookie, iova, m, cpu)
 
 
-def alloc_coherent(dev, size, *, cpu=None):
+def alloc_coherent(dev: Device, size: SupportsIndex, *,
+                   cpu: SupportsIndex | None = None) -> CoherentBuffer:
     """dma_alloc_coherent: pages, mapped for the device within its coherent mask."""
     if type(size) is not int or size <= 0 or size > _U64_MAX or type(dev) is not Device:
         _args.device("alloc_coherent", dev)
@@ -448,7 +480,8 @@ def alloc_coherent(dev, size, *, cpu=None):
     return CoherentBuffer(paddr, dma, size)
 
 
-def free_coherent(dev, buf, *, cpu=None):
+def free_coherent(dev: Device, buf: CoherentBuffer, *,
+                  cpu: SupportsIndex | None = None) -> None:
     """dma_free_coherent: the buffer alloc_coherent returned."""
     if not isinstance(buf, CoherentBuffer):
         raise errors.DmaApiTypeError("free_coherent: buf must be the CoherentBuffer "
@@ -457,8 +490,8 @@ def free_coherent(dev, buf, *, cpu=None):
     addr = _args.dma_addr("free_coherent", buf.dma_addr, "buf.dma_addr")
     size = _args.size("free_coherent", buf.size, "buf.size")
     paddr = _args.phys_addr("free_coherent", buf.paddr, "buf.paddr")
-    domain, cookie, cpu = _mapped_cookie(dev, "free_coherent", cpu)
-    iova, m = _find("free_coherent", dev, cookie, addr, None, None, "coherent")
+    domain, maybe_cookie, cpu = _mapped_cookie(dev, "free_coherent", cpu)
+    cookie, iova, m = _find("free_coherent", dev, maybe_cookie, addr, None, None, "coherent")
     if (size + cookie.granule - 1) & -cookie.granule != m.size:
         raise errors.DmaApiError("free_coherent: %s: freeing %#x with size %#x, allocated with "
                                  "%#x (whole pages)" % (dev.name, addr, size, m.size))

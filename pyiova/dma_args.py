@@ -23,9 +23,16 @@ The rules are the kernel's types:
 bool is not an integer here (True is not an address), and nothing with a
 fractional part is truncated: 4095.9 bytes is an error, not 4095.
 """
+from __future__ import annotations
+
 import operator
+from typing import TYPE_CHECKING, Any
 
 from . import errors
+
+if TYPE_CHECKING:
+    from .device import Device
+    from .dma import DmaDirection
 
 __all__ = ["device", "integer", "phys_addr", "size", "dma_addr", "direction", "cpu",
            "buffer", "segments", "map_args", "unmap_args", "U64_MAX", "SG_LENGTH_MAX"]
@@ -34,12 +41,12 @@ U64_MAX = (1 << 64) - 1
 SG_LENGTH_MAX = (1 << 32) - 1      # struct scatterlist's length is an unsigned int
 
 
-def _type_error(call, name, value, what):
+def _type_error(call: str, name: str, value: Any, what: str) -> errors.IovaError:
     return errors.DmaApiTypeError("%s: %s must be %s, not %s (%r)"
                                   % (call, name, what, type(value).__name__, value))
 
 
-def device(call, dev):
+def device(call: str, dev: Any) -> Device:
     """dev, if it is a Device."""
     from .device import Device
     if not isinstance(dev, Device):
@@ -47,7 +54,7 @@ def device(call, dev):
     return dev
 
 
-def integer(call, name, value):
+def integer(call: str, name: str, value: Any) -> int:
     """value as an int through __index__ (numpy integers, IntEnum...); bool,
     float, str, None and the rest are refused."""
     if type(value) is int:
@@ -60,7 +67,7 @@ def integer(call, name, value):
         raise _type_error(call, name, value, "an integer") from None
 
 
-def _u64(call, name, value, what, lo=0):
+def _u64(call: str, name: str, value: Any, what: str, lo: int = 0) -> int:
     v = integer(call, name, value)
     if v < lo or v > U64_MAX:
         raise errors.DmaApiError("%s: %s %s is not %s (%d..2**64-1)"
@@ -68,31 +75,31 @@ def _u64(call, name, value, what, lo=0):
     return v
 
 
-def _show(v):
+def _show(v: int) -> str:
     """An integer as a kernel engineer reads it: hex, with a sign if any."""
     return "-%#x" % -v if v < 0 else "%#x" % v
 
 
-def phys_addr(call, value, name="paddr"):
+def phys_addr(call: str, value: Any, name: str = "paddr") -> int:
     return _u64(call, name, value, "a physical address")
 
 
-def size(call, value, name="size"):
+def size(call: str, value: Any, name: str = "size") -> int:
     return _u64(call, name, value, "a size in bytes", lo=1)
 
 
-def dma_addr(call, value, name="dma_addr"):
+def dma_addr(call: str, value: Any, name: str = "dma_addr") -> int:
     return _u64(call, name, value, "a DMA address")
 
 
-def buffer(call, paddr, nbytes, name="paddr"):
+def buffer(call: str, paddr: int, nbytes: int, name: str = "paddr") -> None:
     """[paddr, paddr+nbytes) must lie in the 64-bit physical address space."""
     if paddr + nbytes > U64_MAX + 1:
         raise errors.DmaApiError("%s: the buffer at %s %#x of %#x bytes runs past the top of the "
                                  "64-bit physical address space" % (call, name, paddr, nbytes))
 
 
-def direction(call, value):
+def direction(call: str, value: Any) -> DmaDirection:
     """value as a DmaDirection a mapping can have (not NONE)."""
     from .dma import DmaDirection
     if type(value) is not DmaDirection:
@@ -109,7 +116,7 @@ def direction(call, value):
     return value
 
 
-def cpu(call, value, ncpus):
+def cpu(call: str, value: Any, ncpus: int) -> int | None:
     """None, or a CPU slot in 0..ncpus-1."""
     if value is None:
         return None
@@ -120,7 +127,7 @@ def cpu(call, value, ncpus):
     return v
 
 
-def segments(call, value):
+def segments(call: str, value: Any) -> tuple[tuple[int, int], ...]:
     """A scatterlist as a tuple of (paddr, length) pairs of ints."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise _type_error(call, "segments", value, "a sequence of (paddr, length) pairs")
@@ -143,7 +150,8 @@ def segments(call, value):
     return tuple(out)
 
 
-def map_args(call, dev, paddr, nbytes, dirn):
+def map_args(call: str, dev: Any, paddr: Any, nbytes: Any,
+             dirn: Any) -> tuple[int, int, DmaDirection]:
     """(paddr, size, direction) of a map call, checked."""
     device(call, dev)
     paddr = phys_addr(call, paddr)
@@ -152,7 +160,8 @@ def map_args(call, dev, paddr, nbytes, dirn):
     return paddr, nbytes, direction(call, dirn)
 
 
-def unmap_args(call, dev, addr, nbytes, dirn):
+def unmap_args(call: str, dev: Any, addr: Any, nbytes: Any,
+               dirn: Any) -> tuple[int, int, DmaDirection]:
     """(dma_addr, size, direction) of an unmap call, checked."""
     device(call, dev)
     return dma_addr(call, addr), size(call, nbytes), direction(call, dirn)

@@ -8,6 +8,10 @@ the call (the pfn, the size, the domain's limits...), and where one code
 arises in situations a user tells apart, the table holds one message per
 variant.
 """
+from __future__ import annotations
+
+from typing import Any, Union
+
 from ._pyiova import lib
 from .errors import (IovaClosed, IovaCorrupted, IovaCpuError, IovaError, IovaExhausted,
                      IovaInvalidFree, IovaNoMemory, IovaNotFound, IovaValueError, LaterMessage)
@@ -15,7 +19,10 @@ from .iommu_errors import IommuAlignmentError, IommuFault, IommuMappingExists, I
 
 __all__ = ["ERRORS", "error"]
 
-ERRORS = {
+# A code's message, or its messages by variant.
+_Messages = Union[str, dict[str, str]]
+
+ERRORS: dict[int, tuple[type[IovaError], _Messages]] = {
     lib.IOVA_E_NOMEM: (IovaNoMemory, "out of memory %(where)s"),
     lib.IOVA_E_CLOSED: (IovaClosed, "%(what)s is closed"),
     lib.IOVA_E_SIZE: (IovaValueError, {
@@ -95,7 +102,7 @@ ERRORS = {
 }
 
 
-def template(code, variant=""):
+def template(code: int, variant: str = "") -> tuple[type[IovaError], str]:
     """(exception class, message template) for code (and variant)."""
     cls, fmt = ERRORS[code]
     if isinstance(fmt, dict):
@@ -103,7 +110,7 @@ def template(code, variant=""):
     return cls, fmt
 
 
-def error(code, variant="", *, lazy=False, **values):
+def error(code: int, variant: str = "", *, lazy: bool = False, **values: Any) -> IovaError:
     """The exception for the C core's negative return code `code`: the
     table's class, its message for `variant` filled in from `values`.
 
@@ -125,5 +132,5 @@ def error(code, variant="", *, lazy=False, **values):
     return cls(message)
 
 
-def _named(values):
+def _named(values: dict[str, Any]) -> str:
     return ", ".join("%s=%r" % kv for kv in sorted(values.items())) or "no values"

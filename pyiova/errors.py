@@ -7,6 +7,12 @@ it, so ``except ValueError``, ``except KeyError`` or ``except MemoryError``
 work as a Python programmer expects. Which class each of
 the C core's error codes raises is one table, pyiova.error_codes.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class LaterMessage:
@@ -15,16 +21,16 @@ class LaterMessage:
     what a succeeding one does. IovaError.args gives it as the string."""
     __slots__ = ("fmt", "values")
 
-    def __init__(self, fmt, values):
+    def __init__(self, fmt: str, values: Any) -> None:
         self.fmt, self.values = fmt, values
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.fmt % self.values
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(self.fmt % self.values)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
         return (str, (self.fmt % self.values,))
 
 
@@ -36,22 +42,33 @@ class IovaError(Exception):
     traceback or a pickle all see the same text.
     """
 
+    # Set on the error of a batch call (alloc_many, map_sg...): the index of
+    # the item that failed, how many were done before it, and the pfns handed
+    # out so far (README, "Errors").
+    index: int
+    done: int
+    pfns: Any
+    # Set on a PfnAllocator's error: the events the failed call reported.
+    events: int
+
     @classmethod
-    def later(cls, fmt, *values):
+    def later(cls, fmt: str, *values: Any) -> Self:
         """An exception of this class whose message is fmt % values."""
         return cls(LaterMessage(fmt, values))
 
+    # (typeshed declares BaseException.args a plain tuple; at run time it is
+    # the getset descriptor whose __get__ and __set__ these call)
     @property
-    def args(self):
-        args = BaseException.args.__get__(self)
+    def args(self) -> tuple[Any, ...]:
+        args = BaseException.args.__get__(self)  # type: ignore[attr-defined]
         if args and type(args[0]) is LaterMessage:
             args = (str(args[0]),) + args[1:]
-            BaseException.args.__set__(self, args)
+            BaseException.args.__set__(self, args)  # type: ignore[attr-defined]
         return args
 
     @args.setter
-    def args(self, value):
-        BaseException.args.__set__(self, value)
+    def args(self, value: tuple[Any, ...]) -> None:
+        BaseException.args.__set__(self, value)  # type: ignore[attr-defined]
 
 
 class IovaExhausted(IovaError):
@@ -70,7 +87,7 @@ class IovaTypeError(IovaError, TypeError):
 class IovaNotFound(IovaError, KeyError):
     """No allocated range contains (or starts at) the pfn given."""
 
-    def __str__(self):  # KeyError would quote the message
+    def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 

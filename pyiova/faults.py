@@ -7,7 +7,13 @@ Every C allocation goes through one wrapper, so this reaches them all; the
 C core must report each failure (IovaNoMemory here, a MemoryError) and stay
 consistent.
 """
+from __future__ import annotations
+
 import contextlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 from ._pyiova import lib
 
@@ -15,7 +21,7 @@ __all__ = ["fail_allocations_after", "injected_failures"]
 
 
 @contextlib.contextmanager
-def fail_allocations_after(n):
+def fail_allocations_after(n: int) -> Iterator[None]:
     """Within the block, allocations after the first n succeed fail."""
     previous = lib.iova_mem_fail_after(n)
     try:
@@ -24,6 +30,6 @@ def fail_allocations_after(n):
         lib.iova_mem_fail_after(previous)
 
 
-def injected_failures():
+def injected_failures() -> int:
     """How many allocations the injector has refused so far."""
     return lib.iova_mem_failures()

@@ -16,10 +16,12 @@ entries), so a device access (Device.dma_access) is served by whatever the
 IOTLB still holds. Whether a driver's invalidation policy is safe is then an
 observable: every stale IOTLB hit is recorded (stale_translations()).
 """
+from __future__ import annotations
+
 import array
 import enum
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, runtime_checkable
 
 from . import _state
 from . import errors
@@ -30,6 +32,15 @@ from .pgtable import IoPgtable
 from ._pyiova import ffi, lib
 from .allocators import AllocatorType
 from .device import Device, device_name
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from typing_extensions import Self
+
+    from ._args import U64Batch
+    from .cookie import DmaCookie
+    from .pgtable import PgtableLeaf
 
 __all__ = ["DomainType", "DomainAttr", "IovaAllocator", "Prot", "DomainGeometry",
            "IotlbGather", "IommuOps", "IommuDomain", "DomainCounters", "StaleTranslation"]
@@ -47,7 +58,7 @@ class DomainType(enum.IntEnum):
     IDENTITY = 4   # no translation: iova == physical address
 
     @property
-    def paging(self):
+    def paging(self) -> bool:
         return bool(self & 1)
 
 
@@ -88,7 +99,7 @@ class DomainGeometry:
     aperture_end: int = 0
     force_aperture: bool = False
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         _state.check_fields("a domain geometry", state, {
             "aperture_start": int, "aperture_end": int, "force_aperture": bool})
         for name in ("aperture_start", "aperture_end"):
@@ -110,7 +121,7 @@ class StaleTranslation(NamedTuple):
     device: Optional[str]       # the device's name
 
     @property
-    def kind(self):
+    def kind(self) -> str:
         """"unmapped" (DMA into a freed buffer) or "remapped" (into someone
         else's buffer)."""
         return "unmapped" if self.current_paddr is None else "remapped"
@@ -147,7 +158,7 @@ class DomainCounters:
     tables_live: int = 0
     block_splits: int = 0
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -155,15 +166,25 @@ class _Counts:
     """The counters kept in Python (the C structures keep the rest)."""
     __slots__ = ("maps", "unmaps", "short_unmaps", "syncs", "syncs_skipped", "full_flushes",
                  "invalidations_lost", "idle_flushes", "resets", "passthrough_accesses")
+    maps: int
+    unmaps: int
+    short_unmaps: int
+    syncs: int
+    syncs_skipped: int
+    full_flushes: int
+    invalidations_lost: int
+    idle_flushes: int
+    resets: int
+    passthrough_accesses: int
 
-    def __init__(self):
+    def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return _state.slot_state(self)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         state = _state.old_slot_state(state)
         _state.check_fields("the domain counters", state, dict.fromkeys(self.__slots__, int))
         for name, value in state.items():
@@ -178,22 +199,22 @@ class IotlbGather:
     """
     __slots__ = ("start", "end", "pgsize", "queued")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.start = _U64_MAX
         self.end = 0
         self.pgsize = 0
         self.queued = False
 
-    def reset(self):
+    def reset(self) -> None:
         self.start = _U64_MAX
         self.end = 0
         self.pgsize = 0
 
     @property
-    def empty(self):
+    def empty(self) -> bool:
         return self.end == 0 and self.start == _U64_MAX
 
-    def add_range(self, iova, size):
+    def add_range(self, iova: int, size: int) -> None:
         """Grow the range to cover [iova, iova+size)."""
         end = iova + size - 1
         if iova < self.start:
@@ -201,14 +222,14 @@ class IotlbGather:
         if end > self.end:
             self.end = end
 
-    def is_disjoint(self, iova, size):
+    def is_disjoint(self, iova: int, size: int) -> bool:
         """Whether [iova, iova+size) neither overlaps nor touches the range
         (the kernel then syncs the old range before gathering the new one)."""
         if self.empty:
             return False
         return iova + size < self.start or iova > self.end + 1
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.empty:
             return "<IotlbGather empty>"
         return "<IotlbGather %#x..%#x>" % (self.start, self.end)
@@ -223,46 +244,46 @@ class IommuOps(Protocol):
 
     name: str
 
-    def domain_alloc(self, type: DomainType) -> "IommuDomain":
+    def domain_alloc(self, type: DomainType) -> IommuDomain:
         """A new domain of that type (IommuDomainTypeError if unsupported)."""
 
-    def domain_free(self, domain: "IommuDomain") -> None:
+    def domain_free(self, domain: IommuDomain) -> None:
         """Release the domain's hardware resources."""
 
-    def attach_dev(self, domain: "IommuDomain", dev: Device) -> None:
+    def attach_dev(self, domain: IommuDomain, dev: Device) -> None:
         """Make dev translate through domain (IommuAttachError if it cannot)."""
 
-    def detach_dev(self, domain: "IommuDomain", dev: Device) -> None:
+    def detach_dev(self, domain: IommuDomain, dev: Device) -> None:
         """Stop dev translating through domain."""
 
-    def map(self, domain: "IommuDomain", iova: int, paddr: int, size: int, prot: int) -> None:
+    def map(self, domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> None:
         """Write the page-table entries for the range."""
 
-    def unmap(self, domain: "IommuDomain", iova: int, size: int, gather: IotlbGather) -> int:
+    def unmap(self, domain: IommuDomain, iova: int, size: int, gather: IotlbGather) -> int:
         """Clear the entries; record what needs invalidating in gather;
         return the bytes unmapped."""
 
-    def iotlb_sync(self, domain: "IommuDomain", gather: IotlbGather) -> None:
+    def iotlb_sync(self, domain: IommuDomain, gather: IotlbGather) -> None:
         """Invalidate what gather describes, and wait for it."""
 
-    def flush_iotlb_all(self, domain: "IommuDomain") -> None:
+    def flush_iotlb_all(self, domain: IommuDomain) -> None:
         """Invalidate every TLB entry of the domain."""
 
-    def iova_to_phys(self, domain: "IommuDomain", iova: int) -> Optional[int]:
+    def iova_to_phys(self, domain: IommuDomain, iova: int) -> Optional[int]:
         """Walk the page table (None if unmapped)."""
 
-    def domain_get_attr(self, domain: "IommuDomain", attr: DomainAttr) -> Any:
+    def domain_get_attr(self, domain: IommuDomain, attr: DomainAttr) -> Any:
         """Read a driver-handled attribute."""
 
-    def domain_set_attr(self, domain: "IommuDomain", attr: DomainAttr, value: Any) -> None:
+    def domain_set_attr(self, domain: IommuDomain, attr: DomainAttr, value: Any) -> None:
         """Set a driver-handled attribute."""
 
-    def domain_reset(self, domain: "IommuDomain") -> None:
+    def domain_reset(self, domain: IommuDomain) -> None:
         """The hook the rejected 2017 reset-when-empty patch added: forget
         every cached translation because the IOVA space starts over."""
 
 
-def _attr_key(attr):
+def _attr_key(attr: DomainAttr | str) -> DomainAttr:
     if isinstance(attr, DomainAttr):
         return attr
     if isinstance(attr, str):
@@ -278,7 +299,7 @@ def _attr_key(attr):
                                 % (attr, ", ".join(a.name for a in DomainAttr)))
 
 
-def _domain_type(type):
+def _domain_type(type: DomainType | str | int) -> DomainType:
     if isinstance(type, DomainType):
         return type
     if isinstance(type, str):
@@ -313,14 +334,25 @@ class IommuDomain:
                  "_mappable", "_closed", "_ap_lo", "_ap_end", "_saved_names", "__weakref__")
 
     _serial = 0
+    ops: IommuOps
+    type: DomainType
+    pgsize_bitmap: int
+    name: str
+    priv: Any
+    iova_cookie: DmaCookie | None
+    pgtable: IoPgtable | None
+    iotlb: Iotlb | None
+    _geometry: DomainGeometry
+    _saved_names: tuple[int, int, dict[int, str | None]] | None
 
-    def __init__(self, ops, type, pgsize_bitmap, *, geometry=None, name=None):
-        type = _domain_type(type)
+    def __init__(self, ops: IommuOps, type: DomainType | str | int, pgsize_bitmap: int, *,
+                 geometry: DomainGeometry | None = None, name: str | None = None) -> None:
+        dtype = _domain_type(type)
         IommuDomain._serial += 1
         self.ops = ops
-        self.type = type
-        self.pgsize_bitmap = pgsize_bitmap if type.paging else 0
-        self.name = name or "%s-%s-%d" % (getattr(ops, "name", "iommu"), type.name.lower(),
+        self.type = dtype
+        self.pgsize_bitmap = pgsize_bitmap if dtype.paging else 0
+        self.name = name or "%s-%s-%d" % (getattr(ops, "name", "iommu"), dtype.name.lower(),
                                           IommuDomain._serial)
         self.priv = None
         self.iova_cookie = None     # the dma-iommu cookie (pyiova.cookie), as in the kernel
@@ -328,22 +360,22 @@ class IommuDomain:
         self.iotlb = None
         self._ptp = None
         self._tlbp = None
-        self._geometry = None
+        self._geometry = None  # type: ignore[assignment]  # (set_geometry checks the argument)
         self.set_geometry(geometry or DomainGeometry())
-        self._attrs = {}
-        if type.paging:
+        self._attrs: dict[DomainAttr, Any] = {}
+        if dtype.paging:
             self._attrs[DomainAttr.IOVA_ALLOCATOR] = AllocatorType.IOVA
-        if type is DomainType.DMA:
+        if dtype is DomainType.DMA:
             self._attrs[DomainAttr.DMA_USE_FLUSH_QUEUE] = False
-        self._devices = []
+        self._devices: list[Device] = []
         self._op = 0
         self._pc = _Counts()
-        self._mappable = type.paging
+        self._mappable = dtype.paging
         self._closed = False
         self._saved_names = None
 
     # -- for drivers ---------------------------------------------------------
-    def set_hardware(self, pgtable, iotlb):
+    def set_hardware(self, pgtable: IoPgtable, iotlb: Iotlb) -> None:
         """Give the domain its page table and IOTLB (drivers only)."""
         if not isinstance(pgtable, IoPgtable) or not isinstance(iotlb, Iotlb):
             raise errors.IovaTypeError("set_hardware takes an IoPgtable and an Iotlb")
@@ -352,7 +384,7 @@ class IommuDomain:
         self._ptp = pgtable.ptr
         self._tlbp = iotlb.ptr
 
-    def set_geometry(self, geometry):
+    def set_geometry(self, geometry: DomainGeometry) -> None:
         """Set the domain's geometry (drivers only: users read it)."""
         if not isinstance(geometry, DomainGeometry):
             raise errors.IovaTypeError("geometry must be a DomainGeometry")
@@ -365,56 +397,56 @@ class IommuDomain:
             self._ap_lo, self._ap_end = 0, 1 << 66
 
     @property
-    def counts(self):
+    def counts(self) -> _Counts:
         """The Python-side counters, for drivers to bump."""
         return self._pc
 
     @property
-    def attrs(self):
+    def attrs(self) -> dict[DomainAttr, Any]:
         """The stored attribute values, for drivers (users: get_attr)."""
         return self._attrs
 
     # -- state ---------------------------------------------------------------
     @property
-    def geometry(self):
+    def geometry(self) -> DomainGeometry:
         return self._geometry
 
     @property
-    def devices(self):
+    def devices(self) -> tuple[Device, ...]:
         return tuple(self._devices)
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._closed
 
     @property
-    def op_count(self):
+    def op_count(self) -> int:
         """Operations so far (maps, unmaps, syncs, flushes, accesses): the
         clock stale records are stamped with."""
         return self._op
 
     @property
-    def iova_allocator(self):
+    def iova_allocator(self) -> AllocatorType | None:
         """The IOVA_ALLOCATOR attribute (None for identity domains)."""
         return self._attrs.get(DomainAttr.IOVA_ALLOCATOR)
 
-    def _live(self):
+    def _live(self) -> None:
         if self._closed:
             raise errors.IovaClosed("domain %s was freed" % self.name)
 
-    def _not_mappable(self, what):
+    def _not_mappable(self, what: str) -> errors.IovaError:
         self._live()
         return ierr.IommuDomainTypeError("cannot %s in %s: a %s domain has no page table"
                                          % (what, self.name, self.type.name))
 
-    def _outside(self, iova, size):
+    def _outside(self, iova: int, size: int) -> errors.IovaError:
         geo = self._geometry
         return ierr.IommuRangeError("iova range %#x+%#x is outside the aperture [%#x, %#x] of %s"
                                     % (iova, size, geo.aperture_start, geo.aperture_end,
                                        self.name))
 
     # -- the core's operations (drivers/iommu/iommu.c) -------------------------
-    def map(self, iova, paddr, size, prot=_RW):
+    def map(self, iova: int, paddr: int, size: int, prot: int = _RW) -> None:
         """iommu_map(): map [iova, iova+size) to paddr with prot (Prot bits).
 
         The range is cut into the largest pages the alignment of iova and
@@ -432,7 +464,7 @@ class IommuDomain:
         self._op += 1
         self._pc.maps += 1
 
-    def unmap(self, iova, size):
+    def unmap(self, iova: int, size: int) -> int:
         """iommu_unmap(): unmap, then iotlb_sync. Returns the bytes unmapped,
         which is less than size when the walk met unmapped space (0 if
         nothing at iova was mapped)."""
@@ -441,7 +473,7 @@ class IommuDomain:
         self.ops.iotlb_sync(self, gather)
         return unmapped
 
-    def unmap_fast(self, iova, size, gather):
+    def unmap_fast(self, iova: int, size: int, gather: IotlbGather) -> int:
         """iommu_unmap_fast(): unmap, gathering what to invalidate, without
         syncing. The caller syncs later (iotlb_sync) or relies on a flush."""
         if not self._mappable:
@@ -460,7 +492,7 @@ class IommuDomain:
             self._pc.short_unmaps += 1
         return unmapped
 
-    def iotlb_sync(self, gather):
+    def iotlb_sync(self, gather: IotlbGather) -> None:
         """iommu_iotlb_sync(): have the driver invalidate the gathered range,
         then empty the gather."""
         self._live()
@@ -470,20 +502,20 @@ class IommuDomain:
         self.ops.iotlb_sync(self, gather)
         gather.reset()
 
-    def flush_iotlb_all(self):
+    def flush_iotlb_all(self) -> None:
         """iommu_flush_iotlb_all(): invalidate every IOTLB entry of the domain."""
         self._live()
         self._op += 1
         self.ops.flush_iotlb_all(self)
 
-    def reset(self):
+    def reset(self) -> None:
         """Call the driver's domain_reset (the 2017 reset-when-empty hook)."""
         self._live()
         self._op += 1
         self._pc.resets += 1
         self.ops.domain_reset(self)
 
-    def iova_to_phys(self, iova):
+    def iova_to_phys(self, iova: int) -> int | None:
         """iommu_iova_to_phys(): the physical address iova maps to, or None
         (identity domains: iova itself)."""
         self._live()
@@ -494,16 +526,17 @@ class IommuDomain:
             return iova
         return self.ops.iova_to_phys(self, iova)
 
-    def map_many(self, iovas, paddrs, sizes, prot=_RW):
+    def map_many(self, iovas: Iterable[int], paddrs: Iterable[int], sizes: Iterable[int],
+                 prot: int = _RW) -> int:
         """map() for each element, in order; stops at the first failure and
         raises it (its .done tells how many were mapped). Returns the count."""
-        iovas, paddrs, sizes = list(iovas), list(paddrs), list(sizes)
-        if not len(iovas) == len(paddrs) == len(sizes):
+        iova_list, paddr_list, size_list = list(iovas), list(paddrs), list(sizes)
+        if not len(iova_list) == len(paddr_list) == len(size_list):
             raise errors.IovaValueError("iovas, paddrs and sizes differ in length (%d, %d, %d)"
-                                        % (len(iovas), len(paddrs), len(sizes)))
+                                        % (len(iova_list), len(paddr_list), len(size_list)))
         n = 0
         try:
-            for iova, paddr, size in zip(iovas, paddrs, sizes):
+            for iova, paddr, size in zip(iova_list, paddr_list, size_list):
                 self.map(iova, paddr, size, prot)
                 n += 1
         except errors.IovaError as exc:
@@ -511,18 +544,18 @@ class IommuDomain:
             raise
         return n
 
-    def unmap_many(self, iovas, sizes):
+    def unmap_many(self, iovas: Iterable[int], sizes: Iterable[int]) -> list[int]:
         """unmap() (with its sync) for each element; returns the list of
         bytes each unmapped."""
-        iovas, sizes = list(iovas), list(sizes)
-        if len(iovas) != len(sizes):
+        iova_list, size_list = list(iovas), list(sizes)
+        if len(iova_list) != len(size_list):
             raise errors.IovaValueError("iovas and sizes differ in length (%d, %d)"
-                                        % (len(iovas), len(sizes)))
+                                        % (len(iova_list), len(size_list)))
         unmap = self.unmap
-        return [unmap(iova, size) for iova, size in zip(iovas, sizes)]
+        return [unmap(iova, size) for iova, size in zip(iova_list, size_list)]
 
     # -- attributes ----------------------------------------------------------
-    def get_attr(self, attr):
+    def get_attr(self, attr: DomainAttr | str) -> Any:
         """iommu_domain_get_attr(): GEOMETRY and PAGING are answered by the
         core, the rest by the driver."""
         self._live()
@@ -533,7 +566,7 @@ class IommuDomain:
             return self.pgsize_bitmap != 0
         return self.ops.domain_get_attr(self, key)
 
-    def set_attr(self, attr, value):
+    def set_attr(self, attr: DomainAttr | str, value: Any) -> None:
         """iommu_domain_set_attr(): the driver decides (GEOMETRY and PAGING
         are read-only)."""
         self._live()
@@ -543,7 +576,7 @@ class IommuDomain:
         self.ops.domain_set_attr(self, key, value)
 
     # -- devices -------------------------------------------------------------
-    def attach_device(self, dev):
+    def attach_device(self, dev: Device) -> None:
         """iommu_attach_device(): the driver may refuse (IommuAttachError,
         IommuBusy). A device is in at most one domain at a time."""
         self._live()
@@ -559,7 +592,7 @@ class IommuDomain:
         dev._domain = self
         self._devices.append(dev)
 
-    def detach_device(self, dev):
+    def detach_device(self, dev: Device) -> None:
         """iommu_detach_device()."""
         self._live()
         if not isinstance(dev, Device) or dev._domain is not self:
@@ -568,7 +601,7 @@ class IommuDomain:
         dev._domain = None
         self._devices.remove(dev)
 
-    def free(self):
+    def free(self) -> None:
         """iommu_domain_free(). Devices must be detached first (IommuBusy)."""
         if self._closed:
             return
@@ -580,16 +613,16 @@ class IommuDomain:
         self._mappable = False
         self.pgtable = self.iotlb = self._ptp = self._tlbp = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for dev in list(self._devices):
             self.detach_device(dev)
         self.free()
 
     # -- device accesses (called by Device) -------------------------------------
-    def _dma_access(self, iova, write, dev):
+    def _dma_access(self, iova: int, write: bool, dev: Device) -> int:
         self._live()
         self._op += 1
         tlb = self._tlbp
@@ -604,7 +637,8 @@ class IommuDomain:
             raise fault_error(rc, iova, bool(write), dev.name)
         return res.paddr
 
-    def _dma_access_many(self, iovas, write, dev):
+    def _dma_access_many(self, iovas: U64Batch, write: bool | Iterable[bool],
+                         dev: Device) -> tuple[array.array[int], array.array[int]]:
         self._live()
         _, vals, n = u64_buffer("iovas", iovas)
         if n and max(vals) > dev.dma_mask:
@@ -622,7 +656,7 @@ class IommuDomain:
         return result
 
     # -- observation ---------------------------------------------------------
-    def counters(self):
+    def counters(self) -> DomainCounters:
         """A DomainCounters snapshot."""
         pc = self._pc
         kw = {name: getattr(pc, name) for name in _Counts.__slots__}
@@ -642,7 +676,8 @@ class IommuDomain:
                       range_invalidations=t.range_invalidations)
         return DomainCounters(**kw)
 
-    def stale_translations(self, start=0, limit=None):
+    def stale_translations(self, start: int = 0,
+                           limit: int | None = None) -> list[StaleTranslation]:
         """The recorded stale translations (StaleTranslation), oldest first."""
         self._live()
         if self.iotlb is None:
@@ -652,7 +687,7 @@ class IommuDomain:
                 for i, (iova, stale, cur, op, dev_id, write)
                 in enumerate(self.iotlb.stale_records(start, limit), start)]
 
-    def _record_namer(self):
+    def _record_namer(self) -> Callable[[int, int], str | None]:
         """name(record index, dev_id): the device a stale record names.
         Records made before this domain was restored from a checkpoint carry
         the numbers of the devices of that time, which may mean nothing (or
@@ -667,7 +702,7 @@ class IommuDomain:
         return lambda i, dev_id: names.get(dev_id) if i < count else device_name(dev_id)
 
     # -- pickling and deepcopy (checkpoints) -----------------------------------
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         """Everything but the raw pointers; the page table and IOTLB pickle
         themselves (pyiova.checkpoint). A freed domain has nothing to save."""
         if self._closed:
@@ -681,7 +716,7 @@ class IommuDomain:
                                      {r[4]: name(i, r[4]) for i, r in enumerate(records)})
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         _check_domain_state(state)
         state = dict(state)
         saved = state.pop("_saved_names", None)
@@ -691,10 +726,10 @@ class IommuDomain:
         self._ptp = self.pgtable.ptr if self.pgtable is not None else None
         self._tlbp = self.iotlb.ptr if self.iotlb is not None else None
         # the restored IOTLB starts with the cleared count the original had
-        self._saved_names = None if saved is None else \
+        self._saved_names = None if saved is None or self.iotlb is None else \
             (_records_cleared(self.iotlb), saved[0], saved[1])
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         """After a checkpoint is loaded: the domain and its devices and
         cookie name each other."""
         for dev in self._devices:
@@ -705,29 +740,29 @@ class IommuDomain:
         if cookie is not None and cookie.domain is not self:
             raise _state.fail("domain %s" % self.name, "holds a cookie of another domain")
 
-    def mappings(self, start=0):
+    def mappings(self, start: int = 0) -> Iterator[PgtableLeaf]:
         """Iterate over the page-table leaves (PgtableLeaf) from start on."""
         self._live()
         if self.pgtable is None:
             return iter(())
         return self.pgtable.leaves(start)
 
-    def check(self):
+    def check(self) -> None:
         """Run the C validators of the page table and IOTLB (IovaCorrupted)."""
         if self.pgtable is not None:
             self.pgtable.check()
         if self.iotlb is not None:
             self.iotlb.check()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "freed" if self._closed else "%d device(s)" % len(self._devices)
         return "<IommuDomain %s %s %s>" % (self.name, self.type.name, state)
 
 
-def _check_domain_state(state):
+def _check_domain_state(state: Any) -> None:
     """The state an IommuDomain is restored from, checked (see pyiova._state)."""
     from .cookie import DmaCookie
-    spec = {"ops": object, "type": DomainType, "pgsize_bitmap": int, "name": str,
+    spec: dict[str, Any] = {"ops": object, "type": DomainType, "pgsize_bitmap": int, "name": str,
             "priv": object, "iova_cookie": (DmaCookie, type(None)),
             "pgtable": (IoPgtable, type(None)), "iotlb": (Iotlb, type(None)),
             "_geometry": DomainGeometry, "_attrs": dict, "_devices": list, "_op": int,
@@ -759,10 +794,12 @@ def _check_domain_state(state):
     if saved is not None:
         if len(saved) != 2 or type(saved[1]) is not dict:
             raise _state.fail(name, "has a damaged table of stale records' device names")
+        if state["iotlb"] is None:
+            raise _state.fail(name, "names the devices of stale records but has no IOTLB")
         _state.check_int("%s's named stale records" % name, saved[0], 0)
 
 
-def _records_cleared(iotlb):
+def _records_cleared(iotlb: Iotlb) -> int:
     """Stale records an IOTLB has dropped by clear_records so far."""
     t = iotlb.stats()
     return t.stale_hits - t.records_kept - t.records_dropped
@@ -773,7 +810,7 @@ def _records_cleared(iotlb):
 _MOVED_TO_DRIVERS_BASE = ("IommuDriver", "EngineProfile", "ENGINE_METHODS", "declares_own")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _MOVED_TO_DRIVERS_BASE:
         from .drivers import base
         return getattr(base, name)

@@ -3,6 +3,8 @@
 Each is an ``IovaError`` and, where Python has a natural builtin for the
 situation, also that builtin, so ``except ValueError`` keeps working.
 """
+from __future__ import annotations
+
 from .errors import IovaError, IovaNoMemory, IovaValueError
 
 
@@ -57,7 +59,8 @@ class IommuFault(IovaError, RuntimeError):
     "permission"). On hardware the device gets an abort and the IOMMU
     reports the fault."""
 
-    def __init__(self, message, *, iova=None, write=False, kind="translation", device=None):
+    def __init__(self, message: object, *, iova: int | None = None, write: bool = False,
+                 kind: str = "translation", device: object = None) -> None:
         super().__init__(message)
         self.iova = iova
         self.write = write
@@ -72,7 +75,7 @@ class IommuAttrError(IovaError):
 class IommuUnknownAttr(IommuAttrError, KeyError):
     """The attribute does not exist, or not for this domain or driver."""
 
-    def __str__(self):  # KeyError would quote the message
+    def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 

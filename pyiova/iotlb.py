@@ -5,8 +5,11 @@ As pgtable.py: arguments go straight to C, and only a refusal is examined
 to name the offending value; the C core's codes become exceptions through
 pyiova.error_codes.
 """
+from __future__ import annotations
+
 import array
 from collections import namedtuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import errors
 from ._args import bad_argument, check_u64, u64_buffer
@@ -14,6 +17,13 @@ from .error_codes import error as _code_error
 from ._pyiova import ffi, lib
 from ._words import save_words
 from .pgtable import IoPgtable, restore_native, save_error, struct_fields, struct_to_tuple
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from typing_extensions import Self
+
+    from ._args import U64Batch
 
 __all__ = ["Iotlb", "TlbEntry", "Translation", "IotlbStats", "FAULT_TRANSLATION",
            "FAULT_PERMISSION"]
@@ -27,14 +37,52 @@ _tlb_inval_range = lib.iotlb_invalidate_range
 _tlb_inval_all = lib.iotlb_invalidate_all
 _new = ffi.new
 
-TlbEntry = namedtuple("TlbEntry", "iova paddr size prot set rank")
-TlbEntry.__doc__ = "One IOTLB entry; rank 0 is the most recently used of its set."
+class TlbEntry(NamedTuple):
+    """One IOTLB entry; rank 0 is the most recently used of its set."""
+    iova: int
+    paddr: int
+    size: int
+    prot: int
+    set: int
+    rank: int
 
-Translation = namedtuple("Translation", "paddr hit stale flags")
-Translation.__doc__ = ("Where a device access went: paddr, whether the IOTLB served it (hit), "
-                       "whether that entry was stale, and the raw IOTLB_* flags.")
 
-IotlbStats = namedtuple("IotlbStats", struct_fields("struct iotlb_stats"))
+class Translation(NamedTuple):
+    """Where a device access went: paddr, whether the IOTLB served it (hit),
+    whether that entry was stale, and the raw IOTLB_* flags."""
+    paddr: int
+    hit: bool
+    stale: bool
+    flags: int
+
+
+if TYPE_CHECKING:
+    # The fields of struct iotlb_stats (csrc), which the namedtuple takes at
+    # run time (tests/test_typing.py checks they agree).
+    class IotlbStats(NamedTuple):
+        accesses: int
+        hits: int
+        misses: int
+        fills: int
+        evictions: int
+        translation_faults: int
+        permission_faults: int
+        stale_hits: int
+        stale_unmapped: int
+        stale_remapped: int
+        multi_hits: int
+        range_invalidations: int
+        full_invalidations: int
+        entries_invalidated: int
+        valid_entries: int
+        records_kept: int
+        records_dropped: int
+else:
+    IotlbStats = namedtuple("IotlbStats", struct_fields("struct iotlb_stats"))
+
+# A stale record as stale_records() gives it: (iova, stale_paddr,
+# current_paddr or None, op_index, dev_id, write).
+StaleRecord = tuple[int, int, "int | None", int, int, bool]
 
 
 class Iotlb:
@@ -47,8 +95,12 @@ class Iotlb:
     """
 
     __slots__ = ("_p", "ptr", "entries", "ways", "sets", "record_limit", "__weakref__")
+    entries: int
+    ways: int
+    sets: int
+    record_limit: int
 
-    def __init__(self, entries=64, ways=0, *, record_limit=65536):
+    def __init__(self, entries: int = 64, ways: int = 0, *, record_limit: int = 65536) -> None:
         for name, value in (("entries", entries), ("ways", ways),
                             ("record_limit", record_limit)):
             exc = check_u64(name, value)
@@ -65,7 +117,7 @@ class Iotlb:
                       "associative" % lib.IOTLB_MAX_ENTRIES)
         self._adopt(out[0], record_limit)
 
-    def _adopt(self, p, record_limit):
+    def _adopt(self, p: Any, record_limit: int) -> None:
         """Takes ownership of a C IOTLB and mirrors its geometry."""
         self._p = ffi.gc(p, lib.iotlb_destroy)
         self.ptr = p
@@ -75,13 +127,13 @@ class Iotlb:
         self.record_limit = record_limit
 
     # -- saving, pickling, copying -------------------------------------------
-    def save(self):
+    def save(self) -> bytes:
         """The whole IOTLB - entries in recency order, stale records and
         counters - as bytes."""
         return save_words(lib.iotlb_save, self.ptr, save_error)
 
     @classmethod
-    def restore(cls, data):
+    def restore(cls, data: bytes | bytearray | memoryview) -> Self:
         """A new IOTLB from save()'s bytes: it hits, misses, evicts and
         records as the original would. IovaValueError if they are not a
         sound IOTLB."""
@@ -91,13 +143,14 @@ class Iotlb:
         self._adopt(p, record_limit)
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         return (Iotlb.restore, (self.save(),))
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: Any) -> Iotlb:
         return Iotlb.restore(self.save())
 
-    def access(self, pgtable, iova, write=False, *, op_index=0, dev_id=0):
+    def access(self, pgtable: IoPgtable, iova: int, write: bool = False, *, op_index: int = 0,
+               dev_id: int = 0) -> Translation:
         """One device access through this IOTLB and then pgtable; returns a
         Translation, or raises IommuFault."""
         if not isinstance(pgtable, IoPgtable):
@@ -114,7 +167,9 @@ class Iotlb:
         f = res.flags
         return Translation(res.paddr, bool(f & lib.IOTLB_HIT), bool(f & lib.IOTLB_STALE), f)
 
-    def access_many(self, pgtable, iovas, writes=None, *, op_base=0, dev_id=0):
+    def access_many(self, pgtable: IoPgtable, iovas: U64Batch,
+                    writes: bool | Iterable[bool] | None = None, *, op_base: int = 0,
+                    dev_id: int = 0) -> tuple[array.array[int], array.array[int]]:
         """Many accesses in one C call; faults do not stop it. Returns
         (paddrs array('Q'), status array('i')): status is the access's
         IOTLB_* flags, or FAULT_TRANSLATION / FAULT_PERMISSION (negative)
@@ -124,7 +179,7 @@ class Iotlb:
                                        % type(pgtable).__name__)
         return access_many(self.ptr, pgtable.ptr, iovas, writes, op_base, dev_id)
 
-    def invalidate_range(self, iova, size):
+    def invalidate_range(self, iova: int, size: int) -> int:
         """Drop every entry meeting [iova, iova+size); returns how many."""
         out = _new("uint64_t *")
         try:
@@ -135,22 +190,22 @@ class Iotlb:
             raise _code_error(rc, "zero", what="an IOTLB call")
         return out[0]
 
-    def invalidate_all(self):
+    def invalidate_all(self) -> int:
         """Drop every entry; returns how many."""
         out = _new("uint64_t *")
         _tlb_inval_all(self.ptr, out)
         return out[0]
 
-    def stats(self):
+    def stats(self) -> IotlbStats:
         st = ffi.new("struct iotlb_stats *")
         lib.iotlb_get_stats(self.ptr, st)
         return struct_to_tuple(IotlbStats, st)
 
-    def stale_records(self, start=0, limit=None):
+    def stale_records(self, start: int = 0, limit: int | None = None) -> list[StaleRecord]:
         """The stored stale records from number start on, as cdata-free
         tuples (iova, stale_paddr, current_paddr or None, op_index, dev_id,
         write)."""
-        out = []
+        out: list[StaleRecord] = []
         buf = ffi.new("struct iotlb_stale_record[]", 1024)
         count = ffi.new("size_t *")
         while limit is None or len(out) < limit:
@@ -167,10 +222,10 @@ class Iotlb:
                 break
         return out
 
-    def clear_records(self):
+    def clear_records(self) -> None:
         lib.iotlb_clear_records(self.ptr)
 
-    def dump(self):
+    def dump(self) -> list[TlbEntry]:
         """The valid entries, set by set, most recently used first."""
         n = self.entries
         buf = ffi.new("struct iotlb_entry_info[]", n)
@@ -179,26 +234,26 @@ class Iotlb:
         return [TlbEntry(e.iova, e.paddr, e.size, e.prot, e.set, e.rank)
                 for e in (buf[i] for i in range(count[0]))]
 
-    def check(self):
+    def check(self) -> None:
         """Recheck every invariant; raises IovaCorrupted."""
         msg = ffi.new("char[]", 256)
         rc = lib.iotlb_check(self.ptr, msg, 256)
         if rc:
             raise _code_error(rc, report=ffi.string(msg).decode(), what="an IOTLB call")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.stats().valid_entries
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Iotlb entries=%d ways=%d sets=%d valid=%d>" % (
             self.entries, self.ways, self.sets, len(self))
 
 
-def fault_error(rc, iova, write, device):
+def fault_error(rc: int, iova: int, write: bool, device: str | None) -> errors.IovaError:
     """The exception for a faulting access (code rc): IommuFault, which says
     where (iova), how (write), what kind ("translation" or "permission")
     and, if given, which device."""
-    exc = _code_error(rc, who="" if device is None else "%s: " % device,
+    exc: Any = _code_error(rc, who="" if device is None else "%s: " % device,
                       rw="write" if write else "read", iova=iova, what="an IOTLB access")
     if rc in (lib.IOVA_E_FAULT, lib.IOVA_E_PERM):
         exc.iova, exc.write, exc.device = iova, write, device
@@ -206,7 +261,8 @@ def fault_error(rc, iova, write, device):
     return exc
 
 
-def access_many(tlb_ptr, pt_ptr, iovas, writes, op_base, dev_id):
+def access_many(tlb_ptr: Any, pt_ptr: Any, iovas: U64Batch, writes: bool | Iterable[bool] | None,
+                op_base: int, dev_id: int) -> tuple[array.array[int], array.array[int]]:
     ci, keep, n = u64_buffer("iovas", iovas)
     if writes is None or isinstance(writes, bool):
         cw, wkeep = (ffi.NULL, None)

@@ -4,8 +4,11 @@ This layer only checks types, converts buffers and turns the C core's error
 codes into exceptions that name the offending value. Every allocation
 decision is made in C, with the GIL released, under the domain's own locks.
 """
+from __future__ import annotations
+
 import array
 import os
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .error_codes import error as _code_error
@@ -20,6 +23,13 @@ from ._args import release as _release
 from ._args import u64_cdata as _u64_cdata
 from ._pyiova import ffi, lib
 from ._words import loaded_words
+
+if TYPE_CHECKING:
+    from typing import SupportsIndex
+
+    from typing_extensions import Self
+
+    from ._args import U64Batch
 
 __all__ = ["IovaDomain", "KERNELS", "SEARCH_MODES", "IOVA_ANCHOR", "kernel_rules"]
 
@@ -68,8 +78,8 @@ _ZEROS = _array("Q", bytes(8 * _ZN))
 # goes back only after a call that succeeded, which does not write it, so a
 # pooled cell reads 0 as a new one does (the error paths read an index that
 # the core may not have set).
-_u64_cells = []
-_int_cells = []
+_u64_cells: list[Any] = []
+_int_cells: list[Any] = []
 
 
 class _Anchor(int):
@@ -79,22 +89,22 @@ class _Anchor(int):
     number. Arithmetic, comparisons, hex() and json see the plain int."""
     __slots__ = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "IOVA_ANCHOR"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[int], tuple[int]]:
         return (int, (int(self),))
 
 
 IOVA_ANCHOR = _Anchor(_U64_MAX)
 
 
-def _pfn(value):
+def _pfn(value: int) -> int:
     """A cached node's pfn_lo as state() shows it."""
     return IOVA_ANCHOR if value == _U64_MAX else value
 
 
-def _choice(name, value, table):
+def _choice(name: str, value: Any, table: dict[str, int]) -> int:
     """table[value], or IovaValueError naming value (unhashable ones too)."""
     try:
         return table[value]
@@ -103,7 +113,7 @@ def _choice(name, value, table):
                                     % (name, value, ", ".join(map(repr, table)))) from None
 
 
-def kernel_rules(kernel):
+def kernel_rules(kernel: str) -> int:
     """The C core's number for the kernel rules a kernel= argument names
     (one of KERNELS), or the IovaValueError naming it."""
     return _choice("kernel", kernel, KERNELS)
@@ -126,9 +136,17 @@ class IovaDomain:
 
     __slots__ = ("_d", "granule", "shift", "start_pfn", "ncpus", "kernel",
                  "dma_32bit_pfn", "max_pfn", "__weakref__")
+    granule: int
+    shift: int
+    start_pfn: int
+    ncpus: int
+    kernel: str
+    dma_32bit_pfn: int
+    max_pfn: int
 
-    def __init__(self, granule=4096, start_pfn=1, *, ncpus=None, kernel="6.12",
-                 dma_32bit_pfn=None, search="augmented"):
+    def __init__(self, granule: SupportsIndex = 4096, start_pfn: SupportsIndex = 1, *,
+                 ncpus: SupportsIndex | None = None, kernel: str = "6.12",
+                 dma_32bit_pfn: SupportsIndex | None = None, search: str = "augmented") -> None:
         granule = _as_granule(granule)
         start_pfn = _as_u64("start_pfn", start_pfn)
         kernel_id = kernel_rules(kernel)
@@ -161,7 +179,7 @@ class IovaDomain:
         if search_id != lib.IOVA_SEARCH_AUGMENTED:
             lib.iova_set_search_mode(self._d, search_id)
 
-    def _adopt(self, d):
+    def _adopt(self, d: Any) -> None:
         """Takes ownership of a C domain and mirrors its constants."""
         self._d = ffi.gc(d, lib.iova_domain_destroy)
         st = self._state()
@@ -175,14 +193,15 @@ class IovaDomain:
 
     # ---- errors ---------------------------------------------------------
 
-    def _alloc_error(self, code, size, limit_pfn, cpu=None):
+    def _alloc_error(self, code: int, size: int, limit_pfn: int,
+                     cpu: Any = None) -> errors.IovaError:
         """An allocation's failure; no room (the common one) is cheap: its
         message is formatted only if something reads it."""
         if code == _E_NOSPC:
             return _Exhausted(_Later(_NOSPC_MESSAGE, {"size": size, "limit_pfn": limit_pfn}))
         return self._error(code, size=size, limit_pfn=limit_pfn, cpu=cpu)
 
-    def _error(self, code, variant="", **named):
+    def _error(self, code: int, variant: str = "", **named: Any) -> errors.IovaError:
         """The exception for the C core's code (pyiova.error_codes), naming
         the values of the call and the domain's limits. `name` says which
         argument a pfn error is about (pfn, lo or hi)."""
@@ -200,7 +219,8 @@ class IovaDomain:
     # _args, which name the bad value, or convert an integer that is not a
     # plain int (numpy, IntEnum, __index__), after which C is called again.
 
-    def alloc(self, size, limit_pfn, size_aligned=False):
+    def alloc(self, size: SupportsIndex, limit_pfn: SupportsIndex,
+              size_aligned: bool = False) -> int:
         """alloc_iova: the new range's pfn_lo. Raises IovaExhausted."""
         try:
             if type(size) is not int or type(limit_pfn) is not int:
@@ -214,7 +234,7 @@ class IovaDomain:
             raise self._alloc_error(r, size, limit_pfn)
         return r
 
-    def free(self, pfn):
+    def free(self, pfn: SupportsIndex) -> None:
         """free_iova: frees the range containing pfn. Raises IovaNotFound."""
         try:
             if type(pfn) is not int:
@@ -226,7 +246,7 @@ class IovaDomain:
         if r:
             raise self._error(r, pfn=pfn)
 
-    def find(self, pfn):
+    def find(self, pfn: SupportsIndex) -> tuple[int, int] | None:
         """find_iova: (lo, hi) of the range containing pfn, or None."""
         out = _new(_U64X2)
         try:
@@ -240,7 +260,7 @@ class IovaDomain:
             raise self._error(r, pfn=pfn)
         return (out[0], out[1]) if r else None
 
-    def reserve(self, lo, hi):
+    def reserve(self, lo: SupportsIndex, hi: SupportsIndex) -> tuple[int, int]:
         """reserve_iova: the (lo, hi) of the range that now covers the top of
         [lo, hi] (a new node, or an existing one that was widened/covered)."""
         lo = _as_u64("lo", lo)
@@ -252,7 +272,7 @@ class IovaDomain:
             raise self._error(r, lo=lo, hi=hi, name=name)
         return (out[0], out[1])
 
-    def ranges(self):
+    def ranges(self) -> list[tuple[int, int]]:
         """Every range in address order, as (lo, hi); the 6.12/6.1 anchor excluded."""
         while True:
             n = lib.iova_ranges(self._d, ffi.NULL, 0)
@@ -266,14 +286,14 @@ class IovaDomain:
                 flat = ffi.unpack(buf, 2 * m)
                 return list(zip(flat[0::2], flat[1::2]))
 
-    def _state(self):
+    def _state(self) -> Any:
         st = ffi.new("struct iova_state *")
         r = lib.iova_get_state(self._d, st)
         if r:
             raise self._error(r)
         return st
 
-    def state(self):
+    def state(self) -> dict[str, int | None]:
         """The allocator's cached state, as the kernel holds it.
 
         6.12 and 6.1: {"cached", "cached32"} are the pfn_lo of the two
@@ -289,7 +309,7 @@ class IovaDomain:
         return {"cached": _pfn(st.cached_lo), "cached32": _pfn(st.cached32_lo),
                 "max32": st.max32_alloc_size, "dma32": st.dma_32bit_pfn}
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """Counters: ranges, pages, cached ranges, node memory, search work."""
         st = self._state()
         return {"ranges": st.nodes, "used_pfns": st.used_pfns,
@@ -297,25 +317,25 @@ class IovaDomain:
                 "nodes_visited": st.nodes_visited, "clock_ms": st.clock_ms,
                 "search": _SEARCH_NAMES[st.search_mode]}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._state().nodes
 
     @property
-    def used_pfns(self):
+    def used_pfns(self) -> int:
         """Pages covered by ranges (allocated, reserved or cached)."""
         return self._state().used_pfns
 
     @property
-    def search(self):
+    def search(self) -> str:
         return _SEARCH_NAMES[self._state().search_mode]
 
     @search.setter
-    def search(self, mode):
+    def search(self, mode: str) -> None:
         r = lib.iova_set_search_mode(self._d, _choice("search", mode, SEARCH_MODES))
         if r:
             raise self._error(r)
 
-    def check(self):
+    def check(self) -> None:
         """Runs the C validator over every invariant; raises IovaCorrupted."""
         msg = ffi.new("char[]", 256)
         r = lib.iova_check(self._d, msg, 256)
@@ -331,12 +351,13 @@ class IovaDomain:
     # (gh-77894) can crash collecting a memoryview that a live export in such
     # a frame still points at.
 
-    def _batch_closed(self):
+    def _batch_closed(self) -> None:
         """For an empty batch, which the core returns from at once: a closed
         domain still raises IovaClosed, as for any other batch."""
         self._state()
 
-    def _batch_alloc_error(self, r, i, size, out, **ctx):
+    def _batch_alloc_error(self, r: int, i: int, size: int | None, out: array.array[int],
+                           **ctx: Any) -> errors.IovaError:
         """The exception for a batch alloc that failed at sizes[i] with code r;
         what was allocated before the failure stays allocated, and the
         exception says what (.index, .done, .pfns)."""
@@ -345,7 +366,8 @@ class IovaDomain:
         exc.pfns = out
         return exc
 
-    def alloc_many(self, sizes, limit_pfn, size_aligned=False):
+    def alloc_many(self, sizes: U64Batch, limit_pfn: SupportsIndex,
+                   size_aligned: bool = False) -> array.array[int]:
         """One alloc per size in one C call; an array('Q') of pfns, 0 where
         the allocation failed. Bad sizes are refused before anything is done."""
         if type(sizes) is _array and sizes.typecode in _U64_CODES:
@@ -381,7 +403,7 @@ class IovaDomain:
         _u64_cells.append(bad)
         return out
 
-    def free_many(self, pfns):
+    def free_many(self, pfns: U64Batch) -> None:
         """free for each pfn in one C call. Stops at the first pfn it cannot
         free, raising what free would; `done` on the exception says how many
         were freed before it."""
@@ -408,7 +430,8 @@ class IovaDomain:
 
     # ---- the rcache -----------------------------------------------------
 
-    def alloc_fast(self, size, limit_pfn, flush_rcache=True, cpu=None):
+    def alloc_fast(self, size: SupportsIndex, limit_pfn: SupportsIndex, flush_rcache: bool = True,
+                   cpu: SupportsIndex | None = None) -> int:
         """alloc_iova_fast on `cpu` (None: this thread's slot). Raises
         IovaExhausted where the kernel returns 0."""
         try:
@@ -429,7 +452,8 @@ class IovaDomain:
             raise self._alloc_error(r or _E_NOSPC, size, limit_pfn, cpu)
         return r
 
-    def free_fast(self, pfn, size, cpu=None):
+    def free_fast(self, pfn: SupportsIndex, size: SupportsIndex,
+                  cpu: SupportsIndex | None = None) -> None:
         """free_iova_fast: into `cpu`'s magazines, or the tree for big sizes."""
         try:
             if type(pfn) is not int or type(size) is not int:
@@ -447,7 +471,8 @@ class IovaDomain:
         if r:
             raise self._error(r, pfn=pfn, size=size, cpu=cpu)
 
-    def alloc_fast_many(self, sizes, limit_pfn, flush_rcache=True, cpu=None):
+    def alloc_fast_many(self, sizes: U64Batch, limit_pfn: SupportsIndex, flush_rcache: bool = True,
+                        cpu: SupportsIndex | None = None) -> array.array[int]:
         """alloc_fast per size in one C call; array('Q'), 0 where it failed."""
         if type(sizes) is _array and sizes.typecode in _U64_CODES:
             n = len(sizes)
@@ -492,7 +517,8 @@ class IovaDomain:
         _u64_cells.append(bad)
         return out
 
-    def free_fast_many(self, pfns, sizes, cpu=None):
+    def free_fast_many(self, pfns: U64Batch, sizes: U64Batch,
+                       cpu: SupportsIndex | None = None) -> None:
         """free_fast(pfns[i], sizes[i]) in one C call; stops at the first
         failure like free_many."""
         if type(pfns) is _array and pfns.typecode in _U64_CODES:
@@ -545,7 +571,7 @@ class IovaDomain:
             self._batch_closed()
         _int_cells.append(err)
 
-    def current_cpu(self):
+    def current_cpu(self) -> int:
         """The CPU slot this thread uses when cpu=None: threads get slots in
         the order they first use this domain (the first 0, the next 1...,
         modulo ncpus), whatever else the process ran."""
@@ -554,7 +580,7 @@ class IovaDomain:
             raise self._error(r)
         return r
 
-    def flush_cpu(self, cpu):
+    def flush_cpu(self, cpu: SupportsIndex) -> None:
         """free_cpu_cached_iovas: every pfn in cpu's magazines back to the tree."""
         try:
             if type(cpu) is not int:
@@ -565,20 +591,20 @@ class IovaDomain:
         if r:
             raise self._error(r, cpu=cpu)
 
-    def flush_depot(self):
+    def flush_depot(self) -> None:
         """free_global_cached_iovas: every depot magazine back to the tree,
         the newest first under 6.12 (and 4.10), the oldest first under 6.1."""
         r = lib.iova_rcache_flush_depot(self._d)
         if r:
             raise self._error(r)
 
-    def flush_rcaches(self):
+    def flush_rcaches(self) -> None:
         """Every CPU's caches, then the depot (what alloc_fast does before its retry)."""
         r = lib.iova_rcache_flush_all(self._d)
         if r:
             raise self._error(r)
 
-    def run_pending_work(self):
+    def run_pending_work(self) -> int:
         """Runs once each depot trim item pending now; returns how many ran
         (always 0 under 6.1 and 4.10, which have no trim work)."""
         r = lib.iova_rcache_run_pending_work(self._d)
@@ -586,7 +612,7 @@ class IovaDomain:
             raise self._error(r)
         return r
 
-    def advance(self, ms):
+    def advance(self, ms: SupportsIndex) -> int:
         """Moves the simulated clock by ms, running trim work as it falls due;
         returns how many items ran."""
         try:
@@ -599,7 +625,7 @@ class IovaDomain:
             raise self._error(r)
         return r
 
-    def trim_due(self):
+    def trim_due(self) -> dict[int, int]:
         """{size class: clock ms when its pending depot trim item falls due}
         (empty under 6.1 and 4.10, which have no trim work)."""
         r = lib.iova_rcache_trim_due(self._d, ffi.NULL)   # how many, first: mostly none
@@ -612,7 +638,7 @@ class IovaDomain:
             raise self._error(r)
         return {}
 
-    def run_trim(self, size_class):
+    def run_trim(self, size_class: int) -> bool:
         """Runs size class `size_class`'s depot trim item now, if it is
         pending; True if it ran. For a caller that decides when trim work
         runs: set_clock() first, since a run that trims re-arms the item
@@ -628,14 +654,14 @@ class IovaDomain:
             raise self._error(r)
         return bool(r)
 
-    def set_clock(self, ms):
+    def set_clock(self, ms: SupportsIndex) -> None:
         """Moves the simulated clock forward to `ms` (never back), running
         no work (advance() runs what falls due)."""
         r = lib.iova_rcache_set_clock(self._d, _as_u64("ms", ms))
         if r < 0:
             raise self._error(r)
 
-    def rcache_stats(self):
+    def rcache_stats(self) -> list[dict[str, Any]]:
         """Per size class: each CPU's loaded/prev fill, the depot length and
         whether its trim work is armed."""
         k, n = CACHED_CLASSES, self.ncpus
@@ -652,7 +678,7 @@ class IovaDomain:
                  "depot": depot[b], "work_pending": bool(pending[b])}
                 for b in range(k)]
 
-    def cached_pfns(self):
+    def cached_pfns(self) -> set[int]:
         """The set of pfns sitting in magazines or the depot."""
         while True:
             n = lib.iova_rcache_pfns(self._d, ffi.NULL, 0)
@@ -667,7 +693,7 @@ class IovaDomain:
 
     # ---- saving, pickling, copying ---------------------------------------
 
-    def save(self):
+    def save(self) -> bytes:
         """The whole domain as bytes: ranges, cache pointers, max32, every
         magazine in order, the depot, trim work and clock. `restore` turns
         them back into a domain that makes the same allocations."""
@@ -683,7 +709,7 @@ class IovaDomain:
                 return bytes(ffi.buffer(buf))
 
     @classmethod
-    def restore(cls, data):
+    def restore(cls, data: bytes | bytearray | memoryview) -> Self:
         """A new domain from `save()`'s bytes; IovaValueError if they are not
         a consistent domain."""
         with loaded_words(data, "domain") as (words, n):
@@ -695,32 +721,32 @@ class IovaDomain:
         self._adopt(d)
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         return (_restore, (self.save(),))
 
-    def __copy__(self):
+    def __copy__(self) -> IovaDomain:
         return IovaDomain.restore(self.save())
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: Any) -> IovaDomain:
         return IovaDomain.restore(self.save())
 
     # ---- lifetime -------------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         """put_iova_domain. Idempotent; later calls raise IovaClosed."""
         lib.iova_domain_close(self._d)
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return lib.iova_get_state(self._d, ffi.new("struct iova_state *")) == lib.IOVA_E_CLOSED
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<IovaDomain kernel=%s granule=%d closed>" % (self.kernel, self.granule)
         st = self._state()
@@ -728,6 +754,6 @@ class IovaDomain:
             self.kernel, self.granule, self.start_pfn, st.nodes, st.used_pfns)
 
 
-def _restore(data):
+def _restore(data: bytes) -> IovaDomain:
     """Unpickling entry point (kept at module level so pickle can name it)."""
     return IovaDomain.restore(data)

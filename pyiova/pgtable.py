@@ -7,14 +7,24 @@ the call examined to name the offending value. That keeps one operation at
 roughly one cffi crossing. The C core's codes become exceptions through
 pyiova.error_codes.
 """
+from __future__ import annotations
+
 import array
 from collections import namedtuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from . import errors
 from ._args import bad_argument, check_u64, u64_buffer
 from .error_codes import error as _code_error
 from ._pyiova import ffi, lib
 from ._words import loaded_words, save_words
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from typing_extensions import Self
+
+    from ._args import U64Batch
 
 __all__ = ["IoPgtable", "PgtableLeaf", "PgtableStats", "SZ_4K", "SZ_16K", "SZ_64K", "SZ_2M",
            "SZ_32M", "SZ_512M", "SZ_1G", "LPAE_4K_PGSIZES", "PROT_READ", "PROT_WRITE",
@@ -41,19 +51,42 @@ _pt_iova_to_phys = lib.io_pgtable_iova_to_phys
 _pt_lookup = lib.io_pgtable_lookup
 _new = ffi.new
 
-PgtableLeaf = namedtuple("PgtableLeaf", "iova paddr size prot level")
-PgtableLeaf.__doc__ = "One leaf of a page table: [iova, iova+size) -> paddr with prot, at level."
+class PgtableLeaf(NamedTuple):
+    """One leaf of a page table: [iova, iova+size) -> paddr with prot, at level."""
+    iova: int
+    paddr: int
+    size: int
+    prot: int
+    level: int
 
 
-def struct_fields(ctype):
+def struct_fields(ctype: str) -> list[str]:
     """The field names of a C struct, for a namedtuple of its values."""
     return [name for name, _ in ffi.typeof(ctype).fields]
 
 
-PgtableStats = namedtuple("PgtableStats", struct_fields("struct io_pgtable_stats"))
+if TYPE_CHECKING:
+    # The fields of struct io_pgtable_stats (csrc), which the namedtuple
+    # takes at run time (tests/test_typing.py checks they agree).
+    class PgtableStats(NamedTuple):
+        mapped_bytes: int
+        live_leaves: tuple[int, ...]
+        live_tables: tuple[int, ...]
+        tables_allocated: int
+        tables_freed: int
+        leaves_installed: int
+        leaves_removed: int
+        bytes_mapped_total: int
+        bytes_unmapped_total: int
+        block_splits: int
+        map_calls: int
+        unmap_calls: int
+        map_failures: int
+else:
+    PgtableStats = namedtuple("PgtableStats", struct_fields("struct io_pgtable_stats"))
 
 
-def struct_to_tuple(cls, obj):
+def struct_to_tuple(cls: Any, obj: Any) -> Any:
     """The namedtuple cls of a C struct's values (array fields as tuples)."""
     vals = []
     for name in cls._fields:
@@ -64,11 +97,12 @@ def struct_to_tuple(cls, obj):
     return cls(*vals)
 
 
-def _fmt(x):
+def _fmt(x: object) -> str:
     return "%#x" % x if isinstance(x, int) else repr(x)
 
 
-def restore_native(data, what, a_what, ctype, restore):
+def restore_native(data: Any, what: str, a_what: str, ctype: str,
+                   restore: Callable[[Any, int, Any], int]) -> tuple[Any, int]:
     """restore(words, n, out) over save()'s bytes, the errors mapped:
     (the new C object, the saved words' fifth word)."""
     with loaded_words(data, what) as (words, n):
@@ -79,7 +113,7 @@ def restore_native(data, what, a_what, ctype, restore):
         return out[0], words[4]
 
 
-def save_error(code):
+def save_error(code: int) -> errors.IovaError:
     """The exception for a save's negative return."""
     return _code_error(code, what="the structure", where="saving it")
 
@@ -101,8 +135,14 @@ class IoPgtable:
 
     __slots__ = ("_p", "ptr", "granule", "ias", "oas", "pgsize_bitmap", "start_level",
                  "__weakref__")
+    granule: int
+    ias: int
+    oas: int
+    pgsize_bitmap: int
+    start_level: int
 
-    def __init__(self, pgsize_bitmap=LPAE_4K_PGSIZES, *, ias=48, oas=48, granule=None):
+    def __init__(self, pgsize_bitmap: int = LPAE_4K_PGSIZES, *, ias: int = 48, oas: int = 48,
+                 granule: int | None = None) -> None:
         for name, value in (("pgsize_bitmap", pgsize_bitmap), ("ias", ias), ("oas", oas)):
             exc = check_u64(name, value)
             if exc is not None:
@@ -129,7 +169,7 @@ class IoPgtable:
                       "e.g. 4K|2M|1G" % (lib.IO_PGTABLE_MAX_IAS, lib.IO_PGTABLE_MAX_OAS))
         self._adopt(out[0])
 
-    def _adopt(self, p):
+    def _adopt(self, p: Any) -> None:
         """Takes ownership of a C table and mirrors its geometry."""
         self._p = ffi.gc(p, lib.io_pgtable_destroy)
         self.ptr = p
@@ -143,12 +183,12 @@ class IoPgtable:
         self.start_level = geo[3]
 
     # -- saving, pickling, copying -------------------------------------------
-    def save(self):
+    def save(self) -> bytes:
         """The whole table - geometry, leaves and counters - as bytes."""
         return save_words(lib.io_pgtable_save, self.ptr, save_error)
 
     @classmethod
-    def restore(cls, data):
+    def restore(cls, data: bytes | bytearray | memoryview) -> Self:
         """A new table from save()'s bytes: it translates, counts and changes
         as the original would. IovaValueError if they are not a sound table."""
         p, _ = restore_native(data, "page table", "a page table", "io_pgtable **",
@@ -157,14 +197,15 @@ class IoPgtable:
         self._adopt(p)
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         return (IoPgtable.restore, (self.save(),))
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: Any) -> IoPgtable:
         return IoPgtable.restore(self.save())
 
     # -- errors -----------------------------------------------------------
-    def _map_error(self, rc, iova, paddr, size, prot):
+    def _map_error(self, rc: int, iova: int, paddr: int, size: int,
+                   prot: int) -> errors.IovaError:
         """The exception for io_pgtable_map's code rc: which value it names
         is worked out here, the class and the wording are error_codes'."""
         variant, name, value = "", "size", size
@@ -187,14 +228,14 @@ class IoPgtable:
                            held=held, what="a page table call",
                            where="for a page table (nothing was mapped)")
 
-    def _unmap_error(self, rc, iova, size, unmapped):
+    def _unmap_error(self, rc: int, iova: int, size: int, unmapped: int) -> errors.IovaError:
         """The exception for io_pgtable_unmap's code rc (.unmapped: the bytes
         unmapped before the failure, when it ran out of memory)."""
         variant, name, value = "in", "size", size
         if rc == lib.IOVA_E_ALIGN:
             variant = "zero" if size == 0 else ""
             name, value = ("iova", iova) if iova % self.granule else ("size", size)
-        exc = _code_error(rc, variant, name=name, value=value, granule=self.granule, iova=iova,
+        exc: Any = _code_error(rc, variant, name=name, value=value, granule=self.granule, iova=iova,
                           size=size, ias=self.ias, what="a page table call",
                           where="to split a block; %#x bytes were unmapped before it"
                                 % unmapped)
@@ -203,7 +244,7 @@ class IoPgtable:
         return exc
 
     # -- operations -------------------------------------------------------
-    def map(self, iova, paddr, size, prot=PROT_RW):
+    def map(self, iova: int, paddr: int, size: int, prot: int = PROT_RW) -> None:
         """Map [iova, iova+size) to [paddr, paddr+size) with prot (READ 1, WRITE 2...)."""
         try:
             rc = _pt_map(self.ptr, iova, paddr, size, prot)
@@ -212,7 +253,7 @@ class IoPgtable:
         if rc:
             raise self._map_error(rc, iova, paddr, size, prot)
 
-    def unmap(self, iova, size):
+    def unmap(self, iova: int, size: int) -> int:
         """Unmap [iova, iova+size); returns the bytes unmapped, as iommu_unmap()."""
         out = _new("uint64_t *")
         try:
@@ -223,7 +264,7 @@ class IoPgtable:
             raise self._unmap_error(rc, iova, size, out[0])
         return out[0]
 
-    def iova_to_phys(self, iova):
+    def iova_to_phys(self, iova: int) -> int | None:
         """The physical address iova translates to, or None."""
         out = _new("uint64_t *")
         try:
@@ -232,7 +273,7 @@ class IoPgtable:
             raise bad_argument(iova=iova) from None
         return out[0] if rc == 0 else None
 
-    def lookup(self, iova):
+    def lookup(self, iova: int) -> PgtableLeaf | None:
         """The PgtableLeaf translating iova, or None."""
         leaf = _new("struct io_pgtable_leaf *")
         try:
@@ -243,7 +284,7 @@ class IoPgtable:
             return None
         return PgtableLeaf(leaf.iova, leaf.paddr, leaf.size, leaf.prot, leaf.level)
 
-    def leaves(self, start=0):
+    def leaves(self, start: int = 0) -> Iterator[PgtableLeaf]:
         """Iterate over the leaves in iova order, from the one containing start."""
         exc = check_u64("start", start)
         if exc is not None:
@@ -263,7 +304,8 @@ class IoPgtable:
             if start > _U64_MAX:
                 return
 
-    def map_many(self, iovas, paddrs, sizes, prot=PROT_RW):
+    def map_many(self, iovas: U64Batch, paddrs: U64Batch, sizes: U64Batch,
+                 prot: int = PROT_RW) -> int:
         """Map element by element in one C call. Stops at the first failure
         and raises its error, with .done = the elements mapped before it."""
         ci, ki, n = u64_buffer("iovas", iovas)
@@ -284,7 +326,7 @@ class IoPgtable:
             raise exc
         return n
 
-    def unmap_many(self, iovas, sizes):
+    def unmap_many(self, iovas: U64Batch, sizes: U64Batch) -> array.array[int]:
         """Unmap element by element in one C call; returns array('Q') of the
         bytes each unmapped. Raises at the first bad element (.done, .unmapped
         tell how far it got)."""
@@ -298,35 +340,35 @@ class IoPgtable:
                                        done)
         if rc:
             i = done[0]
-            exc = self._unmap_error(rc, ci[i], cs[i], out[i])
+            exc: Any = self._unmap_error(rc, ci[i], cs[i], out[i])
             exc.done = i
             exc.unmapped = out
             raise exc
         return out
 
     # -- state ------------------------------------------------------------
-    def stats(self):
+    def stats(self) -> PgtableStats:
         """A PgtableStats snapshot (live_leaves is a tuple indexed by level)."""
         st = ffi.new("struct io_pgtable_stats *")
         lib.io_pgtable_get_stats(self.ptr, st)
         return struct_to_tuple(PgtableStats, st)
 
     @property
-    def mapped_bytes(self):
+    def mapped_bytes(self) -> int:
         st = ffi.new("struct io_pgtable_stats *")
         lib.io_pgtable_get_stats(self.ptr, st)
         return st.mapped_bytes
 
-    def check(self):
+    def check(self) -> None:
         """Walk the whole table and recheck every invariant; raises IovaCorrupted."""
         msg = ffi.new("char[]", 256)
         rc = lib.io_pgtable_check(self.ptr, msg, 256)
         if rc:
             raise _code_error(rc, report=ffi.string(msg).decode(), what="a page table call")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return sum(self.stats().live_leaves)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<IoPgtable granule=%#x ias=%d oas=%d pgsizes=%#x mapped=%#x>" % (
             self.granule, self.ias, self.oas, self.pgsize_bitmap, self.mapped_bytes)

@@ -12,7 +12,10 @@ as the original. A coherent allocation that fails after its pages were
 taken gives them back with undo(), which leaves the allocator exactly as it
 was before: the next buffer gets the address it would have got anyway.
 """
+from __future__ import annotations
+
 import threading
+from typing import Any
 
 from . import errors
 
@@ -27,19 +30,19 @@ class PhysAllocator:
     aligned to whatever power of two every size is a multiple of, up to
     base's own alignment."""
 
-    def __init__(self, base=0x4000_0000, page=4096):
+    def __init__(self, base: int = 0x4000_0000, page: int = 4096) -> None:
         self.base, self.page = base, page
         self._next = base
-        self._free = {}               # pages -> [paddr, ...], the latest freed last
+        self._free: dict[int, list[int]] = {}   # pages -> [paddr, ...], the latest freed last
         self._lock = threading.Lock()
 
-    def alloc(self, size):
+    def alloc(self, size: int) -> int:
         """The physical address of `size` bytes of pages; DmaMappingError
         (the kernel's dma_alloc_coherent returns NULL) when they would run
         past the top of the physical address space."""
         return self.take(size)[0]
 
-    def take(self, size):
+    def take(self, size: int) -> tuple[int, bool]:
         """(paddr, reused): alloc(size), and whether the pages came from the
         free runs, which undo() needs to put everything back."""
         pages = -(-size // self.page)
@@ -56,7 +59,7 @@ class PhysAllocator:
             self._next = end
             return paddr, False
 
-    def undo(self, paddr, size, reused):
+    def undo(self, paddr: int, size: int, reused: bool) -> None:
         """Take back what take(size) just returned, as if it had never been
         called (exactly so when nothing was allocated or freed in between;
         when other threads were at work, the pages are freed instead)."""
@@ -68,23 +71,23 @@ class PhysAllocator:
                 # an emptied run list stays in the dict, so it keeps its place
                 self._free.setdefault(pages, []).append(paddr)
 
-    def free(self, paddr, size):
+    def free(self, paddr: int, size: int) -> None:
         with self._lock:
             self._free.setdefault(-(-size // self.page), []).append(paddr)
 
     # -- pickling and deepcopy (checkpoints) ------------------------------------
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {"base": self.base, "page": self.page, "_next": self._next,
                 "_free": {k: list(v) for k, v in self._free.items()}}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         from ._state import check_fields, check_int
         check_fields("a PhysAllocator", state, {"base": int, "page": int, "_next": int,
                                               "_free": dict})
         page = check_int("PhysAllocator page", state["page"], 1, PHYS_END)
         base = check_int("PhysAllocator base", state["base"], 0, PHYS_END - 1)
         nxt = check_int("PhysAllocator next address", state["_next"], base, PHYS_END - 1)
-        free = {}
+        free: dict[int, list[int]] = {}
         for pages, runs in state["_free"].items():
             check_int("PhysAllocator free run length", pages, 1, PHYS_END)
             if type(runs) is not list:
@@ -96,6 +99,6 @@ class PhysAllocator:
         self._lock = threading.Lock()
 
 
-def _bad(what):
+def _bad(what: str) -> Exception:
     from ._state import CheckpointError
     return CheckpointError("the saved PhysAllocator holds %s" % what)

@@ -19,6 +19,7 @@ matplotlib is imported only when a plot is drawn, and through its
 object-oriented API (no pyplot, no global backend), so drawing works
 headless and leaves a caller's own matplotlib state alone.
 """
+from __future__ import annotations
 
 import os
 

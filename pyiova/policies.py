@@ -18,6 +18,8 @@ queue):
                       doorbell pages, frees nothing out of order and ignores DMA
                       masks, so no DMA API workload can run on it (reported n/a)
 """
+from __future__ import annotations
+
 from typing import NamedTuple
 
 from . import errors
@@ -62,7 +64,7 @@ class PolicyNotApplicable(errors.IovaValueError):
     """The policy cannot run here (the reason is the message)."""
 
 
-def not_applicable(policy, driver="ipmmu", kernel="6.12"):
+def not_applicable(policy: str, driver: str = "ipmmu", kernel: str = "6.12") -> str | None:
     """Why `policy` cannot run on `driver` (None when it can)."""
     if not isinstance(policy, str) or policy not in POLICIES:
         raise errors.IovaValueError("unknown policy %r (known: %s)"

@@ -20,12 +20,20 @@ wrong kind) is left out with a PluginWarning naming it: one broken package
 does not take the others, or pyiova, down with it. A name the built-ins
 already use keeps the built-in.
 """
+from __future__ import annotations
+
 import importlib.metadata
 import threading
 import warnings
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import errors
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+_E = TypeVar("_E")
 
 __all__ = ["Registry", "PluginWarning", "WORKLOAD_GROUP", "DRIVER_GROUP"]
 
@@ -38,14 +46,14 @@ class PluginWarning(UserWarning):
     which and why)."""
 
 
-def _entry_points(group):
+def _entry_points(group: str) -> Iterable[Any]:
     eps = importlib.metadata.entry_points()
     if hasattr(eps, "select"):
         return eps.select(group=group)
     return eps.get(group, ())           # Python 3.9: a dict of groups
 
 
-class Registry(Mapping):
+class Registry(Mapping[str, _E]):
     """name -> entry, read-only as a Mapping; register() adds one.
 
     group      the entry-point group searched on first use
@@ -58,22 +66,22 @@ class Registry(Mapping):
     what a worker process registers again before it runs a cell.
     """
 
-    def __init__(self, group, what, normalise):
+    def __init__(self, group: str, what: str, normalise: Callable[[str, Any], _E]) -> None:
         self.group = group
         self.what = what
         self._normalise = normalise
-        self._entries = {}
-        self._sources = {}
-        self._origins = {}
+        self._entries: dict[str, _E] = {}
+        self._sources: dict[str, Any] = {}
+        self._origins: dict[str, str] = {}
         self._loaded = False
         self._lock = threading.RLock()
 
-    def add_builtin(self, name, entry):
+    def add_builtin(self, name: str, entry: _E) -> None:
         self._entries[name] = entry
         self._sources[name] = None
         self._origins[name] = "built-in"
 
-    def register(self, obj, name=None, *, replace=False):
+    def register(self, obj: Any, name: str | None = None, *, replace: bool = False) -> _E:
         """Adds obj under name (default: its own name); returns the entry.
         Registering the same object again under the same name does nothing;
         another object under a taken name needs replace=True (never over a
@@ -101,7 +109,7 @@ class Registry(Mapping):
             self._origins[name] = "registered"
             return entry
 
-    def adopt(self, name, obj):
+    def adopt(self, name: str, obj: Any) -> _E:
         """Makes name mean obj here, as it does in the process that sent it
         (a worker running a sweep's cell): registers obj unless name already
         stands for it."""
@@ -112,7 +120,7 @@ class Registry(Mapping):
                 return self._entries[name]
             return self.register(obj, name, replace=True)
 
-    def unregister(self, name):
+    def unregister(self, name: str) -> None:
         """Removes a registered (not built-in) entry; for tests and notebooks."""
         with self._lock:
             if self._origins.get(name) == "built-in":
@@ -120,16 +128,16 @@ class Registry(Mapping):
             for table in (self._entries, self._sources, self._origins):
                 table.pop(name, None)
 
-    def source(self, name):
+    def source(self, name: str) -> Any:
         self._load()
         return self._sources[name]
 
-    def origin(self, name):
+    def origin(self, name: str) -> str:
         """"built-in", "registered" or "entry point DIST:VALUE"."""
         self._load()
         return self._origins[name]
 
-    def _load(self):
+    def _load(self) -> None:
         if self._loaded:
             return
         with self._lock:
@@ -159,21 +167,21 @@ class Registry(Mapping):
                 self._origins[ep.name] = "entry point %s%s" % (
                     (dist.metadata["Name"] + ":") if dist is not None else "", ep.value)
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> _E:
         self._load()
         return self._entries[name]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         self._load()
         return iter(list(self._entries))
 
-    def __len__(self):
+    def __len__(self) -> int:
         self._load()
         return len(self._entries)
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         self._load()
         return name in self._entries
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s registry: %s>" % (self.what, ", ".join(self))

@@ -32,12 +32,14 @@ workload's next transfer is the retry. After max_failures failures the run
 stops and is marked stopped_early: the device would be hung by then, and
 the remaining operations would only add failures.
 """
+from __future__ import annotations
+
 import copy
 import itertools
 import time
 import warnings
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from . import dma, errors, sim_args
 from .allocators import AllocatorType
@@ -54,9 +56,21 @@ from .tables import ResultList
 from .workloads import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
                         UNMAP_PAGE, UNMAP_SG, WorkloadError, get_workload)
 
-__all__ = ["simulate", "Simulation", "compare", "SimResult", "Sample", "Policy", "POLICIES", "DRIVERS",
-           "DEFAULT_POLICIES", "DEFAULT_OPS", "PolicyNotApplicable", "not_applicable", "ENGINES",
-           "EngineFallback"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from .cookie import DmaCookie
+    from .device import Device
+    from .drivers.base import IommuDriver
+    from .iommu import IommuDomain
+    from .workloads.base import Workload
+
+    # progress(operations done, policy name)
+    Progress = Callable[[int, str], None]
+
+__all__ = ["simulate", "Simulation", "compare", "SimResult", "Sample", "Policy", "POLICIES",
+           "DRIVERS", "DEFAULT_POLICIES", "DEFAULT_OPS", "PolicyNotApplicable", "not_applicable",
+           "ENGINES", "EngineFallback"]
 
 DEFAULT_OPS = 400_000
 DEFAULT_MAX_FAILURES = 1000
@@ -124,12 +138,12 @@ class SimResult:
                                     # (a stale entry with the old mapping's rights)
     wraps: int = 0
     resets: int = 0
-    params: Dict[str, Any] = field(default_factory=dict)
-    timeline: List[Sample] = field(default_factory=list, repr=False)
-    failure_ops: List[int] = field(default_factory=list, repr=False)
+    params: dict[str, Any] = field(default_factory=dict)
+    timeline: list[Sample] = field(default_factory=list, repr=False)
+    failure_ops: list[int] = field(default_factory=list, repr=False)
 
     @property
-    def verdict(self):
+    def verdict(self) -> str:
         """"n/a", "FAILS", "UNSAFE" (stale translations, or faults on live
         mappings) or "ok"."""
         if not self.applicable:
@@ -140,14 +154,14 @@ class SimResult:
             return "UNSAFE"
         return "ok"
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         from .sim_checkpoint import check_result_state
         state = check_result_state(SimResult, state)
         self.__dict__.update(state)
         self.__dict__.setdefault("live_at_first_failure", None)
 
-    def as_dict(self, timeline=False):
-        out = {}
+    def as_dict(self, timeline: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for f in fields(self):
             if f.name in ("timeline", "failure_ops"):
                 continue
@@ -164,7 +178,7 @@ class SimResult:
             out["failure_ops"] = list(self.failure_ops)
         return out
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         from .tables import result_html
         return result_html(self)
 
@@ -179,11 +193,12 @@ _MEASURED = ("ops", "elapsed_s", "ops_per_sec", "maps", "unmaps", "failures", "f
 
 # ---- setting a run up ---------------------------------------------------------------
 
-def _make_iommu(driver, seed, drop_rate):
+def _make_iommu(driver: str, seed: Any, drop_rate: float) -> IommuDriver:
     return DRIVER_SPECS[driver].make(seed, drop_rate)
 
 
-def _setup(wl, pol, driver, seed, kernel, drop_rate):
+def _setup(wl: Workload, pol: Policy, driver: str, seed: Any, kernel: str,
+           drop_rate: float) -> tuple[IommuDomain, Device, DmaCookie]:
     """A fresh IOMMU, a DMA domain set up for the policy, the device attached."""
     iommu = _make_iommu(driver, seed, drop_rate)
     dom = iommu.domain_alloc(DomainType.DMA)
@@ -200,7 +215,7 @@ def _setup(wl, pol, driver, seed, kernel, drop_rate):
     return dom, dev, cookie
 
 
-def _teardown(dom, dev):
+def _teardown(dom: IommuDomain, dev: Device) -> None:
     dev.detach()
     put_dma_cookie(dom)
     dom.free()
@@ -208,15 +223,16 @@ def _teardown(dom, dev):
 
 # ---- the allocator's view of the space ----------------------------------------------
 
-def _held_ranges(cookie):
+def _held_ranges(cookie: DmaCookie) -> list[tuple[int, int]]:
     """(lo, hi) pfn ranges the allocator holds (live, cached, retired), in order."""
     if cookie.type is AllocatorType.WRAPAROUND:
-        return [(lo, hi) for lo, hi, _ in cookie.allocator.ranges()]
+        # (a run's cookie is initialised: it has an allocator)
+        return [(lo, hi) for lo, hi, _ in cookie.allocator.ranges()]  # type: ignore[union-attr]
     iovad = cookie.iovad
     return iovad.ranges() if iovad is not None else []
 
 
-def _device_space(cookie, dev):
+def _device_space(cookie: DmaCookie, dev: Device) -> tuple[int, int]:
     """[first, last] pfn the allocator may give this device."""
     first = cookie.stats().get("start_pfn", cookie.start_pfn)
     last = cookie.dma_limit(dev, min(dev.dma_mask, dev.coherent_dma_mask)) >> cookie.shift
@@ -225,7 +241,7 @@ def _device_space(cookie, dev):
     return first, last
 
 
-def free_space(ranges, first, last):
+def free_space(ranges: Iterable[tuple[int, int]], first: int, last: int) -> tuple[int, int]:
     """(free pfns, largest free run) in [first, last] around sorted, disjoint ranges."""
     free = largest = 0
     cur = first
@@ -248,7 +264,8 @@ def free_space(ranges, first, last):
     return free, largest
 
 
-def _runs(ranges, first, last, max_runs=2048):
+def _runs(ranges: Sequence[tuple[int, int]], first: int, last: int,
+          max_runs: int = 2048) -> tuple[tuple[tuple[int, int, int], ...], int]:
     """The held ranges merged into at most about max_runs runs: ranges closer
     than 1/max_runs of the extent in use are joined, each run keeping how many
     pfns it really holds."""
@@ -281,19 +298,21 @@ class _RunState:
     __slots__ = ("pos", "addr", "objs", "live", "peak", "maps", "unmaps", "failures",
                  "skipped", "faults", "first_fail", "maps_before", "live_at_fail", "stopped")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pos = 0           # operations done
-        self.addr = {}         # handle -> DMA address
-        self.objs = {}         # handle -> SgMapping / CoherentBuffer
+        self.addr: dict[Any, int] = {}   # handle -> DMA address
+        self.objs: dict[Any, Any] = {}   # handle -> SgMapping / CoherentBuffer
         self.live = self.peak = self.maps = self.unmaps = self.failures = 0
         self.skipped = self.faults = 0
-        self.first_fail = self.maps_before = self.live_at_fail = None
+        self.first_fail: int | None = None
+        self.maps_before: int | None = None
+        self.live_at_fail: int | None = None
         self.stopped = False
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         from .sim_checkpoint import check_run_state
         for name, value in check_run_state(state, self.__slots__).items():
             setattr(self, name, value)
@@ -303,20 +322,21 @@ class _Clock:
     """A run's timing: time spent sampling is kept out of ops/s."""
     __slots__ = ("t0", "sampling")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.t0 = time.perf_counter()
         self.sampling = 0.0
 
-    def elapsed(self):
+    def elapsed(self) -> float:
         return time.perf_counter() - self.t0 - self.sampling
 
 
-def _sampler(res, cookie, dom, first, last, clock):
+def _sampler(res: SimResult, cookie: DmaCookie, dom: IommuDomain, first: int, last: int,
+             clock: _Clock) -> Callable[[int, int, int, int], None]:
     """sample(at, live, failures, full_flushes): appends a Sample to the
     timeline, the address space read from the allocator now."""
     iotlb = dom.iotlb
 
-    def sample(at, live, failures, full_flushes):
+    def sample(at: int, live: int, failures: int, full_flushes: int) -> None:
         t = time.perf_counter()
         runs, held = _runs(_held_ranges(cookie), first, last)
         res.timeline.append(Sample(at, live, held, failures, full_flushes,
@@ -325,20 +345,21 @@ def _sampler(res, cookie, dom, first, last, clock):
     return sample
 
 
-def _ticks(n, start, timeline):
+def _ticks(n: int, start: int, timeline: bool) -> tuple[int, int]:
     """(tick, first tick at or after start): progress is reported, and the
     timeline sampled, at multiples of tick (0 excluded)."""
     tick = max(1, min(4096, n // TIMELINE_SAMPLES)) if timeline else 4096
     return tick, max(tick, -(-start // tick) * tick)
 
 
-def _live_handle(i, h):
+def _live_handle(i: int, h: Any) -> WorkloadError:
     return WorkloadError("operation %d maps handle %r, which is still mapped (a workload "
                          "names a mapping again only once it is unmapped)" % (i, h))
 
 
-def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first, last,
-         state=None):
+def _run(ops: Iterable[tuple[Any, ...]], n: int, dev: Device, dom: IommuDomain,
+         cookie: DmaCookie, res: SimResult, max_failures: int, progress: Progress | None,
+         timeline: bool, first: int, last: int, state: _RunState | None = None) -> None:
     """The Python engine: executes the operations through the DMA API, one
     call at a time; fills res. The loop binds everything it calls to locals,
     keeps its counters in locals, and makes no objects of its own per
@@ -378,8 +399,10 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
     i = start - 1
     stopped = state.stopped
     raised = True
+    sg: Any             # an SgMapping, or what a handle of another kind holds
+    buf: Any            # a CoherentBuffer, likewise
 
-    def failed(at, maps_so_far):
+    def failed(at: int, maps_so_far: int) -> bool:
         """Counts a failed map at op `at`; True when the run must stop."""
         nonlocal failures, first_fail, maps_before, live_at_fail, stopped
         failures += 1
@@ -521,7 +544,7 @@ def _run(ops, n, dev, dom, cookie, res, max_failures, progress, timeline, first,
         progress(done, label)
 
 
-def _results(res, state):
+def _results(res: SimResult, state: _RunState) -> None:
     """The run's own counters, from its state, into res."""
     res.ops = state.pos
     res.ops_per_sec = state.pos / res.elapsed_s if res.elapsed_s > 0 else 0.0
@@ -534,8 +557,10 @@ def _results(res, state):
     res.faults = state.faults
 
 
-def _run_native(stream, count, n, dev, dom, cookie, res, max_failures, progress, timeline,
-                first, last, state):
+def _run_native(stream: Any, count: int, n: int, dev: Device, dom: IommuDomain,
+                cookie: DmaCookie, res: SimResult, max_failures: int,
+                progress: Progress | None, timeline: bool, first: int, last: int,
+                state: _RunState) -> None:
     """The C engine: the next `count` operations of `stream` (a NativeStream
     or PackedStream positioned at state.pos), with what _run does - the same
     ticks, samples, progress calls and counters. An operation the engine
@@ -611,7 +636,8 @@ def _run_native(stream, count, n, dev, dom, cookie, res, max_failures, progress,
         progress(done, label)
 
 
-def _fill_counters(res, dom, cookie, first, last):
+def _fill_counters(res: SimResult, dom: IommuDomain, cookie: DmaCookie, first: int,
+                   last: int) -> None:
     c = dom.counters()
     res.full_flushes = c.full_flushes
     res.iotlb_syncs = c.syncs
@@ -631,7 +657,7 @@ def _fill_counters(res, dom, cookie, first, last):
     res.fragmentation = (1.0 - res.largest_free_pfns / res.free_pfns) if res.free_pfns else 0.0
 
 
-def _params(params):
+def _params(params: dict[str, Any] | None) -> dict[str, Any]:
     """The params argument as keywords for get_workload."""
     if params is None:
         return {}
@@ -641,8 +667,11 @@ def _params(params):
     return params
 
 
-def _checked_run(workload, policy, driver, ops, params, kernel, max_failures, engine="auto",
-                 seed=1, drop_rate=1.0, timeline=False, progress=None):
+def _checked_run(workload: str | Workload, policy: str, driver: str, ops: int,
+                 params: dict[str, Any] | None, kernel: str, max_failures: int,
+                 engine: str = "auto", seed: Any = 1, drop_rate: float = 1.0,
+                 timeline: bool = False, progress: Progress | None = None
+                 ) -> tuple[Workload, int, Any, int, float]:
     """(the workload, ops, seed, max_failures, drop_rate) that simulate()
     and Simulation run, once every argument is known to be sound (see
     pyiova.sim_args); IovaValueError or PolicyNotApplicable otherwise."""
@@ -663,7 +692,8 @@ class EngineFallback(UserWarning):
     message says why)."""
 
 
-def _choose_engine(engine, dom, dev, cookie):
+def _choose_engine(engine: str, dom: IommuDomain, dev: Device,
+                   cookie: DmaCookie) -> tuple[str, str]:
     """(the engine that runs, why not the C one)."""
     if engine == "python":
         return "python", "asked for"
@@ -676,10 +706,11 @@ def _choose_engine(engine, dom, dev, cookie):
     return "python", why
 
 
-def simulate(workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1,
-             progress: Optional[Callable[[int, str], None]] = None, *, params=None,
-             kernel="6.12",
-             max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0, timeline=False, engine="auto"):
+def simulate(workload: str | Workload, policy: str = "iova", driver: str = "ipmmu",
+             ops: int = DEFAULT_OPS, seed: Any = 1, progress: Progress | None = None, *,
+             params: dict[str, Any] | None = None, kernel: str = "6.12",
+             max_failures: int = DEFAULT_MAX_FAILURES, drop_rate: float = 1.0,
+             timeline: bool = False, engine: str = "auto") -> SimResult:
     """Runs `ops` operations of a workload through one policy; a SimResult.
 
     workload      a name ("usb", "nic", "nvme", "random") or a Workload
@@ -736,9 +767,11 @@ class Simulation:
     close() releases the domain (result() stays readable).
     """
 
-    def __init__(self, workload, policy="iova", driver="ipmmu", ops=DEFAULT_OPS, seed=1, *,
-                 params=None, kernel="6.12", max_failures=DEFAULT_MAX_FAILURES, drop_rate=1.0,
-                 timeline=False, engine="auto"):
+    def __init__(self, workload: str | Workload, policy: str = "iova", driver: str = "ipmmu",
+                 ops: int = DEFAULT_OPS, seed: Any = 1, *,
+                 params: dict[str, Any] | None = None, kernel: str = "6.12",
+                 max_failures: int = DEFAULT_MAX_FAILURES, drop_rate: float = 1.0,
+                 timeline: bool = False, engine: str = "auto") -> None:
         wl, ops, seed, max_failures, drop_rate = _checked_run(
             workload, policy, driver, ops, params, kernel, max_failures, engine, seed, drop_rate,
             timeline)
@@ -755,28 +788,28 @@ class Simulation:
         self._res.engine, self._res.engine_note = _choose_engine(engine, self._dom, self._dev,
                                                                  self._cookie)
         self._state = _RunState()
-        self._ops = None           # the operation stream, positioned at _state.pos
+        self._ops: Any = None      # the operation stream, positioned at _state.pos
         self._closed = False
 
     @property
-    def done(self):
+    def done(self) -> int:
         """Operations executed so far."""
         return self._state.pos
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         """All operations done, or the run stopped early."""
         return self._state.pos >= self.total or self._state.stopped
 
     @property
-    def domain(self):
+    def domain(self) -> IommuDomain:
         return self._dom
 
     @property
-    def device(self):
+    def device(self) -> Device:
         return self._dev
 
-    def run(self, n=None, progress=None):
+    def run(self, n: int | None = None, progress: Progress | None = None) -> Simulation:
         """Executes the next n operations (all that are left when None);
         returns self."""
         if self._closed:
@@ -807,7 +840,7 @@ class Simulation:
             raise
         return self
 
-    def _stream(self):
+    def _stream(self) -> Iterator[Any]:
         """The workload's operations from number _state.pos on: tuples for
         the Python engine, records for the C engine."""
         wl, pos = self.workload, self._state.pos
@@ -819,14 +852,14 @@ class Simulation:
             stream.skip(pos)
         return stream
 
-    def result(self):
+    def result(self) -> SimResult:
         """A SimResult of the run so far (a copy: later chunks do not change it)."""
         res = copy.deepcopy(self._res)
         if not self._closed:
             _fill_counters(res, self._dom, self._cookie, self._first, self._last)
         return res
 
-    def close(self):
+    def close(self) -> None:
         """Detaches the device and frees the domain; idempotent."""
         if not self._closed:
             self._res = self.result()
@@ -834,30 +867,30 @@ class Simulation:
             _teardown(self._dom, self._dev)
 
     # -- pickling and deepcopy (checkpoints) ------------------------------------
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         if self._closed:
             raise errors.IovaClosed("the simulation was closed: there is nothing to save")
         state = self.__dict__.copy()
         state["_ops"] = None       # a generator: made again from the seed when resumed
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         from .sim_checkpoint import check_simulation_state
         check_simulation_state(state, SimResult, _RunState)
         self.__dict__.update(state)
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         from .sim_checkpoint import check_simulation
         check_simulation(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         r = self._res
         return "<Simulation %s %s on %s: %d/%d ops%s>" % (
             r.workload, r.policy, r.driver, self._state.pos, self.total,
             " closed" if self._closed else "")
 
 
-def _offset(progress, base):
+def _offset(progress: Progress | None, base: int) -> Progress | None:
     """progress, shifted by the operations of the runs before this one."""
     if progress is None:
         return None
@@ -868,8 +901,9 @@ _COMPARE_KEYWORDS = frozenset(("params", "kernel", "max_failures", "drop_rate", 
                                "engine"))
 
 
-def compare(workload, policies=DEFAULT_POLICIES, driver="ipmmu", ops=DEFAULT_OPS, seed=1,
-            progress: Optional[Callable[[int, str], None]] = None, **kw):
+def compare(workload: str | Workload, policies: str | Iterable[str] = DEFAULT_POLICIES,
+            driver: str = "ipmmu", ops: int = DEFAULT_OPS, seed: Any = 1,
+            progress: Progress | None = None, **kw: Any) -> ResultList:
     """simulate() for each policy, same workload and seed; a list of
     SimResult in the order given (a ResultList: a table in Jupyter,
     .to_pandas()). A policy that cannot run on the driver

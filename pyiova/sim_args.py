@@ -14,13 +14,21 @@ pyiova.workloads.params, whose number parsers these use too).
 Each raises IovaValueError (IovaTypeError for a wrong type) naming the
 argument and the value.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
 from . import errors
 from .workloads.params import WorkloadError, fraction, integer, op_count, seed
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
 
 __all__ = ["policy_names", "run_args", "op_count", "progress_callback", "aperture_bits"]
 
 
-def policy_names(policies, known, what="policy"):
+def policy_names(policies: str | Iterable[str], known: Collection[str],
+                 what: str = "policy") -> tuple[str, ...]:
     """A tuple of policy names from a name, "a,b,c" or an iterable of names
     (of workloads, with what="workload")."""
     if isinstance(policies, str):
@@ -53,7 +61,10 @@ _max_failures = integer(1, None)
 _drop_rate = fraction()
 
 
-def run_args(ops, run_seed, max_failures, drop_rate, timeline=False, progress=None):
+def run_args(ops: int, run_seed: Any, max_failures: int, drop_rate: float,
+             timeline: bool = False,
+             progress: Callable[[int, str], None] | None = None
+             ) -> tuple[int, Any, int, float]:
     """(ops, seed, max_failures, drop_rate) as a run uses them."""
     try:
         ops = op_count(ops)
@@ -80,7 +91,8 @@ def run_args(ops, run_seed, max_failures, drop_rate, timeline=False, progress=No
     return ops, run_seed, max_failures, drop_rate
 
 
-def progress_callback(progress):
+def progress_callback(progress: Callable[[int, str], None] | None
+                      ) -> Callable[[int, str], None] | None:
     """progress, if it is None or a callable."""
     if progress is not None and not callable(progress):
         raise errors.IovaTypeError("progress must be None or a callable, not %s (%r)"
@@ -88,7 +100,7 @@ def progress_callback(progress):
     return progress
 
 
-def aperture_bits(bits):
+def aperture_bits(bits: int | None) -> int:
     """A replay's IOMMU input width: 0 or None (no aperture), or 13..64 bits.
     IOVA page 0 is never handed out, so fewer than 13 bits (with 4 KiB
     pages) leave no IOVA space at all."""

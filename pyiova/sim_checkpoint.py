@@ -5,9 +5,11 @@ in one piece (its device attached to its domain, the domain's cookie, the
 DMA addresses the workload's handles hold live in that cookie). See
 pyiova._state for why.
 """
+from __future__ import annotations
+
 import sys
 from dataclasses import fields
-from typing import get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
 from . import _state
 from .cookie import DmaCookie
@@ -17,6 +19,9 @@ from .iommu import IommuDomain
 from .workloads import Workload
 from .workloads.params import SEED_TYPES
 
+if TYPE_CHECKING:
+    from .sim import Simulation
+
 __all__ = ["check_run_state", "check_simulation_state", "check_result_state",
            "check_simulation"]
 
@@ -24,7 +29,7 @@ _COUNTS = ("live", "peak", "maps", "unmaps", "failures", "skipped", "faults")
 _OPTIONAL = ("first_fail", "maps_before", "live_at_fail")
 
 
-def check_run_state(state, slots):
+def check_run_state(state: Any, slots: tuple[str, ...]) -> dict[str, Any]:
     """_RunState's state (live_at_fail may be missing: older checkpoints)."""
     state = dict(state) if type(state) is dict else state
     _state.check_fields("a run", state, dict.fromkeys(slots, object),
@@ -45,7 +50,7 @@ def check_run_state(state, slots):
     return state
 
 
-def _hint_types(hint):
+def _hint_types(hint: Any) -> tuple[type, ...]:
     """The isinstance() types of a dataclass field's annotation."""
     if hint is float:
         return (int, float)
@@ -57,7 +62,7 @@ def _hint_types(hint):
     return (hint,)
 
 
-def check_result_state(cls, state):
+def check_result_state(cls: type, state: Any) -> dict[str, Any]:
     """A SimResult's state: every field there, of its annotated type."""
     hints = get_type_hints(cls)
     spec = {f.name: _hint_types(hints[f.name]) for f in fields(cls)}
@@ -77,7 +82,7 @@ def check_result_state(cls, state):
     return state
 
 
-def check_simulation_state(state, result_cls, run_state_cls):
+def check_simulation_state(state: Any, result_cls: type, run_state_cls: type) -> None:
     """A Simulation's state, field by field."""
     _state.check_fields("a Simulation", state, {
         "workload": Workload, "seed": SEED_TYPES, "total": int, "max_failures": int,
@@ -93,12 +98,12 @@ def check_simulation_state(state, result_cls, run_state_cls):
                           % (state["_first"], state["_last"]))
 
 
-def check_simulation(sim):
+def check_simulation(sim: Simulation) -> None:
     """The system a restored Simulation holds, in one piece (every object in
     it restored by now)."""
     dom, dev, cookie, run = sim._dom, sim._dev, sim._cookie, sim._state
 
-    def fail(why):
+    def fail(why: str) -> Exception:
         return _state.fail("a Simulation", why)
     if dev._domain is not dom or dev not in dom._devices:
         raise fail("whose device is not attached to its domain")

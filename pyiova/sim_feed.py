@@ -16,9 +16,18 @@ through the Python engine (engine="python", or a driver that declares no
 EngineProfile), exactly as simulate() does: the two give the same results.
 A run is never stopped early here: every failed map is counted.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .engine.streams import PackedStream
 from .sim import (SimResult, _choose_engine, _device_space, _fill_counters,
                   _run, _run_native, _RunState)
+
+if TYPE_CHECKING:
+    from .cookie import DmaCookie
+    from .device import Device
+    from .iommu import IommuDomain
 
 __all__ = ["FedRun"]
 
@@ -28,8 +37,9 @@ NO_STOP = 1 << 62           # max_failures: never reached
 class FedRun:
     """Operations pushed in chunks through one simulation's engine."""
 
-    def __init__(self, dom, dev, cookie, *, workload, policy, driver, seed=1, kernel="6.12",
-                 engine="auto"):
+    def __init__(self, dom: IommuDomain, dev: Device, cookie: DmaCookie, *, workload: str,
+                 policy: str, driver: str, seed: Any = 1, kernel: str = "6.12",
+                 engine: str = "auto") -> None:
         self.dom, self.dev, self.cookie = dom, dev, cookie
         self.res = SimResult(workload, policy, driver, seed, kernel=kernel)
         self.res.engine, self.res.engine_note = _choose_engine(engine, dom, dev, cookie)
@@ -37,11 +47,11 @@ class FedRun:
         self.state = _RunState()
 
     @property
-    def done(self):
+    def done(self) -> int:
         """Operations executed so far."""
         return self.state.pos
 
-    def feed(self, ops):
+    def feed(self, ops: list[tuple[Any, ...]]) -> None:
         """Runs the operations of the list `ops` now."""
         n = len(ops)
         if not n:
@@ -55,7 +65,7 @@ class FedRun:
             _run(iter(ops), total, *args)
         self.res.ops_requested = self.state.pos
 
-    def result(self):
+    def result(self) -> SimResult:
         """The SimResult so far, with the domain's and the allocator's counters."""
         _fill_counters(self.res, self.dom, self.cookie, self.first, self.last)
         return self.res

@@ -8,16 +8,26 @@ print (trace replay's tables are pyiova.trace.report's).
     explain(r)                 the verdict as a sentence
     simulate_text / compare_text / bench_text   a command's whole report
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .allocators import AllocatorType
 from .drivers.registry import DRIVERS
 from .policies import POLICIES
 from .tables import align
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from .sim import SimResult
+    from .workloads.base import Workload
+
 __all__ = ["run_header", "format_result", "results_table", "explain", "simulate_text",
            "compare_text", "bench_text", "engine_line"]
 
 
-def _num(v):
+def _num(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -25,7 +35,7 @@ def _num(v):
     return format(v, ",")
 
 
-def _space(pfns):
+def _space(pfns: int) -> str:
     size = pfns * 4096
     for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
         if size >= div:
@@ -33,14 +43,15 @@ def _space(pfns):
     return "%d KiB" % (size >> 10)
 
 
-def _allocator(r):
+def _allocator(r: SimResult) -> AllocatorType | None:
     """The allocator type the result's policy ran (None for a policy the
     table does not know)."""
     pol = POLICIES.get(r.policy)
     return pol.allocator if pol is not None else None
 
 
-def run_header(wl, driver, drop_rate, ops, seed, kernel):
+def run_header(wl: Workload, driver: str, drop_rate: float, ops: int, seed: Any,
+               kernel: str) -> str:
     """The lines that say what ran: workload, device, driver, run."""
     drv = DRIVERS[driver]
     if driver == "ipmmu":
@@ -73,7 +84,7 @@ _COLUMNS = (
 )
 
 
-def results_table(results):
+def results_table(results: Iterable[SimResult]) -> str:
     """The results as a plain-text table; a policy that cannot run gets its
     reason across the measurement columns."""
     rows = [[f(r) for _, f, _ in _COLUMNS] if r.applicable else [r.policy, "n/a", r.note]
@@ -82,7 +93,7 @@ def results_table(results):
                  [i for i, (_, _, right) in enumerate(_COLUMNS) if right])
 
 
-def _live_at_failure(r):
+def _live_at_failure(r: SimResult) -> str:
     """What was mapped when the first map failed, next to the run's peak."""
     live = r.live_at_first_failure
     if live is None:                    # a result from before this was recorded
@@ -95,7 +106,7 @@ def _live_at_failure(r):
         pfns, format(r.peak_live_pfns, ","), _space(r.peak_live_pfns))
 
 
-def explain(r):
+def explain(r: SimResult) -> str:
     """One sentence on what a result means."""
     if not r.applicable:
         return "%s: not run (%s)." % (r.policy, r.note)
@@ -131,7 +142,7 @@ def explain(r):
     return s + "."
 
 
-def format_result(r):
+def format_result(r: SimResult) -> str:
     """One result as labelled lines (simulate's table)."""
     fail = "0"
     if r.failures:
@@ -170,12 +181,12 @@ def format_result(r):
     return "\n".join("  %-*s  %s" % (width, k, v) for k, v in rows)
 
 
-def simulate_text(header, r):
+def simulate_text(header: str, r: SimResult) -> str:
     """`pyiova simulate`'s report: the run, its measures, its verdict."""
     return "\n".join([header, "", format_result(r), "", explain(r)])
 
 
-def compare_text(header, results, took):
+def compare_text(header: str, results: Sequence[SimResult], took: float) -> str:
     """`pyiova compare`'s report: the run, the device's space, the table, a
     sentence per policy; took: the seconds it all ran."""
     space = next((r.space_pfns for r in results if r.applicable), 0)
@@ -187,19 +198,22 @@ def compare_text(header, results, took):
     return "\n".join(lines)
 
 
-def engine_line(r, reference=None):
+def engine_line(r: SimResult, reference: SimResult | None = None) -> str:
     """The engines side by side on one run: r, and the same run again
     through the Python engine (`reference`; None when r ran there itself)."""
     if r.engine != "c":
         return "\nengine: the Python engine ran these (%s)" % r.engine_note
+    ref: SimResult = reference  # type: ignore[assignment]  # (a C run comes with its reference)
     return ("\nengine: %s %s through the C engine %s ops/s, through the Python engine %s "
             "ops/s: %.1fx" % (r.workload, r.policy, format(int(r.ops_per_sec), ","),
-                              format(int(reference.ops_per_sec), ","),
-                              r.ops_per_sec / reference.ops_per_sec
-                              if reference.ops_per_sec else 0.0))
+                              format(int(ref.ops_per_sec), ","),
+                              r.ops_per_sec / ref.ops_per_sec
+                              if ref.ops_per_sec else 0.0))
 
 
-def bench_text(results, workloads, policies, not_run, ops, seed, driver, kernel, engine, took):
+def bench_text(results: Iterable[SimResult], workloads: Sequence[str],
+               policies: Sequence[str], not_run: dict[str, str | None], ops: int, seed: Any,
+               driver: str, kernel: str, engine: str | None, took: float) -> str:
     """`pyiova bench`'s report: operations per second (and the verdict when
     it is not ok) of each policy (rows) on each workload (columns).
     not_run: {policy: why it could not run}; engine: engine_line()'s text

@@ -17,10 +17,18 @@ when it is installed.
 Every cell is formatted by cell_text: integers with thousands separators,
 floats to 4 significant digits, None as "-".
 """
+from __future__ import annotations
+
 import html
 import numbers
+from typing import TYPE_CHECKING, Any
 
 from . import errors
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Sequence
+
+    from .sim import SimResult
 
 __all__ = ["align", "text_table", "html_table", "cell_text", "is_number", "to_pandas",
            "ResultList", "result_html", "MISSING_PANDAS", "HTML_MAX_ROWS"]
@@ -30,7 +38,7 @@ MISSING_PANDAS = ("to_pandas() needs pandas, which is not installed; install it 
 HTML_MAX_ROWS = 60
 
 
-def cell_text(value):
+def cell_text(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -51,12 +59,13 @@ def cell_text(value):
     return str(value)
 
 
-def is_number(value):
+def is_number(value: object) -> bool:
     """A number a table right-aligns (bools are not)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def align(headers, rows, right=(), rule=False, indent=""):
+def align(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Collection[int] = (),
+          rule: bool = False, indent: str = "") -> str:
     """Text cells in columns two spaces apart, each as wide as its widest
     cell; the columns whose indices are in `right` right-aligned. rule: a
     line of dashes under the headers. A row with fewer cells than there are
@@ -78,7 +87,7 @@ def align(headers, rows, right=(), rule=False, indent=""):
     return "\n".join(lines)
 
 
-def text_table(headers, rows, indent=""):
+def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "") -> str:
     """rows (sequences of values) under headers, aligned; a column whose
     values are all numbers (or None) is right-aligned."""
     cells = [[cell_text(v) for v in row] for row in rows]
@@ -87,7 +96,8 @@ def text_table(headers, rows, indent=""):
     return align(headers, cells, right, indent=indent)
 
 
-def html_table(headers, rows, caption=None, max_rows=HTML_MAX_ROWS):
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None,
+               max_rows: int = HTML_MAX_ROWS) -> str:
     """An HTML table; more than max_rows rows show as the first and last
     max_rows // 2 with a row saying how many are left out."""
     esc = html.escape
@@ -115,7 +125,7 @@ def html_table(headers, rows, caption=None, max_rows=HTML_MAX_ROWS):
     return "".join(out)
 
 
-def to_pandas(dicts, columns=None):
+def to_pandas(dicts: list[dict[str, Any]], columns: list[str] | None = None) -> Any:
     """A pandas DataFrame of the dicts, in the given column order."""
     try:
         import pandas
@@ -131,7 +141,7 @@ RESULT_COLUMNS = ("workload", "policy", "driver", "kernel", "seed", "verdict", "
                   "stale_translations", "faults", "note")
 
 
-def result_html(result):
+def result_html(result: SimResult) -> str:
     """One result as a two-column table, measure and value."""
     d = result.as_dict()
     return html_table(("measure", "value"), list(d.items()),
@@ -140,22 +150,22 @@ def result_html(result):
                       max_rows=len(d) + 1)
 
 
-def results_html(results):
+def results_html(results: Iterable[SimResult]) -> str:
     dicts = [r.as_dict() for r in results]
     cols = [c for c in RESULT_COLUMNS if any(c in d for d in dicts)]
     return html_table(cols, [[d.get(c) for c in cols] for d in dicts])
 
 
-class ResultList(list):
+class ResultList(list["SimResult"]):
     """A list of SimResult (what compare() returns) that shows as a table
     in Jupyter and converts to pandas."""
 
-    def as_dicts(self):
+    def as_dicts(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self]
 
-    def to_pandas(self):
+    def to_pandas(self) -> Any:
         dicts = self.as_dicts()
         return to_pandas(dicts, list(dicts[0]) if dicts else None)
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         return results_html(self)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from test_cli import run as run_cli
-from pyiova import cli, sim_args, sim_report
+from pyiova import sim_args, sim_report
 from pyiova.errors import IovaError, IovaTypeError, IovaValueError
 from pyiova.sim import Simulation, compare, simulate
 from pyiova.workloads import WORKLOADS, WorkloadError, get_workload

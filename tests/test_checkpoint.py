@@ -24,8 +24,8 @@ from pyiova.checkpoint import CheckpointError, _restore_allocator
 from pyiova.cookie import DmaCookie, put_dma_cookie
 from pyiova.device import DMA_BIT_MASK, Device
 from pyiova.drivers import GenericIommu, IpmmuVmsa
-from pyiova.errors import IovaClosed, IovaCpuError, IovaExhausted, IovaInvalidFree
-from pyiova.iommu import DomainAttr, DomainType, IovaAllocator
+from pyiova.errors import IovaClosed, IovaExhausted, IovaInvalidFree
+from pyiova.iommu import DomainAttr, DomainType, IommuDomain, IovaAllocator
 from pyiova.sim import Simulation, simulate
 
 PAGE = 4096
@@ -1130,3 +1130,15 @@ def test_checkpoints_that_name_the_bindings_former_module_still_load():
     pt2, tlb2 = pickle.loads(blob)
     assert type(pt2) is IoPgtable and type(tlb2) is Iotlb
     assert pt2.iova_to_phys(0x1800) == 0x5800 and tlb2.stats() == tlb.stats()
+
+
+def test_stale_record_names_without_an_iotlb_are_a_checkpoint_error():
+    # The saved device names of stale records belong to the domain's IOTLB;
+    # a damaged state that keeps the names but lost the IOTLB is refused at
+    # load, not left to fail later with an AttributeError.
+    s = Simulation("usb", "iova", "ipmmu", ops=2000, seed=1).run(700)
+    state = s._dom.__getstate__()
+    assert state.get("_saved_names") is not None
+    state.update(pgtable=None, iotlb=None)
+    with pytest.raises(CheckpointError, match="no IOTLB"):
+        IommuDomain.__new__(IommuDomain).__setstate__(state)

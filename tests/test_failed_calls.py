@@ -182,8 +182,8 @@ class Run:
         live = {key(dev, buf) for dev, buf in self.bufs}
         gone = [(dev, buf) for dev, buf in self.gone if key(dev, buf) not in live]
         if gone:
-            options.append(lambda gone=self.draw(st.sampled_from(gone), "freed buffer"):
-                           dma.free_coherent(*gone))
+            freed = self.draw(st.sampled_from(gone), "freed buffer")
+            options.append(lambda: dma.free_coherent(*freed))
         call = options[self.draw(st.integers(0, len(options) - 1), "bad call")]
         before = w.snapshot()
         parts = w.parts()

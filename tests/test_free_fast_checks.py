@@ -108,7 +108,8 @@ def test_long_churn_with_bad_frees_matches_the_reference(kernel):
         if a[0] == "ok" and args[0] == pfn:
             del live[pfn]
             if rng.random() < 0.3:        # and sometimes straight back: a double free
-                a, b = outcome(c.free_fast, pfn, size, cpu=cpu), outcome(py.free_fast, pfn, size, cpu=cpu)
+                a = outcome(c.free_fast, pfn, size, cpu=cpu)
+                b = outcome(py.free_fast, pfn, size, cpu=cpu)
                 assert a == b and a[0] == "error", (step, a, b)
         if step % 2000 == 0:
             c.check()

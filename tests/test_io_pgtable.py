@@ -374,7 +374,7 @@ class ExtentModel:
         return done
 
     def translate(self, x):
-        for s, e, p, prot in self.ext:
+        for s, e, p, _prot in self.ext:
             if s <= x < e:
                 return p + (x - s)
         return None

@@ -373,7 +373,8 @@ def test_lockstep_with_reference(geometry, seq):
                 tr = tlb.access(pt, addr, arg, op_index=n)
                 got = ("ok", tr.paddr, tr.flags)
             except IommuFault as exc:
-                got = ("fault", FAULT_TRANSLATION if exc.kind == "translation" else FAULT_PERMISSION)
+                got = ("fault",
+                       FAULT_TRANSLATION if exc.kind == "translation" else FAULT_PERMISSION)
             assert got == want
             stale += got[0] == "ok" and bool(got[2] & 2)
         elif op == "map":

@@ -12,6 +12,7 @@ from pyiova.dma import DmaDirection
 from pyiova.drivers import GenericIommu, IpmmuVmsa
 from pyiova.errors import DmaMappingError
 from pyiova.iommu import DomainAttr, DomainType
+from pyiova.iommu_errors import IommuAttrValueError
 
 LONG = int(os.environ.get("PYIOVA_LONG_MAPS", "30000"))
 BUF = 0x8000_0000
@@ -132,5 +133,5 @@ def test_flush_queue_never_reuses_before_the_covering_flush():
 def test_ipmmu_cannot_use_a_flush_queue():
     ipmmu = IpmmuVmsa("ipmmu")
     dom = ipmmu.domain_alloc(DomainType.DMA)
-    with pytest.raises(Exception):
+    with pytest.raises(IommuAttrValueError, match="no deferred-flush support"):
         dom.set_attr(DomainAttr.DMA_USE_FLUSH_QUEUE, True)

@@ -193,6 +193,23 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path, ext):
         assert not os.path.exists(out + ".part.jsonl")
 
 
+@pytest.mark.parametrize("ext", [".csv", ".jsonl", ".parquet"])
+def test_out_may_be_a_path_object(tmp_path, ext):
+    # The Parquet journal and the rewritten header's temporary file are
+    # named after `out`: a pathlib.Path works as a str does.
+    if ext == ".parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / ("sweep" + ext)
+    with pytest.raises(Stop):
+        sweep("usb", executor="serial", out=out, progress=stop_after(4), **SMALL)
+    r = sweep("usb", executor="serial", out=out, **SMALL)
+    assert r.reused == 4 and len(SweepResult.read(out)) == 18
+    if ext == ".csv":                   # a new column: the header is rewritten
+        wider = dict(SMALL, params=dict(SMALL["params"], inflight=[4]))
+        sweep("usb", executor="serial", out=out, **wider)
+        assert "inflight" in SweepResult.read(out).columns
+
+
 def test_cells_in_the_file_are_not_run_again(tmp_path):
     out = str(tmp_path / "s.csv")
     sweep("usb", policies="wraparound", seeds=[1, 2], ops=500, executor="serial", out=out)

@@ -59,7 +59,7 @@ def test_fast_path_churn_on_separate_cpus_with_flushes_and_batches():
     def work(i):
         rng = random.Random(100 + i)
         mine = live[i]
-        for step in range(6000):
+        for _step in range(6000):
             r = rng.random()
             if mine and r < 0.45:
                 pfn, size = mine.pop(rng.randrange(len(mine)))

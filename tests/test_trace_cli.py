@@ -88,7 +88,8 @@ def test_mode_from_policy_and_bad_arguments(capsys, tmp_path):
 @pytest.mark.parametrize("name, content, hint", [
     ("empty.trace", b"", "is empty"),
     ("random.bin", bytes(range(256)) * 8, "not text"),
-    ("capture.dat", b"\x17\x08\x44tracing6\x00\x00\x00" + bytes(range(256)) * 4, "trace-cmd report"),
+    ("capture.dat", b"\x17\x08\x44tracing6\x00\x00\x00" + bytes(range(256)) * 4,
+     "trace-cmd report"),
     ("u16.trace", None, "UTF-16"),
 ])
 def test_files_with_no_events_say_so(capsys, tmp_path, monkeypatch, name, content, hint):

@@ -178,7 +178,7 @@ class SyntheticKernel:
         if path is not None:
             f = open(path, "w")
             f.write(HEADER)
-        for n in range(self.ops):
+        for _n in range(self.ops):
             if f is not None and len(self.lines) > 8192:
                 f.write("\n".join(self.lines) + "\n")
                 del self.lines[:]

@@ -8,7 +8,9 @@ IOMMU core (IommuDomain) calls them. Subclasses of IommuDriver decide what
 invalidation means (unmap, iotlb_sync, flush_iotlb_all) and when the
 hardware is set up (_init_domain or attach_dev).
 """
-from typing import Any, NamedTuple
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _state
 from .. import errors
@@ -17,6 +19,10 @@ from ..iotlb import Iotlb
 from ..pgtable import LPAE_4K_PGSIZES, IoPgtable
 from ..allocators import AllocatorType
 from ..iommu import DomainAttr, DomainType, IommuDomain, _domain_type
+
+if TYPE_CHECKING:
+    from ..device import Device
+    from ..iommu import IotlbGather
 
 __all__ = ["IommuDriver", "EngineProfile", "ENGINE_METHODS", "declares_own"]
 
@@ -50,7 +56,7 @@ class EngineProfile(NamedTuple):
 ENGINE_METHODS = ("map", "unmap", "iotlb_sync", "flush_iotlb_all", "domain_reset")
 
 
-def declares_own(driver, cls, extra=()):
+def declares_own(driver: object, cls: type, extra: tuple[str, ...] = ()) -> bool:
     """Whether driver runs cls's own versions of the methods a profile
     declares: a subclass that overrides one says more than cls's profile."""
     kind = type(driver)
@@ -77,8 +83,9 @@ class IommuDriver:
     domain_types = (DomainType.DMA, DomainType.UNMANAGED, DomainType.IDENTITY)
     supports_flush_queue = True
 
-    def __init__(self, name, *, pgsize_bitmap=LPAE_4K_PGSIZES, ias=48, oas=48,
-                 tlb_entries=64, tlb_ways=0, record_limit=65536):
+    def __init__(self, name: str, *, pgsize_bitmap: int = LPAE_4K_PGSIZES, ias: int = 48,
+                 oas: int = 48, tlb_entries: int = 64, tlb_ways: int = 0,
+                 record_limit: int = 65536) -> None:
         if not isinstance(name, str):
             raise errors.IovaTypeError("name must be a str")
         self.name = name
@@ -93,88 +100,88 @@ class IommuDriver:
         IoPgtable(pgsize_bitmap, ias=ias, oas=oas)
         Iotlb(tlb_entries, tlb_ways, record_limit=record_limit)
 
-    def new_pgtable(self):
+    def new_pgtable(self) -> IoPgtable:
         return IoPgtable(self.pgsize_bitmap, ias=self.ias, oas=self.oas)
 
-    def new_iotlb(self):
+    def new_iotlb(self) -> Iotlb:
         return Iotlb(self.tlb_entries, self.tlb_ways, record_limit=self.record_limit)
 
-    def _not_ready(self, domain):
+    def _not_ready(self, domain: IommuDomain) -> errors.IovaError:
         return ierr.IommuNotReady("%s has no page table yet (attach a device first)"
                                   % domain.name)
 
     # -- domains ---------------------------------------------------------------
-    def domain_alloc(self, type):
-        type = _domain_type(type)
-        if type not in self.domain_types:
+    def domain_alloc(self, type: DomainType | str | int) -> IommuDomain:
+        dtype = _domain_type(type)
+        if dtype not in self.domain_types:
             raise ierr.IommuDomainTypeError("%s cannot allocate %s domains"
-                                            % (self.name, type.name))
-        domain = IommuDomain(self, type, self.pgsize_bitmap)
+                                            % (self.name, dtype.name))
+        domain = IommuDomain(self, dtype, self.pgsize_bitmap)
         self._init_domain(domain)
         return domain
 
-    def _init_domain(self, domain):
+    def _init_domain(self, domain: IommuDomain) -> None:
         """Set up a new domain's hardware (default: nothing until attach)."""
 
-    def domain_free(self, domain):
+    def domain_free(self, domain: IommuDomain) -> None:
         pass
 
-    def attach_dev(self, domain, dev):
+    def attach_dev(self, domain: IommuDomain, dev: Device) -> None:
         raise ierr.IommuAttachError("the %s driver does not say how to attach a device "
                                     "(it defines no attach_dev)" % type(self).__name__)
 
-    def detach_dev(self, domain, dev):
+    def detach_dev(self, domain: IommuDomain, dev: Device) -> None:
         pass
 
     # -- page table --------------------------------------------------------------
-    def map(self, domain, iova, paddr, size, prot):
+    def map(self, domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> None:
         pt = domain.pgtable
         if pt is None:
             raise self._not_ready(domain)
         pt.map(iova, paddr, size, prot)
 
-    def unmap(self, domain, iova, size, gather):
+    def unmap(self, domain: IommuDomain, iova: int, size: int, gather: IotlbGather) -> int:
         pt = domain.pgtable
         if pt is None:
             raise self._not_ready(domain)
         return pt.unmap(iova, size)
 
-    def iova_to_phys(self, domain, iova):
+    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int | None:
         pt = domain.pgtable
         return None if pt is None else pt.iova_to_phys(iova)
 
     # -- TLB -------------------------------------------------------------------
-    def iotlb_sync(self, domain, gather):
+    def iotlb_sync(self, domain: IommuDomain, gather: IotlbGather) -> None:
         pass
 
-    def flush_iotlb_all(self, domain):
+    def flush_iotlb_all(self, domain: IommuDomain) -> None:
         tlb = domain.iotlb
         if tlb is not None:
             domain.counts.full_flushes += 1
             tlb.invalidate_all()
 
-    def domain_reset(self, domain):
+    def domain_reset(self, domain: IommuDomain) -> None:
         self.flush_iotlb_all(domain)
 
     # -- the C simulation engine -----------------------------------------------
-    def engine_profile(self, domain):
+    def engine_profile(self, domain: IommuDomain) -> EngineProfile | None:
         """How this driver behaves on domain's DMA path (an EngineProfile),
         or None when a profile cannot say it: the simulation then runs on
         the Python engine. Drivers that declare one override this."""
         return None
 
-    def engine_store(self, domain, dirty):
+    def engine_store(self, domain: IommuDomain, dirty: bool) -> None:
         """Takes back what the engine changed of the profile's state."""
 
     # -- attributes --------------------------------------------------------------
-    def domain_get_attr(self, domain, attr):
+    def domain_get_attr(self, domain: IommuDomain, attr: DomainAttr) -> Any:
         try:
             return domain.attrs[attr]
         except KeyError:
             raise ierr.IommuUnknownAttr("%s domains of %s have no attribute %s"
                                         % (domain.type.name, self.name, attr.name)) from None
 
-    def domain_set_attr(self, domain, attr, value):
+    def domain_set_attr(self, domain: IommuDomain, attr: DomainAttr, value: Any) -> None:
         if attr not in domain.attrs:
             raise ierr.IommuUnknownAttr("%s domains of %s have no attribute %s"
                                         % (domain.type.name, self.name, attr.name))
@@ -209,10 +216,10 @@ class IommuDriver:
         domain.attrs[attr] = value
 
     # -- pickling and deepcopy (checkpoints) ------------------------------------
-    _STATE = {"name": str, "pgsize_bitmap": int, "ias": int, "oas": int, "tlb_entries": int,
-              "tlb_ways": int, "record_limit": int}
+    _STATE: dict[str, Any] = {"name": str, "pgsize_bitmap": int, "ias": int, "oas": int,
+                              "tlb_entries": int, "tlb_ways": int, "record_limit": int}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         """The state checked against what the class keeps (a subclass of a
         pyiova driver may keep more), and its hardware configuration
         against what __init__ accepts."""
@@ -228,15 +235,15 @@ class IommuDriver:
         self._check_state(state)
         self.__dict__.update(state)
 
-    def _check_state(self, state):
+    def _check_state(self, state: dict[str, Any]) -> None:
         """What a driver class checks of its own state (subclasses)."""
 
-    def __init_subclass__(cls, **kw):
+    def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         # a subclass outside pyiova may keep state of its own
         cls._EXTRA_STATE_OK = not cls.__module__.startswith("pyiova.")
 
     _EXTRA_STATE_OK = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s %s>" % (type(self).__name__, self.name)

@@ -27,7 +27,10 @@ What is modelled:
 * ipmmu-vmsa has no deferred-flush capability, so DMA_USE_FLUSH_QUEUE
   cannot be turned on: its DMA domains are always strict.
 """
+from __future__ import annotations
+
 import random
+from typing import TYPE_CHECKING, Any
 
 from .. import _state
 from .. import errors
@@ -36,6 +39,10 @@ from ..pgtable import SZ_1G, SZ_2M, SZ_4K
 from ..allocators import AllocatorType
 from ..iommu import DomainGeometry, DomainType
 from .base import EngineProfile, IommuDriver, declares_own
+
+if TYPE_CHECKING:
+    from ..device import Device
+    from ..iommu import IommuDomain, IotlbGather
 
 __all__ = ["IpmmuVmsa"]
 
@@ -49,15 +56,15 @@ class _IpmmuDomain:
     """Driver-private state of a domain (struct ipmmu_vmsa_domain)."""
     __slots__ = ("mmu", "context", "dirty")
 
-    def __init__(self):
-        self.mmu = None       # the instance the domain is bound to
-        self.context = None   # its hardware context number there
+    def __init__(self) -> None:
+        self.mmu: IpmmuVmsa | None = None   # the instance the domain is bound to
+        self.context: int | None = None     # its hardware context number there
         self.dirty = False    # unmaps since the last flush that took effect
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return _state.slot_state(self)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         state = _state.old_slot_state(state)
         _state.check_fields("an IPMMU domain", state, {
             "mmu": (IpmmuVmsa, type(None)), "context": (int, type(None)), "dirty": bool})
@@ -84,9 +91,9 @@ class IpmmuVmsa(IommuDriver):
 
     supports_flush_queue = False
 
-    def __init__(self, name="ipmmu", *, num_contexts=8, erratum=False, erratum_drop_rate=1.0,
-                 seed=0, flush_when_idle=False, tlb_entries=64, tlb_ways=0,
-                 record_limit=65536):
+    def __init__(self, name: str = "ipmmu", *, num_contexts: int = 8, erratum: bool = False,
+                 erratum_drop_rate: float = 1.0, seed: Any = 0, flush_when_idle: bool = False,
+                 tlb_entries: int = 64, tlb_ways: int = 0, record_limit: int = 65536) -> None:
         super().__init__(name, pgsize_bitmap=IPMMU_PGSIZES, ias=IPMMU_IAS, oas=IPMMU_OAS,
                          tlb_entries=tlb_entries, tlb_ways=tlb_ways, record_limit=record_limit)
         if isinstance(num_contexts, bool) or not isinstance(num_contexts, int):
@@ -113,13 +120,13 @@ class IpmmuVmsa(IommuDriver):
         self.flush_when_idle = flush_when_idle
         self._rng = random.Random(seed if isinstance(seed, (int, float, str, bytes, type(None)))
                                   else seed.__index__())
-        self._contexts = [None] * num_contexts
+        self._contexts: list[IommuDomain | None] = [None] * num_contexts
 
     # -- pickling and deepcopy (checkpoints) ------------------------------------
     _STATE = dict(IommuDriver._STATE, num_contexts=int, erratum=bool, erratum_drop_rate=float,
                   flush_when_idle=bool, _rng=random.Random, _contexts=list)
 
-    def _check_state(self, state):
+    def _check_state(self, state: dict[str, Any]) -> None:
         name = "IPMMU %s" % state["name"]
         n = _state.check_int("%s's context count" % name, state["num_contexts"], 1,
                              IPMMU_CTX_MAX)
@@ -130,7 +137,7 @@ class IpmmuVmsa(IommuDriver):
         for owner in state["_contexts"]:
             _state.check_type("a context owner of %s" % name, owner, (IommuDomain, type(None)))
 
-    def _check_restored(self):
+    def _check_restored(self) -> None:
         """After a checkpoint is loaded: each context's domain is bound to it."""
         for ctx, owner in enumerate(self._contexts):
             if owner is not None and (owner.priv.mmu is not self or owner.priv.context != ctx):
@@ -139,14 +146,14 @@ class IpmmuVmsa(IommuDriver):
                                   % (ctx, owner.name))
 
     @property
-    def contexts_in_use(self):
+    def contexts_in_use(self) -> int:
         return sum(1 for c in self._contexts if c is not None)
 
     # -- domains ---------------------------------------------------------------
-    def _init_domain(self, domain):
+    def _init_domain(self, domain: IommuDomain) -> None:
         domain.priv = _IpmmuDomain()
 
-    def _free_context(self):
+    def _free_context(self) -> int:
         """The number of a free hardware context (claimed by the caller)."""
         for i, owner in enumerate(self._contexts):
             if owner is None:
@@ -154,7 +161,7 @@ class IpmmuVmsa(IommuDriver):
         raise ierr.IommuBusy("IPMMU %s has no free context (all %d in use)"
                              % (self.name, self.num_contexts))
 
-    def domain_free(self, domain):
+    def domain_free(self, domain: IommuDomain) -> None:
         priv = domain.priv
         if priv.mmu is not None:
             # The kernel disables the context (with a final flush) and
@@ -163,7 +170,7 @@ class IpmmuVmsa(IommuDriver):
             priv.mmu = None
             priv.context = None
 
-    def attach_dev(self, domain, dev):
+    def attach_dev(self, domain: IommuDomain, dev: Device) -> None:
         # Everything is checked and built before anything is bound, so a
         # refused attach leaves the device, the domain and the instances as
         # they were.
@@ -188,7 +195,7 @@ class IpmmuVmsa(IommuDriver):
         dev.iommu = mmu
 
     # -- page table --------------------------------------------------------------
-    def unmap(self, domain, iova, size, gather):
+    def unmap(self, domain: IommuDomain, iova: int, size: int, gather: IotlbGather) -> int:
         # The hardware cannot invalidate by address, so nothing is gathered.
         pt = domain.pgtable
         if pt is None:
@@ -199,7 +206,7 @@ class IpmmuVmsa(IommuDriver):
         return unmapped
 
     # -- TLB -------------------------------------------------------------------
-    def _flush_context(self, domain, *, unmap_path):
+    def _flush_context(self, domain: IommuDomain, *, unmap_path: bool) -> None:
         """ipmmu_tlb_invalidate(): set FLUSH in IMCTR and wait. Lost to the
         erratum only when issued on the unmap path."""
         counts = domain.counts
@@ -208,10 +215,10 @@ class IpmmuVmsa(IommuDriver):
                 self.erratum_drop_rate >= 1.0 or self._rng.random() < self.erratum_drop_rate):
             counts.invalidations_lost += 1
             return
-        domain.iotlb.invalidate_all()
+        domain.iotlb.invalidate_all()  # type: ignore[union-attr]  # (bound: it has one)
         domain.priv.dirty = False
 
-    def iotlb_sync(self, domain, gather):
+    def iotlb_sync(self, domain: IommuDomain, gather: IotlbGather) -> None:
         priv = domain.priv
         mmu = priv.mmu
         if mmu is None:
@@ -222,20 +229,21 @@ class IpmmuVmsa(IommuDriver):
         else:
             counts.syncs += 1
             mmu._flush_context(domain, unmap_path=True)
-        if mmu.flush_when_idle and priv.dirty and domain.pgtable.mapped_bytes == 0:
+        if (mmu.flush_when_idle and priv.dirty
+                and domain.pgtable.mapped_bytes == 0):  # type: ignore[union-attr]
             counts.idle_flushes += 1
             mmu._flush_context(domain, unmap_path=False)
 
-    def flush_iotlb_all(self, domain):
+    def flush_iotlb_all(self, domain: IommuDomain) -> None:
         mmu = domain.priv.mmu
         if mmu is not None:
             mmu._flush_context(domain, unmap_path=False)
 
-    def domain_reset(self, domain):
+    def domain_reset(self, domain: IommuDomain) -> None:
         self.flush_iotlb_all(domain)
 
     # -- the C simulation engine -----------------------------------------------
-    def engine_profile(self, domain):
+    def engine_profile(self, domain: IommuDomain) -> EngineProfile | None:
         priv = domain.priv
         mmu = getattr(priv, "mmu", None)
         own = ("_flush_context",)
@@ -248,10 +256,10 @@ class IpmmuVmsa(IommuDriver):
                              rng=mmu._rng, flush_when_idle=mmu.flush_when_idle,
                              dirty=priv.dirty)
 
-    def engine_store(self, domain, dirty):
+    def engine_store(self, domain: IommuDomain, dirty: bool) -> None:
         domain.priv.dirty = bool(dirty)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<IpmmuVmsa %s contexts %d/%d%s>" % (
             self.name, self.contexts_in_use, self.num_contexts,
             " erratum" if self.erratum else "")

@@ -14,9 +14,11 @@ with no arguments but `seed` and `drop_rate` (the run's) when its
 constructor takes parameters of those names. Whether it supports the flush
 queue is its supports_flush_queue class attribute.
 """
+from __future__ import annotations
+
 import inspect
-from collections.abc import Mapping
-from typing import Callable, NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable, NamedTuple
 
 from .. import errors
 from .base import IommuDriver
@@ -32,16 +34,16 @@ RUN_ARGUMENTS = ("seed", "drop_rate")
 class DriverSpec(NamedTuple):
     name: str
     summary: str
-    make: Callable            # make(seed, drop_rate) -> a new IommuDriver
+    make: Callable[..., IommuDriver]   # make(seed, drop_rate) -> a new IommuDriver
     flush_queue: bool         # DMA domains may use the flush queue (iova-lazy)
     label: str                # what messages call it ("ipmmu-vmsa")
 
 
-def _ipmmu(seed, drop_rate):
+def _ipmmu(seed: Any, drop_rate: float) -> IommuDriver:
     return IpmmuVmsa("ipmmu", erratum=True, erratum_drop_rate=drop_rate, seed=seed)
 
 
-def _generic(seed, drop_rate):
+def _generic(seed: Any, drop_rate: float) -> IommuDriver:
     return GenericIommu("generic-iommu")
 
 
@@ -49,8 +51,9 @@ class _Construct:
     """make() for an IommuDriver subclass: cls(), given the run arguments
     its constructor names."""
 
-    def __init__(self, cls):
+    def __init__(self, cls: type[IommuDriver]) -> None:
         self.cls = cls
+        params: Mapping[str, inspect.Parameter]
         try:
             params = inspect.signature(cls).parameters
         except (TypeError, ValueError):
@@ -58,17 +61,17 @@ class _Construct:
         takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
         self.passes = tuple(a for a in RUN_ARGUMENTS if takes_all or a in params)
 
-    def __call__(self, seed, drop_rate):
+    def __call__(self, seed: Any, drop_rate: float) -> IommuDriver:
         given = {"seed": seed, "drop_rate": drop_rate}
         return self.cls(**{a: given[a] for a in self.passes})
 
 
-def _first_line(doc):
+def _first_line(doc: str | None) -> str:
     doc = inspect.cleandoc(doc or "")
     return doc.splitlines()[0] if doc else ""
 
 
-def driver_spec(name, obj):
+def driver_spec(name: str, obj: DriverSpec | type[IommuDriver]) -> DriverSpec:
     """The DriverSpec for obj (a DriverSpec, or an IommuDriver subclass)."""
     if isinstance(obj, DriverSpec):
         if obj.name != name:
@@ -89,29 +92,29 @@ DRIVER_SPECS.add_builtin("generic", DriverSpec(
     _generic, True, "generic"))
 
 
-class _Summaries(Mapping):
+class _Summaries(Mapping[str, str]):
     """name -> one line on the driver, for every driver DRIVER_SPECS knows."""
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> str:
         return DRIVER_SPECS[name].summary
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(DRIVER_SPECS)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(DRIVER_SPECS)
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in DRIVER_SPECS
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(dict(self))
 
 
 DRIVERS = _Summaries()
 
 
-def register_driver(cls=None, name=None, *, replace=False):
+def register_driver(cls: Any = None, name: str | None = None, *, replace: bool = False) -> Any:
     """Makes an IommuDriver subclass usable by name (simulate, compare,
     sweep, the pyiova command); returns cls, so it works as a decorator too
     (@register_driver or @register_driver(name="lossy")). The name defaults

@@ -12,6 +12,8 @@ why_not(dom, dev, cookie) says why a run cannot go through the C engine
 (None when it can): a driver that declares no EngineProfile, a subclassed
 domain, device or cookie, a cookie that is not set up.
 """
+from __future__ import annotations
+
 from ..error_codes import error as _code_error
 from .._pyiova import ffi, lib
 from ..allocators import AllocatorType
@@ -40,7 +42,7 @@ class NotExpressible(Exception):
     that is not a 64-bit integer, a clock past 2**64...)."""
 
 
-def why_not(dom, dev, cookie):
+def why_not(dom, dev, cookie) -> str | None:
     """Why this domain, device and cookie cannot run on the C engine, or None."""
     if type(dom) is not IommuDomain or dom.closed or dom.pgtable is None or dom.iotlb is None:
         return "the domain is not a plain IommuDomain with a page table and an IOTLB"
@@ -48,7 +50,7 @@ def why_not(dom, dev, cookie):
         return "the device is not a plain Device attached to the domain"
     if type(cookie) is not DmaCookie or not cookie.initialised:
         return "the domain's cookie is not a plain, initialised DmaCookie"
-    if dom.ops.engine_profile(dom) is None:
+    if dom.ops.engine_profile(dom) is None:  # type: ignore[attr-defined]  # (IommuDriver's)
         return "the driver %s declares no engine profile" % type(dom.ops).__name__
     return None
 
@@ -56,14 +58,15 @@ def why_not(dom, dev, cookie):
 class NativeEngine:
     """One C engine over a run's objects, loaded from their state."""
 
-    def __init__(self, dom, dev, cookie, max_failures, failure_ops_cap):
+    def __init__(self, dom, dev, cookie, max_failures, failure_ops_cap) -> None:
         self.dom, self.dev, self.cookie = dom, dev, cookie
         self.profile = dom.ops.engine_profile(dom)
         self.max_failures = max_failures
         self.failure_ops_cap = failure_ops_cap
         self._e = None
         self._run = ffi.new("struct sim_run *")
-        self._imported = ()            # iovas of the mappings handed to the engine
+        # iovas of the mappings handed to the engine
+        self._imported: tuple[int, ...] | list[int] = ()
         self._fail_buf = ffi.new("uint64_t[]", 1024)
 
     # ---- state in ------------------------------------------------------------
@@ -92,7 +95,7 @@ class NativeEngine:
             phys_page=phys.page if phys is not None else PhysAllocator().page,
             ncpus=cookie.ncpus))
 
-    def load(self, state):
+    def load(self, state) -> None:
         """A new C engine from the Python objects and the run's _RunState."""
         self.close()
         # read again: what it says of the driver's state changes between runs
@@ -135,7 +138,7 @@ class NativeEngine:
                     if not is_u64(paddr) or lib.sim_engine_push_spare(self._e, pages, paddr):
                         raise NotExpressible("a spare coherent page the engine cannot hold")
 
-    def _load_mappings(self, state):
+    def _load_mappings(self, state) -> None:
         live = self.cookie.dma_mappings
         gmask = self.cookie.granule - 1
         shift = self.cookie.shift
@@ -187,21 +190,21 @@ class NativeEngine:
         lib.sim_engine_get_state(self._e, st)
         return st
 
-    def take_failure_ops(self, out):
+    def take_failure_ops(self, out) -> None:
         while True:
             n = lib.sim_engine_take_failure_ops(self._e, self._fail_buf, 1024)
             if n <= 0:
                 return
             out.extend(self._fail_buf[0:n])
 
-    def check(self):
+    def check(self) -> None:
         msg = ffi.new("char[]", 256)
         r = lib.sim_engine_check(self._e, msg, 256)
         if r:
             raise _code_error(r, report=ffi.string(msg).decode(), what="the engine")
 
     # ---- state out -------------------------------------------------------------
-    def store(self, state):
+    def store(self, state) -> None:
         """Copies the engine's state back into the Python objects and state."""
         dom, cookie, dev = self.dom, self.cookie, self.dev
         st = self.counters()
@@ -227,7 +230,7 @@ class NativeEngine:
         self._store_phys(st)
         self._store_mappings(state)
 
-    def _store_phys(self, st):
+    def _store_phys(self, st) -> None:
         phys = self.cookie.__dict__.get("dma_phys")
         n = lib.sim_engine_spares(self._e, ffi.NULL, 0)
         buf = ffi.new("uint64_t[]", 2 * n + 2)
@@ -237,15 +240,16 @@ class NativeEngine:
                 return                        # no coherent buffer yet: none made
             phys = self.cookie.dma_phys = PhysAllocator()
         phys._next = st.phys_next
-        spares = {pages: [] for pages in phys._free}     # the emptied lists stay
+        # (the emptied lists stay)
+        spares: dict[int, list[int]] = {pages: [] for pages in phys._free}
         for i in range(n):
             spares.setdefault(buf[2 * i], []).append(buf[2 * i + 1])
         phys._free = spares
 
-    def _store_mappings(self, state):
+    def _store_mappings(self, state) -> None:
         live = self.cookie.dma_mappings
-        for iova in self._imported:
-            live.pop(iova, None)
+        for imported in self._imported:
+            live.pop(imported, None)
         n = lib.sim_engine_mappings(self._e, ffi.NULL, 0)
         out = ffi.new("struct sim_mapping[]", n + 1)
         n = lib.sim_engine_mappings(self._e, out, n)
@@ -268,7 +272,8 @@ class NativeEngine:
                     done += ((p & gmask) + length + gmask) & ~gmask
                 objs[h] = SgMapping(m.iova, m.length, segs, dma_addrs)
             elif kind == "coherent":
-                objs[h] = CoherentBuffer(m.paddr, m.dma_addr, m.buf_size)
+                objs[h] = CoherentBuffer(m.paddr, m.dma_addr,  # type: ignore[assignment]
+                                         m.buf_size)
             if not m.orphan:
                 live[m.iova] = _Mapping(dev, m.size, DIRECTIONS[m.dir], kind, m.length,
                                         m.dma_addr, m.paddr if kind == "coherent" else 0)
@@ -302,7 +307,7 @@ class NativeEngine:
             return _code_error(lib.IOVA_E_NOMEM, where="in the simulation engine")
         return _code_error(code, where="in the simulation engine", what="the engine")
 
-    def close(self):
+    def close(self) -> None:
         if self._e is not None:
             ffi.release(self._e)
             self._e = None

@@ -26,7 +26,10 @@ the original tuple, which then fails or succeeds as it always would.
     buf, extra, n = pack(ops)         # a list/iterator of operation tuples
     unpack(buf, extra) == list(ops)   # the same operations back
 """
+from __future__ import annotations
+
 import struct
+from typing import Any
 
 from .. import errors
 from ..dma import DmaDirection
@@ -68,7 +71,7 @@ def _direction(d):
     return None
 
 
-def _encode(op, out):
+def _encode(op, out) -> bool:
     """Appends op's records to out (a list of record tuples); False when the
     records cannot carry it."""
     try:
@@ -134,8 +137,8 @@ def pack(ops, limit=None):
     """The operations of `ops` (at most `limit`) as records: (bytearray,
     extra, n) where extra holds the operations that went as PYTHON records
     (record arg = their index) and n is how many operations were packed."""
-    recs = []
-    extra = []
+    recs: list[Any] = []
+    extra: list[Any] = []
     n = 0
     for op in ops:
         if not _encode(op, recs):

@@ -10,7 +10,10 @@ Both run the engine over their next records (run), and hand the operation
 at their position back as a tuple (current) when the engine stops there,
 so the Python engine can run it (skip then moves past it).
 """
+from __future__ import annotations
+
 import random
+from typing import Any
 
 from .._pyiova import ffi, lib
 from ..error_codes import error as _code_error
@@ -82,7 +85,7 @@ _BUILT_IN = {UsbWorkload: _usb, NicWorkload: _nic, NvmeWorkload: _nvme, RandomWo
 class NativeStream:
     """A built-in workload's stream, generated in C."""
 
-    def __init__(self, gen):
+    def __init__(self, gen) -> None:
         self._g = ffi.gc(gen, lib.sim_gen_destroy)
         self._peek = ffi.new("struct sim_op[]", _PEEK)
         self._ops = ffi.new("uint64_t *")
@@ -94,14 +97,14 @@ class NativeStream:
     def run(self, engine, max_ops, run):
         return lib.sim_engine_run_gen(engine, self._g, max_ops, run)
 
-    def skip(self, n=1):
+    def skip(self, n=1) -> None:
         r = lib.sim_gen_skip(self._g, n)
         if r:
             raise _code_error(r, where=_GENERATING, what="the generator")
 
     def take(self, n):
         """The next n operations as tuples (and past them)."""
-        out = []
+        out: list[Any] = []
         while len(out) < n:
             k = lib.sim_gen_next(self._g, self._peek, _PEEK, n - len(out), self._ops)
             if k < 0:
@@ -118,7 +121,7 @@ class NativeStream:
             yield op
 
     @property
-    def exhausted(self):
+    def exhausted(self) -> bool:
         return False
 
     def current(self):
@@ -152,13 +155,13 @@ class PackedStream:
     """Operation tuples from an iterator, packed into records PACK_CHUNK at a
     time."""
 
-    def __init__(self, ops):
+    def __init__(self, ops) -> None:
         self._it = iter(ops)
         self._buf = bytearray()
-        self._extra = []
+        self._extra: list[Any] = []
         self._pos = 0                  # next record
         self._n = 0                    # records in the buffer
-        self._cbuf = None
+        self._cbuf: Any = None
 
     def _fill(self):
         if self._pos < self._n:
@@ -179,10 +182,10 @@ class PackedStream:
         return r
 
     @property
-    def exhausted(self):
+    def exhausted(self) -> bool:
         return not self._fill()
 
-    def skip(self, n=1):
+    def skip(self, n=1) -> None:
         for _ in range(n):
             if not self._fill():
                 return

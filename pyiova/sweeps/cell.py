@@ -12,16 +12,24 @@ every field of SimResult (params as JSON text: all the workload's
 parameters, defaults too), verdict, the engine that ran the cell, the
 pyiova version and error (None when the cell ran).
 """
+from __future__ import annotations
+
 import dataclasses
 import json
 import traceback
 import typing
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..drivers.registry import DRIVER_SPECS
 from ..sim import PolicyNotApplicable, SimResult, not_applicable, simulate
 from ..workloads import WORKLOADS, get_workload
 from .grid import canonical
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .grid import Cell
 
 __all__ = ["run_cell", "error_row", "base_row", "columns", "reserved_columns", "plugins_for",
            "column_kinds", "numeric_columns", "CELL_COLUMNS",
@@ -41,11 +49,11 @@ TIMING_COLUMNS = ("elapsed_s", "ops_per_sec")
 _SKIPPED_FIELDS = ("timeline", "failure_ops")
 
 
-def _result_fields():
+def _result_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(SimResult) if f.name not in _SKIPPED_FIELDS]
 
 
-def column_kinds():
+def column_kinds() -> dict[str, Any]:
     """{column: bool, int, float or str} for the columns every sweep has."""
     kinds = {}
     for name, hint in typing.get_type_hints(SimResult).items():
@@ -62,14 +70,14 @@ def column_kinds():
     return kinds
 
 
-def numeric_columns():
+def numeric_columns() -> list[str]:
     """The columns every sweep has that hold measured numbers (what a
     summary summarises, the cell's own columns aside)."""
     return [c for c, k in column_kinds().items()
             if k in (int, float) and c not in RUN_COLUMNS]
 
 
-def columns(param_names):
+def columns(param_names: Iterable[str]) -> list[str]:
     """The table's columns, in order, for a sweep giving these parameters."""
     out = list(CELL_COLUMNS) + list(param_names) + list(RUN_COLUMNS)
     out += [f for f in _result_fields() if f not in out and f not in TAIL_COLUMNS]
@@ -77,12 +85,12 @@ def columns(param_names):
     return out
 
 
-def reserved_columns():
+def reserved_columns() -> set[str]:
     """Column names a workload parameter cannot take."""
     return set(columns(()))
 
 
-def plugins_for(cells):
+def plugins_for(cells: Iterable[Cell]) -> tuple[tuple[str, str, Any], ...]:
     """(kind, name, object) for each workload and driver the cells use that
     is not built in: sent with each cell so a worker process knows them."""
     out = []
@@ -95,13 +103,13 @@ def plugins_for(cells):
     return tuple(out)
 
 
-def _adopt(plugins):
+def _adopt(plugins: Iterable[tuple[str, str, Any]]) -> None:
     for kind, name, obj in plugins:
         (WORKLOADS if kind == "workload" else DRIVER_SPECS).adopt(name, obj)
 
 
-def base_row(cell):
-    row = dict(zip(CELL_COLUMNS, (cell.key, cell.workload, cell.policy, cell.driver,
+def base_row(cell: Cell) -> dict[str, Any]:
+    row: dict[str, Any] = dict(zip(CELL_COLUMNS, (cell.key, cell.workload, cell.policy, cell.driver,
                                   cell.kernel)))
     for name, value in cell.params:
         row[name] = canonical(value) if isinstance(value, (tuple, list)) else value
@@ -110,7 +118,7 @@ def base_row(cell):
     return row
 
 
-def _result(cell, engine):
+def _result(cell: Cell, engine: str) -> SimResult:
     params = dict(cell.params)
     why = not_applicable(cell.policy, cell.driver, cell.kernel)
     if why:
@@ -128,7 +136,8 @@ def _result(cell, engine):
                          params=wl.params)
 
 
-def run_cell(cell, plugins=(), engine="auto"):
+def run_cell(cell: Cell, plugins: Iterable[tuple[str, str, Any]] = (),
+             engine: str = "auto") -> dict[str, Any]:
     """The row of one cell (see the module's docstring)."""
     try:
         _adopt(plugins)
@@ -145,7 +154,7 @@ def run_cell(cell, plugins=(), engine="auto"):
     return row
 
 
-def error_row(cell, error):
+def error_row(cell: Cell, error: str) -> dict[str, Any]:
     """The row of a cell that did not run: its own columns, the error's text,
     nothing measured."""
     row = base_row(cell)
@@ -156,8 +165,8 @@ def error_row(cell, error):
     return row
 
 
-def _error_text(exc):
+def _error_text(exc: BaseException) -> str:
     """The error and where it was raised (the innermost frame), on one line."""
     tb = traceback.extract_tb(exc.__traceback__)
-    where = " (%s:%d in %s)" % (tb[-1].filename, tb[-1].lineno, tb[-1].name) if tb else ""
+    where = " (%s:%s in %s)" % (tb[-1].filename, tb[-1].lineno, tb[-1].name) if tb else ""
     return "%s: %s%s" % (type(exc).__name__, exc, where)

@@ -7,11 +7,20 @@ prints the cells and their verdicts over the seeds, then one table per
 metric (mean, min, max, 95% interval of the mean over the seeds); --json
 prints the rows instead, one JSON object per line. Exit status: 0 when every
 cell ran, 1 when some cell failed (its row holds the error) or --out could
-not be written, and the pyiova command's others (2 bad arguments, 3 --plot without matplotlib, 130 Ctrl-C).
+not be written, and the pyiova command's others (2 bad arguments, 3 --plot
+without matplotlib, 130 Ctrl-C).
 """
+from __future__ import annotations
+
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable
+
+    from .table import SweepResult
 
 __all__ = ["add_parser"]
 
@@ -37,7 +46,7 @@ run again. Without --scheduler the cells run on every core of this machine;
 Dask scheduler (pip install 'pyiova[dask]'; see the README)."""
 
 
-def _count(text):
+def _count(text: str) -> int:
     """A count of operations: 200000, 200_000, 200k, 1M."""
     from ..cli import _positive
     t = text.strip().lower().replace("_", "")
@@ -50,8 +59,8 @@ def _count(text):
     return _positive(str(n))
 
 
-def _list_of(item):
-    def parse(text):
+def _list_of(item: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
+    def parse(text: str) -> tuple[Any, ...]:
         parts = text.split(",")
         if any(not p.strip() for p in parts):
             raise argparse.ArgumentTypeError("%r has an empty item" % text)
@@ -59,23 +68,23 @@ def _list_of(item):
     return parse
 
 
-def _seeds(text):
+def _seeds(text: str) -> tuple[int, ...]:
     from ..cli import _names as as_option
     from .grid import parse_seeds
     return as_option(text, parse_seeds)
 
 
-def _names(known, what):
+def _names(known: Collection[str], what: str) -> Callable[[str], tuple[str, ...]]:
     """An option's comma-separated names, checked as compare() checks its
     policies."""
-    def parse(text):
+    def parse(text: str) -> tuple[str, ...]:
         from ..cli import _names as as_option
         from ..sim_args import policy_names
         return as_option(text, lambda t: policy_names(t, known, what))
     return parse
 
 
-def add_parser(sub, formatter_class):
+def add_parser(sub: Any, formatter_class: type[argparse.HelpFormatter]) -> None:
     """Adds the sweep command to the pyiova command's subparsers."""
     from ..cli import _positive, _rate
     from ..iova import KERNELS
@@ -145,13 +154,13 @@ def add_parser(sub, formatter_class):
     return s
 
 
-def _metrics(args):
+def _metrics(args: argparse.Namespace) -> Any:
     if args.metrics is None or args.metrics == "all":
         return args.metrics
     return [m.strip() for m in args.metrics.split(",") if m.strip()]
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     from ..cli import EXIT_NO_MATPLOTLIB, _Bar, _check_plot, _Failure, _Usage
     from ..errors import IovaError
     from ..sim import DEFAULT_MAX_FAILURES
@@ -172,9 +181,9 @@ def _run(args):
     if not _check_plot(args):
         return EXIT_NO_MATPLOTLIB
     bar = None
-    started = [None]
+    started: list[Any] = [None]
 
-    def progress(done, total, row):
+    def progress(done: int, total: int, row: dict[str, Any] | None) -> None:
         nonlocal bar
         if bar is None:
             started[0] = done
@@ -212,7 +221,7 @@ def _run(args):
     return 0
 
 
-def _bad_metrics(metrics, params):
+def _bad_metrics(metrics: Any, params: Iterable[str]) -> str | None:
     """Why --metrics names something a sweep cannot summarise (None if fine)."""
     if metrics in (None, "all"):
         return None
@@ -226,7 +235,7 @@ def _bad_metrics(metrics, params):
     return None
 
 
-def _bad_out(args):
+def _bad_out(args: argparse.Namespace) -> str | None:
     """Why --out FILE cannot be written (None if it can), before the run."""
     if not args.out:
         return None
@@ -239,7 +248,7 @@ def _bad_out(args):
     return None
 
 
-def _bad_x(args, params):
+def _bad_x(args: argparse.Namespace, params: dict[str, list[str]]) -> str | None:
     """Why --plot cannot draw this sweep (None if it can), before it runs."""
     if not args.plot:
         return None
@@ -255,20 +264,20 @@ def _bad_x(args, params):
     return None
 
 
-def _print_summary(args, result, metrics):
+def _print_summary(args: argparse.Namespace, result: SweepResult, metrics: Any) -> None:
     summary = result.summary()
     found = " (%d found in %s, not run again)" % (result.reused, args.out) \
         if result.reused else ""
-    print("pyiova sweep: %d cell%s%s, %d run in %.1f s %s" % (
+    print("pyiova sweep: %d cell%s%s, %d run in %.1f s %s" % (  # type: ignore[str-format]
         len(result), "" if len(result) == 1 else "s", found, len(result) - result.reused,
-        result.took, _where(args)))
+        result.took, _where(args)))     # (took: a sweep that ran has it)
     print()
     print(summary.format(metrics))
     if args.out:
         print("\nrows written to %s" % args.out)
 
 
-def _where(args):
+def _where(args: argparse.Namespace) -> str:
     if args.serial:
         return "in this process"
     if args.scheduler:
@@ -277,7 +286,7 @@ def _where(args):
     return "on %d local processes" % (args.workers or default_workers())
 
 
-def _draw(args, result, metrics):
+def _draw(args: argparse.Namespace, result: SweepResult, metrics: Any) -> None:
     from ..cli import _Failure, _Usage
     try:
         result.plot(args.plot, x=args.x, metrics=None if metrics == "all" else metrics,

@@ -12,12 +12,25 @@ completion order, not the cells' order).
                     address ("tcp://host:8786"), "local" for a LocalCluster
                     on this machine, or a Client you made
 """
+from __future__ import annotations
+
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from .cell import error_row, run_cell
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from .grid import Cell
+
+    # (kind, name, object) of each workload and driver a worker must register
+    Plugins = Iterable[tuple[str, str, Any]]
+    # called with each row as it comes
+    OnRow = Callable[[dict[str, Any]], None]
 
 __all__ = ["run_serial", "run_processes", "run_dask", "default_workers", "require_distributed",
            "MISSING_DISTRIBUTED"]
@@ -33,7 +46,7 @@ IN_FLIGHT_PER_WORKER = 2
 WORKER_DEATHS_ALLOWED = 1
 
 
-def default_workers():
+def default_workers() -> int:
     """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
@@ -41,12 +54,13 @@ def default_workers():
         return os.cpu_count() or 1
 
 
-def run_serial(cells, plugins, engine, on_row):
+def run_serial(cells: Iterable[Cell], plugins: Plugins, engine: str, on_row: OnRow) -> None:
     for cell in cells:
         on_row(run_cell(cell, plugins, engine))
 
 
-def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None):
+def run_processes(cells: Sequence[Cell], plugins: Plugins, engine: str, on_row: OnRow,
+                  workers: int | None = None, mp_context: Any = None) -> None:
     """At most IN_FLIGHT_PER_WORKER cells per worker in flight (one running,
     the next ready, so a worker never waits for this process), so the cells
     a dying worker may have taken with it are known. Those are suspects:
@@ -54,8 +68,8 @@ def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None)
     the cause."""
     workers = workers or default_workers()
     todo = list(reversed(cells))
-    deaths = {}
-    running = {}
+    deaths: dict[Any, Any] = {}
+    running: dict[Any, Any] = {}
     pool = ProcessPoolExecutor(workers, mp_context=mp_context)
     try:
         while todo or running:
@@ -83,7 +97,8 @@ def run_processes(cells, plugins, engine, on_row, workers=None, mp_context=None)
         pool.shutdown(wait=not running, cancel_futures=True)
 
 
-def _submit(pool, todo, running, deaths, workers, plugins, engine):
+def _submit(pool: Any, todo: Any, running: dict[Any, Any], deaths: dict[Any, Any],
+            workers: int, plugins: Plugins, engine: str) -> None:
     """Fills the free workers from todo; a suspect cell runs alone."""
     while todo and len(running) < workers * IN_FLIGHT_PER_WORKER:
         if any(c.key in deaths for c in running.values()):
@@ -94,7 +109,7 @@ def _submit(pool, todo, running, deaths, workers, plugins, engine):
         running[pool.submit(run_cell, cell, plugins, engine)] = cell
 
 
-def _died(cell, deaths, todo, on_row):
+def _died(cell: Cell, deaths: dict[Any, Any], todo: Any, on_row: OnRow) -> None:
     deaths[cell.key] = deaths.get(cell.key, 0) + 1
     if deaths[cell.key] > WORKER_DEATHS_ALLOWED:
         on_row(error_row(cell, "WorkerDied: the worker process running this cell died, "
@@ -103,7 +118,7 @@ def _died(cell, deaths, todo, on_row):
         todo.append(cell)
 
 
-def require_distributed():
+def require_distributed() -> Any:
     """distributed, or the IovaValueError saying how to install it."""
     try:
         import distributed
@@ -112,7 +127,7 @@ def require_distributed():
     return distributed
 
 
-def dask_client(scheduler, workers=None):
+def dask_client(scheduler: Any, workers: int | None = None) -> tuple[Any, Any]:
     """(a distributed.Client, the LocalCluster to close or None)."""
     distributed = require_distributed()
     if isinstance(scheduler, distributed.Client):
@@ -133,7 +148,8 @@ def dask_client(scheduler, workers=None):
                                     % (scheduler, exc)) from None
 
 
-def run_dask(cells, plugins, engine, on_row, scheduler="local", workers=None):
+def run_dask(cells: Iterable[Cell], plugins: Plugins, engine: str, on_row: OnRow,
+             scheduler: Any = "local", workers: int | None = None) -> None:
     client, cluster = dask_client(scheduler, workers)
     from distributed import as_completed
     futures = {}
@@ -157,7 +173,7 @@ def run_dask(cells, plugins, engine, on_row, scheduler="local", workers=None):
             cluster.close()
 
 
-def _task_key(cell):
+def _task_key(cell: Cell) -> str:
     import hashlib
     import uuid
     return "%s-%s" % (hashlib.sha1(cell.key.encode()).hexdigest()[:16], uuid.uuid4().hex[:8])

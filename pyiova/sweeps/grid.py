@@ -12,8 +12,10 @@ what a resumed sweep looks for in its file).
         parameter whose value is itself a list (usb's sizes): each -p of it
         is one value, and repeating -p sweeps over them
 """
+from __future__ import annotations
+
 import itertools
-from typing import NamedTuple, Tuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .. import errors
 from ..iova import KERNELS
@@ -21,6 +23,13 @@ from ..drivers.registry import DRIVERS
 from ..policies import POLICIES, not_applicable
 from ..sim_args import policy_names, run_args
 from ..workloads import WORKLOADS, WorkloadError, get_workload
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from ..workloads import Param, Workload
+
+_V = TypeVar("_V")
 
 __all__ = ["Cell", "parse_seeds", "param_alternatives", "expand", "as_values", "canonical"]
 
@@ -30,14 +39,14 @@ class Cell(NamedTuple):
     policy: str
     driver: str
     kernel: str
-    params: Tuple[Tuple[str, object], ...]     # (name, parsed value), the names given
+    params: tuple[tuple[str, object], ...]     # (name, parsed value), the names given
     seed: int
     ops: int
     drop_rate: float
     max_failures: int
 
     @property
-    def key(self):
+    def key(self) -> str:
         """The cell as text: equal keys, equal cells."""
         parts = [self.workload, self.policy, self.driver, self.kernel]
         parts += ["%s=%s" % (k, canonical(v)) for k, v in self.params]
@@ -46,7 +55,7 @@ class Cell(NamedTuple):
         return " ".join(parts)
 
 
-def canonical(value):
+def canonical(value: object) -> str:
     """A parameter value as text, the same whether it was parsed here or read
     back from a table: lists joined by commas, floats by repr."""
     if isinstance(value, (tuple, list)):
@@ -56,12 +65,12 @@ def canonical(value):
     return str(value)
 
 
-def parse_seeds(text):
+def parse_seeds(text: str) -> tuple[int, ...]:
     """Seeds from "1..20", "3", "1,5,9" or "1..5,10" (a tuple, in order,
     no repeats)."""
     if not isinstance(text, str):
         raise errors.IovaTypeError("seeds are given as text here, not %r" % (text,))
-    out = []
+    out: list[Any] = []
     for part in text.split(","):
         part = part.strip()
         lo, dots, hi = part.partition("..")
@@ -76,8 +85,8 @@ def parse_seeds(text):
     return _unique(out, "seed")
 
 
-def _unique(values, what):
-    seen = []
+def _unique(values: Iterable[_V], what: str) -> tuple[_V, ...]:
+    seen: list[_V] = []
     for v in values:
         if v in seen:
             raise errors.IovaValueError("%s %r is given twice" % (what, v))
@@ -85,7 +94,7 @@ def _unique(values, what):
     return tuple(seen)
 
 
-def _is_list_param(spec):
+def _is_list_param(spec: Param) -> bool:
     """Whether a parameter's value is itself a list (its default parses to one)."""
     try:
         return isinstance(spec.parse(spec.default), tuple)
@@ -93,11 +102,12 @@ def _is_list_param(spec):
         return False
 
 
-def param_alternatives(classes, pairs):
+def param_alternatives(classes: Sequence[type[Workload]],
+                       pairs: Iterable[str] | None) -> dict[str, list[str]]:
     """{name: [value text, ...]} from the command line's -p NAME=V1,V2,...
     (pairs: the -p strings), checked against the workload classes' parameters.
     This is the one place the command line's parameter lists are split."""
-    out = {}
+    out: dict[str, list[str]] = {}
     for item in pairs or ():
         name, sep, text = item.partition("=")
         name = name.strip()
@@ -117,7 +127,7 @@ def param_alternatives(classes, pairs):
     return out
 
 
-def as_values(value):
+def as_values(value: Any) -> list[Any]:
     """The values to sweep: a list, tuple or range as they are, anything
     else as the one value."""
     if isinstance(value, (list, tuple, range)):
@@ -128,7 +138,8 @@ def as_values(value):
     return [value]
 
 
-def _workload_grids(workloads, params):
+def _workload_grids(workloads: Sequence[str], params: dict[str, Any]
+                    ) -> Iterator[tuple[str, tuple[tuple[str, Any], ...]]]:
     """(workload, [(name, value), ...]) for every combination of the
     parameters each workload has, values parsed (a bad one raises here,
     before anything runs)."""
@@ -145,8 +156,9 @@ def _workload_grids(workloads, params):
             yield name, tuple((k, wl.params[k]) for k in given)
 
 
-def expand(workloads, policies, drivers, kernels, params, seeds, ops, drop_rates,
-           max_failures):
+def expand(workloads: Any, policies: Any, drivers: Any, kernels: Any,
+           params: dict[str, Any] | None, seeds: Any, ops: Any, drop_rates: Any,
+           max_failures: int) -> list[Cell]:
     """The cells, checked: names known, parameters parsed. Seeds vary
     fastest, then policies, so neighbouring cells take similar times."""
     workloads = policy_names(workloads, WORKLOADS, "workload")
@@ -166,7 +178,7 @@ def expand(workloads, policies, drivers, kernels, params, seeds, ops, drop_rates
         for d in drivers:
             for k in kernels:
                 not_applicable(p, d, k)          # unknown combinations fail here
-    cells = []
+    cells: list[Cell] = []
     for wl, given in _workload_grids(workloads, params):
         for d, k, n, r, p in itertools.product(drivers, kernels, ops, rates, policies):
             cells.extend(Cell(wl, p, d, k, given, s, n, r, max_failures) for s in seeds)

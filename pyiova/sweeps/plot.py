@@ -10,11 +10,19 @@ a glance. Failed and n/a cells are left out.
 As pyiova.plot: matplotlib's object-oriented API only (no pyplot, no global
 backend), imported when a plot is drawn.
 """
+from __future__ import annotations
+
 import numbers
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..plot import MISSING_MATPLOTLIB
 from .summary import HEADLINE_METRICS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from .table import SweepResult
 
 __all__ = ["plot_sweep", "x_column", "NOTHING_SWEPT"]
 
@@ -23,7 +31,7 @@ NOTHING_SWEPT = ("nothing is swept but the seeds and the policies: a sweep's plo
                  "or --ops values)")
 
 
-def x_column(result, x=None):
+def x_column(result: SweepResult, x: str | None = None) -> str:
     """The column to draw along x: x when given (it must be swept), else the
     first swept parameter, then drop_rate, then ops_requested."""
     swept = result.swept()
@@ -38,11 +46,11 @@ def x_column(result, x=None):
     raise errors.IovaValueError(NOTHING_SWEPT)
 
 
-def _number(v):
+def _number(v: object) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def _x_axis(values):
+def _x_axis(values: Iterable[Any]) -> tuple[dict[Any, Any], list[Any] | None, str]:
     """(position of each value, tick labels or None, scale)."""
     if all(_number(v) for v in values):
         lo, hi = min(values), max(values)
@@ -55,7 +63,8 @@ def _x_axis(values):
     return {v: i for i, v in enumerate(order)}, order, "linear"
 
 
-def plot_sweep(result, path, x=None, metrics=None, title=None):
+def plot_sweep(result: SweepResult, path: str, x: str | None = None,
+               metrics: Sequence[str] | None = None, title: str | None = None) -> str:
     """Draws the result into path (PNG, or any format matplotlib knows from
     the name); returns path."""
     try:
@@ -93,7 +102,7 @@ def plot_sweep(result, path, x=None, metrics=None, title=None):
         for j, facet in enumerate(facets):
             ax = axes[i][j]
             for pol in policies:
-                points = {}
+                points: dict[Any, Any] = {}
                 for r in rows:
                     if r["policy"] == pol and facet_of[id(r)] == facet and _number(r.get(metric)):
                         points.setdefault(pos[r[xcol]], []).append(r[metric])

@@ -1,5 +1,8 @@
 """sweep(): a grid of simulations on every core or a Dask cluster."""
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING
 
 from .. import errors
 from ..policies import DEFAULT_POLICIES
@@ -10,6 +13,11 @@ from .grid import expand
 from .store import RowWriter, read_rows
 from .table import SweepResult
 
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+    from typing import Any, Callable
+
 __all__ = ["sweep", "EXECUTORS", "DEFAULT_SEEDS", "DEFAULT_SWEEP_OPS"]
 
 EXECUTORS = ("processes", "serial", "dask")
@@ -17,10 +25,16 @@ DEFAULT_SEEDS = range(1, 6)
 DEFAULT_SWEEP_OPS = 200_000         # per cell: a sweep is many runs
 
 
-def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12", params=None,
-          seeds=DEFAULT_SEEDS, ops=DEFAULT_SWEEP_OPS, drop_rates=1.0,
-          max_failures=DEFAULT_MAX_FAILURES, *, engine="auto", executor=None, workers=None,
-          scheduler=None, out=None, retry_failed=False, progress=None, mp_context=None):
+def sweep(workloads: str | Sequence[str], policies: str | Sequence[str] = DEFAULT_POLICIES,
+          drivers: str | Sequence[str] = "ipmmu", kernels: str | Sequence[str] = "6.12",
+          params: dict[str, Any] | None = None, seeds: Any = DEFAULT_SEEDS,
+          ops: int | Sequence[int] = DEFAULT_SWEEP_OPS,
+          drop_rates: float | Sequence[float] = 1.0,
+          max_failures: int = DEFAULT_MAX_FAILURES, *, engine: str = "auto",
+          executor: str | None = None, workers: int | None = None, scheduler: Any = None,
+          out: str | os.PathLike[str] | None = None, retry_failed: bool = False,
+          progress: Callable[[int, int, dict[str, Any] | None], None] | None = None,
+          mp_context: Any = None) -> SweepResult:
     """Runs simulate() for every cell of workloads x policies x drivers x
     kernels x parameter values x drop rates x ops x seeds; a SweepResult,
     one row per cell.
@@ -87,7 +101,7 @@ def sweep(workloads, policies=DEFAULT_POLICIES, drivers="ipmmu", kernels="6.12",
     total = len(cells)
     writer = RowWriter(out, cols) if out is not None else None
 
-    def on_row(row):
+    def on_row(row: dict[str, Any]) -> None:
         rows[row["cell"]] = row
         if writer is not None:
             writer.write(row)

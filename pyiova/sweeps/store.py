@@ -15,13 +15,19 @@ loses no finished cell. A CSV file written by an earlier sweep with other
 columns (another parameter swept) is rewritten once with the columns of
 both.
 """
+from __future__ import annotations
+
 import csv
 import importlib.util
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from .cell import TEXT_COLUMNS, column_kinds
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["file_format", "read_rows", "RowWriter", "MISSING_PYARROW"]
 
@@ -31,7 +37,7 @@ _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "p
             ".pq": "parquet"}
 
 
-def file_format(path):
+def file_format(path: str | os.PathLike[str]) -> str:
     ext = os.path.splitext(path)[1].lower()
     fmt = _FORMATS.get(ext)
     if fmt is None:
@@ -42,13 +48,13 @@ def file_format(path):
     return fmt
 
 
-def _journal(path):
-    return path + ".part.jsonl"
+def _journal(path: str | os.PathLike[str]) -> str:
+    return os.fspath(path) + ".part.jsonl"
 
 
 # ---- reading --------------------------------------------------------------------------
 
-def _guess(text):
+def _guess(text: str) -> Any:
     """A parameter column's value: an int or float when it reads as one."""
     for kind in (int, float):
         try:
@@ -60,7 +66,7 @@ def _guess(text):
     return text
 
 
-def _typed(name, text, types):
+def _typed(name: str, text: str, types: dict[str, Any]) -> Any:
     if text == "":
         return "" if name in TEXT_COLUMNS else None
     kind = types.get(name)
@@ -76,7 +82,7 @@ def _typed(name, text, types):
         return text
 
 
-def _read_csv(path):
+def _read_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, Any]]]:
     types = column_kinds()
     with open(path, newline="") as f:
         reader = csv.reader(f)
@@ -88,7 +94,7 @@ def _read_csv(path):
     return header, rows
 
 
-def _read_jsonl(path):
+def _read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     rows = []
     with open(path) as f:
         lines = f.read().split("\n")
@@ -103,7 +109,7 @@ def _read_jsonl(path):
     return rows
 
 
-def _drop_partial_line(path):
+def _drop_partial_line(path: str | os.PathLike[str]) -> None:
     """Cuts a last line that has no newline (the sweep was killed while
     writing it), so the next row starts on a line of its own."""
     if not os.path.exists(path):
@@ -123,7 +129,7 @@ def _drop_partial_line(path):
         f.truncate(size - back + cut + 1 if cut >= 0 else 0)
 
 
-def read_rows(path):
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows in path (and its Parquet journal), in file order; [] when
     there is no file yet."""
     fmt = file_format(path)
@@ -147,7 +153,7 @@ def read_rows(path):
 
 # ---- writing --------------------------------------------------------------------------
 
-def _csv_text(value):
+def _csv_text(value: object) -> Any:
     return "" if value is None else value
 
 
@@ -155,14 +161,14 @@ class RowWriter:
     """Appends rows to path as they come (flushed each time); close() ends
     the file (writes the Parquet file)."""
 
-    def __init__(self, path, columns):
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str]) -> None:
+        self.path = os.fspath(path)     # (a pathlib.Path too: names are made from it)
         self.format = file_format(path)
         self.columns = list(columns)
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise errors.IovaValueError("cannot write %s: %s is not a folder" % (path, folder))
-        self._file = None
+        self._file: Any = None
         if self.format == "csv":
             _drop_partial_line(path)
             self._open_csv()
@@ -171,7 +177,7 @@ class RowWriter:
             _drop_partial_line(target)
             self._file = open(target, "a")
 
-    def _open_csv(self):
+    def _open_csv(self) -> None:
         header, old = _read_csv(self.path) if os.path.exists(self.path) else ([], [])
         if header and header != self.columns:
             self.columns = header + [c for c in self.columns if c not in header]
@@ -189,14 +195,14 @@ class RowWriter:
             self._csv.writerow(self.columns)
             self._file.flush()
 
-    def write(self, row):
+    def write(self, row: dict[str, Any]) -> None:
         if self.format == "csv":
             self._csv.writerow([_csv_text(row.get(c)) for c in self.columns])
         else:
             self._file.write(json.dumps(row) + "\n")
         self._file.flush()
 
-    def close(self, finished=True):
+    def close(self, finished: bool = True) -> None:
         """Closes the file; for Parquet, when the sweep finished, writes the
         whole table and removes the journal."""
         if self._file is None:

@@ -6,10 +6,18 @@ Values that are None are left out (a policy that never failed has no
 first_failure_op; an n/a or failed cell measures nothing), so n may be
 less than the seeds run; an interval needs n >= 2.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..tables import cell_text, html_table, is_number, text_table, to_pandas
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Sequence
+
+    from .table import Row
 
 __all__ = ["summarize", "SweepSummary", "t_975", "HEADLINE_METRICS"]
 
@@ -24,7 +32,7 @@ _T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622
 _T975_TAIL = ((30, 2.0423), (40, 2.0211), (60, 2.0003), (120, 1.9799), (math.inf, 1.9600))
 
 
-def t_975(df):
+def t_975(df: int) -> float:
     """The 0.975 quantile of Student's t with df degrees of freedom (a table,
     interpolated in 1/df above 30: within 1e-4)."""
     if df < 1:
@@ -38,7 +46,7 @@ def t_975(df):
     return 1.96
 
 
-def _stats(values):
+def _stats(values: Sequence[float]) -> dict[str, Any]:
     n = len(values)
     if not n:
         return dict(n=0, mean=None, min=None, max=None, ci95_low=None, ci95_high=None)
@@ -51,10 +59,10 @@ def _stats(values):
     return dict(n=n, mean=mean, min=min(values), max=max(values), ci95_low=low, ci95_high=high)
 
 
-def numeric_columns(rows, exclude):
+def numeric_columns(rows: Iterable[Row], exclude: Collection[str]) -> list[str]:
     """Columns (in first-seen order) whose values are numbers or None, with
     at least one number."""
-    seen = {}
+    seen: dict[Any, Any] = {}
     for row in rows:
         for k, v in row.items():
             if k in exclude or v is None:
@@ -68,7 +76,8 @@ class SweepSummary:
     group's columns, metric, n, mean, min, max, ci95_low, ci95_high);
     groups: one dict per group (its columns, cells, errors, verdicts)."""
 
-    def __init__(self, group_columns, metrics, rows, groups):
+    def __init__(self, group_columns: Iterable[str], metrics: Iterable[str], rows: list[Row],
+                 groups: list[Row]) -> None:
         self.group_columns = list(group_columns)
         self.metrics = list(metrics)
         self.rows = rows
@@ -76,12 +85,12 @@ class SweepSummary:
 
     STAT_COLUMNS = ("metric", "n", "mean", "min", "max", "ci95_low", "ci95_high")
 
-    def _shown_columns(self):
+    def _shown_columns(self) -> list[str]:
         """The group columns worth printing: policy, and those that vary."""
         return [c for c in self.group_columns
                 if c == "policy" or len({repr(g.get(c)) for g in self.groups}) > 1]
 
-    def format(self, metrics=None):
+    def format(self, metrics: Sequence[str] | str | None = None) -> str:
         """Text: the groups (cells, errors, verdicts over seeds), then a table
         per metric (the headline metrics by default; "all" for every one)."""
         if metrics is None:
@@ -102,34 +111,36 @@ class SweepSummary:
                                              _interval(r)] for r in rows]))
         return "\n".join(out)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.format()
 
-    def to_dicts(self):
+    def to_dicts(self) -> list[Row]:
         return [dict(r) for r in self.rows]
 
-    def to_pandas(self):
+    def to_pandas(self) -> Any:
         return to_pandas(self.rows, self.group_columns + list(self.STAT_COLUMNS))
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         cols = self._shown_columns() + list(self.STAT_COLUMNS)
         return html_table(cols, [[r.get(c) for c in cols] for r in self.rows],
                           caption="over seeds: mean, min, max, 95% confidence interval")
 
 
-def _interval(r):
+def _interval(r: Row) -> str | None:
     if r["ci95_low"] is None:
         return None
     return "%s .. %s" % (cell_text(r["ci95_low"]), cell_text(r["ci95_high"]))
 
 
-def summarize(rows, group_columns, exclude=()):
+def summarize(rows: Iterable[Row], group_columns: Sequence[str],
+              exclude: Collection[str] = ()) -> SweepSummary:
     """A SweepSummary of rows grouped by group_columns, every numeric column
     not in group_columns or exclude summarised. Rows with an error count in
     their group's errors and add no values."""
     skip = set(group_columns) | set(exclude)
     metrics = numeric_columns(rows, skip)
-    order, members = [], {}
+    order: list[Any] = []
+    members: dict[Any, list[Any]] = {}
     for row in rows:
         key = tuple(repr(row.get(c)) for c in group_columns)
         if key not in members:
@@ -140,7 +151,7 @@ def summarize(rows, group_columns, exclude=()):
     for key in order:
         rs = members[key]
         head = {c: rs[0].get(c) for c in group_columns}
-        counts = {}
+        counts: dict[Any, int] = {}
         for r in rs:
             counts[r.get("verdict")] = counts.get(r.get("verdict"), 0) + 1
         groups.append(dict(head, cells=len(rs), errors=sum(1 for r in rs if r.get("error")),

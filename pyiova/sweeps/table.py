@@ -11,12 +11,23 @@
 
 In Jupyter a SweepResult shows as a table (its first and last rows).
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING, Any
 
 from ..tables import html_table, to_pandas
 from .cell import CELL_COLUMNS, RUN_COLUMNS
 from .store import RowWriter, read_rows
 from .summary import summarize
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from .summary import SweepSummary
+
+    # One row of a sweep's table: its columns' values by name.
+    Row = dict[str, Any]
 
 __all__ = ["SweepResult"]
 
@@ -30,7 +41,8 @@ _SHOWN = ("verdict", "ops", "failures", "first_failure_op", "peak_live_pfns", "f
 
 
 class SweepResult:
-    def __init__(self, rows, columns, param_names=(), took=None, executor=None, reused=0):
+    def __init__(self, rows: Iterable[Row], columns: Iterable[str], param_names: Iterable[str] = (),
+                 took: float | None = None, executor: str | None = None, reused: int = 0) -> None:
         self.rows = list(rows)
         self.columns = list(columns)
         self.param_names = list(param_names)
@@ -39,7 +51,7 @@ class SweepResult:
         self.reused = reused          # rows found in the output file, not run again
 
     @classmethod
-    def read(cls, path):
+    def read(cls, path: str | os.PathLike[str]) -> SweepResult:
         """The table in a file a sweep wrote (the last row of each cell)."""
         rows = list({r["cell"]: r for r in read_rows(path)}.values())
         columns = []
@@ -49,37 +61,37 @@ class SweepResult:
         params = [c for c in columns if c not in fixed]
         return cls(rows, columns, params)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Row]:
         return iter(self.rows)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Row:
         return self.rows[i]
 
     @property
-    def errors(self):
+    def errors(self) -> list[Row]:
         return [r for r in self.rows if r.get("error")]
 
     @property
-    def group_columns(self):
+    def group_columns(self) -> list[str]:
         """What a summary groups by: every column naming the cell but the
         seed (and the cell's key)."""
         return (["workload", "policy", "driver", "kernel"] + self.param_names +
                 ["ops_requested", "drop_rate", "max_failures"])
 
-    def summary(self):
+    def summary(self) -> SweepSummary:
         return summarize(self.rows, self.group_columns,
                          exclude=("cell", "seed", "params", "pyiova_version"))
 
-    def to_dicts(self):
+    def to_dicts(self) -> list[Row]:
         return [dict(r) for r in self.rows]
 
-    def to_pandas(self):
+    def to_pandas(self) -> Any:
         return to_pandas(self.rows, self.columns)
 
-    def write(self, path):
+    def write(self, path: str) -> str:
         """Writes the whole table to path (format by its name); returns path."""
         if os.path.exists(path):
             os.remove(path)
@@ -91,16 +103,17 @@ class SweepResult:
             w.close()
         return path
 
-    def plot(self, path, x=None, metrics=None, title=None):
+    def plot(self, path: str, x: str | None = None, metrics: Sequence[str] | None = None,
+             title: str | None = None) -> str:
         from .plot import plot_sweep
         return plot_sweep(self, path, x=x, metrics=metrics, title=title)
 
-    def swept(self):
+    def swept(self) -> list[str]:
         """The columns whose values differ between cells (the seed aside)."""
         return [c for c in self.group_columns
                 if len({repr(r.get(c)) for r in self.rows}) > 1]
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         varying = [c for c in self.group_columns if c == "policy" or c in self.swept()]
         cols = varying + ["seed"] + [c for c in _SHOWN if c in self.columns]
         n = len(self.rows)
@@ -109,12 +122,12 @@ class SweepResult:
                                                    ", %d failed" % len(self.errors)
                                                    if self.errors else ""))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<SweepResult %d cells, %d columns%s>" % (
             len(self.rows), len(self.columns),
             ", %d failed" % len(self.errors) if self.errors else "")
 
 
-def _result_columns(columns):
+def _result_columns(columns: Iterable[str]) -> set[str]:
     from .cell import columns as all_columns
     return set(all_columns(())) & set(columns)

@@ -43,6 +43,10 @@ to the listener (the what-if policies) in order, and the operations
 before it are dropped. So memory holds the parked copies and the
 operations since the oldest, never the whole trace.
 """
+from __future__ import annotations
+
+from typing import Any
+
 from .kernel import TimerRules
 
 __all__ = ["Op", "Engine", "ALLOC", "FREE", "FIRE", "TRIM"]
@@ -70,11 +74,11 @@ class Op:
     __slots__ = ("kind", "a", "dev", "line", "ts", "cpu", "pid", "irq", "block")
     ALLOC, FREE = ALLOC, FREE
 
-    def __init__(self, kind, a, dev, line, ts, cpu, pid, irq, block=None):
+    def __init__(self, kind, a, dev, line, ts, cpu, pid, irq, block=None) -> None:
         self.kind, self.a, self.dev, self.line, self.ts = kind, a, dev, line, ts
         self.cpu, self.pid, self.irq, self.block = cpu, pid, irq, block
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Op %s #%d line %d>" % (("alloc", "free")[self.kind], self.a.id, self.line)
 
 
@@ -87,13 +91,28 @@ class _Hyp:
     __slots__ = ("model", "pos", "pending", "pending_i", "irq_done", "c", "first_divergence",
                  "fire_gaps", "armings", "got", "journal", "nalloc", "todo", "direct",
                  "trim_gaps")
+    model: Any
+    pos: Any
+    pending: Any
+    pending_i: Any
+    irq_done: Any
+    c: Any
+    first_divergence: Any
+    fire_gaps: Any
+    armings: Any
+    got: Any
+    journal: Any
+    nalloc: Any
+    todo: Any
+    direct: Any
+    trim_gaps: Any
 
     def fields(self):
         return (self.pos, self.pending, self.pending_i, self.irq_done, list(self.c),
                 self.first_divergence, self.fire_gaps, self.armings, dict(self.got),
                 self.journal, self.nalloc, self.trim_gaps)
 
-    def set_fields(self, f):
+    def set_fields(self, f) -> None:
         (self.pos, self.pending, self.pending_i, self.irq_done, c, self.first_divergence,
          self.fire_gaps, self.armings, got, self.journal, self.nalloc, self.trim_gaps) = f
         self.c = list(c)
@@ -127,12 +146,27 @@ class _Parked:
     every choice when few are ever woken."""
     __slots__ = ("snap", "fields", "ck", "kind", "where", "next", "ncand", "armings",
                  "close_ts", "close_m", "root")
+    snap: Any
+    fields: Any
+    ck: Any
+    kind: Any
+    where: Any
+    next: Any
+    ncand: Any
+    armings: Any
+    close_ts: Any
+    close_m: Any
+    root: Any
 
 
 class _Checkpoint:
     """A whole copy of the active hypothesis, shared by the choices parked
     after it (up to `checkpoint_every` of them)."""
     __slots__ = ("snap", "fields", "node", "parks")
+    snap: Any
+    fields: Any
+    node: Any
+    parks: Any
 
 
 class Engine:
@@ -146,7 +180,7 @@ class Engine:
     """
 
     def __init__(self, model, *, timer=None, lookahead=8, depth=8, max_parked=256, width=1024,
-                 reserve=256, checkpoint_every=16, budget=100000, listener=None):
+                 reserve=256, checkpoint_every=16, budget=100000, listener=None) -> None:
         self.timer = timer or TimerRules()
         self.lookahead, self.depth, self.max_parked = lookahead, depth, max_parked
         self.width, self.reserve = width, reserve
@@ -155,12 +189,13 @@ class Engine:
         self.quiet_until = -1           # no parking before this many allocations
         self.last_divergence = None
         self.clustered = 0
-        self.ck = None              # the active hypothesis' latest checkpoint
+        self.ck: Any = None              # the active hypothesis' latest checkpoint
         self.listener = listener
-        self.buf = []               # operations from absolute index `base` on
+        self.buf: list[Any] = []               # operations from absolute index `base` on
         self.base = 0
         self.end = 0
-        self.block_starts = {}      # index of a block's first op -> (alloc's index, ops)
+        # index of a block's first op -> (alloc's index, ops)
+        self.block_starts: dict[Any, Any] = {}
         h = _Hyp()
         h.model = model
         h.set_fields((0, (), 0, -1, [0] * _NCOUNTERS, None, 0, 0, {}, None, 0, 0))
@@ -168,15 +203,15 @@ class Engine:
         # with nothing parked, final results go straight to the listener
         h.direct = listener if listener is not None else _ignore
         self.hyps = [h]
-        self.parked = []
+        self.parked: list[Any] = []
         self.unclosed = 0           # parked[:unclosed] have had their window close
-        self.emitted = None         # the journal node handed on last
+        self.emitted: Any = None         # the journal node handed on last
         self.stats = {"wakes": 0, "peak_hypotheses": 1, "peak_parked": 0, "width_cuts": 0,
                       "parked_dropped": 0, "budget_cuts": 0, "searches_suspended": 0,
                       "depth_first_runs": 0}
 
     # ---- input ------------------------------------------------------------------
-    def feed(self, op):
+    def feed(self, op) -> None:
         i = self.end
         self.buf.append(op)
         self.end = i + 1
@@ -185,7 +220,7 @@ class Engine:
         if i - self.hyps[0].pos >= 2 * self.reserve:
             self._advance(self.end - self.reserve)
 
-    def finish(self):
+    def finish(self) -> None:
         self._advance(self.end)
         del self.parked[:]
         self.unclosed = 0
@@ -200,13 +235,13 @@ class Engine:
         return self._listener
 
     @listener.setter
-    def listener(self, fn):
+    def listener(self, fn) -> None:
         self._listener = fn
         for h in getattr(self, "hyps", ()):
             if h.direct is not None:
                 h.direct = fn if fn is not None else _ignore
 
-    def _mark_block(self, op, i):
+    def _mark_block(self, op, i) -> None:
         """The interrupt's operations just before this allocation (not yet
         run by any hypothesis) make the allocation's place a choice."""
         cpu, pid, first = op.block
@@ -223,12 +258,12 @@ class Engine:
             self.block_starts[j + 1] = (i, k)
 
     # ---- running ------------------------------------------------------------------
-    def _advance(self, limit):
+    def _advance(self, limit) -> None:
         while self._round(limit):
             pass
         self._trim()
 
-    def _round(self, limit):
+    def _round(self, limit) -> bool:
         """The active hypothesis to its next allocation (parking the
         alternatives of its choices); on a mismatch, the parked ones decide."""
         h = self.hyps[0]
@@ -262,7 +297,7 @@ class Engine:
         self._emit()
         return True
 
-    def _diverged(self, h):
+    def _diverged(self, h) -> None:
         """After a divergence the replay is off the record until it finds its
         way back: searching at every allocation then would cost much and
         decide little, so choices take their first candidate for a while --
@@ -448,7 +483,7 @@ class Engine:
             i += 1
         return out if progress else None
 
-    def _park_hyp(self, h, root):
+    def _park_hyp(self, h, root) -> None:
         """Parks a whole hypothesis, to be resumed as it is; `root` is a
         journal node it and the active hypothesis both descend from."""
         p = _Parked()
@@ -599,7 +634,7 @@ class Engine:
         h.pos = alloc_i + 1
         return None
 
-    def _expire(self, last=None):
+    def _expire(self, last=None) -> None:
         """Drops parked choices the record has confirmed long enough; `last`
         is the active hypothesis' latest allocation when the caller knows it."""
         parked = self.parked
@@ -634,7 +669,7 @@ class Engine:
             self.unclosed = max(0, self.unclosed - n)
 
     # ---- what is final ----------------------------------------------------------------
-    def _emit(self):
+    def _emit(self) -> None:
         """Hands on the journal entries no alternative can change any more."""
         parked = self.parked
         if parked:
@@ -662,7 +697,7 @@ class Engine:
                 if e[2] is not None:
                     listener(e[1], e[2], e[3])
 
-    def _trim(self):
+    def _trim(self) -> None:
         """Drops operations no hypothesis or parked choice will look at again."""
         keep = min(h.pos for h in self.hyps)
         if self.parked:
@@ -701,7 +736,7 @@ def _last_alloc(h):
 
 def _merge(hyps):
     """Drops the hypotheses in the same state as a preferred one."""
-    seen = {}
+    seen: dict[Any, Any] = {}
     out = []
     for h in hyps:
         if h.todo is None:
@@ -720,11 +755,11 @@ def _merge(hyps):
     return out
 
 
-def _ignore(kind, op, x):
+def _ignore(kind, op, x) -> None:
     pass
 
 
-def _log(h, kind, op, x):
+def _log(h, kind, op, x) -> None:
     d = h.direct
     if d is not None:
         d(kind, op, x)
@@ -769,7 +804,7 @@ def _apply(h, op):
     return None
 
 
-def _count_moment(c, gaps, forced, single, earliest, record):
+def _count_moment(c, gaps, forced, single, earliest, record) -> None:
     """A deferred run counted by its moment: the only one possible (forced
     with no gap passed), the earliest, or a later one the record chose."""
     if gaps == 0:
@@ -778,14 +813,14 @@ def _count_moment(c, gaps, forced, single, earliest, record):
         c[record] += 1
 
 
-def _fire(h, forced, before):
+def _fire(h, forced, before) -> None:
     _count_moment(h.c, h.fire_gaps, forced, FIRE_SINGLE, FIRE_EARLIEST, FIRE_RECORD)
     t0 = h.model.timer[0]
     h.model.fire(before.ts)
     _log(h, FIRE, before, t0)
 
 
-def _trim(h, forced, before):
+def _trim(h, forced, before) -> None:
     """The depot's trim work, run in the gap before op `before`."""
     _count_moment(h.c, h.trim_gaps, forced, TRIM_SINGLE, TRIM_EARLIEST, TRIM_RECORD)
     h.trim_gaps = 0
@@ -798,7 +833,7 @@ def _trim(h, forced, before):
     _log(h, TRIM, before, (k, start, before.ts))
 
 
-def _divergence(h, op, answer):
+def _divergence(h, op, answer) -> None:
     a = op.a
     h.c[MISMATCHED] += 1
     if not answer:

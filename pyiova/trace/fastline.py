@@ -11,7 +11,10 @@ reports -- everything else. Numbers follow the shared digit rules: ASCII
 digits, at most 16 hex digits, a decimal above 2**64-1 left to the slow
 reader.
 """
+from __future__ import annotations
+
 import re
+from typing import Any
 
 from .parse import _IRQ_MARKS, U64_MAX, Event, _attrs
 
@@ -33,8 +36,8 @@ _MATCH = _LINE.match
 # numbers, a capture repeats, kept once: a window of events that shares
 # them is smaller, and faster to fill and to drop. (Bounded: a capture of
 # very many tasks starts them again.)
-_TEXT = {}
-_NUMBER = {}
+_TEXT: dict[Any, Any] = {}
+_NUMBER: dict[Any, Any] = {}
 _KEPT_MAX = 4096
 
 
@@ -63,8 +66,8 @@ def fast_event(text, lineno):
         size = int(size)
         if size > U64_MAX:
             return None
-        fields = {"iova": int(iova, 16), "iova_end": int(end, 16), "paddr": int(paddr, 16),
-                  "size": size}
+        fields: dict[str, Any] = {"iova": int(iova, 16), "iova_end": int(end, 16),
+                                  "paddr": int(paddr, 16), "size": size}
         system, name = "iommu", "map"
     elif last == 15:
         task, pid, cpu, flags, ts, iova, end, size, unmapped = m.group(1, 2, 3, 4, 5, 12, 13, 14,

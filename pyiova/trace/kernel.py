@@ -24,7 +24,10 @@ first-level expiry, so it fires between 3 and 4 jiffies after it was
 armed (12-16 ms at HZ=250) -- nominally: softirq processing can run it
 later, which real captures show (up to 8 ms later).
 """
+from __future__ import annotations
+
 import math
+from typing import Any
 
 from .. import errors
 from ..cookie import DmaCookie
@@ -60,7 +63,7 @@ class TimerRules:
                  to the microsecond)
     """
 
-    def __init__(self, hz=250, timeout_ms=10, late_ms=8.0, slack_ms=0.3):
+    def __init__(self, hz=250, timeout_ms=10, late_ms=8.0, slack_ms=0.3) -> None:
         if isinstance(hz, bool) or not isinstance(hz, int) or not 24 <= hz <= 10000:
             raise errors.IovaValueError("hz %r is not a tick rate in 24..10000" % (hz,))
         for name, v in (("timeout_ms", timeout_ms), ("late_ms", late_ms),
@@ -80,9 +83,9 @@ class TimerRules:
         self.trim_earliest = -(slack_ms + 1.0) / 1000.0
         self.trim_latest = 2 * tick + late_ms / 1000.0
 
-    def __repr__(self):
-        return "<TimerRules HZ=%d, the flush queue's timer fires %.1f-%.1f ms after it is armed>" % (
-            self.hz, self.earliest * 1000, self.latest * 1000)
+    def __repr__(self) -> str:
+        return ("<TimerRules HZ=%d, the flush queue's timer fires %.1f-%.1f ms after it is armed>"
+                % (self.hz, self.earliest * 1000, self.latest * 1000))
 
 
 class KernelDomain:
@@ -96,11 +99,11 @@ class KernelDomain:
 
     def __init__(self, kernel="6.12", *, lazy=False, granule=4096, aperture_bits=39,
                  reserved=VTD_RESERVED, ncpus=1, default_mask=U64_MAX, allocator="iova",
-                 rcache=True, use_clock=True, trim="clock"):
+                 rcache=True, use_clock=True, trim="clock") -> None:
         if kernel not in KERNELS:
             raise errors.IovaValueError("kernel %r is not one of %s" % (kernel, ", ".join(KERNELS)))
         self.kernel = kernel
-        self.cookie = DmaCookie(allocator, kernel=kernel, ncpus=ncpus, rcache=rcache)
+        self.cookie: Any = DmaCookie(allocator, kernel=kernel, ncpus=ncpus, rcache=rcache)
         if aperture_bits:
             end, force = (1 << aperture_bits) - 1, True
         else:
@@ -109,19 +112,19 @@ class KernelDomain:
                                 flush_queue=lazy)
         self.lazy = bool(lazy) and self.cookie.flush_queue
         self.default_mask = default_mask
-        self.timer = None
+        self.timer: Any = None
         self.fires = 0
         self.clock_ms = 0
         self.origin = None              # the trace time of clock_ms 0
         self.now = 0.0                  # the latest trace time seen
         self.use_clock = use_clock
         self.refused = 0                # allocations the allocator refused outright
-        self.refused_first = None
+        self.refused_first: str | None = None
         # "clock": depot trim work runs when due on the trace's clock;
         # "record": the caller runs it (run_trim), `trim` saying what is due
         # (6.1 and 4.10 have no trim work)
         self.trim_by_record = trim == "record" and kernel == "6.12"
-        self.trim = None                # (trace time due, size class), by record only
+        self.trim: Any = None                # (trace time due, size class), by record only
 
     # ---- the kernel's calls ---------------------------------------------------
     def alloc(self, dev, a, cpu):
@@ -137,7 +140,7 @@ class KernelDomain:
                 self.refused_first = "line %d (%s): %s" % (a.report_line, a.device, exc)
             return 0
 
-    def free(self, iova, size, cpu, ts):
+    def free(self, iova, size, cpu, ts) -> None:
         """iommu_dma_free_iova: at once (strict) or queued (lazy). Queueing
         while the timer is off arms it at `ts`."""
         if not self.lazy:
@@ -147,7 +150,7 @@ class KernelDomain:
         if self.trim_by_record and self.trim is None:
             self._due_trim()            # a magazine pushed to the depot arms its trim
 
-    def fire(self, gap_end=None):
+    def fire(self, gap_end=None) -> None:
         """The flush queue's timer: flush the IOTLB, release every ring
         (into the rcache of the CPU the timer runs on), disarm. It runs
         after the last operation seen, before `gap_end` when that is known."""
@@ -162,7 +165,7 @@ class KernelDomain:
             # somewhere in the gap, which widens when it can fall due
             self._due_trim(gap_end - self.now if gap_end is not None else 0.0)
 
-    def at(self, ts):
+    def at(self, ts) -> None:
         """The trace's clock reached `ts` (seconds): deferred work due by
         then -- the rcache depot's trim -- runs. A trace whose clock is a
         counter (use_clock False) leaves it waiting."""
@@ -182,7 +185,7 @@ class KernelDomain:
                     iovad.advance(ms - self.clock_ms)
             self.clock_ms = ms
 
-    def _due_trim(self, extra=0.0):
+    def _due_trim(self, extra=0.0) -> None:
         """The earliest pending trim item: (trace time due, size class, how
         much later it may fall due: the width of the gap it was armed in)."""
         iovad = self.cookie.iovad
@@ -195,7 +198,7 @@ class KernelDomain:
         else:
             self.trim = None
 
-    def run_trim(self, size_class, start, end=None):
+    def run_trim(self, size_class, start, end=None) -> None:
         """Runs the depot's trim work of size_class, at trace time `start`,
         or somewhere between `start` and `end`: never before it fell due. A
         trim that frees a magazine re-arms itself from that moment."""
@@ -212,7 +215,7 @@ class KernelDomain:
         return (self.cookie.allocator_state(), self.timer, self.fires, self.clock_ms,
                 self.origin, self.trim, self.now, self.refused, self.refused_first)
 
-    def restore(self, snap):
+    def restore(self, snap) -> None:
         (state, self.timer, self.fires, self.clock_ms, self.origin, self.trim, self.now,
          self.refused, self.refused_first) = snap
         self.cookie = self.cookie.restored(state)
@@ -234,7 +237,7 @@ class KernelDomain:
         iovad = c.iovad.save() if c.iovad is not None else b""
         return (words, iovad, self.timer, self.trim, self.clock_ms, frozenset(c._no_32bit))
 
-    def close(self):
+    def close(self) -> None:
         if self.cookie.iovad is not None:
             self.cookie.iovad.close()
 

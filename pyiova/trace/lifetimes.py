@@ -34,9 +34,12 @@ lines of an interrupt that hit the same task carries that interrupt's
 place (Op.block): the allocation may have come before the interrupt's
 work. The ordering engine lets the record decide (engine.py).
 """
+from __future__ import annotations
+
 import re
 from bisect import bisect_left
 from collections import Counter, deque
+from typing import Any
 
 from .. import errors
 from .engine import ALLOC, FREE, Op
@@ -98,7 +101,7 @@ class TraceDevice:
 
     __slots__ = ("name", "is_pci", "bus_dma_limit", "_hash")
 
-    def __init__(self, name, is_pci, bus_dma_limit=0):
+    def __init__(self, name, is_pci, bus_dma_limit=0) -> None:
         self.name, self.is_pci, self.bus_dma_limit = name, is_pci, bus_dma_limit
         self._hash = hash((name, is_pci))       # asked at every allocation (sticky 32-bit)
 
@@ -112,7 +115,7 @@ class TraceDevice:
     def __reduce__(self):
         return (TraceDevice, (self.name, self.is_pci, self.bus_dma_limit))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "TraceDevice(%r, is_pci=%r)" % (self.name, self.is_pci)
 
 
@@ -144,7 +147,7 @@ class Allocation:
                  "free_ts", "inconsistent", "paddr", "dir")
 
     def __init__(self, id, device, call, first, dma_line, iova, size, expected, offset,
-                 coherent=False, mask=None, inconsistent=False, paddr=None, dir=None):
+                 coherent=False, mask=None, inconsistent=False, paddr=None, dir=None) -> None:
         self.id, self.device, self.call = id, device, call
         self.line, self.cpu, self.ts = first.line, first.cpu, first.ts
         self.pid, self.irq = first.pid, first.irq
@@ -164,7 +167,7 @@ class Allocation:
                                               "iova", "size", "expected", "coherent", "mask",
                                               "free_line", "inconsistent", "paddr", "dir")}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Allocation #%d %s %s line %d iova=%#x size=%#x expected=%#x%s>" % (
             self.id, self.device, self.call, self.line, self.iova, self.size, self.expected,
             "" if self.free_line is None else " freed line %d" % self.free_line)
@@ -175,7 +178,7 @@ class DeviceLifetimes:
     order) are filled only when the lifetimes are kept (build_lifetimes);
     a streaming replay only counts."""
 
-    def __init__(self, name, is_pci, mask=None, coherent_mask=None):
+    def __init__(self, name, is_pci, mask=None, coherent_mask=None) -> None:
         self.name = name
         self.is_pci = is_pci
         self.mask = mask
@@ -183,10 +186,10 @@ class DeviceLifetimes:
         self.group = None
         self.calls = 0              # dma: map-type calls seen
         self.nallocs = 0
-        self.allocations = []
-        self.ops = []
-        self.skipped = Counter()    # reason -> calls not replayed
-        self.skipped_lines = []     # (line, reason), the first few
+        self.allocations: list[Any] = []
+        self.ops: list[Any] = []
+        self.skipped: Counter[Any] = Counter()    # reason -> calls not replayed
+        self.skipped_lines: list[Any] = []     # (line, reason), the first few
         self.tdev = TraceDevice(name, bool(is_pci))
 
     @property
@@ -198,12 +201,12 @@ class DeviceLifetimes:
     def skipped_total(self):
         return sum(self.skipped.values())
 
-    def skip(self, line, reason):
+    def skip(self, line, reason) -> None:
         self.skipped[reason] += 1
         if len(self.skipped_lines) < _EXAMPLES:
             self.skipped_lines.append((line, reason))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<DeviceLifetimes %s: %d allocations, %d skipped>" % (
             self.name, self.nallocs, self.skipped_total)
 
@@ -218,17 +221,17 @@ class Lifetimes:
     notes          the same, as sentences for a report (after notes())
     """
 
-    def __init__(self, trace, granule):
+    def __init__(self, trace, granule) -> None:
         self.trace = trace
         self.granule = granule
-        self.devices = {}
+        self.devices: dict[Any, Any] = {}
         self.single_domain = False
-        self.counts = Counter()
-        self.examples = {}
-        self.notes = []
+        self.counts: Counter[Any] = Counter()
+        self.examples: dict[Any, Any] = {}
+        self.notes: list[Any] = []
         self.no_flags = 0
 
-    def count(self, kind, line=None, n=1):
+    def count(self, kind, line=None, n=1) -> None:
         self.counts[kind] += n
         if line is not None:
             ex = self.examples.setdefault(kind, [])
@@ -249,7 +252,7 @@ class Lifetimes:
         """The counts as sentences (once the trace has been read)."""
         notes, c, tr = [], self.counts, self.trace
 
-        def ex(kind):
+        def ex(kind) -> str:
             lines = self.examples.get(kind)
             return " (line %s)" % ", ".join(map(str, lines)) if lines else ""
 
@@ -276,7 +279,7 @@ class Lifetimes:
         self.notes = notes
         return notes
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Lifetimes %d devices, %d allocations%s>" % (
             len(self.devices), self.allocations, " (one domain)" if self.single_domain else "")
 
@@ -314,7 +317,7 @@ class Builder:
     `window`; call finish() after the last event."""
 
     def __init__(self, lt, sink, *, page_size=4096, masks=None, coherent_masks=None, pci=None,
-                 window=4096):
+                 window=4096) -> None:
         granule = lt.granule
         if isinstance(granule, bool) or not isinstance(granule, int) or granule < 2 \
                 or granule & (granule - 1):
@@ -326,12 +329,12 @@ class Builder:
         self.coherent_masks = masks if coherent_masks is None else coherent_masks
         self.pci = pci
         self.window = window
-        self.groups = {}
-        self.start = []             # events held until the kind of trace is known
-        self.mode = None
+        self.groups: dict[Any, Any] = {}
+        self.start: list[Any] = []             # events held until the kind of trace is known
+        self.mode: Any = None
         self.nallocs = 0
 
-    def feed(self, e):
+    def feed(self, e) -> None:
         if self.mode is not None:
             self.mode.feed(e)
             return
@@ -341,7 +344,7 @@ class Builder:
         elif len(self.start) >= self.window:
             self._choose(_MapsMode)
 
-    def feed_many(self, events):
+    def feed_many(self, events) -> None:
         """feed() for each of a list of events, with the same result: a
         mode that can takes them a batch at a time."""
         if self.mode is None:
@@ -359,15 +362,16 @@ class Builder:
         for e in events:
             feed(e)
 
-    def finish(self):
+    def finish(self) -> None:
         if self.mode is None:
             self._choose(_MapsMode)
         self.mode.finish()
         self.lt.make_notes()
 
-    def _choose(self, mode):
+    def _choose(self, mode) -> None:
         self.mode = mode(self)
-        self.feed = self.mode.feed      # from now on events go straight to it
+        # from now on events go straight to it
+        self.feed = self.mode.feed  # type: ignore[method-assign]
         start, self.start = self.start, []
         for e in start:
             self.mode.feed(e)
@@ -398,11 +402,11 @@ class Builder:
         d.nallocs += 1
         return a
 
-    def emit_alloc(self, d, a, block):
+    def emit_alloc(self, d, a, block) -> None:
         self.sink(d, Op(ALLOC, a, d.tdev, a.line, a.ts, a.cpu if a.cpu is not None else 0,
                         a.pid, a.irq, block))
 
-    def emit_free(self, d, a, e):
+    def emit_free(self, d, a, e) -> None:
         a.free_line, a.free_cpu, a.free_ts = e.line, e.cpu, e.ts
         self.sink(d, Op(FREE, a, d.tdev, e.line, e.ts, e.cpu if e.cpu is not None else 0,
                         e.pid, e.irq))
@@ -416,12 +420,13 @@ class _Window:
     context position of the first]). An event carries its kind, its
     place in its CPU's sequence and in its context's (Event._k, _w, _c)."""
 
-    def __init__(self, window):
+    def __init__(self, window) -> None:
         self.window = window
-        self.evs = []               # events from absolute index `first` on
+        self.evs: list[Any] = []               # events from absolute index `first` on
         self.first = 0
-        self.seq = {}               # cpu -> [[indices], position of the first]
-        self.ctx = {}               # (cpu, pid, irq) -> [[indices], position of the first]
+        self.seq: dict[Any, Any] = {}               # cpu -> [[indices], position of the first]
+        # (cpu, pid, irq) -> [[indices], position of the first]
+        self.ctx: dict[Any, Any] = {}
         self.n = 0
 
     def ev(self, i):
@@ -453,7 +458,7 @@ class _Window:
         lst.append(i)
         return i
 
-    def forget(self, upto):
+    def forget(self, upto) -> None:
         """Drops events before absolute index `upto`."""
         upto = min(upto, self.n)
         if upto <= self.first:
@@ -502,20 +507,20 @@ class _DmaMode:
     operations emitted, in order) once the events `window` after it could
     no longer pair with it."""
 
-    def __init__(self, b):
+    def __init__(self, b) -> None:
         self.b = b
         self.lt = b.lt
         self.w = _Window(b.window)
-        self.calls = deque()        # dma: calls waiting for the events after them
-        self.lines = deque()        # map/unmap lines waiting to be settled
-        self.claimed = set()
-        self.paired = {}            # unmap index -> dma: free-call index
-        self.alloc_at = {}          # map index -> [Allocation] starting there
-        self.live = {}              # device -> {iova: Allocation}
-        self.identity = {}          # iova -> iova_end of identity maps seen
+        self.calls: deque[Any] = deque()        # dma: calls waiting for the events after them
+        self.lines: deque[Any] = deque()        # map/unmap lines waiting to be settled
+        self.claimed: set[Any] = set()
+        self.paired: dict[Any, Any] = {}            # unmap index -> dma: free-call index
+        self.alloc_at: dict[Any, Any] = {}          # map index -> [Allocation] starting there
+        self.live: dict[Any, Any] = {}              # device -> {iova: Allocation}
+        self.identity: dict[Any, Any] = {}          # iova -> iova_end of identity maps seen
         self.next_forget = 1024     # events added when the window next drops old ones
 
-    def feed(self, e):
+    def feed(self, e) -> None:
         k = _DMA_KINDS.get((e.system, e.name))
         if k is None:
             k = _OTHER if e.system == "iommu" else _DMA_OTHER
@@ -537,7 +542,7 @@ class _DmaMode:
             self.lines.append(i)
         self._progress(i)
 
-    def feed_many(self, events):
+    def feed_many(self, events) -> None:
         """Every event of the list added, then one progress step: pairing
         and settling later than feed() would, but -- the walks being bound
         to the window by index -- to the same effect. Events of no kind here
@@ -568,7 +573,7 @@ class _DmaMode:
         if w.n:
             self._progress(w.n - 1)
 
-    def _iommu_other(self, e):
+    def _iommu_other(self, e) -> None:
         f = e.fields
         if e.name == "add_device_to_group" and f.get("groupID") is not None:
             self.b.groups[f.get("device")] = f["groupID"]
@@ -576,10 +581,10 @@ class _DmaMode:
             if d is not None and d.group is None:
                 d.group = f["groupID"]
 
-    def finish(self):
+    def finish(self) -> None:
         self._progress(None)
 
-    def _progress(self, newest):
+    def _progress(self, newest) -> None:
         """Pairs the calls that have waited a window's worth of events, then
         settles the lines no waiting call can pair any more; newest None:
         everything (the end of the trace)."""
@@ -616,7 +621,7 @@ class _DmaMode:
                 w.forget(oldest - win)
 
     # ---- a dma: call, with the events around it known ----------------------
-    def _claim_maps(self, i, e):
+    def _claim_maps(self, i, e) -> None:
         b, w = self.b, self.w
         f = e.fields
         call, coherent = ALLOC_CALLS[e.name]
@@ -694,7 +699,7 @@ class _DmaMode:
                         inconsistent, f.get("dir"))
         self.alloc_at.setdefault(first, []).append(a)
 
-    def _skip_unmapped(self, d, e, call, expected):
+    def _skip_unmapped(self, d, e, call, expected) -> None:
         if call in _SINGLE and e.phys_addr == expected:
             reason = "direct (dma_addr == phys_addr: no IOMMU translation)"
         elif call == "map_sg" and e.phys_addrs and e.phys_addrs[0] == expected:
@@ -704,7 +709,7 @@ class _DmaMode:
             self.lt.count("maps_dropped", e.line)
         d.skip(e.line, reason)
 
-    def _pair_unmap(self, i, e):
+    def _pair_unmap(self, i, e) -> None:
         w, paired = self.w, self.paired
         first = FREE_CALLS[e.name]
         addr = e.fields.get("dma_addr")
@@ -735,7 +740,7 @@ class _DmaMode:
         self.lt.count("frees_without_unmap", e.line)
 
     # ---- a map or unmap line, settled ------------------------------------------
-    def _settle_map(self, j, e):
+    def _settle_map(self, j, e) -> None:
         lt = self.lt
         starts = self.alloc_at.pop(j, None)
         if starts:
@@ -764,7 +769,7 @@ class _DmaMode:
                 lt.count("unattributed_maps", e.line)
         self.claimed.discard(j)
 
-    def _settle_unmap(self, j, e):
+    def _settle_unmap(self, j, e) -> None:
         w, b, lt = self.w, self.b, self.lt
         f = e.fields
         if self.identity and self.identity.get(f["iova"]) == f["iova_end"]:
@@ -801,7 +806,7 @@ class _Open:
     """An allocation being rebuilt from map lines (no dma: events)."""
     __slots__ = ("first", "start", "end", "last", "extent", "ready", "block", "alloc", "phys")
 
-    def __init__(self, first, start, end, last, extent, block, phys):
+    def __init__(self, first, start, end, last, extent, block, phys) -> None:
         self.first, self.start, self.end, self.last = first, start, end, last
         self.extent, self.block = extent, block
         self.ready = extent is not None     # its size is known already
@@ -833,20 +838,23 @@ class _MapsMode:
     it (the later unmap lines that say where allocations start and how
     long they are) have been read."""
 
-    def __init__(self, b):
+    def __init__(self, b) -> None:
         self.b = b
         self.lt = b.lt
         self.lt.single_domain = True
         self.d = None               # ALL_DEVICES, once something is allocated
         self.w = _Window(b.window)
-        self.waiting = deque()      # map/unmap indices not yet settled
-        self.unmaps_ahead = {}      # iova -> deque of (index, size) of unmaps read, unsettled
-        self.open = {}              # (cpu, pid, irq) -> _Open that map lines may extend
-        self.live = {}              # iova -> _Open
-        self.out = deque()          # (_Open, None) allocations and (_Open, event) frees, in order
-        self.identity = {}
+        self.waiting: deque[Any] = deque()      # map/unmap indices not yet settled
+        # iova -> deque of (index, size) of unmaps read, unsettled
+        self.unmaps_ahead: dict[Any, Any] = {}
+        # (cpu, pid, irq) -> _Open that map lines may extend
+        self.open: dict[Any, Any] = {}
+        self.live: dict[Any, Any] = {}              # iova -> _Open
+        # (_Open, None) allocations and (_Open, event) frees, in order
+        self.out: deque[Any] = deque()
+        self.identity: dict[Any, Any] = {}
 
-    def feed(self, e):
+    def feed(self, e) -> None:
         if e.system != "iommu":
             if e.system == "dma":
                 self.lt.count("dma_events_ignored", e.line)
@@ -870,7 +878,7 @@ class _MapsMode:
         if (i & 1023) == 0 and self.waiting:
             w.forget(self.waiting[0] - w.window)
 
-    def finish(self):
+    def finish(self) -> None:
         while self.waiting:
             self._settle(self.waiting.popleft())
         for o in self.open.values():
@@ -887,7 +895,7 @@ class _MapsMode:
                     return size
         return None
 
-    def _settle(self, j):
+    def _settle(self, j) -> None:
         w, lt = self.w, self.lt
         e = w.ev(j)
         f = e.fields
@@ -922,7 +930,7 @@ class _MapsMode:
             out[0][0].ready = True
         self._flush()
 
-    def _map_line(self, j, e, f, iova):
+    def _map_line(self, j, e, f, iova) -> None:
         ctx = (e.cpu, e.pid, e.irq)
         o = self.open.get(ctx)
         if o is not None and iova == o.end:
@@ -947,7 +955,7 @@ class _MapsMode:
         self.live[iova] = o
         self.out.append((o, None))
 
-    def _flush(self):
+    def _flush(self) -> None:
         """Emits, in order, the allocations whose size is settled and the
         frees behind them."""
         out, b = self.out, self.b
@@ -989,7 +997,7 @@ def build_lifetimes(trace, *, granule=4096, page_size=4096, masks=None, coherent
         events = iter_events(trace, info)
     lt = Lifetimes(info, granule)
 
-    def keep(d, op):
+    def keep(d, op) -> None:
         if op.kind == ALLOC:
             d.allocations.append(op.a)
         d.ops.append(op)

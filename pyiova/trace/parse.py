@@ -19,6 +19,8 @@ event whose message lacks what it must carry, is counted as malformed; a
 well-framed event of another subsystem is counted as unknown. Both keep
 their line numbers for the report.
 """
+from __future__ import annotations
+
 import bz2
 import contextlib
 import gc
@@ -32,11 +34,13 @@ import subprocess
 import zlib
 from collections import Counter
 from itertools import islice
+from typing import Any
 
 from ..errors import TraceError
 
-__all__ = ["Event", "Trace", "read_trace", "iter_events", "iter_event_batches", "parse_line", "open_trace",
-           "read_number", "sniff", "IOMMU_EVENTS", "DMA_EVENTS", "Problem", "gc_paused"]
+__all__ = ["Event", "Trace", "read_trace", "iter_events", "iter_event_batches", "parse_line",
+           "open_trace", "read_number", "sniff", "IOMMU_EVENTS", "DMA_EVENTS", "Problem",
+           "gc_paused"]
 
 
 @contextlib.contextmanager
@@ -153,13 +157,13 @@ class Problem:
 
     __slots__ = ("line", "kind", "reason", "text")
 
-    def __init__(self, line, kind, reason, text):
+    def __init__(self, line, kind, reason, text) -> None:
         self.line, self.kind, self.reason, self.text = line, kind, reason, text
 
     def to_dict(self):
         return {"line": self.line, "kind": self.kind, "reason": self.reason, "text": self.text}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Problem line %d %s: %s>" % (self.line, self.kind, self.reason)
 
 
@@ -190,14 +194,15 @@ class Event:
                               "phys_addrs", "nents", "ents", "truncated", "virt_addr", "flags_gfp",
                               "driver", "groupID", "err", "fault_flags"))
 
-    def __init__(self, line, ts, cpu, task, pid, flags, irq, system, name, fields, style="ftrace"):
+    def __init__(self, line, ts, cpu, task, pid, flags, irq, system, name, fields,
+                 style="ftrace") -> None:
         self.line, self.ts, self.cpu, self.task, self.pid = line, ts, cpu, task, pid
         self.flags, self.irq, self.system, self.name, self.fields = flags, irq, system, name, fields
         self.style = style
 
 
     @property
-    def full_name(self):
+    def full_name(self) -> str:
         return "%s:%s" % (self.system, self.name)
 
     def to_dict(self):
@@ -212,9 +217,9 @@ class Event:
             return NotImplemented
         return all(getattr(self, k) == getattr(other, k) for k in Event._PUBLIC)
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # (mutable: not hashable)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Event line %d %s cpu=%s pid=%d%s %s>" % (
             self.line, self.full_name, self.cpu, self.pid, " irq" if self.irq else "",
             " ".join("%s=%s" % (k, hex(v) if isinstance(v, int) and k in _HEX else v)
@@ -316,7 +321,7 @@ _CONVERT = dict([(k, _hex) for k in _HEX] + [(k, _dec) for k in _DEC]
                 + [("attrs", _attrs)])
 
 
-def _store(into, k, v):
+def _store(into, k, v) -> None:
     if k == "flags":
         # dma_alloc's gfp flags and io_page_fault's fault flags share a key
         into["flags_gfp" if not v.startswith("0x") else "fault_flags"] = v
@@ -473,7 +478,7 @@ def _decompressor(head):
     return None
 
 
-def sniff(head):
+def sniff(head) -> str | None:
     """What the first bytes of a (decompressed) file say it is: None for
     text, else "trace-cmd .dat", "UTF-16 text" or "binary"."""
     if head.startswith(TRACE_DAT_MAGIC):
@@ -518,10 +523,10 @@ def _peek(source, n):
 class _Prefixed(io.RawIOBase):
     """A raw stream that yields `prefix`, then the rest of `rest`."""
 
-    def __init__(self, prefix, rest):
+    def __init__(self, prefix, rest) -> None:
         self.prefix, self.rest = prefix, rest
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
     def readinto(self, b):
@@ -589,9 +594,9 @@ class Trace:
     problems     the first `max_problems` unused lines (Problem records)
     """
 
-    def __init__(self, name=None, max_problems=20):
+    def __init__(self, name=None, max_problems=20) -> None:
         self.name = name
-        self.events = []
+        self.events: list[Any] = []
         self.nevents = 0
         self.lines = 0
         self.header_ncpus = None
@@ -599,13 +604,13 @@ class Trace:
         self.malformed = 0
         self.unknown = 0
         self.lost_events = 0
-        self.lost_lines = []
-        self.problems = []
+        self.lost_lines: list[Any] = []
+        self.problems: list[Any] = []
         self.max_problems = max_problems
         self.tracer = None
         self.content = None
-        self.styles = Counter()
-        self.unknown_names = Counter()
+        self.styles: Counter[Any] = Counter()
+        self.unknown_names: Counter[Any] = Counter()
         self.fractional_ts = False
         self._trace_cmd = False
         self.size = None            # bytes in the file read (for progress), if known
@@ -641,7 +646,7 @@ class Trace:
                 "content": self.content,
                 "problems": [p.to_dict() for p in self.problems]}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Trace %s: %d events from %d lines, %d malformed, %d unknown>" % (
             self.format, self.nevents, self.lines, self.malformed, self.unknown)
 
@@ -712,13 +717,14 @@ def _trace_cmd_report(source, trace):
 def _command_lines(argv):
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        yield from io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")
+        yield from io.TextIOWrapper(proc.stdout,  # type: ignore[type-var]  # (a PIPE)
+                                    encoding="utf-8", errors="replace", newline="")
     finally:
-        proc.stdout.close()
+        proc.stdout.close()  # type: ignore[union-attr]
         proc.wait()
 
 
-def _release(stream, source):
+def _release(stream, source) -> None:
     """Closes what iter_events opened; a caller's own file stays open."""
     if stream is source:
         return
@@ -743,7 +749,7 @@ def _chunks(lines):
     before it have been handed on."""
     it = iter(lines)
     while True:
-        chunk = []
+        chunk: list[Any] = []
         try:
             # (list.extend keeps what it appended before an error)
             chunk.extend(islice(it, _CHUNK))
@@ -763,7 +769,7 @@ def _event_batches(lines, trace):
     from .fastline import fast_event
     problems = trace.problems
     max_problems = trace.max_problems
-    styles = {}
+    styles: dict[Any, Any] = {}
     fast = 0                    # events the one-pattern reader took (ftrace style)
     n = trace.lines
     try:
@@ -795,7 +801,7 @@ def _event_batches(lines, trace):
                     events.append(r)
                 elif r.kind == "lost":
                     m = _LOST.search(r.text)
-                    trace.lost_events += int(m.group(2))
+                    trace.lost_events += int(m.group(2))  # type: ignore[union-attr]
                     trace.lost_lines.append(n)
                 else:
                     if r.kind == "unknown":
@@ -815,7 +821,7 @@ def _event_batches(lines, trace):
         trace.styles.update(styles)
 
 
-def _note_events(events, trace):
+def _note_events(events, trace) -> None:
     """The highest CPU and whether the clock counts seconds, from a batch."""
     cpus = [e.cpu for e in events if e.cpu is not None]
     if cpus:
@@ -826,7 +832,7 @@ def _note_events(events, trace):
         trace.fractional_ts = True
 
 
-def _header(text, trace):
+def _header(text, trace) -> None:
     """What a line that carries no event says about the trace (#P:N, cpus=N,
     the tracer)."""
     head = text.lstrip()

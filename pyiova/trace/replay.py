@@ -17,9 +17,11 @@ a lazy kernel never hands out an IOVA between its unmap and the next flush,
 a strict one often does at once, so a strict and a lazy replay run side by
 side until the record rules one out -- unless `mode` says which.
 """
+from __future__ import annotations
+
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .. import errors
 from .. import sim_args
@@ -31,9 +33,12 @@ from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
 from .kernel import (DEFAULT_RESERVED, KERNELS, U64_MAX, VTD_RESERVED, KernelDomain,
                      TimerRules)
-from .lifetimes import ALL_DEVICES, Builder, Lifetimes, build_lifetimes
+from .lifetimes import Builder, Lifetimes, build_lifetimes
 from .parse import Trace, gc_paused, iter_event_batches
 from .whatif import DEFAULT_DRIVER, NO_DRIVER, RESULT_FIELDS, DriverModel, check_driver
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["POLICIES", "MODES", "VTD_RESERVED", "DeviceReplay", "ReplayResult", "DeviceCheck",
            "CheckResult", "replay", "check", "load", "parse_policy"]
@@ -45,7 +50,7 @@ _BATCH = 1024               # events of a kept Trace the builder takes at a time
 _U32_PFN_BYTES = 1 << 32
 
 
-def parse_policy(text):
+def parse_policy(text: str) -> tuple[str, str | None]:
     """"POLICY" or "POLICY@KERNEL" -> (policy, kernel or None)."""
     policy, _, kernel = text.partition("@")
     if policy not in POLICIES:
@@ -88,10 +93,10 @@ class DeviceCheck:
     flushes: int = 0
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.mismatched == 0
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -105,37 +110,37 @@ class CheckResult:
     mode_reason: str = ""
 
     @property
-    def matched(self):
+    def matched(self) -> int:
         return sum(d.matched for d in self.devices)
 
     @property
-    def mismatched(self):
+    def mismatched(self) -> int:
         return sum(d.mismatched for d in self.devices)
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         """Every compared address matched, and there was something to compare."""
         return self.mismatched == 0 and self.matched > 0
 
     @property
-    def first_divergence(self):
+    def first_divergence(self) -> dict[str, Any] | None:
         """The earliest divergence over all devices (by line), or None."""
         firsts = [d.first_divergence for d in self.devices if d.first_divergence]
         return min(firsts, key=lambda f: f["line"]) if firsts else None
 
     @property
-    def decided(self):
+    def decided(self) -> dict[str, int]:
         """What the record decided, summed over the domains."""
         keys = ("interrupt_choices", "interrupt_orders_decided", "fires", "fires_single",
                 "fires_earliest", "fires_decided", "trims", "trims_single", "trims_earliest",
                 "trims_decided")
         return {k: sum(getattr(d, k) for d in self.devices) for k in keys}
 
-    def to_dicts(self):
+    def to_dicts(self) -> list[dict[str, Any]]:
         """One JSON-ready object per device."""
         return [d.to_dict() for d in self.devices]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"kernel": self.kernel, "mode": self.mode, "mode_reason": self.mode_reason,
                 "ok": self.ok, "decided": self.decided, "devices": self.to_dicts(),
                 "notes": list(self.notes), "trace": self.trace}
@@ -187,7 +192,7 @@ class DeviceReplay:
     # with record=True: (op, line, "alloc" | "fail" | "free", iova, pages) per operation
     timeline: Optional[list] = None
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["timeline"] is None:
             del d["timeline"]
@@ -206,14 +211,14 @@ class ReplayResult:
     check: Optional[CheckResult] = None        # the kernel's own replay of the same trace
 
     @property
-    def ops_per_sec(self):
+    def ops_per_sec(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
 
-    def to_dicts(self):
+    def to_dicts(self) -> list[dict[str, Any]]:
         """One JSON-ready object per device."""
         return [d.to_dict() for d in self.devices]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         out = {"policy": self.policy, "kernel": self.kernel, "ops": self.ops,
                "seconds": self.seconds, "ops_per_sec": self.ops_per_sec,
                "devices": self.to_dicts(), "notes": list(self.notes), "trace": self.trace}
@@ -232,12 +237,13 @@ class _Stats:
     __slots__ = ("ops", "maps", "frees", "failures", "first_fail_op", "first_fail_line", "live",
                  "peak", "matched", "mismatched", "first_divergence", "timeline", "changed")
 
-    def __init__(self, record=False):
+    def __init__(self, record=False) -> None:
         self.ops = self.maps = self.frees = self.failures = 0
-        self.first_fail_op = self.first_fail_line = None
+        self.first_fail_op: int | None = None
+        self.first_fail_line: int | None = None
         self.live = self.peak = self.matched = self.mismatched = self.changed = 0
         self.first_divergence = None
-        self.timeline = [] if record else None
+        self.timeline: list[Any] | None = [] if record else None
 
 
 class _Policy:
@@ -245,7 +251,7 @@ class _Policy:
     final operations (allocations, frees, and -- for a lazy policy on a
     lazy trace -- the timer fires the record decided)."""
 
-    def __init__(self, run, policy, kernel, devices, device):
+    def __init__(self, run, policy, kernel, devices, device) -> None:
         self.policy, self.kernel = policy, kernel
         # through the driver model too, when there is one: the cookie-level
         # model below is set up as that driver sets its domain up
@@ -261,12 +267,12 @@ class _Policy:
                                **setup)
         self.record = run.record
         self.stats = {name: _Stats(run.record) for name in devices}
-        self.got = {}
+        self.got: dict[Any, Any] = {}
         self.shift = run.shift
         self.nominal = run.timer.latest - run.timer.late_ms / 1000.0
         self.kernel_fires = False
 
-    def op(self, kind, op, kernel_iova):
+    def op(self, kind, op, kernel_iova) -> None:
         if self.driver is not None and kind != FIRE:
             self.driver.op(kind, op)
         m = self.model
@@ -319,12 +325,13 @@ class _Domain:
     """One IOVA domain: the kernel's replay (two, strict and lazy, until the
     record rules one out) and the what-if policies behind it."""
 
-    def __init__(self, run, key):
+    def __init__(self, run, key) -> None:
         self.run = run
         self.key = key
-        self.devices = []
+        self.devices: list[Any] = []
         self.engines = {}
-        self.pending = {}           # mode -> final entries held until the mode is known
+        # mode -> final entries held until the mode is known
+        self.pending: dict[Any, Any] = {}
         modes = ("strict", "lazy") if run.mode == "auto" else (run.mode,)
         if run.kernel == "4.10":
             modes = ("strict",)     # 4.10 has no flush queue
@@ -341,12 +348,12 @@ class _Domain:
         self.mode_reason = "given" if run.mode != "auto" else ""
         if run.kernel == "4.10" and run.mode != "strict":
             self.mode_reason = "4.10 has no flush queue"
-        self.kernel_stats = {}
-        self.policies = []
-        self.device_lifetimes = []
+        self.kernel_stats: dict[Any, Any] = {}
+        self.policies: list[Any] = []
+        self.device_lifetimes: list[Any] = []
         self.first_op = True
 
-    def add_device(self, d):
+    def add_device(self, d) -> None:
         self.devices.append(d.name)
         self.device_lifetimes.append(d)
         self.kernel_stats[d.name] = _Stats()
@@ -356,26 +363,26 @@ class _Domain:
                 p.driver.abandon("the driver model runs one device per domain; %s has %s too"
                                  % (self.key, d.name))
 
-    def start_policies(self):
+    def start_policies(self) -> None:
         run = self.run
         for policy, kernel in run.policies:
             self.policies.append(_Policy(run, policy, kernel or run.kernel, self.devices,
                                          self.device_lifetimes[0]))
 
-    def feed(self, op):
+    def feed(self, op) -> None:
         if self.first_op:
             self.first_op = False
             self.start_policies()
         if self.mode is not None:
             # the mode is known: from now on operations go straight to its engine
-            self.feed = self.engines[self.mode].feed
+            self.feed = self.engines[self.mode].feed  # type: ignore[method-assign]
             self.feed(op)
             return
         for eng in self.engines.values():
             eng.feed(op)
         self._decide(final=False)
 
-    def _decide(self, final):
+    def _decide(self, final) -> None:
         s, lz = self.engines["strict"], self.engines["lazy"]
         ds, dl = s.hyps[0].first_divergence, lz.hyps[0].first_divergence
         if not final and not ds and not dl:
@@ -406,13 +413,13 @@ class _Domain:
         winner.listener = self._final
         self.pending.clear()
 
-    def finish(self):
+    def finish(self) -> None:
         for eng in self.engines.values():
             eng.finish()
         if self.mode is None:
             self._decide(final=True)
 
-    def _final(self, kind, op, x):
+    def _final(self, kind, op, x) -> None:
         """An operation of the kernel's replay that is final."""
         for p in self.policies:
             p.op(kind, op, x)
@@ -449,7 +456,7 @@ class _Domain:
 class _Run:
     def __init__(self, *, kernel, mode, policies, granule, aperture_bits, reserved,
                  default_mask, timer, record, engine_options, progress, driver=NO_DRIVER,
-                 engine="auto", drop_rate=1.0, driver_seed=1):
+                 engine="auto", drop_rate=1.0, driver_seed=1) -> None:
         if mode not in MODES:
             raise errors.IovaValueError("mode %r is not one of %s" % (mode, ", ".join(MODES)))
         self.driver, self.engine = driver, engine
@@ -465,11 +472,12 @@ class _Run:
         self.record = record
         self.engine_options = engine_options or {}
         self.progress = progress
-        self.domains = {}
+        self.domains: dict[Any, Any] = {}
         self.ncpus = 1
         self.use_clock = True
-        self.lt = None
-        self.feeds = {}             # DeviceLifetimes -> (its group then, its _Domain)
+        self.lt: Any = None
+        # DeviceLifetimes -> (its group then, its _Domain)
+        self.feeds: dict[Any, Any] = {}
 
     def model(self, kernel, **kw):
         setup = dict(aperture_bits=self.aperture_bits, reserved=self.reserved)
@@ -477,7 +485,7 @@ class _Run:
         return KernelDomain(kernel, granule=self.granule, ncpus=self.ncpus,
                             default_mask=self.default_mask, use_clock=self.use_clock, **setup)
 
-    def sink(self, d, op):
+    def sink(self, d, op) -> None:
         seen = self.feeds.get(d)
         if seen is not None and seen[0] is d.group:
             seen[1].feed(op)
@@ -499,12 +507,12 @@ class _Run:
         # this group (or in none: a device may join a group later)
         self.feeds[d] = (d.group, dom)
 
-    def finish(self):
+    def finish(self) -> None:
         for dom in self.domains.values():
             dom.finish()
 
 
-def load(trace, **options):
+def load(trace: Any, **options: Any) -> Lifetimes:
     """A trace (path, file, lines, Trace) -> Lifetimes with every allocation
     kept (build_lifetimes); options: granule, masks, coherent_masks, pci,
     window. A Lifetimes is returned as it is."""
@@ -570,7 +578,7 @@ def _execute(trace, *, kernel, mode, policies, granule, aperture_bits, reserved,
     return run, lt
 
 
-def _report(progress, info, done=False):
+def _report(progress, info, done=False) -> None:
     total = getattr(info, "size", None)
     if total:
         progress(total if done else min(info.position(), total), total)
@@ -665,7 +673,7 @@ def _notes(run, lt, refused_policies=()):
     return notes
 
 
-def _content_note(content, name):
+def _content_note(content, name) -> str:
     name = name or "the input"
     if content.startswith("trace-cmd .dat"):
         if "read through" in content:
@@ -682,9 +690,11 @@ def _content_note(content, name):
     return "%s: %s" % (name, content)
 
 
-def check(trace, *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
-          reserved=DEFAULT_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
-          engine_options=None, **options):
+def check(trace: Any, *, kernel: str = "auto", mode: str = "auto", granule: int = 4096,
+          aperture_bits: int | None = 39, reserved: Iterable[tuple[int, int]] = DEFAULT_RESERVED,
+          default_mask: int = U64_MAX, timer: TimerRules | None = None,
+          progress: Callable[[int, int], None] | None = None,
+          engine_options: dict[str, Any] | None = None, **options: Any) -> CheckResult:
     """Replays a capture through the kernel's own allocator and compares
     every address the kernel recorded with pyiova's.
 
@@ -715,10 +725,13 @@ def check(trace, *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
     return CheckResult(run.kernel, devices, _notes(run, lt), lt.trace.summary(), mode_used, why)
 
 
-def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, aperture_bits=39,
-           reserved=DEFAULT_RESERVED, default_mask=U64_MAX, timer=None, progress=None,
-           record=False, engine_options=None, driver=DEFAULT_DRIVER, engine="auto",
-           drop_rate=1.0, **options):
+def replay(trace: Any, policy: str | Sequence[str] = "iova", *, kernel: str = "auto",
+           mode: str = "auto", granule: int = 4096, aperture_bits: int | None = 39,
+           reserved: Iterable[tuple[int, int]] = DEFAULT_RESERVED, default_mask: int = U64_MAX,
+           timer: TimerRules | None = None, progress: Callable[[int, int], None] | None = None,
+           record: bool = False, engine_options: dict[str, Any] | None = None,
+           driver: str = DEFAULT_DRIVER, engine: str = "auto", drop_rate: float = 1.0,
+           **options: Any) -> ReplayResult | list[ReplayResult]:
     """Runs a trace's lifetimes through other allocators: what would have
     changed?
 
@@ -806,7 +819,7 @@ def replay(trace, policy="iova", *, kernel="auto", mode="auto", granule=4096, ap
     return results if many else results[0]
 
 
-def _driver_fields(row, model):
+def _driver_fields(row, model) -> None:
     """The driver model's figures into a what-if row."""
     row.driver = model.driver
     res = model.finish()

@@ -1,4 +1,6 @@
 """Readable tables for replay and check results."""
+from __future__ import annotations
+
 from ..tables import align
 
 __all__ = ["format_check", "format_replay", "format_decided", "kernel_only", "no_events",
@@ -7,7 +9,7 @@ __all__ = ["format_check", "format_replay", "format_decided", "kernel_only", "no
 NO_EVENTS = "no iommu:map/unmap or dma: events found"
 
 
-def _as_traced(chk):
+def _as_traced(chk) -> str:
     """The kernel's own replay, named as a policy row is."""
     return "as traced (%s)" % ("iova-lazy" if chk.mode == "lazy" else "iova")
 
@@ -43,7 +45,7 @@ def _notes(notes):
     return ["", "notes:"] + ["  - " + n for n in notes]
 
 
-def _divergence(f):
+def _divergence(f) -> str:
     if not f:
         return "-"
     got = "allocation failed" if not f["got"] else "got %#x" % f["got"]
@@ -98,7 +100,7 @@ def format_check(result):
     return "\n".join(lines)
 
 
-def _frag(x):
+def _frag(x) -> str:
     return "%.3f" % x
 
 
@@ -133,7 +135,7 @@ def _driver_table(results):
     return out
 
 
-def _driver_change(d):
+def _driver_change(d) -> str:
     if d.accesses is None:
         return ""
     return ("; through the %s driver model %d stale translations (%d into buffers mapped for "

@@ -38,6 +38,10 @@ What the trace does not say, and what is assumed instead:
 * one device per domain: a domain whose trace names several devices (an
   IOMMU group) is not run through a driver model.
 """
+from __future__ import annotations
+
+from typing import Any
+
 from .. import dma, errors
 from ..cookie import get_dma_cookie, put_dma_cookie
 from ..device import Device
@@ -86,28 +90,30 @@ class DriverModel:
     op(kind, op)  each settled operation, in order; finish() -> SimResult
     """
 
-    def __init__(self, run, driver, policy, kernel, device):
+    def __init__(self, run, driver, policy, kernel, device) -> None:
         self.run = run
         self.driver, self.policy, self.kernel = driver, policy, kernel
         self.note = not_applicable(policy, driver, kernel)
         self.aperture = (run.aperture_bits, run.reserved)
-        self.fed = None
-        self.dom = self.dev = None
-        self.buf = []
-        self.live = {}              # handle -> (kind, size, direction, cpu) of its map
-        self.origin = None
+        self.fed: Any = None
+        self.dom: Any = None
+        self.dev: Any = None
+        self.buf: list[Any] = []
+        # handle -> (kind, size, direction, cpu) of its map
+        self.live: dict[Any, Any] = {}
+        self.origin: Any = None
         self.clock_ms = 0
         self.shift = run.shift
         self.ncpus = run.ncpus
         self.device = device.name
-        self.res = None
+        self.res: Any = None
         if self.note is None and run.granule != 4096:
             self.note = "the driver models map 4 KiB pages; the trace's granule is %#x" \
                 % run.granule
         if self.note is None:
             self._setup(device)
 
-    def _setup(self, d):
+    def _setup(self, d) -> None:
         run, pol = self.run, POLICIES[self.policy]
         iommu = DRIVER_SPECS[self.driver].make(run.driver_seed, run.drop_rate)
         dom = iommu.domain_alloc(DomainType.DMA)
@@ -129,8 +135,9 @@ class DriverModel:
         else:
             dma.dma_cookie(dev)         # from the driver's own geometry
             geo = dom.geometry
-            bits = geo.aperture_end.bit_length() if geo.force_aperture else 0
-            if geo.force_aperture and geo.aperture_end != (1 << bits) - 1:
+            width = geo.aperture_end.bit_length() if geo.force_aperture else 0
+            bits: int | None = width
+            if geo.force_aperture and geo.aperture_end != (1 << width) - 1:
                 bits = None
             self.aperture = (bits, ())
         self.dom, self.dev = dom, dev
@@ -138,7 +145,7 @@ class DriverModel:
                           driver=self.driver, kernel=self.kernel, engine=run.engine)
 
     # ---- the settled operations as the workload vocabulary ----------------------
-    def op(self, kind, op):
+    def op(self, kind, op) -> None:
         if self.fed is None:
             return
         if self.run.use_clock:
@@ -167,7 +174,7 @@ class DriverModel:
         if len(self.buf) >= CHUNK:
             self._flush()
 
-    def _map(self, a, h, cpu):
+    def _map(self, a, h, cpu) -> None:
         buf = self.buf
         size = a.size
         if a.coherent:
@@ -190,7 +197,7 @@ class DriverModel:
         for k in range(size >> self.shift):
             buf.append((ACCESS, h, k * page, write))
 
-    def _flush(self):
+    def _flush(self) -> None:
         buf, self.buf = self.buf, []
         self.fed.feed(buf)
 
@@ -203,13 +210,13 @@ class DriverModel:
             self.res = self.fed.result()
         return self.res
 
-    def abandon(self, why):
+    def abandon(self, why) -> None:
         """Stops here: the what-if cannot go on through the driver model."""
         self.note = why
         self.close()
         self.fed = None
 
-    def close(self):
+    def close(self) -> None:
         if self.dom is not None:
             self.dev.detach()
             put_dma_cookie(self.dom)

@@ -17,6 +17,10 @@ own (a Workload subclass, or a generator function of operations) are added
 by register_workload() or, from another package, under the
 "pyiova.workloads" entry-point group (pyiova.registry, .custom).
 """
+from __future__ import annotations
+
+from typing import Any
+
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG, OP_NAMES,
                    UNMAP_PAGE, UNMAP_SG, Param, Workload, WorkloadError, format_op, format_size,
                    parse_size)
@@ -40,7 +44,8 @@ for _cls in (UsbWorkload, NicWorkload, NvmeWorkload, RandomWorkload):
     WORKLOADS.add_builtin(_cls.name, _cls)
 
 
-def register_workload(obj=None, name=None, *, replace=False, **options):
+def register_workload(obj: Any = None, name: str | None = None, *, replace: bool = False,
+                      **options: Any) -> Any:
     """Makes a workload usable by name (simulate, compare, sweep, the pyiova
     command); returns obj, so it also works as a decorator, bare or called:
 
@@ -63,7 +68,7 @@ def register_workload(obj=None, name=None, *, replace=False, **options):
     return obj
 
 
-def get_workload(workload, **params):
+def get_workload(workload: str | Workload, **params: Any) -> Workload:
     """A Workload from its name and parameters (a Workload is returned as is,
     and then takes no parameters)."""
     if isinstance(workload, Workload):
@@ -76,7 +81,7 @@ def get_workload(workload, **params):
     return cls(**params)
 
 
-def _default_text(spec):
+def _default_text(spec: Param) -> str:
     if spec.default == "":
         return "see right"
     value = spec.parse(spec.default)
@@ -88,7 +93,7 @@ def _default_text(spec):
     return str(value)
 
 
-def describe(name=None):
+def describe(name: str | None = None) -> str:
     """Text listing each workload (or one), its device and its parameters."""
     out = []
     if name is not None and (not isinstance(name, str) or name not in WORKLOADS):

@@ -26,9 +26,12 @@ cpu is None (the one CPU) or the CPU slot the call runs on; direction is a
 DmaDirection. Tuples rather than objects because a million of them are made
 per simulated million operations.
 """
+from __future__ import annotations
+
 import itertools
 import random
-from typing import Dict, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..device import DMA_BIT_MASK, Device
 from .params import (Param, WorkloadError, boolean, choice, format_size, fraction,  # noqa: F401
@@ -69,14 +72,14 @@ class Workload:
 
     name = ""
     summary = ""
-    PARAMS: Dict[str, Param] = {}
+    PARAMS: dict[str, Param] = {}
     # The device: a name, its streaming and coherent DMA mask widths, PCI or not.
     device_name = "dev"
     dma_bits = 32
     coherent_bits = 32
     is_pci = False
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.PARAMS))
         if unknown:
             raise WorkloadError("%s has no parameter %s (it has: %s)"
@@ -89,30 +92,30 @@ class Workload:
                 raise WorkloadError("%s %s: %s" % (self.name, key, exc)) from None
         self._check()
 
-    def _check(self):
+    def _check(self) -> None:
         """Cross-parameter checks (subclasses)."""
 
     @property
-    def ncpus(self):
+    def ncpus(self) -> int:
         """CPU slots the workload's calls use (the cookie gets as many)."""
         return 1
 
     @property
-    def params(self):
+    def params(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.PARAMS}
 
-    def device(self):
+    def device(self) -> Device:
         """A fresh Device with this workload's masks."""
         return Device(self.device_name, DMA_BIT_MASK(self.dma_bits),
                       DMA_BIT_MASK(self.coherent_bits), self.is_pci)
 
-    def ops(self, n, seed=1):
+    def ops(self, n: int, seed: Any = 1) -> Iterator[tuple[Any, ...]]:
         """The first n operations for this seed (an iterator)."""
         n = op_count(n, "the number of operations")
         return itertools.islice(self._generate(random.Random(_seed(seed))), n)
 
     # -- pickling and deepcopy (checkpoints) ------------------------------------
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         """A restored workload is built again from its parameters, so that a
         damaged checkpoint cannot give it values its parsers would refuse."""
         from .._state import CheckpointError, check_type
@@ -131,17 +134,17 @@ class Workload:
                                   % (self.name, ", ".join(extra)))
         self.__dict__.update(fresh.__dict__)
 
-    def _generate(self, rng) -> Iterator[tuple]:
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         raise WorkloadError("the %s workload does not define _generate(rng), the stream of "
                             "its operations" % self.name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         defaults = type(self)().params
         changed = ["%s=%r" % (k, v) for k, v in self.params.items() if v != defaults[k]]
         return "<%s workload%s>" % (self.name, (" " + " ".join(changed)) if changed else "")
 
 
-def format_op(op):
+def format_op(op: tuple[Any, ...]) -> str:
     """One operation as text, for debugging and error messages."""
     name = OP_NAMES[op[0]]
     args = []

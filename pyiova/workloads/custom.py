@@ -23,13 +23,19 @@ registering it. The class pickles as "the workload of this function", so
 runs in worker processes (sweep) and checkpoints (Simulation) work as long
 as the function can be imported by its module and name.
 """
+from __future__ import annotations
+
 import copyreg
 import inspect
 import threading
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from .base import Workload
 from .params import Param, WorkloadError, boolean, integer, number
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 __all__ = ["generator_workload", "as_workload_class", "DEVICE_OPTIONS"]
 
@@ -40,13 +46,13 @@ DEVICE_OPTIONS = {"summary": "", "device_name": None, "dma_bits": 32, "coherent_
 
 
 
-def _text(value):
+def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise WorkloadError("%r is not text" % (value,))
     return value
 
 
-def _infer_param(default):
+def _infer_param(default: Any) -> Param:
     """A Param for a keyword default: its parser chosen by the default's type
     (bool, int, float, str); any other default is passed through as given."""
     if isinstance(default, Param):
@@ -62,7 +68,7 @@ def _infer_param(default):
     return Param(default, lambda value: value, "")
 
 
-def _params_of(fn):
+def _params_of(fn: Callable[..., Any]) -> dict[str, Param]:
     """PARAMS from fn(rng, name=default, ...)."""
     try:
         sig = inspect.signature(fn)
@@ -89,11 +95,12 @@ class _GeneratorWorkloadType(type):
     as the call that makes them, so a worker process gets the same class."""
 
 
-_classes = {}
+_classes: dict[Any, Any] = {}
 _classes_lock = threading.Lock()
 
 
-def generator_workload(fn, name=None, **options):
+def generator_workload(fn: Callable[..., Iterator[tuple[Any, ...]]], name: str | None = None,
+                       **options: Any) -> type[Workload]:
     """A Workload class whose operations are fn(rng, **params).
 
     name      the workload's name (default: the function's)
@@ -108,16 +115,17 @@ def generator_workload(fn, name=None, **options):
     if unknown:
         raise WorkloadError("generator_workload() has no option %s (it has: %s)"
                             % (", ".join(unknown), ", ".join(DEVICE_OPTIONS)))
-    name = name or getattr(fn, "__name__", "")
-    key = (fn, name, tuple(sorted(options.items())))
+    wl_name: Any = name or getattr(fn, "__name__", "")
+    key = (fn, wl_name, tuple(sorted(options.items())))
     with _classes_lock:
         cls = _classes.get(key)
         if cls is None:
-            cls = _classes[key] = _make_class(fn, name, options)
+            cls = _classes[key] = _make_class(fn, wl_name, options)
     return cls
 
 
-def _make_class(fn, name, options):
+def _make_class(fn: Callable[..., Iterator[tuple[Any, ...]]], name: str,
+                options: dict[str, Any]) -> type[Workload]:
     opts = dict(DEVICE_OPTIONS, **options)
     doc = (inspect.getdoc(fn) or "").strip()
     summary = opts["summary"] or (doc.splitlines()[0] if doc else "a generator workload")
@@ -140,22 +148,28 @@ def _make_class(fn, name, options):
         "__module__": getattr(fn, "__module__", __name__),
         "_made_by": (fn, name, tuple(sorted(options.items()))),
     }
-    return _GeneratorWorkloadType("%sWorkload" % name.title().replace("-", "").replace("_", ""),
-                                  (Workload,), attrs)
+    cls: Any = _GeneratorWorkloadType(
+        "%sWorkload" % name.title().replace("-", "").replace("_", ""), (Workload,), attrs)
+    return cls
 
 
-def _instance(cls, params):
+def _instance(cls: type[Workload], params: dict[str, Any]) -> Workload:
     return cls(**params)
 
 
-def _rebuild(fn, name, options):
+def _rebuild(fn: Callable[..., Iterator[tuple[Any, ...]]], name: str,
+             options: Any) -> type[Workload]:
     return generator_workload(fn, name, **dict(options))
 
 
-copyreg.pickle(_GeneratorWorkloadType, lambda cls: (_rebuild, cls._made_by))
+def _reduce_class(cls: Any) -> tuple[Any, Any]:
+    return (_rebuild, cls._made_by)
 
 
-def as_workload_class(name, obj):
+copyreg.pickle(_GeneratorWorkloadType, _reduce_class)
+
+
+def as_workload_class(name: str, obj: Any) -> type[Workload]:
     """What a registry keeps for obj: a Workload subclass as it is (its name
     must be the one it is registered under), a generator function as
     generator_workload(obj, name)."""

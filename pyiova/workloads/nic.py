@@ -14,11 +14,18 @@ never hold more mappings than it has descriptors).
 
 Device: a 64-bit PCI function.
 """
+from __future__ import annotations
+
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
 from ..dma import DmaDirection
 from .base import ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, PAGE, UNMAP_PAGE, Workload
 from .params import Param, WorkloadError, fraction, integer, parse_size
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterator
 
 __all__ = ["NicWorkload", "RX_RING", "TX_RING", "RX_BASE", "TX_BASE", "DESC_SIZE"]
 
@@ -41,6 +48,17 @@ class NicWorkload(Workload):
     coherent_bits = 64
     is_pci = True
 
+    # The parameters, as attributes (Workload.__init__ sets them)
+    rx_ring: int
+    tx_ring: int
+    rx_buf: int
+    mtu: int
+    tso: float
+    tx_ratio: float
+    burst: int
+    reap: int
+    idle_ms: int
+
     PARAMS = {
         "rx_ring": Param(256, integer(1, RX_BASE - 1),
                          "receive descriptors (buffers kept mapped)"),
@@ -55,11 +73,11 @@ class NicWorkload(Workload):
         "idle_ms": Param(1, integer(0, (1 << 32) - 1), "simulated milliseconds between bursts"),
     }
 
-    def _check(self):
+    def _check(self) -> None:
         if self.rx_buf > 1 << 20:
             raise WorkloadError("nic: rx_buf %d is above 1 MiB" % self.rx_buf)
 
-    def _generate(self, rng):
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         rx_ring, tx_ring, rx_buf = self.rx_ring, self.tx_ring, self.rx_buf
         mtu, tso, tx_ratio, reap, idle = self.mtu, self.tso, self.tx_ratio, self.reap, self.idle_ms
         mean_burst = self.burst
@@ -71,7 +89,7 @@ class NicWorkload(Workload):
         # Receive buffers are page fragments: two 2 KiB buffers share a page.
         halves = max(1, PAGE // rx_buf)
 
-        def rx_paddr():
+        def rx_paddr() -> int:
             return PHYS_BASE + (bits(PHYS_BITS) << 12) + int(rand() * halves) * rx_buf
 
         yield (ALLOC_COHERENT, RX_RING, rx_ring * DESC_SIZE, None)
@@ -81,7 +99,7 @@ class NicWorkload(Workload):
 
         rx_next = 0
         tx_next = 0
-        tx_busy = deque()              # (slot, size) in send order
+        tx_busy: deque[tuple[int, int]] = deque()   # (slot, size) in send order
         while True:
             n = 1 + int(expo(1.0 / mean_burst))
             for _ in range(n):

@@ -14,10 +14,18 @@ q * depth + tag for its commands (tag < depth).
 
 Device: a 64-bit PCI function.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, MAP_SG, PAGE, UNMAP_PAGE,
                    UNMAP_SG, Workload)
 from .params import Param, WorkloadError, fraction, integer, parse_size
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterator
 
 __all__ = ["NvmeWorkload", "SQ_BASE", "CQ_BASE", "CMD_BASE", "SQE_SIZE", "CQE_SIZE"]
 
@@ -31,7 +39,7 @@ PHYS_BITS = 21                # data pages come from 2^21 pages (8 GiB) of RAM
 SEG_MAX = 1 << 31             # the largest power of two a scatterlist entry can hold
 
 
-def _log2(n):
+def _log2(n: int) -> int:
     return n.bit_length() - 1
 
 
@@ -44,6 +52,16 @@ class NvmeWorkload(Workload):
     coherent_bits = 64
     is_pci = True
 
+    # The parameters, as attributes (Workload.__init__ sets them)
+    queues: int
+    depth: int
+    min_size: int
+    max_size: int
+    read_ratio: float
+    prp_max: int
+    seg_max: int
+    per_ms: int
+
     PARAMS = {
         "queues": Param(4, integer(1, 64), "I/O queue pairs, one per CPU"),
         "depth": Param(64, integer(1, 4096), "commands outstanding per queue at most"),
@@ -55,7 +73,7 @@ class NvmeWorkload(Workload):
         "per_ms": Param(16, integer(1), "commands completed per simulated millisecond"),
     }
 
-    def _check(self):
+    def _check(self) -> None:
         for key in ("min_size", "max_size", "seg_max"):
             v = getattr(self, key)
             if v & (v - 1) or v < PAGE:
@@ -67,17 +85,17 @@ class NvmeWorkload(Workload):
                                 "an unsigned int" % (self.seg_max, SEG_MAX))
 
     @property
-    def ncpus(self):
+    def ncpus(self) -> int:
         return self.queues
 
     @property
-    def exponents(self):
+    def exponents(self) -> tuple[int, int, int, int]:
         """(smallest, largest) transfer and (smallest, largest) segment size
         as powers of two: what each transfer and segment is drawn from (the
         C generator is given the same)."""
         return _log2(self.min_size), _log2(self.max_size), _log2(PAGE), _log2(self.seg_max)
 
-    def _generate(self, rng):
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         queues, depth, read_ratio = self.queues, self.depth, self.read_ratio
         lo, hi, seg_lo, seg_hi = self.exponents
         prp_max = self.prp_max
@@ -93,8 +111,8 @@ class NvmeWorkload(Workload):
             yield (ALLOC_COHERENT, CQ_BASE + q, depth * CQE_SIZE, q)
         # Per queue: free tags, and what each busy tag holds.
         free_tags = [list(range(depth - 1, -1, -1)) for _ in range(queues)]
-        busy = [[] for _ in range(queues)]      # tags in flight, in no particular order
-        cmd = [dict() for _ in range(queues)]   # tag -> (size, is_read, sg)
+        busy: list[list[int]] = [[] for _ in range(queues)]   # tags in flight, in no order
+        cmd: list[dict[int, Any]] = [dict() for _ in range(queues)]  # tag -> (size, is_read, sg)
         sq_tail = [0] * queues
         done = 0
         while True:

@@ -16,17 +16,21 @@ uses, for values from the command line (strings) and from Python alike.
 Each raises WorkloadError (an IovaValueError) naming the value and saying
 what was expected; the workload adds its name and the parameter's.
 """
+from __future__ import annotations
+
 import math
 import numbers
 import operator
 import sys
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from .. import errors
 
 __all__ = ["WorkloadError", "Param", "integer", "number", "fraction", "non_negative",
            "parse_size", "parse_list", "choice", "boolean", "seed", "op_count", "format_size",
            "SIZE_MAX", "SEED_TYPES"]
+
+_T = TypeVar("_T")
 
 # The largest size a parameter may give: a buffer of it, placed anywhere a
 # workload places its buffers, still ends below 2**64 (phys_addr_t).
@@ -45,7 +49,7 @@ class Param(NamedTuple):
     help: str
 
 
-def _range_error(value, lo, hi):
+def _range_error(value: object, lo: float | None, hi: float | None) -> WorkloadError:
     if lo is not None and hi is not None:
         return WorkloadError("%r is outside %s..%s" % (value, lo, hi))
     if lo is not None:
@@ -53,7 +57,7 @@ def _range_error(value, lo, hi):
     return WorkloadError("%r is above %s" % (value, hi))
 
 
-def _as_int(value):
+def _as_int(value: Any) -> int | None:
     """value as an int, or None when it is not one."""
     if isinstance(value, bool):
         return None
@@ -75,9 +79,9 @@ def _as_int(value):
         return None
 
 
-def integer(lo=None, hi=None):
+def integer(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
     """A parser of integers in lo..hi (either bound may be None)."""
-    def parse(value):
+    def parse(value: Any) -> int:
         v = _as_int(value)
         if v is None:
             raise WorkloadError("%r is not an integer" % (value,))
@@ -88,9 +92,9 @@ def integer(lo=None, hi=None):
     return parse
 
 
-def number(lo=None, hi=None):
+def number(lo: float | None = None, hi: float | None = None) -> Callable[[Any], float]:
     """A parser of finite numbers (floats) in lo..hi."""
-    def parse(value):
+    def parse(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
             raise WorkloadError("%r is not a number" % (value,))
         try:
@@ -106,11 +110,11 @@ def number(lo=None, hi=None):
     return parse
 
 
-def fraction():
+def fraction() -> Callable[[Any], float]:
     return number(0.0, 1.0)
 
 
-def non_negative():
+def non_negative() -> Callable[[Any], float]:
     return number(0.0, None)
 
 
@@ -119,7 +123,7 @@ _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 
           "T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}
 
 
-def parse_size(value):
+def parse_size(value: Any) -> int:
     """Bytes from 4096, "4096", "4K", "2M", "64KiB" (binary units), in 1..2**63."""
     if isinstance(value, str):
         text = value.strip().upper().replace("_", "")
@@ -140,7 +144,7 @@ def parse_size(value):
     return n
 
 
-def format_size(n):
+def format_size(n: int) -> str:
     """4096 -> "4K", 1536 -> "1536" (the inverse of parse_size where exact)."""
     for unit, mult in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if n >= mult and n % mult == 0:
@@ -148,10 +152,10 @@ def format_size(n):
     return str(n)
 
 
-def parse_list(item):
+def parse_list(item: Callable[[Any], _T]) -> Callable[[Any], tuple[_T, ...]]:
     """A parser of comma-separated lists (or lists and tuples) of `item`;
     a single value that is not a str is a list of one."""
-    def parse(value):
+    def parse(value: Any) -> tuple[_T, ...]:
         if isinstance(value, str):
             parts = value.split(",")
             if any(not p.strip() for p in parts):
@@ -175,8 +179,8 @@ def parse_list(item):
     return parse
 
 
-def choice(*names):
-    def parse(value):
+def choice(*names: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
         if not isinstance(value, str) or value not in names:
             raise WorkloadError("%r is not one of %s" % (value, ", ".join(names)))
         return value
@@ -184,9 +188,10 @@ def choice(*names):
     return parse
 
 
-def boolean(value):
+def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    text: str | None
     if isinstance(value, str):
         text = value.strip().lower()
     else:
@@ -199,7 +204,7 @@ def boolean(value):
     raise WorkloadError("%r is not a boolean (true/false)" % (value,))
 
 
-def seed(value):
+def seed(value: Any) -> Any:
     """A run's seed: what random.Random takes and gives the same operations
     for every time - an integer (numpy's too), a finite float, a str, bytes
     or a bytearray. Not None (a new seed each run), a bool, or anything
@@ -220,7 +225,7 @@ def seed(value):
 SEED_TYPES = (int, float, str, bytes)
 
 
-def op_count(value, name="ops"):
+def op_count(value: Any, name: str = "ops") -> int:
     """A number of operations: an integer in 0..sys.maxsize."""
     v = None if isinstance(value, (str, float)) else _as_int(value)
     if v is None:

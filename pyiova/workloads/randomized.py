@@ -10,14 +10,21 @@ buffers instead of single pages.
 
 Handles: one new handle per mapping (1, 2, 3, ...).
 """
+from __future__ import annotations
+
 import heapq
 import math
+from typing import TYPE_CHECKING, Any
 
 from ..dma import DmaDirection
 from .base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG, PAGE,
                    UNMAP_PAGE, UNMAP_SG, Workload)
 from .params import (Param, WorkloadError, boolean, choice, format_size, fraction, integer,
                      non_negative, parse_size)
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterator
 
 __all__ = ["RandomWorkload"]
 
@@ -30,6 +37,19 @@ class RandomWorkload(Workload):
     name = "random"
     summary = "synthetic: sizes and lifetimes from distributions you choose"
     device_name = "dma-dev"
+
+    # The parameters, as attributes (Workload.__init__ sets them)
+    size_min: int
+    size_max: int
+    size_dist: str
+    lifetime: float
+    lifetime_dist: str
+    live_max: int
+    sg_ratio: float
+    coherent_ratio: float
+    write_ratio: float
+    pci: bool
+    per_ms: int
 
     PARAMS = {
         "size_min": Param("4K", parse_size, "smallest mapping"),
@@ -48,7 +68,7 @@ class RandomWorkload(Workload):
         "per_ms": Param(16, integer(1), "steps per simulated millisecond"),
     }
 
-    def _check(self):
+    def _check(self) -> None:
         if self.size_min > self.size_max:
             raise WorkloadError("random: size_min is above size_max")
         if self.sg_ratio + self.coherent_ratio > 1.0:
@@ -63,10 +83,10 @@ class RandomWorkload(Workload):
         self.coherent_bits = self.dma_bits
 
     @property
-    def is_pci(self):
+    def is_pci(self) -> bool:  # type: ignore[override]  # (a parameter, not a constant)
         return self.pci
 
-    def _generate(self, rng):
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         size_min, size_max = self.size_min, self.size_max
         loguniform = self.size_dist == "loguniform"
         log_lo, log_hi = math.log(size_min), math.log(size_max + 1)
@@ -83,7 +103,7 @@ class RandomWorkload(Workload):
         IN, OUT = DmaDirection.FROM_DEVICE, DmaDirection.TO_DEVICE
         push, pop = heapq.heappush, heapq.heappop
 
-        due = []           # (step, handle, kind, size, direction)
+        due: list[Any] = []   # (step, handle, kind, size, direction)
         step = 0
         handle = 0
         while True:

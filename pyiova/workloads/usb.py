@@ -13,13 +13,20 @@ never reused the streaming maps eventually fail.
 
 Device: a 32-bit platform device (EHCI/xHCI behind an IPMMU on R-Car).
 """
+from __future__ import annotations
+
 from bisect import bisect
 from collections import deque
 from itertools import accumulate
+from typing import TYPE_CHECKING, Any
 
 from ..dma import DmaDirection
 from .base import ACCESS, ADVANCE, ALLOC_COHERENT, MAP_PAGE, PAGE, UNMAP_PAGE, Workload
 from .params import Param, WorkloadError, fraction, integer, parse_list, parse_size
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterator
 
 __all__ = ["UsbWorkload", "RING", "DESC_SIZE"]
 
@@ -34,7 +41,7 @@ DEFAULT_WEIGHTS = "1,1,2,3,3"
 _weight_list = parse_list(integer(0))
 
 
-def _weights(value):
+def _weights(value: Any) -> tuple[float, ...]:
     # "" (or None): chosen in _check, once the sizes are known
     if value is None or isinstance(value, str) and not value.strip():
         return ()
@@ -49,6 +56,15 @@ class UsbWorkload(Workload):
     dma_bits = 32
     coherent_bits = 32
     is_pci = False
+
+    # The parameters, as attributes (Workload.__init__ sets them)
+    ring_size: int
+    sizes: tuple[int, ...]
+    weights: tuple[float, ...]
+    inflight: int
+    in_ratio: float
+    unaligned: float
+    per_ms: int
 
     PARAMS = {
         "ring_size": Param("4K", parse_size,
@@ -65,7 +81,7 @@ class UsbWorkload(Workload):
         "per_ms": Param(8, integer(1), "transfers completed per simulated millisecond"),
     }
 
-    def _check(self):
+    def _check(self) -> None:
         if not self.weights:
             self.weights = (_weight_list(DEFAULT_WEIGHTS)
                             if self.sizes == parse_list(parse_size)(DEFAULT_SIZES)
@@ -79,7 +95,7 @@ class UsbWorkload(Workload):
             raise WorkloadError("usb: ring_size %d holds no %d-byte descriptor"
                                 % (self.ring_size, DESC_SIZE))
 
-    def _generate(self, rng):
+    def _generate(self, rng: random.Random) -> Iterator[tuple[Any, ...]]:
         sizes = list(self.sizes)
         cum = list(accumulate(self.weights))
         total = cum[-1]
@@ -92,7 +108,7 @@ class UsbWorkload(Workload):
         IN, OUT = DmaDirection.FROM_DEVICE, DmaDirection.TO_DEVICE
 
         yield (ALLOC_COHERENT, RING, self.ring_size, None)
-        queue = deque()
+        queue: deque[Any] = deque()
         seq = 0
         done = 0
         while True:
