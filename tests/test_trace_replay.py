@@ -198,6 +198,28 @@ def test_a_line_that_cannot_be_the_next_chunk_starts_an_allocation(second_paddr,
                                                       (0xfffe1000, 0x1000)]
 
 
+@pytest.mark.parametrize("map_flags, irq_flags, movable", [
+    (".....", "..s1.", True),       # nothing masked: a softirq may have come in between
+    (".....", "d.h1.", True),
+    ("b..1.", "..s1.", False),      # bottom halves off (network transmit): no softirq
+    ("b..1.", "d.h1.", True),       # ... but a hardirq may
+    ("d..1.", "d.h1.", False),      # interrupts off (virtio-blk under its queue lock)
+    ("D..1.", "..s1.", False),
+])
+def test_an_interrupt_the_map_context_masked_cannot_fall_between(map_flags, irq_flags,
+                                                                  movable):
+    # the interrupt unmaps one buffer, logged on the task's stack just
+    # before the task's map line: the allocation may have come before it
+    # only if the map line's context let that interrupt in
+    lines = [ft("nc", 164, 0, 1.0, "map", mapl(0xfffff000, 4096, 0x1000), map_flags),
+             ft("nc", 164, 0, 1.1, "unmap", unmapl(0xfffff000, 4096), irq_flags),
+             ft("nc", 164, 0, 1.2, "map", mapl(0xffffe000, 4096, 0x2000), map_flags),
+             ft("nc", 164, 0, 1.3, "unmap", unmapl(0xffffe000, 4096), map_flags)]
+    ops = T.load(lines).devices[T.ALL_DEVICES].ops
+    second = [op for op in ops if op.kind == T.Op.ALLOC][1]
+    assert second.block == ((0, 164, 2) if movable else None)
+
+
 def test_direct_mapped_calls_skipped_with_reason():
     lt = T.load(os.path.join(DATA, "mainline-names.trace"))
     d = lt.devices["0000:00:1f.3"]

@@ -328,10 +328,7 @@ class Engine:
         st = self.stats
         st["wakes"] += 1
         model = self.hyps[0].model
-        found, furthest = self._depth_first(target, model)
-        if found is not None:
-            return [found], None, None
-        parked = self.parked
+        saved = list(parked)
         batch = 1
         while parked:
             woken = parked[-batch:]
@@ -350,19 +347,29 @@ class Engine:
             if dead is not None and (furthest is None or dead[0].nalloc > furthest[0].nalloc):
                 furthest = dead
             batch *= 2
+        # nothing side by side reproduces the record: the same choices once
+        # more, depth first, which reaches combinations the width cut
+        self.parked, self.unclosed = saved, 0
+        found, deeper = self._depth_first(target, model)
+        if found is not None:
+            return [found], None, None
+        self.parked = []
+        if deeper is not None and (furthest is None or deeper[0].nalloc > furthest[0].nalloc):
+            furthest = deeper
         return [], None, furthest
 
     def _depth_first(self, target, model):
-        """Tries the parked alternatives one at a time, the newest first,
-        each run alone as the active hypothesis is -- its own choices parked
-        on the same stack -- up to the allocation that failed (`target`
-        allocations done) and `lookahead` beyond it. Most alternatives fail
-        at their first allocation, so this finds a choice made hundreds of
-        allocations back (the timer's moment in a burst of frees decides
-        when the ring next fills) at the cost of a few allocations per
-        alternative. (the hypothesis found, with the parked choices left
-        behind it; or None and the alternative that got furthest, the
-        parked choices as they were)."""
+        """After the side-by-side search found nothing: tries the parked
+        alternatives one at a time, the newest first, each run alone as the
+        active hypothesis is -- its own choices parked on the same stack --
+        up to the allocation that failed (`target` allocations done) and
+        `lookahead` beyond it. Most alternatives fail at their first
+        allocation, so this reaches a choice made hundreds of allocations
+        back (the timer's moment in a burst of frees decides when the ring
+        next fills) at a few allocations per alternative, where copies side
+        by side are cut to the width first. Returns the hypothesis found,
+        the parked choices left behind it; or None and the alternative that
+        got furthest, the parked choices as they were."""
         goal = target + self.lookahead
         budget = self.budget
         st = self.stats

@@ -270,6 +270,14 @@ class Lifetimes:
         for kind, text in _COUNT_NOTES:
             if c.get(kind):
                 notes.append("%d %s%s" % (c[kind], text, ex(kind)))
+        if self.single_domain and c.get("remapped_while_live"):
+            # one domain never maps a live IOVA again; two devices, each in
+            # its own IOVA space, do all the time -- and map and unmap lines
+            # alone do not say which device a line is for
+            notes.append("an IOVA mapped while it is live is what two devices, each with its "
+                         "own IOVA space, do: if several devices did DMA here, this trace "
+                         "cannot be replayed as one domain; capture with dma: events (Linux "
+                         "6.12 and later), which name the device")
         if tr.malformed:
             lines = [str(p.line) for p in tr.problems if p.kind == "malformed"][:_EXAMPLES]
             notes.append("%d malformed lines (line %s)" % (tr.malformed, ", ".join(lines)))
@@ -486,6 +494,15 @@ class _Window:
         e = evs[i - first]
         if e.irq:
             return None
+        # The allocation and its map line are one call in one context: what
+        # that context masks (the map line's flags) could not have come in
+        # between. With interrupts off nothing could; with bottom halves off
+        # no softirq could -- a line of one sits before the allocation, and
+        # so does everything logged before it.
+        mask = e.flags[:1]
+        if mask in _IRQS_OFF:
+            return None
+        bh_off = mask in _BH_OFF
         s, base = self.seq[e.cpu if e.cpu is not None else -1]
         p = e._w - base - 1
         line = None
@@ -494,11 +511,18 @@ class _Window:
         lowest = max(first, i - self.window)
         while p >= 0 and s[p] >= lowest:
             f = evs[s[p] - first]
-            if not f.irq or f.pid != e.pid:
+            if not f.irq or f.pid != e.pid or (bh_off and f.flags[2:3] == "s"):
                 break
             line = f.line
             p -= 1
         return None if line is None else (e.cpu if e.cpu is not None else 0, e.pid, line)
+
+
+# The flags column's first character: interrupts off ("d"; "D": and bottom
+# halves too), bottom halves off ("b"), or neither (".", or "X" where the
+# kernel cannot tell).
+_IRQS_OFF = frozenset("dD")
+_BH_OFF = frozenset("b")
 
 
 class _DmaMode:
