@@ -172,8 +172,9 @@ def test_depot_trims_at_moments_the_record_decides():
 @pytest.mark.parametrize("seed", range(3))
 def test_bursts_of_frees_stay_within_the_width(seed):
     # network receive: hundreds of frees inside one timer window make a
-    # choice at every gap; copies are cut to `width` as they are made, and
-    # the depth-first search still finds the moments the record says
+    # choice at every gap; copies are cut to `width` as they are made (not
+    # at the end of a round, after every copy has copied itself again), and
+    # the record still decides every moment
     k = trace_synth.SyntheticKernel(seed, lazy=True, ops=900, live=40, bursts=0.01,
                                     burst_size=300)
     lt = T.load(k.write())
