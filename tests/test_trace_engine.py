@@ -177,11 +177,29 @@ def test_bursts_of_frees_stay_within_the_width(seed):
     # the record still decides every moment
     k = trace_synth.SyntheticKernel(seed, lazy=True, ops=900, live=40, bursts=0.01,
                                     burst_size=300)
+    eng = _engine_over(k, width=32)
+    assert eng.counts["matched"] == k.allocations and eng.counts["mismatched"] == 0
+    assert eng.stats["peak_hypotheses"] <= 32 and eng.stats["wakes"] > 0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_what_the_width_cut_the_depth_first_pass_finds(seed):
+    # four hypotheses side by side cannot hold what these bursts (with
+    # interrupts) leave open: the alternative the record needs is cut, and
+    # only trying the parked choices one at a time, newest first, finds it
+    k = trace_synth.SyntheticKernel(seed, lazy=True, ops=900, live=40, bursts=0.01,
+                                    burst_size=300, irq=0.3)
+    eng = _engine_over(k, width=4)
+    assert eng.counts["matched"] == k.allocations and eng.counts["mismatched"] == 0
+    assert eng.stats["width_cuts"] > 0 and eng.stats["depth_first_runs"] > 0
+
+
+def _engine_over(k, **options):
+    """An engine that has run the synthetic kernel k's capture."""
     lt = T.load(k.write())
     d, = lt.devices.values()
-    eng = Engine(KernelDomain("6.12", lazy=True, trim="record"), width=32)
+    eng = Engine(KernelDomain("6.12", lazy=True, trim="record"), **options)
     for op in d.ops:
         eng.feed(op)
     eng.finish()
-    assert eng.counts["matched"] == k.allocations and eng.counts["mismatched"] == 0
-    assert eng.stats["peak_hypotheses"] <= 32 and eng.stats["wakes"] > 0
+    return eng
