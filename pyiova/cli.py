@@ -523,6 +523,11 @@ def _add_replay(sub) -> None:
     r.add_argument("--aperture-bits", type=_aperture_bits, default=39, metavar="B",
                    help="the IOMMU's input address width, forced as the aperture: 13..64 "
                         "(default: 39, VT-d's; 0: none)")
+    r.add_argument("--pci-windows", type=_pci_windows, default=None, metavar="LO-HI[,...]",
+                   help="the PCI host bridge's memory windows, reserved in each device's "
+                        "domain as the kernel does (the 'root bus resource [mem LO-HI window]' "
+                        "lines of the boot log), hex, comma-separated, or none (default: "
+                        "QEMU q35's)")
     r.add_argument("--hz", type=int, default=250, metavar="HZ",
                    help="the traced kernel's tick rate, for the flush queue's timer "
                         "(default 250, Debian's)")
@@ -552,6 +557,24 @@ def _trace_policies(text):
         return tuple(parse_policy(n) for n in names)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pci_windows(text):
+    """'none' or LO-HI[,LO-HI...] in hex (0x optional): (lo, hi) pairs."""
+    if text.strip().lower() == "none":
+        return ()
+    out = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            pair = (int(lo, 16), int(hi, 16))
+        except ValueError:
+            pair = None
+        if not sep or pair is None or not 0 <= pair[0] <= pair[1] < 1 << 64:
+            raise argparse.ArgumentTypeError("%r is not LO-HI in hex (0xc0000000-0xfebfffff) "
+                                             "with LO <= HI < 2^64" % part.strip())
+        out.append(pair)
+    return tuple(out)
 
 
 def _aperture_bits(text):
@@ -611,6 +634,8 @@ def _replay(args) -> int:
     bar.label = "check" if args.check else "replay"
     opts = dict(kernel=args.kernel, mode=mode, aperture_bits=args.aperture_bits, timer=timer,
                 progress=bar)
+    if args.pci_windows is not None:
+        opts["reserved"] = trace.VTD_RESERVED + args.pci_windows
     res: Any    # a CheckResult, or the list of ReplayResult
     try:
         if args.check or not args.policy:

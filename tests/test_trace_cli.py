@@ -176,3 +176,36 @@ def test_maps_without_their_map_line_are_reported_in_text(capsys, tmp_path):
     code, out, _ = run(capsys, str(path), "--check")
     assert "maps dropped: their allocation's first iommu:map line is missing" in out
     assert "(line 15)" in out
+
+
+def _walk_down(tmp_path, last):
+    """4 MiB maps walking down from 4 GiB; the fifth at `last`."""
+    lines = []
+    for i, addr in enumerate([0xffc00000, 0xff800000, 0xff400000, 0xff000000, last]):
+        phys = 0x100000000 + i * 0x400000
+        lines.append("fio-300 [000] ..... %f: map: IOMMU: iova=0x%016x - 0x%016x "
+                     "paddr=0x%016x size=%d" % (1 + i / 10, addr, addr + (4 << 20), phys, 4 << 20))
+        lines.append("fio-300 [000] ..... %f: dma_map_page: 0000:00:01.0 dir=TO_DEVICE "
+                     "dma_addr=%x size=%d phys_addr=%x attrs=" % (1.01 + i / 10, addr, 4 << 20,
+                                                                  phys))
+    p = tmp_path / "walk.trace"
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def test_pci_windows(capsys, tmp_path):
+    # q35's window 0xc0000000-0xfebfffff is reserved by default: the fifth
+    # 4 MiB map lands below it; with no windows it lands just under the
+    # IOAPIC/MSI window, and with another machine's window below that one
+    below = _walk_down(tmp_path, 0xbfc00000)
+    assert run(capsys, below, "--check")[0] == 0
+    assert run(capsys, below, "--check", "--pci-windows", "none")[0] == 1
+    above = _walk_down(tmp_path, 0xfe800000)
+    assert run(capsys, above, "--check", "--pci-windows", "none")[0] == 0
+    other = _walk_down(tmp_path, 0xefc00000)
+    code, out, _ = run(capsys, other, "--check", "--pci-windows",
+                       "f0000000-febfffff,0xa0000-0xbffff")
+    assert code == 0 and "all 5 recorded addresses matched" in out
+    for bad in ("c0000000", "zz-1", "2-1", "0-10000000000000000"):
+        code, _, err = run(capsys, other, "--check", "--pci-windows", bad)
+        assert code == 2 and "--pci-windows" in err and "LO-HI" in err

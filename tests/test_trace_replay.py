@@ -177,6 +177,49 @@ def test_iommu_events_only_are_one_domain():
     assert "one IOMMU domain" in lt.notes[0]
 
 
+def _never_unmapped(second_paddr):
+    """Two map lines of one context, contiguous in IOVA, never unmapped:
+    the first maps page 0x8c89000, the second `second_paddr`."""
+    return [ft("dd", 166, 0, 1.0, "map", mapl(0xfffe0000, 4096, 0x8c89000), "..s1."),
+            ft("dd", 166, 0, 1.000002, "map", mapl(0xfffe1000, 4096, second_paddr), "..s1.")]
+
+
+@pytest.mark.parametrize("second_paddr, calls", [
+    (0x7000000, 1),         # another page, not where the first ended: one call's two chunks
+    (0x8c8a000, 2),         # where the first ended: one call would have logged one line
+    (0x8c89000, 2),         # the same page again: two buffers in one page (network receive)
+])
+def test_a_line_that_cannot_be_the_next_chunk_starts_an_allocation(second_paddr, calls):
+    allocs = T.load(_never_unmapped(second_paddr)).devices[T.ALL_DEVICES].allocations
+    if calls == 1:
+        assert [(a.iova, a.size) for a in allocs] == [(0xfffe0000, 0x2000)]
+    else:
+        assert [(a.iova, a.size) for a in allocs] == [(0xfffe0000, 0x1000),
+                                                      (0xfffe1000, 0x1000)]
+
+
+@pytest.mark.parametrize("map_flags, irq_flags, movable", [
+    (".....", "..s1.", True),       # nothing masked: a softirq may have come in between
+    (".....", "d.h1.", True),
+    ("b..1.", "..s1.", False),      # bottom halves off (network transmit): no softirq
+    ("b..1.", "d.h1.", True),       # ... but a hardirq may
+    ("d..1.", "d.h1.", False),      # interrupts off (virtio-blk under its queue lock)
+    ("D..1.", "..s1.", False),
+])
+def test_an_interrupt_the_map_context_masked_cannot_fall_between(map_flags, irq_flags,
+                                                                  movable):
+    # the interrupt unmaps one buffer, logged on the task's stack just
+    # before the task's map line: the allocation may have come before it
+    # only if the map line's context let that interrupt in
+    lines = [ft("nc", 164, 0, 1.0, "map", mapl(0xfffff000, 4096, 0x1000), map_flags),
+             ft("nc", 164, 0, 1.1, "unmap", unmapl(0xfffff000, 4096), irq_flags),
+             ft("nc", 164, 0, 1.2, "map", mapl(0xffffe000, 4096, 0x2000), map_flags),
+             ft("nc", 164, 0, 1.3, "unmap", unmapl(0xffffe000, 4096), map_flags)]
+    ops = T.load(lines).devices[T.ALL_DEVICES].ops
+    second = [op for op in ops if op.kind == T.Op.ALLOC][1]
+    assert second.block == ((0, 164, 2) if movable else None)
+
+
 def test_direct_mapped_calls_skipped_with_reason():
     lt = T.load(os.path.join(DATA, "mainline-names.trace"))
     d = lt.devices["0000:00:1f.3"]
@@ -304,11 +347,37 @@ def test_check_needs_the_vtd_reservation():
         phys = 0x100000000 + i * 0x400000
         lines.append(ft("fio", 300, 0, 1 + i / 10, "map", mapl(addr, 4 << 20, phys)))
         lines.append(ft("fio", 300, 0, 1.01 + i / 10, "dma_map_page", dmap(A, addr, 4 << 20, phys)))
-    r = T.check(lines)
+    r = T.check(lines, reserved=T.VTD_RESERVED)
     assert r.ok and r.matched == 5
     r = T.check(lines, reserved=())
     assert r.first_divergence == {"line": 10, "expected": 0xfe800000, "got": 0xfec00000,
                                   "call": "map_page", "op": 4}
+
+
+def _walk_down(addrs):
+    lines = []
+    for i, addr in enumerate(addrs):
+        phys = 0x100000000 + i * 0x400000
+        lines.append(ft("fio", 300, 0, 1 + i / 10, "map", mapl(addr, 4 << 20, phys)))
+        lines.append(ft("fio", 300, 0, 1.01 + i / 10, "dma_map_page", dmap(A, addr, 4 << 20,
+                                                                         phys)))
+    return lines
+
+
+def test_check_reserves_the_pci_host_bridge_windows():
+    # the same walk down, on a q35 guest: 0xfe800000 is inside the host
+    # bridge's window 0xc0000000-0xfebfffff, which dma-iommu reserves in a
+    # PCI device's domain, so the fifth lands below it: (c0000 - 400) & ~3ff
+    lines = _walk_down([0xffc00000, 0xff800000, 0xff400000, 0xff000000, 0xbfc00000])
+    r = T.check(lines)
+    assert r.ok and r.matched == 5
+    assert T.DEFAULT_RESERVED == T.VTD_RESERVED + T.Q35_PCI_WINDOWS
+    r = T.check(lines, reserved=T.VTD_RESERVED)
+    assert r.first_divergence["expected"] == 0xbfc00000
+    assert r.first_divergence["got"] == 0xfe800000
+    # a window of another machine: 0xf0000000-0xfebfffff leaves room below it
+    lines = _walk_down([0xffc00000, 0xff800000, 0xff400000, 0xff000000, 0xefc00000])
+    assert T.check(lines, reserved=T.VTD_RESERVED + ((0xf0000000, 0xfebfffff),)).ok
 
 
 @pytest.mark.parametrize("name, ok", [

@@ -16,7 +16,8 @@ Modules, one concern each:
   report     the tables
 """
 from .engine import Engine, Op  # noqa: F401
-from .kernel import KERNELS, VTD_RESERVED, KernelDomain, TimerRules  # noqa: F401
+from .kernel import (DEFAULT_RESERVED, KERNELS, Q35_PCI_WINDOWS, VTD_RESERVED,  # noqa: F401
+                     KernelDomain, TimerRules)
 from .lifetimes import (ALL_DEVICES, Allocation, DeviceLifetimes, Lifetimes,  # noqa: F401
                         TraceDevice, build_lifetimes)
 from .parse import (Event, Problem, Trace, iter_events, open_trace, parse_line,  # noqa: F401
@@ -29,6 +30,7 @@ from .whatif import DEFAULT_DRIVER, NO_DRIVER, driver_names  # noqa: F401
 __all__ = ["read_trace", "iter_events", "parse_line", "open_trace", "Event", "Problem", "Trace",
            "build_lifetimes", "Lifetimes", "DeviceLifetimes", "Allocation", "TraceDevice",
            "ALL_DEVICES", "load", "replay", "check", "POLICIES", "MODES", "KERNELS",
-           "VTD_RESERVED", "TimerRules", "KernelDomain", "Engine", "Op", "parse_policy",
+           "VTD_RESERVED", "Q35_PCI_WINDOWS", "DEFAULT_RESERVED", "TimerRules", "KernelDomain",
+           "Engine", "Op", "parse_policy",
            "ReplayResult", "DeviceReplay", "CheckResult", "DeviceCheck", "format_check",
            "format_replay", "DEFAULT_DRIVER", "NO_DRIVER", "driver_names"]

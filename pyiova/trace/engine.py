@@ -28,7 +28,9 @@ its own copy, and run in lockstep, one allocation at a time, up to that
 allocation and `lookahead` beyond it: a hypothesis whose allocation
 differs from the record is dropped, hypotheses that reach the same state
 merge, and the first batch with a survivor decides (the other survivors
-stay parked). So the record decides each choice, however late the
+stay parked). When no batch has one (the copies beyond `width` were
+cut), the same parked choices are tried once more depth first, one at a
+time. So the record decides each choice, however late the
 allocation that tells the candidates apart comes, and an earlier choice
 is revised without replaying the trace. A mismatch is never accepted
 while a consistent hypothesis is left; when none is, the one that
@@ -37,7 +39,8 @@ reproduce counts as a divergence.
 
 Bounds: a parked choice expires once `lookahead` allocations after its
 window matched and (lazy) `depth` newer timer windows opened, or when
-`max_parked` are parked; at most `width` hypotheses run at once. Only
+`max_parked` are parked; at most `width` hypotheses run at once (copies
+beyond it are dropped as they are made, the least preferred first). Only
 what no parked alternative can change is final: it is counted and handed
 to the listener (the what-if policies) in order, and the operations
 before it are dropped. So memory holds the parked copies and the
@@ -179,7 +182,7 @@ class Engine:
     (FIRE, op, t0): the timer armed at t0 fired just before op.
     """
 
-    def __init__(self, model, *, timer=None, lookahead=8, depth=8, max_parked=256, width=256,
+    def __init__(self, model, *, timer=None, lookahead=8, depth=8, max_parked=256, width=1024,
                  reserve=256, checkpoint_every=16, budget=100000, listener=None) -> None:
         self.timer = timer or TimerRules()
         self.lookahead, self.depth, self.max_parked = lookahead, depth, max_parked
@@ -207,7 +210,8 @@ class Engine:
         self.unclosed = 0           # parked[:unclosed] have had their window close
         self.emitted: Any = None         # the journal node handed on last
         self.stats = {"wakes": 0, "peak_hypotheses": 1, "peak_parked": 0, "width_cuts": 0,
-                      "parked_dropped": 0, "budget_cuts": 0, "searches_suspended": 0}
+                      "parked_dropped": 0, "budget_cuts": 0, "searches_suspended": 0,
+                      "depth_first_runs": 0}
 
     # ---- input ------------------------------------------------------------------
     def feed(self, op) -> None:
@@ -327,6 +331,7 @@ class Engine:
         st = self.stats
         st["wakes"] += 1
         model = self.hyps[0].model
+        saved = list(parked)
         batch = 1
         while parked:
             woken = parked[-batch:]
@@ -345,7 +350,65 @@ class Engine:
             if dead is not None and (furthest is None or dead[0].nalloc > furthest[0].nalloc):
                 furthest = dead
             batch *= 2
+        # nothing side by side reproduces the record: the same choices once
+        # more, depth first, which reaches combinations the width cut
+        self.parked, self.unclosed = saved, 0
+        found, deeper = self._depth_first(target, model)
+        if found is not None:
+            return [found], None, None
+        self.parked = []
+        if deeper is not None and (furthest is None or deeper[0].nalloc > furthest[0].nalloc):
+            furthest = deeper
         return [], None, furthest
+
+    def _depth_first(self, target, model):
+        """After the side-by-side search found nothing: tries the parked
+        alternatives one at a time, the newest first, each run alone as the
+        active hypothesis is -- its own choices parked on the same stack --
+        up to the allocation that failed (`target` allocations done) and
+        `lookahead` beyond it. Most alternatives fail at their first
+        allocation, so this reaches a choice made hundreds of allocations
+        back (the timer's moment in a burst of frees decides when the ring
+        next fills) at a few allocations per alternative, where copies side
+        by side are cut to the width first. Returns the hypothesis found,
+        the parked choices left behind it; or None and the alternative that
+        got furthest, the parked choices as they were."""
+        goal = target + self.lookahead
+        budget = self.budget
+        st = self.stats
+        saved = self.parked
+        stack = [(p, p.next) for p in saved]
+        furthest = None
+        while stack and budget > 0:
+            p, cand = stack.pop()
+            if p.kind is not None and cand + 1 < p.ncand:
+                stack.append((p, cand + 1))
+            h = self._rebuild(p, model)
+            h.todo = None if p.kind is None else (p.kind, p.where, cand)
+            self.hyps, self.parked, self.ck = [h], [], None
+            st["depth_first_runs"] += 1
+            ok = True
+            while h.nalloc < goal:
+                r = self._run(h, self.end, self.hyps, 0)
+                if r is None:
+                    break               # every operation fed so far is done
+                budget -= 1
+                if not r[0]:
+                    ok = False
+                    if h.nalloc > target and (furthest is None or h.nalloc > furthest[0].nalloc):
+                        furthest = (h, r[1], r[2])
+                    break
+            if ok and h.nalloc >= target:
+                for q, c in stack:
+                    q.next = c
+                self.parked = [q for q, _ in stack] + self.parked
+                self.unclosed = 0
+                return h, None
+            stack.extend((q, q.next) for q in self.parked)
+        if budget <= 0:
+            st["budget_cuts"] += 1
+        self.parked, self.ck = saved, None
+        return None, furthest
 
     def _rebuild(self, p, model):
         """A hypothesis in the state parked in p."""
@@ -539,6 +602,13 @@ class Engine:
                 k.todo = (kind, where, cand)
                 clones.append(k)
             hyps[index + 1:index + 1] = clones
+            # the least preferred beyond `width` go now, not at the end of the
+            # round: a burst of frees inside a timer window is a choice at
+            # every gap, and each copy holds a whole domain state
+            cut = len(hyps) - max(self.width, index + 1 + len(clones))
+            if cut > 0:
+                self.stats["width_cuts"] += cut
+                del hyps[-cut:]
         return self._take(h, kind, where, 0, hyps, index)
 
     def _take(self, h, kind, where, cand, hyps, index):

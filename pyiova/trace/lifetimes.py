@@ -270,6 +270,14 @@ class Lifetimes:
         for kind, text in _COUNT_NOTES:
             if c.get(kind):
                 notes.append("%d %s%s" % (c[kind], text, ex(kind)))
+        if self.single_domain and c.get("remapped_while_live"):
+            # one domain never maps a live IOVA again; two devices, each in
+            # its own IOVA space, do all the time -- and map and unmap lines
+            # alone do not say which device a line is for
+            notes.append("an IOVA mapped while it is live is what two devices, each with its "
+                         "own IOVA space, do: if several devices did DMA here, this trace "
+                         "cannot be replayed as one domain; capture with dma: events (Linux "
+                         "6.12 and later), which name the device")
         if tr.malformed:
             lines = [str(p.line) for p in tr.problems if p.kind == "malformed"][:_EXAMPLES]
             notes.append("%d malformed lines (line %s)" % (tr.malformed, ", ".join(lines)))
@@ -486,6 +494,15 @@ class _Window:
         e = evs[i - first]
         if e.irq:
             return None
+        # The allocation and its map line are one call in one context: what
+        # that context masks (the map line's flags) could not have come in
+        # between. With interrupts off nothing could; with bottom halves off
+        # no softirq could -- a line of one sits before the allocation, and
+        # so does everything logged before it.
+        mask = e.flags[:1]
+        if mask in _IRQS_OFF:
+            return None
+        bh_off = mask in _BH_OFF
         s, base = self.seq[e.cpu if e.cpu is not None else -1]
         p = e._w - base - 1
         line = None
@@ -494,11 +511,18 @@ class _Window:
         lowest = max(first, i - self.window)
         while p >= 0 and s[p] >= lowest:
             f = evs[s[p] - first]
-            if not f.irq or f.pid != e.pid:
+            if not f.irq or f.pid != e.pid or (bh_off and f.flags[2:3] == "s"):
                 break
             line = f.line
             p -= 1
         return None if line is None else (e.cpu if e.cpu is not None else 0, e.pid, line)
+
+
+# The flags column's first character: interrupts off ("d"; "D": and bottom
+# halves too), bottom halves off ("b"), or neither (".", or "X" where the
+# kernel cannot tell).
+_IRQS_OFF = frozenset("dD")
+_BH_OFF = frozenset("b")
 
 
 class _DmaMode:
@@ -804,13 +828,32 @@ class _DmaMode:
 
 class _Open:
     """An allocation being rebuilt from map lines (no dma: events)."""
-    __slots__ = ("first", "start", "end", "last", "extent", "ready", "block", "alloc")
+    __slots__ = ("first", "start", "end", "last", "extent", "ready", "block", "alloc", "phys")
 
-    def __init__(self, first, start, end, last, extent, block) -> None:
+    def __init__(self, first, start, end, last, extent, block, phys) -> None:
         self.first, self.start, self.end, self.last = first, start, end, last
         self.extent, self.block = extent, block
         self.ready = extent is not None     # its size is known already
         self.alloc = None
+        self.phys = phys                    # its last line's physical range, or None
+
+
+def _phys(f):
+    """A map line's physical range [paddr, paddr + size), or None."""
+    p = f.get("paddr")
+    return None if p is None else (p, p + f["iova_end"] - f["iova"])
+
+
+def _next_chunk(prev, cur):
+    """Whether a map line mapping `cur` can be the chunk that follows one
+    mapping `prev` in one call. The IOMMU core logs one map line per
+    physically contiguous run of a call (a scatterlist's segments, a
+    dma_alloc's pages), so the next run never starts where the last one
+    ended; nor does it map the last one's pages again -- two small buffers
+    in one page mapped one after the other (network receive buffers) do."""
+    if prev is None or cur is None:
+        return True
+    return cur[0] != prev[1] and (cur[1] <= prev[0] or cur[0] >= prev[1])
 
 
 class _MapsMode:
@@ -919,14 +962,17 @@ class _MapsMode:
                 goes_on = f["iova_end"] <= o.start + o.extent
             else:
                 # never unmapped: contiguous lines are one call, unless a
-                # later unmap starts right here (another allocation)
-                goes_on = self._later_unmap(iova, j) is None
+                # later unmap starts right here, or the line cannot be the
+                # next chunk of one call (another allocation)
+                goes_on = self._later_unmap(iova, j) is None and \
+                    _next_chunk(o.phys, _phys(f))
             if goes_on:
-                o.end, o.last = f["iova_end"], j
+                o.end, o.last, o.phys = f["iova_end"], j, _phys(f)
                 return
         if o is not None:
             o.ready = True
-        o = _Open(e, iova, f["iova_end"], j, self._later_unmap(iova, j), self.w.block_before(j))
+        o = _Open(e, iova, f["iova_end"], j, self._later_unmap(iova, j), self.w.block_before(j),
+                  _phys(f))
         self.open[ctx] = o
         if iova in self.live:
             self.lt.count("remapped_while_live", e.line)

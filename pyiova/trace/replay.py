@@ -31,7 +31,8 @@ from ..policies import POLICIES as _POLICY_TABLE
 from ..sim import ENGINES, free_space
 from ..sim_args import aperture_bits as sim_aperture_bits
 from .engine import ALLOC, FIRE, Engine
-from .kernel import KERNELS, U64_MAX, VTD_RESERVED, KernelDomain, TimerRules
+from .kernel import (DEFAULT_RESERVED, KERNELS, U64_MAX, VTD_RESERVED, KernelDomain,
+                     TimerRules)
 from .lifetimes import Builder, Lifetimes, build_lifetimes
 from .parse import Trace, gc_paused, iter_event_batches
 from .whatif import DEFAULT_DRIVER, NO_DRIVER, RESULT_FIELDS, DriverModel, check_driver
@@ -690,7 +691,7 @@ def _content_note(content, name) -> str:
 
 
 def check(trace: Any, *, kernel: str = "auto", mode: str = "auto", granule: int = 4096,
-          aperture_bits: int | None = 39, reserved: Iterable[tuple[int, int]] = VTD_RESERVED,
+          aperture_bits: int | None = 39, reserved: Iterable[tuple[int, int]] = DEFAULT_RESERVED,
           default_mask: int = U64_MAX, timer: TimerRules | None = None,
           progress: Callable[[int, int], None] | None = None,
           engine_options: dict[str, Any] | None = None, **options: Any) -> CheckResult:
@@ -704,8 +705,9 @@ def check(trace: Any, *, kernel: str = "auto", mode: str = "auto", granule: int 
     mode           "strict" or "lazy" TLB invalidation (the flush queue), or
                    "auto": the record decides
     granule, aperture_bits, reserved, default_mask   the domain's setup
-                   (VT-d: 4 KiB, 39 bits, the IOAPIC/MSI window; devices
-                   of unknown mask: 64 bits)
+                   (VT-d: 4 KiB, 39 bits, the IOAPIC/MSI window and the
+                   PCI host bridge's memory windows, QEMU q35's by default;
+                   devices of unknown mask: 64 bits)
     timer          TimerRules: when the flush queue's timer can fire
     progress       called as progress(done, total) now and then
     options        for reading the trace (page_size, masks, coherent_masks,
@@ -725,7 +727,7 @@ def check(trace: Any, *, kernel: str = "auto", mode: str = "auto", granule: int 
 
 def replay(trace: Any, policy: str | Sequence[str] = "iova", *, kernel: str = "auto",
            mode: str = "auto", granule: int = 4096, aperture_bits: int | None = 39,
-           reserved: Iterable[tuple[int, int]] = VTD_RESERVED, default_mask: int = U64_MAX,
+           reserved: Iterable[tuple[int, int]] = DEFAULT_RESERVED, default_mask: int = U64_MAX,
            timer: TimerRules | None = None, progress: Callable[[int, int], None] | None = None,
            record: bool = False, engine_options: dict[str, Any] | None = None,
            driver: str = DEFAULT_DRIVER, engine: str = "auto", drop_rate: float = 1.0,
