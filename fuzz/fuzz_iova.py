@@ -206,7 +206,7 @@ def as_int(v):
     """v as the integer cffi would pass to C (bools and __index__ objects
     included), or None if it is not one."""
     try:
-        return operator.index(v)
+        return int(operator.index(v))    # exact int (3.9 returns int subclasses as they are)
     except Exception:
         return None
 
@@ -947,9 +947,10 @@ def free_rule_ok(t, pfn, pages):
         return False                                       # no range has no pages
     want = t.claims.by_lo[pfn][1]
     a = t.obj
-    if a.type.value == "iova" and a.iovad is not None and a.iovad.kernel == "6.12" \
+    if a.type.value == "iova" and a.iovad is not None and a.iovad.kernel in ("6.12", "6.1") \
             and not t.flags.get("tree_only"):
-        # free_iova_fast's rule: any size of the range's class; beyond the
+        # free_iova_fast's rule (6.1 and 6.12 alike, both round the size a
+        # cached allocation is given): any size of the range's class; beyond the
         # cached classes, where the class says nothing, the size handed out
         if want > 32 or pages > 32:
             return pages == want

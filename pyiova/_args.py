@@ -70,7 +70,7 @@ def _integer(name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise errors.IovaTypeError("%s must be an integer, not bool (%r)" % (name, value))
     try:
-        return operator.index(value)
+        return int(operator.index(value))   # an exact int on 3.9 too
     except TypeError:
         raise errors.IovaTypeError("%s must be an integer, not %s (%r)"
                                    % (name, type(value).__name__, value)) from None
@@ -145,7 +145,7 @@ def check_u64(name: str, value: Any) -> errors.IovaError | None:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         return errors.IovaTypeError("%s must be an integer, not %s (%r)"
                                     % (name, type(value).__name__, value))
-    v = value.__index__()
+    v = int(value.__index__())
     if v < 0 or v > _U64_MAX:
         return errors.IovaValueError("%s %d is out of range (0..2**64-1)" % (name, v))
     return None

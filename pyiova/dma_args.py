@@ -62,7 +62,7 @@ def integer(call: str, name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise _type_error(call, name, value, "an integer")
     try:
-        return operator.index(value)
+        return int(operator.index(value))   # an exact int on 3.9 too
     except TypeError:
         raise _type_error(call, name, value, "an integer") from None
 

@@ -74,7 +74,7 @@ def _as_int(value: Any) -> int | None:
         f = float(value)
         return int(f) if math.isfinite(f) and f.is_integer() else None
     try:
-        return operator.index(value)
+        return int(operator.index(value))
     except TypeError:
         return None
 
