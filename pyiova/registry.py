@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from . import errors
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterator
 
 _E = TypeVar("_E")
 
@@ -46,11 +46,19 @@ class PluginWarning(UserWarning):
     which and why)."""
 
 
-def _entry_points(group: str) -> Iterable[Any]:
+def _entry_points(group: str) -> list[tuple[Any, str | None]]:
+    """(entry point, the name of the distribution that declares it)."""
     eps = importlib.metadata.entry_points()
     if hasattr(eps, "select"):
-        return eps.select(group=group)
-    return eps.get(group, ())           # Python 3.9: a dict of groups
+        return [(ep, _dist_name(getattr(ep, "dist", None))) for ep in eps.select(group=group)]
+    # Python 3.9: a dict of groups whose entry points do not know their
+    # distribution, so each distribution is asked for its own
+    return [(ep, _dist_name(dist)) for dist in importlib.metadata.distributions()
+            for ep in dist.entry_points if ep.group == group]
+
+
+def _dist_name(dist: Any) -> str | None:
+    return dist.metadata["Name"] if dist is not None else None
 
 
 class Registry(Mapping[str, _E]):
@@ -144,7 +152,7 @@ class Registry(Mapping[str, _E]):
             if self._loaded:
                 return
             self._loaded = True
-            for ep in _entry_points(self.group):
+            for ep, dist in _entry_points(self.group):
                 if ep.name in self._entries:
                     if self._origins[ep.name] == "built-in":
                         warnings.warn(PluginWarning(
@@ -161,11 +169,10 @@ class Registry(Mapping[str, _E]):
                         % (ep.name, ep.value, self.group, type(exc).__name__, exc)),
                         stacklevel=3)
                     continue
-                dist = getattr(ep, "dist", None)
                 self._entries[ep.name] = entry
                 self._sources[ep.name] = obj
                 self._origins[ep.name] = "entry point %s%s" % (
-                    (dist.metadata["Name"] + ":") if dist is not None else "", ep.value)
+                    (dist + ":") if dist is not None else "", ep.value)
 
     def __getitem__(self, name: str) -> _E:
         self._load()
