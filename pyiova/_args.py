@@ -65,15 +65,28 @@ _RAW = (bytes, bytearray, mmap.mmap)
 
 # ---- scalars: the slow path, after a plain-int fast path refused -------------
 
+def index_int(value: Any) -> int | None:
+    """value as an exact int through __index__ (numpy integers, IntEnum...),
+    or None for a bool or anything without one. What every reader of an
+    integer argument in pyiova accepts."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool):
+        return None
+    try:
+        # int(): on Python 3.9 operator.index hands an int subclass back as is
+        return int(operator.index(value))
+    except TypeError:
+        return None
+
+
 def _integer(name: str, value: Any) -> int:
     """value as an int through __index__, or raise IovaTypeError naming it."""
-    if isinstance(value, bool):
-        raise errors.IovaTypeError("%s must be an integer, not bool (%r)" % (name, value))
-    try:
-        return int(operator.index(value))   # an exact int on 3.9 too
-    except TypeError:
+    v = index_int(value)
+    if v is None:
         raise errors.IovaTypeError("%s must be an integer, not %s (%r)"
-                                   % (name, type(value).__name__, value)) from None
+                                   % (name, type(value).__name__, value))
+    return v
 
 
 def as_integer(name: str, value: Any) -> int:
@@ -142,10 +155,10 @@ def as_granule(value: Any) -> int:
 
 def check_u64(name: str, value: Any) -> errors.IovaError | None:
     """None if value is an int in 0..2**64-1, else the exception to raise."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
+    v = index_int(value)
+    if v is None:
         return errors.IovaTypeError("%s must be an integer, not %s (%r)"
                                     % (name, type(value).__name__, value))
-    v = int(value.__index__())
     if v < 0 or v > _U64_MAX:
         return errors.IovaValueError("%s %d is out of range (0..2**64-1)" % (name, v))
     return None

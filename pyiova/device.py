@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from . import iommu_errors as ierr
+from ._args import index_int
 
 if TYPE_CHECKING:
     import array
@@ -134,10 +135,11 @@ class Device:
 
     def _checked_iova(self, iova: Any) -> int:
         """iova as an int the device can emit, or the exception saying why not."""
-        if isinstance(iova, bool) or not hasattr(iova, "__index__"):
+        v = index_int(iova)
+        if v is None:
             raise errors.IovaTypeError("iova must be an integer, not %s (%r)"
                                        % (type(iova).__name__, iova))
-        iova = iova.__index__()
+        iova = v
         if iova < 0:
             raise errors.IovaValueError("iova %d is negative" % iova)
         if iova > self.dma_mask:

@@ -25,10 +25,10 @@ fractional part is truncated: 4095.9 bytes is an error, not 4095.
 """
 from __future__ import annotations
 
-import operator
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from ._args import index_int
 
 if TYPE_CHECKING:
     from .device import Device
@@ -57,14 +57,10 @@ def device(call: str, dev: Any) -> Device:
 def integer(call: str, name: str, value: Any) -> int:
     """value as an int through __index__ (numpy integers, IntEnum...); bool,
     float, str, None and the rest are refused."""
-    if type(value) is int:
-        return value
-    if isinstance(value, bool):
+    v = index_int(value)
+    if v is None:
         raise _type_error(call, name, value, "an integer")
-    try:
-        return int(operator.index(value))   # an exact int on 3.9 too
-    except TypeError:
-        raise _type_error(call, name, value, "an integer") from None
+    return v
 
 
 def _u64(call: str, name: str, value: Any, what: str, lo: int = 0) -> int:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 import sys
 from typing import Any, Callable, NamedTuple, TypeVar
 
 from .. import errors
+from .._args import index_int
 
 __all__ = ["WorkloadError", "Param", "integer", "number", "fraction", "non_negative",
            "parse_size", "parse_list", "choice", "boolean", "seed", "op_count", "format_size",
@@ -73,10 +73,7 @@ def _as_int(value: Any) -> int | None:
             not hasattr(value, "__index__"):
         f = float(value)
         return int(f) if math.isfinite(f) and f.is_integer() else None
-    try:
-        return int(operator.index(value))
-    except TypeError:
-        return None
+    return index_int(value)
 
 
 def integer(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
