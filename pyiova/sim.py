@@ -197,9 +197,10 @@ def _make_iommu(driver: str, seed: Any, drop_rate: float) -> IommuDriver:
     return DRIVER_SPECS[driver].make(seed, drop_rate)
 
 
-def _setup(wl: Workload, pol: Policy, driver: str, seed: Any, kernel: str,
-           drop_rate: float) -> tuple[IommuDomain, Device, DmaCookie]:
-    """A fresh IOMMU, a DMA domain set up for the policy, the device attached."""
+def policy_domain(pol: Policy, driver: str, seed: Any, kernel: str, drop_rate: float,
+                  ncpus: int) -> tuple[IommuDomain, DmaCookie]:
+    """A fresh IOMMU's DMA domain set up for the policy, with its cookie (not
+    initialised yet: the first device attached decides its geometry)."""
     iommu = _make_iommu(driver, seed, drop_rate)
     dom = iommu.domain_alloc(DomainType.DMA)
     # The attribute is what the IPMMU reads to skip its per-unmap syncs under
@@ -208,7 +209,14 @@ def _setup(wl: Workload, pol: Policy, driver: str, seed: Any, kernel: str,
     if pol.lazy:
         dom.set_attr(DomainAttr.DMA_USE_FLUSH_QUEUE, True)
     cookie = get_dma_cookie(dom, allocator=pol.allocator, rcache=pol.rcache, kernel=kernel,
-                            ncpus=wl.ncpus)
+                            ncpus=ncpus)
+    return dom, cookie
+
+
+def _setup(wl: Workload, pol: Policy, driver: str, seed: Any, kernel: str,
+           drop_rate: float) -> tuple[IommuDomain, Device, DmaCookie]:
+    """A fresh IOMMU, a DMA domain set up for the policy, the device attached."""
+    dom, cookie = policy_domain(pol, driver, seed, kernel, drop_rate, wl.ncpus)
     dev = wl.device()
     dev.attach(dom)
     dma.dma_cookie(dev)        # iommu_dma_init_domain now, not inside the timed loop

@@ -43,12 +43,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import dma, errors
-from ..cookie import get_dma_cookie, put_dma_cookie
+from ..cookie import put_dma_cookie
 from ..device import Device
 from ..dma import DmaDirection
 from ..drivers import DRIVER_SPECS
-from ..iommu import DomainAttr, DomainType
 from ..policies import POLICIES, not_applicable
+from ..sim import policy_domain
 from ..sim_feed import FedRun
 from ..workloads.base import (ACCESS, ADVANCE, ALLOC_COHERENT, FREE_COHERENT, MAP_PAGE, MAP_SG,
                               UNMAP_PAGE, UNMAP_SG)
@@ -115,13 +115,8 @@ class DriverModel:
 
     def _setup(self, d) -> None:
         run, pol = self.run, POLICIES[self.policy]
-        iommu = DRIVER_SPECS[self.driver].make(run.driver_seed, run.drop_rate)
-        dom = iommu.domain_alloc(DomainType.DMA)
-        dom.set_attr(DomainAttr.IOVA_ALLOCATOR, pol.allocator)
-        if pol.lazy:
-            dom.set_attr(DomainAttr.DMA_USE_FLUSH_QUEUE, True)
-        cookie = get_dma_cookie(dom, allocator=pol.allocator, rcache=pol.rcache,
-                                kernel=self.kernel, ncpus=self.ncpus)
+        dom, cookie = policy_domain(pol, self.driver, run.driver_seed, self.kernel,
+                                    run.drop_rate, self.ncpus)
         mask = d.mask if d.mask is not None else run.default_mask
         cmask = d.coherent_mask if d.coherent_mask is not None else run.default_mask
         dev = Device(d.name, mask, cmask, d.is_pci)
